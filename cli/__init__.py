@@ -1,0 +1,1 @@
+"""The Click front end: parses arguments, calls the engine, prints."""

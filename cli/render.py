@@ -1,0 +1,94 @@
+"""Turn engine results into terminal lines or JSON; nothing here touches the engine's state."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from imgd.daemon.errors import display_path
+from imgd.daemon.models import IndexSummary
+
+
+def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [f"{hit['score']:.4f}  {display_path(hit['path'])}" for hit in hits]
+
+
+def hits_json(hits: Iterable[Mapping[str, Any]]) -> str:
+    return json.dumps(
+        [{"rank": h["rank"], "score": round(float(h["score"]), 6), "path": h["path"]} for h in hits],
+        ensure_ascii=False,
+    )
+
+
+def summary_line(summary: IndexSummary, seconds: float) -> str:
+    parts = [
+        f"{summary.added} added",
+        f"{summary.updated} updated",
+        f"{summary.moved} moved",
+        f"{summary.removed} removed",
+        f"{summary.failed} failed",
+        f"{summary.unchanged} unchanged",
+    ]
+    if summary.missing:
+        parts.append(f"{summary.missing} missing")
+    return ", ".join(parts) + f" in {seconds:.1f}s"
+
+
+def _size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _ago(stamp: float | None) -> str:
+    if not stamp:
+        return "never"
+    seconds = max(0, time.time() - stamp)
+    if seconds < 120:
+        return f"{seconds:.0f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.1f} h ago"
+
+
+def status_lines(status: Mapping[str, Any]) -> list[str]:
+    lines = []
+    daemon = status.get("daemon") or {}
+    if daemon.get("running"):
+        lines.append(f"daemon: running (pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s)")
+    else:
+        lines.append("daemon: not running")
+    counts = status.get("counts", {})
+    lines.append(
+        f"files: {counts.get('files', 0)} indexed ({counts.get('contents', 0)} unique images), "
+        f"{counts.get('failed', 0)} failed, {counts.get('missing', 0)} missing"
+    )
+    for folder in status.get("folders", []):
+        lines.append(f"watching: {display_path(folder['path'])} ({folder['mode']})")
+    queue = status.get("queue")
+    if queue is not None:
+        line = f"queue: {queue.get('pending', 0)} waiting"
+        if queue.get("rate"):
+            line += f", {queue['rate']:.1f} images/s"
+        if queue.get("eta_s"):
+            line += f", about {queue['eta_s']:.0f}s left"
+        lines.append(line)
+    model = status.get("model") or {}
+    if model:
+        detail = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
+        lines.append(f"model: {model.get('name')} ({model.get('dim')} dims{', ' + detail if detail else ''})")
+    lines.append(
+        f"last persisted: {_ago(status.get('last_persist'))}; last reconciled: {_ago(status.get('last_reconcile'))}"
+    )
+    disk = status.get("disk", {})
+    lines.append(f"on disk: catalog {_size(disk.get('catalog'))}, index {_size(disk.get('index'))}")
+    watches = status.get("inotify")
+    if watches:
+        lines.append(f"inotify watches: {watches.get('used', '?')} of {watches.get('max', '?')}")
+    return lines

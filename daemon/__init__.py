@@ -1,0 +1,1 @@
+"""The imgd engine: catalog, index, embedder, watcher and daemon; never prints, never exits."""

@@ -1,0 +1,351 @@
+"""The catalog: the only module that touches SQLite, and the source of truth for paths and vectors.
+
+contents: one row per unique image content (id = FAISS id, BLAKE2b digest, float16 vector, size).
+files:    one row per path (stored as raw bytes, so any file name round-trips) pointing at a content,
+          or recording why the file failed, or that its folder is missing.
+Identical copies share one content; a move only rewrites a files row; the FAISS file is a cache
+that can always be rebuilt from here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from .errors import CatalogError, ModelMismatch
+from .models import FileRecord
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x696D6764  # "imgd", stamped in the SQLite header so foreign files are recognised
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS contents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    hash TEXT NOT NULL UNIQUE,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    vector BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS files (
+    path BLOB PRIMARY KEY,
+    content_id INTEGER REFERENCES contents(id),
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    error TEXT,
+    missing_since REAL
+);
+CREATE INDEX IF NOT EXISTS files_content ON files(content_id);
+CREATE INDEX IF NOT EXISTS files_status ON files(status);
+"""
+
+RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
+
+
+def _key(path: str) -> bytes:
+    return os.fsencode(path)
+
+
+def _prefix_range(folder: str) -> tuple[bytes, bytes]:
+    """Byte range holding every path strictly inside folder (BLOB comparison is memcmp)."""
+    prefix = _key(folder.rstrip(os.sep) + os.sep)
+    return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class Catalog:
+    """SQLite in WAL mode: one writer at a time, any number of readers that never see half a commit."""
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        if readonly and not self.path.exists():
+            raise CatalogError(f"{self.path}: no catalog yet; run `imgd index DIR` or `imgd run` first.")
+        try:
+            if not readonly:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+            self._check_header()
+            if not readonly:
+                self.conn.execute("PRAGMA journal_mode = WAL")
+                self.conn.execute("PRAGMA synchronous = NORMAL")
+                self._ensure_schema()
+            else:
+                self._check_readable()
+        except sqlite3.DatabaseError as exc:
+            raise CatalogError(f"{self.path}: catalog is damaged or not a database ({exc}); {RECOVERY_HINT}.") from None
+        except OSError as exc:
+            raise CatalogError(f"{self.path}: cannot open catalog ({exc.strerror}).") from None
+        self.db = sqlite_utils.Database(self.conn)
+
+    # -- opening and versioning -------------------------------------------------------------
+
+    def _check_header(self) -> None:
+        app_id = self.conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app_id == APPLICATION_ID:
+            return
+        if app_id != 0 or tables:
+            raise CatalogError(
+                f"{self.path}: this SQLite file is not an imgd catalog; point --state-dir elsewhere or {RECOVERY_HINT}."
+            )
+
+    def _ensure_schema(self) -> None:
+        with self.transaction():
+            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            for statement in _SCHEMA.strip().split(";"):
+                if statement.strip():
+                    self.conn.execute(statement)
+            version = self.get_meta("schema_version")
+            if version is None:
+                self.set_meta("schema_version", str(SCHEMA_VERSION))
+                self.set_meta("generation", "0")
+            elif int(version) > SCHEMA_VERSION:
+                raise CatalogError(f"{self.path}: catalog is from a newer imgd (schema {version}); upgrade imgd.")
+
+    def _check_readable(self) -> None:
+        version = self.get_meta("schema_version")
+        if version is None:
+            raise CatalogError(f"{self.path}: catalog is empty or unfinished; run `imgd index DIR` first.")
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One atomic write; nested calls join the outer one."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Several reads that see one committed state, even while a writer commits."""
+        if self.conn.in_transaction:
+            yield
+            return
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.conn.execute("COMMIT")
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    @property
+    def generation(self) -> int:
+        return int(self.get_meta("generation") or 0)
+
+    def _bump_generation(self) -> None:
+        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
+
+    def model_info(self) -> tuple[str, int] | None:
+        name, dim = self.get_meta("model"), self.get_meta("dim")
+        return (name, int(dim)) if name and dim else None
+
+    def ensure_model(self, name: str, dim: int, reembed: bool = False) -> None:
+        """Bind the catalog to one model; vectors of two models never share an index."""
+        info = self.model_info()
+        if info == (name, dim):
+            return
+        if info is not None and not reembed and self.count_contents():
+            raise ModelMismatch(
+                f"the catalog was built with model '{info[0]}' ({info[1]} dims), not '{name}' ({dim} dims); "
+                "run `imgd index --reembed DIR...` to re-embed everything with the new model, "
+                f"or pass --model {info[0]}."
+            )
+        with self.transaction():
+            if info is not None:
+                # Forget vectors but keep paths: every file is re-embedded by the next reconcile.
+                self.conn.execute("UPDATE files SET content_id = NULL, size = -1, mtime_ns = -1")
+                self.conn.execute("DELETE FROM contents")
+                self._bump_generation()
+            self.set_meta("model", name)
+            self.set_meta("dim", str(dim))
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def count_contents(self) -> int:
+        return self.conn.execute("SELECT count(*) FROM contents").fetchone()[0]
+
+    def counts(self) -> dict[str, int]:
+        rows = dict(self.conn.execute("SELECT status, count(*) FROM files GROUP BY status").fetchall())
+        return {
+            "files": rows.get("ok", 0),
+            "failed": rows.get("failed", 0),
+            "missing": rows.get("missing", 0),
+            "contents": self.count_contents(),
+        }
+
+    @staticmethod
+    def _record(row: tuple) -> FileRecord:
+        return FileRecord(os.fsdecode(row[0]), row[1], row[2], row[3], row[4], row[5])
+
+    _FILE_COLUMNS = "path, size, mtime_ns, content_id, status, error"
+
+    def get_file(self, path: str) -> FileRecord | None:
+        row = self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files WHERE path = ?", (_key(path),)).fetchone()
+        return self._record(row) if row else None
+
+    def files_under(self, folder: str) -> Iterator[FileRecord]:
+        lo, hi = _prefix_range(folder)
+        yield from map(
+            self._record,
+            self.conn.execute(
+                f"SELECT {self._FILE_COLUMNS} FROM files WHERE path >= ? AND path < ? ORDER BY path", (lo, hi)
+            ),
+        )
+
+    def all_files(self) -> Iterator[FileRecord]:
+        yield from map(self._record, self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files ORDER BY path"))
+
+    def failed_files(self) -> list[FileRecord]:
+        rows = self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files WHERE status = 'failed' ORDER BY path")
+        return [self._record(r) for r in rows]
+
+    def content_id(self, digest: str) -> int | None:
+        row = self.conn.execute("SELECT id FROM contents WHERE hash = ?", (digest,)).fetchone()
+        return row[0] if row else None
+
+    def content_ids(self) -> np.ndarray:
+        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM contents")), dtype=np.int64)
+
+    def paths_for(self, content_ids: Iterable[int]) -> dict[int, list[str]]:
+        """Live paths of each content, in path order; missing and failed files are never results."""
+        ids = list(dict.fromkeys(int(i) for i in content_ids))
+        found: dict[int, list[str]] = {i: [] for i in ids}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT content_id, path FROM files WHERE status = 'ok' AND content_id IN ({marks}) ORDER BY path",
+                chunk,
+            )
+            for cid, path in rows:
+                found[cid].append(os.fsdecode(path))
+        return found
+
+    def vector(self, content_id: int) -> np.ndarray | None:
+        row = self.conn.execute("SELECT vector FROM contents WHERE id = ?", (content_id,)).fetchone()
+        return np.frombuffer(row[0], dtype=np.float16).astype(np.float32) if row else None
+
+    def iter_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, float32 vectors) in id order, a chunk at a time, for rebuilding the index."""
+        dim = int(self.get_meta("dim") or 0)
+        last = -1
+        while True:
+            rows = self.conn.execute(
+                "SELECT id, vector FROM contents WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            blob = b"".join(r[1] for r in rows)
+            yield ids, np.frombuffer(blob, dtype=np.float16).reshape(len(rows), dim).astype(np.float32)
+            last = int(ids[-1])
+
+    def size_on_disk(self) -> int:
+        return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+
+    # -- writes (callers group them in transaction()) -----------------------------------------
+
+    def add_content(self, digest: str, vector: np.ndarray, width: int, height: int) -> int:
+        blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
+        cursor = self.conn.execute(
+            "INSERT INTO contents(hash, width, height, vector) VALUES (?, ?, ?, ?)",
+            (digest, width, height, blob),
+        )
+        self._bump_generation()
+        return int(cursor.lastrowid)
+
+    def set_file(self, path: str, size: int, mtime_ns: int, content_id: int) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO files(path, content_id, size, mtime_ns, status, error, missing_since) "
+            "VALUES (?, ?, ?, ?, 'ok', NULL, NULL)",
+            (_key(path), content_id, size, mtime_ns),
+        )
+
+    def set_failed(self, path: str, size: int, mtime_ns: int, error: str) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO files(path, content_id, size, mtime_ns, status, error, missing_since) "
+            "VALUES (?, NULL, ?, ?, 'failed', ?, NULL)",
+            (_key(path), size, mtime_ns, error),
+        )
+
+    def remove_file(self, path: str) -> bool:
+        return self.conn.execute("DELETE FROM files WHERE path = ?", (_key(path),)).rowcount > 0
+
+    def remove_under(self, folder: str) -> int:
+        lo, hi = _prefix_range(folder)
+        return self.conn.execute("DELETE FROM files WHERE path >= ? AND path < ?", (lo, hi)).rowcount
+
+    def move_file(self, src: str, dest: str) -> bool:
+        self.conn.execute("DELETE FROM files WHERE path = ?", (_key(dest),))
+        return self.conn.execute("UPDATE files SET path = ? WHERE path = ?", (_key(dest), _key(src))).rowcount > 0
+
+    def move_under(self, src_folder: str, dest_folder: str) -> int:
+        """Rewrite every path below src_folder to the same place below dest_folder."""
+        moved = 0
+        for record in list(self.files_under(src_folder)):
+            rel = os.path.relpath(record.path, src_folder)
+            moved += self.move_file(record.path, os.path.join(dest_folder, rel))
+        return moved
+
+    def mark_missing_under(self, folder: str, now: float) -> int:
+        lo, hi = _prefix_range(folder)
+        return self.conn.execute(
+            "UPDATE files SET status = 'missing', missing_since = ? WHERE path >= ? AND path < ? AND status = 'ok'",
+            (now, lo, hi),
+        ).rowcount
+
+    def restore_missing_under(self, folder: str) -> int:
+        lo, hi = _prefix_range(folder)
+        return self.conn.execute(
+            "UPDATE files SET status = 'ok', missing_since = NULL WHERE path >= ? AND path < ? AND status = 'missing'",
+            (lo, hi),
+        ).rowcount
+
+    def drop_expired_missing(self, older_than: float) -> int:
+        return self.conn.execute(
+            "DELETE FROM files WHERE status = 'missing' AND missing_since < ?", (older_than,)
+        ).rowcount
+
+    def delete_orphans(self) -> list[int]:
+        """Drop contents no path points at any more; returns their ids for the index."""
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT id FROM contents WHERE NOT EXISTS (SELECT 1 FROM files WHERE files.content_id = contents.id)"
+            )
+        ]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            self.conn.execute(f"DELETE FROM contents WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+        if ids:
+            self._bump_generation()
+        return ids
+
+    def record_event(self, key: str) -> None:
+        self.set_meta(key, str(time.time()))

@@ -1,0 +1,68 @@
+"""The CLI's side of the query socket: stdlib only, so `imgd search` never loads torch or FAISS."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from .errors import DaemonNotRunning, ImgdError, ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_MESSAGE = 1 << 20  # replies; requests are capped lower by the server
+
+
+def request(socket_path: Path, message: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+    """Send one request line, read one reply line; raise DaemonNotRunning if nobody answers."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2.0)
+    try:
+        try:
+            sock.connect(str(socket_path))
+        except (FileNotFoundError, ConnectionRefusedError, TimeoutError, PermissionError, OSError) as exc:
+            raise DaemonNotRunning(f"no imgd daemon answers on {socket_path} ({exc})") from None
+        sock.settimeout(timeout)
+        payload = json.dumps({"v": PROTOCOL_VERSION, **message}).encode() + b"\n"
+        try:
+            sock.sendall(payload)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+                if len(data) > MAX_MESSAGE * 64:
+                    raise ProtocolError("the daemon's reply is too large")
+        except TimeoutError:
+            raise ProtocolError(
+                f"the daemon did not answer within {timeout:.0f}s; see `journalctl --user -u imgd`"
+            ) from None
+        except OSError as exc:
+            raise DaemonNotRunning(f"the daemon closed the connection ({exc})") from None
+    finally:
+        sock.close()
+    if not data:
+        raise DaemonNotRunning("the daemon closed the connection without answering")
+    try:
+        reply = json.loads(data)
+    except ValueError:
+        raise ProtocolError("the daemon sent a reply that is not JSON") from None
+    if not isinstance(reply, dict) or reply.get("v") != PROTOCOL_VERSION:
+        raise ProtocolError("the daemon speaks another protocol version; restart it after upgrading imgd")
+    if not reply.get("ok"):
+        raise ImgdError(str(reply.get("error") or "the daemon reported an unknown error"))
+    return reply
+
+
+def search(socket_path: Path, k: int, text: str | None = None, image: str | None = None) -> list[dict[str, Any]]:
+    message: dict[str, Any] = {"op": "search", "k": k}
+    if image is not None:
+        message["image"] = image
+    else:
+        message["text"] = text
+    return list(request(socket_path, message)["hits"])
+
+
+def status(socket_path: Path, timeout: float = 10.0) -> dict[str, Any]:
+    return dict(request(socket_path, {"op": "status"}, timeout=timeout)["status"])

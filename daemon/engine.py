@@ -1,0 +1,452 @@
+"""The engine: keeps catalog and index in step with the disk. No threads of its own, no printing.
+
+`Engine` is the single writer used by `imgd index` and by the daemon's worker; `Searcher` answers
+queries from any thread with its own read-only catalog connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+from . import imaging
+from .catalog import Catalog
+from .config import Config
+from .embedder import Embedder
+from .errors import CatalogError, ImageReadError, ImgdError, display_path
+from .index import VectorIndex
+from .models import FileRecord, FileStat, IndexSummary, SearchHit
+from .scanner import PathFilter, scan, stat_file
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+ProgressFn = Callable[[int], None]
+
+
+def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
+    """Like pool.map, in order, but with at most `window` items in flight so memory stays flat."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+@dataclass
+class _Loaded:
+    stat: FileStat
+    previous: FileRecord | None
+    digest: str | None = None
+    image: object | None = None
+    width: int = 0
+    height: int = 0
+    error: str | None = None
+
+
+class Engine:
+    """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        index: VectorIndex,
+        embedder: Embedder,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.catalog = catalog
+        self.index = index
+        self.embedder = embedder
+        self.clock = clock
+        self.filter = PathFilter(config.excludes)
+        self._readers = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def root_of(self, path: str, roots: Sequence[str]) -> str | None:
+        for root in roots:
+            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
+                return root
+        return None
+
+    def _known(self, digest: str) -> bool:
+        """Does the catalog already hold this content? Called from decode threads."""
+        reader = getattr(self._readers, "catalog", None)
+        if reader is None:
+            reader = self._readers.catalog = Catalog(self.catalog.path, readonly=True)
+        return reader.content_id(digest) is not None
+
+    def _load(self, item: tuple[FileStat, FileRecord | None]) -> _Loaded:
+        stat, previous = item
+        result = _Loaded(stat, previous)
+        try:
+            data = imaging.read_bytes(stat.path)
+            if not data:
+                raise ImageReadError(stat.path, "empty file")
+            result.digest = imaging.digest_bytes(data)
+            if self._known(result.digest):
+                return result
+            image, (result.width, result.height) = imaging.decode(stat.path, data, self.config.max_image_pixels)
+            result.image = self.embedder.prepare(image)
+        except ImageReadError as exc:
+            result.error = exc.reason
+        except Exception as exc:  # noqa: BLE001 - one strange file must never stop a run
+            result.error = f"unexpected error ({type(exc).__name__}: {exc})"
+        return result
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        items: Iterable[tuple[FileStat, FileRecord | None]],
+        gone_contents: dict[int, list[str]] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> IndexSummary:
+        """Read, hash, decode (in threads) and embed (in batches) new or changed files."""
+        summary = IndexSummary()
+        gone_contents = gone_contents if gone_contents is not None else {}
+        batch: list[_Loaded] = []
+        cheap: list[_Loaded] = []
+        window = max(self.config.batch_size * 2, self.config.threads() * 4)
+        for loaded in bounded_map(self._pool, self._load, items, window):
+            (batch if loaded.image is not None else cheap).append(loaded)
+            if len(batch) >= self.config.batch_size or len(cheap) >= 512:
+                self._commit(batch, cheap, gone_contents, summary)
+                if progress:
+                    progress(len(batch) + len(cheap))
+                batch, cheap = [], []
+        if batch or cheap:
+            self._commit(batch, cheap, gone_contents, summary)
+            if progress:
+                progress(len(batch) + len(cheap))
+        return summary
+
+    def _commit(
+        self,
+        batch: list[_Loaded],
+        cheap: list[_Loaded],
+        gone_contents: dict[int, list[str]],
+        summary: IndexSummary,
+    ) -> None:
+        vectors = self.embedder.encode_images([item.image for item in batch]) if batch else None
+        new_ids: list[int] = []
+        new_vectors: list[np.ndarray] = []
+        retry: list[_Loaded] = []
+        with self.catalog.transaction():
+            for position, item in enumerate(batch):
+                content_id = self.catalog.content_id(item.digest)
+                if content_id is None:
+                    content_id = self.catalog.add_content(item.digest, vectors[position], item.width, item.height)
+                    new_ids.append(content_id)
+                    new_vectors.append(vectors[position])
+                self._record(item, content_id, gone_contents, summary)
+            for item in cheap:
+                if item.error is not None:
+                    self._record_failure(item, summary)
+                    continue
+                content_id = self.catalog.content_id(item.digest)
+                if content_id is None:  # the known content went away meanwhile: decode it after all
+                    retry.append(item)
+                    continue
+                self._record(item, content_id, gone_contents, summary)
+            generation = self.catalog.generation
+        if new_ids:
+            self.index.add(np.asarray(new_ids, dtype=np.int64), np.vstack(new_vectors), generation)
+        else:
+            self.index.generation = generation
+        if retry:
+            summary.merge(self.ingest([(item.stat, item.previous) for item in retry], gone_contents))
+
+    def _record(
+        self, item: _Loaded, content_id: int, gone_contents: dict[int, list[str]], summary: IndexSummary
+    ) -> None:
+        stat, previous = item.stat, item.previous
+        self.catalog.set_file(stat.path, stat.size, stat.mtime_ns, content_id)
+        if previous is not None and previous.status == "ok":
+            if previous.content_id == content_id:
+                summary.unchanged += 1
+            else:
+                summary.updated += 1
+                log.info("updated %s", display_path(stat.path))
+        elif gone_contents.get(content_id):
+            old = gone_contents[content_id].pop()
+            summary.moved += 1
+            log.info("moved %s -> %s", display_path(old), display_path(stat.path))
+        else:
+            summary.added += 1
+            log.info("indexed %s", display_path(stat.path))
+
+    def _record_failure(self, item: _Loaded, summary: IndexSummary) -> None:
+        stat = item.stat
+        self.catalog.set_failed(stat.path, stat.size, stat.mtime_ns, item.error or "unknown error")
+        summary.failed += 1
+        summary.failures.append((stat.path, item.error or ""))
+        log.warning("skipping %s: %s", display_path(stat.path), item.error)
+
+    # -- reconcile --------------------------------------------------------------------------
+
+    def reconcile(
+        self,
+        roots: Sequence[str | Path],
+        progress: ProgressFn | None = None,
+        on_total: Callable[[int], None] | None = None,
+        subtree: str | None = None,
+    ) -> IndexSummary:
+        """Make the catalog match the disk under roots (or only under `subtree` of one of them)."""
+        summary = IndexSummary()
+        now = self.clock()
+        roots = [os.path.abspath(os.fspath(r)) for r in roots]
+        candidates: list[tuple[FileStat, FileRecord | None]] = []
+        gone: list[FileRecord] = []
+        for root in roots:
+            top = subtree if subtree and self.root_of(subtree, [root]) else None
+            if subtree and top is None:
+                continue
+            if top is None and self._root_missing(root):
+                with self.catalog.transaction():
+                    marked = self.catalog.mark_missing_under(root, now)
+                if marked:
+                    log.warning(
+                        "folder %s is missing or empty (unmounted?); keeping its %d entries as missing",
+                        display_path(root),
+                        marked,
+                    )
+                summary.missing += marked
+                continue
+            if top is None:
+                with self.catalog.transaction():
+                    restored = self.catalog.restore_missing_under(root)
+                if restored:
+                    log.info("folder %s is back; checking its %d files", display_path(root), restored)
+            walk_from = top or root
+            known = {r.path: r for r in self.catalog.files_under(walk_from)}
+            single = self.catalog.get_file(walk_from)
+            if single is not None:
+                known[single.path] = single
+            for stat in scan(walk_from, self.filter, self.config.follow_symlinks):
+                if self.filter.excluded_path(stat.path, root):
+                    continue
+                record = known.pop(stat.path, None)
+                if (
+                    record is not None
+                    and record.status != "missing"
+                    and record.size == stat.size
+                    and record.mtime_ns == stat.mtime_ns
+                ):
+                    summary.unchanged += 1
+                    continue
+                candidates.append((stat, record))
+            gone.extend(r for r in known.values() if r.status != "missing" or not self._root_missing(root))
+        if on_total:
+            on_total(len(candidates))
+        gone_contents: dict[int, list[str]] = {}
+        for record in gone:
+            if record.content_id is not None:
+                gone_contents.setdefault(record.content_id, []).append(record.path)
+        summary.merge(self.ingest(candidates, gone_contents, progress))
+        moved_away = {record.path for record in gone} - {p for paths in gone_contents.values() for p in paths}
+        with self.catalog.transaction():
+            for record in gone:
+                self.catalog.remove_file(record.path)
+                if record.path not in moved_away or record.content_id is None:
+                    summary.removed += 1
+                    log.info("removed %s", display_path(record.path))
+            expired = self.catalog.drop_expired_missing(now - self.config.missing_grace)
+            if expired:
+                log.info("dropped %d entries missing for longer than the grace period", expired)
+                summary.removed += expired
+        self._drop_orphans()
+        with self.catalog.transaction():
+            self.catalog.record_event("last_reconcile")
+        return summary
+
+    def _root_missing(self, root: str) -> bool:
+        """A root that is gone, or an empty folder where entries used to be, is an unmounted drive."""
+        if not os.path.isdir(root):
+            return True
+        try:
+            with os.scandir(root) as entries:
+                if next(entries, None) is not None:
+                    return False
+        except OSError:
+            return True
+        return next(self.catalog.files_under(root), None) is not None
+
+    def _drop_orphans(self) -> None:
+        with self.catalog.transaction():
+            orphans = self.catalog.delete_orphans()
+            generation = self.catalog.generation
+        if orphans:
+            self.index.remove(orphans, generation)
+
+    # -- single changes (the daemon's worker) ---------------------------------------------
+
+    def forget(self, paths: Iterable[str], folder: bool = False) -> int:
+        """Drop paths (or whole folders) that left the disk."""
+        removed = 0
+        with self.catalog.transaction():
+            for path in paths:
+                if self.catalog.remove_file(path):
+                    removed += 1
+                    log.info("removed %s", display_path(path))
+                if folder:
+                    count = self.catalog.remove_under(path)
+                    if count:
+                        log.info("removed %d files under %s", count, display_path(path))
+                    removed += count
+        self._drop_orphans()
+        return removed
+
+    def move(self, src: str, dest: str, is_dir: bool) -> int:
+        """Rewrite paths for a rename; the content keeps its vector."""
+        with self.catalog.transaction():
+            if is_dir:
+                moved = self.catalog.move_under(src, dest)
+            else:
+                moved = int(self.catalog.move_file(src, dest))
+        if moved:
+            log.info("moved %s -> %s", display_path(src), display_path(dest))
+        self._drop_orphans()  # a rename over an existing file orphaned the old content
+        return moved
+
+    def upsert(self, paths: Iterable[str]) -> IndexSummary:
+        """Look at files that were created or changed: embed new content, reuse known content."""
+        items: list[tuple[FileStat, FileRecord | None]] = []
+        gone: list[str] = []
+        for path in dict.fromkeys(paths):
+            stat = stat_file(path, self.config.follow_symlinks)
+            record = self.catalog.get_file(path)
+            if stat is None:
+                if record is not None:
+                    gone.append(path)
+                continue
+            if record and record.status != "missing" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
+                continue
+            items.append((stat, record))
+        summary = self.ingest(items)
+        if gone:
+            summary.removed += self.forget(gone)
+        else:
+            self._drop_orphans()  # an edited file's old content may be unreferenced now
+        return summary
+
+    def save_index(self) -> bool:
+        """Persist the index if it changed; the catalog is already durable."""
+        if not self.index.dirty:
+            return False
+        self.index.save(self.config.index_path)
+        return True
+
+
+class Searcher:
+    """Queries from any thread: per-thread read-only catalog connections, a shared index."""
+
+    TEXT_CACHE = 256
+
+    def __init__(self, config: Config, index: VectorIndex, embedder_factory: Callable[[], Embedder]) -> None:
+        self.config = config
+        self.index = index
+        self._embedder_factory = embedder_factory
+        self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
+        self._local = threading.local()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache_lock = threading.Lock()
+
+    @property
+    def catalog(self) -> Catalog:
+        reader = getattr(self._local, "catalog", None)
+        if reader is None:
+            reader = self._local.catalog = Catalog(self.config.catalog_path, readonly=True)
+        return reader
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = self._embedder_factory()
+            return self._embedder
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """Encode a query, remembering recent ones: people repeat and refine searches."""
+        with self._cache_lock:
+            if text in self._text_cache:
+                self._text_cache.move_to_end(text)
+                return self._text_cache[text]
+        vector = self.embedder.encode_texts([text])[0]
+        with self._cache_lock:
+            self._text_cache[text] = vector
+            while len(self._text_cache) > self.TEXT_CACHE:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def query(self, k: int, text: str | None = None, image: str | None = None) -> list[SearchHit]:
+        """Search by text or by a reference image path; an empty catalog is an error, no match is not."""
+        if len(self.index) == 0:
+            raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
+        if image is not None:
+            vector = self.image_vector(image)
+        elif text is not None and text.strip():
+            vector = self.text_vector(text.strip())
+        else:
+            raise ImgdError("give a text query or --image PATH.")
+        return self.search(vector, k)
+
+    def image_vector(self, path: str) -> np.ndarray:
+        """A reference image: its stored vector if we indexed these exact bytes, else embed it."""
+        data = imaging.read_bytes(path) if os.path.exists(path) else None
+        if data is None:
+            raise ImageReadError(path, "no such file")
+        if not data:
+            raise ImageReadError(path, "empty file")
+        content_id = self.catalog.content_id(imaging.digest_bytes(data))
+        if content_id is not None:
+            vector = self.catalog.vector(content_id)
+            if vector is not None:
+                return vector
+        image, _ = imaging.decode(path, data, self.config.max_image_pixels)
+        embedder = self.embedder
+        return embedder.encode_images([embedder.prepare(image)])[0]
+
+    def search(self, vector: np.ndarray, k: int) -> list[SearchHit]:
+        """The k best contents that still exist on disk, every live path of each listed."""
+        hits: list[SearchHit] = []
+        fetch = k + 8
+        while True:
+            raw = self.index.search(vector, fetch)
+            paths = self.catalog.paths_for(cid for cid, _ in raw)
+            hits, contents = [], 0
+            for content_id, score in raw:
+                live = [p for p in paths.get(content_id, []) if os.path.isfile(p)]
+                if not live:
+                    continue
+                contents += 1
+                hits.extend(
+                    SearchHit(rank=len(hits) + i + 1, score=score, path=p, content_id=content_id)
+                    for i, p in enumerate(live)
+                )
+                if contents >= k:
+                    return hits
+            if len(raw) < fetch or fetch >= len(self.index):
+                return hits
+            fetch *= 4

@@ -1,0 +1,156 @@
+"""Read one image file safely: once from disk, hashed, EXIF-oriented, draft-decoded, converted to RGB."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from .errors import ImageReadError
+
+try:  # HEIC/HEIF only with the optional extra `imgd[heic]`
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_AVAILABLE = True
+except ImportError:  # pragma: no cover - depends on the extra
+    HEIF_AVAILABLE = False
+
+# Truncated files must fail, not decode into a half-grey picture that gets indexed as if whole.
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+# The smallest side CLIP models look at; draft decoding never goes below twice this.
+DRAFT_MIN_SIDE = 448
+MAX_FILE_BYTES = 1 << 30
+ORIENTATION_TAG = 0x0112
+
+
+@dataclass
+class LoadedImage:
+    """A decoded, upright RGB picture and the identity of the bytes it came from."""
+
+    digest: str
+    image: Image.Image | None
+    width: int
+    height: int
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a regular file without ever blocking on a FIFO or device that took its name."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageReadError(path, "file vanished before it could be read") from None
+    except PermissionError:
+        raise ImageReadError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot open ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(path, "not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise ImageReadError(path, "file larger than 1 GiB")
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise ImageReadError(path, f"read error ({exc.strerror})") from None
+    finally:
+        os.close(fd)
+
+
+def digest_bytes(data: bytes) -> str:
+    return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB the way a viewer shows it: alpha over white, 16-bit scaled down."""
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or array.max(initial=0) > 255 else 255.0
+        array = np.clip(array * (255.0 / peak), 0, 255).astype(np.uint8)
+        return Image.fromarray(array, "L").convert("RGB")
+    if mode == "F":
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        lo, hi = float(array.min(initial=0)), float(array.max(initial=0))
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return Image.fromarray(((array - lo) * scale).astype(np.uint8), "L").convert("RGB")
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        mode = image.mode
+    if mode in ("LA", "La", "PA", "RGBa"):
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def decode(
+    path: str, data: bytes, max_pixels: int, min_side: int = DRAFT_MIN_SIDE
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode the first frame upright in RGB, with its full upright size; JPEGs decode at reduced scale."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageReadError(
+                    path,
+                    f"image too large ({width}x{height} pixels, limit {max_pixels}); possible decompression bomb",
+                )
+            if image.format == "JPEG":
+                # Draft keeps both sides >= the request, so the model still sees at least min_side pixels.
+                scale = min(width, height) / min_side
+                if scale >= 2:
+                    image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
+            image.seek(0)
+            image.load()
+            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            image = ImageOps.exif_transpose(image) or image
+            return to_rgb(image), (width, height)
+    except ImageReadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageReadError(path, "image too large; possible decompression bomb") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not a recognised image format") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, KeyError) as exc:
+        reason = str(exc).split("\n")[0] or type(exc).__name__
+        raise ImageReadError(path, f"cannot decode ({reason})") from None
+    except MemoryError:
+        raise ImageReadError(path, "not enough memory to decode") from None
+
+
+def load(path: str, max_pixels: int, known_digests: frozenset[str] | set[str] = frozenset()) -> LoadedImage:
+    """Read the file once; skip decoding when its bytes are content we already have a vector for."""
+    data = read_bytes(path)
+    if not data:
+        raise ImageReadError(path, "empty file")
+    digest = digest_bytes(data)
+    if digest in known_digests:
+        return LoadedImage(digest=digest, image=None, width=0, height=0)
+    image, (width, height) = decode(path, data, max_pixels)
+    return LoadedImage(digest=digest, image=image, width=width, height=height)
+
+
+def open_reference(path: str, max_pixels: int) -> Image.Image:
+    """Decode a query image given by the user."""
+    if not os.path.exists(path):
+        raise ImageReadError(path, "no such file")
+    return decode(path, read_bytes(path), max_pixels)[0]

@@ -1,0 +1,174 @@
+"""The state folder as a whole: one writer lock, then catalog, model and index opened together."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .catalog import Catalog
+from .config import Config
+from .embedder import Embedder
+from .engine import Engine, Searcher
+from .errors import CatalogBusy, CatalogError, ImgdError
+from .index import VectorIndex
+
+log = logging.getLogger(__name__)
+
+
+class WriterLock:
+    """An flock on state_dir/writer.lock: `imgd index` and `imgd run` never write at once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise CatalogBusy(
+                    f"the catalog in {self.path.parent} is being written by imgd (pid {holder}); "
+                    "the daemon indexes its folders itself — stop it first to run `imgd index` by hand."
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> WriterLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def set_aside(config: Config) -> Path | None:
+    """Move a damaged catalog and its index out of the way, keeping them for the user to inspect."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    moved: Path | None = None
+    for path in (config.catalog_path, Path(f"{config.catalog_path}-wal"), Path(f"{config.catalog_path}-shm")):
+        if path.exists():
+            target = path.with_name(f"{path.name}.broken-{stamp}")
+            os.replace(path, target)
+            moved = moved or target
+    with contextlib.suppress(FileNotFoundError):
+        config.index_path.unlink()
+    return moved
+
+
+@dataclass
+class Library:
+    """An opened state folder with the writer lock held."""
+
+    config: Config
+    lock: WriterLock
+    catalog: Catalog
+    index: VectorIndex
+    engine: Engine
+
+    def close(self) -> None:
+        self.engine.close()
+        self.catalog.close()
+        self.lock.release()
+
+
+def ensure_state_dir(config: Config) -> None:
+    try:
+        config.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise ImgdError(f"cannot create state folder {config.state_dir} ({exc.strerror}); set --state-dir.") from None
+
+
+def open_library(
+    config: Config,
+    embedder: Embedder,
+    reembed: bool = False,
+    rebuild: bool = False,
+    clock: Callable[[], float] = time.time,
+) -> Library:
+    """Take the writer lock, open the catalog bound to this model, load or rebuild the index."""
+    ensure_state_dir(config)
+    lock = WriterLock(config.lock_path)
+    lock.acquire()
+    try:
+        if rebuild:
+            aside = set_aside(config)
+            if aside:
+                log.warning("set the old catalog aside as %s; indexing anew", aside)
+        catalog = Catalog(config.catalog_path)
+        catalog.ensure_model(embedder.name, embedder.dim, reembed=reembed)
+        index = VectorIndex.load_verified(config.index_path, catalog, embedder.dim)
+        engine = Engine(config, catalog, index, embedder, clock=clock)
+    except BaseException:
+        lock.release()
+        raise
+    return Library(config, lock, catalog, index, engine)
+
+
+def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Searcher:
+    """The direct (daemon-less) path: read-only catalog, verified index, the catalog's own model."""
+    catalog = Catalog(config.catalog_path, readonly=True)
+    try:
+        with catalog.snapshot():
+            info = catalog.model_info()
+            if info is None:
+                raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
+            name, dim = info
+            index = VectorIndex.load_verified(config.index_path, catalog, dim)
+    finally:
+        catalog.close()
+    return Searcher(config, index, lambda: load_model(name))
+
+
+def catalog_status(config: Config) -> dict[str, object]:
+    """What the catalog holds, readable with or without a daemon."""
+    status: dict[str, object] = {"daemon": {"running": False}, "state_dir": str(config.state_dir)}
+    index_size = config.index_path.stat().st_size if config.index_path.exists() else None
+    if not config.catalog_path.exists():
+        status.update(counts={"files": 0, "contents": 0, "failed": 0, "missing": 0}, disk={"index": index_size})
+        return status
+    catalog = Catalog(config.catalog_path, readonly=True)
+    try:
+        with catalog.snapshot():
+            info = catalog.model_info()
+            last_persist = config.index_path.stat().st_mtime if config.index_path.exists() else None
+            status.update(
+                counts=catalog.counts(),
+                model={"name": info[0], "dim": info[1]} if info else None,
+                last_reconcile=float(catalog.get_meta("last_reconcile") or 0) or None,
+                last_persist=last_persist,
+                disk={"catalog": catalog.size_on_disk(), "index": index_size},
+            )
+    finally:
+        catalog.close()
+    return status
+
+
+def failed_files(config: Config) -> list[tuple[str, str]]:
+    if not config.catalog_path.exists():
+        return []
+    catalog = Catalog(config.catalog_path, readonly=True)
+    try:
+        return [(r.path, r.error or "") for r in catalog.failed_files()]
+    finally:
+        catalog.close()

@@ -1,0 +1,97 @@
+"""Walk the watched folders: which names are images, which are excluded, and what is on disk now."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .config import IMAGE_EXTENSIONS
+from .errors import display_path
+from .models import FileStat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """Decides which names imgd looks at; shared by the scanner and the watcher."""
+
+    excludes: tuple[str, ...]
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+
+    def excluded_name(self, name: str) -> bool:
+        lowered = name.lower()
+        return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.excludes if "/" not in pattern)
+
+    def excluded_path(self, path: str, root: str) -> bool:
+        """True if any component below the root, or the whole relative path, is excluded."""
+        rel = os.path.relpath(path, root)
+        if rel.startswith(os.pardir):
+            return True
+        if any(self.excluded_name(part) for part in rel.split(os.sep) if part not in ("", ".")):
+            return True
+        return any(fnmatch.fnmatchcase(rel, p) for p in self.excludes if "/" in p)
+
+    def is_image_name(self, name: str) -> bool:
+        return os.path.splitext(name)[1].lower() in self.extensions
+
+    def wants(self, path: str, root: str) -> bool:
+        return self.is_image_name(path) and not self.excluded_path(path, root)
+
+
+def scan(
+    root: str,
+    path_filter: PathFilter,
+    follow_symlinks: bool = False,
+    on_error: Callable[[str, str], None] | None = None,
+) -> Iterator[FileStat]:
+    """Yield every wanted regular file below root; unreadable folders are reported, never fatal."""
+    seen_dirs: set[tuple[int, int]] = set()
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            info = os.stat(folder)
+            key = (info.st_dev, info.st_ino)
+            if key in seen_dirs:  # a symlink loop, when following links
+                continue
+            seen_dirs.add(key)
+            entries = list(os.scandir(folder))
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            if on_error:
+                on_error(folder, f"cannot list folder ({exc.strerror})")
+            log.warning("skipping %s: cannot list folder (%s)", display_path(folder), exc.strerror)
+            continue
+        for entry in entries:
+            if path_filter.excluded_name(entry.name):
+                continue
+            try:
+                if entry.is_dir(follow_symlinks=follow_symlinks):
+                    stack.append(entry.path)
+                    continue
+                if not path_filter.is_image_name(entry.name):
+                    continue
+                if entry.is_symlink() and not follow_symlinks:
+                    continue
+                st = entry.stat(follow_symlinks=follow_symlinks)
+            except OSError:
+                continue  # vanished, or a dangling/looping link
+            if stat.S_ISREG(st.st_mode):
+                yield FileStat(entry.path, st.st_size, st.st_mtime_ns)
+
+
+def stat_file(path: str, follow_symlinks: bool = False) -> FileStat | None:
+    """The FileStat of a regular file, or None if it is gone or is not one."""
+    try:
+        st = os.stat(path, follow_symlinks=follow_symlinks)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return FileStat(path, st.st_size, st.st_mtime_ns)
