@@ -55,6 +55,7 @@ def setup_logging(verbosity: int, daemon: bool = False) -> None:
     root.handlers[:] = [handler]
     root.setLevel(max(logging.DEBUG, min(logging.ERROR, level)))
     logging.getLogger("imgd").setLevel(root.level)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing at INFO
 
 
 def get_config(ctx: click.Context, **flags: Any) -> Config:

@@ -36,6 +36,10 @@ R = TypeVar("R")
 ProgressFn = Callable[[int], None]
 
 
+class Stopped(Exception):
+    """The daemon is shutting down; work in flight is abandoned and redone at the next start."""
+
+
 def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
     """Like pool.map, in order, but with at most `window` items in flight so memory stays flat."""
     pending: deque[Future[R]] = deque()
@@ -75,6 +79,7 @@ class Engine:
         self.embedder = embedder
         self.clock = clock
         self.filter = PathFilter(config.excludes)
+        self.should_stop: Callable[[], bool] = lambda: False
         self._readers = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
 
@@ -129,6 +134,8 @@ class Engine:
         cheap: list[_Loaded] = []
         window = max(self.config.batch_size * 2, self.config.threads() * 4)
         for loaded in bounded_map(self._pool, self._load, items, window):
+            if self.should_stop():
+                raise Stopped
             (batch if loaded.image is not None else cheap).append(loaded)
             if len(batch) >= self.config.batch_size or len(cheap) >= 512:
                 self._commit(batch, cheap, gone_contents, summary)
@@ -244,6 +251,8 @@ class Engine:
             if single is not None:
                 known[single.path] = single
             for stat in scan(walk_from, self.filter, self.config.follow_symlinks):
+                if self.should_stop():
+                    raise Stopped
                 if self.filter.excluded_path(stat.path, root):
                     continue
                 record = known.pop(stat.path, None)
@@ -329,7 +338,7 @@ class Engine:
         self._drop_orphans()  # a rename over an existing file orphaned the old content
         return moved
 
-    def upsert(self, paths: Iterable[str]) -> IndexSummary:
+    def upsert(self, paths: Iterable[str], progress: ProgressFn | None = None) -> IndexSummary:
         """Look at files that were created or changed: embed new content, reuse known content."""
         items: list[tuple[FileStat, FileRecord | None]] = []
         gone: list[str] = []
@@ -343,7 +352,7 @@ class Engine:
             if record and record.status != "missing" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
                 continue
             items.append((stat, record))
-        summary = self.ingest(items)
+        summary = self.ingest(items, progress=progress)
         if gone:
             summary.removed += self.forget(gone)
         else:

@@ -1,0 +1,211 @@
+"""`imgd run`: wires catalog, index, model, watcher, worker and query server; handles signals,
+systemd notifications, periodic persistence and reconciliation. Runs in the foreground.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .embedder import Embedder
+from .engine import Searcher
+from .errors import ImgdError, display_path
+from .library import catalog_status, failed_files, open_library
+from .models import Change
+from .server import QueryServer
+from .watcher import Watcher
+from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+ROOT_CHECK_INTERVAL = 10.0
+STATUS_INTERVAL = 5.0
+MAX_K = 1000
+
+
+def sd_notify(message: str) -> None:
+    """Tell systemd about readiness, status and liveness; a no-op outside a notify service."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.connect(address)
+        sock.sendall(message.encode())
+
+
+def inotify_usage() -> dict[str, int | None]:
+    """Watches this process holds, against the per-user limit."""
+    used = 0
+    with contextlib.suppress(OSError):
+        for fd in os.listdir("/proc/self/fdinfo"):
+            with contextlib.suppress(OSError), open(f"/proc/self/fdinfo/{fd}") as fh:
+                used += sum(1 for line in fh if line.startswith("inotify wd:"))
+    limit: int | None = None
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/fs/inotify/max_user_watches") as fh:
+        limit = int(fh.read())
+    return {"used": used, "max": limit}
+
+
+class Daemon:
+    """The running service: every part it owns, and the loop that keeps them healthy."""
+
+    def __init__(self, config: Config, roots: Sequence[str], embedder: Embedder) -> None:
+        self.config = config
+        self.roots = [os.path.abspath(os.fspath(r)) for r in roots]
+        for root in self.roots:
+            if os.path.exists(root) and not os.path.isdir(root):
+                raise ImgdError(f"{display_path(root)}: not a folder; give the folders that hold your images.")
+            if not os.path.exists(root):
+                log.warning("folder %s does not exist (yet); it is watched once it appears", display_path(root))
+        self.embedder = embedder
+        self.started = time.time()
+        self.stop_event = threading.Event()
+        self.library = open_library(config, embedder)
+        self.changes: queue.Queue[Change] = queue.Queue()
+        engine = self.library.engine
+        self.watcher = Watcher(self.roots, engine.filter, self.changes, config.polling, config.follow_symlinks)
+        self.worker = Worker(engine, self.roots, self.changes, config.settle_seconds)
+        self.searcher = Searcher(config, self.library.index, lambda: embedder)
+        self.server: QueryServer | None = None
+        self.last_persist: float | None = config.index_path.stat().st_mtime if config.index_path.exists() else None
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "search":
+            k = message.get("k", self.config.top_k)
+            if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
+                raise ImgdError(f"k must be a whole number from 1 to {MAX_K}")
+            text, image = message.get("text"), message.get("image")
+            if (
+                not isinstance(text, str | None)
+                or not isinstance(image, str | None)
+                or (text is None) == (image is None)
+            ):
+                raise ImgdError("a search needs exactly one of 'text' or 'image' (a path), as a string")
+            hits = self.searcher.query(k, text=text, image=image)
+            return {"hits": [hit.as_dict() for hit in hits]}
+        if op == "status":
+            return {"status": self.status()}
+        if op == "failed":
+            return {"failed": [{"path": p, "error": e} for p, e in failed_files(self.config)]}
+        raise ImgdError(f"unknown operation {op!r}")
+
+    def status(self) -> dict[str, Any]:
+        info = catalog_status(self.config)
+        stats = self.worker.stats
+        pending = len(self.worker.pending) + self.changes.qsize() + stats.remaining
+        info.update(
+            daemon={"running": True, "pid": os.getpid(), "uptime_s": time.time() - self.started, "state": stats.busy},
+            folders=self.watcher.modes(),
+            queue={
+                "pending": pending,
+                "rate": round(stats.rate, 2) if stats.busy != "idle" else 0.0,
+                "eta_s": round(pending / stats.rate, 1) if stats.rate and stats.busy != "idle" else None,
+            },
+            model={
+                "name": self.embedder.name,
+                "dim": self.embedder.dim,
+                "device": self.embedder.device,
+                "precision": self.embedder.precision,
+            },
+            last_persist=self.last_persist,
+            inotify=inotify_usage(),
+            last_error=stats.last_error,
+        )
+        return info
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def persist(self) -> None:
+        try:
+            if self.library.engine.save_index():
+                self.last_persist = time.time()
+                log.debug("index saved")
+        except OSError as exc:
+            # Full disk or I/O error: the old file is intact and the catalog holds every vector.
+            log.error("could not save the index (%s); keeping the previous file and retrying later", exc.strerror)
+
+    def run(self) -> int:
+        """Run until SIGTERM/SIGINT; returns the process exit code."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop_event.set())
+        signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
+        self.server = QueryServer(self.config.socket, self.handle)
+        code = 0
+        try:
+            self.watcher.start()
+            self.worker.start(initial_reconcile=True)
+            self.server.start()
+            log.info(
+                "imgd running: watching %s; queries on %s",
+                ", ".join(f"{display_path(w['path'])} ({w['mode']})" for w in self.watcher.modes()),
+                self.config.socket,
+            )
+            sd_notify("READY=1\nSTATUS=watching; catching up with the disk")
+            code = self._loop()
+        finally:
+            self.shutdown()
+        return code
+
+    def _loop(self) -> int:
+        watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
+        ping_every = watchdog_usec / 2e6 if watchdog_usec else None
+        now = time.monotonic()
+        next_ping = next_persist = next_roots = next_status = now
+        next_persist = now + self.config.persist_interval
+        next_reconcile = now + self.config.reconcile_interval
+        while not self.stop_event.wait(0.5):
+            now = time.monotonic()
+            if not self.worker.alive:
+                log.error("the indexing thread stopped unexpectedly; exiting so systemd restarts imgd")
+                return 1
+            if ping_every and now >= next_ping:
+                sd_notify("WATCHDOG=1")
+                next_ping = now + ping_every
+            if now >= next_persist:
+                self.persist()
+                next_persist = now + self.config.persist_interval
+            if now >= next_reconcile and self.config.reconcile_interval > 0:
+                self.worker.request_rescan()
+                next_reconcile = now + self.config.reconcile_interval
+            if now >= next_roots:
+                for root in self.watcher.check_roots():
+                    self.worker.request_rescan(root)
+                next_roots = now + ROOT_CHECK_INTERVAL
+            if now >= next_status:
+                stats = self.worker.stats
+                sd_notify(f"STATUS={stats.busy}; {stats.remaining} waiting; {stats.rate:.1f} images/s")
+                next_status = now + STATUS_INTERVAL
+        return 0
+
+    def shutdown(self) -> None:
+        sd_notify("STOPPING=1")
+        log.info("stopping: saving the index")
+        if self.server is not None:
+            with contextlib.suppress(Exception):
+                self.server.stop()
+        self.watcher.stop()
+        self.worker.stop()
+        self.persist()
+        self.library.close()
+        log.info("stopped")
+
+
+def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Callable[[Config], Embedder]) -> int:
+    """Entry point for `imgd run`."""
+    daemon = Daemon(config, [os.fspath(r) for r in roots], load_embedder(config))
+    return daemon.run()

@@ -1,0 +1,218 @@
+"""watchdog glue: filesystem events become Change items on a queue, nothing more.
+
+Handlers run on watchdog's dispatcher thread under its lock, so they only filter names and
+enqueue; the worker does everything slow. Lost events are expected and repaired: a queue overflow
+or observer error asks for a rescan, and a folder that exhausts the inotify watch limit is watched
+by polling instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import queue
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+from watchdog.observers import Observer
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingObserver
+
+from .errors import display_path
+from .models import Change, ChangeKind
+from .scanner import PathFilter
+
+log = logging.getLogger(__name__)
+
+POLL_INTERVAL = 5.0
+INOTIFY_LIMIT_HINT = (
+    "the inotify watch limit is reached; watching {root} by polling instead (slower to notice changes). "
+    "Raise it with: sudo sysctl fs.inotify.max_user_watches=524288"
+)
+
+
+def _text(path: str | bytes) -> str:
+    return os.fsdecode(path)
+
+
+class ImageHandler(FileSystemEventHandler):
+    """Turns watchdog events under one root into Change items."""
+
+    def __init__(self, root: str, path_filter: PathFilter, changes: queue.Queue[Change]) -> None:
+        self.root = root
+        self.filter = path_filter
+        self.changes = changes
+
+    def _wanted(self, path: str) -> bool:
+        return self.filter.wants(path, self.root)
+
+    def _inside(self, path: str) -> bool:
+        return path == self.root or path.startswith(self.root.rstrip(os.sep) + os.sep)
+
+    def _visible_dir(self, path: str) -> bool:
+        return self._inside(path) and not self.filter.excluded_path(path, self.root)
+
+    def on_created(self, event: FileSystemEvent) -> None:
+        path = _text(event.src_path)
+        if isinstance(event, DirCreatedEvent):
+            # Files copied in before the watch on the new folder existed raise no events of their own.
+            if self._visible_dir(path):
+                self.changes.put(Change(ChangeKind.RESCAN, path, is_dir=True))
+        elif isinstance(event, FileCreatedEvent) and self._wanted(path):
+            self.changes.put(Change(ChangeKind.UPSERT, path))
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        path = _text(event.src_path)
+        if isinstance(event, FileModifiedEvent) and self._wanted(path):
+            self.changes.put(Change(ChangeKind.UPSERT, path))
+
+    def on_closed(self, event: FileSystemEvent) -> None:
+        path = _text(event.src_path)
+        if isinstance(event, FileClosedEvent) and self._wanted(path):
+            self.changes.put(Change(ChangeKind.UPSERT, path))
+
+    def on_deleted(self, event: FileSystemEvent) -> None:
+        path = _text(event.src_path)
+        if isinstance(event, DirDeletedEvent):
+            if self._inside(path) and path != self.root:
+                self.changes.put(Change(ChangeKind.DELETE, path, is_dir=True))
+        elif isinstance(event, FileDeletedEvent) and self.filter.is_image_name(path) and self._inside(path):
+            self.changes.put(Change(ChangeKind.DELETE, path))
+
+    def on_moved(self, event: FileSystemEvent) -> None:
+        src, dest = _text(event.src_path), _text(event.dest_path)
+        is_dir = isinstance(event, DirMovedEvent)
+        if not is_dir and not isinstance(event, FileMovedEvent):
+            return
+        dest_ok = self._visible_dir(dest) if is_dir else self._wanted(dest)
+        src_ok = self._inside(src) and (is_dir or self.filter.is_image_name(src))
+        if dest_ok and src_ok:
+            self.changes.put(Change(ChangeKind.MOVE, src, dest=dest, is_dir=is_dir))
+        elif dest_ok:  # x.jpg.crdownload -> x.jpg, or moved in from outside
+            kind = ChangeKind.RESCAN if is_dir else ChangeKind.UPSERT
+            self.changes.put(Change(kind, dest, is_dir=is_dir))
+        elif src_ok:  # moved out, or renamed to an excluded name
+            self.changes.put(Change(ChangeKind.DELETE, src, is_dir=is_dir))
+
+
+@dataclass
+class WatchedRoot:
+    path: str
+    mode: str  # "inotify", "polling" or "missing"
+    observer: BaseObserver | None = None
+
+
+class OverflowListener(logging.Handler):
+    """watchdog reports a kernel queue overflow only in its log; hear it and ask for a rescan."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(level=logging.WARNING)
+        self.on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.on_overflow()
+
+
+class Watcher:
+    """One observer per root: inotify where possible, polling where the watch limit says no."""
+
+    def __init__(
+        self,
+        roots: Sequence[str],
+        path_filter: PathFilter,
+        changes: queue.Queue[Change],
+        polling: str = "auto",
+        follow_symlinks: bool = False,
+        observer_factory: Callable[[], BaseObserver] = Observer,
+    ) -> None:
+        self.roots = {root: WatchedRoot(root, "missing") for root in roots}
+        self.filter = path_filter
+        self.changes = changes
+        self.polling = polling
+        self.follow_symlinks = follow_symlinks
+        self.observer_factory = observer_factory
+        self._overflow = OverflowListener(self._on_overflow)
+        logging.getLogger("watchdog").addHandler(self._overflow)
+
+    def _on_overflow(self) -> None:
+        log.warning("filesystem events were lost (inotify queue overflow); rescanning the watched folders")
+        self.changes.put(Change(ChangeKind.RESCAN, ""))
+
+    def start(self) -> None:
+        for root in self.roots:
+            self.ensure_watching(root)
+
+    def ensure_watching(self, root: str) -> bool:
+        """Start watching root if it exists and is not yet watched; True if it just started."""
+        watched = self.roots[root]
+        if watched.observer is not None and watched.observer.is_alive():
+            return False
+        if not os.path.isdir(root):
+            watched.mode = "missing"
+            return False
+        handler = ImageHandler(root, self.filter, self.changes)
+        if self.polling != "always":
+            observer = self.observer_factory()
+            try:
+                observer.schedule(handler, root, recursive=True, follow_symlink=self.follow_symlinks)
+                observer.start()
+                watched.observer, watched.mode = observer, "inotify"
+                return True
+            except OSError as exc:
+                self._stop_observer(observer)
+                if exc.errno not in (errno.ENOSPC, errno.EMFILE) or self.polling == "never":
+                    raise
+                log.warning(INOTIFY_LIMIT_HINT.format(root=display_path(root)))
+        observer = PollingObserver(timeout=POLL_INTERVAL)
+        observer.schedule(handler, root, recursive=True, follow_symlink=self.follow_symlinks)
+        observer.start()
+        watched.observer, watched.mode = observer, "polling"
+        return True
+
+    def check_roots(self) -> list[str]:
+        """Notice roots that vanished (unmounted) or came back; returns the ones that came back."""
+        back = []
+        for root, watched in self.roots.items():
+            alive = watched.observer is not None and watched.observer.is_alive()
+            if watched.mode != "missing" and (not os.path.isdir(root) or not alive):
+                log.warning("watched folder %s is gone or its watch stopped; waiting for it", display_path(root))
+                self._stop_observer(watched.observer)
+                watched.observer, watched.mode = None, "missing"
+            if watched.mode == "missing" and os.path.isdir(root) and self.ensure_watching(root):
+                log.info("watched folder %s is back", display_path(root))
+                back.append(root)
+        return back
+
+    def modes(self) -> list[dict[str, str]]:
+        return [{"path": w.path, "mode": w.mode} for w in self.roots.values()]
+
+    @staticmethod
+    def _stop_observer(observer: BaseObserver | None) -> None:
+        if observer is None:
+            return
+        try:
+            observer.stop()
+            if observer.is_alive():
+                observer.join(timeout=5)
+        except (RuntimeError, OSError):
+            pass
+
+    def stop(self) -> None:
+        logging.getLogger("watchdog").removeHandler(self._overflow)
+        for watched in self.roots.values():
+            self._stop_observer(watched.observer)
+            watched.observer = None

@@ -1,0 +1,240 @@
+"""The one consumer thread: settles new files, batches them, and calls the Engine.
+
+Moves and deletes apply at once, in event order; created or changed files wait until they have
+been quiet for `settle_seconds` and their size and mtime stopped changing, so a download or a slow
+copy is embedded once, with its final content.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from .engine import Engine, Stopped
+from .errors import display_path
+from .models import Change, ChangeKind, IndexSummary
+from .scanner import stat_file
+
+log = logging.getLogger(__name__)
+
+TICK = 0.1
+MAX_UPSERT_BATCH = 2048
+
+
+@dataclass
+class _Pending:
+    seen: float  # monotonic time of the last event
+    signature: tuple[int, int] | None  # size and mtime at that event
+
+
+def _signature(path: str) -> tuple[int, int] | None:
+    stat = stat_file(path)
+    return (stat.size, stat.mtime_ns) if stat else None
+
+
+@dataclass
+class WorkerStats:
+    """What status reports about the worker; written by the worker thread only."""
+
+    pending: int = 0
+    busy: str = "starting"
+    rate: float = 0.0
+    remaining: int = 0
+    done_total: int = 0
+    last_error: str | None = None
+    totals: IndexSummary = field(default_factory=IndexSummary)
+
+
+class Worker:
+    """Owns the Engine for the daemon's lifetime; every write happens on this thread."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        roots: Sequence[str],
+        changes: queue.Queue[Change],
+        settle_seconds: float,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.engine = engine
+        self.roots = list(roots)
+        self.changes = changes
+        self.settle_seconds = settle_seconds
+        self.monotonic = monotonic
+        self.pending: dict[str, _Pending] = {}
+        self.rescans: set[str] = set()
+        self.stats = WorkerStats()
+        self.stop_event = threading.Event()
+        self.idle = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="imgd-worker", daemon=True)
+        self.engine.should_stop = self.stop_event.is_set
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, initial_reconcile: bool = True) -> None:
+        if initial_reconcile:
+            self.rescans.add("")
+        self._thread.start()
+
+    def stop(self, timeout: float = 20.0) -> None:
+        self.stop_event.set()
+        self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def request_rescan(self, folder: str = "") -> None:
+        self.changes.put(Change(ChangeKind.RESCAN, folder))
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self._drain()
+                if self.rescans:
+                    self._rescan()
+                    continue
+                ready = self._settled()
+                if ready:
+                    self._upsert(ready)
+                    continue
+                self.stats.busy = "idle"
+                self.stats.pending = len(self.pending) + self.changes.qsize()
+                if not self.pending and self.changes.empty():
+                    self.idle.set()
+                self._wait()
+            except Stopped:
+                break
+            except Exception as exc:  # noqa: BLE001 - the worker must survive anything one batch throws
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.exception("indexing step failed; rescanning to recover")
+                self.rescans.add("")
+                self.stop_event.wait(5.0)
+
+    def _wait(self) -> None:
+        try:
+            change = self.changes.get(timeout=TICK)
+        except queue.Empty:
+            return
+        self._apply(change)
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                change = self.changes.get_nowait()
+            except queue.Empty:
+                return
+            self._apply(change)
+
+    def _apply(self, change: Change) -> None:
+        self.idle.clear()
+        if change.kind is ChangeKind.UPSERT:
+            self.pending[change.path] = _Pending(self.monotonic(), _signature(change.path))
+        elif change.kind is ChangeKind.DELETE:
+            self._drop_pending(change.path, change.is_dir)
+            self.engine.forget([change.path], folder=change.is_dir)
+        elif change.kind is ChangeKind.MOVE:
+            self._move(change)
+        elif change.kind is ChangeKind.RESCAN:
+            self.rescans.add(change.path)
+
+    def _drop_pending(self, path: str, is_dir: bool) -> list[str]:
+        prefix = path.rstrip(os.sep) + os.sep
+        dropped = [p for p in self.pending if p == path or (is_dir and p.startswith(prefix))]
+        for p in dropped:
+            del self.pending[p]
+        return dropped
+
+    def _move(self, change: Change) -> None:
+        src, dest = change.path, change.dest or ""
+        carried = self._drop_pending(src, change.is_dir)
+        for old in carried:  # not yet indexed: wait for them at their new place
+            new = dest + old[len(src) :]
+            self.pending[new] = _Pending(self.monotonic(), _signature(new))
+        self.engine.move(src, dest, change.is_dir)
+        if change.is_dir:
+            self.rescans.add(dest)  # anything the catalog did not know below src
+        elif self.engine.catalog.get_file(dest) is None:
+            self.pending.setdefault(dest, _Pending(self.monotonic(), _signature(dest)))
+
+    def _settled(self) -> list[str]:
+        """Paths quiet for settle_seconds whose size and mtime still match the last event's."""
+        now = self.monotonic()
+        ready = []
+        for path, entry in list(self.pending.items()):
+            if now - entry.seen < self.settle_seconds:
+                continue
+            signature = _signature(path)
+            if signature != entry.signature:  # written to without an event we saw: wait again
+                entry.signature, entry.seen = signature, now
+                continue
+            ready.append(path)
+            if len(ready) >= MAX_UPSERT_BATCH:
+                break
+        for path in ready:
+            del self.pending[path]
+        return ready
+
+    def _upsert(self, paths: list[str]) -> None:
+        self.stats.busy = "indexing"
+        self.stats.remaining = len(paths)
+        started = self.monotonic()
+        done = 0
+
+        def progress(n: int) -> None:
+            nonlocal done
+            done += n
+            self.stats.remaining = max(0, len(paths) - done)
+            elapsed = self.monotonic() - started
+            self.stats.rate = done / elapsed if elapsed > 0 else 0.0
+
+        summary = self.engine.upsert(paths, progress=progress)
+        self.stats.totals.merge(summary)
+        self.stats.remaining = 0
+
+    def _rescan(self) -> None:
+        folders, self.rescans = self.rescans, set()
+        self.stats.busy = "reconciling"
+        started = self.monotonic()
+        total = 0
+        done = 0
+
+        def on_total(n: int) -> None:
+            nonlocal total
+            total = n
+            self.stats.remaining = n
+
+        def progress(n: int) -> None:
+            nonlocal done
+            done += n
+            self.stats.remaining = max(0, total - done)
+            elapsed = self.monotonic() - started
+            self.stats.rate = done / elapsed if elapsed > 0 else 0.0
+
+        if "" in folders:
+            summary = self.engine.reconcile(self.roots, progress=progress, on_total=on_total)
+        else:
+            summary = IndexSummary()
+            for folder in sorted(folders):
+                if self.engine.root_of(folder, self.roots) is None:
+                    continue
+                summary.merge(self.engine.reconcile(self.roots, progress=progress, on_total=on_total, subtree=folder))
+        self.stats.totals.merge(summary)
+        self.stats.remaining = 0
+        if summary.changed or summary.failed:
+            log.info(
+                "reconciled %s: %d added, %d updated, %d moved, %d removed, %d failed",
+                ", ".join(display_path(f) for f in sorted(folders)) or "all folders",
+                summary.added,
+                summary.updated,
+                summary.moved,
+                summary.removed,
+                summary.failed,
+            )

@@ -1,0 +1,276 @@
+"""Engine: reconcile keeps the catalog equal to the disk; search finds what is on disk, only that."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import picture, write_image
+from PIL import Image
+
+from imgd.daemon.library import Library, open_library, open_searcher
+
+
+@pytest.fixture
+def library(make_config, embedder):
+    lib = open_library(make_config(), embedder)
+    yield lib
+    lib.close()
+
+
+def searcher_for(lib: Library, embedder):
+    return open_searcher(lib.config, lambda name: embedder)
+
+
+def catalog_paths(lib: Library) -> set[str]:
+    return {r.path for r in lib.catalog.all_files() if r.status == "ok"}
+
+
+def test_first_index_adds_every_image_and_records_failures(library, tmp_path):
+    pics = tmp_path / "pics"
+    for i in range(6):
+        write_image(pics / f"img{i}.jpg", seed=i)
+    write_image(pics / "nested" / "deep" / "x.PNG", seed=99)
+    (pics / "broken.jpg").write_bytes(b"not an image at all")
+    (pics / "notes.txt").write_text("ignored: not an image name")
+
+    summary = library.engine.reconcile([pics])
+
+    assert (summary.added, summary.failed, summary.removed) == (7, 1, 0)
+    assert catalog_paths(library) == {str(p) for p in pics.rglob("*") if p.suffix.lower() in (".jpg", ".png")} - {
+        str(pics / "broken.jpg")
+    }
+    failed = library.catalog.failed_files()
+    assert [f.path for f in failed] == [str(pics / "broken.jpg")]
+    assert "not a recognised image format" in (failed[0].error or "")
+    assert len(library.index) == library.catalog.count_contents() == 7
+
+
+def test_second_run_changes_nothing_and_does_not_retry_failures(library, tmp_path):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    (pics / "bad.jpg").write_bytes(b"garbage")
+    library.engine.reconcile([pics])
+    generation = library.catalog.generation
+
+    again = library.engine.reconcile([pics])
+
+    assert (again.added, again.updated, again.failed, again.unchanged) == (0, 0, 0, 2)
+    assert library.catalog.generation == generation
+
+    write_image(pics / "bad.jpg", seed=5)  # fixed by the user: retried because it changed
+    fixed = library.engine.reconcile([pics])
+    assert fixed.failed == 0 and fixed.added == 1
+    assert library.catalog.failed_files() == []
+
+
+def test_move_reuses_the_vector_and_duplicates_share_one_content(library, tmp_path, monkeypatch):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    write_image(pics / "b.jpg", seed=2)
+    library.engine.reconcile([pics])
+    content_of_a = library.catalog.get_file(str(pics / "a.jpg")).content_id
+
+    (pics / "album").mkdir()
+    os.rename(pics / "a.jpg", pics / "album" / "renamed.jpg")
+    shutil.copy(pics / "b.jpg", pics / "copy-of-b.jpg")
+    encoded = []
+    original = library.engine.embedder.encode_images
+    monkeypatch.setattr(library.engine.embedder, "encode_images", lambda imgs: encoded.append(len(imgs)) or original(imgs))
+
+    summary = library.engine.reconcile([pics])
+
+    assert summary.moved == 1 and summary.added == 1 and summary.removed == 0
+    assert encoded == [], "a move or a copy must never re-embed"
+    assert library.catalog.get_file(str(pics / "album" / "renamed.jpg")).content_id == content_of_a
+    assert library.catalog.get_file(str(pics / "a.jpg")) is None
+    copies = library.catalog.paths_for([library.catalog.get_file(str(pics / "b.jpg")).content_id])
+    assert sorted(next(iter(copies.values()))) == [str(pics / "b.jpg"), str(pics / "copy-of-b.jpg")]
+    assert library.catalog.count_contents() == len(library.index) == 2
+
+
+def test_changed_file_is_re_embedded_and_deleted_file_dropped(library, tmp_path):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    write_image(pics / "b.jpg", seed=2)
+    library.engine.reconcile([pics])
+    old_content = library.catalog.get_file(str(pics / "a.jpg")).content_id
+
+    write_image(pics / "a.jpg", seed=3)
+    os.utime(pics / "a.jpg", ns=(1, 10**18))  # a different mtime, whatever the clock granularity
+    (pics / "b.jpg").unlink()
+    summary = library.engine.reconcile([pics])
+
+    assert (summary.updated, summary.removed) == (1, 1)
+    assert library.catalog.get_file(str(pics / "a.jpg")).content_id != old_content
+    assert catalog_paths(library) == {str(pics / "a.jpg")}
+    assert sorted(library.index.ids().tolist()) == sorted(library.catalog.content_ids().tolist())
+    assert library.catalog.count_contents() == 1
+
+
+def test_touched_file_with_same_bytes_is_not_re_embedded(library, tmp_path):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    library.engine.reconcile([pics])
+    os.utime(pics / "a.jpg", ns=(1, 10**18))
+
+    summary = library.engine.reconcile([pics])
+
+    assert (summary.updated, summary.added, summary.unchanged) == (0, 0, 1)
+
+
+def test_image_searched_by_itself_comes_first_with_score_one(library, tmp_path, embedder):
+    pics = tmp_path / "pics"
+    for i in range(12):
+        write_image(pics / f"img{i}.png", seed=i)
+    library.engine.reconcile([pics])
+    library.engine.save_index()
+    searcher = searcher_for(library, embedder)
+
+    for i in (0, 5, 11):
+        hits = searcher.query(3, image=str(pics / f"img{i}.png"))
+        assert hits[0].path == str(pics / f"img{i}.png")
+        assert hits[0].score == pytest.approx(1.0, abs=2e-3)
+        assert [h.rank for h in hits] == [1, 2, 3]
+
+
+def test_reencoded_copy_ranks_its_original_first(library, tmp_path, embedder):
+    pics = tmp_path / "pics"
+    for i in range(12):
+        write_image(pics / f"img{i}.png", seed=i)
+    library.engine.reconcile([pics])
+    reference = tmp_path / "outside" / "copy.jpg"
+    reference.parent.mkdir()
+    Image.open(pics / "img7.png").convert("RGB").save(reference, quality=70)
+
+    hits = searcher_for(library, embedder).query(1, image=str(reference))
+
+    assert hits[0].path == str(pics / "img7.png")
+
+
+def test_exif_rotated_file_embeds_like_its_upright_twin(library, tmp_path, embedder):
+    pics = tmp_path / "pics"
+    for i in range(10):
+        write_image(pics / f"img{i}.png", seed=i, size=(120, 60))
+    upright = picture(4, (120, 60))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # as a camera held sideways stores it
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    stored.save(buffer, format="PNG", exif=exif.tobytes())
+    rotated = tmp_path / "rotated.png"
+    rotated.write_bytes(buffer.getvalue())
+    library.engine.reconcile([pics])
+
+    hits = searcher_for(library, embedder).query(1, image=str(rotated))
+    twin = library.catalog.get_file(str(pics / "img4.png")).content_id
+    sideways = embedder.encode_images([embedder.prepare(stored)])[0]
+    sideways_score = float(np.dot(sideways, library.catalog.vector(twin)))
+
+    assert hits[0].path == str(pics / "img4.png")
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+    # The random tiny model is nearly blind to layout, so the margin is small but real: the
+    # sideways pixels (EXIF ignored) match the twin measurably worse than the upright ones.
+    assert hits[0].score > sideways_score + 5e-4
+
+
+def test_deleted_files_never_come_back_even_before_reconcile(library, tmp_path, embedder):
+    pics = tmp_path / "pics"
+    for i in range(5):
+        write_image(pics / f"img{i}.png", seed=i)
+    library.engine.reconcile([pics])
+    library.engine.save_index()
+    (pics / "img2.png").unlink()
+
+    hits = searcher_for(library, embedder).query(10, text="anything")
+
+    assert str(pics / "img2.png") not in {h.path for h in hits}
+    assert len(hits) == 4
+
+
+def test_unmounted_folder_is_kept_as_missing_until_the_grace_period(make_config, embedder, tmp_path):
+    clock = [1_000_000.0]
+    config = make_config(missing_grace=3600.0)
+    lib = open_library(config, embedder, clock=lambda: clock[0])
+    try:
+        drive = tmp_path / "drive"
+        for i in range(3):
+            write_image(drive / f"img{i}.png", seed=i)
+        lib.engine.reconcile([drive])
+        shutil.move(drive, tmp_path / "elsewhere")  # the drive is unplugged
+
+        unplugged = lib.engine.reconcile([drive])
+        assert unplugged.missing == 3 and unplugged.removed == 0
+        assert lib.catalog.counts()["missing"] == 3
+        assert lib.catalog.count_contents() == 3, "vectors are kept while the drive is away"
+
+        shutil.move(tmp_path / "elsewhere", drive)  # plugged back in
+        back = lib.engine.reconcile([drive])
+        assert back.added == 0 and back.unchanged == 3
+        assert lib.catalog.counts()["missing"] == 0
+
+        shutil.move(drive, tmp_path / "elsewhere")
+        lib.engine.reconcile([drive])
+        clock[0] += 7200.0  # past the grace period
+        expired = lib.engine.reconcile([drive])
+        assert expired.removed == 3
+        assert lib.catalog.counts() == {"files": 0, "failed": 0, "missing": 0, "contents": 0}
+        assert len(lib.index) == 0
+    finally:
+        lib.close()
+
+
+def test_empty_mountpoint_is_treated_as_missing_not_as_mass_deletion(library, tmp_path):
+    mount = tmp_path / "mnt"
+    for i in range(2):
+        write_image(mount / f"img{i}.png", seed=i)
+    library.engine.reconcile([mount])
+    for p in mount.iterdir():
+        p.unlink()
+
+    summary = library.engine.reconcile([mount])
+
+    assert summary.removed == 0 and summary.missing == 2
+
+
+def test_excluded_and_temporary_names_are_ignored(library, tmp_path):
+    pics = tmp_path / "pics"
+    write_image(pics / "keep.jpg", seed=1)
+    write_image(pics / "x.jpg.crdownload", seed=2, fmt="JPEG")
+    write_image(pics / "y.jpg.part", seed=3, fmt="JPEG")
+    write_image(pics / ".hidden.jpg", seed=4)
+    write_image(pics / ".thumbnails" / "t.jpg", seed=5)
+    write_image(pics / "@eaDir" / "t.jpg", seed=6)
+    write_image(pics / ".keep.jpg.Ab12Cd", seed=7, fmt="JPEG")  # rsync temp name
+
+    library.engine.reconcile([pics])
+
+    assert catalog_paths(library) == {str(pics / "keep.jpg")}
+
+
+def test_symlinks_are_not_followed_by_default(library, tmp_path):
+    pics = tmp_path / "pics"
+    outside = tmp_path / "outside"
+    write_image(outside / "secret.jpg", seed=1)
+    write_image(pics / "own.jpg", seed=2)
+    pics.joinpath("link.jpg").symlink_to(outside / "secret.jpg")
+    pics.joinpath("linkdir").symlink_to(outside, target_is_directory=True)
+    pics.joinpath("loop").symlink_to(pics, target_is_directory=True)
+
+    library.engine.reconcile([pics])
+
+    assert catalog_paths(library) == {str(pics / "own.jpg")}
+
+
+def test_catalog_of_another_model_is_refused_with_the_way_out(library, tmp_path, make_config):
+    from imgd.daemon.errors import ModelMismatch
+
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    library.engine.reconcile([pics])
+    with pytest.raises(ModelMismatch, match="imgd index --reembed"):
+        library.catalog.ensure_model("some-other-model", 512)
