@@ -5,14 +5,12 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import picture, write_image
-from PIL import Image
-
 from imgd.daemon.library import Library, open_library, open_searcher
+from PIL import Image
 
 
 @pytest.fixture
@@ -80,7 +78,9 @@ def test_move_reuses_the_vector_and_duplicates_share_one_content(library, tmp_pa
     shutil.copy(pics / "b.jpg", pics / "copy-of-b.jpg")
     encoded = []
     original = library.engine.embedder.encode_images
-    monkeypatch.setattr(library.engine.embedder, "encode_images", lambda imgs: encoded.append(len(imgs)) or original(imgs))
+    monkeypatch.setattr(
+        library.engine.embedder, "encode_images", lambda imgs: encoded.append(len(imgs)) or original(imgs)
+    )
 
     summary = library.engine.reconcile([pics])
 
