@@ -56,6 +56,7 @@ def setup_logging(verbosity: int, daemon: bool = False) -> None:
     root.setLevel(max(logging.DEBUG, min(logging.ERROR, level)))
     logging.getLogger("imgd").setLevel(root.level)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing at INFO
+    logging.getLogger("watchdog").setLevel(max(root.level, logging.INFO))  # every inotify event at DEBUG
 
 
 def get_config(ctx: click.Context, **flags: Any) -> Config:

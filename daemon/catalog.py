@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import sqlite_utils
@@ -71,7 +72,8 @@ class Catalog:
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-            uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
+            # Quoted: in a URI, "?", "#" and "%" in the folder name would otherwise open another file.
+            uri = f"file:{quote(os.fsencode(self.path))}" + ("?mode=ro" if readonly else "")
             self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout = 30000")
             self._check_header()
@@ -302,6 +304,13 @@ class Catalog:
         return self.conn.execute("DELETE FROM files WHERE path >= ? AND path < ?", (lo, hi)).rowcount
 
     def move_file(self, src: str, dest: str) -> bool:
+        """Rename one path; a row already at dest is replaced only when src really exists.
+
+        watchdog reports a folder move and then each file in it; by the time the file events
+        arrive the folder move has already put the rows at dest, and they must survive.
+        """
+        if self.conn.execute("SELECT 1 FROM files WHERE path = ?", (_key(src),)).fetchone() is None:
+            return False
         self.conn.execute("DELETE FROM files WHERE path = ?", (_key(dest),))
         return self.conn.execute("UPDATE files SET path = ? WHERE path = ?", (_key(dest), _key(src))).rowcount > 0
 

@@ -48,12 +48,23 @@ class _Connection(socketserver.StreamRequestHandler):
                 return
             if len(line) > MAX_REQUEST or (line and not line.endswith(b"\n")):
                 self._reply(_error(f"request too large or unterminated (limit {MAX_REQUEST} bytes)"))
+                self._discard_rest()
                 return
             if not line.strip():
                 return
             self._reply(server.answer(line))
         finally:
             server.slots.release()
+
+    def _discard_rest(self) -> None:
+        """Read what the client still sends, briefly, so closing does not reset away our reply."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            self.request.shutdown(socket.SHUT_WR)
+            self.request.settimeout(1.0)
+            for _ in range(64):
+                if not self.request.recv(65536):
+                    break
 
     def _reply(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):

@@ -12,7 +12,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import tqdm
 from PIL import Image
+
+tqdm.tqdm.monitor_interval = 0  # no background monitor thread for the leak guard to trip on
 
 sys.path.insert(0, str(Path(__file__).parent))
 

@@ -1,0 +1,219 @@
+"""`imgd run` as a real subprocess over real folders: every way files arrive, move and leave."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from conftest import picture, write_image
+from daemonkit import DaemonProcess, check_invariants, image_files, wait_until
+from imgd.daemon import client
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def pics(tmp_path: Path) -> Path:
+    path = tmp_path / "pics"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, tiny_model: Path, pics: Path):
+    proc = DaemonProcess(tmp_path, tiny_model, [pics])
+    yield proc
+    proc.stop(signal.SIGKILL)
+
+
+def digest(path: Path) -> str:
+    return hashlib.blake2b(path.read_bytes(), digest_size=20).hexdigest()
+
+
+def content_hash(daemon: DaemonProcess, path: Path) -> str | None:
+    catalog = daemon.catalog()
+    try:
+        record = catalog.get_file(str(path))
+        if record is None or record.content_id is None:
+            return None
+        row = catalog.conn.execute("SELECT hash FROM contents WHERE id = ?", (record.content_id,)).fetchone()
+        return row[0] if row else None
+    finally:
+        catalog.close()
+
+
+def jpeg_bytes(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    picture(seed, size).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def test_files_are_followed_through_every_kind_of_arrival_move_and_removal(daemon, pics, tmp_path):
+    write_image(pics / "before.jpg", seed=1)
+    daemon.start()
+    wait_until(lambda: str(pics / "before.jpg") in daemon.catalog_paths(), what="catch-up at start")
+
+    # A slow writer: chunks over ~2 s; embedded once, with its final content.
+    data = jpeg_bytes(2, (400, 300))
+    slow = pics / "slow.jpg"
+    with open(slow, "wb") as fh:
+        for start in range(0, len(data), max(1, len(data) // 8)):
+            fh.write(data[start : start + max(1, len(data) // 8)])
+            fh.flush()
+            time.sleep(0.25)
+    wait_until(lambda: content_hash(daemon, slow) == digest(slow), what="the slow file, complete")
+
+    # A browser download: written as .crdownload, renamed when done.
+    partial = pics / "download.jpg.crdownload"
+    partial.write_bytes(jpeg_bytes(3))
+    time.sleep(1.0)
+    assert str(partial) not in daemon.catalog_paths()
+    os.rename(partial, pics / "download.jpg")
+    # rsync: a hidden temp name renamed into place.
+    rsync_tmp = pics / ".synced.jpg.Xy12Ab"
+    rsync_tmp.write_bytes(jpeg_bytes(4))
+    os.rename(rsync_tmp, pics / "synced.jpg")
+    wait_until(
+        lambda: {str(pics / "download.jpg"), str(pics / "synced.jpg")} <= set(daemon.catalog_paths()),
+        what="the renamed download and rsync file",
+    )
+
+    # An editor saving: write a temp file, rename it over the old one; the new content is embedded.
+    old_hash = content_hash(daemon, pics / "before.jpg")
+    editor_tmp = pics / "before.jpg.tmp"
+    editor_tmp.write_bytes(jpeg_bytes(5))
+    os.rename(editor_tmp, pics / "before.jpg")
+    wait_until(lambda: content_hash(daemon, pics / "before.jpg") == digest(pics / "before.jpg"), what="the edit")
+    assert old_hash != digest(pics / "before.jpg")
+
+    # A folder moved in from outside, then renamed inside, then moved out, then another deleted.
+    album = tmp_path / "outside" / "album"
+    for i in range(5):
+        write_image(album / f"a{i}.jpg", seed=10 + i)
+    shutil.move(album, pics / "album")
+    wait_until(lambda: sum(p.startswith(str(pics / "album")) for p in daemon.catalog_paths()) == 5, what="album in")
+    ids_before = {Path(p).name: c for p, c in daemon.catalog_paths().items() if "/album/" in p}
+    indexed_lines = daemon.log().count("indexed ")
+    os.rename(pics / "album", pics / "renamed")
+    wait_until(lambda: sum("/renamed/" in p for p in daemon.catalog_paths()) == 5, what="album renamed")
+    ids_after = {Path(p).name: c for p, c in daemon.catalog_paths().items() if "/renamed/" in p}
+    assert ids_after == ids_before, "a renamed folder keeps its vectors"
+    assert daemon.log().count("indexed ") == indexed_lines, "a rename must not re-embed"
+    shutil.move(pics / "renamed", tmp_path / "outside" / "gone")
+    wait_until(lambda: not any("/renamed/" in p for p in daemon.catalog_paths()), what="album moved out")
+
+    for i in range(3):
+        write_image(pics / "doomed" / f"d{i}.png", seed=20 + i)
+    wait_until(lambda: sum("/doomed/" in p for p in daemon.catalog_paths()) == 3, what="doomed folder")
+    shutil.rmtree(pics / "doomed")
+    (pics / "synced.jpg").unlink()
+    wait_until(lambda: set(daemon.catalog_paths()) == image_files(pics), timeout=30, what="catalog to match the disk")
+
+    daemon.wait_idle()
+    assert daemon.log().count(f"indexed {slow}") == 1, "the slow file was embedded more than once"
+    assert daemon.stop() == 0
+    check_invariants(daemon.state_dir, [pics], daemon.model)
+
+
+def test_a_burst_of_1000_images_all_becomes_searchable_once(daemon, pics, tmp_path):
+    daemon.start()
+    staging = tmp_path / "staging"
+    for i in range(1000):
+        write_image(staging / f"burst{i:04d}.png", seed=1000 + i, size=(32, 24))
+    for name in os.listdir(staging):
+        os.rename(staging / name, pics / name)
+    wait_until(lambda: len(daemon.catalog_paths()) == 1000, timeout=240, interval=0.5, what="1000 files")
+    daemon.wait_idle()
+    catalog = daemon.catalog()
+    try:
+        assert catalog.counts()["files"] == 1000
+        assert catalog.count_contents() == len({r.content_id for r in catalog.all_files()})
+    finally:
+        catalog.close()
+    assert daemon.search_image(pics / "burst0500.png")[0]["path"] == str(pics / "burst0500.png")
+    assert daemon.stop() == 0
+    check_invariants(daemon.state_dir, [pics], daemon.model)
+
+
+def test_sigterm_saves_and_a_restart_picks_up_changes_made_while_down(daemon, pics):
+    for i in range(4):
+        write_image(pics / f"img{i}.jpg", seed=i)
+    daemon.start()
+    wait_until(lambda: len(daemon.catalog_paths()) == 4, what="initial files")
+    daemon.wait_idle()
+
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    assert time.monotonic() - started < 15, "SIGTERM must stop well within systemd's timeout"
+    assert "stopped" in daemon.log()
+    assert not daemon.socket.exists(), "the socket is removed on a clean stop"
+
+    (pics / "img0.jpg").unlink()
+    os.rename(pics / "img1.jpg", pics / "moved.jpg")
+    write_image(pics / "new.jpg", seed=50)
+    daemon.start()
+    wait_until(lambda: set(daemon.catalog_paths()) == image_files(pics), what="changes made while down")
+    daemon.wait_idle()
+    assert daemon.stop() == 0
+    check_invariants(daemon.state_dir, [pics], daemon.model)
+
+
+def test_sigkill_mid_batch_restarts_into_a_consistent_catalog_and_index(daemon, pics):
+    for i in range(300):
+        write_image(pics / f"img{i:03d}.png", seed=i, size=(64, 48))
+    daemon.start(wait=False)
+    wait_until(lambda: (daemon.state_dir / "catalog.db").exists() and len(daemon.catalog_paths()) > 20, timeout=120)
+    assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+
+    daemon.start()
+    daemon.wait_idle(timeout=240)
+    assert daemon.stop() == 0
+    check_invariants(daemon.state_dir, [pics], daemon.model)
+
+
+def test_query_socket_is_private_and_survives_bad_requests(daemon, pics):
+    import json
+    import socket as socketlib
+
+    write_image(pics / "a.jpg", seed=1)
+    daemon.start()
+    daemon.wait_idle()
+    assert stat.S_IMODE(daemon.socket.stat().st_mode) == 0o600
+    assert stat.S_IMODE(daemon.socket.parent.stat().st_mode) == 0o700
+
+    def raw(payload: bytes) -> dict:
+        with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(daemon.socket))
+            sock.sendall(payload)
+            sock.shutdown(socketlib.SHUT_WR)
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        return json.loads(data)
+
+    assert "not valid JSON" in raw(b"{nope\n")["error"]
+    assert "too large" in raw(b'{"v": 1, "op": "search", "text": "' + b"x" * 100_000 + b'"}\n')["error"]
+    assert "protocol version" in raw(b'{"v": 99, "op": "status"}\n')["error"]
+    assert "unknown operation" in raw(b'{"v": 1, "op": "drop tables"}\n')["error"]
+    assert "k must be" in raw(b'{"v": 1, "op": "search", "text": "x", "k": -3}\n')["error"]
+    assert "exactly one" in raw(b'{"v": 1, "op": "search", "k": 3}\n')["error"]
+    assert "no such file" in raw(b'{"v": 1, "op": "search", "image": "/nonexistent.jpg"}\n')["error"]
+
+    # A client that connects and says nothing does not block others.
+    silent = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    silent.connect(str(daemon.socket))
+    try:
+        hits = client.search(daemon.socket, 1, text="a photo")
+        assert hits[0]["path"] == str(pics / "a.jpg")
+    finally:
+        silent.close()
+    assert daemon.proc.poll() is None
