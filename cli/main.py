@@ -117,7 +117,8 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
     setup_logging(_verbosity(ctx, quiet_flag))
     for folder in folders:
         if not folder.is_dir():
-            raise UserError(f"{display_path(str(folder))}: not a folder; give the folders that hold your images.")
+            problem = "not a folder" if folder.exists() else "no such folder"
+            raise UserError(f"{display_path(str(folder))}: {problem}; give the folders that hold your images.")
     config = get_config(ctx)
     from imgd.daemon.library import open_library
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -178,7 +179,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
                 return value.lower() in ("1", "true", "yes", "on")
             raise ValueError("expected true or false")
         if kind == "int":
-            if isinstance(value, bool):
+            # int() would silently truncate 2.5 and raise OverflowError on inf.
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
             number = int(value)
             if number < 0 or (name in ("batch_size", "top_k", "max_image_pixels") and number == 0):
@@ -188,6 +190,8 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool):
                 raise ValueError("expected a number of seconds")
             number = float(value)
+            if not math.isfinite(number):
+                raise ValueError("expected a finite number")
             if number < 0:
                 raise ValueError("must not be negative")
             return number

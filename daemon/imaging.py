@@ -24,6 +24,9 @@ except ImportError:  # pragma: no cover - depends on the extra
 
 # Truncated files must fail, not decode into a half-grey picture that gets indexed as if whole.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
+# decode() enforces Config.max_image_pixels from the header before any pixel is decoded; Pillow's own,
+# lower limit (~89 Mpx) would refuse 100 Mpx camera photos the config allows.
+Image.MAX_IMAGE_PIXELS = None
 
 # The smallest side CLIP models look at; draft decoding never goes below twice this.
 DRAFT_MIN_SIDE = 448
@@ -113,7 +116,7 @@ def decode(
                     path,
                     f"image too large ({width}x{height} pixels, limit {max_pixels}); possible decompression bomb",
                 )
-            if image.format == "JPEG":
+            if image.format in ("JPEG", "MPO"):  # phones write MPO: a JPEG with extra frames
                 # Draft keeps both sides >= the request, so the model still sees at least min_side pixels.
                 scale = min(width, height) / min_side
                 if scale >= 2:

@@ -56,7 +56,8 @@ class VectorIndex:
     def add(self, ids: np.ndarray, vectors: np.ndarray, generation: int | None = None) -> None:
         if len(ids) == 0:
             return
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        # At the catalog's float16 precision, so a rebuilt index answers exactly like the live one.
+        vectors = np.asarray(vectors).astype(np.float16).astype(np.float32).reshape(-1, self.dim)
         with self._lock:
             self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
             self._touch(generation)
@@ -110,7 +111,7 @@ class VectorIndex:
             }
         ).encode()
         path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             with open(tmp, "wb") as fh:
                 fh.write(MAGIC + _HEADER_LEN.pack(len(header)) + header)

@@ -1,0 +1,183 @@
+"""The command line, as a user types it: index, search (direct and through the daemon), status, failed."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from conftest import write_image
+from daemonkit import DaemonProcess
+from imgd.cli.main import cli
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def base_args(state_dir: Path, tiny_model: Path) -> list[str]:
+    return ["--state-dir", str(state_dir), "--model", str(tiny_model), "--device", "cpu"]
+
+
+@pytest.fixture
+def indexed(runner, base_args, tmp_path) -> Path:
+    pics = tmp_path / "pics"
+    for i in range(8):
+        write_image(pics / f"img{i}.jpg", seed=i)
+    (pics / "broken.png").write_bytes(b"<html>not a png</html>")
+    result = runner.invoke(cli, [*base_args, "index", str(pics)])
+    assert result.exit_code == 0, result.output
+    return pics
+
+
+def test_index_prints_a_summary_line(runner, base_args, tmp_path):
+    pics = tmp_path / "pics"
+    for i in range(3):
+        write_image(pics / f"img{i}.jpg", seed=i)
+
+    first = runner.invoke(cli, [*base_args, "index", str(pics)])
+    second = runner.invoke(cli, [*base_args, "index", str(pics)])
+    quiet = runner.invoke(cli, [*base_args, "index", "--quiet", str(pics)])
+
+    assert first.exit_code == 0
+    assert "3 added, 0 updated, 0 moved, 0 removed, 0 failed, 0 unchanged" in first.stderr
+    assert "0 added, 0 updated, 0 moved, 0 removed, 0 failed, 3 unchanged" in second.stderr
+    assert quiet.exit_code == 0 and quiet.output == ""
+
+
+def test_search_prints_score_and_path_lines_and_json(runner, base_args, indexed):
+    text = runner.invoke(cli, [*base_args, "search", "--direct", "-k", "3", "a red car"])
+    as_json = runner.invoke(cli, [*base_args, "search", "--direct", "-k", "3", "--json", "a red car"])
+
+    assert text.exit_code == 0, text.output
+    lines = text.stdout.splitlines()
+    assert len(lines) == 3
+    for line in lines:
+        score, path = line.split("  ", 1)
+        assert -1.0 <= float(score) <= 1.0001 and Path(path).parent == indexed
+    parsed = json.loads(as_json.stdout)
+    assert [hit["rank"] for hit in parsed] == [1, 2, 3]
+    assert [f"{hit['score']:.4f}  {hit['path']}" for hit in parsed] == lines
+
+
+def test_search_by_image_finds_the_image_first(runner, base_args, indexed):
+    result = runner.invoke(cli, [*base_args, "search", "--direct", "--image", str(indexed / "img5.jpg"), "-k", "1"])
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.split("  ", 1)[1].strip() == str(indexed / "img5.jpg")
+
+
+def test_search_lists_every_path_of_duplicate_content(runner, base_args, tmp_path):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    write_image(pics / "copy" / "a.jpg", seed=1)
+    write_image(pics / "b.jpg", seed=2)
+    runner.invoke(cli, [*base_args, "index", str(pics)])
+
+    result = runner.invoke(cli, [*base_args, "search", "--direct", "--image", str(pics / "a.jpg"), "-k", "1", "--json"])
+
+    assert {hit["path"] for hit in json.loads(result.stdout)} == {str(pics / "a.jpg"), str(pics / "copy" / "a.jpg")}
+
+
+def test_empty_catalog_and_no_match_exit_non_zero_with_a_message(runner, base_args, tmp_path):
+    empty = runner.invoke(cli, [*base_args, "search", "--direct", "anything"])
+    assert empty.exit_code == 2
+    assert "run `imgd index DIR`" in empty.stderr and "Traceback" not in empty.output
+
+    pics = tmp_path / "pics"
+    write_image(pics / "only.jpg", seed=1)
+    runner.invoke(cli, [*base_args, "index", str(pics)])
+    (pics / "only.jpg").unlink()  # the only match is gone from disk: nothing to show
+    gone = runner.invoke(cli, [*base_args, "search", "--direct", "anything"])
+    assert gone.exit_code == 1
+    assert gone.stdout == "" and "no matching images" in gone.stderr
+
+
+def test_user_errors_are_one_line_without_traceback(runner, base_args, tmp_path):
+    cases = [
+        ([*base_args, "index", str(tmp_path / "nope")], "nope: no such folder"),
+        ([*base_args, "search", "--direct", "--image", str(tmp_path / "nope.jpg"), "x"], "either a text QUERY"),
+        (
+            ["--state-dir", str(tmp_path / "s"), "--model", str(tmp_path / "no-model"), "index", str(tmp_path)],
+            "does not exist",
+        ),
+        (["--config", str(tmp_path / "missing.toml"), "status"], "config file not found"),
+    ]
+    for args, message in cases:
+        result = runner.invoke(cli, args)
+        assert result.exit_code != 0, args
+        assert message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+
+
+def test_invalid_config_names_the_key(runner, tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text('[watch]\nsettle_seconds = "soon"\n')
+
+    result = runner.invoke(cli, ["--config", str(config), "status"])
+
+    assert result.exit_code == 2
+    assert "watch.settle_seconds" in result.stderr
+
+
+def test_status_and_failed_without_a_daemon(runner, base_args, indexed):
+    status = runner.invoke(cli, [*base_args, "status"])
+    as_json = runner.invoke(cli, [*base_args, "status", "--json"])
+    failed = runner.invoke(cli, [*base_args, "failed"])
+
+    assert "daemon: not running" in status.stdout
+    assert "files: 8 indexed (8 unique images), 1 failed" in status.stdout
+    info = json.loads(as_json.stdout)
+    assert info["daemon"]["running"] is False and info["counts"]["files"] == 8
+    assert failed.stdout.strip() == f"{indexed / 'broken.png'}: not a recognised image format"
+
+
+def test_changing_the_model_is_refused_until_reembed(runner, base_args, indexed, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from clipkit import build_clip
+
+    other = build_clip(tmp_path / "other-model", seed=7)
+    args = ["--state-dir", base_args[1], "--model", str(other)]
+
+    refused = runner.invoke(cli, [*args, "index", str(indexed)])
+    accepted = runner.invoke(cli, [*args, "index", "--reembed", str(indexed)])
+
+    assert refused.exit_code == 2 and "imgd index --reembed" in refused.stderr
+    assert accepted.exit_code == 0 and "8 updated" in accepted.stderr
+
+
+@pytest.mark.slow
+def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    for i in range(6):
+        write_image(pics / f"img{i}.jpg", seed=i)
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
+    daemon.start()
+    try:
+        daemon.wait_idle()
+        args = ["--state-dir", str(daemon.state_dir)]
+        env = {"XDG_RUNTIME_DIR": str(daemon.runtime)}
+        queries = [
+            ["a cat"],
+            ["--json", "-k", "2", "a cat"],
+            ["--image", str(pics / "img3.jpg"), "-k", "2"],
+        ]
+        for query in queries:
+            via_daemon = runner.invoke(cli, [*args, "search", *query], env=env)
+            direct = runner.invoke(cli, [*args, "search", "--direct", *query], env=env)
+            assert via_daemon.exit_code == direct.exit_code == 0
+            assert via_daemon.stdout == direct.stdout, query
+
+        status = runner.invoke(cli, [*args, "status", "--json"], env=env)
+        info = json.loads(status.stdout)
+        assert info["daemon"]["running"] is True and info["folders"] == [{"path": str(pics), "mode": "inotify"}]
+        assert info["counts"]["files"] == 6 and info["model"]["device"] == "cpu"
+        assert "daemon: running" in runner.invoke(cli, [*args, "status"], env=env).stdout
+    finally:
+        assert daemon.stop(signal.SIGTERM) == 0

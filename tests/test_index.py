@@ -1,0 +1,335 @@
+"""index: a FAISS cache of the catalog's vectors that is saved atomically and never served when it disagrees."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from imgd.daemon import index as index_module
+from imgd.daemon.catalog import Catalog
+from imgd.daemon.index import MAGIC, IndexFileError, VectorIndex
+
+DIM = 8
+
+
+def units(count: int, seed: int = 0, dim: int = DIM) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, dim)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    opened = Catalog(tmp_path / "catalog.db")
+    opened.ensure_model("tiny", DIM)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def index_path(tmp_path: Path) -> Path:
+    """In a folder of its own, so a stray temp file would show in the listing."""
+    folder = tmp_path / "index"
+    folder.mkdir()
+    return folder / "index.faiss"
+
+
+def fill(catalog: Catalog, count: int, seed: int = 0) -> list[int]:
+    """Add count contents, each with one path, in one transaction; return their ids."""
+    ids = []
+    with catalog.transaction():
+        for n, vector in enumerate(units(count, seed)):
+            content_id = catalog.add_content(f"digest-{seed}-{n}", vector, 10, 10)
+            catalog.set_file(f"/p/{seed}-{n}.jpg", 1, 1, content_id)
+            ids.append(content_id)
+    return ids
+
+
+def expected_hits(catalog: Catalog, query: np.ndarray, k: int) -> list[int]:
+    """Brute force over the catalog's own vectors: what any correct index must answer."""
+    ids, vectors = (np.concatenate(parts) for parts in zip(*catalog.iter_vectors(), strict=True))
+    order = np.argsort(-(vectors @ query), kind="stable")[:k]
+    return ids[order].tolist()
+
+
+def assert_matches_catalog(index: VectorIndex, catalog: Catalog) -> None:
+    assert sorted(index.ids().tolist()) == sorted(catalog.content_ids().tolist())
+    assert len(index) == catalog.count_contents()
+    assert index.generation == catalog.generation
+    for query in units(5, seed=99):
+        assert [cid for cid, _ in index.search(query, 4)] == expected_hits(catalog, query, 4)
+
+
+@pytest.fixture
+def saved(catalog: Catalog, index_path: Path) -> VectorIndex:
+    """A catalog of 12 contents and an index file that matches it exactly."""
+    fill(catalog, 12)
+    index = VectorIndex.build(catalog, DIM)
+    index.save(index_path)
+    return index
+
+
+# -- in memory -----------------------------------------------------------------------------------
+
+
+def test_search_returns_ids_best_first_with_cosine_scores() -> None:
+    vectors = units(3)
+    index = VectorIndex(DIM)
+    index.add(np.array([10, 42, 7]), vectors, generation=3)
+
+    hits = index.search(vectors[1], 3)
+
+    assert hits[0][0] == 42
+    assert hits[0][1] == pytest.approx(1.0, abs=1e-3)  # vectors are held at float16 precision
+    assert sorted(cid for cid, _ in hits) == [7, 10, 42]
+    assert [score for _, score in hits] == sorted((score for _, score in hits), reverse=True)
+    by_id = dict(hits)
+    assert by_id[7] == pytest.approx(float(vectors[2] @ vectors[1]), abs=1e-3)
+    assert index.generation == 3 and index.dirty
+
+
+def test_k_larger_than_the_index_returns_everything_and_an_empty_index_returns_nothing() -> None:
+    index = VectorIndex(DIM)
+    assert index.search(units(1)[0], 5) == []
+    index.add(np.array([1, 2]), units(2))
+    assert len(index.search(units(1)[0], 50)) == 2
+
+
+def test_removed_ids_are_never_returned() -> None:
+    vectors = units(4)
+    index = VectorIndex(DIM)
+    index.add(np.array([1, 2, 3, 4]), vectors)
+
+    assert index.remove([2, 4, 99], generation=5) == 2
+
+    assert len(index) == 2 and sorted(index.ids().tolist()) == [1, 3]
+    assert sorted(cid for cid, _ in index.search(vectors[1], 4)) == [1, 3]  # not 2, its own best match
+    assert index.generation == 5
+    np.testing.assert_array_equal(index.reconstruct(3), vectors[2].astype(np.float16).astype(np.float32))
+
+
+# -- save and read -------------------------------------------------------------------------------
+
+
+def test_save_then_read_round_trips_ids_vectors_and_generation(index_path: Path) -> None:
+    vectors = units(5)
+    index = VectorIndex(DIM)
+    index.add(np.array([3, 1, 4, 15, 9]), vectors, generation=27)
+
+    index.save(index_path)
+    loaded, header = VectorIndex.read(index_path)
+
+    assert not index.dirty and not loaded.dirty
+    assert (header.generation, header.count, header.dim) == (27, 5, DIM)
+    assert loaded.generation == 27
+    assert sorted(loaded.ids().tolist()) == [1, 3, 4, 9, 15]
+    np.testing.assert_array_equal(loaded.reconstruct(15), vectors[3].astype(np.float16).astype(np.float32))
+    assert loaded.search(vectors[4], 1)[0][0] == 9
+    assert os.listdir(index_path.parent) == [index_path.name]
+
+
+def test_a_loaded_index_keeps_working_after_more_changes(index_path: Path) -> None:
+    index = VectorIndex(DIM)
+    index.add(np.array([1, 2]), units(2))
+    index.save(index_path)
+    loaded, _ = VectorIndex.read(index_path)
+    extra = units(1, seed=5)
+    loaded.add(np.array([3]), extra)
+    loaded.remove([1])
+    assert sorted(loaded.ids().tolist()) == [2, 3]
+    assert loaded.search(extra[0], 1)[0][0] == 3
+
+
+def test_a_file_without_the_imgd_header_is_refused(index_path: Path) -> None:
+    index_path.write_bytes(b"not an index at all")
+    with pytest.raises(IndexFileError, match="no imgd header"):
+        VectorIndex.read(index_path)
+
+
+# -- load_verified -------------------------------------------------------------------------------
+
+
+def test_a_matching_file_is_served_as_saved(
+    saved: VectorIndex, catalog: Catalog, index_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_rebuild(*args: object) -> VectorIndex:
+        raise AssertionError("a matching index file was rebuilt")
+
+    monkeypatch.setattr(VectorIndex, "build", classmethod(no_rebuild))
+    loaded = VectorIndex.load_verified(index_path, catalog, DIM)
+    assert not loaded.dirty  # nothing to save
+    assert_matches_catalog(loaded, catalog)
+
+
+def _missing(path: Path, catalog: Catalog) -> None:
+    path.unlink()
+
+
+def _truncated(path: Path, catalog: Catalog) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _corrupted(path: Path, catalog: Catalog) -> None:
+    data = bytearray(path.read_bytes())
+    for offset in (-40, -200, -401):  # inside the vectors, far from the header
+        data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _bad_magic(path: Path, catalog: Catalog) -> None:
+    data = path.read_bytes()
+    path.write_bytes(b"XXXXXXXX" + data[len(MAGIC) :])
+
+
+def _garbled_header(path: Path, catalog: Catalog) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(MAGIC) + 4 : len(MAGIC) + 12] = b"}}}}{{{{"
+    path.write_bytes(bytes(data))
+
+
+def _header_lies_about_checksum(path: Path, catalog: Catalog) -> None:
+    data = path.read_bytes()
+    start = len(MAGIC) + 4
+    length = int.from_bytes(data[len(MAGIC) : start], "little")
+    header = json.loads(data[start : start + length])
+    header["sha256"] = "0" * 64
+    text = json.dumps(header).encode()
+    path.write_bytes(MAGIC + len(text).to_bytes(4, "little") + text + data[start + length :])
+
+
+def _stale(path: Path, catalog: Catalog) -> None:
+    fill(catalog, 3, seed=1)  # the catalog moved on after the save
+
+
+def _stale_after_removal(path: Path, catalog: Catalog) -> None:
+    with catalog.transaction():
+        catalog.remove_under("/p")
+        fill(catalog, 2, seed=2)
+        catalog.delete_orphans()
+
+
+def _other_dim(path: Path, catalog: Catalog) -> None:
+    other = VectorIndex(DIM * 2)
+    other.add(catalog.content_ids(), units(catalog.count_contents(), dim=DIM * 2), generation=catalog.generation)
+    other.save(path)
+
+
+def _right_generation_wrong_count(path: Path, catalog: Catalog) -> None:
+    partial = VectorIndex(DIM)
+    ids, vectors = next(catalog.iter_vectors(chunk=5))
+    partial.add(ids, vectors, generation=catalog.generation)
+    partial.save(path)
+
+
+DAMAGE: dict[str, Callable[[Path, Catalog], None]] = {
+    "missing": _missing,
+    "truncated": _truncated,
+    "corrupted": _corrupted,
+    "bad-magic": _bad_magic,
+    "garbled-header": _garbled_header,
+    "wrong-checksum": _header_lies_about_checksum,
+    "stale": _stale,
+    "stale-after-removal": _stale_after_removal,
+    "other-dim": _other_dim,
+    "wrong-count": _right_generation_wrong_count,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
+def test_an_untrustworthy_file_is_rebuilt_from_the_catalog(
+    saved: VectorIndex, catalog: Catalog, index_path: Path, damage: Callable[[Path, Catalog], None]
+) -> None:
+    damage(index_path, catalog)
+
+    rebuilt = VectorIndex.load_verified(index_path, catalog, DIM)
+
+    assert rebuilt.dirty  # so the caller saves the good one
+    assert rebuilt.dim == DIM
+    assert_matches_catalog(rebuilt, catalog)
+    rebuilt.save(index_path)
+    assert_matches_catalog(VectorIndex.load_verified(index_path, catalog, DIM), catalog)
+
+
+@pytest.mark.parametrize(
+    "damage", [_truncated, _corrupted, _bad_magic, _garbled_header], ids=["truncated", "corrupted", "magic", "header"]
+)
+def test_read_reports_damage_as_index_file_error(
+    saved: VectorIndex, catalog: Catalog, index_path: Path, damage: Callable[[Path, Catalog], None]
+) -> None:
+    damage(index_path, catalog)
+    with pytest.raises(IndexFileError):
+        VectorIndex.read(index_path)
+
+
+def test_an_empty_catalog_without_a_file_gives_an_empty_index(catalog: Catalog, index_path: Path) -> None:
+    index = VectorIndex.load_verified(index_path, catalog, DIM)
+    assert len(index) == 0 and index.search(units(1)[0], 3) == []
+
+
+def test_vectors_stored_as_float16_still_find_themselves(tmp_path: Path) -> None:
+    """The catalog keeps float16 to halve its size; at CLIP's 512 dims that must not mix pictures up."""
+    vectors = units(50, seed=7, dim=512)
+    wide = Catalog(tmp_path / "wide.db")
+    try:
+        wide.ensure_model("clip-ViT-B-32", 512)
+        with wide.transaction():
+            ids = [wide.add_content(f"d{n}", vector, 96, 64) for n, vector in enumerate(vectors)]
+        index = VectorIndex.load_verified(tmp_path / "wide.faiss", wide, 512)
+        for content_id, vector in zip(ids, vectors, strict=True):
+            best, score = index.search(vector, 1)[0]
+            assert best == content_id
+            assert score == pytest.approx(1.0, abs=1e-3)
+    finally:
+        wide.close()
+
+
+# -- atomic save ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fail_at", ["fsync", "replace"])
+def test_a_failed_save_leaves_the_old_file_intact_and_no_temp_files(
+    saved: VectorIndex, catalog: Catalog, index_path: Path, monkeypatch: pytest.MonkeyPatch, fail_at: str
+) -> None:
+    before = index_path.read_bytes()
+    fill(catalog, 4, seed=3)
+    ids, vectors = zip(*catalog.iter_vectors(), strict=True)
+    saved.add(np.concatenate(ids)[-4:], np.concatenate(vectors)[-4:], generation=catalog.generation)
+
+    def crash(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(index_module.os, fail_at, crash)
+    with pytest.raises(OSError, match="No space left"):
+        saved.save(index_path)
+    monkeypatch.undo()
+
+    assert index_path.read_bytes() == before
+    assert os.listdir(index_path.parent) == ["index.faiss"]
+    assert saved.dirty  # still needs saving
+    old, header = VectorIndex.read(index_path)
+    assert header.count == 12
+
+    saved.save(index_path)  # once the disk recovers, the next save goes through
+    assert_matches_catalog(VectorIndex.load_verified(index_path, catalog, DIM), catalog)
+
+
+def test_a_save_replaces_the_file_in_one_step(
+    saved: VectorIndex, index_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new file is complete and synced before it takes the old one's name."""
+    seen: list[tuple[int, bool]] = []
+    real_replace = os.replace
+
+    def watching_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        _, header = VectorIndex.read(Path(src))  # the temp file is already whole and valid
+        seen.append((header.count, Path(dst) == index_path))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(index_module.os, "replace", watching_replace)
+    saved.add(np.array([1000]), units(1, seed=4))
+    saved.save(index_path)
+    assert seen == [(13, True)]
