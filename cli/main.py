@@ -49,14 +49,16 @@ class ImgdGroup(click.Group):
 def setup_logging(verbosity: int, daemon: bool = False) -> None:
     level = logging.WARNING - 10 * verbosity
     fmt = "%(levelname)s %(message)s" if daemon else "imgd: %(message)s"
+    level = max(logging.DEBUG, min(logging.ERROR, level))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
+    handler.setLevel(level)
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(max(logging.DEBUG, min(logging.ERROR, level)))
-    logging.getLogger("imgd").setLevel(root.level)
+    root.setLevel(level)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs CPU-feature probing at INFO
-    logging.getLogger("watchdog").setLevel(max(root.level, logging.INFO))  # every inotify event at DEBUG
+    # Not DEBUG (every inotify event), and never above WARNING: the daemon listens for its overflow warning.
+    logging.getLogger("watchdog").setLevel(min(max(level, logging.INFO), logging.WARNING))
 
 
 def get_config(ctx: click.Context, **flags: Any) -> Config:
