@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from clipkit import build_clip  # noqa: E402
-
 from imgd.daemon.catalog import Catalog  # noqa: E402
 
 
