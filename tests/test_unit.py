@@ -1,0 +1,229 @@
+"""The systemd user unit: rendering, quoting, installing, and what systemd itself says about it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from imgd.cli.main import cli
+from imgd.daemon import unit
+from imgd.daemon.errors import ImgdError
+
+REPO = Path(__file__).resolve().parent.parent
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+needs_systemd_analyze = pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (apt install systemd)"
+)
+
+# `systemd-analyze security --offline=true` on the rendered unit; lower is safer (0 to 10).
+EXPOSURE = {True: 1.2, False: 5.9}
+
+
+def make_executable(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\nexit 0\n")
+    path.chmod(0o755)
+    return path
+
+
+def setting(text: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(key + "=")]
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A home folder that systemd's %h stands for."""
+    path = tmp_path / "home"
+    path.mkdir()
+    monkeypatch.setattr(unit, "manager_home", lambda: str(path))
+    return path
+
+
+# -- render_unit ---------------------------------------------------------------------------
+
+
+def test_exec_start_runs_the_absolute_executable_with_global_options_before_run(tmp_path: Path) -> None:
+    exe = make_executable(tmp_path / "my bin" / "imgd")
+    text = unit.render_unit(str(exe), str(tmp_path / "my conf.toml"), str(tmp_path / "my state"), sandbox=True)
+    assert setting(text, "ExecStart") == [
+        f'"{exe}" --config "{tmp_path}/my conf.toml" --state-dir "{tmp_path}/my state" run'
+    ]
+    assert setting(text, "ReadWritePaths") == [f'-"{tmp_path}/my state"']
+    assert setting(text, "ExecStartPre") == [f'+mkdir -p "{tmp_path}/my state"']
+
+
+def test_paths_under_home_are_written_with_percent_h(home: Path) -> None:
+    text = unit.render_unit(str(home / ".local/bin/imgd"), None, str(home / "state"), sandbox=True)
+    assert setting(text, "ExecStart") == ["%h/.local/bin/imgd --state-dir %h/state run"]
+    assert setting(text, "ReadWritePaths") == ["-%h/state"]
+
+
+def test_percent_dollar_quote_and_backslash_are_escaped(tmp_path: Path) -> None:
+    state = tmp_path / 'a%b$c"d\\e'
+    text = unit.render_unit(str(make_executable(tmp_path / "imgd")), None, str(state), sandbox=True)
+    # `$` expands only in Exec lines; `%` everywhere.
+    assert setting(text, "ExecStart")[0].endswith(f' --state-dir "{tmp_path}/a%%b$$c\\"d\\\\e" run')
+    assert setting(text, "ReadWritePaths") == [f'-"{tmp_path}/a%%b$c\\"d\\\\e"']
+
+
+def test_a_control_character_in_a_path_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ImgdError, match="control character"):
+        unit.render_unit(str(make_executable(tmp_path / "imgd")), None, str(tmp_path / "a\nb"), sandbox=True)
+
+
+def test_a_bare_name_is_found_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exe = make_executable(tmp_path / "bin" / "imgd")
+    monkeypatch.setenv("PATH", str(exe.parent))
+    text = unit.render_unit("imgd", None, str(tmp_path / "state"), sandbox=True)
+    assert setting(text, "ExecStart")[0].startswith(f"{exe} ")
+
+
+def test_when_argv0_is_not_imgd_the_script_beside_python_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exe = make_executable(tmp_path / "venv" / "bin" / "imgd")
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    assert unit.resolve_executable("/somewhere/site-packages/pytest/__main__.py") == str(exe)
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    with pytest.raises(ImgdError, match="cannot find the imgd executable"):
+        unit.resolve_executable("/somewhere/site-packages/pytest/__main__.py")
+
+
+def test_the_state_folder_is_the_one_the_cli_uses_now(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    exe = str(make_executable(tmp_path / "imgd"))
+    text = unit.render_unit(exe, None, None, sandbox=True)
+    assert setting(text, "ExecStart") == [f"{exe} --state-dir {tmp_path}/xdg-data/imgd run"]
+    config = tmp_path / "imgd.toml"
+    config.write_text(f'state_dir = "{tmp_path}/from-toml"\n')
+    monkeypatch.setenv("IMGD_CONFIG", str(config))
+    text = unit.render_unit(exe, None, None, sandbox=True)
+    assert setting(text, "ExecStart") == [f"{exe} --config {config} --state-dir {tmp_path}/from-toml run"]
+
+
+def test_without_user_namespaces_the_sandbox_is_left_out(tmp_path: Path) -> None:
+    text = unit.render_unit(str(make_executable(tmp_path / "imgd")), None, str(tmp_path / "s"), sandbox=False)
+    keys = {line.split("=", 1)[0] for line in text.splitlines() if "=" in line and not line.startswith("#")}
+    assert not keys & {"PrivateUsers", "ProtectSystem", "ProtectHome", "CapabilityBoundingSet", "ExecStartPre"}
+    assert {"NoNewPrivileges", "SystemCallFilter", "RestrictAddressFamilies", "Type", "WatchdogSec"} <= keys
+
+
+def test_the_system_is_asked_when_sandbox_is_not_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(unit, "sandbox_supported", lambda: False)
+    text = unit.render_unit(str(make_executable(tmp_path / "imgd")), None, str(tmp_path / "s"))
+    assert "PrivateUsers=yes" not in text
+    assert "user namespaces are not allowed" in caplog.text
+    monkeypatch.setattr(unit, "sandbox_supported", lambda: True)
+    assert "PrivateUsers=yes" in unit.render_unit(str(tmp_path / "imgd"), None, str(tmp_path / "s"))
+
+
+def test_sandbox_probe_needs_unshare(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert isinstance(unit.sandbox_supported(), bool)
+    monkeypatch.setattr(unit.shutil, "which", lambda name: None)
+    assert unit.sandbox_supported() is False
+
+
+def test_the_repository_copy_is_the_rendered_template(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(unit, "manager_home", lambda: "/home/user")
+    assert (REPO / "systemd" / "imgd.service").read_text() == unit.reference_unit(), (
+        "systemd/imgd.service differs from daemon/unit.py's template; regenerate it with\n"
+        '  python -c \'from imgd.daemon import unit; unit.manager_home = lambda: "/home/user"; '
+        'print(unit.reference_unit(), end="")\' > systemd/imgd.service'
+    )
+
+
+# -- install_unit --------------------------------------------------------------------------
+
+
+def test_install_writes_the_unit_and_returns_its_path(tmp_path: Path) -> None:
+    folder = tmp_path / "units"
+    path = unit.install_unit("[Service]\nExecStart=/bin/true\n", folder)
+    assert path == folder / "imgd.service"
+    assert path.read_text() == "[Service]\nExecStart=/bin/true\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert unit.install_unit("second\n", folder) == path
+    assert path.read_text() == "second\n"
+    assert os.listdir(folder) == ["imgd.service"]
+
+
+def test_install_defaults_to_the_xdg_user_unit_folder(tmp_path: Path) -> None:
+    path = unit.install_unit("x\n", None)
+    assert path == tmp_path / "xdg-config" / "systemd" / "user" / "imgd.service"
+    assert path.read_text() == "x\n"
+
+
+def test_install_failure_is_one_line_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ImgdError, match=r"cannot write .*imgd\.service .*--unit-dir\.$"):
+        unit.install_unit("x\n", blocker / "units")
+
+
+# -- the CLI -------------------------------------------------------------------------------
+
+
+def test_cli_installs_into_unit_dir(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli, ["--state-dir", str(tmp_path / "state"), "service", "install", "--unit-dir", str(tmp_path / "u")]
+    )
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "u" / "imgd.service"
+    assert f"wrote {path}" in result.output
+    exec_start = setting(path.read_text(), "ExecStart")[0]
+    assert exec_start.endswith(f" --state-dir {tmp_path}/state run")
+    assert os.access(exec_start.split()[0], os.X_OK)
+
+
+def test_cli_print_shows_the_unit_and_writes_nothing(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("")
+    result = CliRunner().invoke(cli, ["--config", str(config), "service", "install", "--print"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("# imgd: semantic image search")
+    assert setting(result.output, "ExecStart")[0].endswith(
+        f" --config {config} --state-dir {tmp_path}/xdg-data/imgd run"
+    )
+    assert not (tmp_path / "xdg-config" / "systemd").exists()
+
+
+# -- systemd's own checks ------------------------------------------------------------------
+
+
+def analyze(tmp_path: Path, sandbox: bool, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run systemd-analyze on the unit rendered for a real executable, as the user manager would."""
+    exe = make_executable(tmp_path / "bin dir" / "imgd")
+    text = unit.render_unit(str(exe), None, str(tmp_path / "state dir"), sandbox=sandbox)
+    path = unit.install_unit(text, tmp_path / "units")
+    runtime = Path(os.environ["XDG_RUNTIME_DIR"])
+    runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
+    assert SYSTEMD_ANALYZE is not None
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, "--user", *args, str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandbox", "no-sandbox"])
+def test_systemd_analyze_verify_finds_nothing_to_say(tmp_path: Path, sandbox: bool) -> None:
+    done = analyze(tmp_path, sandbox, "verify")
+    said = [line for line in (done.stdout + done.stderr).splitlines() if "imgd" in line]
+    assert done.returncode == 0 and not said, done.stdout + done.stderr
+
+
+@needs_systemd_analyze
+@pytest.mark.parametrize("sandbox", [True, False], ids=["sandbox", "no-sandbox"])
+def test_systemd_analyze_security_exposure(tmp_path: Path, sandbox: bool) -> None:
+    done = analyze(tmp_path, sandbox, "security", "--offline=true", "--no-pager")
+    if "--offline" in done.stderr and done.returncode != 0:
+        pytest.skip("systemd-analyze is older than 250 and has no --offline")
+    found = re.search(r"Overall exposure level for imgd\.service: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    assert float(found.group(1)) <= EXPOSURE[sandbox], done.stdout
