@@ -280,6 +280,12 @@ def service_install(ctx: click.Context, print_only: bool, unit_dir: Path | None)
         return
     path = install_unit(text, unit_dir)
     click.echo(f"wrote {path}")
+    if not get_config(ctx).watch_paths:
+        click.echo(
+            "note: no folders to watch yet; set [watch] paths in "
+            f"{config_module.default_config_path()} before starting the service.",
+            err=True,
+        )
     click.echo("enable and start it with:")
     click.echo("  systemctl --user daemon-reload")
     click.echo("  systemctl --user enable --now imgd.service")
