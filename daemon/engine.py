@@ -217,19 +217,15 @@ class Engine:
         roots: Sequence[str | Path],
         progress: ProgressFn | None = None,
         on_total: Callable[[int], None] | None = None,
-        subtree: str | None = None,
     ) -> IndexSummary:
-        """Make the catalog match the disk under roots (or only under `subtree` of one of them)."""
+        """Make the catalog match the disk under roots: the catch-up of `imgd index` and daemon start."""
         summary = IndexSummary()
         now = self.clock()
         roots = [os.path.abspath(os.fspath(r)) for r in roots]
         candidates: list[tuple[FileStat, FileRecord | None]] = []
         gone: list[FileRecord] = []
         for root in roots:
-            top = subtree if subtree and self.root_of(subtree, [root]) else None
-            if subtree and top is None:
-                continue
-            if top is None and self._root_missing(root):
+            if self._root_missing(root):
                 with self.catalog.transaction():
                     marked = self.catalog.mark_missing_under(root, now)
                 if marked:
@@ -240,32 +236,20 @@ class Engine:
                     )
                 summary.missing += marked
                 continue
-            if top is None:
-                with self.catalog.transaction():
-                    restored = self.catalog.restore_missing_under(root)
-                if restored:
-                    log.info("folder %s is back; checking its %d files", display_path(root), restored)
-            walk_from = top or root
-            known = {r.path: r for r in self.catalog.files_under(walk_from)}
-            single = self.catalog.get_file(walk_from)
-            if single is not None:
-                known[single.path] = single
-            for stat in scan(walk_from, self.filter, self.config.follow_symlinks):
+            with self.catalog.transaction():
+                restored = self.catalog.restore_missing_under(root)
+            if restored:
+                log.info("folder %s is back; checking its %d files", display_path(root), restored)
+            known = {r.path: r for r in self.catalog.files_under(root)}
+            for stat in scan(root, self.filter, self.config.follow_symlinks):
                 if self.should_stop():
                     raise Stopped
-                if self.filter.excluded_path(stat.path, root):
-                    continue
                 record = known.pop(stat.path, None)
-                if (
-                    record is not None
-                    and record.status != "missing"
-                    and record.size == stat.size
-                    and record.mtime_ns == stat.mtime_ns
-                ):
+                if record is not None and record.size == stat.size and record.mtime_ns == stat.mtime_ns:
                     summary.unchanged += 1
                     continue
                 candidates.append((stat, record))
-            gone.extend(r for r in known.values() if r.status != "missing" or not self._root_missing(root))
+            gone.extend(known.values())
         if on_total:
             on_total(len(candidates))
         gone_contents: dict[int, list[str]] = {}

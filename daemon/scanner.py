@@ -50,6 +50,7 @@ def scan(
     on_error: Callable[[str, str], None] | None = None,
 ) -> Iterator[FileStat]:
     """Yield every wanted regular file below root; unreadable folders are reported, never fatal."""
+    path_patterns = any("/" in pattern for pattern in path_filter.excludes)
     seen_dirs: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -82,7 +83,7 @@ def scan(
                 st = entry.stat(follow_symlinks=follow_symlinks)
             except OSError:
                 continue  # vanished, or a dangling/looping link
-            if stat.S_ISREG(st.st_mode):
+            if stat.S_ISREG(st.st_mode) and not (path_patterns and path_filter.excluded_path(entry.path, root)):
                 yield FileStat(entry.path, st.st_size, st.st_mtime_ns)
 
 

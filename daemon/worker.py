@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .engine import Engine, Stopped
 from .errors import display_path
 from .models import Change, ChangeKind, IndexSummary
-from .scanner import stat_file
+from .scanner import scan, stat_file
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,16 @@ class Worker:
         self.stats.remaining = 0
 
     def _rescan(self) -> None:
+        """Reconcile whole roots; a new or moved-in subfolder only has its files settle like new ones."""
         folders, self.rescans = self.rescans, set()
+        roots = self.roots if "" in folders else [f for f in self.roots if f in folders]
+        for folder in sorted(folders - {""} - set(self.roots)):
+            self._pend_tree(folder)
+        if not roots:
+            return
         self.stats.busy = "reconciling"
         started = self.monotonic()
-        total = 0
-        done = 0
+        total = done = 0
 
         def on_total(n: int) -> None:
             nonlocal total
@@ -218,23 +223,29 @@ class Worker:
             elapsed = self.monotonic() - started
             self.stats.rate = done / elapsed if elapsed > 0 else 0.0
 
-        if "" in folders:
-            summary = self.engine.reconcile(self.roots, progress=progress, on_total=on_total)
-        else:
-            summary = IndexSummary()
-            for folder in sorted(folders):
-                if self.engine.root_of(folder, self.roots) is None:
-                    continue
-                summary.merge(self.engine.reconcile(self.roots, progress=progress, on_total=on_total, subtree=folder))
+        summary = self.engine.reconcile(roots, progress=progress, on_total=on_total)
         self.stats.totals.merge(summary)
         self.stats.remaining = 0
         if summary.changed or summary.failed:
             log.info(
                 "reconciled %s: %d added, %d updated, %d moved, %d removed, %d failed",
-                ", ".join(display_path(f) for f in sorted(folders)) or "all folders",
+                ", ".join(display_path(r) for r in roots),
                 summary.added,
                 summary.updated,
                 summary.moved,
                 summary.removed,
                 summary.failed,
             )
+
+    def _pend_tree(self, folder: str) -> None:
+        """Queue every file below a folder that the catalog does not know as it is now."""
+        root = self.engine.root_of(folder, self.roots)
+        if root is None or self.engine.filter.excluded_path(folder, root):
+            return
+        for stat in scan(folder, self.engine.filter, self.engine.config.follow_symlinks):
+            if self.engine.filter.excluded_path(stat.path, root):
+                continue
+            record = self.engine.catalog.get_file(stat.path)
+            if record is not None and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
+                continue
+            self.pending[stat.path] = _Pending(self.monotonic(), (stat.size, stat.mtime_ns))

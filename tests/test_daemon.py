@@ -71,6 +71,18 @@ def test_files_are_followed_through_every_kind_of_arrival_move_and_removal(daemo
             time.sleep(0.25)
     wait_until(lambda: content_hash(daemon, slow) == digest(slow), what="the slow file, complete")
 
+    # The same inside a folder that is itself new (cp -r): the new folder must not be indexed
+    # by a scan that catches its file half-written.
+    data = jpeg_bytes(6, (400, 300))
+    copied = pics / "new-folder" / "copied.jpg"
+    copied.parent.mkdir()
+    with open(copied, "wb") as fh:
+        for start in range(0, len(data), max(1, len(data) // 6)):
+            fh.write(data[start : start + max(1, len(data) // 6)])
+            fh.flush()
+            time.sleep(0.25)
+    wait_until(lambda: content_hash(daemon, copied) == digest(copied), what="the file in the new folder")
+
     # A browser download: written as .crdownload, renamed when done.
     partial = pics / "download.jpg.crdownload"
     partial.write_bytes(jpeg_bytes(3))
@@ -119,6 +131,8 @@ def test_files_are_followed_through_every_kind_of_arrival_move_and_removal(daemo
 
     daemon.wait_idle()
     assert daemon.log().count(f"indexed {slow}") == 1, "the slow file was embedded more than once"
+    assert daemon.log().count(f"indexed {copied}") == 1, "the file in the new folder was embedded more than once"
+    assert f"updated {copied}" not in daemon.log()
     assert daemon.stop() == 0
     check_invariants(daemon.state_dir, [pics], daemon.model)
 
