@@ -232,7 +232,7 @@ def failed_command(ctx: click.Context, as_json: bool) -> None:
 
     rows = failed_files(config)
     if as_json:
-        click.echo(json.dumps([{"path": p, "error": e} for p, e in rows], ensure_ascii=False))
+        click.echo(render.json_text([{"path": p, "error": e} for p, e in rows]))
         return
     for path, error in rows:
         click.echo(f"{display_path(path)}: {error}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -15,11 +16,16 @@ def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:
     return [f"{hit['score']:.4f}  {display_path(hit['path'])}" for hit in hits]
 
 
+def json_text(value: object) -> str:
+    """JSON that stays valid UTF-8: a file name's undecodable bytes (surrogates) become \\udcXX escapes.
+
+    json.loads turns those back into the same surrogates, so os.fsencode(path) gives the bytes on disk.
+    """
+    return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
+
+
 def hits_json(hits: Iterable[Mapping[str, Any]]) -> str:
-    return json.dumps(
-        [{"rank": h["rank"], "score": round(float(h["score"]), 6), "path": h["path"]} for h in hits],
-        ensure_ascii=False,
-    )
+    return json_text([{"rank": h["rank"], "score": round(float(h["score"]), 6), "path": h["path"]} for h in hits])
 
 
 def summary_line(summary: IndexSummary, seconds: float) -> str:

@@ -20,7 +20,7 @@ from urllib.parse import quote
 import numpy as np
 import sqlite_utils
 
-from .errors import CatalogError, ModelMismatch
+from .errors import CatalogError, DiskFull, ModelMismatch
 from .models import FileRecord
 
 SCHEMA_VERSION = 1
@@ -78,6 +78,7 @@ class Catalog:
             self.conn.execute("PRAGMA busy_timeout = 30000")
             self._check_header()
             if not readonly:
+                self.verify()
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")
                 self._ensure_schema()
@@ -100,6 +101,16 @@ class Catalog:
             raise CatalogError(
                 f"{self.path}: this SQLite file is not an imgd catalog; point --state-dir elsewhere or {RECOVERY_HINT}."
             )
+
+    def verify(self) -> None:
+        """Read every page once, so damage stops us now and not halfway through a run (~0.4 s per 200k images)."""
+        try:
+            problem = str(self.conn.execute("PRAGMA quick_check(1)").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            problem = str(exc)
+        if problem != "ok":
+            problem = problem.strip().splitlines()[0][:160] if problem.strip() else "unknown damage"
+            raise CatalogError(f"{self.path}: catalog is damaged ({problem}); {RECOVERY_HINT}.")
 
     def _ensure_schema(self) -> None:
         with self.transaction():
@@ -132,10 +143,16 @@ class Catalog:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("COMMIT")
+        except BaseException as exc:
+            # SQLite may already have rolled back (SQLITE_FULL, a failed COMMIT); a transaction left
+            # open here would swallow every later write, since nested calls join it and never commit.
+            if self.conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.conn.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
+                raise DiskFull(f"the disk holding the catalog {self.path} is full") from None
             raise
-        self.conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def snapshot(self) -> Iterator[None]:

@@ -205,6 +205,13 @@ class Engine:
 
     def _record_failure(self, item: _Loaded, summary: IndexSummary) -> None:
         stat = item.stat
+        if not os.path.lexists(stat.path):
+            # Deleted or renamed away while being read: its own event (or the next reconcile) handles it.
+            # A failed row here would be stale, and a rename would carry it to the new name for good.
+            if self.catalog.remove_file(stat.path):
+                summary.removed += 1
+                log.info("removed %s", display_path(stat.path))
+            return
         self.catalog.set_failed(stat.path, stat.size, stat.mtime_ns, item.error or "unknown error")
         summary.failed += 1
         summary.failures.append((stat.path, item.error or ""))
@@ -333,7 +340,8 @@ class Engine:
                 if record is not None:
                     gone.append(path)
                 continue
-            if record and record.status != "missing" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
+            # A failed file is tried again on any event: chmod or chown may have made it readable.
+            if record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
                 continue
             items.append((stat, record))
         summary = self.ingest(items, progress=progress)

@@ -25,6 +25,10 @@ class CatalogError(ImgdError):
     """The catalog file is damaged, foreign or from a newer imgd."""
 
 
+class DiskFull(ImgdError):
+    """The disk holding the state folder is full; writing resumes by itself once space is freed."""
+
+
 class CatalogBusy(ImgdError):
     """Another imgd process (usually the daemon) is writing the catalog."""
 

@@ -190,6 +190,16 @@ class VectorIndex:
             return cls.build(catalog, dim)
 
 
+def discard_partial_saves(path: Path) -> int:
+    """Delete temp files of saves a crash interrupted; call only with the writer lock held."""
+    removed = 0
+    for tmp in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+            removed += 1
+    return removed
+
+
 def fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:

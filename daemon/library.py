@@ -17,7 +17,7 @@ from .config import Config
 from .embedder import Embedder
 from .engine import Engine, Searcher
 from .errors import CatalogBusy, CatalogError, ImgdError
-from .index import VectorIndex
+from .index import VectorIndex, discard_partial_saves
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +116,8 @@ def open_library(
             if aside:
                 log.warning("set the old catalog aside as %s; indexing anew", aside)
         catalog = Catalog(config.catalog_path)
+        if discard_partial_saves(config.index_path):  # a SIGKILL or power cut interrupted a save
+            log.info("removed the temporary file of an interrupted index save")
         catalog.ensure_model(embedder.name, embedder.dim, reembed=reembed)
         index = VectorIndex.load_verified(config.index_path, catalog, embedder.dim)
         engine = Engine(config, catalog, index, embedder, clock=clock)
@@ -132,6 +134,7 @@ def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Sear
         with catalog.snapshot():
             info = catalog.model_info()
             if info is None:
+            catalog.verify()
                 raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
             name, dim = info
             index = VectorIndex.load_verified(config.index_path, catalog, dim)

@@ -8,13 +8,16 @@ by polling instead.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import logging
 import os
 import queue
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from watchdog import events as watchdog_events
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -38,6 +41,22 @@ from .scanner import PathFilter
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 5.0
+FileAttribEvent = getattr(watchdog_events, "FileAttribEvent", None)  # watchdog >= 7; before, "modified"
+IN_ATTRIB = 0x4
+# Only what ImageHandler uses. watchdog's default adds IN_OPEN and IN_CLOSE_NOWRITE, so our own reads
+# and folder walks flooded the kernel queue: walking 10,000 folders overflowed it, the overflow asked
+# for a rescan, whose walk overflowed it again.
+HANDLED_EVENTS = [
+    FileCreatedEvent,
+    DirCreatedEvent,
+    FileModifiedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    DirDeletedEvent,
+    FileMovedEvent,
+    DirMovedEvent,
+    *([FileAttribEvent] if FileAttribEvent else []),
+]
 INOTIFY_LIMIT_HINT = (
     "the inotify watch limit is reached; watching {root} by polling instead (slower to notice changes). "
     "Raise it with: sudo sysctl fs.inotify.max_user_watches=524288"
@@ -46,6 +65,20 @@ INOTIFY_LIMIT_HINT = (
 
 def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
+
+
+def watch_limit_reached(path: str) -> bool:
+    """True if the kernel refuses one more inotify watch (fs.inotify.max_user_watches is used up)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.inotify_init1(os.O_CLOEXEC)
+    if fd < 0:
+        return False
+    try:
+        return libc.inotify_add_watch(fd, os.fsencode(path), IN_ATTRIB) < 0 and ctypes.get_errno() == errno.ENOSPC
+    finally:
+        os.close(fd)
 
 
 class ImageHandler(FileSystemEventHandler):
@@ -77,6 +110,12 @@ class ImageHandler(FileSystemEventHandler):
     def on_modified(self, event: FileSystemEvent) -> None:
         path = _text(event.src_path)
         if isinstance(event, FileModifiedEvent) and self._wanted(path):
+            self.changes.put(Change(ChangeKind.UPSERT, path))
+
+    def on_attrib(self, event: FileSystemEvent) -> None:
+        """chmod, chown, touch: a file that failed with 'permission denied' may be readable now."""
+        path = _text(event.src_path)
+        if not event.is_directory and self._wanted(path):
             self.changes.put(Change(ChangeKind.UPSERT, path))
 
     def on_closed(self, event: FileSystemEvent) -> None:
@@ -168,26 +207,42 @@ class Watcher:
         if self.polling != "always":
             observer = self.observer_factory()
             try:
-                observer.schedule(handler, root, recursive=True, follow_symlink=self.follow_symlinks)
+                observer.schedule(
+                    handler, root, recursive=True, follow_symlink=self.follow_symlinks, event_filter=HANDLED_EVENTS
+                )
                 observer.start()
-                watched.observer, watched.mode = observer, "inotify"
-                return True
             except OSError as exc:
                 self._stop_observer(observer)
                 if exc.errno not in (errno.ENOSPC, errno.EMFILE) or self.polling == "never":
                     raise
                 log.warning(INOTIFY_LIMIT_HINT.format(root=display_path(root)))
+            else:
+                # watchdog silently skips the subfolders the kernel refuses to watch: check there was room.
+                if self.polling == "never" or not watch_limit_reached(root):
+                    watched.observer, watched.mode = observer, "inotify"
+                    return True
+                self._stop_observer(observer)
+                log.warning(INOTIFY_LIMIT_HINT.format(root=display_path(root)))
         observer = PollingObserver(timeout=POLL_INTERVAL)
-        observer.schedule(handler, root, recursive=True, follow_symlink=self.follow_symlinks)
+        observer.schedule(
+            handler, root, recursive=True, follow_symlink=self.follow_symlinks, event_filter=HANDLED_EVENTS
+        )
         observer.start()
         watched.observer, watched.mode = observer, "polling"
         return True
 
     def check_roots(self) -> list[str]:
-        """Notice roots that vanished (unmounted) or came back; returns the ones that came back."""
+        """Notice roots that vanished (unmounted), came back or outgrew the watch limit; returns those to rescan."""
         back = []
         for root, watched in self.roots.items():
             alive = watched.observer is not None and watched.observer.is_alive()
+            if watched.mode == "inotify" and alive and self.polling != "never" and watch_limit_reached(root):
+                # Folders made since the limit was hit are not watched: poll instead, and rescan for what was missed.
+                self._stop_observer(watched.observer)
+                watched.observer, watched.mode = None, "missing"
+                if self.ensure_watching(root):
+                    back.append(root)
+                continue
             if watched.mode != "missing" and (not os.path.isdir(root) or not alive):
                 log.warning("watched folder %s is gone or its watch stopped; waiting for it", display_path(root))
                 self._stop_observer(watched.observer)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .engine import Engine, Stopped
-from .errors import display_path
+from .errors import DiskFull, display_path
 from .models import Change, ChangeKind, IndexSummary
 from .scanner import scan, stat_file
 
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 TICK = 0.1
 MAX_UPSERT_BATCH = 2048
+MIN_BACKOFF, MAX_BACKOFF = 5.0, 60.0  # seconds between tries while the disk is full
 
 
 @dataclass
@@ -35,6 +36,15 @@ class _Pending:
 def _signature(path: str) -> tuple[int, int] | None:
     stat = stat_file(path)
     return (stat.size, stat.mtime_ns) if stat else None
+
+
+def _through_link(path: str, root: str) -> bool:
+    """Is path, or a folder between root and it, a symbolic link?"""
+    while len(path) > len(root):
+        if os.path.islink(path):
+            return True
+        path = os.path.dirname(path)
+    return False
 
 
 @dataclass
@@ -71,6 +81,7 @@ class Worker:
         self.stats = WorkerStats()
         self.stop_event = threading.Event()
         self.idle = threading.Event()
+        self._backoff = MIN_BACKOFF
         self._thread = threading.Thread(target=self._run, name="imgd-worker", daemon=True)
         self.engine.should_stop = self.stop_event.is_set
 
@@ -100,6 +111,7 @@ class Worker:
                 self._drain()
                 if self.rescans:
                     self._rescan()
+                    self._backoff = MIN_BACKOFF
                     continue
                 ready = self._settled()
                 if ready:
@@ -112,10 +124,20 @@ class Worker:
                 self._wait()
             except Stopped:
                 break
+            except DiskFull as exc:
+                # Temporary: say so once per attempt, without a traceback, and back off; the failed
+                # step is rolled back and the rescan redoes it once space is freed.
+                self.stats.last_error = str(exc)
+                log.error("%s; indexing paused, retrying in %.0fs (free some space)", exc, self._backoff)
+                self.rescans.add("")
+                self.stats.busy = "retrying"
+                self.stop_event.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
             except Exception as exc:  # noqa: BLE001 - the worker must survive anything one batch throws
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("indexing step failed; rescanning to recover")
                 self.rescans.add("")
+                self.stats.busy = "retrying"  # not idle: a rescan is due after the pause
                 self.stop_event.wait(5.0)
 
     def _wait(self) -> None:
@@ -242,6 +264,8 @@ class Worker:
         root = self.engine.root_of(folder, self.roots)
         if root is None or self.engine.filter.excluded_path(folder, root):
             return
+        if not self.engine.config.follow_symlinks and _through_link(folder, root):
+            return  # a link to a folder (maybe outside the roots): scanning it would follow it
         for stat in scan(folder, self.engine.filter, self.engine.config.follow_symlinks):
             if self.engine.filter.excluded_path(stat.path, root):
                 continue

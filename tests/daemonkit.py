@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -124,44 +126,115 @@ class DaemonProcess:
 
 
 def image_files(*roots: Path) -> set[str]:
+    """Regular files with an image extension, as the daemon sees them: no symlinks, FIFOs or hidden names."""
     exts = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
     found = set()
     for root in roots:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            found.update(
-                os.path.join(dirpath, f)
-                for f in filenames
-                if os.path.splitext(f)[1].lower() in exts and not f.startswith(".")
-            )
+            for name in filenames:
+                path = os.path.join(dirpath, name)
+                if os.path.splitext(name)[1].lower() in exts and not name.startswith(".") and _regular(path):
+                    found.add(path)
     return found
 
 
-def check_invariants(state_dir: Path, roots: list[Path], model: Path) -> None:
-    """Catalog == disk, each path once, one vector per content, index == catalog, self-search first."""
+def _regular(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.blake2b(fh.read(), digest_size=20).hexdigest()
+
+
+def check_invariants(
+    state_dir: Path,
+    roots: list[Path],
+    model: Path,
+    failed: Iterable[str | Path] = (),
+    invisible: Iterable[str | Path] = (),
+    searches: int = 200,
+) -> dict[str, int]:
+    """Catalog == disk, each path once, one vector per content, index == catalog, self-search first.
+
+    `failed` are image files that must be recorded as failed (and nothing else may be); `invisible`
+    are image files the daemon cannot see (under a folder it may not list). Every catalogued file must
+    also be fresh: same size, mtime and bytes as on disk. Every content is searched by its own vector
+    in the saved index, and `searches` paths (all, if fewer) go through the real search path.
+    Returns the counts it checked, lost/duplicated/stale included (all zero, or it raised).
+    """
+    import numpy as np
     from imgd.daemon.config import load
     from imgd.daemon.embedder import load_embedder
     from imgd.daemon.index import VectorIndex
     from imgd.daemon.library import open_searcher
 
+    bad = {os.fspath(p) for p in failed}
+    hidden = {os.fspath(p) for p in invisible}
     catalog = Catalog(state_dir / "catalog.db", readonly=True)
     try:
-        records = [r for r in catalog.all_files() if r.status == "ok"]
-        paths = [r.path for r in records]
-        assert len(paths) == len(set(paths)), "a path appears twice"
-        assert set(paths) == image_files(*roots), "catalog and disk disagree"
-        contents = catalog.content_ids()
-        assert sorted({r.content_id for r in records}) == sorted(contents.tolist()), "orphan or dangling content"
-        index, header = VectorIndex.read(state_dir / "index.faiss")
-        assert header.generation == catalog.generation, "saved index is stale after a clean stop"
-        assert sorted(index.ids().tolist()) == sorted(contents.tolist()), "index and catalog hold other vectors"
+        with catalog.snapshot():
+            every = list(catalog.all_files())
+            records = [r for r in every if r.status == "ok"]
+            paths = [r.path for r in records]
+            on_disk = image_files(*roots) - hidden
+            assert bad <= on_disk, f"expected failures not on disk: {sorted(bad - on_disk)}"
+            lost = sorted(on_disk - bad - set(paths))
+            extra = sorted(set(paths) - (on_disk - bad))
+            failed_now = {r.path for r in every if r.status == "failed"}
+            hashes = dict(catalog.conn.execute("SELECT id, hash FROM contents").fetchall())
+            stale = []
+            for record in records:
+                if record.path in extra:
+                    continue
+                info = os.stat(record.path)
+                same_stat = (record.size, record.mtime_ns) == (info.st_size, info.st_mtime_ns)
+                if not same_stat or hashes.get(record.content_id) != _digest(record.path):
+                    stale.append(record.path)
+            counts = {
+                "lost": len(lost),
+                "duplicated": len(paths) - len(set(paths)),
+                "stale": len(extra) + len(stale) + len(failed_now ^ bad),
+            }
+            assert counts["duplicated"] == 0, "a path appears twice"
+            assert not lost and not extra, f"catalog and disk disagree: lost {lost[:10]}, stale {extra[:10]}"
+            assert failed_now == bad, f"failed entries differ: {sorted(failed_now ^ bad)[:10]}"
+            assert not stale, f"catalogued with other bytes than on disk: {stale[:10]}"
+            assert not [r for r in every if r.status not in ("ok", "failed")], "entries left marked missing"
+            contents = catalog.content_ids()
+            assert sorted({r.content_id for r in records}) == sorted(contents.tolist()), "orphan or dangling content"
+            dim = int(catalog.get_meta("dim") or 0)
+            sizes = {row[0] for row in catalog.conn.execute("SELECT length(vector) FROM contents")}
+            assert sizes <= {dim * 2}, "a content without exactly one vector"
+            index, header = VectorIndex.read(state_dir / "index.faiss")
+            assert header.generation == catalog.generation, "saved index is stale after a clean stop"
+            assert sorted(index.ids().tolist()) == sorted(contents.tolist()), "index and catalog hold other vectors"
+            ids = np.empty(0, dtype=np.int64)
+            for chunk_ids, vectors in catalog.iter_vectors():
+                ids = np.concatenate([ids, chunk_ids])
+                # The stored vector is what a search by a known image uses; one batched FAISS call per chunk.
+                scores, found = index._index.search(vectors, min(4, len(index)))
+                for row, content_id in enumerate(chunk_ids):
+                    top = scores[row][0]
+                    assert int(content_id) in found[row][scores[row] >= top - 1e-5], f"{content_id} not first"
     finally:
         catalog.close()
-    config = load(None, {"state_dir": state_dir, "model": str(model)}, env={})
-    embedder = load_embedder(str(model), device="cpu")
-    searcher = open_searcher(config, lambda name: embedder)
-    for path in paths:
-        hits = searcher.query(1, image=path)
-        assert (
-            hits and searcher.catalog.get_file(hits[0].path).content_id == searcher.catalog.get_file(path).content_id
-        ), f"{path} does not find itself first"
+    if paths and searches:
+        config = load(None, {"state_dir": state_dir, "model": str(model)}, env={})
+        embedder = load_embedder(str(model), device="cpu")
+        searcher = open_searcher(config, lambda name: embedder)
+        step = max(1, len(paths) // searches)
+        try:
+            for path in sorted(paths)[::step]:
+                hits = searcher.query(1, image=path)
+                assert (
+                    hits
+                    and searcher.catalog.get_file(hits[0].path).content_id == searcher.catalog.get_file(path).content_id
+                ), f"{path} does not find itself first"
+        finally:
+            searcher.catalog.close()
+    return {"files": len(paths), "failed": len(bad), "contents": len(ids), **counts}

@@ -1,0 +1,120 @@
+"""The long reliability run: 50+ SIGKILLs, every hostile input, a 10,000-file burst, 100,000 folders.
+
+It drives the same scenarios as tests/faults (tests/faults/faultkit.py) with long-run sizes, each in a
+fresh folder against a real `imgd run` subprocess, and every scenario ends with
+daemonkit.check_invariants: catalog == disk, each path once, one vector per content, the saved index
+== the catalog, every image finds itself first, and every catalogued file fresh (same bytes). Any
+violation raises; the figures printed at the end are only counted when all checks passed.
+
+    .venv/bin/python benchmarks/soak.py                  # ~20 minutes on 2 cores
+    .venv/bin/python benchmarks/soak.py --kills 20 --burst 2000 --dirs 20000   # a shorter run
+
+Uses the tiny test CLIP (IMGD_TEST_MODEL_DIR, default /tmp/tinyclip; built if missing). Needs root for
+the tmpfs used by the 100,000 folders (falls back to the normal disk) and for the unprivileged
+and watch-limit scenarios (skipped without it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "faults")]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import faultkit  # noqa: E402
+from clipkit import build_clip  # noqa: E402
+
+
+def scenario(name: str, results: dict[str, Any], run: Callable[[Path], dict[str, Any]]) -> None:
+    """Run one scenario in a fresh folder, time it, keep its figures; failures stop the soak."""
+    folder = Path(tempfile.mkdtemp(prefix=f"imgd-soak-{name}-"))
+    started = time.monotonic()
+    print(f"== {name} ...", flush=True)
+    try:
+        figures = run(folder)
+    except BaseException:
+        print(f"!! {name} failed; its folder is kept: {folder}", flush=True)
+        raise
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    results[name] = figures
+    print(f"   {json.dumps(figures)}", flush=True)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=54, help="SIGKILLs in all (catch-up, burst, mid-save)")
+    parser.add_argument("--files", type=int, default=3000, help="images present before the catch-up")
+    parser.add_argument("--burst", type=int, default=10000, help="files in the burst with searches")
+    parser.add_argument("--dirs", type=int, default=100000, help="empty folders")
+    parser.add_argument("--race-rounds", type=int, default=5, help="rounds of replace/delete races (4 files each)")
+    parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--model", type=Path, default=Path(os.environ.get("IMGD_TEST_MODEL_DIR", "/tmp/tinyclip")))
+    args = parser.parse_args()
+
+    model = build_clip(args.model)
+    per_phase = max(1, args.kills // 3)
+    results: dict[str, Any] = {}
+    started = time.monotonic()
+
+    scenario(
+        "crash_catchup_and_burst",
+        results,
+        lambda tmp: faultkit.crash_during_catchup_and_burst(
+            tmp, model, catchup_kills=per_phase, burst_kills=per_phase, files=args.files, seed=args.seed
+        ),
+    )
+    scenario(
+        "crash_mid_save",
+        results,
+        lambda tmp: faultkit.crash_during_persist(tmp, model, kills=args.kills - 2 * per_phase, seed=args.seed),
+    )
+    scenario("hostile_inputs", results, lambda tmp: faultkit.hostile_round(tmp, model, args.seed, args.race_rounds))
+    if faultkit.can_drop_privileges():
+        scenario("unreadable_inputs", results, lambda tmp: faultkit.unreadable_inputs(model))
+    scenario("watch_limit_at_start", results, lambda tmp: faultkit.watch_limit_at_start(tmp, model))
+    scenario("burst_with_searches", results, lambda tmp: faultkit.burst_with_searches(tmp, model, args.burst))
+
+    def folders(tmp: Path) -> dict[str, Any]:
+        root = tmp / "pics"
+        with contextlib.ExitStack() as stack:
+            with contextlib.suppress(PermissionError):
+                stack.enter_context(faultkit.small_filesystem(root, "1g"))
+            root.mkdir(exist_ok=True)
+            return faultkit.many_folders(tmp, model, root, args.dirs)
+
+    scenario("many_folders", results, folders)
+
+    kills = sum(r.get("kills", 0) for r in results.values())
+    indexed = sum(r.get("files", 0) for r in results.values())
+    bad = sum(r.get("inputs_tried", 0) + r.get("unreadable_inputs", 0) for r in results.values())
+    summary = {
+        "kills_survived": kills,
+        "kills_mid_save": results["crash_mid_save"].get("kills_mid_save"),
+        "files_indexed_and_checked": indexed,
+        "hostile_inputs_tried": bad,
+        "burst_files": args.burst,
+        "searches_during_burst": results["burst_with_searches"]["searches"],
+        "search_errors": results["burst_with_searches"]["search_errors"],
+        "empty_folders": args.dirs,
+        **{k: sum(r.get(k, 0) for r in results.values()) for k in ("lost", "duplicated", "stale")},
+        "minutes": round((time.monotonic() - started) / 60, 1),
+    }
+    print("\nsoak passed: every scenario ended with check_invariants (it counts lost/duplicated/stale files)")
+    print(json.dumps({"summary": summary, "scenarios": results}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
