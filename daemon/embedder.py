@@ -163,9 +163,9 @@ class ClipEmbedder:
         processor = getattr(module, "processor", None)
         image_processor = getattr(processor, "image_processor", processor)
         size = getattr(image_processor, "size", None)
-        if isinstance(size, dict) and "shortest_edge" in size:
-            return int(size["shortest_edge"])
-        return None
+        # transformers 4 keeps a dict here, transformers 5 a SizeDict with attributes.
+        side = size.get("shortest_edge") if isinstance(size, dict) else getattr(size, "shortest_edge", None)
+        return int(side) if side else None
 
     def prepare(self, image: Image.Image) -> Image.Image:
         """Resize to the processor's shortest edge in the decode thread, with its own filter."""

@@ -274,3 +274,13 @@ def test_catalog_of_another_model_is_refused_with_the_way_out(library, tmp_path,
     library.engine.reconcile([pics])
     with pytest.raises(ModelMismatch, match="imgd index --reembed"):
         library.catalog.ensure_model("some-other-model", 512)
+
+
+def test_embedder_shrinks_large_images_in_the_decode_thread_to_the_processor_side(embedder):
+    # The tiny model's processor resizes to a shortest edge of 32, like ViT-B/32's 224: doing it
+    # early keeps the main thread free for inference (a transformers upgrade once broke this).
+    assert embedder.prepare(picture(1, (400, 200))).size == (64, 32)
+    assert embedder.prepare(picture(1, (30, 20))).size == (30, 20)
+    large = picture(2, (400, 200))
+    direct, early = embedder.encode_images([large, embedder.prepare(large)])
+    assert float(np.dot(direct, early)) == pytest.approx(1.0, abs=1e-3)
