@@ -89,6 +89,14 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     if model:
         detail = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
         lines.append(f"model: {model.get('name')} ({model.get('dim')} dims{', ' + detail if detail else ''})")
+    search = status.get("search")
+    if search:
+        line = f"search: {search['kind']} over {search['vectors']} vectors"
+        if search.get("nprobe"):
+            line += f" (IVF, {search['nprobe']} lists probed per query)"
+        if search.get("building"):
+            line += "; rebuilding in the background"
+        lines.append(line)
     lines.append(
         f"last persisted: {_ago(status.get('last_persist'))}; last reconciled: {_ago(status.get('last_reconcile'))}"
     )

@@ -73,6 +73,7 @@ class Config:
     follow_symlinks: bool = False
     settle_seconds: float = 1.0
     persist_interval: float = 60.0
+    exact_limit: int = 40_000  # above this many unique images, search an IVF index instead of every vector
     reconcile_interval: float = 6 * 3600.0
     missing_grace: float = 7 * 24 * 3600.0
     polling: str = "auto"  # auto | always | never
@@ -117,6 +118,7 @@ _TOML_KEYS: dict[tuple[str | None, str], str] = {
     ("model", "decode_threads"): "decode_threads",
     ("index", "max_image_pixels"): "max_image_pixels",
     ("index", "persist_interval"): "persist_interval",
+    ("index", "exact_limit"): "exact_limit",
     ("index", "reconcile_interval"): "reconcile_interval",
     ("index", "missing_grace"): "missing_grace",
     ("search", "top_k"): "top_k",
@@ -183,7 +185,7 @@ def _coerce(name: str, value: Any, source: str) -> Any:
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError("expected a whole number")
             number = int(value)
-            if number < 0 or (name in ("batch_size", "top_k", "max_image_pixels") and number == 0):
+            if number < 0 or (name in ("batch_size", "top_k", "max_image_pixels", "exact_limit") and number == 0):
                 raise ValueError("must be a positive whole number")
             return number
         if kind == "float":

@@ -87,6 +87,7 @@ class Library:
     engine: Engine
 
     def close(self) -> None:
+        self.index.close()
         self.engine.close()
         self.catalog.close()
         self.lock.release()
@@ -115,11 +116,12 @@ def open_library(
             aside = set_aside(config)
             if aside:
                 log.warning("set the old catalog aside as %s; indexing anew", aside)
-        catalog = Catalog(config.catalog_path)
         if discard_partial_saves(config.index_path):  # a SIGKILL or power cut interrupted a save
             log.info("removed the temporary file of an interrupted index save")
+        catalog = Catalog(config.catalog_path)
         catalog.ensure_model(embedder.name, embedder.dim, reembed=reembed)
         index = VectorIndex.load_verified(config.index_path, catalog, embedder.dim)
+        index.exact_limit = config.exact_limit
         engine = Engine(config, catalog, index, embedder, clock=clock)
     except BaseException:
         lock.release()
@@ -132,9 +134,9 @@ def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Sear
     catalog = Catalog(config.catalog_path, readonly=True)
     try:
         with catalog.snapshot():
+            catalog.verify()
             info = catalog.model_info()
             if info is None:
-            catalog.verify()
                 raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
             name, dim = info
             index = VectorIndex.load_verified(config.index_path, catalog, dim)

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 ROOT_CHECK_INTERVAL = 10.0
 STATUS_INTERVAL = 5.0
+PERSIST_SCALE = 100_000  # vectors; above this the persist interval grows in proportion
 MAX_K = 1000
 
 
@@ -77,6 +78,8 @@ class Daemon:
         engine = self.library.engine
         self.watcher = Watcher(self.roots, engine.filter, self.changes, config.polling, config.follow_symlinks)
         self.worker = Worker(engine, self.roots, self.changes, config.settle_seconds)
+        self.library.index.background = True  # a large library switches to IVF without pausing searches
+        self.library.index.rebuild_if_due()
         self.searcher = Searcher(config, self.library.index, lambda: embedder)
         self.server: QueryServer | None = None
         self.last_persist: float | None = config.index_path.stat().st_mtime if config.index_path.exists() else None
@@ -122,6 +125,7 @@ class Daemon:
                 "device": self.embedder.device,
                 "precision": self.embedder.precision,
             },
+            search=self.library.index.describe(),
             last_persist=self.last_persist,
             inotify=inotify_usage(),
             last_error=stats.last_error,
@@ -129,6 +133,10 @@ class Daemon:
         return info
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def persist_every(self) -> float:
+        """The configured interval, stretched by size: saving 1M vectors writes ~1 GB, and the catalog has them."""
+        return self.config.persist_interval * max(1.0, len(self.library.index) / PERSIST_SCALE)
 
     def persist(self) -> None:
         try:
@@ -166,7 +174,7 @@ class Daemon:
         ping_every = watchdog_usec / 2e6 if watchdog_usec else None
         now = time.monotonic()
         next_ping = next_persist = next_roots = next_status = now
-        next_persist = now + self.config.persist_interval
+        next_persist = now + self.persist_every()
         next_reconcile = now + self.config.reconcile_interval
         while not self.stop_event.wait(0.5):
             now = time.monotonic()
@@ -178,7 +186,7 @@ class Daemon:
                 next_ping = now + ping_every
             if now >= next_persist:
                 self.persist()
-                next_persist = now + self.config.persist_interval
+                next_persist = now + self.persist_every()
             if now >= next_reconcile and self.config.reconcile_interval > 0:
                 self.worker.request_rescan()
                 next_reconcile = now + self.config.reconcile_interval

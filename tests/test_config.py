@@ -87,6 +87,7 @@ decode_threads = 2
 [index]
 max_image_pixels = 5000000
 persist_interval = 30
+exact_limit = 100000
 reconcile_interval = 0
 missing_grace = 3600.5
 
@@ -107,7 +108,7 @@ polling = "always"
     assert loaded.socket == Path("/run/imgd.sock")
     assert (loaded.model, loaded.device, loaded.precision) == ("clip-ViT-L-14", "cpu", "float32")
     assert (loaded.batch_size, loaded.decode_threads, loaded.threads()) == (4, 2, 2)
-    assert loaded.max_image_pixels == 5_000_000
+    assert (loaded.max_image_pixels, loaded.exact_limit) == (5_000_000, 100_000)
     assert (loaded.persist_interval, loaded.reconcile_interval, loaded.missing_grace) == (30.0, 0.0, 3600.5)
     assert loaded.top_k == 25
     assert loaded.watch_paths == (Path("/photos"), Path.home() / "Pictures")
@@ -196,6 +197,7 @@ def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
         ("[watch]\nsettle_seconds = nan", "watch.settle_seconds", "nan"),
         ("[index]\npersist_interval = inf", "index.persist_interval", "inf"),
         ("[search]\ntop_k = 0", "search.top_k", "positive"),
+        ("[index]\nexact_limit = 0", "index.exact_limit", "positive"),
         ("[search]\ntop_k = 2.5", "search.top_k", "whole number"),
         ("[search]\ntop_k = inf", "search.top_k", "whole number"),
         ("[search]\ntop_k = true", "search.top_k", "whole number"),

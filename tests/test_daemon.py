@@ -231,3 +231,33 @@ def test_query_socket_is_private_and_survives_bad_requests(daemon, pics):
     finally:
         silent.close()
     assert daemon.proc.poll() is None
+
+
+def test_a_library_past_the_exact_limit_switches_to_ivf_in_the_background_and_keeps_it(tmp_path, tiny_model, pics):
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics], IMGD_EXACT_LIMIT="40")
+    try:
+        for i in range(30):
+            write_image(pics / f"img{i:02d}.png", seed=i, size=(64, 48))
+        daemon.start()
+        assert daemon.wait_idle()["search"]["kind"] == "exact"
+        for i in range(30, 60):
+            write_image(pics / f"img{i:02d}.png", seed=i, size=(64, 48))
+        status = wait_until(
+            lambda: (s := daemon.status())["search"]["kind"] == "approximate" and s["counts"]["files"] == 60 and s,
+            what="the IVF index",
+        )
+        assert status["search"]["nprobe"] >= 1 and not status["search"]["build_error"]
+        assert "search index is now approximate (IVF)" in daemon.log()
+        for i in (0, 35, 59):
+            assert daemon.search_image(pics / f"img{i:02d}.png")[0]["path"] == str(pics / f"img{i:02d}.png")
+        (pics / "img05.png").unlink()
+        daemon.wait_idle()
+        assert daemon.stop() == 0
+        check_invariants(daemon.state_dir, [pics], daemon.model)
+
+        before = len(daemon.log())
+        daemon.start()  # the saved IVF file is served as it is, not rebuilt
+        assert daemon.wait_idle()["search"]["kind"] == "approximate"
+        assert "rebuilding the index" not in daemon.log()[before:]
+    finally:
+        daemon.stop(signal.SIGKILL)

@@ -333,3 +333,98 @@ def test_a_save_replaces_the_file_in_one_step(
     saved.add(np.array([1000]), units(1, seed=4))
     saved.save(index_path)
     assert seen == [(13, True)]
+
+
+# -- the approximate (IVF) structure for large libraries -------------------------------------
+
+
+def clustered(count: int, seed: int, dim: int = 32, centres: int = 60) -> np.ndarray:
+    """Unit vectors around a few dozen centres: photo libraries cluster (trips, pets, documents)."""
+    rng = np.random.default_rng(seed)
+    middle = rng.standard_normal((centres, dim)).astype(np.float32)
+    vectors = middle[rng.integers(0, centres, count)] + 0.6 * rng.standard_normal((count, dim)).astype(np.float32)
+    return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+
+
+def test_past_the_exact_limit_a_save_switches_to_ivf_that_keeps_ids_and_round_trips(index_path: Path) -> None:
+    vectors = clustered(3000, seed=1)
+    ids = np.arange(5, 3005, dtype=np.int64)
+    index = VectorIndex(32)
+    index.exact_limit = 2000
+    index.add(ids, vectors, generation=7)
+    assert index.kind == "exact"
+
+    index.save(index_path)  # a one-shot `imgd index` leaves the structure the next search should use
+
+    loaded, header = VectorIndex.read(index_path)
+    assert (index.kind, loaded.kind) == ("ivf", "ivf")
+    assert header.count == 3000 and header.generation == 7 and loaded.trained_on == 3000
+    assert loaded.nprobe == index.nprobe and 1 <= loaded.nprobe <= loaded._index.nlist
+    assert sorted(loaded.ids().tolist()) == ids.tolist()
+    np.testing.assert_array_equal(loaded.reconstruct(105), vectors[100])
+    assert loaded.search(vectors[100], 1)[0][0] == 105
+    loaded.remove(ids[:10])
+    assert all(hit != 5 for hit, _ in loaded.search(vectors[0], 50))
+    assert len(loaded) == 2990
+
+
+def test_ivf_recall_at_10_against_exact_search_is_at_least_098() -> None:
+    both = clustered(20300, seed=2)
+    vectors, queries = both[:20000], both[20000:]  # queries: fresh draws from the same library, not stored
+    ids = np.arange(20000, dtype=np.int64)
+    index = VectorIndex(32)
+    index.exact_limit = 10000
+    index.add(ids, vectors)
+    index.rebuild_if_due()
+    assert index.kind == "ivf" and index.nprobe < index._index.nlist  # it really skips lists
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    found = [[hit for hit, _ in index.search(q, 10)] for q in queries]
+    recall = np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.98
+
+
+def test_background_switch_keeps_every_change_made_while_it_was_building() -> None:
+    vectors = clustered(4000, seed=4)
+    index = VectorIndex(32)
+    index.exact_limit = 2000
+    index.background = True
+    index.add(np.arange(1000), vectors[:1000])
+    assert index._builder is None  # below the limit: nothing to build
+    index.add(np.arange(1000, 2500), vectors[1000:2500])  # crosses the limit: a thread starts
+    builder = index._builder
+    assert builder is not None
+    for start in range(2500, 4000, 100):  # keep changing the live index while it builds
+        index.add(np.arange(start, start + 100), vectors[start : start + 100])
+        index.remove(np.arange(start - 2500, start - 2450))
+    builder.join(timeout=60)
+    index.close()
+
+    kept = sorted(set(range(4000)) - {i for s in range(2500, 4000, 100) for i in range(s - 2500, s - 2450)})
+    assert index.kind == "ivf" and index.dirty
+    assert sorted(index.ids().tolist()) == kept
+    assert index.search(vectors[3999], 1)[0][0] == 3999
+
+
+def test_a_shrunken_library_goes_back_to_exact_search_but_not_at_the_first_deletion() -> None:
+    vectors = clustered(3000, seed=5)
+    index = VectorIndex(32)
+    index.exact_limit = 2000
+    index.add(np.arange(3000), vectors)
+    index.rebuild_if_due()
+    assert index.kind == "ivf"
+    index.remove(np.arange(1500))  # 1500 left: below the limit but above half of it
+    assert not index.rebuild_due()
+    index.remove(np.arange(1500, 2100))
+    index.rebuild_if_due()
+    assert index.kind == "exact" and sorted(index.ids().tolist()) == list(range(2100, 3000))
+
+
+def test_closing_stops_a_background_build_without_touching_the_live_index() -> None:
+    vectors = clustered(30000, seed=6)
+    index = VectorIndex(32)
+    index.exact_limit = 1000
+    index.add(np.arange(30000), vectors)
+    index.background = True
+    index.rebuild_if_due()
+    index.close()
+    assert not index._builder.is_alive() and index.kind == "exact" and len(index) == 30000
