@@ -258,12 +258,15 @@ class Catalog:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
+            # "+status": without it SQLite picks the status index ('ok' is nearly every row) and scans
+            # the whole table: 32 ms a search at 100k files instead of 0.07 ms.
             rows = self.conn.execute(
-                f"SELECT content_id, path FROM files WHERE status = 'ok' AND content_id IN ({marks}) ORDER BY path",
-                chunk,
+                f"SELECT content_id, path FROM files WHERE content_id IN ({marks}) AND +status = 'ok'", chunk
             )
             for cid, path in rows:
                 found[cid].append(os.fsdecode(path))
+        for paths in found.values():
+            paths.sort(key=os.fsencode)  # the order of the stored bytes, for names that are not UTF-8
         return found
 
     def vector(self, content_id: int) -> np.ndarray | None:
@@ -342,7 +345,7 @@ class Catalog:
     def mark_missing_under(self, folder: str, now: float) -> int:
         lo, hi = _prefix_range(folder)
         return self.conn.execute(
-            "UPDATE files SET status = 'missing', missing_since = ? WHERE path >= ? AND path < ? AND status = 'ok'",
+            "UPDATE files SET status = 'missing', missing_since = ? WHERE path >= ? AND path < ? AND +status = 'ok'",
             (now, lo, hi),
         ).rowcount
 

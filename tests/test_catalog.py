@@ -367,3 +367,27 @@ def test_a_snapshot_sees_one_state_while_a_writer_commits(catalog: Catalog, read
         assert reader.count_contents() == before == 1
         assert reader.get_file("/p/b.jpg") is None
     assert reader.count_contents() == 2
+
+
+def test_looking_up_the_paths_of_a_few_results_does_not_walk_the_whole_library(
+    catalog: Catalog, reader: Catalog
+) -> None:
+    # The status index made SQLite scan every 'ok' row for each search: 32 ms at 100k files, ~0.3 s at 1M.
+    with catalog.transaction():
+        for n in range(20000):
+            content_id = catalog.add_content(f"bulk-{n}", unit(n % 50), 1, 1)
+            catalog.set_file(f"/lib/{n:06d}.jpg", 1, 1, content_id)
+    wanted = [1, 500, 19999]
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    reader.conn.set_progress_handler(count, 100)  # called every 100 SQLite VM instructions
+    found = reader.paths_for(wanted)
+    reader.conn.set_progress_handler(None, 0)
+
+    assert found == {1: ["/lib/000000.jpg"], 500: ["/lib/000499.jpg"], 19999: ["/lib/019998.jpg"]}
+    assert steps < 20, f"{steps * 100} SQLite instructions for 3 lookups: the query scans the table"
