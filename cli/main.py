@@ -7,7 +7,6 @@ Heavy modules (torch, FAISS, numpy) are imported inside the commands that need t
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 import time
@@ -47,6 +46,8 @@ class ImgdGroup(click.Group):
 
 
 def setup_logging(verbosity: int, daemon: bool = False) -> None:
+    import logging  # not at the top: `imgd search` through the daemon never logs, and starts faster
+
     level = logging.WARNING - 10 * verbosity
     fmt = "%(levelname)s %(message)s" if daemon else "imgd: %(message)s"
     level = max(logging.DEBUG, min(logging.ERROR, level))
@@ -167,7 +168,6 @@ def search(
     ctx: click.Context, query: str | None, image: str | None, top_k: int | None, as_json: bool, direct: bool
 ) -> None:
     """Find images by a text QUERY or by a reference --image."""
-    setup_logging(_verbosity(ctx))
     if (query is None) == (image is None):
         raise click.UsageError("give either a text QUERY or --image PATH (not both).")
     if query is not None and not query.strip():
@@ -183,6 +183,8 @@ def search(
             hits = None
     if hits is None:
         from imgd.daemon.library import open_searcher
+
+        setup_logging(_verbosity(ctx))
 
         searcher = open_searcher(config, lambda name: _load_embedder(config, name))
         hits = [hit.as_dict() for hit in searcher.query(k, text=query, image=image_path)]

@@ -6,10 +6,12 @@ import json
 import re
 import time
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imgd.daemon.errors import display_path
-from imgd.daemon.models import IndexSummary
+
+if TYPE_CHECKING:  # `imgd search` through the daemon imports no more than it needs
+    from imgd.daemon.models import IndexSummary
 
 
 def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:
