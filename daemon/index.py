@@ -69,6 +69,7 @@ class VectorIndex:
         self._builder: threading.Thread | None = None
         self._cancel = threading.Event()
         self.last_build_error: str | None = None
+        self._declined_at = 0  # size at which IVF was tried and gave no gain; tried again at twice that
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -147,7 +148,7 @@ class VectorIndex:
 
     def rebuild_due(self) -> bool:
         if self.wanted_kind() != self.kind:
-            return True
+            return self.kind == "ivf" or len(self) >= 2 * self._declined_at
         return self.kind == "ivf" and len(self) >= RETRAIN_GROWTH * max(self.trained_on, 1)
 
     def rebuild_if_due(self) -> None:
@@ -181,6 +182,12 @@ class VectorIndex:
             kind = self.wanted_kind()
         if kind == "ivf":
             fresh = _build_ivf(ids, vectors, self._cancel)
+            if fresh.nlist >= 8 and fresh.nprobe > fresh.nlist // 2:
+                # Vectors that do not cluster (never seen with CLIP) make IVF scan most lists: no gain.
+                # (Under 8 lists only a test-sized exact_limit gets here; those keep their IVF.)
+                self._declined_at = len(ids)
+                log.info("kept exact search: IVF needed %d of %d lists for its recall", fresh.nprobe, fresh.nlist)
+                return
         else:
             fresh = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
             fresh.add_with_ids(vectors, ids)
@@ -220,7 +227,7 @@ class VectorIndex:
         if not self.background:
             self.rebuild_if_due()  # `imgd index` leaves the structure the next search should use
         with self._lock:
-            payload = faiss.serialize_index(self._index).tobytes()
+            payload = faiss.serialize_index(self._index)  # one copy: hashed and written as it is
             generation, count, trained_on = self.generation, len(self), self.trained_on
             self.dirty = False
         header = json.dumps(
@@ -267,7 +274,7 @@ class VectorIndex:
             header = IndexHeader(int(meta["generation"]), int(meta["count"]), int(meta["dim"]), str(meta["sha256"]))
         except (ValueError, KeyError, TypeError):
             raise IndexFileError("index file header is damaged") from None
-        payload = data[start + length :]
+        payload = memoryview(data)[start + length :]  # no second copy of a 1 GB file
         if hashlib.sha256(payload).hexdigest() != header.sha256:
             raise IndexFileError("index file is truncated or corrupt (checksum mismatch)")
         try:

@@ -208,6 +208,7 @@ class Daemon:
                 self.server.stop()
         self.watcher.stop()
         self.worker.stop()
+        self.library.index.close()  # a background index build would only delay the save
         self.persist()
         self.library.close()
         log.info("stopped")

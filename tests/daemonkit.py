@@ -117,6 +117,18 @@ class DaemonProcess:
     def catalog(self) -> Catalog:
         return Catalog(self.state_dir / "catalog.db", readonly=True)
 
+    def content_hash(self, path: str | Path | bytes) -> str | None:
+        """The hash of the content the catalog holds for path, or None."""
+        catalog = self.catalog()
+        try:
+            record = catalog.get_file(os.fsdecode(path))
+            if record is None or record.content_id is None:
+                return None
+            row = catalog.conn.execute("SELECT hash FROM contents WHERE id = ?", (record.content_id,)).fetchone()
+            return row[0] if row else None
+        finally:
+            catalog.close()
+
     def catalog_paths(self) -> dict[str, int | None]:
         catalog = self.catalog()
         try:

@@ -36,18 +36,6 @@ def digest(path: Path) -> str:
     return hashlib.blake2b(path.read_bytes(), digest_size=20).hexdigest()
 
 
-def content_hash(daemon: DaemonProcess, path: Path) -> str | None:
-    catalog = daemon.catalog()
-    try:
-        record = catalog.get_file(str(path))
-        if record is None or record.content_id is None:
-            return None
-        row = catalog.conn.execute("SELECT hash FROM contents WHERE id = ?", (record.content_id,)).fetchone()
-        return row[0] if row else None
-    finally:
-        catalog.close()
-
-
 def jpeg_bytes(seed: int, size: tuple[int, int] = (96, 64)) -> bytes:
     import io
 
@@ -69,7 +57,7 @@ def test_files_are_followed_through_every_kind_of_arrival_move_and_removal(daemo
             fh.write(data[start : start + max(1, len(data) // 8)])
             fh.flush()
             time.sleep(0.25)
-    wait_until(lambda: content_hash(daemon, slow) == digest(slow), what="the slow file, complete")
+    wait_until(lambda: daemon.content_hash(slow) == digest(slow), what="the slow file, complete")
 
     # The same inside a folder that is itself new (cp -r): the new folder must not be indexed
     # by a scan that catches its file half-written.
@@ -81,7 +69,7 @@ def test_files_are_followed_through_every_kind_of_arrival_move_and_removal(daemo
             fh.write(data[start : start + max(1, len(data) // 6)])
             fh.flush()
             time.sleep(0.25)
-    wait_until(lambda: content_hash(daemon, copied) == digest(copied), what="the file in the new folder")
+    wait_until(lambda: daemon.content_hash(copied) == digest(copied), what="the file in the new folder")
 
     # A browser download: written as .crdownload, renamed when done.
     partial = pics / "download.jpg.crdownload"
@@ -99,11 +87,11 @@ def test_files_are_followed_through_every_kind_of_arrival_move_and_removal(daemo
     )
 
     # An editor saving: write a temp file, rename it over the old one; the new content is embedded.
-    old_hash = content_hash(daemon, pics / "before.jpg")
+    old_hash = daemon.content_hash(pics / "before.jpg")
     editor_tmp = pics / "before.jpg.tmp"
     editor_tmp.write_bytes(jpeg_bytes(5))
     os.rename(editor_tmp, pics / "before.jpg")
-    wait_until(lambda: content_hash(daemon, pics / "before.jpg") == digest(pics / "before.jpg"), what="the edit")
+    wait_until(lambda: daemon.content_hash(pics / "before.jpg") == digest(pics / "before.jpg"), what="the edit")
     assert old_hash != digest(pics / "before.jpg")
 
     # A folder moved in from outside, then renamed inside, then moved out, then another deleted.

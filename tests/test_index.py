@@ -428,3 +428,13 @@ def test_closing_stops_a_background_build_without_touching_the_live_index() -> N
     index.rebuild_if_due()
     index.close()
     assert not index._builder.is_alive() and index.kind == "exact" and len(index) == 30000
+
+
+def test_vectors_that_do_not_cluster_keep_exact_search_and_are_not_retried_at_every_add() -> None:
+    index = VectorIndex(32)
+    index.exact_limit = 2000
+    index.add(np.arange(3000), units(3000, seed=7, dim=32))  # uniform on the sphere: IVF would scan it all
+    index.rebuild_if_due()
+    assert index.kind == "exact" and not index.rebuild_due()
+    index.add(np.arange(3000, 6000), units(3000, seed=8, dim=32))
+    assert index.rebuild_due()  # twice the size: worth another try

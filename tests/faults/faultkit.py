@@ -127,17 +127,6 @@ class FaultDaemon(DaemonProcess):
         finally:
             catalog.close()
 
-    def content_hash(self, path: str | Path | bytes) -> str | None:
-        catalog = self.catalog()
-        try:
-            record = catalog.get_file(os.fsdecode(path))
-            if record is None or record.content_id is None:
-                return None
-            row = catalog.conn.execute("SELECT hash FROM contents WHERE id = ?", (record.content_id,)).fetchone()
-            return row[0] if row else None
-        finally:
-            catalog.close()
-
     def ok_count(self) -> int:
         if not (self.state_dir / "catalog.db").exists():
             return 0
@@ -315,7 +304,14 @@ class Churn:
 
 
 def crash_during_catchup_and_burst(
-    tmp: Path, model: Path, catchup_kills: int, burst_kills: int, files: int, seed: int, rate: float = 80.0
+    tmp: Path,
+    model: Path,
+    catchup_kills: int,
+    burst_kills: int,
+    files: int,
+    seed: int,
+    rate: float = 80.0,
+    **env: str,
 ) -> dict[str, Any]:
     """SIGKILL at random moments, restarting each time with no repair step.
 
@@ -329,7 +325,7 @@ def crash_during_catchup_and_burst(
         path = root / f"d{i % 20:02d}" / f"img{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png_bytes(seed * 100_000 + i))
-    daemon = FaultDaemon(tmp, model, [root])
+    daemon = FaultDaemon(tmp, model, [root], **env)
     mid_catchup = 0
     churn = Churn(root, seed, rate=rate)
     try:
@@ -359,6 +355,7 @@ def crash_during_catchup_and_burst(
     return {
         "kills": daemon.kills,
         "kills_mid_catchup": mid_catchup,
+        "ivf_builds": daemon.log().count("search index is now approximate"),
         "burst_operations": sum(churn.ops.values()),
         **{f"burst_{op}": n for op, n in churn.ops.items()},
         **figures,

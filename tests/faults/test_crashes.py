@@ -26,6 +26,16 @@ def test_sigkill_during_catchup_and_a_burst_loses_and_duplicates_nothing(tmp_pat
     assert figures["kills"] == 2 * (KILLS or 5)
 
 
+def test_sigkill_while_the_ivf_index_is_built_and_swapped_in_loses_nothing(tmp_path: Path, tiny_model: Path) -> None:
+    # An exact limit of 150 makes the daemon switch to IVF early in the catch-up and re-cluster at
+    # 600: kills land before, during and after background builds, and restarts load saved IVF files.
+    figures = crash_during_catchup_and_burst(
+        tmp_path, tiny_model, catchup_kills=3, burst_kills=3, files=600, seed=SEED + 1, IMGD_EXACT_LIMIT="150"
+    )
+    print(figures)
+    assert figures["kills"] == 6 and figures["ivf_builds"] >= 1
+
+
 def test_sigkill_while_saving_the_index_keeps_a_loadable_index(tmp_path: Path, tiny_model: Path) -> None:
     figures = crash_during_persist(tmp_path, tiny_model, kills=KILLS or 2, seed=SEED)
     print(figures)
