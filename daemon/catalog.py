@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import quote
@@ -124,6 +125,9 @@ class Catalog:
                 self.set_meta("generation", "0")
             elif int(version) > SCHEMA_VERSION:
                 raise CatalogError(f"{self.path}: catalog is from a newer imgd (schema {version}); upgrade imgd.")
+            if self.get_meta("catalog_id") is None:
+                # Tells this catalog's index files from another's: content ids restart in a new catalog.
+                self.set_meta("catalog_id", uuid.uuid4().hex)
 
     def _check_readable(self) -> None:
         version = self.get_meta("schema_version")
@@ -176,6 +180,10 @@ class Catalog:
     @property
     def generation(self) -> int:
         return int(self.get_meta("generation") or 0)
+
+    @property
+    def catalog_id(self) -> str | None:
+        return self.get_meta("catalog_id")
 
     def _bump_generation(self) -> None:
         self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
@@ -272,6 +280,18 @@ class Catalog:
     def vector(self, content_id: int) -> np.ndarray | None:
         row = self.conn.execute("SELECT vector FROM contents WHERE id = ?", (content_id,)).fetchone()
         return np.frombuffer(row[0], dtype=np.float16).astype(np.float32) if row else None
+
+    def vectors_for(self, content_ids: np.ndarray) -> np.ndarray:
+        """Float32 vectors of the given contents, in the given order (each must exist)."""
+        dim = int(self.get_meta("dim") or 0)
+        found: dict[int, bytes] = {}
+        ids = [int(i) for i in content_ids]
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT id, vector FROM contents WHERE id IN ({marks})", chunk))
+        blob = b"".join(found[i] for i in ids)
+        return np.frombuffer(blob, dtype=np.float16).reshape(len(ids), dim).astype(np.float32)
 
     def iter_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (ids, float32 vectors) in id order, a chunk at a time, for rebuilding the index."""

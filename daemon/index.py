@@ -1,13 +1,15 @@
 """The vector index: the only module that touches FAISS.
 
 The index is a cache of the catalog's vectors. Its file carries a header (generation, count, dim,
-checksum) so a missing, stale, truncated or corrupt file is detected on load and rebuilt from the
-catalog instead of being served. Writes are atomic: temp file, fsync, rename, fsync the folder.
+checksum, catalog id) so a missing, truncated, corrupt or foreign file is detected on load and rebuilt
+from the catalog instead of being served, and an older save of the same catalog (a crash since) is
+brought up to date from it. Writes are atomic: temp file, fsync, rename, fsync the folder.
 
 Small libraries are searched exactly (IndexFlatIP). Past `exact_limit` contents an inverted-file index
 with float16 storage (the catalog's own precision) takes over: at 1M vectors exact search takes ~200 ms
 a query here and IVF ~5 ms at recall@10 >= 0.98 (benchmarks/RESULTS.md). The daemon builds it in a
-background thread from the live index and swaps it in under the lock; searches never wait for it.
+background thread from a copy of the live vectors and swaps it in under the lock; searches wait only
+while the vectors are copied out and while the changes made meanwhile are merged in.
 IVF is used bare, never inside IndexIDMap2: that pairing returns wrong ids after remove_ids.
 """
 
@@ -70,6 +72,8 @@ class VectorIndex:
         self._cancel = threading.Event()
         self.last_build_error: str | None = None
         self._declined_at = 0  # size at which IVF was tried and gave no gain; tried again at twice that
+        self._closed = False
+        self.catalog_id: str | None = None  # the catalog these vectors come from (ids restart in another)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -80,7 +84,8 @@ class VectorIndex:
 
     @property
     def nprobe(self) -> int | None:
-        return int(self._index.nprobe) if isinstance(self._index, faiss.IndexIVF) else None
+        index = self._index  # read once: a swap may replace it between two reads
+        return int(index.nprobe) if isinstance(index, faiss.IndexIVF) else None
 
     def add(self, ids: np.ndarray, vectors: np.ndarray, generation: int | None = None) -> None:
         if len(ids) == 0:
@@ -112,10 +117,21 @@ class VectorIndex:
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         faiss.omp_set_num_threads(1)  # this thread only: a second thread slowed every one-query search
         with self._lock:
-            k = min(k, len(self))
+            index = self._index
+            k = min(k, int(index.ntotal))
             if k <= 0:
                 return []
-            scores, ids = self._index.search(query, k)
+            if isinstance(index, faiss.IndexIVF):
+                # nprobe is tuned for the top 10: probe proportionally more lists for a longer list, and
+                # every list if the probed ones held fewer than k vectors (a short answer would read as
+                # "nothing more in the library").
+                nprobe = min(index.nlist, index.nprobe * -(-k // 10))
+                scores, ids = index.search(query, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
+                if int((ids[0] >= 0).sum()) < k and nprobe < index.nlist:
+                    every = faiss.SearchParametersIVF(nprobe=index.nlist)
+                    scores, ids = index.search(query, k, params=every)
+            else:
+                scores, ids = index.search(query, k)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
 
     def ids(self) -> np.ndarray:
@@ -153,7 +169,7 @@ class VectorIndex:
 
     def rebuild_if_due(self) -> None:
         """Switch structure or re-cluster when the size calls for it: in a thread for the daemon, else now."""
-        if not self.rebuild_due():
+        if self._closed or not self.rebuild_due():
             return
         if not self.background:
             self._rebuild()
@@ -215,6 +231,7 @@ class VectorIndex:
 
     def close(self) -> None:
         """Stop a background build (it checks between k-means rounds and add chunks) and wait for it."""
+        self._closed = True  # a late add (a worker that outlived its stop) must not start another build
         self._cancel.set()
         builder = self._builder
         if builder is not None:
@@ -224,8 +241,12 @@ class VectorIndex:
 
     def save(self, path: Path) -> None:
         """Write atomically; a crash at any moment leaves the old file or the new one, never half."""
-        if not self.background:
-            self.rebuild_if_due()  # `imgd index` leaves the structure the next search should use
+        if not self.background:  # `imgd index` leaves the structure the next search should use
+            try:
+                self.rebuild_if_due()
+            except Exception as exc:  # noqa: BLE001 - out of memory, say: the exact index is still good
+                self.last_build_error = f"{type(exc).__name__}: {exc}"
+                log.warning("could not build the approximate index (%s); saving exact search", exc)
         with self._lock:
             payload = faiss.serialize_index(self._index)  # one copy: hashed and written as it is
             generation, count, trained_on = self.generation, len(self), self.trained_on
@@ -237,6 +258,7 @@ class VectorIndex:
                 "dim": self.dim,
                 "sha256": hashlib.sha256(payload).hexdigest(),
                 "trained_on": trained_on,
+                "catalog_id": self.catalog_id,
             }
         ).encode()
         path = Path(path)
@@ -288,7 +310,25 @@ class VectorIndex:
         index = cls(header.dim, raw)
         index.trained_on = int(meta.get("trained_on", 0)) if isinstance(raw, faiss.IndexIVF) else 0
         index.generation = header.generation
+        index.catalog_id = meta.get("catalog_id")
         return index, header
+
+    def catch_up(self, catalog: Catalog) -> tuple[int, int]:
+        """Apply what the catalog did since this index was saved: the difference of the id sets is all of it.
+
+        Content ids are never reused within a catalog (AUTOINCREMENT) and a content's vector never
+        changes, so an id present in both holds the same vector in both.
+        """
+        live, have = catalog.content_ids(), self.ids()
+        gone = np.setdiff1d(have, live)
+        new = np.setdiff1d(live, have)
+        self.remove(gone)
+        for start in range(0, len(new), 20_000):
+            part = new[start : start + 20_000]
+            self.add(part, catalog.vectors_for(part))
+        self.generation = catalog.generation
+        self.dirty = True
+        return len(new), len(gone)
 
     @classmethod
     def build(cls, catalog: Catalog, dim: int) -> VectorIndex:
@@ -297,6 +337,7 @@ class VectorIndex:
         for ids, vectors in catalog.iter_vectors():
             index.add(ids, vectors)
         index.generation = catalog.generation
+        index.catalog_id = catalog.catalog_id
         index.dirty = True
         return index
 
@@ -308,12 +349,18 @@ class VectorIndex:
             generation, count = catalog.generation, catalog.count_contents()
             if header.dim != dim:
                 raise IndexFileError(f"index file has {header.dim} dims, the model has {dim}")
-            if header.generation != generation or header.count != count:
+            if header.generation == generation and header.count == count:
+                index.catalog_id = index.catalog_id or catalog.catalog_id
+                index.dirty = False
+                return index
+            if index.catalog_id is None or index.catalog_id != catalog.catalog_id or header.generation > generation:
                 raise IndexFileError(
                     f"index file is stale (generation {header.generation}, {header.count} vectors; "
                     f"catalog has generation {generation}, {count} vectors)"
                 )
-            index.dirty = False
+            # An older save of this catalog (a crash since): patch it rather than rebuild and re-cluster.
+            added, removed = index.catch_up(catalog)
+            log.info("brought the saved index up to date with the catalog (+%d, -%d vectors)", added, removed)
             return index
         except IndexFileError as exc:
             if catalog.count_contents() or Path(path).exists():
@@ -328,20 +375,21 @@ class _Cancelled(Exception):
 def _export(index: faiss.Index, with_vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """Copy out (ids, float32 vectors) from an exact or IVF index."""
     if isinstance(index, faiss.IndexIVF):
-        ids, codes = [], []
         lists = index.invlists
-        for number in range(index.nlist):
-            size = lists.list_size(number)
-            if size:
-                ids.append(faiss.rev_swig_ptr(lists.get_ids(number), size).copy())
-                if with_vectors:
-                    codes.append(faiss.rev_swig_ptr(lists.get_codes(number), size * index.code_size).copy())
-        all_ids = np.concatenate(ids).astype(np.int64) if ids else np.empty(0, np.int64)
-        if not with_vectors:
-            return all_ids, None
-        # by_residual is off, so a code is the vector itself in float16.
-        raw = np.concatenate(codes) if codes else np.empty(0, np.uint8)
-        return all_ids, raw.view(np.float16).reshape(-1, index.d).astype(np.float32)
+        sizes = [lists.list_size(number) for number in range(index.nlist)]
+        ids = np.empty(sum(sizes), np.int64)
+        vectors = np.empty((len(ids), index.d), np.float32) if with_vectors else None
+        at = 0
+        for number, size in enumerate(sizes):
+            if not size:
+                continue
+            ids[at : at + size] = faiss.rev_swig_ptr(lists.get_ids(number), size)
+            if vectors is not None:
+                # by_residual is off, so a code is the vector itself in float16.
+                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * index.code_size)
+                vectors[at : at + size] = codes.view(np.float16).reshape(size, index.d)
+            at += size
+        return ids, vectors
     ids = faiss.vector_to_array(index.id_map).astype(np.int64)
     if not with_vectors:
         return ids, None
@@ -392,14 +440,10 @@ def _tune_nprobe(index: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray, rn
     queries = picks + 0.75 * noise
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     k = min(10, count)
-    exact = faiss.IndexFlatIP(dim)
-    exact.add(vectors)
-    _, truth = exact.search(queries, k)
-    del exact
+    _, truth = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)  # no copy of the vectors
     truth_ids = ids[truth]
     for nprobe in [n for n in _NPROBES if n < index.nlist] + [index.nlist]:
-        index.nprobe = nprobe
-        _, found = index.search(queries, k)
+        _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=nprobe))
         hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth_ids, strict=True))
         if hits / truth_ids.size >= TARGET_RECALL:
             return nprobe

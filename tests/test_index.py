@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -383,26 +384,49 @@ def test_ivf_recall_at_10_against_exact_search_is_at_least_098() -> None:
     assert recall >= 0.98
 
 
-def test_background_switch_keeps_every_change_made_while_it_was_building() -> None:
+def test_background_switch_keeps_every_change_made_while_it_was_building(monkeypatch: pytest.MonkeyPatch) -> None:
     vectors = clustered(4000, seed=4)
+    building, release = threading.Event(), threading.Event()
+    real_build = index_module._build_ivf
+
+    def held_build(*args: object) -> object:
+        building.set()
+        release.wait(30)  # the live index changes while this build works on its copy
+        return real_build(*args)
+
+    monkeypatch.setattr(index_module, "_build_ivf", held_build)
     index = VectorIndex(32)
     index.exact_limit = 2000
     index.background = True
     index.add(np.arange(1000), vectors[:1000])
     assert index._builder is None  # below the limit: nothing to build
     index.add(np.arange(1000, 2500), vectors[1000:2500])  # crosses the limit: a thread starts
-    builder = index._builder
-    assert builder is not None
-    for start in range(2500, 4000, 100):  # keep changing the live index while it builds
-        index.add(np.arange(start, start + 100), vectors[start : start + 100])
-        index.remove(np.arange(start - 2500, start - 2450))
-    builder.join(timeout=60)
+    assert building.wait(30)
+    index.add(np.arange(2500, 4000), vectors[2500:4000])
+    index.remove(np.arange(0, 300))
+    assert index.kind == "exact" and index.search(vectors[3999], 1)[0][0] == 3999  # served meanwhile
+    release.set()
+    index._builder.join(timeout=60)
     index.close()
 
-    kept = sorted(set(range(4000)) - {i for s in range(2500, 4000, 100) for i in range(s - 2500, s - 2450)})
     assert index.kind == "ivf" and index.dirty
-    assert sorted(index.ids().tolist()) == kept
+    assert sorted(index.ids().tolist()) == list(range(300, 4000))
     assert index.search(vectors[3999], 1)[0][0] == 3999
+    assert all(hit >= 300 for hit, _ in index.search(vectors[5], 20))
+
+
+def test_ivf_answers_k_results_even_when_the_probed_lists_hold_fewer() -> None:
+    vectors = clustered(3000, seed=9)
+    index = VectorIndex(32)
+    index.exact_limit = 2000
+    index.add(np.arange(3000), vectors)
+    index.rebuild_if_due()
+    assert index.kind == "ivf" and index.nprobe * 40 < 3000  # its probed lists hold far fewer than 1000
+    found = [hit for hit, _ in index.search(vectors[7], 1000)]
+    truth = np.argsort(-(vectors @ vectors[7]), kind="stable")[:1000]
+    assert len(found) == 1000 and len(set(found)) == 1000
+    assert len(set(found) & set(truth.tolist())) >= 990  # float16 scores may swap near-ties at the edge
+    assert index.nprobe == index.describe()["nprobe"]  # searching did not change the tuned value
 
 
 def test_a_shrunken_library_goes_back_to_exact_search_but_not_at_the_first_deletion() -> None:
@@ -419,15 +443,32 @@ def test_a_shrunken_library_goes_back_to_exact_search_but_not_at_the_first_delet
     assert index.kind == "exact" and sorted(index.ids().tolist()) == list(range(2100, 3000))
 
 
-def test_closing_stops_a_background_build_without_touching_the_live_index() -> None:
+def test_closing_stops_a_background_build_and_no_later_add_starts_another(monkeypatch: pytest.MonkeyPatch) -> None:
     vectors = clustered(30000, seed=6)
+    rounds = []
+    second_round, closing = threading.Event(), threading.Event()
+    real_kmeans = index_module.faiss.Kmeans
+
+    def counting_kmeans(*args: object, **kwargs: object) -> object:
+        rounds.append(1)
+        if len(rounds) == 2:
+            second_round.set()
+            closing.wait(30)  # shutdown arrives mid-clustering
+        return real_kmeans(*args, **kwargs)
+
+    monkeypatch.setattr(index_module.faiss, "Kmeans", counting_kmeans)
     index = VectorIndex(32)
     index.exact_limit = 1000
     index.add(np.arange(30000), vectors)
     index.background = True
     index.rebuild_if_due()
+    assert second_round.wait(30)
+    closing.set()
     index.close()
-    assert not index._builder.is_alive() and index.kind == "exact" and len(index) == 30000
+    assert len(rounds) < index_module.KMEANS_ITERATIONS  # stopped between rounds, not at the end
+    assert index.kind == "exact" and len(index) == 30000
+    index.add(np.arange(30000, 30010), vectors[:10])
+    assert not index._builder.is_alive() and index.kind == "exact"
 
 
 def test_vectors_that_do_not_cluster_keep_exact_search_and_are_not_retried_at_every_add() -> None:
@@ -438,3 +479,57 @@ def test_vectors_that_do_not_cluster_keep_exact_search_and_are_not_retried_at_ev
     assert index.kind == "exact" and not index.rebuild_due()
     index.add(np.arange(3000, 6000), units(3000, seed=8, dim=32))
     assert index.rebuild_due()  # twice the size: worth another try
+
+
+# -- catching up instead of rebuilding ---------------------------------------------------------
+
+
+def test_an_older_save_of_this_catalog_is_patched_not_rebuilt(
+    catalog: Catalog, index_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    fill(catalog, 3000, seed=3)
+    index = VectorIndex.build(catalog, DIM)
+    index.exact_limit = 2000
+    index.save(index_path)  # switches to IVF before saving, as `imgd index` does
+    assert index.kind == "ivf"
+    with catalog.transaction():  # what a daemon did after its last save, before a SIGKILL
+        for n in range(0, 3000, 3):
+            catalog.remove_file(f"/p/3-{n}.jpg")
+        catalog.delete_orphans()
+    fill(catalog, 40, seed=4)
+
+    def no_rebuild(*args: object) -> VectorIndex:
+        raise AssertionError("an older save of this catalog was rebuilt from scratch")
+
+    monkeypatch.setattr(VectorIndex, "build", classmethod(no_rebuild))
+    with caplog.at_level("INFO"):
+        loaded = VectorIndex.load_verified(index_path, catalog, DIM)
+
+    assert "brought the saved index up to date with the catalog (+40, -1000 vectors)" in caplog.text
+    assert loaded.kind == "ivf" and loaded.dirty and loaded.generation == catalog.generation
+    assert_matches_catalog(loaded, catalog)
+    query = units(1, seed=99)[0]
+    assert [i for i, _ in loaded.search(query, 5)] == expected_hits(catalog, query, 5)
+
+
+@pytest.mark.parametrize("other", ["another catalog", "a newer generation"])
+def test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt(
+    saved: VectorIndex, catalog: Catalog, index_path: Path, tmp_path: Path, other: str
+) -> None:
+    if other == "another catalog":  # ids restart in a new catalog: the same id is another picture there
+        fresh = Catalog(tmp_path / "other.db")
+        fresh.ensure_model("tiny", DIM)
+        fill(fresh, 12, seed=5)
+        fill(fresh, 1, seed=6)
+        foreign = VectorIndex.build(fresh, DIM)
+        fresh.close()
+    else:  # e.g. catalog.db restored from a backup older than the index file
+        foreign = VectorIndex.build(catalog, DIM)
+        foreign.generation = catalog.generation + 5
+    foreign.save(index_path)
+
+    loaded = VectorIndex.load_verified(index_path, catalog, DIM)
+
+    assert_matches_catalog(loaded, catalog)
+    for content_id, vector in zip(*next(catalog.iter_vectors()), strict=True):
+        np.testing.assert_array_equal(loaded.reconstruct(int(content_id)), vector)
