@@ -98,6 +98,8 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
             line += f" (IVF, {search['nprobe']} lists probed per query)"
         if search.get("building"):
             line += "; rebuilding in the background"
+        if search.get("build_error"):
+            line += f"; the last rebuild failed ({search['build_error']})"
         lines.append(line)
     lines.append(
         f"last persisted: {_ago(status.get('last_persist'))}; last reconciled: {_ago(status.get('last_reconcile'))}"

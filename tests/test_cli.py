@@ -178,6 +178,8 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
         info = json.loads(status.stdout)
         assert info["daemon"]["running"] is True and info["folders"] == [{"path": str(pics), "mode": "inotify"}]
         assert info["counts"]["files"] == 6 and info["model"]["device"] == "cpu"
-        assert "daemon: running" in runner.invoke(cli, [*args, "status"], env=env).stdout
+        assert info["search"] == {"kind": "exact", "vectors": 6, "nprobe": None, "building": False, "build_error": None}
+        text = runner.invoke(cli, [*args, "status"], env=env).stdout
+        assert "daemon: running" in text and "search: exact over 6 vectors" in text
     finally:
         assert daemon.stop(signal.SIGTERM) == 0

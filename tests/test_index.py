@@ -347,6 +347,16 @@ def clustered(count: int, seed: int, dim: int = 32, centres: int = 60) -> np.nda
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
 
 
+def ivf_over(vectors: np.ndarray, exact_limit: int = 2000) -> VectorIndex:
+    """An index over vectors (ids 0..n-1) switched to IVF, as a one-shot save leaves it."""
+    index = VectorIndex(vectors.shape[1])
+    index.exact_limit = exact_limit
+    index.add(np.arange(len(vectors)), vectors)
+    index.rebuild_if_due()
+    assert index.kind == "ivf"
+    return index
+
+
 def test_past_the_exact_limit_a_save_switches_to_ivf_that_keeps_ids_and_round_trips(index_path: Path) -> None:
     vectors = clustered(3000, seed=1)
     ids = np.arange(5, 3005, dtype=np.int64)
@@ -372,12 +382,8 @@ def test_past_the_exact_limit_a_save_switches_to_ivf_that_keeps_ids_and_round_tr
 def test_ivf_recall_at_10_against_exact_search_is_at_least_098() -> None:
     both = clustered(20300, seed=2)
     vectors, queries = both[:20000], both[20000:]  # queries: fresh draws from the same library, not stored
-    ids = np.arange(20000, dtype=np.int64)
-    index = VectorIndex(32)
-    index.exact_limit = 10000
-    index.add(ids, vectors)
-    index.rebuild_if_due()
-    assert index.kind == "ivf" and index.nprobe < index._index.nlist  # it really skips lists
+    index = ivf_over(vectors, exact_limit=10000)
+    assert index.nprobe < index._index.nlist  # it really skips lists
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
     found = [[hit for hit, _ in index.search(q, 10)] for q in queries]
     recall = np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
@@ -417,11 +423,8 @@ def test_background_switch_keeps_every_change_made_while_it_was_building(monkeyp
 
 def test_ivf_answers_k_results_even_when_the_probed_lists_hold_fewer() -> None:
     vectors = clustered(3000, seed=9)
-    index = VectorIndex(32)
-    index.exact_limit = 2000
-    index.add(np.arange(3000), vectors)
-    index.rebuild_if_due()
-    assert index.kind == "ivf" and index.nprobe * 40 < 3000  # its probed lists hold far fewer than 1000
+    index = ivf_over(vectors)
+    assert index.nprobe * 40 < 3000  # its probed lists hold far fewer than 1000
     found = [hit for hit, _ in index.search(vectors[7], 1000)]
     truth = np.argsort(-(vectors @ vectors[7]), kind="stable")[:1000]
     assert len(found) == 1000 and len(set(found)) == 1000
@@ -430,12 +433,7 @@ def test_ivf_answers_k_results_even_when_the_probed_lists_hold_fewer() -> None:
 
 
 def test_a_shrunken_library_goes_back_to_exact_search_but_not_at_the_first_deletion() -> None:
-    vectors = clustered(3000, seed=5)
-    index = VectorIndex(32)
-    index.exact_limit = 2000
-    index.add(np.arange(3000), vectors)
-    index.rebuild_if_due()
-    assert index.kind == "ivf"
+    index = ivf_over(clustered(3000, seed=5))
     index.remove(np.arange(1500))  # 1500 left: below the limit but above half of it
     assert not index.rebuild_due()
     index.remove(np.arange(1500, 2100))
