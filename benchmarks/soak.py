@@ -6,7 +6,7 @@ daemonkit.check_invariants: catalog == disk, each path once, one vector per cont
 == the catalog, every image finds itself first, and every catalogued file fresh (same bytes). Any
 violation raises; the figures printed at the end are only counted when all checks passed.
 
-    .venv/bin/python benchmarks/soak.py                  # ~20 minutes on 2 cores
+    .venv/bin/python benchmarks/soak.py                  # 12.7 minutes on 2 cores (2026-11-27)
     .venv/bin/python benchmarks/soak.py --kills 20 --burst 2000 --dirs 20000   # a shorter run
 
 Uses the tiny test CLIP (IMGD_TEST_MODEL_DIR, default /tmp/tinyclip; built if missing). Needs root for
@@ -60,6 +60,8 @@ def main() -> int:
     parser.add_argument("--dirs", type=int, default=100000, help="empty folders")
     parser.add_argument("--race-rounds", type=int, default=5, help="rounds of replace/delete races (4 files each)")
     parser.add_argument("--seed", type=int, default=20261127)
+    parser.add_argument("--ivf-kills", type=int, default=10, help="SIGKILLs while IVF indexes are built and swapped")
+    parser.add_argument("--exact-limit", type=int, default=500, help="exact_limit for that scenario (IVF past it)")
     parser.add_argument("--model", type=Path, default=Path(os.environ.get("IMGD_TEST_MODEL_DIR", "/tmp/tinyclip")))
     args = parser.parse_args()
 
@@ -73,6 +75,19 @@ def main() -> int:
         results,
         lambda tmp: faultkit.crash_during_catchup_and_burst(
             tmp, model, catchup_kills=per_phase, burst_kills=per_phase, files=args.files, seed=args.seed
+        ),
+    )
+    scenario(
+        "crash_over_ivf_builds",
+        results,
+        lambda tmp: faultkit.crash_during_catchup_and_burst(
+            tmp,
+            model,
+            catchup_kills=args.ivf_kills // 2,
+            burst_kills=args.ivf_kills - args.ivf_kills // 2,
+            files=args.files,
+            seed=args.seed + 1,
+            IMGD_EXACT_LIMIT=str(args.exact_limit),
         ),
     )
     scenario(
@@ -102,6 +117,7 @@ def main() -> int:
     summary = {
         "kills_survived": kills,
         "kills_mid_save": results["crash_mid_save"].get("kills_mid_save"),
+        "ivf_builds": results["crash_over_ivf_builds"].get("ivf_builds"),
         "files_indexed_and_checked": indexed,
         "hostile_inputs_tried": bad,
         "burst_files": args.burst,
