@@ -249,3 +249,19 @@ def test_a_library_past_the_exact_limit_switches_to_ivf_in_the_background_and_ke
         assert "rebuilding the index" not in daemon.log()[before:]
     finally:
         daemon.stop(signal.SIGKILL)
+
+
+def test_the_persist_interval_stretches_with_the_size_of_the_index():
+    # Pure arithmetic, so a stand-in for the running daemon: a save at 1M vectors writes ~1 GB.
+    from types import SimpleNamespace
+
+    from imgd.daemon.service import Daemon
+
+    def every(vectors: int) -> float:
+        daemon = SimpleNamespace(
+            config=SimpleNamespace(persist_interval=60.0), library=SimpleNamespace(index=[0] * vectors)
+        )
+        return Daemon.persist_every(daemon)
+
+    assert every(0) == every(100_000) == 60.0
+    assert every(1_000_000) == 600.0
