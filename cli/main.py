@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -15,15 +16,28 @@ from pathlib import Path
 from typing import Any
 
 import click
-from imgd.daemon import client
 from imgd.daemon import config as config_module
 from imgd.daemon.config import Config
-from imgd.daemon.errors import DaemonNotRunning, ImgdError, display_path
+from imgd.daemon.errors import ImgdError, display_path
+from imgd.daemon.protocol import (
+    FILE_TYPES,
+    MAX_K,
+    SORTS,
+    FailedRequest,
+    Filters,
+    Options,
+    Request,
+    SearchRequest,
+    SimilarRequest,
+    StatusRequest,
+    Term,
+)
 
 from . import render
 
 EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
+AUTO_CUT_K = 200  # answers --auto may give when -k is not given
 
 
 class UserError(click.ClickException):
@@ -154,42 +168,140 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         click.echo(render.summary_line(summary, time.monotonic() - started), err=True)
 
 
-# -- search --------------------------------------------------------------------------------
+# -- search and similar ---------------------------------------------------------------------
+
+_WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?):(.*)$", re.IGNORECASE)
 
 
-@cli.command()
-@click.argument("query", required=False)
-@click.option("--image", "image", type=click.Path(dir_okay=False), help="Find images like this one.")
-@click.option("-k", "--top-k", "top_k", type=click.IntRange(min=1), help="How many images to list (default 10).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON: a list of {rank, score, path}.")
-@click.option("--direct", is_flag=True, help="Load the index and model here instead of asking the daemon.")
-@click.pass_context
-def search(
-    ctx: click.Context, query: str | None, image: str | None, top_k: int | None, as_json: bool, direct: bool
-) -> None:
-    """Find images by a text QUERY or by a reference --image."""
-    if (query is None) == (image is None):
-        raise click.UsageError("give either a text QUERY or --image PATH (not both).")
-    if query is not None and not query.strip():
-        raise click.UsageError("the text QUERY is empty.")
-    config = get_config(ctx)
-    k = top_k or config.top_k
-    image_path = os.path.abspath(image) if image is not None else None
-    hits: list[dict[str, Any]] | None = None
-    if not direct:
-        try:
-            hits = client.search(config.socket, k, text=query, image=image_path)
-        except DaemonNotRunning:
-            hits = None
-    if hits is None:
-        from imgd.daemon.library import open_searcher
+def parse_term(kind: str, raw: str, sign: float = 1.0) -> Term:
+    """`TEXT`, `WEIGHT:TEXT`, or `:TEXT` for a text that itself starts with a number and a colon."""
+    weight, value = 1.0, raw
+    if raw.startswith(":"):
+        value = raw[1:]
+    elif (match := _WEIGHT.match(raw)) is not None:
+        weight, value = float(match[1]), match[2]
+    elif re.match(r"^[+-]?[\d.][^:\s]*:", raw):
+        raise UserError(f"'{raw.split(':', 1)[0]}' in '{raw}' is not a number; write WEIGHT:TERM (2:dog), or :TERM.")
+    if kind == "image" and value:
+        value = os.path.abspath(os.path.expanduser(value))
+    return Term(kind, value, sign * weight)
 
+
+def _min_size(value: str | None) -> dict[str, int]:
+    """`--min-size 1920x1080`, `1000` (the shorter side) or `12MP`."""
+    if value is None:
+        return {}
+    text = value.strip().lower()
+    try:
+        if text.endswith("mp"):
+            return {"min_pixels": int(float(text[:-2]) * 1_000_000)}
+        if "x" in text:
+            width, height = text.split("x", 1)
+            return {"min_width": int(width), "min_height": int(height)}
+        return {"min_side": int(text)}
+    except ValueError:
+        raise UserError(
+            f"--min-size: '{value}' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."
+        ) from None
+
+
+def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Filters, cut-offs, order and count: the same on every command that looks for images."""
+    options = [
+        click.option(
+            "-k",
+            "--top-k",
+            "top_k",
+            type=click.IntRange(1, MAX_K),
+            help=f"How many images (1-{MAX_K}; default 10, 200 with --auto).",
+        ),
+        click.option(
+            "--in",
+            "folders",
+            multiple=True,
+            type=click.Path(file_okay=False),
+            help="Only images under this folder (repeatable).",
+        ),
+        click.option("--after", help="Taken on or after this date: YYYY, YYYY-MM or YYYY-MM-DD."),
+        click.option("--before", help="Taken before this date: YYYY, YYYY-MM or YYYY-MM-DD."),
+        click.option("--camera", help="Camera make or model contains this text (case-insensitive)."),
+        click.option("--type", "types", help=f"File types, comma-separated: {', '.join(FILE_TYPES)}."),
+        click.option("--landscape", "orientation", flag_value="landscape", help="Only wider than tall."),
+        click.option("--portrait", "orientation", flag_value="portrait", help="Only taller than wide."),
+        click.option("--square", "orientation", flag_value="square", help="Only square."),
+        click.option("--min-size", help="At least WIDTHxHEIGHT, a shorter side in pixels, or megapixels (12MP)."),
+        click.option("--min-score", type=float, help="Leave out answers scoring below this cosine similarity."),
+        click.option(
+            "--auto", "auto_cut", is_flag=True, help="Stop where the scores fall away from the rest of the library."
+        ),
+        click.option(
+            "--sort", type=click.Choice(SORTS), default="score", show_default=True, help="Order of the answers."
+        ),
+        click.option("--direct", is_flag=True, help="Answer here instead of asking the daemon."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return output_options(fn)
+
+
+def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """How a list of images is printed: the same on every command that lists images."""
+    options = [
+        click.option(
+            "--json", "fmt", flag_value="json", help="One JSON document: a list of images with their details."
+        ),
+        click.option("--jsonl", "fmt", flag_value="jsonl", help="One JSON object a line."),
+        click.option("-f", "--paths-only", "fmt", flag_value="paths", help="Only the paths, one a line."),
+        click.option(
+            "-0", "--null", "fmt", flag_value="null", help="Only the paths, each ended by NUL (for xargs -0)."
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_options(
+    config: Config, top_k: int | None, folders: tuple[str, ...], types: str | None, **given: Any
+) -> Options:
+    filters = Filters(
+        folders=tuple(os.path.abspath(os.path.expanduser(f)) for f in folders),
+        after=given.pop("after"),
+        before=given.pop("before"),
+        camera=given.pop("camera"),
+        types=tuple(t for t in (types or "").split(",") if t.strip()),
+        orientation=given.pop("orientation"),
+        **_min_size(given.pop("min_size")),
+    )
+    auto_cut = given.pop("auto_cut")
+    k = top_k or (AUTO_CUT_K if auto_cut else config.top_k)
+    return Options(k=k, filters=filters, min_score=given.pop("min_score"), auto_cut=auto_cut, sort=given.pop("sort"))
+
+
+def ask(ctx: click.Context, config: Config, request: Request, direct: bool = False) -> dict[str, Any]:
+    """Send a request through the one facade; logging is set up only if this process answers it."""
+    from imgd.daemon.api import Api
+
+    api = Api(config, lambda name: _load_embedder(config, name), direct=direct)
+    if direct or not config.socket.exists():
         setup_logging(_verbosity(ctx))
+    return api.call(request)
 
-        searcher = open_searcher(config, lambda name: _load_embedder(config, name))
-        hits = [hit.as_dict() for hit in searcher.query(k, text=query, image=image_path)]
-    if as_json:
+
+def print_hits(ctx: click.Context, hits: list[dict[str, Any]], fmt: str | None) -> None:
+    """Print images in the chosen format; exit 1 like grep when there are none."""
+    if fmt == "json":
         click.echo(render.hits_json(hits))
+    elif fmt == "jsonl":
+        for hit in hits:
+            click.echo(render.hit_json(hit))
+    elif fmt == "paths":
+        for hit in hits:
+            click.echo(display_path(hit["path"]))
+    elif fmt == "null":
+        out = click.get_binary_stream("stdout")
+        out.write(b"".join(os.fsencode(hit["path"]) + b"\0" for hit in hits))
+        out.flush()
     else:
         for line in render.hits_lines(hits):
             click.echo(line)
@@ -198,7 +310,67 @@ def search(
         ctx.exit(EXIT_NO_MATCH)
 
 
-# -- status and failed ---------------------------------------------------------------------
+@cli.command()
+@click.argument("terms", nargs=-1)
+@click.option("--like", "like", multiple=True, help="An image whose look to search for (WEIGHT:PATH; repeatable).")
+@click.option("--image", "image", multiple=True, hidden=True, help="Same as --like.")
+@click.option("--not", "unlike_text", multiple=True, help="A text to move away from (WEIGHT:TEXT; repeatable).")
+@click.option("--not-like", "unlike_image", multiple=True, help="An image to move away from (repeatable).")
+@query_options
+@click.pass_context
+def search(
+    ctx: click.Context,
+    terms: tuple[str, ...],
+    like: tuple[str, ...],
+    image: tuple[str, ...],
+    unlike_text: tuple[str, ...],
+    unlike_image: tuple[str, ...],
+    direct: bool,
+    fmt: str | None,
+    **given: Any,
+) -> None:
+    """Find images by texts and example images.
+
+    \b
+    Each TERM is a text; --like adds an image. Prefix a term with a weight, WEIGHT:TERM
+    (2:dog counts twice; :10:30 is the text "10:30"). --not and --not-like subtract.
+    The query is the normalised weighted sum of the terms' normalised vectors.
+
+    \b
+    Examples:
+      imgd search "beach" "sunset" --not people --like ref.jpg 2:dog
+      imgd search "receipt" --in ~/Documents --after 2023-06 --jsonl
+      imgd search "cat" --auto -f | xargs feh
+    """
+    config = get_config(ctx)
+    parsed = [
+        *(parse_term("text", t) for t in terms),
+        *(parse_term("image", t) for t in (*like, *image)),
+        *(parse_term("text", t, -1.0) for t in unlike_text),
+        *(parse_term("image", t, -1.0) for t in unlike_image),
+    ]
+    if not parsed:
+        raise click.UsageError("give a text to search for, --like IMAGE, or both.")
+    request = SearchRequest(terms=tuple(parsed), options=build_options(config, **given))
+    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt)
+
+
+@cli.command()
+@click.argument("path", type=click.Path(dir_okay=False))
+@query_options
+@click.pass_context
+def similar(ctx: click.Context, path: str, direct: bool, fmt: str | None, **given: Any) -> None:
+    """More like PATH: images that look like it, itself and its identical copies left out.
+
+    A catalogued file is searched by its stored vector (no decoding, no image model); any other
+    image is embedded first.
+    """
+    config = get_config(ctx)
+    request = SimilarRequest(path=os.path.abspath(os.path.expanduser(path)), options=build_options(config, **given))
+    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt)
+
+
+# -- status, failed and config -------------------------------------------------------------
 
 
 @cli.command()
@@ -210,13 +382,7 @@ def status(ctx: click.Context, as_json: bool, failed: bool) -> None:
     if failed:
         ctx.invoke(failed_command, as_json=as_json)
         return
-    config = get_config(ctx)
-    try:
-        info = client.status(config.socket)
-    except DaemonNotRunning:
-        from imgd.daemon.library import catalog_status
-
-        info = catalog_status(config)
+    info = ask(ctx, get_config(ctx), StatusRequest())["status"]
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:
@@ -229,17 +395,22 @@ def status(ctx: click.Context, as_json: bool, failed: bool) -> None:
 @click.pass_context
 def failed_command(ctx: click.Context, as_json: bool) -> None:
     """List the files that could not be indexed, and why."""
-    config = get_config(ctx)
-    from imgd.daemon.library import failed_files
-
-    rows = failed_files(config)
+    rows = ask(ctx, get_config(ctx), FailedRequest())["failed"]
     if as_json:
-        click.echo(render.json_text([{"path": p, "error": e} for p, e in rows]))
+        click.echo(render.json_text(rows))
         return
-    for path, error in rows:
-        click.echo(f"{display_path(path)}: {error}")
+    for row in rows:
+        click.echo(f"{display_path(row['path'])}: {row['error']}")
     if not rows:
         click.echo("imgd: no failed files.", err=True)
+
+
+@cli.command("config")
+@click.option("--defaults", is_flag=True, help="Show the defaults instead of the settings in effect.")
+@click.pass_context
+def config_command(ctx: click.Context, defaults: bool) -> None:
+    """Print every setting as TOML, with its meaning and environment variable."""
+    click.echo(config_module.to_toml(None if defaults else get_config(ctx)), nl=False)
 
 
 # -- the daemon ----------------------------------------------------------------------------

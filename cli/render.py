@@ -26,8 +26,19 @@ def json_text(value: object) -> str:
     return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
+HIT_FIELDS = ("rank", "score", "path", "id", "size", "width", "height", "taken", "taken_source", "camera")
+
+
+def _hit(hit: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: hit[name] for name in HIT_FIELDS if name in hit}
+
+
 def hits_json(hits: Iterable[Mapping[str, Any]]) -> str:
-    return json_text([{"rank": h["rank"], "score": round(float(h["score"]), 6), "path": h["path"]} for h in hits])
+    return json_text([_hit(h) for h in hits])
+
+
+def hit_json(hit: Mapping[str, Any]) -> str:
+    return json_text(_hit(hit))
 
 
 def summary_line(summary: IndexSummary, seconds: float) -> str:

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import DaemonNotRunning, ImgdError, ProtocolError
+from .protocol import PROTOCOL_VERSION, Options, SearchRequest, StatusRequest, Term
 
-PROTOCOL_VERSION = 1
 MAX_MESSAGE = 1 << 20  # replies; requests are capped lower by the server
 
 
@@ -56,13 +56,10 @@ def request(socket_path: Path, message: dict[str, Any], timeout: float = 120.0) 
 
 
 def search(socket_path: Path, k: int, text: str | None = None, image: str | None = None) -> list[dict[str, Any]]:
-    message: dict[str, Any] = {"op": "search", "k": k}
-    if image is not None:
-        message["image"] = image
-    else:
-        message["text"] = text
-    return list(request(socket_path, message)["hits"])
+    """One text or image term, top k: the simple search scripts and tests ask for."""
+    term = Term("image", image) if image is not None else Term("text", text or "")
+    return list(request(socket_path, SearchRequest(terms=(term,), options=Options(k=k)).to_message())["hits"])
 
 
 def status(socket_path: Path, timeout: float = 10.0) -> dict[str, Any]:
-    return dict(request(socket_path, {"op": "status"}, timeout=timeout)["status"])
+    return dict(request(socket_path, StatusRequest().to_message(), timeout=timeout)["status"])

@@ -1,4 +1,9 @@
-"""One frozen Config, loaded as defaults < TOML file < IMGD_* environment < command-line flags."""
+"""One frozen Config, loaded as defaults < TOML file < IMGD_* environment < command-line flags.
+
+Every key is one row of KEYS (TOML name, kind, default, help); the Config dataclass, the TOML and
+environment readers, validation, `imgd config` and the README's key list all follow from it, so a
+new setting is one row.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,10 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 
@@ -55,29 +60,211 @@ def default_state_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "imgd"
 
 
-@dataclass(frozen=True)
-class Config:
-    """Every setting imgd reads; passed explicitly, never global."""
+# -- value kinds: each turns a raw TOML/env/flag value into the field's type or says why not ----------
 
-    state_dir: Path = field(default_factory=default_state_dir)
-    model: str = "clip-ViT-B-32"
-    device: str = "auto"  # auto | cpu | cuda
-    precision: str = "auto"  # auto | float32 | bfloat16
-    batch_size: int = 32
-    decode_threads: int = 0  # 0 = one per core
-    max_image_pixels: int = 200_000_000
-    top_k: int = 10
-    watch_paths: tuple[Path, ...] = ()
-    exclude: tuple[str, ...] = DEFAULT_EXCLUDES
-    extra_exclude: tuple[str, ...] = ()
-    follow_symlinks: bool = False
-    settle_seconds: float = 1.0
-    persist_interval: float = 60.0
-    exact_limit: int = 40_000  # above this many unique images, search an IVF index instead of every vector
-    reconcile_interval: float = 6 * 3600.0
-    missing_grace: float = 7 * 24 * 3600.0
-    polling: str = "auto"  # auto | always | never
-    socket_path: Path | None = None
+
+def _path(value: Any) -> Path:
+    if not isinstance(value, str | Path) or not str(value):
+        raise ValueError("expected a path")
+    return Path(os.path.expanduser(str(value)))
+
+
+def _paths(value: Any) -> tuple[Path, ...]:
+    items = value.split(os.pathsep) if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str | Path) for v in items):
+        raise ValueError("expected a list of folder paths")
+    return tuple(Path(os.path.expanduser(str(v))) for v in items if str(v))
+
+
+def _globs(value: Any) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
+        raise ValueError("expected a list of glob patterns")
+    return tuple(v.strip() for v in items if v.strip())
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        return value.lower() in ("1", "true", "yes", "on")
+    raise ValueError("expected true or false")
+
+
+def _whole(value: Any, positive: bool) -> int:
+    # int() would silently truncate 2.5 and raise OverflowError on inf.
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise ValueError("expected a whole number")
+    number = int(value)
+    if number < 0 or (positive and number == 0):
+        raise ValueError("must be a positive whole number")
+    return number
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number of seconds")
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    if number < 0:
+        raise ValueError("must not be negative")
+    return number
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a non-empty string")
+    return value
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    parse.choices = choices  # type: ignore[attr-defined]
+    return parse
+
+
+KINDS: dict[str, Callable[[Any], Any]] = {
+    "path": _path,
+    "paths": _paths,
+    "globs": _globs,
+    "bool": _bool,
+    "count": lambda v: _whole(v, positive=True),
+    "whole": lambda v: _whole(v, positive=False),
+    "seconds": _seconds,
+    "text": _text,
+}
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: where it lives in TOML, its kind, default and one line of help."""
+
+    field: str  # the Config attribute
+    toml: str  # "section.key" or a top-level "key"
+    kind: str | Callable[[Any], Any]  # a name in KINDS, or a _choice(...)
+    default: Any  # a value, or a zero-argument callable for defaults computed at load time
+    help: str
+    env: str = ""  # IMGD_<FIELD> unless given
+
+    @property
+    def env_var(self) -> str:
+        return self.env or f"IMGD_{self.field.upper()}"
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return getattr(self.kind, "choices", ())
+
+    def parse(self, value: Any, source: str) -> Any:
+        parse = KINDS[self.kind] if isinstance(self.kind, str) else self.kind
+        try:
+            return parse(value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {self.toml}: invalid value {value!r} ({exc}).") from None
+
+    def default_value(self) -> Any:
+        return self.default() if callable(self.default) else self.default
+
+
+KEYS: tuple[Key, ...] = (
+    Key("state_dir", "state_dir", "path", default_state_dir, "catalog.db and index.faiss (--state-dir)"),
+    Key("socket_path", "socket", "path", None, "query socket; default $XDG_RUNTIME_DIR/imgd/imgd.sock", "IMGD_SOCKET"),
+    Key("model", "model.name", "text", "clip-ViT-B-32", "hub name or local folder (--model)"),
+    Key("device", "model.device", _choice("auto", "cpu", "cuda"), "auto", "where the model runs (--device)"),
+    Key(
+        "precision",
+        "model.precision",
+        _choice("auto", "float32", "bfloat16"),
+        "auto",
+        "auto = bfloat16 only where the CPU/GPU has it natively",
+    ),
+    Key("batch_size", "model.batch_size", "count", 32, "images per forward pass"),
+    Key("decode_threads", "model.decode_threads", "whole", 0, "image decoding threads; 0 = one per core"),
+    Key("max_image_pixels", "index.max_image_pixels", "count", 200_000_000, "larger images are refused as bombs"),
+    Key(
+        "persist_interval",
+        "index.persist_interval",
+        "seconds",
+        60.0,
+        "seconds between index saves when it changed, stretched for large libraries",
+    ),
+    Key(
+        "exact_limit",
+        "index.exact_limit",
+        "count",
+        40_000,
+        "above this many unique images search uses an approximate IVF index",
+    ),
+    Key(
+        "reconcile_interval",
+        "index.reconcile_interval",
+        "seconds",
+        6 * 3600.0,
+        "seconds between full rescans; 0 = never",
+    ),
+    Key(
+        "missing_grace",
+        "index.missing_grace",
+        "seconds",
+        7 * 24 * 3600.0,
+        "seconds entries of a vanished folder are kept",
+    ),
+    Key("top_k", "search.top_k", "count", 10, "images listed when -k is not given"),
+    Key(
+        "watch_paths",
+        "watch.paths",
+        "paths",
+        (),
+        "folders `imgd run` watches besides its arguments (':'-separated in env)",
+    ),
+    Key("exclude", "watch.exclude", "globs", DEFAULT_EXCLUDES, "names never indexed (case-insensitive globs)"),
+    Key("extra_exclude", "watch.extra_exclude", "globs", (), "added to exclude, so the defaults stay"),
+    Key("follow_symlinks", "watch.follow_symlinks", "bool", False, "follow symbolic links to files and folders"),
+    Key(
+        "settle_seconds", "watch.settle_seconds", "seconds", 1.0, "quiet time before a new or changed file is embedded"
+    ),
+    Key(
+        "polling",
+        "watch.polling",
+        _choice("auto", "always", "never"),
+        "auto",
+        "auto = inotify, polling when the watch limit is hit",
+    ),
+)
+
+BY_FIELD: dict[str, Key] = {key.field: key for key in KEYS}
+BY_TOML: dict[str, Key] = {key.toml: key for key in KEYS}
+
+
+class _Paths:
+    """Derived settings; mixed into the generated Config."""
+
+    if TYPE_CHECKING:  # the generated dataclass has one attribute per key
+        state_dir: Path
+        socket_path: Path | None
+        model: str
+        device: str
+        precision: str
+        batch_size: int
+        decode_threads: int
+        max_image_pixels: int
+        persist_interval: float
+        exact_limit: int
+        reconcile_interval: float
+        missing_grace: float
+        top_k: int
+        watch_paths: tuple[Path, ...]
+        exclude: tuple[str, ...]
+        extra_exclude: tuple[str, ...]
+        follow_symlinks: bool
+        settle_seconds: float
+        polling: str
+
+        def __init__(self, **values: Any) -> None: ...
 
     @property
     def catalog_path(self) -> Path:
@@ -107,105 +294,19 @@ class Config:
         return self.decode_threads or max(1, os.cpu_count() or 1)
 
 
-# TOML location of each key: (section or None, key) -> field name.
-_TOML_KEYS: dict[tuple[str | None, str], str] = {
-    (None, "state_dir"): "state_dir",
-    (None, "socket"): "socket_path",
-    ("model", "name"): "model",
-    ("model", "device"): "device",
-    ("model", "precision"): "precision",
-    ("model", "batch_size"): "batch_size",
-    ("model", "decode_threads"): "decode_threads",
-    ("index", "max_image_pixels"): "max_image_pixels",
-    ("index", "persist_interval"): "persist_interval",
-    ("index", "exact_limit"): "exact_limit",
-    ("index", "reconcile_interval"): "reconcile_interval",
-    ("index", "missing_grace"): "missing_grace",
-    ("search", "top_k"): "top_k",
-    ("watch", "paths"): "watch_paths",
-    ("watch", "exclude"): "exclude",
-    ("watch", "extra_exclude"): "extra_exclude",
-    ("watch", "follow_symlinks"): "follow_symlinks",
-    ("watch", "settle_seconds"): "settle_seconds",
-    ("watch", "polling"): "polling",
-}
-
-_CHOICES = {
-    "device": ("auto", "cpu", "cuda"),
-    "precision": ("auto", "float32", "bfloat16"),
-    "polling": ("auto", "always", "never"),
-}
-
-_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+def _field(key: Key) -> tuple[str, object, dataclasses.Field]:
+    if callable(key.default):
+        return key.field, Any, dataclasses.field(default_factory=key.default)
+    return key.field, Any, dataclasses.field(default=key.default)
 
 
-def _key_name(field_name: str) -> str:
-    for (section, key), name in _TOML_KEYS.items():
-        if name == field_name:
-            return f"{section}.{key}" if section else key
-    return field_name
-
-
-def _coerce(name: str, value: Any, source: str) -> Any:
-    """Turn a raw TOML/env/flag value into the field's type, or say which key is wrong and why."""
-    where = f"{source}: {_key_name(name)}"
-    kind = _FIELDS[name].type
-    try:
-        if name in ("state_dir",) or (name == "socket_path" and value is not None):
-            if not isinstance(value, str | Path) or not str(value):
-                raise ValueError("expected a path")
-            return Path(os.path.expanduser(str(value)))
-        if name == "watch_paths":
-            items = value.split(os.pathsep) if isinstance(value, str) else value
-            if not isinstance(items, list | tuple) or not all(isinstance(v, str | Path) for v in items):
-                raise ValueError("expected a list of folder paths")
-            return tuple(Path(os.path.expanduser(str(v))) for v in items if str(v))
-        if name in ("exclude", "extra_exclude"):
-            items = value.split(",") if isinstance(value, str) else value
-            if not isinstance(items, list | tuple) or not all(isinstance(v, str) for v in items):
-                raise ValueError("expected a list of glob patterns")
-            return tuple(v.strip() for v in items if v.strip())
-        if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            if isinstance(value, str) and value.lower() in (
-                "1",
-                "true",
-                "yes",
-                "on",
-                "0",
-                "false",
-                "no",
-                "off",
-            ):
-                return value.lower() in ("1", "true", "yes", "on")
-            raise ValueError("expected true or false")
-        if kind == "int":
-            # int() would silently truncate 2.5 and raise OverflowError on inf.
-            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-                raise ValueError("expected a whole number")
-            number = int(value)
-            if number < 0 or (name in ("batch_size", "top_k", "max_image_pixels", "exact_limit") and number == 0):
-                raise ValueError("must be a positive whole number")
-            return number
-        if kind == "float":
-            if isinstance(value, bool):
-                raise ValueError("expected a number of seconds")
-            number = float(value)
-            if not math.isfinite(number):
-                raise ValueError("expected a finite number")
-            if number < 0:
-                raise ValueError("must not be negative")
-            return number
-        if name in _CHOICES:
-            if value not in _CHOICES[name]:
-                raise ValueError(f"expected one of {', '.join(_CHOICES[name])}")
-            return value
-        if not isinstance(value, str) or not value:
-            raise ValueError("expected a non-empty string")
-        return value
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: invalid value {value!r} ({exc}).") from None
+Config = dataclasses.make_dataclass(
+    "Config",
+    [_field(key) for key in KEYS],
+    bases=(_Paths,),
+    frozen=True,
+    namespace={"__doc__": "Every setting imgd reads; passed explicitly, never global.", "__module__": __name__},
+)
 
 
 def _from_toml(path: Path, required: bool) -> dict[str, Any]:
@@ -221,28 +322,22 @@ def _from_toml(path: Path, required: bool) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config ({exc.strerror}).") from None
     values: dict[str, Any] = {}
-    for key, value in data.items():
+    flat: dict[str, Any] = {}
+    for name, value in data.items():
         if isinstance(value, dict):
-            for subkey, subvalue in value.items():
-                name = _TOML_KEYS.get((key, subkey))
-                if name is None:
-                    raise ConfigError(f"{path}: unknown key {key}.{subkey}; see the README for the keys.")
-                values[name] = _coerce(name, subvalue, str(path))
+            flat.update({f"{name}.{sub}": subvalue for sub, subvalue in value.items()})
         else:
-            name = _TOML_KEYS.get((None, key))
-            if name is None:
-                raise ConfigError(f"{path}: unknown key {key}; see the README for the keys.")
-            values[name] = _coerce(name, value, str(path))
+            flat[name] = value
+    for toml_name, value in flat.items():
+        key = BY_TOML.get(toml_name)
+        if key is None:
+            raise ConfigError(f"{path}: unknown key {toml_name}; see `imgd config --defaults` for the keys.")
+        values[key.field] = key.parse(value, str(path))
     return values
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name in _FIELDS:
-        var = "IMGD_SOCKET" if name == "socket_path" else f"IMGD_{name.upper()}"
-        if env.get(var):
-            values[name] = _coerce(name, env[var], f"environment {var}")
-    return values
+    return {k.field: k.parse(env[k.env_var], f"environment {k.env_var}") for k in KEYS if env.get(k.env_var)}
 
 
 def load(
@@ -259,5 +354,34 @@ def load(
     for name, value in (overrides or {}).items():
         if value is None or (isinstance(value, tuple) and not value):
             continue
-        values[name] = _coerce(name, value, "option")
+        values[name] = BY_FIELD[name].parse(value, "option")
     return Config(**values)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def to_toml(config: Config | None = None, with_help: bool = True) -> str:
+    """The keys as a TOML document (defaults when config is None): `imgd config` and the README's list."""
+    sections: dict[str, list[str]] = {}
+    for key in KEYS:
+        section, _, name = key.toml.rpartition(".")
+        value = key.default_value() if config is None else getattr(config, key.field)
+        if config is None and key.field in ("state_dir",):
+            value = "~/.local/share/imgd"
+        line = f"{name} = {_toml_value(value)}" if value is not None else f"# {name} = (unset)"
+        if with_help:
+            extra = f"; one of {', '.join(key.choices)}" if key.choices else ""
+            line = f"{line:<34} # {key.help}{extra} ({key.env_var})"
+        sections.setdefault(section, []).append(line)
+    parts = ["\n".join(sections.pop(""))]
+    parts += [f"[{section}]\n" + "\n".join(lines) for section, lines in sections.items()]
+    return "\n\n".join(parts) + "\n"

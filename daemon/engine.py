@@ -1,7 +1,7 @@
 """The engine: keeps catalog and index in step with the disk. No threads of its own, no printing.
 
-`Engine` is the single writer used by `imgd index` and by the daemon's worker; `Searcher` answers
-queries from any thread with its own read-only catalog connections.
+`Engine` is the single writer used by `imgd index` and by the daemon's worker; queries are answered
+by `query.Searcher` from any thread with its own read-only catalog connections.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 import os
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,10 +23,10 @@ from . import imaging
 from .catalog import Catalog
 from .config import Config
 from .embedder import Embedder
-from .errors import CatalogError, ImageReadError, ImgdError, display_path
+from .errors import ImageReadError, display_path
 from .index import VectorIndex
-from .models import FileRecord, FileStat, IndexSummary, SearchHit
-from .scanner import PathFilter, scan, stat_file
+from .models import FileRecord, FileStat, IndexSummary
+from .scanner import PathFilter, is_under, scan, stat_file
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class Engine:
         index: VectorIndex,
         embedder: Embedder,
         clock: Callable[[], float] = time.time,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self.catalog = catalog
@@ -80,7 +81,7 @@ class Engine:
         self.embedder = embedder
         self.clock = clock
         self.filter = PathFilter(config.excludes)
-        self.should_stop: Callable[[], bool] = lambda: False
+        self.should_stop = should_stop  # the daemon's worker stop flag: long runs end at the next file
         self._readers = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
 
@@ -90,10 +91,7 @@ class Engine:
     # -- helpers ----------------------------------------------------------------------------
 
     def root_of(self, path: str, roots: Sequence[str]) -> str | None:
-        for root in roots:
-            if path == root or path.startswith(root.rstrip(os.sep) + os.sep):
-                return root
-        return None
+        return next((root for root in roots if is_under(path, root)), None)
 
     def _known(self, digest: str) -> bool:
         """Does the catalog already hold this content? Called from decode threads."""
@@ -106,10 +104,7 @@ class Engine:
         stat, previous = item
         result = _Loaded(stat, previous)
         try:
-            data = imaging.read_bytes(stat.path)
-            if not data:
-                raise ImageReadError(stat.path, "empty file")
-            result.digest = imaging.digest_bytes(data)
+            data, result.digest = imaging.read_and_hash(stat.path)
             if self._known(result.digest):
                 return result
             image, (result.width, result.height) = imaging.decode(stat.path, data, self.config.max_image_pixels)
@@ -362,97 +357,3 @@ class Engine:
             return False
         self.index.save(self.config.index_path)
         return True
-
-
-class Searcher:
-    """Queries from any thread: per-thread read-only catalog connections, a shared index."""
-
-    TEXT_CACHE = 256
-
-    def __init__(self, config: Config, index: VectorIndex, embedder_factory: Callable[[], Embedder]) -> None:
-        self.config = config
-        self.index = index
-        self._embedder_factory = embedder_factory
-        self._embedder: Embedder | None = None
-        self._embedder_lock = threading.Lock()
-        self._local = threading.local()
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._cache_lock = threading.Lock()
-
-    @property
-    def catalog(self) -> Catalog:
-        reader = getattr(self._local, "catalog", None)
-        if reader is None:
-            reader = self._local.catalog = Catalog(self.config.catalog_path, readonly=True)
-        return reader
-
-    @property
-    def embedder(self) -> Embedder:
-        with self._embedder_lock:
-            if self._embedder is None:
-                self._embedder = self._embedder_factory()
-            return self._embedder
-
-    def text_vector(self, text: str) -> np.ndarray:
-        """Encode a query, remembering recent ones: people repeat and refine searches."""
-        with self._cache_lock:
-            if text in self._text_cache:
-                self._text_cache.move_to_end(text)
-                return self._text_cache[text]
-        vector = self.embedder.encode_texts([text])[0]
-        with self._cache_lock:
-            self._text_cache[text] = vector
-            while len(self._text_cache) > self.TEXT_CACHE:
-                self._text_cache.popitem(last=False)
-        return vector
-
-    def query(self, k: int, text: str | None = None, image: str | None = None) -> list[SearchHit]:
-        """Search by text or by a reference image path; an empty catalog is an error, no match is not."""
-        if len(self.index) == 0:
-            raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
-        if image is not None:
-            vector = self.image_vector(image)
-        elif text is not None and text.strip():
-            vector = self.text_vector(text.strip())
-        else:
-            raise ImgdError("give a text query or --image PATH.")
-        return self.search(vector, k)
-
-    def image_vector(self, path: str) -> np.ndarray:
-        """A reference image: its stored vector if we indexed these exact bytes, else embed it."""
-        data = imaging.read_bytes(path) if os.path.exists(path) else None
-        if data is None:
-            raise ImageReadError(path, "no such file")
-        if not data:
-            raise ImageReadError(path, "empty file")
-        content_id = self.catalog.content_id(imaging.digest_bytes(data))
-        if content_id is not None:
-            vector = self.catalog.vector(content_id)
-            if vector is not None:
-                return vector
-        image, _ = imaging.decode(path, data, self.config.max_image_pixels)
-        embedder = self.embedder
-        return embedder.encode_images([embedder.prepare(image)])[0]
-
-    def search(self, vector: np.ndarray, k: int) -> list[SearchHit]:
-        """The k best contents that still exist on disk, every live path of each listed."""
-        hits: list[SearchHit] = []
-        fetch = k + 8
-        while True:
-            raw = self.index.search(vector, fetch)
-            paths = self.catalog.paths_for(cid for cid, _ in raw)
-            hits, contents = [], 0
-            for content_id, score in raw:
-                live = [p for p in paths.get(content_id, []) if os.path.isfile(p)]
-                if not live:
-                    continue
-                contents += 1
-                hits.extend(
-                    SearchHit(rank=len(hits) + i + 1, score=score, path=p, content_id=content_id)
-                    for i, p in enumerate(live)
-                )
-                if contents >= k:
-                    return hits
-            if len(raw) < fetch or fetch >= len(self.index):
-                return hits
-            fetch *= 4

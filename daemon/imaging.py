@@ -7,7 +7,6 @@ import io
 import os
 import stat
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
@@ -32,16 +31,6 @@ Image.MAX_IMAGE_PIXELS = None
 DRAFT_MIN_SIDE = 448
 MAX_FILE_BYTES = 1 << 30
 ORIENTATION_TAG = 0x0112
-
-
-@dataclass
-class LoadedImage:
-    """A decoded, upright RGB picture and the identity of the bytes it came from."""
-
-    digest: str
-    image: Image.Image | None
-    width: int
-    height: int
 
 
 def read_bytes(path: str) -> bytes:
@@ -72,6 +61,14 @@ def read_bytes(path: str) -> bytes:
 
 def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
+
+
+def read_and_hash(path: str) -> tuple[bytes, str]:
+    """The file's bytes and content digest, read once: the digest decides whether decoding is needed at all."""
+    data = read_bytes(path)
+    if not data:
+        raise ImageReadError(path, "empty file")
+    return data, digest_bytes(data)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -138,22 +135,3 @@ def decode(
         raise ImageReadError(path, f"cannot decode ({reason})") from None
     except MemoryError:
         raise ImageReadError(path, "not enough memory to decode") from None
-
-
-def load(path: str, max_pixels: int, known_digests: frozenset[str] | set[str] = frozenset()) -> LoadedImage:
-    """Read the file once; skip decoding when its bytes are content we already have a vector for."""
-    data = read_bytes(path)
-    if not data:
-        raise ImageReadError(path, "empty file")
-    digest = digest_bytes(data)
-    if digest in known_digests:
-        return LoadedImage(digest=digest, image=None, width=0, height=0)
-    image, (width, height) = decode(path, data, max_pixels)
-    return LoadedImage(digest=digest, image=image, width=width, height=height)
-
-
-def open_reference(path: str, max_pixels: int) -> Image.Image:
-    """Decode a query image given by the user."""
-    if not os.path.exists(path):
-        raise ImageReadError(path, "no such file")
-    return decode(path, read_bytes(path), max_pixels)[0]

@@ -15,9 +15,10 @@ from pathlib import Path
 from .catalog import Catalog
 from .config import Config
 from .embedder import Embedder
-from .engine import Engine, Searcher
+from .engine import Engine
 from .errors import CatalogBusy, CatalogError, ImgdError
 from .index import VectorIndex, discard_partial_saves
+from .query import Searcher
 
 log = logging.getLogger(__name__)
 
@@ -106,8 +107,14 @@ def open_library(
     reembed: bool = False,
     rebuild: bool = False,
     clock: Callable[[], float] = time.time,
+    should_stop: Callable[[], bool] = lambda: False,
+    background: bool = False,
 ) -> Library:
-    """Take the writer lock, open the catalog bound to this model, load or rebuild the index."""
+    """Take the writer lock, open the catalog bound to this model, load or rebuild the index.
+
+    should_stop ends a long reconcile between files (the daemon's shutdown); background builds an IVF
+    index in a thread so searches go on (the daemon), instead of before the next save (`imgd index`).
+    """
     ensure_state_dir(config)
     lock = WriterLock(config.lock_path)
     lock.acquire()
@@ -122,7 +129,8 @@ def open_library(
         catalog.ensure_model(embedder.name, embedder.dim, reembed=reembed)
         index = VectorIndex.load_verified(config.index_path, catalog, embedder.dim)
         index.exact_limit = config.exact_limit
-        engine = Engine(config, catalog, index, embedder, clock=clock)
+        index.background = background
+        engine = Engine(config, catalog, index, embedder, clock=clock, should_stop=should_stop)
     except BaseException:
         lock.release()
         raise

@@ -27,19 +27,6 @@ class FileRecord:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    """One result line: a path on disk and its cosine similarity to the query."""
-
-    rank: int
-    score: float
-    path: str
-    content_id: int
-
-    def as_dict(self) -> dict[str, object]:
-        return {"rank": self.rank, "score": self.score, "path": self.path}
-
-
 class ChangeKind(enum.Enum):
     """What the watcher saw happen to a path."""
 

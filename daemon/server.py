@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .client import PROTOCOL_VERSION
 from .errors import ImgdError
+from .protocol import PROTOCOL_VERSION, Request, parse
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ MAX_REQUEST = 64 * 1024
 READ_TIMEOUT = 5.0
 MAX_CLIENTS = 32
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+Handler = Callable[[Request], dict[str, Any]]
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -99,7 +99,7 @@ class QueryServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if message.get("v") != PROTOCOL_VERSION:
             return _error(f"unsupported protocol version {message.get('v')!r}; this daemon speaks {PROTOCOL_VERSION}")
         try:
-            return {"v": PROTOCOL_VERSION, "ok": True, **self.handler(message)}
+            return {"v": PROTOCOL_VERSION, "ok": True, **self.handler(parse(message))}
         except ImgdError as exc:
             return _error(str(exc))
         except Exception as exc:  # noqa: BLE001 - a query must never take the daemon down

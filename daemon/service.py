@@ -16,12 +16,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from .api import answer
 from .config import Config
 from .embedder import Embedder
-from .engine import Searcher
 from .errors import ImgdError, display_path
-from .library import catalog_status, failed_files, open_library
+from .library import catalog_status, open_library
 from .models import Change
+from .protocol import Request
+from .query import Searcher
 from .server import QueryServer
 from .watcher import Watcher
 from .worker import Worker
@@ -31,7 +33,6 @@ log = logging.getLogger(__name__)
 ROOT_CHECK_INTERVAL = 10.0
 STATUS_INTERVAL = 5.0
 PERSIST_SCALE = 100_000  # vectors; above this the persist interval grows in proportion
-MAX_K = 1000
 
 
 def sd_notify(message: str) -> None:
@@ -73,12 +74,13 @@ class Daemon:
         self.embedder = embedder
         self.started = time.time()
         self.stop_event = threading.Event()
-        self.library = open_library(config, embedder)
+        worker_stop = threading.Event()
+        # background: a large library switches to IVF without pausing searches.
+        self.library = open_library(config, embedder, should_stop=worker_stop.is_set, background=True)
         self.changes: queue.Queue[Change] = queue.Queue()
         engine = self.library.engine
         self.watcher = Watcher(self.roots, engine.filter, self.changes, config.polling, config.follow_symlinks)
-        self.worker = Worker(engine, self.roots, self.changes, config.settle_seconds)
-        self.library.index.background = True  # a large library switches to IVF without pausing searches
+        self.worker = Worker(engine, self.roots, self.changes, config.settle_seconds, stop_event=worker_stop)
         self.library.index.rebuild_if_due()
         self.searcher = Searcher(config, self.library.index, lambda: embedder)
         self.server: QueryServer | None = None
@@ -86,26 +88,9 @@ class Daemon:
 
     # -- queries ----------------------------------------------------------------------------
 
-    def handle(self, message: dict[str, Any]) -> dict[str, Any]:
-        op = message.get("op")
-        if op == "search":
-            k = message.get("k", self.config.top_k)
-            if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= MAX_K:
-                raise ImgdError(f"k must be a whole number from 1 to {MAX_K}")
-            text, image = message.get("text"), message.get("image")
-            if (
-                not isinstance(text, str | None)
-                or not isinstance(image, str | None)
-                or (text is None) == (image is None)
-            ):
-                raise ImgdError("a search needs exactly one of 'text' or 'image' (a path), as a string")
-            hits = self.searcher.query(k, text=text, image=image)
-            return {"hits": [hit.as_dict() for hit in hits]}
-        if op == "status":
-            return {"status": self.status()}
-        if op == "failed":
-            return {"failed": [{"path": p, "error": e} for p, e in failed_files(self.config)]}
-        raise ImgdError(f"unknown operation {op!r}")
+    def handle(self, request: Request) -> dict[str, Any]:
+        """Answer one query-socket request: the same handlers as the direct path (api.answer)."""
+        return answer(self, request)
 
     def status(self) -> dict[str, Any]:
         info = catalog_status(self.config)

@@ -36,7 +36,7 @@ from watchdog.observers.polling import PollingObserver
 
 from .errors import display_path
 from .models import Change, ChangeKind
-from .scanner import PathFilter
+from .scanner import PathFilter, is_under
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class ImageHandler(FileSystemEventHandler):
         return self.filter.wants(path, self.root)
 
     def _inside(self, path: str) -> bool:
-        return path == self.root or path.startswith(self.root.rstrip(os.sep) + os.sep)
+        return is_under(path, self.root)
 
     def _visible_dir(self, path: str) -> bool:
         return self._inside(path) and not self.filter.excluded_path(path, self.root)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from .engine import Engine, Stopped
 from .errors import DiskFull, display_path
 from .models import Change, ChangeKind, IndexSummary
-from .scanner import scan, stat_file
+from .scanner import is_under, scan, stat_file
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class Worker:
         changes: queue.Queue[Change],
         settle_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.engine = engine
         self.roots = list(roots)
@@ -79,11 +80,10 @@ class Worker:
         self.pending: dict[str, _Pending] = {}
         self.rescans: set[str] = set()
         self.stats = WorkerStats()
-        self.stop_event = threading.Event()
+        self.stop_event = stop_event or threading.Event()  # the engine was built watching the same flag
         self.idle = threading.Event()
         self._backoff = MIN_BACKOFF
         self._thread = threading.Thread(target=self._run, name="imgd-worker", daemon=True)
-        self.engine.should_stop = self.stop_event.is_set
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -168,8 +168,7 @@ class Worker:
             self.rescans.add(change.path)
 
     def _drop_pending(self, path: str, is_dir: bool) -> list[str]:
-        prefix = path.rstrip(os.sep) + os.sep
-        dropped = [p for p in self.pending if p == path or (is_dir and p.startswith(prefix))]
+        dropped = [p for p in self.pending if p == path or (is_dir and is_under(p, path))]
         for p in dropped:
             del self.pending[p]
         return dropped

@@ -184,6 +184,7 @@ def check_invariants(
     from imgd.daemon.embedder import load_embedder
     from imgd.daemon.index import VectorIndex
     from imgd.daemon.library import open_searcher
+    from imgd.daemon.protocol import Options, SearchRequest, Term
 
     bad = {os.fspath(p) for p in failed}
     hidden = {os.fspath(p) for p in invisible}
@@ -242,10 +243,11 @@ def check_invariants(
         step = max(1, len(paths) // searches)
         try:
             for path in sorted(paths)[::step]:
-                hits = searcher.query(1, image=path)
+                hits = searcher.search(SearchRequest(terms=(Term("image", path),), options=Options(k=1)))
                 assert (
                     hits
-                    and searcher.catalog.get_file(hits[0].path).content_id == searcher.catalog.get_file(path).content_id
+                    and searcher.catalog.get_file(hits[0]["path"]).content_id
+                    == searcher.catalog.get_file(path).content_id
                 ), f"{path} does not find itself first"
         finally:
             searcher.catalog.close()

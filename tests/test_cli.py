@@ -100,7 +100,7 @@ def test_empty_catalog_and_no_match_exit_non_zero_with_a_message(runner, base_ar
 def test_user_errors_are_one_line_without_traceback(runner, base_args, tmp_path):
     cases = [
         ([*base_args, "index", str(tmp_path / "nope")], "nope: no such folder"),
-        ([*base_args, "search", "--direct", "--image", str(tmp_path / "nope.jpg"), "x"], "either a text QUERY"),
+        ([*base_args, "search", "--direct", "2x:dog"], "'2x' in '2x:dog' is not a number"),
         (
             ["--state-dir", str(tmp_path / "s"), "--model", str(tmp_path / "no-model"), "index", str(tmp_path)],
             "does not exist",
@@ -109,7 +109,7 @@ def test_user_errors_are_one_line_without_traceback(runner, base_args, tmp_path)
     ]
     for args, message in cases:
         result = runner.invoke(cli, args)
-        assert result.exit_code != 0, args
+        assert result.exit_code == 2, args
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
 

@@ -235,3 +235,20 @@ def test_an_unknown_key_is_rejected_by_name(tmp_path: Path, toml: str, name: str
     path = write_toml(tmp_path / "imgd.toml", toml + "\n")
     with pytest.raises(ConfigError, match=f"unknown key {name}"):
         config.load(path, env={})
+
+
+# -- one table of keys -----------------------------------------------------------------------------
+
+
+def test_the_readme_lists_every_key_exactly_as_the_table_does() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "```toml\n" + config.to_toml() + "```\n" in readme, "regenerate the README's key list from config.to_toml()"
+
+
+def test_every_key_round_trips_through_its_own_toml_and_environment_variable(tmp_path: Path) -> None:
+    text = config.to_toml(config.load(env={}), with_help=False).replace("# socket = (unset)", 'socket = "/s.sock"')
+    loaded = config.load(write_toml(tmp_path / "all.toml", text), env={})
+    assert loaded == dataclasses.replace(config.load(env={}), socket_path=Path("/s.sock"))
+    for key in config.KEYS:
+        assert key.env_var.startswith("IMGD_") and key.help
+    assert len({key.env_var for key in config.KEYS}) == len(config.KEYS)

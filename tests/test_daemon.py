@@ -203,12 +203,17 @@ def test_query_socket_is_private_and_survives_bad_requests(daemon, pics):
         return json.loads(data)
 
     assert "not valid JSON" in raw(b"{nope\n")["error"]
-    assert "too large" in raw(b'{"v": 1, "op": "search", "text": "' + b"x" * 100_000 + b'"}\n')["error"]
+    assert "too large" in raw(b'{"v": 2, "op": "search", "text": "' + b"x" * 100_000 + b'"}\n')["error"]
     assert "protocol version" in raw(b'{"v": 99, "op": "status"}\n')["error"]
-    assert "unknown operation" in raw(b'{"v": 1, "op": "drop tables"}\n')["error"]
-    assert "k must be" in raw(b'{"v": 1, "op": "search", "text": "x", "k": -3}\n')["error"]
-    assert "exactly one" in raw(b'{"v": 1, "op": "search", "k": 3}\n')["error"]
-    assert "no such file" in raw(b'{"v": 1, "op": "search", "image": "/nonexistent.jpg"}\n')["error"]
+    assert "unknown operation" in raw(b'{"v": 2, "op": "drop tables"}\n')["error"]
+    search = b'{"v": 2, "op": "search", "terms": [{"kind": "text", "value": "x"}], "options": {"k": -3}}\n'
+    assert "k (-k/--top-k) must be a whole number from 1 to 1000" in raw(search)["error"]
+    assert "the query is empty" in raw(b'{"v": 2, "op": "search", "options": {"k": 3}}\n')["error"]
+    assert "unknown field(s) in 'search': text" in raw(b'{"v": 2, "op": "search", "text": "x"}\n')["error"]
+    image = b'{"v": 2, "op": "search", "terms": [{"kind": "image", "value": "/nonexistent.jpg"}]}\n'
+    assert "no such file" in raw(image)["error"]
+    bad_filter = b'{"v": 2, "op": "search", "terms": [{"kind": "text", "value": "x"}], "options": {"filters": 3}}\n'
+    assert "'filters' must be an object" in raw(bad_filter)["error"]
 
     # A client that connects and says nothing does not block others.
     silent = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)

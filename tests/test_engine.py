@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import picture, write_image
 from imgd.daemon.library import Library, open_library, open_searcher
+from imgd.daemon.protocol import Options, SearchRequest, Term
 from PIL import Image
 
 
@@ -20,8 +21,15 @@ def library(make_config, embedder):
     lib.close()
 
 
-def searcher_for(lib: Library, embedder):
-    return open_searcher(lib.config, lambda name: embedder)
+class searcher_for:  # noqa: N801 - reads as a function in the tests
+    """The direct path's searcher over a library, asked one text or image at a time."""
+
+    def __init__(self, lib: Library, embedder) -> None:
+        self.searcher = open_searcher(lib.config, lambda name: embedder)
+
+    def query(self, k: int, text: str | None = None, image: str | None = None) -> list[dict]:
+        term = Term("image", image) if image else Term("text", text or "")
+        return self.searcher.search(SearchRequest(terms=(term,), options=Options(k=k)))
 
 
 def catalog_paths(lib: Library) -> set[str]:
@@ -133,9 +141,9 @@ def test_image_searched_by_itself_comes_first_with_score_one(library, tmp_path, 
 
     for i in (0, 5, 11):
         hits = searcher.query(3, image=str(pics / f"img{i}.png"))
-        assert hits[0].path == str(pics / f"img{i}.png")
-        assert hits[0].score == pytest.approx(1.0, abs=2e-3)
-        assert [h.rank for h in hits] == [1, 2, 3]
+        assert hits[0]["path"] == str(pics / f"img{i}.png")
+        assert hits[0]["score"] == pytest.approx(1.0, abs=2e-3)
+        assert [h["rank"] for h in hits] == [1, 2, 3]
 
 
 def test_reencoded_copy_ranks_its_original_first(library, tmp_path, embedder):
@@ -149,7 +157,7 @@ def test_reencoded_copy_ranks_its_original_first(library, tmp_path, embedder):
 
     hits = searcher_for(library, embedder).query(1, image=str(reference))
 
-    assert hits[0].path == str(pics / "img7.png")
+    assert hits[0]["path"] == str(pics / "img7.png")
 
 
 def test_exif_rotated_file_embeds_like_its_upright_twin(library, tmp_path, embedder):
@@ -171,11 +179,11 @@ def test_exif_rotated_file_embeds_like_its_upright_twin(library, tmp_path, embed
     sideways = embedder.encode_images([embedder.prepare(stored)])[0]
     sideways_score = float(np.dot(sideways, library.catalog.vector(twin)))
 
-    assert hits[0].path == str(pics / "img4.png")
-    assert hits[0].score == pytest.approx(1.0, abs=1e-3)
+    assert hits[0]["path"] == str(pics / "img4.png")
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-3)
     # The random tiny model is nearly blind to layout, so the margin is small but real: the
     # sideways pixels (EXIF ignored) match the twin measurably worse than the upright ones.
-    assert hits[0].score > sideways_score + 5e-4
+    assert hits[0]["score"] > sideways_score + 5e-4
 
 
 def test_deleted_files_never_come_back_even_before_reconcile(library, tmp_path, embedder):
@@ -188,7 +196,7 @@ def test_deleted_files_never_come_back_even_before_reconcile(library, tmp_path, 
 
     hits = searcher_for(library, embedder).query(10, text="anything")
 
-    assert str(pics / "img2.png") not in {h.path for h in hits}
+    assert str(pics / "img2.png") not in {h["path"] for h in hits}
     assert len(hits) == 4
 
 

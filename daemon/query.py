@@ -1,0 +1,256 @@
+"""Answering searches: terms become one vector, filters become a set of content ids, hits become lines.
+
+`Searcher` serves any thread (per-thread read-only catalog connections, one shared index) in the
+daemon and in the direct path alike, so both give the same answer to the same request.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from . import imaging
+from .catalog import Catalog
+from .config import Config
+from .embedder import Embedder
+from .errors import CatalogError, ImageReadError
+from .index import VectorIndex
+from .protocol import Filters, Options, RequestError, SearchRequest, SimilarRequest, Term
+from .scanner import is_under
+
+AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
+AUTO_CUT_Z = 4.0  # robust z-score above the library's typical score that a match must reach
+AUTO_CUT_K = 200  # answers an automatic cut-off may give when -k is not given
+FILTER_CACHE = 16
+
+
+def combine(vectors: list[np.ndarray], weights: list[float]) -> np.ndarray:
+    """The normalised weighted sum of normalised vectors; negative weights subtract."""
+    total = np.zeros_like(np.asarray(vectors[0], dtype=np.float32))
+    for vector, weight in zip(vectors, weights, strict=True):
+        vector = np.asarray(vector, dtype=np.float32)
+        total += weight * vector / max(float(np.linalg.norm(vector)), 1e-12)
+    norm = float(np.linalg.norm(total))
+    return total / norm if norm > 1e-6 else total
+
+
+def auto_cut_threshold(background: np.ndarray) -> float:
+    """Where "clearly above what unrelated images score" starts, from this query's own score spread.
+
+    One fixed threshold fails (peers' maintainers say so, and CLIP scores shift per query), so the
+    library's typical score for this query (median) and its spread (MAD) set the bar.
+    """
+    median = float(np.median(background))
+    spread = float(np.median(np.abs(background - median))) * 1.4826
+    return median + AUTO_CUT_Z * max(spread, 1e-3)
+
+
+def path_passes(filters: Filters, path: str) -> bool:
+    """The per-path part of a filter: a content may have one copy inside --in and one outside."""
+    if filters.folders and not any(is_under(path, folder) for folder in filters.folders):
+        return False
+    return not filters.types or path.lower().endswith(filters.extensions())
+
+
+class Searcher:
+    """Queries from any thread: per-thread read-only catalog connections, a shared index."""
+
+    TEXT_CACHE = 256
+
+    def __init__(self, config: Config, index: VectorIndex, embedder_factory: Callable[[], Embedder]) -> None:
+        self.config = config
+        self.index = index
+        self._embedder_factory = embedder_factory
+        self._embedder: Embedder | None = None
+        self._embedder_lock = threading.Lock()
+        self._local = threading.local()
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._filter_cache: OrderedDict[tuple[Filters, int], np.ndarray] = OrderedDict()
+        self._sample: tuple[int, np.ndarray] | None = None
+        self._cache_lock = threading.Lock()
+
+    @property
+    def catalog(self) -> Catalog:
+        reader = getattr(self._local, "catalog", None)
+        if reader is None:
+            reader = self._local.catalog = Catalog(self.config.catalog_path, readonly=True)
+        return reader
+
+    @property
+    def embedder(self) -> Embedder:
+        with self._embedder_lock:
+            if self._embedder is None:
+                self._embedder = self._embedder_factory()
+            return self._embedder
+
+    # -- vectors ------------------------------------------------------------------------------
+
+    def text_vector(self, text: str) -> np.ndarray:
+        """Encode a query, remembering recent ones: people repeat and refine searches."""
+        text = text.strip()
+        with self._cache_lock:
+            if text in self._text_cache:
+                self._text_cache.move_to_end(text)
+                return self._text_cache[text]
+        vector = self.embedder.encode_texts([text])[0]
+        with self._cache_lock:
+            self._text_cache[text] = vector
+            while len(self._text_cache) > self.TEXT_CACHE:
+                self._text_cache.popitem(last=False)
+        return vector
+
+    def image_vector(self, path: str) -> tuple[np.ndarray, int | None]:
+        """A reference image's vector and its content id: the stored one if catalogued, else embedded."""
+        if not os.path.isfile(path):
+            raise ImageReadError(path, "no such file" if not os.path.exists(path) else "not a regular file")
+        record = self.catalog.get_file(path)
+        stat = os.stat(path)
+        if record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+            vector = self.catalog.vector(record.content_id) if record.content_id is not None else None
+            if vector is not None:  # no read, no decode, no image model
+                return vector, record.content_id
+        data, digest = imaging.read_and_hash(path)
+        content_id = self.catalog.content_id(digest)
+        if content_id is not None:
+            vector = self.catalog.vector(content_id)
+            if vector is not None:
+                return vector, content_id
+        image, _ = imaging.decode(path, data, self.config.max_image_pixels)
+        embedder = self.embedder
+        return embedder.encode_images([embedder.prepare(image)])[0], None
+
+    def term_vector(self, term: Term) -> np.ndarray:
+        return self.text_vector(term.value) if term.kind == "text" else self.image_vector(term.value)[0]
+
+    # -- answering ----------------------------------------------------------------------------
+
+    def search(self, request: SearchRequest) -> list[dict[str, Any]]:
+        self._require_images()
+        vectors = [self.term_vector(term) for term in request.terms]
+        query = combine(vectors, [term.weight for term in request.terms])
+        return self.run(query, request.options)
+
+    def similar(self, request: SimilarRequest) -> list[dict[str, Any]]:
+        self._require_images()
+        vector, content_id = self.image_vector(request.path)
+        return self.run(vector, request.options, exclude=frozenset({content_id} - {None}))
+
+    def _require_images(self) -> None:
+        if len(self.index) == 0:
+            raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
+
+    def run(self, query: np.ndarray, options: Options, exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
+        """The k best live paths for a query vector under the options' filters, cut-off and order."""
+        allowed = self.allowed(options.filters)
+        if allowed is not None and exclude:
+            allowed = allowed[~np.isin(allowed, list(exclude))]
+        threshold = options.min_score
+        if options.auto_cut:
+            cut = auto_cut_threshold(self._background(query, allowed))
+            threshold = cut if threshold is None else max(threshold, cut)
+        hits = self._live_hits(query, options.k, options.filters, allowed, exclude, threshold)
+        return self._present(hits, options.sort)
+
+    def allowed(self, filters: Filters) -> np.ndarray | None:
+        """Content ids a filter lets through (None: no filter), cached per catalog state: people refine
+        the words of a query far more often than its filters."""
+        if not filters.active:
+            return None
+        if filters.after or filters.before or filters.camera:
+            raise RequestError("--after, --before and --camera need per-image metadata, which this catalog lacks yet.")
+        catalog = self.catalog
+        key = (filters, catalog.generation)
+        with self._cache_lock:
+            if key in self._filter_cache:
+                self._filter_cache.move_to_end(key)
+                return self._filter_cache[key]
+        ids = catalog.select_contents(
+            folders=filters.folders,
+            extensions=filters.extensions(),
+            orientation=filters.orientation,
+            min_width=filters.min_width,
+            min_height=filters.min_height,
+            min_side=filters.min_side,
+            min_pixels=filters.min_pixels,
+        )
+        with self._cache_lock:
+            self._filter_cache[key] = ids
+            while len(self._filter_cache) > FILTER_CACHE:
+                self._filter_cache.popitem(last=False)
+        return ids
+
+    def _background(self, query: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
+        """This query's scores over a random sample of the (filtered) library."""
+        if allowed is not None:
+            rng = np.random.default_rng(len(allowed))
+            picks = allowed if len(allowed) <= AUTO_CUT_SAMPLE else rng.choice(allowed, AUTO_CUT_SAMPLE, replace=False)
+            vectors = self.catalog.vectors_for(np.sort(picks))
+        else:
+            vectors = self._library_sample()
+        return vectors @ np.asarray(query, dtype=np.float32) if len(vectors) else np.zeros(1, dtype=np.float32)
+
+    def _library_sample(self) -> np.ndarray:
+        """Up to AUTO_CUT_SAMPLE stored vectors, drawn again when the library's size changed by a tenth."""
+        size = len(self.index)
+        with self._cache_lock:
+            cached = self._sample
+        if cached is not None and abs(cached[0] - size) <= size // 10:
+            return cached[1]
+        ids = self.catalog.content_ids()
+        rng = np.random.default_rng(size)
+        picks = ids if len(ids) <= AUTO_CUT_SAMPLE else rng.choice(ids, AUTO_CUT_SAMPLE, replace=False)
+        vectors = self.catalog.vectors_for(np.sort(picks))
+        with self._cache_lock:
+            self._sample = (size, vectors)
+        return vectors
+
+    def _live_hits(
+        self,
+        query: np.ndarray,
+        k: int,
+        filters: Filters,
+        allowed: np.ndarray | None,
+        exclude: frozenset[int],
+        threshold: float | None,
+    ) -> list[tuple[float, str, int]]:
+        """Best-first (score, path, content id) of the k best contents with a live path that passes."""
+        fetch = k + len(exclude) + 8
+        limit = len(self.index) if allowed is None else len(allowed)
+        while True:
+            raw = self.index.search(query, fetch, allowed)
+            paths = self.catalog.paths_for(cid for cid, _ in raw)
+            hits: list[tuple[float, str, int]] = []
+            contents = 0
+            for content_id, score in raw:
+                if threshold is not None and score < threshold:
+                    return hits
+                if content_id in exclude:
+                    continue
+                live = [p for p in paths.get(content_id, []) if path_passes(filters, p) and os.path.isfile(p)]
+                if not live:
+                    continue
+                contents += 1
+                hits.extend((score, path, content_id) for path in live)
+                if contents >= k:
+                    return hits
+            if len(raw) < fetch or fetch >= limit:
+                return hits
+            fetch *= 4
+
+    def _present(self, hits: list[tuple[float, str, int]], sort: str) -> list[dict[str, Any]]:
+        details = self.catalog.describe_files(path for _, path, _ in hits)
+        rows = []
+        for score, path, content_id in hits:
+            row: dict[str, Any] = {"score": round(min(1.0, max(-1.0, score)), 6), "path": path, "id": content_id}
+            row.update(details.get(path, {}))
+            rows.append(row)
+        if sort == "path":
+            rows.sort(key=lambda r: os.fsencode(r["path"]))
+        elif sort == "date":
+            rows.sort(key=lambda r: (r.get("taken") or "", r.get("mtime") or 0.0))
+        return [{"rank": rank, **row} for rank, row in enumerate(rows, 1)]
