@@ -164,15 +164,23 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
         args = ["--state-dir", str(daemon.state_dir)]
         env = {"XDG_RUNTIME_DIR": str(daemon.runtime)}
         queries = [
-            ["a cat"],
-            ["--json", "-k", "2", "a cat"],
-            ["--image", str(pics / "img3.jpg"), "-k", "2"],
+            (["search", "a cat"], 0),
+            (["search", "--json", "-k", "2", "a cat"], 0),
+            (["search", "--image", str(pics / "img3.jpg"), "-k", "2"], 0),
+            (["search", "--jsonl", "a", "2:cat", "--not", "0.5:dog", "--like", str(pics / "img1.jpg")], 0),
+            (["search", "-0", "--in", str(pics), "--type", "jpg", "--landscape", "--sort", "path", "x"], 0),
+            (["search", "--auto", "-f", "a cat"], None),  # a random model may or may not clear the bar
+            (["search", "--min-score", "1", "a cat"], 1),
+            (["search", "--after", "2024", "--before", "2020", "a cat"], 2),
+            (["similar", "--json", "-k", "3", str(pics / "img2.jpg")], 0),
         ]
-        for query in queries:
-            via_daemon = runner.invoke(cli, [*args, "search", *query], env=env)
-            direct = runner.invoke(cli, [*args, "search", "--direct", *query], env=env)
-            assert via_daemon.exit_code == direct.exit_code == 0
-            assert via_daemon.stdout == direct.stdout, query
+        for query, code in queries:
+            via_daemon = runner.invoke(cli, [*args, *query], env=env)
+            direct = runner.invoke(cli, [*args, query[0], "--direct", *query[1:]], env=env)
+            assert via_daemon.exit_code == direct.exit_code, query
+            assert code is None or direct.exit_code == code, (query, direct.output)
+            assert via_daemon.stdout_bytes == direct.stdout_bytes, query
+            assert via_daemon.stderr == direct.stderr, query
 
         status = runner.invoke(cli, [*args, "status", "--json"], env=env)
         info = json.loads(status.stdout)

@@ -1,0 +1,178 @@
+"""The query language through the CLI: terms and weights, filters inside the search, cut-offs, order,
+`similar`, and the output formats every image-listing command shares.
+
+Meaning (does "a red circle" find red circles?) needs the trained shapes model: tests/test_semantics.py.
+Here the tiny random model is enough, because every assertion is about which images may come back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import write_image
+from imgd.cli.main import cli, parse_term
+from imgd.daemon.protocol import Term
+from imgd.daemon.query import combine
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+@pytest.fixture
+def base_args(state_dir: Path, tiny_model: Path) -> list[str]:
+    return ["--state-dir", str(state_dir), "--model", str(tiny_model), "--device", "cpu"]
+
+
+@pytest.fixture
+def library(runner, base_args, tmp_path) -> Path:
+    """30 images: landscape JPEGs in a/, portrait PNGs in b/, squares in c/, and one copy of a/0.jpg in c/."""
+    pics = tmp_path / "pics"
+    for i in range(10):
+        write_image(pics / "a" / f"{i}.jpg", seed=i, size=(120, 80))
+        write_image(pics / "b" / f"{i}.png", seed=100 + i, size=(60, 90))
+        write_image(pics / "c" / f"{i}.webp", seed=200 + i, size=(64, 64))
+    shutil.copy(pics / "a" / "0.jpg", pics / "c" / "copy-of-a0.jpg")
+    result = runner.invoke(cli, [*base_args, "index", str(pics)])
+    assert result.exit_code == 0, result.output
+    return pics
+
+
+def search(runner, base_args, *args: str, command: str = "search") -> tuple[int, list[dict], str]:
+    result = runner.invoke(cli, [*base_args, command, "--direct", "--json", *args])
+    hits = json.loads(result.stdout) if result.exit_code in (0, 1) and result.stdout.strip() else []
+    return result.exit_code, hits, result.stderr
+
+
+def test_weights_negatives_and_escapes_parse_as_documented():
+    assert parse_term("text", "dog") == Term("text", "dog", 1.0)
+    assert parse_term("text", "2:dog") == Term("text", "dog", 2.0)
+    assert parse_term("text", "0.5:people", -1.0) == Term("text", "people", -0.5)
+    assert parse_term("text", ":10:30 meeting") == Term("text", "10:30 meeting", 1.0)
+    assert parse_term("text", "note: buy milk") == Term("text", "note: buy milk", 1.0)
+    assert parse_term("image", "3:ref.jpg").value == os.path.abspath("ref.jpg")
+
+
+def test_the_query_vector_is_the_normalised_weighted_sum_of_normalised_terms():
+    a, b = np.array([3.0, 0.0]), np.array([0.0, 0.5])
+    assert np.allclose(combine([a, b], [1.0, 1.0]), np.array([1, 1]) / np.sqrt(2))
+    assert np.allclose(combine([a, b], [2.0, -1.0]), np.array([2, -1]) / np.sqrt(5))
+
+
+def test_filters_apply_inside_the_search_so_k_matches_come_back(runner, base_args, library):
+    for args, folders in [
+        (["--in", str(library / "b")], {"b"}),
+        (["--type", "png"], {"b"}),
+        (["--portrait"], {"b"}),
+        (["--landscape", "--in", str(library / "a")], {"a"}),
+        (["--square"], {"c"}),
+        (["--min-size", "100x70"], {"a", "c"}),  # a/ and its copy in c/ (the same 120x80 content)
+        (["--min-size", "64"], {"a", "c"}),  # the shorter side: landscape 80 and square 64 pass, portrait 60 not
+        (["--min-size", "0.009MP"], {"a", "c"}),  # 9600 pixels: only 120x80
+    ]:
+        code, hits, _ = search(runner, base_args, "-k", "10", "a photo", *args)
+        assert code == 0, args
+        assert len({h["id"] for h in hits}) == 10, (args, hits)
+        assert {Path(h["path"]).parent.name for h in hits} <= folders, (args, hits)
+
+
+def test_a_folder_filter_lists_only_the_copies_inside_it(runner, base_args, library):
+    _, hits, _ = search(runner, base_args, "-k", "30", "--in", str(library / "c"), "x")
+    paths = {h["path"] for h in hits}
+    assert str(library / "c" / "copy-of-a0.jpg") in paths
+    assert str(library / "a" / "0.jpg") not in paths
+    assert len(hits) == 11
+
+
+def test_min_score_cuts_and_nothing_passing_exits_1(runner, base_args, library):
+    _, everything, _ = search(runner, base_args, "-k", "40", "a photo")
+    middle = everything[len(everything) // 2]["score"]
+    _, kept, _ = search(runner, base_args, "-k", "40", "--min-score", str(middle), "a photo")
+    assert kept and all(h["score"] >= middle for h in kept)
+    assert len(kept) < len(everything)
+    code, hits, stderr = search(runner, base_args, "--min-score", "1", "a photo")
+    assert (code, hits) == (1, [])
+    assert "no matching images" in stderr
+
+
+def test_sort_by_path_orders_the_same_answers(runner, base_args, library):
+    _, by_score, _ = search(runner, base_args, "-k", "8", "a photo")
+    _, by_path, _ = search(runner, base_args, "-k", "8", "--sort", "path", "a photo")
+    assert sorted(h["path"] for h in by_score) == [h["path"] for h in by_path]
+    assert [h["rank"] for h in by_path] == list(range(1, 9))
+
+
+def test_a_negative_term_changes_the_ranking_and_an_image_term_adds_to_text(runner, base_args, library):
+    _, plain, _ = search(runner, base_args, "-k", "30", "a photo")
+    _, pushed, _ = search(runner, base_args, "-k", "30", "a photo", "--not", "2:a photo of a dog")
+    _, pulled, _ = search(runner, base_args, "-k", "1", "0.1:a photo", "--like", str(library / "b" / "3.png"))
+    assert [h["path"] for h in plain] != [h["path"] for h in pushed]
+    assert pulled[0]["path"] == str(library / "b" / "3.png")
+
+
+def test_similar_leaves_out_the_file_and_its_identical_copies(runner, base_args, library):
+    code, hits, _ = search(runner, base_args, "-k", "5", str(library / "a" / "0.jpg"), command="similar")
+    paths = {h["path"] for h in hits}
+    assert code == 0 and len(hits) == 5
+    assert str(library / "a" / "0.jpg") not in paths
+    assert str(library / "c" / "copy-of-a0.jpg") not in paths
+
+
+def test_similar_to_an_uncatalogued_file_embeds_it_and_finds_its_twin(runner, base_args, library, tmp_path):
+    outside = write_image(tmp_path / "outside" / "twin.jpg", seed=105, size=(60, 90), quality=90)  # b/5.png as JPEG
+    code, hits, _ = search(runner, base_args, "-k", "1", str(outside), command="similar")
+    assert code == 0 and hits[0]["path"] == str(library / "b" / "5.png")
+
+
+def test_every_output_format_lists_the_same_images(runner, base_args, library):
+    args = [*base_args, "search", "--direct", "-k", "4", "a photo"]
+    as_json = json.loads(runner.invoke(cli, [*args, "--json"]).stdout)
+    jsonl = [json.loads(line) for line in runner.invoke(cli, [*args, "--jsonl"]).stdout.splitlines()]
+    paths_only = runner.invoke(cli, [*args, "-f"]).stdout.splitlines()
+    nul = runner.invoke(cli, [*args, "-0"]).stdout_bytes.split(b"\0")
+    lines = runner.invoke(cli, args).stdout.splitlines()
+
+    assert as_json == jsonl
+    assert [h["path"] for h in as_json] == paths_only == [os.fsdecode(p) for p in nul[:-1]] and nul[-1] == b""
+    assert [line.split("  ", 1)[1] for line in lines] == paths_only
+    first = as_json[0]
+    assert set(first) >= {"rank", "score", "path", "id", "size", "width", "height"}
+    assert first["size"] == os.path.getsize(first["path"])
+    assert -1.0 <= first["score"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--after", "yesterday", "x"], "'yesterday' is not a date"),
+        (["--after", "2024", "--before", "2023", "x"], "is not earlier than --before"),
+        (["--type", "raw", "x"], "unknown file type 'raw'"),
+        (["abc2:x", "2q:dog"], "'2q' in '2q:dog' is not a number"),
+        (["--like", "/nonexistent/ref.jpg"], "no such file"),
+        (["--min-size", "big", "x"], "is not a size"),
+        (["--min-score", "2", "x"], "from -1 to 1"),
+        (["--not", "dog"], "only negative terms"),
+        ([], "give a text to search for"),
+        (["-k", "1001", "x"], "1001"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_exit_2(runner, base_args, library, args, message):
+    result = runner.invoke(cli, [*base_args, "search", "--direct", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_an_unreadable_image_term_is_exit_2(runner, base_args, library, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image at all")
+    result = runner.invoke(cli, [*base_args, "search", "--direct", "--like", str(broken)])
+    assert result.exit_code == 2
+    assert "broken.jpg: not a recognised image format" in result.output
