@@ -41,7 +41,7 @@ RETRAIN_GROWTH = 4  # re-cluster once the library has grown this much since the 
 TARGET_RECALL = 0.99  # tuned on perturbed stored vectors; a margin over the promised 0.98
 KMEANS_ITERATIONS = 12
 TUNING_QUERIES = 256
-EXACT_SELECTION = 4096  # filters selecting at most this many contents are scored from their own vectors
+EXACT_SELECTION = 4096  # IVF searches every list for filters selecting at most this many contents
 _NPROBES = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 
 
@@ -116,14 +116,12 @@ class VectorIndex:
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """Top-k (content id, cosine) pairs, best first; with `allowed`, only among those content ids.
 
-        A filter is applied inside the search, never to a top k found without it: a small selection is
-        scored exactly from its own vectors, a large one through a FAISS ID selector (a bitmap), so if k
-        allowed vectors exist, k come back.
+        A filter is applied inside the search through a FAISS ID selector (a bitmap), never to a top k
+        found without it, so if k allowed vectors exist, k come back. IVF probes more lists under a
+        filter, and every list (an exact pass that skips the others' vectors) for a narrow one.
         """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         faiss.omp_set_num_threads(1)  # this thread only: a second thread slowed every one-query search
-        if allowed is not None and len(allowed) <= EXACT_SELECTION:
-            return self._search_among(query, k, allowed)
         selector = _bitmap(allowed) if allowed is not None else None
         with self._lock:
             index = self._index
@@ -136,6 +134,8 @@ class VectorIndex:
                 # filter), and every list if the probed ones held fewer than k vectors (a short answer
                 # would read as "nothing more in the library").
                 nprobe = min(index.nlist, index.nprobe * -(-k // 10) * (4 if sel is not None else 1))
+                if allowed is not None and len(allowed) <= EXACT_SELECTION:
+                    nprobe = index.nlist
                 while True:
                     params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
                     scores, ids = index.search(query, k, params=params)
@@ -146,28 +146,6 @@ class VectorIndex:
                 params = faiss.SearchParameters(sel=sel) if sel is not None else None
                 scores, ids = index.search(query, k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-
-    def _search_among(self, query: np.ndarray, k: int, allowed: np.ndarray) -> list[tuple[int, float]]:
-        """Exact scores of a few selected vectors: cheaper than any index pass when the filter is narrow."""
-        ids = np.ascontiguousarray(allowed, dtype=np.int64)
-        with self._lock:
-            try:
-                vectors = self._index.reconstruct_batch(ids)
-            except RuntimeError:  # a filter may name contents the index has not received yet
-                ids = np.asarray([i for i in ids.tolist() if self._holds(i)], dtype=np.int64)
-                if len(ids) == 0:
-                    return []
-                vectors = self._index.reconstruct_batch(ids)
-        scores = vectors @ query[0]
-        order = np.argsort(-scores, kind="stable")[:k]
-        return [(int(ids[i]), float(scores[i])) for i in order]
-
-    def _holds(self, content_id: int) -> bool:
-        try:
-            self._index.reconstruct(int(content_id))
-        except RuntimeError:
-            return False
-        return True
 
     def ids(self) -> np.ndarray:
         with self._lock:
