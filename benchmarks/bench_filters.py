@@ -82,7 +82,8 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10)
     args = parser.parse_args()
     print(machine_line())
-    with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks") as tmp:
+    (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks" / "out") as tmp:
         state, pics = Path(tmp) / "state", Path(tmp) / "pics"
         started = time.perf_counter()
         vectors = build(state, pics, args.count)

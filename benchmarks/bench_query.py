@@ -79,6 +79,26 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
     return elapsed, result.stdout
 
 
+def combined_terms(sock: Path, words: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """One term against three (cached text vectors), interleaved, timed at the socket (no process start)."""
+    from imgd.daemon import client
+    from imgd.daemon.protocol import SearchRequest, Term
+
+    single = SearchRequest(terms=(Term("text", words[0]),)).to_message()
+    triple = SearchRequest(
+        terms=(Term("text", words[0]), Term("text", words[1], 2.0), Term("text", words[2], -1.0))
+    ).to_message()
+    for message in (single, triple):  # fill the text-vector cache
+        client.request(sock, message)
+    one, three = [], []
+    for _ in range(runs):
+        for message, into in ((single, one), (triple, three)):
+            started = time.perf_counter()
+            client.request(sock, message)
+            into.append(time.perf_counter() - started)
+    return one, three
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=100_000)
@@ -127,6 +147,7 @@ def main() -> None:
                 elapsed, out = timed([imgd, "search", query], env)
                 via_daemon.append(elapsed)
             cached = [timed([imgd, "search", queries[0]], env)[0] for _ in range(5)]
+            one, three = combined_terms(run / "imgd" / "imgd.sock", queries[:3], args.runs)
             floor = [timed([imgd, "--help"], env)[0] for _ in range(10)]  # start-up of the Click CLI alone
             direct = []
             for query in queries[args.runs :]:
@@ -148,6 +169,9 @@ def main() -> None:
     print(f"imgd search through the daemon ({args.count} images): {describe(via_daemon)}")
     print(f"  same query again (text-vector cache hit): {describe(cached)}")
     print(f"  `imgd --help` (process start, imports, Click; no query): {describe(floor)}")
+    print(f"socket round trip, 1 text term (cached vector): {describe(one)}")
+    print(f"socket round trip, 3 terms: 2 texts + 1 negative (cached vectors): {describe(three)}")
+    print(f"  3 terms cost {(statistics.median(three) - statistics.median(one)) * 1000:.2f} ms more (medians)")
     print(f"imgd search --direct ({args.count} images): {describe(direct)}")
     print(status)
 

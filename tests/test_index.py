@@ -531,3 +531,40 @@ def test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt(
     assert_matches_catalog(loaded, catalog)
     for content_id, vector in zip(*next(catalog.iter_vectors()), strict=True):
         np.testing.assert_array_equal(loaded.reconstruct(int(content_id)), vector)
+
+
+# -- filtered search -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf"])
+@pytest.mark.parametrize("share", [0.5, 0.05, 0.004, 0.001])
+def test_a_filtered_search_returns_the_best_allowed_vectors_and_k_whenever_k_are_allowed(
+    kind: str, share: float
+) -> None:
+    vectors = units(4000, seed=3)
+    ids = np.arange(1, 4001, dtype=np.int64)
+    index = VectorIndex(DIM)
+    index.add(ids, vectors)
+    if kind == "ivf":
+        index.exact_limit = 1000
+        index.rebuild_if_due()
+        assert index.kind == "ivf"
+    rng = np.random.default_rng(7)
+    allowed = np.sort(rng.choice(ids, size=int(4000 * share), replace=False))
+    for query in units(5, seed=11):
+        hits = index.search(query, 10, allowed)
+        stored = vectors.astype(np.float16).astype(np.float32)  # the index keeps the catalog's precision
+        truth = allowed[np.argsort(-(stored[allowed - 1] @ query))[:10]]
+        assert len(hits) == min(10, len(allowed))
+        assert {i for i, _ in hits} <= set(allowed.tolist())
+        recall = len({i for i, _ in hits} & set(truth.tolist())) / len(truth)
+        assert recall >= (1.0 if kind == "exact" or len(allowed) <= index_module.EXACT_SELECTION else 0.8)
+        assert [s for _, s in hits] == sorted((s for _, s in hits), reverse=True)
+
+
+def test_a_filter_naming_ids_the_index_lacks_answers_with_those_it_has() -> None:
+    index = VectorIndex(DIM)
+    index.add(np.arange(1, 11, dtype=np.int64), units(10))
+    hits = index.search(units(1, seed=5)[0], 5, np.array([2, 4, 999], dtype=np.int64))
+    assert sorted(i for i, _ in hits) == [2, 4]
+    assert index.search(units(1, seed=5)[0], 5, np.array([], dtype=np.int64)) == []
