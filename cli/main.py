@@ -159,6 +159,14 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
                     bar.update(n)
 
         summary = library.engine.reconcile([str(f.resolve()) for f in folders], progress=progress, on_total=on_total)
+        backlog = library.catalog.media_backlog_count()
+        if backlog:  # a catalog from before imgd kept metadata: read the headers (no pixels, no model)
+            if bar is not None:
+                bar.close()
+                bar = None
+            if on_total is not None:
+                on_total(backlog)
+            library.engine.backfill_all_media(progress)
         library.engine.save_index()
     finally:
         if bar is not None:

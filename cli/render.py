@@ -88,6 +88,9 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         f"files: {counts.get('files', 0)} indexed ({counts.get('contents', 0)} unique images), "
         f"{counts.get('failed', 0)} failed, {counts.get('missing', 0)} missing"
     )
+    pending = (status.get("metadata") or {}).get("pending")
+    if pending:
+        lines.append(f"metadata: {pending} images indexed before imgd kept it, waiting for their headers to be read")
     for folder in status.get("folders", []):
         lines.append(f"watching: {display_path(folder['path'])} ({folder['mode']})")
     queue = status.get("queue")

@@ -3,6 +3,9 @@
 contents: one row per unique image content (id = FAISS id, BLAKE2b digest, float16 vector, size).
 files:    one row per path (stored as raw bytes, so any file name round-trips) pointing at a content,
           or recording why the file failed, or that its folder is missing.
+media:    one narrow row per content: what its bytes say (taken date, camera, lens, GPS, type, upright
+          size), for filters and output; a file's mtime stands in for a missing EXIF date.
+The schema is built and upgraded by the numbered steps in migrations.py, run here at open.
 Identical copies share one content; a move only rewrites a files row; the FAISS file is a cache
 that can always be rebuilt from here.
 """
@@ -10,44 +13,26 @@ that can always be rebuilt from here.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import time
-import uuid
 from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
-import sqlite_utils
 
+from . import migrations
 from .errors import CatalogError, DiskFull, ModelMismatch
-from .models import FileRecord
+from .models import FileMeta, FileRecord, FileStat, ImageMeta, MediaFilter
 
-SCHEMA_VERSION = 1
-APPLICATION_ID = 0x696D6764  # "imgd", stamped in the SQLite header so foreign files are recognised
+SCHEMA_VERSION = migrations.LATEST
+APPLICATION_ID = migrations.APPLICATION_ID
+MEDIA_VERSION = 1  # what imaging.read_meta reads; a row below it is read again from its file's header
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS contents (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    hash TEXT NOT NULL UNIQUE,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS files (
-    path BLOB PRIMARY KEY,
-    content_id INTEGER REFERENCES contents(id),
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    error TEXT,
-    missing_since REAL
-);
-CREATE INDEX IF NOT EXISTS files_content ON files(content_id);
-CREATE INDEX IF NOT EXISTS files_status ON files(status);
-"""
+log = logging.getLogger(__name__)
 
 RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
 
@@ -60,6 +45,28 @@ def _prefix_range(folder: str) -> tuple[bytes, bytes]:
     """Byte range holding every path strictly inside folder (BLOB comparison is memcmp)."""
     prefix = _key(folder.rstrip(os.sep) + os.sep)
     return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+# When a file was taken: its content's EXIF date, else the file's mtime on this machine's clock; both
+# "YYYY-MM-DD HH:MM:SS" so they compare as text.
+_TAKEN_SQL = "coalesce(m.taken, datetime(f.mtime_ns / 1000000000, 'unixepoch', 'localtime'))"
+_ORIENTATION_SQL = {"landscape": "m.width > m.height", "portrait": "m.width < m.height", "square": "m.width = m.height"}
+
+
+def _fold(text: str | None) -> str | None:
+    """Case-insensitive matching beyond ASCII (SQLite's lower() and LIKE fold ASCII only)."""
+    return text.casefold() if isinstance(text, str) else text
+
+
+def _wall_clock(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _mtime_iso(mtime_ns: int) -> str | None:
+    try:
+        return datetime.fromtimestamp(mtime_ns / 1e9).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return None
 
 
 class Catalog:
@@ -77,19 +84,20 @@ class Catalog:
             uri = f"file:{quote(os.fsencode(self.path))}" + ("?mode=ro" if readonly else "")
             self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, check_same_thread=False, isolation_level=None)
             self.conn.execute("PRAGMA busy_timeout = 30000")
+            self.conn.create_function("imgd_fold", 1, _fold, deterministic=True)
             self._check_header()
             if not readonly:
                 self.verify()
                 self.conn.execute("PRAGMA journal_mode = WAL")
                 self.conn.execute("PRAGMA synchronous = NORMAL")
-                self._ensure_schema()
+                self._migrate()
             else:
                 self._check_readable()
+            self.schema_version = migrations.current_version(self.conn)
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"{self.path}: catalog is damaged or not a database ({exc}); {RECOVERY_HINT}.") from None
         except OSError as exc:
             raise CatalogError(f"{self.path}: cannot open catalog ({exc.strerror}).") from None
-        self.db = sqlite_utils.Database(self.conn)
 
     # -- opening and versioning -------------------------------------------------------------
 
@@ -113,26 +121,44 @@ class Catalog:
             problem = problem.strip().splitlines()[0][:160] if problem.strip() else "unknown damage"
             raise CatalogError(f"{self.path}: catalog is damaged ({problem}); {RECOVERY_HINT}.")
 
-    def _ensure_schema(self) -> None:
-        with self.transaction():
-            self.conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-            for statement in _SCHEMA.strip().split(";"):
-                if statement.strip():
-                    self.conn.execute(statement)
-            version = self.get_meta("schema_version")
-            if version is None:
-                self.set_meta("schema_version", str(SCHEMA_VERSION))
-                self.set_meta("generation", "0")
-            elif int(version) > SCHEMA_VERSION:
-                raise CatalogError(f"{self.path}: catalog is from a newer imgd (schema {version}); upgrade imgd.")
-            if self.get_meta("catalog_id") is None:
-                # Tells this catalog's index files from another's: content ids restart in a new catalog.
-                self.set_meta("catalog_id", uuid.uuid4().hex)
+    def _refuse_newer(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise CatalogError(
+                f"{self.path}: catalog is from a newer imgd (schema {version}, this one knows up to "
+                f"{SCHEMA_VERSION}); upgrade imgd."
+            )
+
+    def _migrate(self) -> None:
+        """Bring the schema up to date in place, one recorded transaction per step; never rebuilt, never re-embedded."""
+        version = migrations.current_version(self.conn)
+        self._refuse_newer(version)
+        for step in migrations.pending(version):
+            try:
+                with self.transaction():
+                    migrations.apply(self.conn, step, time.time())
+            except (CatalogError, DiskFull):
+                raise
+            except Exception as exc:
+                raise CatalogError(
+                    f"{self.path}: could not upgrade the catalog to schema {step.version} ({step.name}): "
+                    f"{type(exc).__name__}: {exc}; it is left unchanged at schema {step.version - 1}."
+                ) from exc
+            if version:  # not for the steps that create a new catalog
+                log.info("upgraded the catalog to schema %d: %s", step.version, step.name)
 
     def _check_readable(self) -> None:
-        version = self.get_meta("schema_version")
-        if version is None:
+        """A reader cannot migrate: an older schema is read as it is (without metadata), a newer one refused."""
+        version = migrations.current_version(self.conn)
+        if version == 0:
             raise CatalogError(f"{self.path}: catalog is empty or unfinished; run `imgd index DIR` first.")
+        self._refuse_newer(version)
+
+    def _require_media(self) -> None:
+        if self.schema_version < 2:
+            raise CatalogError(
+                f"{self.path}: the catalog was written by an older imgd (schema {self.schema_version}) and holds no "
+                "image metadata yet; run `imgd index DIR` or start `imgd run` once to upgrade it."
+            )
 
     def close(self) -> None:
         with contextlib.suppress(sqlite3.Error):
@@ -208,6 +234,7 @@ class Catalog:
                 # Forget vectors but keep paths: every file is re-embedded by the next reconcile.
                 self.conn.execute("UPDATE files SET content_id = NULL, size = -1, mtime_ns = -1")
                 self.conn.execute("DELETE FROM contents")
+                self.conn.execute("DELETE FROM media")
                 self._bump_generation()
             self.set_meta("model", name)
             self.set_meta("dim", str(dim))
@@ -335,7 +362,7 @@ class Catalog:
         found = dict(self._rows_for_ids("SELECT id, vector FROM contents WHERE id IN ({})", ids))
         return self._decode_vectors([found[i] for i in ids])
 
-    def _rows_for_ids(self, sql: str, ids: list[int]) -> Iterator[tuple]:
+    def _rows_for_ids(self, sql: str, ids: list) -> Iterator[tuple]:
         """Rows of `sql` (its "IN ({})" filled with placeholders), 500 ids a query: SQLite caps bound values."""
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
@@ -359,19 +386,159 @@ class Catalog:
             yield ids, self._decode_vectors([r[1] for r in rows])
             last = int(ids[-1])
 
+    # -- image metadata (schema 2) ---------------------------------------------------------------
+
+    def media_backlog_count(self) -> int | None:
+        """Contents whose metadata is not read yet (None: the catalog predates metadata)."""
+        if self.schema_version < 2:
+            return None
+        return self.conn.execute("SELECT count(*) FROM media WHERE version < ?", (MEDIA_VERSION,)).fetchone()[0]
+
+    def media_backlog(self, after: int, limit: int) -> list[tuple[int, list[FileStat]]]:
+        """The next contents (id > after, in id order) whose metadata is not read, with their live paths."""
+        self._require_media()
+        # "+version": walk the primary key from `after`; the version index would revisit every
+        # unread row on each call, quadratic over a whole backfill.
+        ids = [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT content_id FROM media WHERE content_id > ? AND +version < ? ORDER BY content_id LIMIT ?",
+                (after, MEDIA_VERSION, limit),
+            )
+        ]
+        found: dict[int, list[FileStat]] = {i: [] for i in ids}
+        for cid, path, size, mtime_ns in self._rows_for_ids(
+            "SELECT content_id, path, size, mtime_ns FROM files WHERE content_id IN ({}) AND +status = 'ok' "
+            "ORDER BY path",
+            ids,
+        ):
+            found[cid].append(FileStat(os.fsdecode(path), size, mtime_ns))
+        return list(found.items())
+
+    def content_ids_matching(self, where: MediaFilter) -> np.ndarray:
+        """Sorted ids of the contents that pass the filter and have a live path that passes it too."""
+        self._require_media()
+        content_sql: list[str] = []
+        content_args: list[object] = []
+        if where.camera:
+            content_sql.append("instr(imgd_fold(coalesce(m.make, '') || ' ' || coalesce(m.model, '')), ?) > 0")
+            content_args.append(_fold(where.camera))
+        if where.types:
+            content_sql.append(f"m.format IN ({','.join('?' * len(where.types))})")
+            content_args.extend(where.types)
+        if where.orientation is not None:
+            content_sql.append(_ORIENTATION_SQL[where.orientation])
+        if where.min_width is not None:
+            content_sql.append("m.width >= ?")
+            content_args.append(where.min_width)
+        if where.min_height is not None:
+            content_sql.append("m.height >= ?")
+            content_args.append(where.min_height)
+        file_sql = ["+f.status = 'ok'"]
+        file_args: list[object] = []
+        if where.folders:
+            ranges = [_prefix_range(folder) for folder in where.folders]
+            file_sql.append("(" + " OR ".join("(f.path >= ? AND f.path < ?)" for _ in ranges) + ")")
+            file_args.extend(bound for pair in ranges for bound in pair)
+        if where.taken_from is not None:
+            file_sql.append(f"{_TAKEN_SQL} >= ?")
+            file_args.append(_wall_clock(where.taken_from))
+        if where.taken_until is not None:
+            file_sql.append(f"{_TAKEN_SQL} < ?")
+            file_args.append(_wall_clock(where.taken_until))
+        if where.folders:
+            # Few files under a folder: walk their path range and look each content up, not every content.
+            sql = (
+                "SELECT DISTINCT f.content_id FROM files f CROSS JOIN media m ON m.content_id = f.content_id "
+                f"WHERE {' AND '.join(file_sql + content_sql)}"
+            )
+            args = file_args + content_args
+        else:
+            sql = "SELECT m.content_id FROM media m WHERE " + " AND ".join(
+                [
+                    *content_sql,
+                    f"EXISTS (SELECT 1 FROM files f WHERE f.content_id = m.content_id AND {' AND '.join(file_sql)})",
+                ]
+            )
+            args = content_args + file_args
+        ids = np.fromiter((r[0] for r in self.conn.execute(sql, args)), dtype=np.int64)
+        return np.unique(ids)
+
+    def media_for(self, paths: Iterable[str]) -> dict[str, FileMeta]:
+        """Metadata of indexed paths, for output; paths that are not indexed (or failed) are left out."""
+        self._require_media()
+        keys = [_key(p) for p in dict.fromkeys(paths)]
+        found: dict[str, FileMeta] = {}
+        for row in self._rows_for_ids(
+            "SELECT f.path, f.size, f.mtime_ns, m.version, m.format, m.width, m.height, m.taken, m.taken_offset, "
+            "m.make, m.model, m.lens, m.latitude, m.longitude FROM files f JOIN media m ON m.content_id = f.content_id "
+            "WHERE f.path IN ({}) AND f.status != 'failed'",
+            keys,
+        ):
+            path, size, mtime_ns, _version, fmt, width, height, taken, offset, make, model, lens, lat, lon = row
+            if taken is not None:
+                iso, source = taken.replace(" ", "T") + (offset or ""), "exif"
+            else:
+                iso, source = _mtime_iso(mtime_ns), "mtime"
+            found[os.fsdecode(path)] = FileMeta(
+                os.fsdecode(path), size, iso, source, width, height, fmt, make, model, lens, lat, lon
+            )
+        return found
+
+    def content_media(self, content_ids: Iterable[int]) -> dict[int, ImageMeta]:
+        """What each content's bytes say (the file-independent part of the metadata)."""
+        self._require_media()
+        ids = list(dict.fromkeys(int(i) for i in content_ids))
+        return {
+            row[0]: ImageMeta(*row[1:])
+            for row in self._rows_for_ids(
+                "SELECT content_id, format, width, height, taken, taken_offset, make, model, lens, latitude, longitude "
+                "FROM media WHERE content_id IN ({})",
+                ids,
+            )
+        }
+
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
 
     # -- writes (callers group them in transaction()) -----------------------------------------
 
-    def add_content(self, digest: str, vector: np.ndarray, width: int, height: int) -> int:
+    def add_content(
+        self, digest: str, vector: np.ndarray, width: int, height: int, meta: ImageMeta | None = None
+    ) -> int:
+        """A new content and its metadata row (without `meta`, the row waits for backfill_media to read it)."""
         blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
         cursor = self.conn.execute(
             "INSERT INTO contents(hash, width, height, vector) VALUES (?, ?, ?, ?)",
             (digest, width, height, blob),
         )
+        content_id = int(cursor.lastrowid)
+        self.conn.execute("INSERT INTO media(content_id, width, height) VALUES (?, ?, ?)", (content_id, width, height))
+        if meta is not None:
+            self.set_media(content_id, meta)
         self._bump_generation()
-        return int(cursor.lastrowid)
+        return content_id
+
+    def set_media(self, content_id: int, meta: ImageMeta) -> None:
+        """Record what a content's bytes say; the index is unaffected, so the generation stays."""
+        self.conn.execute(
+            "UPDATE media SET version = ?, format = ?, width = ?, height = ?, taken = ?, taken_offset = ?, "
+            "make = ?, model = ?, lens = ?, latitude = ?, longitude = ? WHERE content_id = ?",
+            (
+                MEDIA_VERSION,
+                meta.format,
+                meta.width,
+                meta.height,
+                meta.taken,
+                meta.taken_offset,
+                meta.make,
+                meta.model,
+                meta.lens,
+                meta.latitude,
+                meta.longitude,
+                content_id,
+            ),
+        )
 
     def set_file(self, path: str, size: int, mtime_ns: int, content_id: int) -> None:
         self.conn.execute(
@@ -442,7 +609,9 @@ class Catalog:
         ]
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
-            self.conn.execute(f"DELETE FROM contents WHERE id IN ({','.join('?' * len(chunk))})", chunk)
+            marks = ",".join("?" * len(chunk))
+            self.conn.execute(f"DELETE FROM contents WHERE id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM media WHERE content_id IN ({marks})", chunk)
         if ids:
             self._bump_generation()
         return ids

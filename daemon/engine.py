@@ -25,7 +25,7 @@ from .config import Config
 from .embedder import Embedder
 from .errors import ImageReadError, display_path
 from .index import VectorIndex
-from .models import FileRecord, FileStat, IndexSummary
+from .models import FileRecord, FileStat, ImageMeta, IndexSummary
 from .scanner import PathFilter, is_under, scan, stat_file
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
 FIRST_BATCH = 8  # images in the first forward pass of a run; later ones use config.batch_size
+MEDIA_BATCH = 32  # contents whose headers backfill_media reads per call (a few ms each)
 
 ProgressFn = Callable[[int], None]
 
@@ -61,6 +62,7 @@ class _Loaded:
     width: int = 0
     height: int = 0
     error: str | None = None
+    meta: ImageMeta | None = None
 
 
 class Engine:
@@ -83,6 +85,7 @@ class Engine:
         self.filter = PathFilter(config.excludes)
         self.should_stop = should_stop  # the daemon's worker stop flag: long runs end at the next file
         self._readers = threading.local()
+        self._media_after = 0  # backfill_media's place in the catalog: contents up to here were tried
         self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
 
     def close(self) -> None:
@@ -107,7 +110,8 @@ class Engine:
             data, result.digest = imaging.read_and_hash(stat.path)
             if self._known(result.digest):
                 return result
-            image, (result.width, result.height) = imaging.decode(stat.path, data, self.config.max_image_pixels)
+            image, result.meta = imaging.decode_with_meta(stat.path, data, self.config.max_image_pixels)
+            result.width, result.height = result.meta.width, result.meta.height
             result.image = self.embedder.prepare(image)
         except ImageReadError as exc:
             result.error = exc.reason
@@ -163,7 +167,9 @@ class Engine:
             for position, item in enumerate(batch):
                 content_id = self.catalog.content_id(item.digest)
                 if content_id is None:
-                    content_id = self.catalog.add_content(item.digest, vectors[position], item.width, item.height)
+                    content_id = self.catalog.add_content(
+                        item.digest, vectors[position], item.width, item.height, item.meta
+                    )
                     new_ids.append(content_id)
                     new_vectors.append(vectors[position])
                 self._record(item, content_id, gone_contents, summary)
@@ -350,6 +356,47 @@ class Engine:
         else:
             self._drop_orphans()  # an edited file's old content may be unreferenced now
         return summary
+
+    # -- metadata of catalogs indexed before it was kept ------------------------------------
+
+    def backfill_media(self, limit: int = MEDIA_BATCH) -> int:
+        """Read the headers of up to `limit` contents whose metadata is missing; returns how many were tried.
+
+        No pixel is decoded and nothing is embedded. A content none of whose files can be read now
+        keeps its row (and its vector) and is tried again by the next run; 0 means none is left.
+        """
+        backlog = self.catalog.media_backlog(self._media_after, limit)
+        if not backlog:
+            return 0
+        found = list(bounded_map(self._pool, self._probe, backlog, window=max(limit, 1)))
+        with self.catalog.transaction():
+            for content_id, meta in found:
+                if meta is not None:
+                    self.catalog.set_media(content_id, meta)
+        self._media_after = backlog[-1][0]
+        return len(backlog)
+
+    def backfill_all_media(self, progress: ProgressFn | None = None) -> int:
+        """backfill_media until nothing is left (`imgd index`); returns how many contents were tried."""
+        tried = 0
+        while count := self.backfill_media():
+            if self.should_stop():
+                raise Stopped
+            tried += count
+            if progress:
+                progress(count)
+        if tried:
+            log.info("read the metadata of %d images indexed before imgd kept it", tried)
+        return tried
+
+    def _probe(self, item: tuple[int, list[FileStat]]) -> tuple[int, ImageMeta | None]:
+        content_id, stats = item
+        for stat in stats:
+            try:
+                return content_id, imaging.probe(stat.path, (stat.size, stat.mtime_ns))
+            except ImageReadError as exc:
+                log.debug("cannot read metadata of %s: %s", display_path(stat.path), exc.reason)
+        return content_id, None
 
     def save_index(self) -> bool:
         """Persist the index if it changed; the catalog is already durable."""

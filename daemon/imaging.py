@@ -1,17 +1,27 @@
-"""Read one image file safely: once from disk, hashed, EXIF-oriented, draft-decoded, converted to RGB."""
+"""Read one image file safely: once from disk, hashed, EXIF-oriented, draft-decoded, converted to RGB.
+
+Also what the bytes say about the picture (ImageMeta: taken date, camera, lens, GPS, type, upright
+size), read from the same opened image at embed time, or from the header alone (`probe`) for
+catalogs indexed before metadata was kept.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import math
 import os
+import re
 import stat
 import warnings
+from datetime import datetime
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
+from .models import ImageMeta
 
 try:  # HEIC/HEIF only with the optional extra `imgd[heic]`
     from pillow_heif import register_heif_opener
@@ -31,6 +41,13 @@ Image.MAX_IMAGE_PIXELS = None
 DRAFT_MIN_SIDE = 448
 MAX_FILE_BYTES = 1 << 30
 ORIENTATION_TAG = 0x0112
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+MAKE, MODEL = 0x010F, 0x0110
+DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL, LENS_MODEL = 0x9003, 0x9011, 0xA434
+GPS_LAT_REF, GPS_LAT, GPS_LON_REF, GPS_LON = 1, 2, 3, 4
+FORMAT_NAMES = {"MPO": "jpeg", "HEIF": "heic"}  # MPO is a phone JPEG with extra frames; HEIF covers .heic
+_EXIF_DATE = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+_EXIF_OFFSET = re.compile(r"[+-](\d{2}):(\d{2})")
 
 
 def read_bytes(path: str) -> bytes:
@@ -103,6 +120,14 @@ def decode(
     path: str, data: bytes, max_pixels: int, min_side: int = DRAFT_MIN_SIDE
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Decode the first frame upright in RGB, with its full upright size; JPEGs decode at reduced scale."""
+    image, meta = decode_with_meta(path, data, max_pixels, min_side)
+    return image, (meta.width, meta.height)
+
+
+def decode_with_meta(
+    path: str, data: bytes, max_pixels: int, min_side: int = DRAFT_MIN_SIDE
+) -> tuple[Image.Image, ImageMeta]:
+    """decode(), and what the same opened image says about itself (no second read of the file)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -120,10 +145,12 @@ def decode(
                     image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
             image.seek(0)
             image.load()
-            if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+            exif = image.getexif()
+            if exif.get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
                 width, height = height, width
+            meta = read_meta(image.format, exif, width, height)
             image = ImageOps.exif_transpose(image) or image
-            return to_rgb(image), (width, height)
+            return to_rgb(image), meta
     except ImageReadError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
@@ -135,3 +162,111 @@ def decode(
         raise ImageReadError(path, f"cannot decode ({reason})") from None
     except MemoryError:
         raise ImageReadError(path, "not enough memory to decode") from None
+
+
+def _text(value: object) -> str | None:
+    """An EXIF string as cameras write it: NUL-padded, sometimes bytes, sometimes blank."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    value = value.replace("\x00", "").strip()
+    return value[:200] or None
+
+
+def _taken(value: object) -> str | None:
+    """EXIF DateTimeOriginal as "YYYY-MM-DD HH:MM:SS"; None when blank, zeroed or impossible."""
+    text = _text(value)
+    match = _EXIF_DATE.match(text or "")
+    if not match:
+        return None
+    try:
+        moment = datetime(*(int(part) for part in match.groups()))
+    except ValueError:  # "0000:00:00 00:00:00" and the like
+        return None
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _offset(value: object) -> str | None:
+    text = _text(value)
+    match = _EXIF_OFFSET.fullmatch(text or "")
+    if not match or int(match[1]) > 14 or int(match[2]) > 59:
+        return None
+    return text
+
+
+def _coordinate(value: object, ref: object, limit: float) -> float | None:
+    """Degrees from EXIF's (degrees, minutes, seconds) rationals, negative to the south and west."""
+    try:
+        parts = [float(part) for part in value] if isinstance(value, tuple | list) else [float(value)]
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not 1 <= len(parts) <= 3 or not all(math.isfinite(part) and part >= 0 for part in parts):
+        return None
+    degrees = sum(part / 60**i for i, part in enumerate(parts))
+    if (_text(ref) or "").upper()[:1] in ("S", "W"):
+        degrees = -degrees
+    return round(degrees, 7) if abs(degrees) <= limit else None
+
+
+def read_meta(fmt: str | None, exif: Image.Exif, width: int, height: int) -> ImageMeta:
+    """What EXIF says; a damaged or odd EXIF block gives fewer facts, never a failed image."""
+    kind = FORMAT_NAMES.get(fmt or "", (fmt or "").lower() or None)
+    facts: dict[str, object] = {}
+    with contextlib.suppress(Exception):
+        facts["make"] = _text(exif.get(MAKE))
+        facts["model"] = _text(exif.get(MODEL))
+    with contextlib.suppress(Exception):
+        sub = exif.get_ifd(EXIF_IFD)
+        facts["taken"] = _taken(sub.get(DATETIME_ORIGINAL))
+        facts["taken_offset"] = _offset(sub.get(OFFSET_TIME_ORIGINAL)) if facts["taken"] else None
+        facts["lens"] = _text(sub.get(LENS_MODEL))
+    with contextlib.suppress(Exception):
+        gps = exif.get_ifd(GPS_IFD)
+        lat = _coordinate(gps.get(GPS_LAT), gps.get(GPS_LAT_REF), 90.0)
+        lon = _coordinate(gps.get(GPS_LON), gps.get(GPS_LON_REF), 180.0)
+        # Receivers without a fix write 0/0 ("null island"): no position is better than a wrong one.
+        if lat is not None and lon is not None and (lat, lon) != (0.0, 0.0):
+            facts["latitude"], facts["longitude"] = lat, lon
+    return ImageMeta(format=kind, width=width, height=height, **facts)  # type: ignore[arg-type]
+
+
+def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
+    """Metadata from the file's header alone: no pixel is decoded, and a JPEG is read only up to its image data.
+
+    `expected` is the (size, mtime_ns) the catalog knows; a file that changed since is refused, since
+    its header may describe other bytes than the content it is filed under.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ImageReadError(path, "file vanished before it could be read") from None
+    except OSError as exc:
+        raise ImageReadError(path, f"cannot open ({exc.strerror})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(path, "not a regular file")
+        if expected is not None and (info.st_size, info.st_mtime_ns) != expected:
+            raise ImageReadError(path, "changed since it was indexed")
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with handle:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                image = Image.open(handle)
+                width, height = image.size
+                # PNG keeps EXIF wherever it likes; Pillow would decode the pixels to look behind them.
+                exif = Image.Exif() if image.format == "PNG" and "exif" not in image.info else image.getexif()
+                if exif.get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+                    width, height = height, width
+                return read_meta(image.format, exif, width, height)
+        except ImageReadError:
+            raise
+        except UnidentifiedImageError:
+            raise ImageReadError(path, "not a recognised image format") from None
+        except Exception as exc:  # noqa: BLE001 - a strange header must not stop a backfill
+            raise ImageReadError(path, f"cannot read the header ({type(exc).__name__}: {exc})") from None

@@ -167,6 +167,7 @@ def catalog_status(config: Config) -> dict[str, object]:
             last_persist = config.index_path.stat().st_mtime if config.index_path.exists() else None
             status.update(
                 counts=catalog.counts(),
+                metadata={"pending": catalog.media_backlog_count(), "schema": catalog.schema_version},
                 model={"name": info[0], "dim": info[1]} if info else None,
                 last_reconcile=float(catalog.get_meta("last_reconcile") or 0) or None,
                 last_persist=last_persist,

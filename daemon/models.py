@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -67,3 +68,74 @@ class IndexSummary:
     @property
     def changed(self) -> bool:
         return bool(self.added or self.updated or self.moved or self.removed)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """What one image's bytes say about it, read once at embed time and kept per content."""
+
+    format: str | None  # "jpeg", "png", "heic", "webp", ... (Pillow's format, lower case)
+    width: int  # upright: after the EXIF orientation
+    height: int
+    taken: str | None = None  # EXIF DateTimeOriginal, "YYYY-MM-DD HH:MM:SS" on the camera's clock
+    taken_offset: str | None = None  # its OffsetTimeOriginal ("+02:00") when the camera wrote one
+    make: str | None = None
+    model: str | None = None
+    lens: str | None = None
+    latitude: float | None = None  # degrees, south negative
+    longitude: float | None = None  # degrees, west negative
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """Metadata of one indexed path, for output: its content's facts plus what belongs to the file."""
+
+    path: str
+    size: int
+    taken: str | None  # ISO 8601; with its offset when known
+    taken_source: str | None  # "exif", or "mtime" when the bytes carry no date (or are not read yet)
+    width: int
+    height: int
+    file_type: str | None
+    make: str | None = None
+    model: str | None = None
+    lens: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        gps = None if self.latitude is None or self.longitude is None else [self.latitude, self.longitude]
+        return {
+            "path": self.path,
+            "size": self.size,
+            "taken": self.taken,
+            "taken_source": self.taken_source,
+            "width": self.width,
+            "height": self.height,
+            "type": self.file_type,
+            "make": self.make,
+            "model": self.model,
+            "lens": self.lens,
+            "gps": gps,
+        }
+
+
+ORIENTATIONS = ("landscape", "portrait", "square")
+
+
+@dataclass(frozen=True)
+class MediaFilter:
+    """Conditions on an image's place and metadata; all given ones must hold (an empty filter selects all).
+
+    A content matches when at least one of its indexed paths satisfies the per-file conditions
+    (folders, taken date: EXIF, else that file's mtime) and the content satisfies the rest.
+    """
+
+    folders: tuple[str, ...] = ()  # absolute folders; inside any of them
+    taken_from: datetime | None = None  # inclusive, naive: compared with the wall-clock time taken
+    taken_until: datetime | None = None  # exclusive
+    camera: str | None = None  # substring of "make model", case-insensitive
+    types: tuple[str, ...] = ()  # file types as stored: "jpeg", "png", "heic", ...
+    orientation: str | None = None  # one of ORIENTATIONS
+    min_width: int | None = None
+    min_height: int | None = None

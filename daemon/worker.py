@@ -83,6 +83,7 @@ class Worker:
         self.stop_event = stop_event or threading.Event()  # the engine was built watching the same flag
         self.idle = threading.Event()
         self._backoff = MIN_BACKOFF
+        self._media_due = True  # contents from before metadata was kept may lack it: read their headers
         self._thread = threading.Thread(target=self._run, name="imgd-worker", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -116,6 +117,11 @@ class Worker:
                 ready = self._settled()
                 if ready:
                     self._upsert(ready)
+                    continue
+                if self._media_due and self.changes.empty():
+                    # A small batch at a time, between events, so a new file never waits behind it.
+                    self.stats.busy = "reading metadata"
+                    self._media_due = self.engine.backfill_media() > 0
                     continue
                 self.stats.busy = "idle"
                 self.stats.pending = len(self.pending) + self.changes.qsize()

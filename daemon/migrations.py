@@ -1,0 +1,140 @@
+"""The catalog's schema as numbered steps: a new catalog runs them all, an older one the ones it lacks.
+
+Part of the catalog layer (catalog.py opens the file and runs the steps, one transaction each).
+A step is never edited once released: a catalog written by that release has already run it. A change
+of schema is a new step at the end. Each applied step is recorded in the `migrations` table with
+its time, and meta.schema_version names the last one; a catalog whose version is above the last
+step here comes from a newer imgd and is refused.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+APPLICATION_ID = 0x696D6764  # "imgd", stamped in the SQLite header so foreign files are recognised
+
+Step = Callable[[sqlite3.Connection], None]
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    apply: Step
+
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(version: int, name: str) -> Callable[[Step], Step]:
+    """Register a step; versions run 1, 2, 3, ... with no gaps."""
+
+    def register(apply: Step) -> Step:
+        assert version == len(MIGRATIONS) + 1, f"migration {version} registered out of order"
+        MIGRATIONS.append(Migration(version, name, apply))
+        return apply
+
+    return register
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and each step must stay inside its own transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+@migration(1, "contents, files and meta")
+def _initial(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    _run(
+        conn,
+        """
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS contents (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            hash TEXT NOT NULL UNIQUE,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            vector BLOB NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS files (
+            path BLOB PRIMARY KEY,
+            content_id INTEGER REFERENCES contents(id),
+            size INTEGER NOT NULL,
+            mtime_ns INTEGER NOT NULL,
+            status TEXT NOT NULL,
+            error TEXT,
+            missing_since REAL
+        );
+        CREATE INDEX IF NOT EXISTS files_content ON files(content_id);
+        CREATE INDEX IF NOT EXISTS files_status ON files(status);
+        """,
+    )
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('generation', '0')")
+    # Tells this catalog's index files from another's: content ids restart in a new catalog.
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('catalog_id', ?)", (uuid.uuid4().hex,))
+
+
+@migration(2, "media: per-content metadata (taken, camera, lens, GPS, type, upright size)")
+def _media(conn: sqlite3.Connection) -> None:
+    # A narrow table of its own, not columns on contents: filters scan it, and a contents row is
+    # mostly its vector (1 KiB at 512 dims), so scanning contents would read every vector from disk.
+    _run(
+        conn,
+        """
+        CREATE TABLE media (
+            content_id INTEGER PRIMARY KEY REFERENCES contents(id),
+            version INTEGER NOT NULL DEFAULT 0,
+            format TEXT,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            taken TEXT,
+            taken_offset TEXT,
+            make TEXT,
+            model TEXT,
+            lens TEXT,
+            latitude REAL,
+            longitude REAL
+        );
+        CREATE INDEX media_version ON media(version);
+        INSERT INTO media(content_id, width, height) SELECT id, width, height FROM contents;
+        """,
+    )
+
+
+LATEST = MIGRATIONS[-1].version
+
+
+def current_version(conn: sqlite3.Connection) -> int:
+    """The catalog's schema version; 0 for a new, empty file."""
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except sqlite3.OperationalError:  # no meta table: nothing was ever created here
+        return 0
+    return int(row[0]) if row else 0
+
+
+def pending(version: int) -> list[Migration]:
+    return [step for step in MIGRATIONS if step.version > version]
+
+
+def apply(conn: sqlite3.Connection, step: Migration, now: float) -> None:
+    """Run one step and record it; the caller holds the transaction, so both happen or neither."""
+    step.apply(conn)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL)"
+    )
+    # Steps run before this table existed (schema 1 catalogs) are recorded without a time.
+    for earlier in MIGRATIONS[: step.version - 1]:
+        conn.execute(
+            "INSERT OR IGNORE INTO migrations(version, name, applied_at) VALUES (?, ?, NULL)",
+            (earlier.version, earlier.name),
+        )
+    conn.execute(
+        "INSERT OR REPLACE INTO migrations(version, name, applied_at) VALUES (?, ?, ?)", (step.version, step.name, now)
+    )
+    conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(step.version),))
