@@ -255,15 +255,13 @@ def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
         raise
     with handle:
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                image = Image.open(handle)
-                width, height = image.size
-                # PNG keeps EXIF wherever it likes; Pillow would decode the pixels to look behind them.
-                exif = Image.Exif() if image.format == "PNG" and "exif" not in image.info else image.getexif()
-                if exif.get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
-                    width, height = height, width
-                return read_meta(image.format, exif, width, height)
+            image = Image.open(handle)
+            width, height = image.size
+            # PNG keeps EXIF wherever it likes; Pillow would decode the pixels to look behind them.
+            exif = Image.Exif() if image.format == "PNG" and "exif" not in image.info else image.getexif()
+            if exif.get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+                width, height = height, width
+            return read_meta(image.format, exif, width, height)
         except ImageReadError:
             raise
         except UnidentifiedImageError:

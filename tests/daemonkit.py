@@ -220,6 +220,8 @@ def check_invariants(
             assert not [r for r in every if r.status not in ("ok", "failed")], "entries left marked missing"
             contents = catalog.content_ids()
             assert sorted({r.content_id for r in records}) == sorted(contents.tolist()), "orphan or dangling content"
+            media = sorted(r[0] for r in catalog.conn.execute("SELECT content_id FROM media"))
+            assert media == sorted(contents.tolist()), "a content without its metadata row, or a row without content"
             dim = int(catalog.get_meta("dim") or 0)
             sizes = {row[0] for row in catalog.conn.execute("SELECT length(vector) FROM contents")}
             assert sizes <= {dim * 2}, "a content without exactly one vector"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from daemonkit import DaemonProcess, check_invariants, wait_until
 from imgd.cli.main import cli
 from imgd.daemon import migrations
 from imgd.daemon.catalog import MEDIA_VERSION, SCHEMA_VERSION, Catalog
@@ -376,3 +378,31 @@ def test_a_file_that_cannot_be_read_for_backfill_keeps_its_row(v1: V1Copy, make_
             assert lib.catalog.vector(record.content_id) is not None
     finally:
         lib.close()
+
+
+@pytest.mark.slow
+def test_the_daemon_upgrades_and_backfills_in_the_background_without_embedding(
+    v1: V1Copy, tmp_path: Path, tiny_model: Path
+) -> None:
+    before = snapshot(v1.catalog)
+    daemon = DaemonProcess(tmp_path, tiny_model, [v1.images]).start()
+    try:
+        wait_until(
+            lambda: daemon.status()["metadata"]["pending"] == 0, timeout=60, what="the metadata to be backfilled"
+        )
+        status = daemon.wait_idle()
+        assert status["metadata"] == {"pending": 0, "schema": SCHEMA_VERSION}
+        assert status["counts"] == {"files": 4, "failed": 1, "missing": 0, "contents": 3}
+        assert daemon.stop() == 0
+    finally:
+        if daemon.proc and daemon.proc.poll() is None:
+            daemon.stop(signal.SIGKILL)
+    assert snapshot(v1.catalog) == before  # nothing re-embedded: same contents, vectors and generation
+    assert "indexed " not in daemon.log()
+    assert "upgraded the catalog to schema 2" in daemon.log()
+    catalog = Catalog(v1.catalog, readonly=True)
+    try:
+        check_backfilled(catalog, v1)
+    finally:
+        catalog.close()
+    check_invariants(v1.state, [v1.images], tiny_model, failed=[v1.image("broken.jpg")])
