@@ -406,3 +406,12 @@ def test_the_daemon_upgrades_and_backfills_in_the_background_without_embedding(
     finally:
         catalog.close()
     check_invariants(v1.state, [v1.images], tiny_model, failed=[v1.image("broken.jpg")])
+
+
+def test_status_says_how_many_images_wait_for_their_metadata(v1: V1Copy) -> None:
+    Catalog(v1.catalog).close()  # upgraded, not yet backfilled: as a daemon leaves it right after start
+    result = CliRunner().invoke(cli, ["--state-dir", str(v1.state), "status"])
+    assert result.exit_code == 0, result.output
+    assert "metadata: 3 images indexed before imgd kept it, waiting for their headers to be read" in result.stdout
+    as_json = CliRunner().invoke(cli, ["--state-dir", str(v1.state), "status", "--json"])
+    assert '"pending": 3' in as_json.stdout
