@@ -6,6 +6,7 @@ migrations existed (schema 1) over tests/data/v1-images. Each test works on a co
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
@@ -415,3 +416,18 @@ def test_status_says_how_many_images_wait_for_their_metadata(v1: V1Copy) -> None
     assert "metadata: 3 images indexed before imgd kept it, waiting for their headers to be read" in result.stdout
     as_json = CliRunner().invoke(cli, ["--state-dir", str(v1.state), "status", "--json"])
     assert '"pending": 3' in as_json.stdout
+
+
+def test_the_saved_index_of_a_v1_catalog_is_still_served_after_the_upgrade(
+    v1: V1Copy, make_config, embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upgrade changes neither the catalog's identity nor its generation, so the index file stays valid."""
+    shutil.copyfile(DATA / "index-v1.faiss", v1.state / "index.faiss")
+    caplog.set_level(logging.INFO, logger="imgd")
+    lib = open_library(make_config(state_dir=v1.state), embedder)
+    try:
+        assert len(lib.index) == 3
+        assert "upgraded the catalog to schema 2" in caplog.text
+        assert "rebuilding the index" not in caplog.text and "brought the saved index" not in caplog.text
+    finally:
+        lib.close()

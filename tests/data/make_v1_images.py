@@ -3,8 +3,9 @@
     python tests/data/make_v1_images.py /tmp/imgd-v1/images
     imgd --state-dir /tmp/imgd-v1/state --model /work/cache/tiny-clip index /tmp/imgd-v1/images
 
-run with imgd at commit 1fecb1d (schema version 1), before migrations existed. The catalog and these
-images are copied into tests/data/; tests open copies of both.
+run with imgd at commit 1fecb1d (schema version 1), before migrations existed. The catalog (its WAL
+checkpointed into it), the index file that run saved (index-v1.faiss) and these images are kept in
+tests/data/; tests open copies of them.
 """
 
 from __future__ import annotations
