@@ -47,6 +47,7 @@ def _prefix_range(folder: str) -> tuple[bytes, bytes]:
     return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+_TYPE_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff", "heif": "heic"}  # what people type -> stored format
 _ORIENTATION_SQL = {"landscape": "m.width > m.height", "portrait": "m.width < m.height", "square": "m.width = m.height"}
 
 
@@ -438,8 +439,9 @@ class Catalog:
             content_sql.append("(" + " OR ".join("(m.make IS ? AND m.model IS ?)" for _ in cameras) + ")")
             content_args.extend(value for pair in cameras for value in pair)
         if where.types:
-            content_sql.append(f"m.format IN ({','.join('?' * len(where.types))})")
-            content_args.extend(where.types)
+            types = sorted({_TYPE_ALIASES.get(t.lower(), t.lower()) for t in where.types})
+            content_sql.append(f"m.format IN ({','.join('?' * len(types))})")
+            content_args.extend(types)
         if where.orientation is not None:
             content_sql.append(_ORIENTATION_SQL[where.orientation])
         if where.min_width is not None:
@@ -448,6 +450,12 @@ class Catalog:
         if where.min_height is not None:
             content_sql.append("m.height >= ?")
             content_args.append(where.min_height)
+        if where.min_side is not None:
+            content_sql.append("min(m.width, m.height) >= ?")
+            content_args.append(where.min_side)
+        if where.min_pixels is not None:
+            content_sql.append("m.width * m.height >= ?")
+            content_args.append(where.min_pixels)
         # A date is the EXIF one as text, else each file's mtime against the bound as an instant here.
         exif_dates: list[str] = []
         mtimes: list[str] = []

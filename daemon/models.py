@@ -135,7 +135,9 @@ class MediaFilter:
     taken_from: datetime | None = None  # inclusive, naive: compared with the wall-clock time taken
     taken_until: datetime | None = None  # exclusive
     camera: str | None = None  # substring of "make model", case-insensitive
-    types: tuple[str, ...] = ()  # file types as stored: "jpeg", "png", "heic", ...
+    types: tuple[str, ...] = ()  # "jpeg" (or "jpg"), "png", "heic" (or "heif"), "tiff" (or "tif"), "webp", ...
     orientation: str | None = None  # one of ORIENTATIONS
     min_width: int | None = None
     min_height: int | None = None
+    min_side: int | None = None  # the shorter side
+    min_pixels: int | None = None

@@ -130,6 +130,11 @@ def test_types_orientation_and_minimum_size(catalog: Catalog, library: dict[str,
     assert ids(catalog, min_width=3000) == sorted([library["canon"], library["phone"]])
     assert ids(catalog, min_width=3000, min_height=4001) == [library["phone"]]
     assert ids(catalog, types=("heic",), orientation="landscape") == []
+    assert ids(catalog, types=("JPG", "heif")) == sorted([library["canon"], library["phone"]])
+    assert ids(catalog, min_side=3024) == sorted([library["canon"], library["phone"]])
+    assert ids(catalog, min_side=3025) == [library["canon"]]
+    assert ids(catalog, min_pixels=12_192_768) == sorted([library["canon"], library["phone"]])
+    assert ids(catalog, min_pixels=12_192_769) == [library["canon"]]
 
 
 def test_contents_waiting_for_backfill_are_dated_by_mtime_and_match_no_camera(catalog: Catalog) -> None:
@@ -200,6 +205,10 @@ def reference(rows: list[Row], where: MediaFilter) -> list[int]:
             continue
         if where.min_width and m.width < where.min_width or where.min_height and m.height < where.min_height:
             continue
+        if where.min_side and min(m.width, m.height) < where.min_side:
+            continue
+        if where.min_pixels and m.width * m.height < where.min_pixels:
+            continue
         for path, mtime_ns, status in row.files:
             taken = datetime.fromisoformat(m.taken) if m.taken else datetime.fromtimestamp(mtime_ns // NS)
             if status != "ok":
@@ -250,6 +259,8 @@ def test_random_filters_select_what_the_reference_selects(catalog: Catalog) -> N
             orientation=rng.choice([None, None, "landscape", "portrait", "square"]),
             min_width=rng.choice([None, None, 20]),
             min_height=rng.choice([None, None, 30]),
+            min_side=rng.choice([None, None, None, 20]),
+            min_pixels=rng.choice([None, None, None, 400]),
         )
         assert catalog.content_ids_matching(where).tolist() == reference(rows, where), where
 

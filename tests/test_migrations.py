@@ -25,6 +25,7 @@ from imgd.daemon import migrations
 from imgd.daemon.catalog import MEDIA_VERSION, SCHEMA_VERSION, Catalog
 from imgd.daemon.errors import CatalogError
 from imgd.daemon.library import open_library, open_searcher
+from imgd.daemon.protocol import Options, SearchRequest, Term
 
 DATA = Path(__file__).parent / "data"
 V1_ROOT = "/tmp/imgd-v1/images"  # where the kept catalog's images were when it was made
@@ -82,6 +83,10 @@ def snapshot(path: Path) -> dict[str, object]:
             raw(path, "SELECT key, value FROM meta WHERE key IN ('generation', 'catalog_id', 'model', 'dim')")
         ),
     }
+
+
+def by_image(searcher, path: str, k: int) -> list[dict]:
+    return searcher.search(SearchRequest(terms=(Term("image", path),), options=Options(k=k)))
 
 
 class CountingEmbedder:
@@ -147,8 +152,8 @@ def test_a_reader_searches_an_unmigrated_catalog_and_says_why_filters_wait(v1: V
 
     searcher = open_searcher(make_config(state_dir=v1.state), lambda name: embedder)
     try:
-        hits = searcher.query(4, image=v1.image("rotated.jpg"))
-        assert hits[0].path == v1.image("rotated.jpg") and hits[0].score == pytest.approx(1.0, abs=1e-2)
+        hits = by_image(searcher, v1.image("rotated.jpg"), 4)
+        assert hits[0]["path"] == v1.image("rotated.jpg") and hits[0]["score"] == pytest.approx(1.0, abs=1e-2)
     finally:
         searcher.catalog.close()
     assert raw(v1.catalog, "SELECT value FROM meta WHERE key = 'schema_version'") == [("1",)]
@@ -197,7 +202,7 @@ def test_a_step_that_fails_midway_leaves_the_catalog_at_the_previous_version(
     assert snapshot(v1.catalog) == before
     searcher = open_searcher(make_config(state_dir=v1.state), lambda name: embedder)  # still usable
     try:
-        assert searcher.query(1, image=v1.image("plain.png"))[0].path == v1.image("plain.png")
+        assert by_image(searcher, v1.image("plain.png"), 1)[0]["path"] == v1.image("plain.png")
     finally:
         searcher.catalog.close()
 
