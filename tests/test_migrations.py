@@ -179,6 +179,19 @@ def test_a_catalog_from_a_newer_imgd_is_refused_and_left_alone(v1: V1Copy, reado
     assert v1.catalog.read_bytes() == before
 
 
+def test_imgd_refuses_a_newer_catalog_in_one_sentence(v1: V1Copy, tiny_model: Path) -> None:
+    conn = sqlite3.connect(v1.catalog)
+    with conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+    args = ["--state-dir", str(v1.state), "--model", str(tiny_model), "--device", "cpu"]
+    for command in (["status"], ["index", str(v1.images)]):
+        result = CliRunner().invoke(cli, [*args, *command])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.count("\n") == 1 and "newer imgd (schema 99" in result.stderr, result.stderr
+        assert "Traceback" not in result.output
+
+
 def test_a_step_that_fails_midway_leaves_the_catalog_at_the_previous_version(
     v1: V1Copy, monkeypatch: pytest.MonkeyPatch, make_config, embedder
 ) -> None:
