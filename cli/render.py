@@ -26,7 +26,7 @@ def json_text(value: object) -> str:
     return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
-HIT_FIELDS = ("rank", "score", "path", "id", "size", "width", "height", "taken", "taken_source", "camera")
+HIT_FIELDS = ("rank", "score", "path", "id", "size", "width", "height", "type", "taken", "taken_source", "camera")
 
 
 def _hit(hit: Mapping[str, Any]) -> dict[str, Any]:

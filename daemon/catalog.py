@@ -305,58 +305,6 @@ class Catalog:
             paths.sort(key=os.fsencode)  # the order of the stored bytes, for names that are not UTF-8
         return found
 
-    def select_contents(
-        self,
-        folders: tuple[str, ...] = (),
-        extensions: tuple[str, ...] = (),
-        orientation: str | None = None,
-        min_width: int = 0,
-        min_height: int = 0,
-        min_side: int = 0,
-        min_pixels: int = 0,
-    ) -> np.ndarray:
-        """Ids of contents with a live path that passes every condition given (a query's filters)."""
-        where, params = ["f.status = 'ok'"], []
-        if folders:
-            ranges = [_prefix_range(folder) for folder in folders]
-            where.append("(" + " OR ".join("(f.path >= ? AND f.path < ?)" for _ in ranges) + ")")
-            params += [bound for pair in ranges for bound in pair]
-        if extensions:
-            where.append("(" + " OR ".join("lower(CAST(f.path AS TEXT)) LIKE ?" for _ in extensions) + ")")
-            params += [f"%{ext}" for ext in extensions]
-        if orientation == "landscape":
-            where.append("c.width > c.height")
-        elif orientation == "portrait":
-            where.append("c.width < c.height")
-        elif orientation == "square":
-            where.append("c.width = c.height")
-        for condition, value in (
-            ("c.width >= ?", min_width),
-            ("c.height >= ?", min_height),
-            ("min(c.width, c.height) >= ?", min_side),
-            ("c.width * c.height >= ?", min_pixels),
-        ):
-            if value:
-                where.append(condition)
-                params.append(value)
-        sql = f"SELECT DISTINCT c.id FROM contents c JOIN files f ON f.content_id = c.id WHERE {' AND '.join(where)}"
-        return np.fromiter((row[0] for row in self.conn.execute(sql, params)), dtype=np.int64)
-
-    def describe_files(self, paths: Iterable[str]) -> dict[str, dict[str, object]]:
-        """What a result line shows beside its path: file size, upright width and height."""
-        keys = [_key(p) for p in dict.fromkeys(paths)]
-        found: dict[str, dict[str, object]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start : start + 500]
-            rows = self.conn.execute(
-                "SELECT f.path, f.size, f.mtime_ns, c.width, c.height FROM files f JOIN contents c "
-                f"ON c.id = f.content_id WHERE f.path IN ({','.join('?' * len(chunk))})",
-                chunk,
-            )
-            for path, size, mtime_ns, width, height in rows:
-                found[os.fsdecode(path)] = {"size": size, "mtime": mtime_ns / 1e9, "width": width, "height": height}
-        return found
-
     def vector(self, content_id: int) -> np.ndarray | None:
         row = self.conn.execute("SELECT vector FROM contents WHERE id = ?", (content_id,)).fetchone()
         return np.frombuffer(row[0], dtype=np.float16).astype(np.float32) if row else None

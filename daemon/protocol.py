@@ -21,15 +21,7 @@ MAX_K = 1000
 MAX_TERMS = 32
 ORIENTATIONS = ("landscape", "portrait", "square")
 SORTS = ("score", "date", "path")
-FILE_TYPES = {  # what --type accepts -> the extensions it stands for
-    "jpg": (".jpg", ".jpeg", ".jpe"),
-    "png": (".png",),
-    "webp": (".webp",),
-    "gif": (".gif",),
-    "bmp": (".bmp",),
-    "tiff": (".tif", ".tiff"),
-    "heic": (".heic", ".heif"),
-}
+FILE_TYPES = ("jpg", "png", "webp", "gif", "bmp", "tiff", "heic")  # what --type accepts
 _TYPE_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "tif": "tiff", "heif": "heic"}
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
 
@@ -133,9 +125,6 @@ class Filters:
     @property
     def active(self) -> bool:
         return self != Filters()
-
-    def extensions(self) -> tuple[str, ...]:
-        return tuple(ext for key in self.types for ext in FILE_TYPES[key])
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ daemon and in the direct path alike, so both give the same answer to the same re
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import threading
 from collections import OrderedDict
@@ -20,7 +21,8 @@ from .config import Config
 from .embedder import Embedder
 from .errors import CatalogError, ImageReadError
 from .index import VectorIndex
-from .protocol import Filters, Options, RequestError, SearchRequest, SimilarRequest, Term
+from .models import MediaFilter
+from .protocol import Filters, Options, SearchRequest, SimilarRequest, Term
 from .scanner import is_under
 
 AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
@@ -52,9 +54,30 @@ def auto_cut_threshold(background: np.ndarray) -> float:
 
 def path_passes(filters: Filters, path: str) -> bool:
     """The per-path part of a filter: a content may have one copy inside --in and one outside."""
-    if filters.folders and not any(is_under(path, folder) for folder in filters.folders):
-        return False
-    return not filters.types or path.lower().endswith(filters.extensions())
+    return not filters.folders or any(is_under(path, folder) for folder in filters.folders)
+
+
+def media_filter(filters: Filters) -> MediaFilter:
+    """The catalog's form of a request's filters (dates as the first instant of their day)."""
+
+    def day(text: str | None) -> dt.datetime | None:
+        return dt.datetime.fromisoformat(text) if text else None
+
+    def at_least(value: int) -> int | None:
+        return value or None
+
+    return MediaFilter(
+        folders=filters.folders,
+        taken_from=day(filters.after),
+        taken_until=day(filters.before),
+        camera=filters.camera,
+        types=filters.types,
+        orientation=filters.orientation,
+        min_width=at_least(filters.min_width),
+        min_height=at_least(filters.min_height),
+        min_side=at_least(filters.min_side),
+        min_pixels=at_least(filters.min_pixels),
+    )
 
 
 class Searcher:
@@ -70,7 +93,7 @@ class Searcher:
         self._embedder_lock = threading.Lock()
         self._local = threading.local()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._filter_cache: OrderedDict[tuple[Filters, int], np.ndarray] = OrderedDict()
+        self._filter_cache: OrderedDict[tuple[Filters, int, int | None], np.ndarray] = OrderedDict()
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
 
@@ -161,23 +184,14 @@ class Searcher:
         the words of a query far more often than its filters."""
         if not filters.active:
             return None
-        if filters.after or filters.before or filters.camera:
-            raise RequestError("--after, --before and --camera need per-image metadata, which this catalog lacks yet.")
         catalog = self.catalog
-        key = (filters, catalog.generation)
+        # Backfilled metadata changes what a filter selects without a new generation: count it in.
+        key = (filters, catalog.generation, catalog.media_backlog_count())
         with self._cache_lock:
             if key in self._filter_cache:
                 self._filter_cache.move_to_end(key)
                 return self._filter_cache[key]
-        ids = catalog.select_contents(
-            folders=filters.folders,
-            extensions=filters.extensions(),
-            orientation=filters.orientation,
-            min_width=filters.min_width,
-            min_height=filters.min_height,
-            min_side=filters.min_side,
-            min_pixels=filters.min_pixels,
-        )
+        ids = catalog.content_ids_matching(media_filter(filters))
         with self._cache_lock:
             self._filter_cache[key] = ids
             while len(self._filter_cache) > FILTER_CACHE:
@@ -243,14 +257,28 @@ class Searcher:
             fetch *= 4
 
     def _present(self, hits: list[tuple[float, str, int]], sort: str) -> list[dict[str, Any]]:
-        details = self.catalog.describe_files(path for _, path, _ in hits)
+        """Result rows: score, path, content id and what the catalog knows of the file."""
+        catalog = self.catalog
+        # An older catalog opened read-only (the direct path) holds no metadata until a writer upgrades it.
+        details = catalog.media_for(path for _, path, _ in hits) if catalog.schema_version >= 2 else {}
         rows = []
         for score, path, content_id in hits:
             row: dict[str, Any] = {"score": round(min(1.0, max(-1.0, score)), 6), "path": path, "id": content_id}
-            row.update(details.get(path, {}))
+            meta = details.get(path)
+            if meta is not None:
+                camera = " ".join(part for part in (meta.make, meta.model) if part) or None
+                row.update(
+                    size=meta.size,
+                    width=meta.width,
+                    height=meta.height,
+                    type=meta.file_type,
+                    taken=meta.taken,
+                    taken_source=meta.taken_source,
+                    camera=camera,
+                )
             rows.append(row)
         if sort == "path":
             rows.sort(key=lambda r: os.fsencode(r["path"]))
-        elif sort == "date":
-            rows.sort(key=lambda r: (r.get("taken") or "", r.get("mtime") or 0.0))
+        elif sort == "date":  # oldest first; the wall-clock time taken, as the filters compare it
+            rows.sort(key=lambda r: (r.get("taken") or "")[:19])
         return [{"rank": rank, **row} for rank, row in enumerate(rows, 1)]

@@ -176,3 +176,75 @@ def test_an_unreadable_image_term_is_exit_2(runner, base_args, library, tmp_path
     result = runner.invoke(cli, [*base_args, "search", "--direct", "--like", str(broken)])
     assert result.exit_code == 2
     assert "broken.jpg: not a recognised image format" in result.output
+
+
+# -- filters on metadata: taken date and camera ---------------------------------------------------
+
+
+@pytest.fixture
+def dated(runner, base_args, tmp_path) -> Path:
+    """Six photos: three cameras, dates across 2021-2023 (one undated, whose file mtime is 2022-07-01)."""
+    from test_metadata import exif_bytes
+
+    pics = tmp_path / "dated"
+    shots = [
+        ("a.jpg", "2021:05:01 10:00:00", "Canon", "EOS R5"),
+        ("b.jpg", "2022:01:15 08:30:00", "Canon", "EOS R5"),
+        ("c.jpg", "2022:12:31 23:59:59", "Google", "Pixel 7"),
+        ("d.jpg", "2023:03:03 12:00:00", "Google", "Pixel 7"),
+        ("e.jpg", "2023:11:11 11:11:11", "FUJIFILM", "X-T4"),
+    ]
+    for i, (name, taken, make, model) in enumerate(shots):
+        write_image(pics / name, seed=300 + i, exif=exif_bytes(taken=taken, make=make, model=model))
+    undated = write_image(pics / "f.png", seed=310)
+    stamp = 1656676800  # 2022-07-01 12:00 UTC
+    os.utime(undated, (stamp, stamp))
+    result = runner.invoke(cli, [*base_args, "index", str(pics)])
+    assert result.exit_code == 0, result.output
+    return pics
+
+
+def names(hits: list[dict]) -> set[str]:
+    return {Path(h["path"]).name for h in hits}
+
+
+def test_date_filters_use_the_exif_date_else_the_file_time(runner, base_args, dated):
+    cases = [
+        (["--after", "2022"], {"b.jpg", "c.jpg", "d.jpg", "e.jpg", "f.png"}),
+        (["--after", "2022", "--before", "2023"], {"b.jpg", "c.jpg", "f.png"}),
+        (["--before", "2022-01-15"], {"a.jpg"}),
+        (["--after", "2022-06", "--before", "2022-08"], {"f.png"}),
+        (["--after", "2023-11-11"], {"e.jpg"}),
+    ]
+    for args, expected in cases:
+        code, hits, _ = search(runner, base_args, "-k", "10", "a photo", *args)
+        assert code == 0 and names(hits) == expected, (args, names(hits))
+
+
+def test_camera_matches_make_or_model_case_insensitively(runner, base_args, dated):
+    for needle, expected in [("canon", {"a.jpg", "b.jpg"}), ("PIXEL", {"c.jpg", "d.jpg"}), ("x-t4", {"e.jpg"})]:
+        _, hits, _ = search(runner, base_args, "-k", "10", "--camera", needle, "a photo")
+        assert names(hits) == expected, needle
+    code, hits, _ = search(runner, base_args, "--camera", "Nikon", "a photo")
+    assert (code, hits) == (1, [])
+
+
+def test_results_carry_their_date_camera_and_type_and_sort_by_date(runner, base_args, dated):
+    _, hits, _ = search(runner, base_args, "-k", "10", "--sort", "date", "a photo")
+    assert [Path(h["path"]).name for h in hits] == ["a.jpg", "b.jpg", "f.png", "c.jpg", "d.jpg", "e.jpg"]
+    first = hits[0]
+    assert (first["taken"], first["taken_source"], first["camera"], first["type"]) == (
+        "2021-05-01T10:00:00",
+        "exif",
+        "Canon EOS R5",
+        "jpeg",
+    )
+    undated = next(h for h in hits if h["path"].endswith("f.png"))
+    assert undated["taken_source"] == "mtime" and undated["camera"] is None and undated["type"] == "png"
+
+
+def test_metadata_filters_combine_with_the_others(runner, base_args, dated):
+    _, hits, _ = search(runner, base_args, "-k", "10", "--camera", "canon", "--after", "2022", "--type", "jpg", "x")
+    assert names(hits) == {"b.jpg"}
+    _, hits, _ = search(runner, base_args, "-k", "10", "--type", "png", "--before", "2023", "x")
+    assert names(hits) == {"f.png"}
