@@ -32,6 +32,7 @@ from common import log, machine_line, percentile  # noqa: E402
 from imgd.daemon import config as config_module  # noqa: E402
 from imgd.daemon.catalog import Catalog  # noqa: E402
 from imgd.daemon.index import VectorIndex  # noqa: E402
+from imgd.daemon.models import ImageMeta  # noqa: E402
 from imgd.daemon.protocol import Filters, Options  # noqa: E402
 from imgd.daemon.query import Searcher  # noqa: E402
 
@@ -67,7 +68,8 @@ def build(state: Path, pics: Path, count: int) -> np.ndarray:
                 path = folder / f"img{i:07d}.jpg"
                 path.touch()
                 width, height = (400, 300) if i % 20 else (300, 400)  # 5% portrait
-                content = catalog.add_content(f"synthetic-{i}", vector, width, height)
+                meta = ImageMeta("jpeg", width, height, f"20{10 + i % 15}:06:01 12:00:00", None, "Canon", "EOS")
+                content = catalog.add_content(f"synthetic-{i}", vector, width, height, meta)
                 catalog.set_file(str(path), 0, 0, content)
         if start % 200_000 == 0:
             log(f"  catalog: {start + len(vectors)} / {count}")
@@ -104,6 +106,8 @@ def main() -> None:
             "--in tiny (0.05%)": Filters(folders=(str(pics / "tiny"),)),
             "--portrait (5%)": Filters(orientation="portrait"),
             "--in five --portrait (0.25%)": Filters(folders=(str(pics / "five"),), orientation="portrait"),
+            "--after 2020 --before 2021 (6.7%)": Filters(after="2020", before="2021"),
+            "--camera canon (100%)": Filters(camera="canon"),
             "no filter": Filters(),
         }
         print(

@@ -341,6 +341,11 @@ class Catalog:
 
     # -- image metadata (schema 2) ---------------------------------------------------------------
 
+    def state(self) -> tuple[int, int]:
+        """(generation, media_generation) in one read: what a cached filter result depends on."""
+        found = dict(self.conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'media_generation')"))
+        return int(found.get("generation", 0)), int(found.get("media_generation", 0))
+
     def media_backlog_count(self) -> int | None:
         """Contents whose metadata is not read yet (None: the catalog predates metadata)."""
         if self.schema_version < 2:
@@ -509,7 +514,12 @@ class Catalog:
         return content_id
 
     def set_media(self, content_id: int, meta: ImageMeta) -> None:
-        """Record what a content's bytes say; the index is unaffected, so the generation stays."""
+        """Record what a content's bytes say; the index is unaffected, so the generation stays, but what a
+        filter selects may change: media_generation counts that."""
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('media_generation', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
         self.conn.execute(
             "UPDATE media SET version = ?, format = ?, width = ?, height = ?, taken = ?, taken_offset = ?, "
             "make = ?, model = ?, lens = ?, latitude = ?, longitude = ? WHERE content_id = ?",

@@ -93,7 +93,7 @@ class Searcher:
         self._embedder_lock = threading.Lock()
         self._local = threading.local()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._filter_cache: OrderedDict[tuple[Filters, int, int | None], np.ndarray] = OrderedDict()
+        self._filter_cache: OrderedDict[tuple[Filters, int, int], np.ndarray] = OrderedDict()
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
 
@@ -185,8 +185,8 @@ class Searcher:
         if not filters.active:
             return None
         catalog = self.catalog
-        # Backfilled metadata changes what a filter selects without a new generation: count it in.
-        key = (filters, catalog.generation, catalog.media_backlog_count())
+        # Backfilled metadata changes what a filter selects without a new generation: the state counts both.
+        key = (filters, *catalog.state())
         with self._cache_lock:
             if key in self._filter_cache:
                 self._filter_cache.move_to_end(key)

@@ -248,3 +248,27 @@ def test_metadata_filters_combine_with_the_others(runner, base_args, dated):
     assert names(hits) == {"b.jpg"}
     _, hits, _ = search(runner, base_args, "-k", "10", "--type", "png", "--before", "2023", "x")
     assert names(hits) == {"f.png"}
+
+
+def test_a_cached_filter_sees_metadata_read_after_it(make_config, embedder, tmp_path):
+    """Backfill changes what --camera selects without touching the index: the filter cache must notice."""
+    from imgd.daemon.library import open_library, open_searcher
+    from imgd.daemon.protocol import Filters, Options
+    from test_metadata import exif_bytes
+
+    pics = tmp_path / "cams"
+    for i in range(3):
+        write_image(pics / f"{i}.jpg", seed=i, exif=exif_bytes(make="Canon", model="EOS R5"))
+    library = open_library(make_config(), embedder)
+    try:
+        library.engine.reconcile([str(pics)])
+        library.engine.save_index()
+        with library.catalog.transaction():  # as a catalog from before metadata: rows waiting for backfill
+            library.catalog.conn.execute("UPDATE media SET version = 0, make = NULL, model = NULL")
+        searcher = open_searcher(library.config, lambda name: embedder)
+        canon = Options(k=5, filters=Filters(camera="canon"))
+        assert searcher.run(embedder.encode_texts(["x"])[0], canon) == []
+        library.engine.backfill_media()
+        assert len(searcher.run(embedder.encode_texts(["x"])[0], canon)) == 3
+    finally:
+        library.close()
