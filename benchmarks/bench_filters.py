@@ -50,15 +50,13 @@ def folder_of(i: int, count: int) -> str:
     return "rest"
 
 
-def build(state: Path, pics: Path, count: int) -> np.ndarray:
+def build(state: Path, pics: Path, count: int) -> None:
     mixture = Mixture(dim=DIM, centres=max(10, count // 300))
     catalog = Catalog(state / "catalog.db")
     catalog.ensure_model("synthetic", DIM)
-    all_vectors = np.empty((count, DIM), dtype=np.float32)
     chunk = 20_000
     for start in range(0, count, chunk):
         vectors = mixture.sample(min(chunk, count - start), seed=start)
-        all_vectors[start : start + len(vectors)] = vectors
         with catalog.transaction():
             for offset, vector in enumerate(vectors):
                 i = start + offset
@@ -74,7 +72,6 @@ def build(state: Path, pics: Path, count: int) -> np.ndarray:
         if start % 200_000 == 0:
             log(f"  catalog: {start + len(vectors)} / {count}")
     catalog.close()
-    return all_vectors
 
 
 def main() -> None:
@@ -82,20 +79,26 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1_000_000)
     parser.add_argument("--queries", type=int, default=50)
     parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--keep", type=Path, help="Build the library here once and reuse it on later runs.")
     args = parser.parse_args()
     print(machine_line())
     (ROOT / "benchmarks" / "out").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=ROOT / "benchmarks" / "out") as tmp:
-        state, pics = Path(tmp) / "state", Path(tmp) / "pics"
-        started = time.perf_counter()
-        vectors = build(state, pics, args.count)
-        log(f"built catalog and {args.count} files in {time.perf_counter() - started:.0f}s")
+        where = (args.keep or Path(tmp)).resolve()
+        state, pics = where / "state", where / "pics"
         config = config_module.load(None, {"state_dir": state, "model": "synthetic"}, env={})
-        catalog = Catalog(config.catalog_path)
         started = time.perf_counter()
-        index = VectorIndex.build(catalog, DIM)
+        if not config.index_path.exists():
+            build(state, pics, args.count)
+            log(f"built catalog and {args.count} files in {time.perf_counter() - started:.0f}s")
+        catalog = Catalog(config.catalog_path)
+        vectors = np.vstack([chunk for _, chunk in catalog.iter_vectors()])
+        started = time.perf_counter()
+        index = VectorIndex.load_verified(config.index_path, catalog, DIM)
         index.exact_limit = min(40_000, args.count)
         index.rebuild_if_due()  # IVF above exact_limit, as the daemon has it
+        if args.keep:
+            index.save(config.index_path)
         catalog.close()
         log(f"index: {index.describe()} in {time.perf_counter() - started:.0f}s")
         searcher = Searcher(config, index, lambda: None)  # type: ignore[arg-type,return-value]
