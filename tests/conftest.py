@@ -32,6 +32,16 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_clip(tmp_path_factory.mktemp("model") / "tiny-clip")
 
 
+SHAPES_MODEL = Path(__file__).parent / "models" / "shapes-clip"
+
+
+@pytest.fixture(scope="session")
+def shapes_model() -> Path:
+    """The committed tiny CLIP that knows tests/shapekit.py's colours and shapes (benchmarks/train_shapes.py)."""
+    assert (SHAPES_MODEL / "model.safetensors").is_file(), f"{SHAPES_MODEL} is missing; see benchmarks/train_shapes.py"
+    return SHAPES_MODEL
+
+
 @pytest.fixture(scope="session")
 def embedder(tiny_model: Path):
     from imgd.daemon.embedder import load_embedder
