@@ -46,8 +46,94 @@ class UserError(click.ClickException):
     exit_code = EXIT_ERROR
 
 
+OPTIONS_KEY = "imgd.options"  # ctx.meta: the global options given so far, at any level
+VERBOSITY_KEY = "imgd.verbosity"
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Record a global option wherever it was written; one given after the subcommand wins."""
+    if value is not None and param.name:
+        ctx.meta.setdefault(OPTIONS_KEY, {})[param.name] = value
+
+
+def _count(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    sign = -1 if param.name == "quiet" else 1
+    ctx.meta[VERBOSITY_KEY] = ctx.meta.get(VERBOSITY_KEY, 0) + sign * (value or 0)
+
+
+def global_options() -> list[click.Option]:
+    """The options every command takes, before or after its name; new Option objects per command."""
+    common: dict[str, Any] = {"expose_value": False}
+    return [
+        click.Option(
+            ["--config", "config_file"],
+            type=click.Path(dir_okay=False),
+            help="Config file (env IMGD_CONFIG).",
+            callback=_remember,
+            **common,
+        ),
+        click.Option(
+            ["--state-dir", "state_dir"],
+            type=click.Path(file_okay=False),
+            help="Where the catalog and index live (env IMGD_STATE_DIR).",
+            callback=_remember,
+            **common,
+        ),
+        click.Option(
+            ["--model", "model"],
+            help="CLIP model name or local folder (env IMGD_MODEL; default: the catalog's, else clip-ViT-B-32).",
+            callback=_remember,
+            **common,
+        ),
+        click.Option(
+            ["--device", "device"],
+            type=click.Choice(["auto", "cpu", "cuda"]),
+            help="Where the model runs (default auto).",
+            callback=_remember,
+            **common,
+        ),
+        click.Option(
+            ["-v", "--verbose", "verbose"],
+            count=True,
+            help="More log lines (repeat for more).",
+            callback=_count,
+            **common,
+        ),
+        click.Option(
+            ["-q", "--quiet", "quiet"],
+            count=True,
+            help="Only results and errors: no progress bar, summary or notes.",
+            callback=_count,
+            **common,
+        ),
+    ]
+
+
+def add_global_options(command: click.Command) -> None:
+    """Give `command` the global options it lacks; an option whose name it already uses is left out."""
+    taken = {opt for param in command.params for opt in (*param.opts, *param.secondary_opts)}
+    names = {param.name for param in command.params}
+    for option in global_options():
+        if option.name not in names and not taken & {*option.opts, *option.secondary_opts}:
+            command.params.append(option)
+
+
 class ImgdGroup(click.Group):
-    """Turns every ImgdError raised below into one line on stderr: the single place this happens."""
+    """The group every imgd command hangs from: global options everywhere, ImgdError as one line.
+
+    Each command added (subgroups' commands too: they are ImgdGroups) gets the global options, so
+    `imgd index DIR --model M` works like `imgd --model M index DIR` without each command asking.
+    """
+
+    group_class = type  # `@group.group()` makes another ImgdGroup
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        add_global_options(self)
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        add_global_options(cmd)
+        super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -57,6 +143,11 @@ class ImgdGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("imgd: interrupted", err=True)
             ctx.exit(130)
+
+
+def options(ctx: click.Context) -> dict[str, Any]:
+    """The global options given anywhere on the command line so far (config_file, state_dir, model, device)."""
+    return ctx.meta.setdefault(OPTIONS_KEY, {})
 
 
 def setup_logging(verbosity: int, daemon: bool = False) -> None:
@@ -77,41 +168,35 @@ def setup_logging(verbosity: int, daemon: bool = False) -> None:
 
 
 def get_config(ctx: click.Context, **flags: Any) -> Config:
-    options = dict(ctx.obj or {})
-    options.update({k: v for k, v in flags.items() if v is not None})
-    config_file = options.pop("config_file", None)
-    options.pop("verbosity", None)
-    return config_module.load(config_file, options)
+    values = dict(options(ctx))
+    values.update({k: v for k, v in flags.items() if v is not None})
+    config_file = values.pop("config_file", None)
+    return config_module.load(config_file, values)
 
 
 @click.group(cls=ImgdGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Config file (env IMGD_CONFIG).")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False),
-    help="Where the catalog and index live (env IMGD_STATE_DIR).",
-)
-@click.option("--model", help="CLIP model name or local folder (env IMGD_MODEL; default clip-ViT-B-32).")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), help="Where the model runs (default auto).")
-@click.option("-v", "--verbose", "verbose", count=True, help="More log lines (repeat for debug).")
-@click.option("-q", "--quiet", "quiet", count=True, help="Fewer log lines.")
 @click.pass_context
-def cli(
-    ctx: click.Context,
-    config_file: str | None,
-    state_dir: str | None,
-    model: str | None,
-    device: str | None,
-    verbose: int,
-    quiet: int,
-) -> None:
-    """imgd: semantic image search over your photo folders."""
-    ctx.obj = {"config_file": config_file, "state_dir": state_dir, "model": model, "device": device}
-    ctx.meta["verbosity"] = verbose - quiet
+def cli(ctx: click.Context) -> None:
+    """imgd: semantic image search over your photo folders.
+
+    The options below work on every command, before or after its name.
+    """
+    ctx.obj = options(ctx)  # the same dict: options given after the subcommand land in it too
 
 
-def _verbosity(ctx: click.Context, quiet: bool = False) -> int:
-    return ctx.find_root().meta.get("verbosity", 0) - (1 if quiet else 0)
+def _verbosity(ctx: click.Context) -> int:
+    return ctx.meta.get(VERBOSITY_KEY, 0)
+
+
+def _quiet(ctx: click.Context) -> bool:
+    """-q (anywhere, or `index --quiet`): only results and errors."""
+    return _verbosity(ctx) < 0
+
+
+def note(ctx: click.Context, text: str) -> None:
+    """One informational line on stderr, unless quiet."""
+    if not _quiet(ctx):
+        click.echo(f"imgd: {text}", err=True)
 
 
 def _load_embedder(config: Config, name: str | None = None) -> Any:
@@ -127,11 +212,13 @@ def _load_embedder(config: Config, name: str | None = None) -> Any:
 @click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--reembed", is_flag=True, help="Re-embed everything with the current model (after changing --model).")
 @click.option("--rebuild", is_flag=True, help="Set a damaged catalog aside and index the folders anew.")
-@click.option("--quiet", "quiet_flag", is_flag=True, help="No progress bar and no summary line.")
 @click.pass_context
-def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild: bool, quiet_flag: bool) -> None:
-    """Index FOLDERS once: add new images, re-embed changed ones, drop deleted ones."""
-    setup_logging(_verbosity(ctx, quiet_flag))
+def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild: bool) -> None:
+    """Index FOLDERS once: add new images, re-embed changed ones, drop deleted ones.
+
+    On a terminal it shows a progress bar; it ends with a summary line; -q/--quiet shows neither.
+    """
+    setup_logging(_verbosity(ctx))
     for folder in folders:
         if not folder.is_dir():
             problem = "not a folder" if folder.exists() else "no such folder"
@@ -144,7 +231,7 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
     library = open_library(config, embedder, reembed=reembed, rebuild=rebuild)
     bar = None
     try:
-        show_bar = not quiet_flag and sys.stderr.isatty()
+        show_bar = not _quiet(ctx) and sys.stderr.isatty()
         on_total: Callable[[int], None] | None = None
         progress: Callable[[int], None] | None = None
         if show_bar:
@@ -172,7 +259,7 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         if bar is not None:
             bar.close()
         library.close()
-    if not quiet_flag:
+    if not _quiet(ctx):
         click.echo(render.summary_line(summary, time.monotonic() - started), err=True)
 
 
@@ -410,7 +497,7 @@ def failed_command(ctx: click.Context, as_json: bool) -> None:
     for row in rows:
         click.echo(f"{display_path(row['path'])}: {row['error']}")
     if not rows:
-        click.echo("imgd: no failed files.", err=True)
+        note(ctx, "no failed files.")
 
 
 @cli.command("config")
@@ -453,9 +540,8 @@ def service_install(ctx: click.Context, print_only: bool, unit_dir: Path | None)
     """Write ~/.config/systemd/user/imgd.service for this installation."""
     from imgd.daemon.unit import install_unit, render_unit
 
-    root = ctx.find_root()
-    config_file = root.obj.get("config_file") if root.obj else None
-    text = render_unit(sys.argv[0], config_file, root.obj.get("state_dir") if root.obj else None)
+    given = options(ctx)
+    text = render_unit(sys.argv[0], given.get("config_file"), given.get("state_dir"))
     if print_only:
         click.echo(text, nl=False)
         return

@@ -6,6 +6,7 @@ import json
 import signal
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import write_image
@@ -191,3 +192,58 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
         assert "daemon: running" in text and "search: exact over 6 vectors" in text
     finally:
         assert daemon.stop(signal.SIGTERM) == 0
+
+
+# -- global options and quiet --------------------------------------------------------------
+
+GLOBAL_OPTIONS = {"--config", "--state-dir", "--model", "--device", "-v", "--verbose", "-q", "--quiet"}
+
+
+def every_command(group: click.Group, path: tuple[str, ...] = ()):
+    yield path, group
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from every_command(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_command_takes_the_global_options():
+    commands = dict(every_command(cli))
+    assert {("index",), ("search",), ("run",), ("status",), ("failed",), ("service", "install")} <= set(commands)
+    for path, command in commands.items():
+        opts = {opt for param in command.params for opt in param.opts}
+        assert opts >= GLOBAL_OPTIONS, f"imgd {' '.join(path)} lacks {sorted(GLOBAL_OPTIONS - opts)}"
+
+
+def test_global_options_work_after_the_subcommand(runner, state_dir, tiny_model, tmp_path):
+    pics = tmp_path / "pics"
+    for i in range(3):
+        write_image(pics / f"img{i}.jpg", seed=i)
+
+    indexed = runner.invoke(
+        cli, ["index", str(pics), "--model", str(tiny_model), "--state-dir", str(state_dir), "--device", "cpu", "-v"]
+    )
+    status = runner.invoke(
+        cli, ["--state-dir", str(tmp_path / "elsewhere"), "status", "--json", "--state-dir", str(state_dir)]
+    )
+    missing = runner.invoke(cli, ["status", "--config", str(tmp_path / "missing.toml")])
+
+    assert indexed.exit_code == 0, indexed.output
+    assert "3 added" in indexed.stderr and f"imgd: indexed {pics / 'img0.jpg'}" in indexed.stderr  # -v: per file
+    assert json.loads(status.stdout)["counts"]["files"] == 3  # the option after the subcommand wins
+    assert missing.exit_code == 2 and "config file not found" in missing.stderr
+
+
+def test_quiet_anywhere_silences_the_summary_like_index_quiet(runner, base_args, tmp_path):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    (pics / "broken.png").write_bytes(b"not a png")
+
+    for quiet in (["-q", "index"], ["index", "-q"], ["index", "--quiet"], ["--quiet", "index"]):
+        result = runner.invoke(cli, [*base_args, *quiet, str(pics)])
+        assert result.exit_code == 0 and result.output == "", (quiet, result.output)
+    failed = runner.invoke(cli, [*base_args, "failed", "-q"])
+    none_failed = runner.invoke(cli, ["--state-dir", str(tmp_path / "empty"), "failed", "-q"])
+    assert failed.stdout.startswith(str(pics / "broken.png"))  # results still print
+    assert none_failed.exit_code == 0 and none_failed.output == ""
