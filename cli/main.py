@@ -223,8 +223,9 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         if not folder.is_dir():
             problem = "not a folder" if folder.exists() else "no such folder"
             raise UserError(f"{display_path(str(folder))}: {problem}; give the folders that hold your images.")
-    config = get_config(ctx)
-    from imgd.daemon.library import open_library
+    from imgd.daemon.library import open_library, with_catalog_model
+
+    config = with_catalog_model(get_config(ctx))
 
     started = time.monotonic()
     embedder = _load_embedder(config)
@@ -515,16 +516,31 @@ def config_command(ctx: click.Context, defaults: bool) -> None:
 @click.argument("folders", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @click.pass_context
 def run(ctx: click.Context, folders: tuple[Path, ...]) -> None:
-    """Run the daemon in the foreground: watch FOLDERS (and [watch] paths) and keep the index fresh."""
+    """Run the daemon in the foreground: watch FOLDERS and [watch] paths, and keep the index fresh.
+
+    [watch] paths defaults to your pictures folder (XDG_PICTURES_DIR, else ~/Pictures), used only when
+    no FOLDERS are given.
+    """
     setup_logging(_verbosity(ctx) + 1, daemon=True)
-    config = get_config(ctx)
+    from imgd.daemon.library import with_catalog_model
     from imgd.daemon.service import run_daemon
 
-    roots = tuple(dict.fromkeys([*config.watch_paths, *folders]))
+    config = with_catalog_model(get_config(ctx))
+    roots = watch_roots(config, folders)
     if not roots:
-        raise UserError("no folders to watch; pass them as arguments or set [watch] paths in the config.")
+        raise UserError(
+            "no folders to watch; pass them as arguments or set [watch] paths in the config "
+            "(the default, your pictures folder, does not exist)."
+        )
     code = run_daemon(config, roots, _load_embedder)
     ctx.exit(code)
+
+
+def watch_roots(config: Config, folders: tuple[Path, ...]) -> tuple[Path, ...]:
+    """The folders given, plus [watch] paths when set; the default (the pictures folder) only when none are."""
+    if folders and "watch_paths" not in config.given:
+        return tuple(dict.fromkeys(folders))
+    return tuple(dict.fromkeys([*config.watch_paths, *folders]))
 
 
 @cli.group()
@@ -533,23 +549,47 @@ def service() -> None:
 
 
 @service.command("install")
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--print", "print_only", is_flag=True, help="Print the unit instead of writing it.")
 @click.option("--unit-dir", type=click.Path(file_okay=False, path_type=Path), help="Where to write imgd.service.")
 @click.pass_context
-def service_install(ctx: click.Context, print_only: bool, unit_dir: Path | None) -> None:
-    """Write ~/.config/systemd/user/imgd.service for this installation."""
-    from imgd.daemon.unit import install_unit, render_unit
+def service_install(ctx: click.Context, folders: tuple[Path, ...], print_only: bool, unit_dir: Path | None) -> None:
+    """Write ~/.config/systemd/user/imgd.service: `imgd run` on FOLDERS, with this shell's settings.
+
+    The service manager knows nothing of this shell, so the unit pins what imgd uses here: the
+    config file, the state folder, --model/--device and other IMGD_* variables, and FOLDERS (without
+    them, the service watches [watch] paths, by default your pictures folder).
+    """
+    from imgd.daemon.library import with_catalog_model
+    from imgd.daemon.unit import install_unit, render_unit, service_environment, service_problems
 
     given = options(ctx)
-    text = render_unit(sys.argv[0], given.get("config_file"), given.get("state_dir"))
+    config = get_config(ctx)
+    for folder in folders:
+        if folder.exists() and not folder.is_dir():
+            raise UserError(f"{display_path(str(folder))}: not a folder; give the folders that hold your images.")
+    text = render_unit(
+        sys.argv[0],
+        given.get("config_file"),
+        given.get("state_dir"),
+        model=given.get("model") or os.environ.get("IMGD_MODEL") or None,
+        device=given.get("device") or os.environ.get("IMGD_DEVICE") or None,
+        folders=tuple(str(folder) for folder in folders),
+        environment=service_environment(os.environ),
+    )
+    for problem in service_problems(str(config.state_dir), with_catalog_model(config).model):
+        click.echo(f"imgd: warning: {problem}", err=True)
     if print_only:
         click.echo(text, nl=False)
         return
     path = install_unit(text, unit_dir)
     click.echo(f"wrote {path}")
-    if not get_config(ctx).watch_paths:
+    watched = [str(folder) for folder in folders] or [str(folder) for folder in config.watch_paths]
+    if watched:
+        click.echo(f"it watches {', '.join(display_path(os.path.abspath(f)) for f in watched)}")
+    else:
         click.echo(
-            "note: no folders to watch yet; set [watch] paths in "
+            "note: no folders to watch yet; give them to `imgd service install DIR...` or set [watch] paths in "
             f"{config_module.default_config_path()} before starting the service.",
             err=True,
         )

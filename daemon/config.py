@@ -60,6 +60,34 @@ def default_state_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "imgd"
 
 
+def pictures_dir() -> Path | None:
+    """The user's pictures folder: XDG_PICTURES_DIR (environment, else user-dirs.dirs), else ~/Pictures.
+
+    None when it does not exist, or when xdg-user-dirs points it at the home folder itself (its way
+    of saying "disabled"): watching a whole home folder is never a default worth having.
+    """
+    home = Path.home()
+    value = os.environ.get("XDG_PICTURES_DIR", "")
+    if not value:
+        try:
+            text = (_xdg("XDG_CONFIG_HOME", ".config") / "user-dirs.dirs").read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            text = ""
+        for line in text.splitlines():
+            key, _, raw = line.strip().partition("=")
+            if key == "XDG_PICTURES_DIR":
+                value = raw.strip().strip('"')
+    if value.startswith("$HOME"):
+        value = str(home) + value[len("$HOME") :]
+    folder = Path(value) if value and os.path.isabs(value) else home / "Pictures"
+    return folder if folder.is_dir() and folder != home else None
+
+
+def default_watch_paths() -> tuple[Path, ...]:
+    folder = pictures_dir()
+    return (folder,) if folder else ()
+
+
 # -- value kinds: each turns a raw TOML/env/flag value into the field's type or says why not ----------
 
 
@@ -173,7 +201,13 @@ class Key:
 KEYS: tuple[Key, ...] = (
     Key("state_dir", "state_dir", "path", default_state_dir, "catalog.db and index.faiss (--state-dir)"),
     Key("socket_path", "socket", "path", None, "query socket; default $XDG_RUNTIME_DIR/imgd/imgd.sock", "IMGD_SOCKET"),
-    Key("model", "model.name", "text", "clip-ViT-B-32", "hub name or local folder (--model)"),
+    Key(
+        "model",
+        "model.name",
+        "text",
+        "clip-ViT-B-32",
+        "hub name or local folder (--model); unset: the catalog's, else this",
+    ),
     Key("device", "model.device", _choice("auto", "cpu", "cuda"), "auto", "where the model runs (--device)"),
     Key(
         "precision",
@@ -218,8 +252,9 @@ KEYS: tuple[Key, ...] = (
         "watch_paths",
         "watch.paths",
         "paths",
-        (),
-        "folders `imgd run` watches besides its arguments (':'-separated in env)",
+        default_watch_paths,
+        "folders `imgd run` watches besides its arguments; unset: your pictures folder, when run gets none "
+        "(':'-separated in env)",
     ),
     Key("exclude", "watch.exclude", "globs", DEFAULT_EXCLUDES, "names never indexed (case-insensitive globs)"),
     Key("extra_exclude", "watch.extra_exclude", "globs", (), "added to exclude, so the defaults stay"),
@@ -263,6 +298,7 @@ class _Paths:
         follow_symlinks: bool
         settle_seconds: float
         polling: str
+        given: frozenset[str]
 
         def __init__(self, **values: Any) -> None: ...
 
@@ -300,9 +336,12 @@ def _field(key: Key) -> tuple[str, object, dataclasses.Field]:
     return key.field, Any, dataclasses.field(default=key.default)
 
 
+# The fields set by the config file, the environment or flags rather than left at their default.
+_GIVEN = ("given", frozenset, dataclasses.field(default=frozenset(), compare=False, repr=False))
+
 Config = dataclasses.make_dataclass(
     "Config",
-    [_field(key) for key in KEYS],
+    [*(_field(key) for key in KEYS), _GIVEN],
     bases=(_Paths,),
     frozen=True,
     namespace={"__doc__": "Every setting imgd reads; passed explicitly, never global.", "__module__": __name__},
@@ -355,7 +394,7 @@ def load(
         if value is None or (isinstance(value, tuple) and not value):
             continue
         values[name] = BY_FIELD[name].parse(value, "option")
-    return Config(**values)
+    return Config(**values, given=frozenset(values))
 
 
 def _toml_value(value: Any) -> str:
@@ -377,6 +416,8 @@ def to_toml(config: Config | None = None, with_help: bool = True) -> str:
         value = key.default_value() if config is None else getattr(config, key.field)
         if config is None and key.field in ("state_dir",):
             value = "~/.local/share/imgd"
+        if config is None and key.field == "watch_paths":
+            value = ("~/Pictures",)  # what the default is for most users, not this machine's
         line = f"{name} = {_toml_value(value)}" if value is not None else f"# {name} = (unset)"
         if with_help:
             extra = f"; one of {', '.join(key.choices)}" if key.choices else ""

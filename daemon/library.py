@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import logging
@@ -135,6 +136,34 @@ def open_library(
         lock.release()
         raise
     return Library(config, lock, catalog, index, engine)
+
+
+def recorded_model(config: Config) -> str | None:
+    """The model the catalog was built with, or None for a new or unreadable catalog."""
+    if not config.catalog_path.exists():
+        return None
+    try:
+        catalog = Catalog(config.catalog_path, readonly=True)
+    except ImgdError:
+        return None  # damaged: opening it for writing says so properly
+    try:
+        info = catalog.model_info()
+    except ImgdError:
+        return None
+    finally:
+        catalog.close()
+    return info[0] if info else None
+
+
+def with_catalog_model(config: Config) -> Config:
+    """The model named by --model, IMGD_MODEL or the config file; else the catalog's own; else the default.
+
+    So `imgd run` and `imgd index` after `imgd --model FOLDER index` need no --model, as search never did.
+    """
+    if "model" in config.given:
+        return config
+    recorded = recorded_model(config)
+    return dataclasses.replace(config, model=recorded) if recorded else config
 
 
 def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Searcher:

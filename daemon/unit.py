@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from . import config as config_module
@@ -55,7 +56,7 @@ RestartSec=5
 # The service reads the model from the local cache or a folder and never downloads it (it has
 # no network), so it fails at once with advice instead of waiting on the hub.
 Environment=HF_HUB_OFFLINE=1
-# The query socket lives in %t/imgd, made here (mode 0700) and writable whatever the sandbox.
+{environment}# The query socket lives in %t/imgd, made here (mode 0700) and writable whatever the sandbox.
 RuntimeDirectory=imgd
 RuntimeDirectoryMode=0700
 
@@ -104,13 +105,7 @@ ProtectHome=read-only
 # step's own namespace be set up while the folder does not exist yet.
 ExecStartPre=+mkdir -p {state_arg}
 ReadWritePaths=-{state_dir}
-# A private, writable /tmp for SQLite's and the libraries' temporary files (so nothing imgd
-# reads may live in /tmp).
-PrivateTmp=yes
-# CPU only: no /dev/nvidia* here. To use a GPU, `systemctl --user edit imgd` and set
-# PrivateDevices=no.
-PrivateDevices=yes
-# No network at all: the Unix socket is reached through its path, which needs none.
+{private_tmp}{private_devices}# No network at all: the Unix socket is reached through its path, which needs none.
 PrivateNetwork=yes
 PrivateIPC=yes
 PrivateMounts=yes
@@ -125,14 +120,53 @@ CapabilityBoundingSet=
 # (they need root's BPF; PrivateNetwork= and PrivateDevices= do the job).
 """
 
+PRIVATE_TMP = """\
+# A private, writable /tmp for SQLite's and the libraries' temporary files (so nothing imgd
+# reads may live in /tmp: `imgd service install` leaves this out when something does).
+PrivateTmp=yes
+"""
+
+SHARED_TMP = """\
+# No PrivateTmp=: {what} lives in /tmp or /var/tmp, which a private /tmp would hide. Those
+# folders are emptied at reboot; keep it somewhere lasting and rerun `imgd service install`.
+"""
+
+PRIVATE_DEVICES = """\
+# CPU only: no /dev/nvidia* here. To use a GPU, `systemctl --user edit imgd` and set
+# PrivateDevices=no (or install with --device cuda).
+PrivateDevices=yes
+"""
+
+GPU_DEVICES = """\
+# Installed with --device cuda: the GPU's /dev/nvidia* stay visible.
+PrivateDevices=no
+"""
+
 NO_SANDBOX = """\
 # No file-system sandbox: this system does not let users create user namespaces (Ubuntu 23.10
 # and later restrict them through AppArmor), without which a user's service manager cannot
 # build one and fails units that ask for it. Rerun `imgd service install` once they are allowed.
 """
 
+# Where PrivateTmp= puts a private folder over the system's.
+TEMP_FOLDERS = ("/tmp", "/var/tmp")
+
+# Environment the service manager does not pass on but imgd reads: where the model cache is.
+CACHE_VARIABLES = ("HF_HOME", "HF_HUB_CACHE", "SENTENCE_TRANSFORMERS_HOME")
+
 # Characters a unit file word may hold unquoted; anything else is quoted.
 _PLAIN = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
+
+
+def local_model(model: str) -> str | None:
+    """The absolute folder of a model given as a path, or None for a hub name."""
+    expanded = os.path.expanduser(model)
+    looks_like_path = model.startswith(("/", "~", ".")) or model.count("/") > 1  # "org/name" is the hub's
+    return str(Path(expanded).resolve()) if os.path.isdir(expanded) or looks_like_path else None
+
+
+def in_temp(path: str) -> bool:
+    return any(path == folder or path.startswith(folder + "/") for folder in TEMP_FOLDERS)
 
 
 def render_unit(
@@ -140,14 +174,19 @@ def render_unit(
     config_file: str | None,
     state_dir: str | None,
     *,
+    model: str | None = None,
+    device: str | None = None,
+    folders: tuple[str, ...] = (),
+    environment: dict[str, str] | None = None,
     sandbox: bool | None = None,
 ) -> str:
-    """Return the unit text that runs `<exe> [--config F] --state-dir S run` under systemd.
+    """Return the unit text that runs `<exe> [--config F] --state-dir S [--model M] run [FOLDER...]`.
 
     The service manager's environment is not the shell's, so what the CLI uses now is pinned on
-    the command line: the config file ($IMGD_CONFIG included) and the state folder, which is
-    also the one folder the sandbox lets the daemon write. `sandbox=None` asks this system
-    whether the sandbox can be built (see sandbox_supported).
+    the command line: the config file ($IMGD_CONFIG included), the state folder (also the one
+    folder the sandbox lets the daemon write), the model and device given as flags or IMGD_*, the
+    folders given, and `environment` (other IMGD_* and model-cache variables) as Environment=.
+    `sandbox=None` asks this system whether the sandbox can be built (see sandbox_supported).
     """
     program = resolve_executable(exe)
     config_file = config_file or os.environ.get("IMGD_CONFIG")
@@ -160,22 +199,115 @@ def render_unit(
     argv = [_unit_path(program, exec_line=True)]
     if config_path:
         argv += ["--config", _unit_path(config_path, exec_line=True)]
-    argv += ["--state-dir", state_arg, "run"]
+    argv += ["--state-dir", state_arg]
+    model_folder = local_model(model) if model else None
+    if model:
+        argv += ["--model", _unit_path(model_folder or model, exec_line=True)]
+    if device:
+        argv += ["--device", device]
+    roots = [os.path.abspath(os.path.expanduser(f)) for f in folders]
+    argv += ["run", *(_unit_path(root, exec_line=True) for root in roots)]
+    env_lines = "".join(
+        f"Environment={_unit_path(f'{key}={value}', exec_line=False)}\n"
+        for key, value in sorted((environment or {}).items())
+    )
     if sandbox is None:
         sandbox = sandbox_supported()
         if not sandbox:
             log.warning("user namespaces are not allowed here, so the unit is written without its file sandbox")
     if sandbox:
-        block = SANDBOX.format(state_arg=state_arg, state_dir=_unit_path(state, exec_line=False))
+        # Everything the daemon reads or writes must be outside a private /tmp to be seen at all.
+        needed = [("the state folder", state), ("the model folder", model_folder), ("the config file", config_path)]
+        needed += [("a watched folder", root) for root in roots]
+        needed += [(f"${key}", value) for key, value in (environment or {}).items() if key in CACHE_VARIABLES]
+        hidden = list(dict.fromkeys(what for what, path in needed if path and in_temp(os.path.abspath(path))))
+        block = SANDBOX.format(
+            state_arg=state_arg,
+            state_dir=_unit_path(state, exec_line=False),
+            private_tmp=SHARED_TMP.format(what=" and ".join(hidden)) if hidden else PRIVATE_TMP,
+            private_devices=GPU_DEVICES if device == "cuda" else PRIVATE_DEVICES,
+        )
     else:
         block = NO_SANDBOX
-    return TEMPLATE.format(exec_start=" ".join(argv), sandbox=block)
+    return TEMPLATE.format(exec_start=" ".join(argv), sandbox=block, environment=env_lines)
 
 
 def reference_unit() -> str:
     """Render the repository's systemd/imgd.service: ~/.local/bin/imgd and the default state folder."""
     home = manager_home()
     return render_unit(f"{home}/.local/bin/imgd", None, f"{home}/.local/share/imgd", sandbox=True)
+
+
+def service_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of `env` the service needs to behave as the CLI does now, for Environment= lines.
+
+    IMGD_* settings (those pinned as options on the command line left out) and where the model
+    cache is. IMGD_SOCKET is left out: the service's socket is always %t/imgd/imgd.sock.
+    """
+    names = {key.env_var for key in config_module.KEYS} - {"IMGD_SOCKET", "IMGD_STATE_DIR", "IMGD_MODEL", "IMGD_DEVICE"}
+    return {key: value for key, value in env.items() if value and (key in names or key in CACHE_VARIABLES)}
+
+
+def model_caches(env: Mapping[str, str]) -> list[Path]:
+    """Where sentence-transformers looks for a hub model, as the Hugging Face libraries decide it."""
+    if env.get("HF_HUB_CACHE"):
+        hub = Path(env["HF_HUB_CACHE"])
+    elif env.get("HF_HOME"):
+        hub = Path(env["HF_HOME"]) / "hub"
+    else:
+        cache = env.get("XDG_CACHE_HOME", "")
+        hub = (Path(cache) if os.path.isabs(cache) else Path.home() / ".cache") / "huggingface" / "hub"
+    folders = [hub.expanduser()]
+    if env.get("SENTENCE_TRANSFORMERS_HOME"):
+        folders.append(Path(env["SENTENCE_TRANSFORMERS_HOME"]).expanduser())
+    return folders
+
+
+def model_cached(name: str, env: Mapping[str, str]) -> bool:
+    """Is hub model `name` in a local cache, where the service (no network) can load it?"""
+    repos = [name] if "/" in name else [f"sentence-transformers/{name}", name]
+    for folder in model_caches(env):
+        for repo in repos:
+            snapshots = folder / ("models--" + repo.replace("/", "--")) / "snapshots"
+            if (snapshots.is_dir() and any(snapshots.iterdir())) or (folder / repo.replace("/", "_")).is_dir():
+                return True
+    return False
+
+
+def service_problems(state_dir: str, model: str, env: Mapping[str, str] | None = None) -> list[str]:
+    """What would stop the service from working that the unit alone cannot fix, each with its fix."""
+    env = os.environ if env is None else env
+    problems = []
+    folder = local_model(model)
+    if folder is None:
+        if not model_cached(model, env):
+            problems.append(
+                f"model {model} is not in the local model cache ({display_path(str(model_caches(env)[0]))}) and "
+                "the service has no network, so it would fail to start; run `imgd index DIR` once on this "
+                "machine with network access (it downloads the model), or pass --model FOLDER."
+            )
+    elif not os.path.isdir(folder):
+        problems.append(
+            f"the model folder {display_path(folder)} does not exist, so the service would fail to start; "
+            "pass the folder that holds the model with --model."
+        )
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        problems.append(f"the model folder {display_path(folder)} is not readable by you; fix its permissions.")
+    elif in_temp(folder):
+        problems.append(
+            f"the model folder {display_path(folder)} is in a temporary folder, emptied at reboot, after which "
+            "the service would fail; move it somewhere lasting (say ~/.local/share/imgd-models/), re-embed with "
+            "`imgd --model NEW index --reembed DIR` and rerun `imgd --model NEW service install`."
+        )
+    state = os.path.abspath(state_dir)
+    if in_temp(state):
+        problems.append(
+            f"the state folder {display_path(state)} is in a temporary folder, emptied at reboot with the catalog "
+            "in it; pass --state-dir somewhere lasting (the default is ~/.local/share/imgd)."
+        )
+    elif os.path.exists(state) and not os.access(state, os.W_OK | os.X_OK):
+        problems.append(f"the state folder {display_path(state)} is not writable by you; fix its permissions.")
+    return problems
 
 
 def install_unit(text: str, unit_dir: Path | None = None) -> Path:

@@ -55,6 +55,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for var in list(os.environ):
         if var.startswith("IMGD_") and var != "IMGD_TEST_MODEL_DIR":
             monkeypatch.delenv(var)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no ~/Pictures of the user's
+    monkeypatch.delenv("XDG_PICTURES_DIR", raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))

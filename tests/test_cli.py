@@ -247,3 +247,30 @@ def test_quiet_anywhere_silences_the_summary_like_index_quiet(runner, base_args,
     none_failed = runner.invoke(cli, ["--state-dir", str(tmp_path / "empty"), "failed", "-q"])
     assert failed.stdout.startswith(str(pics / "broken.png"))  # results still print
     assert none_failed.exit_code == 0 and none_failed.output == ""
+
+
+# -- folders and model when none are named -------------------------------------------------
+
+
+def test_run_watches_the_pictures_folder_only_when_given_no_folder(tmp_path):
+    from imgd.cli.main import watch_roots
+    from imgd.daemon import config as config_module
+
+    pictures = Path.home() / "Pictures"
+    pictures.mkdir(parents=True)
+    default = config_module.load(env={})
+    configured = config_module.load(None, {"watch_paths": ("/photos",)}, env={})
+
+    assert watch_roots(default, ()) == (pictures,)
+    assert watch_roots(default, (Path("/x"),)) == (Path("/x"),)
+    assert watch_roots(configured, (Path("/x"),)) == (Path("/photos"), Path("/x"))
+
+
+def test_index_without_model_uses_the_catalogs(runner, base_args, indexed):
+    write_image(indexed / "new.jpg", seed=42)
+    no_model = ["--state-dir", base_args[1], "--device", "cpu"]
+
+    result = runner.invoke(cli, [*no_model, "index", str(indexed)])
+
+    assert result.exit_code == 0, result.output
+    assert "1 added" in result.stderr

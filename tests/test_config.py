@@ -252,3 +252,35 @@ def test_every_key_round_trips_through_its_own_toml_and_environment_variable(tmp
     for key in config.KEYS:
         assert key.env_var.startswith("IMGD_") and key.help
     assert len({key.env_var for key in config.KEYS}) == len(config.KEYS)
+
+
+# -- the default folder to watch -----------------------------------------------------------
+
+
+def test_the_pictures_folder_is_the_default_watch_folder_when_it_exists(tmp_path: Path) -> None:
+    home = Path.home()  # the autouse fixture's temporary HOME
+    assert config.pictures_dir() is None and config.load(env={}).watch_paths == ()
+    (home / "Pictures").mkdir(parents=True)
+    assert config.load(env={}).watch_paths == (home / "Pictures",)
+    assert "watch_paths" not in config.load(env={}).given
+
+
+def test_xdg_user_dirs_names_the_pictures_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = Path.home()
+    (home / "Bilder").mkdir(parents=True)
+    (home / "Pictures").mkdir()
+    dirs = write_toml(
+        tmp_path / "xdg-config" / "user-dirs.dirs",
+        '# written by xdg-user-dirs-update\nXDG_PICTURES_DIR="$HOME/Bilder"\n',
+    )
+    assert config.pictures_dir() == home / "Bilder"
+    dirs.write_text('XDG_PICTURES_DIR="$HOME/"\n')  # xdg-user-dirs' way of turning a folder off
+    assert config.pictures_dir() is None
+    monkeypatch.setenv("XDG_PICTURES_DIR", str(home / "Pictures"))
+    assert config.pictures_dir() == home / "Pictures"
+
+
+def test_given_names_the_fields_set_anywhere_but_the_defaults(user_config: Path) -> None:
+    write_toml(user_config, "[watch]\npaths = []\n")
+    loaded = config.load(None, {"model": "m", "device": None}, env={"IMGD_TOP_K": "3"})
+    assert loaded.given == {"watch_paths", "model", "top_k"}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -187,11 +189,126 @@ def test_cli_print_shows_the_unit_and_writes_nothing(tmp_path: Path) -> None:
     config.write_text("")
     result = CliRunner().invoke(cli, ["--config", str(config), "service", "install", "--print"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("# imgd: semantic image search")
-    assert setting(result.output, "ExecStart")[0].endswith(
+    assert result.stdout.startswith("# imgd: semantic image search")
+    assert setting(result.stdout, "ExecStart")[0].endswith(
         f" --config {config} --state-dir {tmp_path}/xdg-data/imgd run"
     )
     assert not (tmp_path / "xdg-config" / "systemd").exists()
+
+
+def test_cli_pins_the_model_device_folders_and_imgd_variables(tmp_path: Path, tiny_model: Path) -> None:
+    model = tmp_path / "models" / "clip"
+    shutil.copytree(tiny_model, model)
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    env = {"IMGD_BATCH_SIZE": "8", "HF_HOME": str(tmp_path / "hf"), "IMGD_SOCKET": str(tmp_path / "s.sock")}
+    args = ["--state-dir", str(tmp_path / "state"), "service", "install", str(pics), "--unit-dir", str(tmp_path / "u")]
+
+    result = CliRunner().invoke(cli, [*args, "--model", str(model), "--device", "cpu"], env=env)
+
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "u" / "imgd.service").read_text()
+    assert setting(text, "ExecStart")[0].endswith(
+        f" --state-dir {tmp_path}/state --model {model} --device cpu run {pics}"
+    )
+    assert setting(text, "Environment") == ["HF_HUB_OFFLINE=1", f"HF_HOME={tmp_path}/hf", "IMGD_BATCH_SIZE=8"]
+    assert f"it watches {pics}" in result.stdout
+
+
+def test_a_model_or_state_folder_in_tmp_keeps_the_real_tmp_and_is_warned_about(tmp_path: Path) -> None:
+    exe = str(make_executable(tmp_path / "imgd"))
+    lasting = unit.render_unit(exe, None, "/var/lib/imgd", model="/opt/clip", sandbox=True)
+    model_in_tmp = unit.render_unit(exe, None, "/var/lib/imgd", model="/tmp/clip", sandbox=True)
+    state_in_tmp = unit.render_unit(exe, None, "/var/tmp/imgd", model="clip-ViT-B-32", sandbox=True)
+
+    assert setting(lasting, "PrivateTmp") == ["yes"]
+    assert setting(model_in_tmp, "PrivateTmp") == [] and "# No PrivateTmp=: the model folder lives" in model_in_tmp
+    assert setting(state_in_tmp, "PrivateTmp") == [] and "# No PrivateTmp=: the state folder lives" in state_in_tmp
+    assert setting(model_in_tmp, "ExecStart")[0].endswith(" --state-dir /var/lib/imgd --model /tmp/clip run")
+    assert setting(unit.render_unit(exe, None, "/s", device="cuda", sandbox=True), "PrivateDevices") == ["no"]
+
+
+def test_service_problems_name_each_fix(tmp_path: Path) -> None:
+    model = tmp_path / "clip"
+    model.mkdir()
+    hub = tmp_path / "hub"
+    env = {"HF_HUB_CACHE": str(hub)}
+
+    in_tmp = unit.service_problems(str(tmp_path / "state"), str(model), env)
+    missing = unit.service_problems("/var/lib/imgd", str(tmp_path / "nope"), env)
+    not_cached = unit.service_problems("/var/lib/imgd", "clip-ViT-B-32", env)
+    (hub / "models--sentence-transformers--clip-ViT-B-32" / "snapshots" / "abc").mkdir(parents=True)
+    cached = unit.service_problems("/var/lib/imgd", "clip-ViT-B-32", env)
+
+    assert len(in_tmp) == 2
+    assert "model folder" in in_tmp[0] and "--reembed" in in_tmp[0] and "service install" in in_tmp[0]
+    assert "state folder" in in_tmp[1] and "--state-dir" in in_tmp[1]
+    assert missing == [
+        f"the model folder {tmp_path}/nope does not exist, so the service would fail to start; "
+        "pass the folder that holds the model with --model."
+    ]
+    assert "not in the local model cache" in not_cached[0] and "--model FOLDER" in not_cached[0]
+    assert cached == []
+
+
+@pytest.mark.slow
+def test_a_catalog_built_with_a_model_folder_runs_as_the_unit_says(tmp_path: Path, tiny_model: Path) -> None:
+    """The unit's own ExecStart and Environment, in an environment as bare as the service manager's."""
+    from conftest import write_image
+    from daemonkit import wait_until
+    from imgd.daemon import client
+
+    model = tmp_path / "my model"
+    shutil.copytree(tiny_model, model)
+    pics, state, runtime = tmp_path / "pics", tmp_path / "state", tmp_path / "runtime"
+    write_image(pics / "a.jpg", seed=1)
+    runner = CliRunner()
+    built = runner.invoke(
+        cli, ["--state-dir", str(state), "--model", str(model), "index", str(pics), "--device", "cpu"]
+    )
+    assert built.exit_code == 0, built.output
+    installed = runner.invoke(
+        cli, ["--state-dir", str(state), "service", "install", str(pics), "--unit-dir", str(tmp_path / "units")]
+    )
+    assert installed.exit_code == 0, installed.output
+    assert "model folder" in installed.stderr and "temporary folder" in installed.stderr  # tmp_path is in /tmp
+
+    text = (tmp_path / "units" / "imgd.service").read_text()
+    home = unit.manager_home()
+    environment = {"HOME": home, "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "XDG_RUNTIME_DIR": str(runtime)}
+    environment.update(value.split("=", 1) for value in map(unquote, setting(text, "Environment")))
+    (runtime / "imgd").mkdir(parents=True, mode=0o700)  # RuntimeDirectory=imgd
+    for pre in setting(text, "ExecStartPre"):
+        subprocess.run(exec_words(pre.lstrip("+"), home, runtime), check=True, env=environment)
+    argv = exec_words(setting(text, "ExecStart")[0], home, runtime)
+    assert "--model" not in argv  # `imgd run` finds the catalog's model itself
+    log = (tmp_path / "daemon.log").open("wb")
+    proc = subprocess.Popen(argv, env=environment, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        socket = runtime / "imgd" / "imgd.sock"
+
+        def answers() -> bool:
+            assert proc.poll() is None, (tmp_path / "daemon.log").read_text()
+            return socket.exists()
+
+        wait_until(answers, timeout=120, what="the unit's daemon to listen")
+        write_image(pics / "b.jpg", seed=2)
+        wait_until(lambda: client.status(socket)["counts"]["files"] == 2, timeout=60, what="b.jpg to be indexed")
+        assert client.status(socket)["model"]["name"] == str(model)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, (tmp_path / "daemon.log").read_text()
+        log.close()
+
+
+def unquote(word: str) -> str:
+    return shlex.split(word.replace("%%", "%"))[0]
+
+
+def exec_words(line: str, home: str, runtime: Path) -> list[str]:
+    """A unit's Exec line as systemd runs it: specifiers, $$ and quoting undone (enough for imgd's units)."""
+    expanded = re.sub(r"%([%ht])", lambda m: {"%": "%", "h": home, "t": str(runtime)}[m.group(1)], line)
+    return [word.replace("$$", "$") for word in shlex.split(expanded)]
 
 
 # -- systemd's own checks ------------------------------------------------------------------
@@ -200,7 +317,8 @@ def test_cli_print_shows_the_unit_and_writes_nothing(tmp_path: Path) -> None:
 def analyze(tmp_path: Path, sandbox: bool, *args: str) -> subprocess.CompletedProcess[str]:
     """Run systemd-analyze on the unit rendered for a real executable, as the user manager would."""
     exe = make_executable(tmp_path / "bin dir" / "imgd")
-    text = unit.render_unit(str(exe), None, str(tmp_path / "state dir"), sandbox=sandbox)
+    # A state folder outside /tmp (it need not exist), as a real one is: one in /tmp drops PrivateTmp=.
+    text = unit.render_unit(str(exe), None, "/var/lib/imgd test/state dir", sandbox=sandbox)
     path = unit.install_unit(text, tmp_path / "units")
     runtime = Path(os.environ["XDG_RUNTIME_DIR"])
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
