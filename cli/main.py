@@ -439,6 +439,7 @@ def search(
       imgd search "cat" --auto -f | xargs feh
     """
     config = get_config(ctx)
+    _note_ignored_model(ctx, config)
     parsed = [
         *(parse_term("text", t) for t in terms),
         *(parse_term("image", t) for t in (*like, *image)),
@@ -462,8 +463,20 @@ def similar(ctx: click.Context, path: str, direct: bool, fmt: str | None, **give
     image is embedded first.
     """
     config = get_config(ctx)
+    _note_ignored_model(ctx, config)
     request = SimilarRequest(path=os.path.abspath(os.path.expanduser(path)), options=build_options(config, **given))
     print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt)
+
+
+def _note_ignored_model(ctx: click.Context, config: Config) -> None:
+    """A search must use the model its vectors came from; say so when --model names another."""
+    named = options(ctx).get("model")
+    if named:
+        from imgd.daemon.library import ignored_model
+
+        recorded = ignored_model(config, named)
+        if recorded:
+            note(ctx, f"searching with the catalog's model {display_path(recorded)}, not --model {named}.")
 
 
 # -- status, failed and config -------------------------------------------------------------

@@ -166,6 +166,14 @@ def with_catalog_model(config: Config) -> Config:
     return dataclasses.replace(config, model=recorded) if recorded else config
 
 
+def ignored_model(config: Config, named: str) -> str | None:
+    """The catalog's model when `named` (a --model given to search) is another one, else None."""
+    recorded = recorded_model(config)
+    expanded = os.path.expanduser(named)
+    key = str(Path(expanded).resolve()) if os.path.isdir(expanded) else named
+    return recorded if recorded is not None and key != recorded else None
+
+
 def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Searcher:
     """The direct (daemon-less) path: read-only catalog, verified index, the catalog's own model."""
     catalog = Catalog(config.catalog_path, readonly=True)

@@ -210,7 +210,8 @@ def every_command(group: click.Group, path: tuple[str, ...] = ()):
 
 def test_every_command_takes_the_global_options():
     commands = dict(every_command(cli))
-    assert {("index",), ("search",), ("run",), ("status",), ("failed",), ("service", "install")} <= set(commands)
+    assert {("index",), ("search",), ("similar",), ("run",), ("status",), ("failed",), ("config",)} <= set(commands)
+    assert ("service", "install") in commands
     for path, command in commands.items():
         opts = {opt for param in command.params for opt in param.opts}
         assert opts >= GLOBAL_OPTIONS, f"imgd {' '.join(path)} lacks {sorted(GLOBAL_OPTIONS - opts)}"
@@ -274,3 +275,17 @@ def test_index_without_model_uses_the_catalogs(runner, base_args, indexed):
 
     assert result.exit_code == 0, result.output
     assert "1 added" in result.stderr
+
+
+def test_search_says_when_it_ignores_a_different_model(runner, base_args, indexed, tiny_model, tmp_path):
+    other = tmp_path / "other-model"
+    other.mkdir()
+    state = ["--state-dir", base_args[1]]
+
+    ignored = runner.invoke(cli, [*state, "search", "--direct", "a cat", "--model", str(other)])
+    same = runner.invoke(cli, [*state, "search", "--direct", "a cat", "--model", str(tiny_model)])
+
+    assert ignored.exit_code == 0, ignored.output
+    assert ignored.stderr == f"imgd: searching with the catalog's model {tiny_model}, not --model {other}.\n"
+    assert same.exit_code == 0 and same.stderr == ""
+    assert ignored.stdout == same.stdout
