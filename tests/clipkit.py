@@ -69,8 +69,19 @@ def _vocab(words: list[str] | None = None) -> tuple[dict[str, int], list[str]]:
     return vocab, merges
 
 
+def _quiet_transformers() -> None:
+    """No torchvision fallback warning, no "Writing model shards" bar: the caller says what was built."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    import transformers.utils.logging as tf_logging
+
+    tf_logging.set_verbosity_error()
+    tf_logging.disable_progress_bar()
+
+
 def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     """Save a random-weight CLIP model + processor that SentenceTransformer(out) loads offline."""
+    _quiet_transformers()
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
 
@@ -130,4 +141,11 @@ if __name__ == "__main__":
     parser.add_argument("out", type=Path)
     parser.add_argument("--size", choices=["tiny", "vit-b-32"], default="tiny")
     args = parser.parse_args()
-    print(build_clip(args.out, args.size))
+    out = args.out.expanduser().resolve()
+    kept = (out / "config.json").exists()
+    build_clip(out, args.size)
+    if kept:
+        print(f"a model is already in {out}; kept it")
+    else:
+        what = "tiny" if args.size == "tiny" else "ViT-B/32-sized"
+        print(f"built a random-weight {what} CLIP model in {out} (for trying imgd offline; no meaningful results)")
