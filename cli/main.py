@@ -10,6 +10,7 @@ import json
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +39,7 @@ from . import render
 EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
 AUTO_CUT_K = 200  # answers --auto may give when -k is not given
+LOADING_NOTE_AFTER = 0.5  # seconds of model loading before `imgd: loading model X...` is shown
 
 
 class UserError(click.ClickException):
@@ -199,10 +201,24 @@ def note(ctx: click.Context, text: str) -> None:
         click.echo(f"imgd: {text}", err=True)
 
 
-def _load_embedder(config: Config, name: str | None = None) -> Any:
-    from imgd.daemon.embedder import load_embedder
+def _load_embedder(config: Config, name: str | None = None, announce: bool = True) -> Any:
+    """Load the model; on a terminal, say so in one line if that takes more than a moment (torch: 5-20 s)."""
+    model = name or config.model
+    ctx = click.get_current_context(silent=True)
+    timer = None
+    if announce and sys.stderr.isatty() and not (ctx is not None and _quiet(ctx)):
+        line = f"imgd: loading model {display_path(model)}..."
+        timer = threading.Timer(LOADING_NOTE_AFTER, lambda: click.echo(line, err=True))
+        timer.daemon = True
+        timer.start()
+    try:
+        from imgd.daemon.embedder import load_embedder
 
-    return load_embedder(name or config.model, config.device, config.precision, config.batch_size)
+        return load_embedder(model, config.device, config.precision, config.batch_size)
+    finally:
+        if timer is not None:
+            timer.cancel()
+            timer.join()
 
 
 # -- index ---------------------------------------------------------------------------------
@@ -230,35 +246,17 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
     started = time.monotonic()
     embedder = _load_embedder(config)
     library = open_library(config, embedder, reembed=reembed, rebuild=rebuild)
-    bar = None
     try:
-        show_bar = not _quiet(ctx) and sys.stderr.isatty()
-        on_total: Callable[[int], None] | None = None
-        progress: Callable[[int], None] | None = None
-        if show_bar:
-            from tqdm import tqdm
-
-            def on_total(total: int) -> None:
-                nonlocal bar
-                bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True, leave=False)
-
-            def progress(n: int) -> None:
-                if bar is not None:
-                    bar.update(n)
-
-        summary = library.engine.reconcile([str(f.resolve()) for f in folders], progress=progress, on_total=on_total)
-        backlog = library.catalog.media_backlog_count()
-        if backlog:  # a catalog from before imgd kept metadata: read the headers (no pixels, no model)
-            if bar is not None:
-                bar.close()
-                bar = None
-            if on_total is not None:
-                on_total(backlog)
-            library.engine.backfill_all_media(progress)
+        with render.progress_bar(not _quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):
+            roots = [str(f.resolve()) for f in folders]
+            summary = library.engine.reconcile(roots, progress=progress, on_total=on_total)
+            backlog = library.catalog.media_backlog_count()
+            if backlog:  # a catalog from before imgd kept metadata: read the headers (no pixels, no model)
+                if on_total is not None:
+                    on_total(backlog)  # a second bar in place of the first
+                library.engine.backfill_all_media(progress)
         library.engine.save_index()
     finally:
-        if bar is not None:
-            bar.close()
         library.close()
     if not _quiet(ctx):
         click.echo(render.summary_line(summary, time.monotonic() - started), err=True)
@@ -545,7 +543,7 @@ def run(ctx: click.Context, folders: tuple[Path, ...]) -> None:
             "no folders to watch; pass them as arguments or set [watch] paths in the config "
             "(the default, your pictures folder, does not exist)."
         )
-    code = run_daemon(config, roots, _load_embedder)
+    code = run_daemon(config, roots, lambda config: _load_embedder(config, announce=False))  # it logs the load
     ctx.exit(code)
 
 

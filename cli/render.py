@@ -2,16 +2,74 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
+import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from imgd.daemon.errors import display_path
 
 if TYPE_CHECKING:  # `imgd search` through the daemon imports no more than it needs
     from imgd.daemon.models import IndexSummary
+
+
+FALLBACK_SIZE = (80, 24)  # columns, rows: for a terminal that reports 0x0 (serial consoles, some containers)
+
+
+def terminal_size(fd: int) -> tuple[int, int] | None:
+    """None when the terminal reports its size (the bar follows resizes), else a fixed fallback.
+
+    tqdm draws nothing at all in a 0x0 terminal: its row count comes out negative.
+    """
+    try:
+        size = os.get_terminal_size(fd)
+    except (OSError, ValueError):
+        return FALLBACK_SIZE
+    return None if size.columns > 0 and size.lines > 0 else FALLBACK_SIZE
+
+
+@contextlib.contextmanager
+def progress_bar(
+    enabled: bool, unit: str = "img"
+) -> Iterator[tuple[Callable[[int], None] | None, Callable[[int], None] | None]]:
+    """Yield (on_total, progress) callbacks that draw a tqdm bar on stderr, or (None, None) if not enabled.
+
+    The bar appears only once there is something to count; meanwhile log lines are written above
+    it (tqdm.write) instead of being glued to its end.
+    """
+    if not enabled:
+        yield None, None
+        return
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    bar: tqdm | None = None
+
+    def on_total(total: int) -> None:
+        """Start a bar for `total` items, in place of the last one."""
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+        if total > 0:
+            fixed = terminal_size(sys.stderr.fileno())
+            size = {"ncols": fixed[0], "nrows": fixed[1]} if fixed else {"dynamic_ncols": True}
+            bar = tqdm(total=total, unit=unit, file=sys.stderr, leave=False, **size)
+
+    def progress(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
+    with logging_redirect_tqdm():
+        try:
+            yield on_total, progress
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:

@@ -201,5 +201,9 @@ class Daemon:
 
 def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Callable[[Config], Embedder]) -> int:
     """Entry point for `imgd run`."""
-    daemon = Daemon(config, [os.fspath(r) for r in roots], load_embedder(config))
+    log.info("loading model %s", display_path(config.model))  # torch and the model take 5-20 s
+    started = time.monotonic()
+    embedder = load_embedder(config)
+    log.debug("model loaded in %.1fs (%s, %s)", time.monotonic() - started, embedder.device, embedder.precision)
+    daemon = Daemon(config, [os.fspath(r) for r in roots], embedder)
     return daemon.run()
