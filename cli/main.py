@@ -155,9 +155,11 @@ def options(ctx: click.Context) -> dict[str, Any]:
 def setup_logging(verbosity: int, daemon: bool = False) -> None:
     import logging  # not at the top: `imgd search` through the daemon never logs, and starts faster
 
-    level = logging.WARNING - 10 * verbosity
+    from imgd.daemon.verbosity import level_for
+
+    # The daemon's log starts at INFO (a line per file changed), a command's at WARNING (skips).
+    level = level_for(verbosity, logging.INFO if daemon else logging.WARNING)
     fmt = "%(levelname)s %(message)s" if daemon else "imgd: %(message)s"
-    level = max(logging.DEBUG, min(logging.ERROR, level))
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter(fmt))
     handler.setLevel(level)
@@ -532,7 +534,7 @@ def run(ctx: click.Context, folders: tuple[Path, ...]) -> None:
     [watch] paths defaults to your pictures folder (XDG_PICTURES_DIR, else ~/Pictures), used only when
     no FOLDERS are given.
     """
-    setup_logging(_verbosity(ctx) + 1, daemon=True)
+    setup_logging(_verbosity(ctx), daemon=True)
     from imgd.daemon.library import with_catalog_model
     from imgd.daemon.service import run_daemon
 

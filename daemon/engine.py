@@ -27,6 +27,7 @@ from .errors import ImageReadError, display_path
 from .index import VectorIndex
 from .models import FileRecord, FileStat, ImageMeta, IndexSummary
 from .scanner import PathFilter, is_under, scan, stat_file
+from .verbosity import DETAIL
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class Engine:
         try:
             data, result.digest = imaging.read_and_hash(stat.path)
             if self._known(result.digest):
+                log.log(DETAIL, "known content, not embedded again: %s", display_path(stat.path))
                 return result
             image, result.meta = imaging.decode_with_meta(stat.path, data, self.config.max_image_pixels)
             result.width, result.height = result.meta.width, result.meta.height
@@ -159,7 +161,13 @@ class Engine:
         gone_contents: dict[int, list[str]],
         summary: IndexSummary,
     ) -> None:
+        started = time.monotonic()
         vectors = self.embedder.encode_images([item.image for item in batch]) if batch else None
+        if batch:
+            seconds = time.monotonic() - started
+            log.debug(
+                "embedded a batch of %d images in %.2fs (%.1f/s)", len(batch), seconds, len(batch) / max(seconds, 1e-9)
+            )
         new_ids: list[int] = []
         new_vectors: list[np.ndarray] = []
         retry: list[_Loaded] = []
@@ -260,6 +268,7 @@ class Engine:
                 record = known.pop(stat.path, None)
                 if record is not None and record.size == stat.size and record.mtime_ns == stat.mtime_ns:
                     summary.unchanged += 1
+                    log.log(DETAIL, "unchanged: %s", display_path(stat.path))
                     continue
                 candidates.append((stat, record))
             gone.extend(known.values())

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from .config import IMAGE_EXTENSIONS
 from .errors import display_path
 from .models import FileStat
+from .verbosity import DETAIL
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ def scan(
             continue
         for entry in entries:
             if path_filter.excluded_name(entry.name):
+                log.log(DETAIL, "excluded: %s", display_path(entry.path))
                 continue
             try:
                 if entry.is_dir(follow_symlinks=follow_symlinks):

@@ -124,10 +124,11 @@ class Daemon:
         return self.config.persist_interval * max(1.0, len(self.library.index) / PERSIST_SCALE)
 
     def persist(self) -> None:
+        started = time.monotonic()
         try:
             if self.library.engine.save_index():
                 self.last_persist = time.time()
-                log.debug("index saved")
+                log.debug("index saved in %.2fs", time.monotonic() - started)
         except OSError as exc:
             # Full disk or I/O error: the old file is intact and the catalog holds every vector.
             log.error("could not save the index (%s); keeping the previous file and retrying later", exc.strerror)

@@ -19,6 +19,7 @@ from .engine import Engine, Stopped
 from .errors import DiskFull, display_path
 from .models import Change, ChangeKind, IndexSummary
 from .scanner import is_under, scan, stat_file
+from .verbosity import DETAIL
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,9 @@ class Worker:
 
     def _apply(self, change: Change) -> None:
         self.idle.clear()
+        if log.isEnabledFor(logging.DEBUG):
+            target = f" -> {display_path(change.dest)}" if change.dest else ""
+            log.debug("event: %s %s%s", change.kind.value, display_path(change.path), target)
         if change.kind is ChangeKind.UPSERT:
             self.pending[change.path] = _Pending(self.monotonic(), _signature(change.path))
         elif change.kind is ChangeKind.DELETE:
@@ -201,7 +205,9 @@ class Worker:
             signature = _signature(path)
             if signature != entry.signature:  # written to without an event we saw: wait again
                 entry.signature, entry.seen = signature, now
+                log.log(DETAIL, "still changing, waiting again: %s", display_path(path))
                 continue
+            log.log(DETAIL, "settled: %s", display_path(path))
             ready.append(path)
             if len(ready) >= MAX_UPSERT_BATCH:
                 break
@@ -253,6 +259,7 @@ class Worker:
         summary = self.engine.reconcile(roots, progress=progress, on_total=on_total)
         self.stats.totals.merge(summary)
         self.stats.remaining = 0
+        log.debug("reconciled %d folders in %.2fs", len(roots), self.monotonic() - started)
         if summary.changed or summary.failed:
             log.info(
                 "reconciled %s: %d added, %d updated, %d moved, %d removed, %d failed",

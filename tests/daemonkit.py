@@ -54,6 +54,7 @@ class DaemonProcess:
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self.flags = ["-v"]  # before `run`: -v logs each file's decision, -vv events and timings too
 
     @property
     def socket(self) -> Path:
@@ -62,7 +63,7 @@ class DaemonProcess:
     def start(self, wait: bool = True) -> DaemonProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime
         self.proc = subprocess.Popen(
-            [*IMGD, "-v", "run", *map(str, self.roots)], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [*IMGD, *self.flags, "run", *map(str, self.roots)], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
         if wait:
