@@ -1,0 +1,145 @@
+"""The README's commands, run as a new user would: a fresh HOME, the offline model, nothing else.
+
+Every ```sh block of README.md except the installation ones is executed line by line in order,
+from a HOME that holds a checkout's `.venv` and `tests` (links to this one) and some pictures. A
+command that changes, or output that no longer matches what the README says, fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import write_image
+from daemonkit import wait_until
+from imgd.daemon import client
+from imgd.daemon.errors import ImgdError
+
+REPO = Path(__file__).resolve().parent.parent
+README = REPO / "README.md"
+VENV_BIN = Path(sys.executable).parent
+# They need a user's running service manager; the unit is checked with systemd-analyze instead.
+NEEDS_SYSTEMD = ("systemctl ", "journalctl ")
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the README's sh blocks, in order, without the installation blocks."""
+    blocks = re.findall(r"^```sh\n(.*?)^```", README.read_text(), flags=re.S | re.M)
+    return [
+        line.strip()
+        for block in blocks
+        if "pip install" not in block
+        for line in block.splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+
+
+def test_the_readme_documents_the_main_commands():
+    lines = readme_commands()
+    for verb in ("imgd index ", "imgd search ", "imgd run ", "imgd status", "imgd failed", "imgd service install"):
+        assert any(line.startswith(verb) for line in lines), (verb, lines)
+    assert any("tests/clipkit.py" in line for line in readme_commands())
+
+
+@pytest.mark.slow
+def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    pictures, downloads = home / "Pictures", home / "Downloads"
+    for i in range(6):
+        write_image(pictures / f"IMG_{i:04}.jpg", seed=i)
+    for i in range(2):
+        write_image(downloads / f"download{i}.png", seed=100 + i)
+    (pictures / "broken.jpg").write_bytes(b"not a jpeg")
+    shutil.copyfile(pictures / "IMG_0003.jpg", home / "ref.jpg")
+    (home / ".venv").symlink_to(VENV_BIN.parent)
+    (home / "tests").symlink_to(REPO / "tests")
+    runtime = tmp_path / "run"
+    runtime.mkdir(mode=0o700)
+    env = {
+        "HOME": str(home),
+        "PATH": f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "XDG_RUNTIME_DIR": str(runtime),  # what a login session has
+        "HF_HUB_OFFLINE": "1",  # this machine has no network; the README's offline path needs none
+    }
+    socket = runtime / "imgd" / "imgd.sock"
+    daemon: subprocess.Popen[bytes] | None = None
+    ran: dict[str, subprocess.CompletedProcess[str]] = {}
+    try:
+        for line in readme_commands():
+            if line.startswith(NEEDS_SYSTEMD):
+                continue
+            if "| jq" in line and shutil.which("jq") is None:
+                line = line.split("|")[0]
+            if line.startswith("export "):
+                done = subprocess.run(
+                    ["bash", "-c", f"{line} && env -0"], env=env, cwd=home, capture_output=True, text=True, check=True
+                )
+                env = dict(item.split("=", 1) for item in done.stdout.split("\0") if "=" in item)
+                continue
+            if line.startswith("imgd run"):
+                log = (tmp_path / "daemon.log").open("wb")
+                daemon = subprocess.Popen(["bash", "-c", f"exec {line}"], env=env, cwd=home, stdout=log, stderr=log)
+                wait_until(
+                    lambda proc=daemon: answers(proc, socket, tmp_path), timeout=120, what="`imgd run` to answer"
+                )
+                wait_until(lambda: client.status(socket)["daemon"]["state"] == "idle", timeout=60, what="idle")
+                continue
+            done = subprocess.run(
+                ["bash", "-o", "pipefail", "-c", line], env=env, cwd=home, capture_output=True, text=True, timeout=300
+            )
+            assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+            ran[line] = done
+    finally:
+        if daemon is not None:
+            daemon.send_signal(signal.SIGTERM)
+            assert daemon.wait(60) == 0, (tmp_path / "daemon.log").read_text()
+
+    def output(prefix: str) -> subprocess.CompletedProcess[str]:
+        return next(done for line, done in ran.items() if line.startswith(prefix))
+
+    model = home / "imgd-models" / "tiny-clip"
+    assert output(".venv/bin/python tests/clipkit.py").stdout.startswith(
+        f"built a random-weight tiny CLIP model in {model} "
+    )
+    assert "8 added, 0 updated, 0 moved, 0 removed, 1 failed, 0 unchanged" in output("imgd index ").stderr
+    for line in output('imgd search "').stdout.splitlines():
+        score, path = line.split("  ", 1)
+        assert -1 <= float(score) <= 1 and Path(path).parent in (pictures, downloads)
+    assert output("imgd search --image ref.jpg").stdout.splitlines()[0].endswith(f"  {pictures / 'IMG_0003.jpg'}")
+    hits = json.loads(output("imgd search --json").stdout)
+    assert [hit["rank"] for hit in hits] == list(range(1, 9)) and {"rank", "score", "path"} == set(hits[0])
+    status = output("imgd status").stdout
+    assert "daemon: running" in status and f"watching: {pictures} (inotify)" in status
+    assert "files: 8 indexed (8 unique images), 1 failed" in status  # index's folders, run's watch
+    assert output("imgd failed").stdout == f"{pictures / 'broken.jpg'}: not a recognised image format\n"
+    log = (tmp_path / "daemon.log").read_text()
+    assert f"INFO loading model {model}" in log and "INFO imgd running: watching" in log
+
+    unit = home / ".config" / "systemd" / "user" / "imgd.service"
+    installed = output("imgd service install")
+    assert installed.stdout.startswith(f"wrote {unit}\nit watches {pictures}\n"), installed.stdout
+    exec_start = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert exec_start[0].endswith(f" --state-dir {home}/.local/share/imgd --model {model} run {pictures}")
+    analyze = shutil.which("systemd-analyze")
+    if analyze is not None:
+        done = subprocess.run(
+            [analyze, "--user", "verify", str(unit)], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        said = [line for line in (done.stdout + done.stderr).splitlines() if "imgd" in line]
+        assert done.returncode == 0 and not said, done.stdout + done.stderr
+
+
+def answers(daemon: subprocess.Popen[bytes], socket: Path, tmp_path: Path) -> bool:
+    assert daemon.poll() is None, (tmp_path / "daemon.log").read_text()
+    try:
+        client.status(socket, timeout=5)
+    except ImgdError:
+        return False
+    return True
