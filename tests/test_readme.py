@@ -19,6 +19,7 @@ from conftest import write_image
 from daemonkit import wait_until
 from imgd.daemon import client
 from imgd.daemon.errors import ImgdError
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
@@ -56,7 +57,7 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
     pictures, downloads = home / "Pictures", home / "Downloads"
     for i in range(1230, 1236):  # the README's examples name IMG_1234.jpg, ref.jpg and Pictures/2023
         write_image(pictures / f"IMG_{i}.jpg", seed=i)
-    write_image(pictures / "2023" / "DSC_0001.jpg", seed=2023, size=(4000, 3000))  # landscape, 12 MP
+    write_image(pictures / "2023" / "PXL_0001.jpg", seed=2023, size=(4000, 3000), exif=pixel_exif())
     for i in range(2):
         write_image(downloads / f"download{i}.png", seed=100 + i)
     (pictures / "broken.jpg").write_bytes(b"not a jpeg")
@@ -119,11 +120,9 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
     for line in output('imgd search "receipt').stdout.splitlines():
         score, path = line.split("  ", 1)
         assert -1 <= float(score) <= 1.001 and Path(path).is_file(), line
-    assert (
-        output('imgd search "dog" --in').stdout.splitlines()
-        == [line for line in output('imgd search "dog" --in').stdout.splitlines() if line.endswith("2023/DSC_0001.jpg")]
-        != []
-    )  # the one 12 MP landscape JPEG under Pictures/2023
+    # The one photo under Pictures/2023 taken with a Pixel after June 2023, landscape, 12 MP.
+    filtered = output('imgd search "dog" --in').stdout.splitlines()
+    assert len(filtered) == 1 and filtered[0].endswith(f"  {pictures / '2023' / 'PXL_0001.jpg'}")
     similar = output("imgd similar ~/Pictures/IMG_1234.jpg").stdout
     assert similar and "IMG_1234.jpg" not in similar
     assert '"rank": 1,' in output("imgd search --jsonl").stdout and '"id":' in output("imgd search --jsonl").stdout
@@ -148,6 +147,14 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
         )
         said = [line for line in (done.stdout + done.stderr).splitlines() if "imgd" in line]
         assert done.returncode == 0 and not said, done.stdout + done.stderr
+
+
+def pixel_exif() -> bytes:
+    """EXIF as a Pixel phone writes it: make, model and when the photo was taken."""
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Google", "Pixel 8"
+    exif.get_ifd(0x8769)[0x9003] = "2023:07:14 18:02:00"
+    return exif.tobytes()
 
 
 def answers(daemon: subprocess.Popen[bytes], socket: Path, tmp_path: Path) -> bool:
