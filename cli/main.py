@@ -95,6 +95,19 @@ def global_options() -> list[click.Option]:
             **common,
         ),
         click.Option(
+            ["--backend", "backend"],
+            type=click.Choice(["auto", "torch", "onnx"]),
+            help="What runs the model: ONNX Runtime or torch (env IMGD_BACKEND; default auto: ONNX where it can).",
+            callback=_remember,
+            **common,
+        ),
+        click.Option(
+            ["--text-model", "text_model"],
+            help="A separate text model for queries, e.g. a multilingual one (env IMGD_TEXT_MODEL).",
+            callback=_remember,
+            **common,
+        ),
+        click.Option(
             ["-v", "--verbose", "verbose"],
             count=True,
             help="More log lines (repeat for more).",
@@ -148,7 +161,7 @@ class ImgdGroup(click.Group):
 
 
 def options(ctx: click.Context) -> dict[str, Any]:
-    """The global options given anywhere on the command line so far (config_file, state_dir, model, device)."""
+    """The global options given anywhere on the command line so far (config_file, state_dir, model, ...)."""
     return ctx.meta.setdefault(OPTIONS_KEY, {})
 
 
@@ -216,7 +229,15 @@ def _load_embedder(config: Config, name: str | None = None, announce: bool = Tru
     try:
         from imgd.daemon.embedder import load_embedder
 
-        return load_embedder(model, config.device, config.precision, config.batch_size)
+        return load_embedder(
+            model,
+            config.device,
+            config.precision,
+            config.batch_size,
+            backend=config.backend,
+            state_dir=config.state_dir,
+            text_model=config.text_model or None,
+        )
     finally:
         if timer is not None:
             timer.cancel()
@@ -248,6 +269,8 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
     started = time.monotonic()
     embedder = _load_embedder(config)
     library = open_library(config, embedder, reembed=reembed, rebuild=rebuild)
+    if reembed and not library.reembedding:
+        note(ctx, f"the catalog already holds the vectors of model '{embedder.name}'; nothing to re-embed.")
     try:
         with render.progress_bar(not _quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):
             roots = [str(f.resolve()) for f in folders]

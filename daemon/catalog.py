@@ -223,12 +223,34 @@ class Catalog:
         name, dim = self.get_meta("model"), self.get_meta("dim")
         return (name, int(dim)) if name and dim else None
 
-    def ensure_model(self, name: str, dim: int, reembed: bool = False) -> None:
-        """Bind the catalog to one model; vectors of two models never share an index."""
+    def ensure_model(self, name: str, dim: int, reembed: bool = False, fingerprint: str | None = None) -> bool:
+        """Bind the catalog to one model's vectors; vectors of two models never share an index.
+
+        The model is known by the fingerprint of its weights where one was recorded, so the same weights
+        under another name or another backend are served as they are. Returns whether the vectors
+        had to be dropped for re-embedding (False when the catalog already holds this model's).
+        """
         info = self.model_info()
-        if info == (name, dim):
-            return
+        recorded = self.get_meta("fingerprint")
+        if info is not None and info[1] == dim:
+            if fingerprint and recorded:
+                same = fingerprint == recorded
+            else:
+                same = info[0] == name  # a catalog from before fingerprints: its name is all we know
+            if same:
+                if (fingerprint and fingerprint != recorded) or info[0] != name:
+                    with self.transaction():
+                        if fingerprint:
+                            self.set_meta("fingerprint", fingerprint)
+                        self.set_meta("model", name)
+                return False
         if info is not None and not reembed and self.count_contents():
+            if info[0] == name and info[1] == dim:
+                raise ModelMismatch(
+                    f"the catalog's vectors were made with other weights than model '{name}' holds now "
+                    f"(fingerprint {recorded} vs {fingerprint}); run `imgd index --reembed DIR...` to "
+                    "re-embed everything, or put the old model files back."
+                )
             raise ModelMismatch(
                 f"the catalog was built with model '{info[0]}' ({info[1]} dims), not '{name}' ({dim} dims); "
                 "run `imgd index --reembed DIR...` to re-embed everything with the new model, "
@@ -243,6 +265,11 @@ class Catalog:
                 self._bump_generation()
             self.set_meta("model", name)
             self.set_meta("dim", str(dim))
+            if fingerprint:
+                self.set_meta("fingerprint", fingerprint)
+            else:
+                self.conn.execute("DELETE FROM meta WHERE key = 'fingerprint'")
+        return info is not None
 
     # -- reads ------------------------------------------------------------------------------
 

@@ -216,6 +216,21 @@ KEYS: tuple[Key, ...] = (
         "auto",
         "auto = bfloat16 only where the CPU/GPU has it natively",
     ),
+    Key(
+        "backend",
+        "model.backend",
+        _choice("auto", "torch", "onnx"),
+        "auto",
+        "what runs the model; auto = ONNX Runtime where it can, else torch (--backend)",
+    ),
+    Key("text_model", "model.text", "text", None, "a separate text model for queries, e.g. multilingual (--text-model)"),
+    Key(
+        "idle_unload",
+        "model.idle_unload",
+        "seconds",
+        300.0,
+        "the daemon frees its ONNX image model after this many seconds without new images; 0 = never",
+    ),
     Key("batch_size", "model.batch_size", "count", 32, "images per forward pass"),
     Key("decode_threads", "model.decode_threads", "whole", 0, "image decoding threads; 0 = one per core"),
     Key("max_image_pixels", "index.max_image_pixels", "count", 200_000_000, "larger images are refused as bombs"),
@@ -284,6 +299,9 @@ class _Paths:
         model: str
         device: str
         precision: str
+        backend: str
+        text_model: str | None
+        idle_unload: float
         batch_size: int
         decode_threads: int
         max_image_pixels: int

@@ -17,7 +17,7 @@ from .catalog import Catalog
 from .config import Config
 from .embedder import Embedder
 from .engine import Engine
-from .errors import CatalogBusy, CatalogError, ImgdError
+from .errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch
 from .index import VectorIndex, discard_partial_saves
 from .query import Searcher
 
@@ -87,6 +87,7 @@ class Library:
     catalog: Catalog
     index: VectorIndex
     engine: Engine
+    reembedding: bool = False  # the model changed: every file is embedded anew by the next reconcile
 
     def close(self) -> None:
         self.index.close()
@@ -127,7 +128,9 @@ def open_library(
         if discard_partial_saves(config.index_path):  # a SIGKILL or power cut interrupted a save
             log.info("removed the temporary file of an interrupted index save")
         catalog = Catalog(config.catalog_path)
-        catalog.ensure_model(embedder.name, embedder.dim, reembed=reembed)
+        changed = catalog.ensure_model(
+            embedder.name, embedder.dim, reembed=reembed, fingerprint=getattr(embedder, "fingerprint", None)
+        )
         index = VectorIndex.load_verified(config.index_path, catalog, embedder.dim)
         index.exact_limit = config.exact_limit
         index.background = background
@@ -135,7 +138,7 @@ def open_library(
     except BaseException:
         lock.release()
         raise
-    return Library(config, lock, catalog, index, engine)
+    return Library(config, lock, catalog, index, engine, reembedding=changed)
 
 
 def recorded_model(config: Config) -> str | None:
@@ -185,9 +188,21 @@ def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Sear
                 raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
             name, dim = info
             index = VectorIndex.load_verified(config.index_path, catalog, dim)
+            recorded = catalog.get_meta("fingerprint")
     finally:
         catalog.close()
-    return Searcher(config, index, lambda: load_model(name))
+
+    def load() -> Embedder:
+        embedder = load_model(name)
+        fingerprint = getattr(embedder, "fingerprint", None)
+        if recorded and fingerprint and fingerprint != recorded:
+            raise ModelMismatch(
+                f"model '{name}' now holds other weights than the catalog's vectors were made with; "
+                "run `imgd index --reembed DIR...` to re-embed, or put the old model files back."
+            )
+        return embedder
+
+    return Searcher(config, index, load)
 
 
 def catalog_status(config: Config) -> dict[str, object]:

@@ -134,6 +134,37 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     return out
 
 
+def build_text_model(out: Path, dim: int = 32, seed: int = 0) -> Path:
+    """A multilingual-shaped text model like clip-ViT-B-32-multilingual-v1, in miniature: DistilBERT with
+    a word-piece vocabulary that has accented letters, mean pooling, and a Dense projection to `dim`."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Dense
+    from sentence_transformers.sentence_transformer.modules import Pooling, Transformer
+    from transformers import BertTokenizerFast, DistilBertConfig, DistilBertModel
+
+    out = Path(out)
+    if (out / "modules.json").exists():
+        return out
+    letters = "abcdefghijklmnopqrstuvwxyzäöüßéèêçñáíóú"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *(f"##{c}" for c in letters)]
+    words += ["photo", "hund", "chien", "perro", "dog", "strand", "plage", "beach"]
+    src = out.with_name(out.name + "-src")
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "vocab.txt").write_text("\n".join(words) + "\n")
+    torch.manual_seed(seed)
+    config = DistilBertConfig(
+        vocab_size=len(words), dim=32, hidden_dim=64, n_layers=2, n_heads=2, max_position_embeddings=64
+    )
+    DistilBertModel(config).save_pretrained(src)
+    BertTokenizerFast(str(src / "vocab.txt"), do_lower_case=True).save_pretrained(src)
+    transformer = Transformer(str(src), max_seq_length=64)
+    pooling = Pooling(32, "mean")
+    dense = Dense(32, dim, bias=False, activation_function=torch.nn.Identity())
+    SentenceTransformer(modules=[transformer, pooling, dense], device="cpu").save(str(out))
+    return out
+
+
 if __name__ == "__main__":
     import argparse
 

@@ -49,6 +49,24 @@ def embedder(tiny_model: Path):
     return load_embedder(str(tiny_model), device="cpu", batch_size=16)
 
 
+@pytest.fixture(scope="session")
+def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny multilingual-shaped text model (DistilBERT + pooling + Dense) in the tiny CLIP's 32 dims."""
+    from clipkit import build_text_model
+
+    return build_text_model(tmp_path_factory.mktemp("text-model") / "text-32")
+
+
+@pytest.fixture(scope="session")
+def exported_models(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, text_model: Path) -> Path:
+    """A models folder with the tiny CLIP and the text model exported to ONNX, made once per session."""
+    from imgd.daemon.embedder import load_embedder
+
+    state = tmp_path_factory.mktemp("onnx-state")
+    load_embedder(str(tiny_model), device="cpu", backend="onnx", state_dir=state, text_model=str(text_model))
+    return state / "models"
+
+
 @pytest.fixture(autouse=True)
 def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the user's config or state, and daemons get their own runtime folder."""
@@ -61,6 +79,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # Exporting to ONNX takes seconds per state folder; tests/test_embedders.py covers that backend.
+    monkeypatch.setenv("IMGD_BACKEND", "torch")
 
 
 @pytest.fixture(autouse=True)

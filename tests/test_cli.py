@@ -194,9 +194,28 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
         assert daemon.stop(signal.SIGTERM) == 0
 
 
+def test_reembed_with_an_unchanged_model_says_there_is_nothing_to_do(runner, base_args, indexed):
+    result = runner.invoke(cli, [*base_args, "index", "--reembed", str(indexed)])
+
+    assert result.exit_code == 0, result.output
+    assert "nothing to re-embed" in result.stderr
+    assert "0 added, 0 updated, 0 moved, 0 removed" in result.stderr
+
+
 # -- global options and quiet --------------------------------------------------------------
 
-GLOBAL_OPTIONS = {"--config", "--state-dir", "--model", "--device", "-v", "--verbose", "-q", "--quiet"}
+GLOBAL_OPTIONS = {
+    "--config",
+    "--state-dir",
+    "--model",
+    "--device",
+    "--backend",
+    "--text-model",
+    "-v",
+    "--verbose",
+    "-q",
+    "--quiet",
+}
 
 
 def every_command(group: click.Group, path: tuple[str, ...] = ()):

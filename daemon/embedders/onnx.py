@@ -1,0 +1,265 @@
+"""The ONNX Runtime backend: two sessions (image and text tower, projection included) and imgd's own
+preprocessing; no torch or transformers at run time.
+
+The ONNX files come from export.py, once per weights fingerprint, into state_dir/models. Each session
+is checked on the probe the export recorded before it serves a vector; a file that fails the check
+is rebuilt from the torch model, never used. The image session can be freed when the daemon is idle
+and comes back on the next image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelUnavailable
+from .base import check_text_dim, model_key, normalise
+from .preprocess import PROBE_TEXTS, ImagePrep, TextPrep, probe_image
+from .store import ModelStore
+
+log = logging.getLogger(__name__)
+
+PROBE_COSINE = 0.9999
+
+
+class OnnxUnavailable(Exception):
+    """The ONNX backend cannot serve this model; `st_model` is the torch model if one was loaded."""
+
+    def __init__(self, message: str, st_model: Any = None, fingerprint: str | None = None) -> None:
+        super().__init__(message)
+        self.st_model = st_model
+        self.fingerprint = fingerprint
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(normalise(a) * normalise(b), axis=1)
+
+
+def make_session(path: Path, threads: int = 0) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning threads burn the cores the decode threads need, and a query on a busy CPU waits for them.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _release_heap() -> None:
+    """Hand freed pages back to the system, so an unloaded model shows in RSS."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class Tower:
+    """One exported tower: its session, loaded on first use, verified on the recorded probe."""
+
+    def __init__(
+        self,
+        kind: str,
+        folder: Path,
+        manifest: dict[str, Any],
+        repair: Callable[[], tuple[Path, dict[str, Any]]] | None,
+        threads: int,
+    ) -> None:
+        self.kind = kind
+        self.folder = folder
+        self.manifest = manifest
+        self.repair = repair
+        self.threads = threads
+        self.session: Any = None
+        self.lock = threading.Lock()
+        self.text: TextPrep | None = None
+        self.image: ImagePrep | None = None
+        self._read_prep()
+
+    def _read_prep(self) -> None:
+        part = self.manifest[self.kind]
+        if self.kind == "image":
+            self.image = ImagePrep.from_dict(part["prep"])
+        else:
+            tokenizer = (self.folder / "tokenizer.json").read_text()
+            self.text = TextPrep(tokenizer, part["max_length"], part["pad_id"])
+
+    def inputs(self, items: Sequence[Any]) -> dict[str, np.ndarray]:
+        if self.kind == "image":
+            assert self.image is not None
+            return {"pixel_values": self.image.pixels(items)}
+        assert self.text is not None
+        return self.text.encode(items)
+
+    def run(self, items: Sequence[Any]) -> np.ndarray:
+        """Vectors for items; the caller holds the lock."""
+        if self.session is None:
+            self.session = self._open()
+        return normalise(self.session.run(None, self.inputs(items))[0])
+
+    def _probe(self, session: Any) -> float:
+        part = self.manifest[self.kind]
+        item = self.image.prepare(probe_image()) if self.kind == "image" and self.image else PROBE_TEXTS[0]
+        got = session.run(None, self.inputs([item]))[0]
+        return float(cosines(got, np.asarray([part["probe"]], dtype=np.float32))[0])
+
+    def _open(self) -> Any:
+        path = self.folder / f"{self.kind}.onnx"
+        try:
+            session = make_session(path, self.threads)
+            score = self._probe(session)
+            problem = None if score >= PROBE_COSINE else f"probe cosine {score:.6f}"
+        except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways; all mean rebuild
+            session, problem = None, str(exc).strip().splitlines()[0][:120] if str(exc).strip() else repr(exc)
+        if problem is None:
+            return session
+        if self.repair is None:
+            raise ModelUnavailable(f"{path} is damaged ({problem}); delete it to have it exported again.")
+        log.warning("%s is damaged (%s); exporting it again from the torch model", path, problem)
+        self.folder, self.manifest = self.repair()
+        self.repair = None  # a fresh export that fails its probe is not retried in a loop
+        self._read_prep()
+        return self._open()
+
+    def release(self) -> bool:
+        with self.lock:
+            if self.session is None:
+                return False
+            self.session = None
+        _release_heap()
+        return True
+
+
+class OnnxEmbedder:
+    """An exported CLIP model (and an optional separate text model) served by ONNX Runtime on the CPU."""
+
+    backend = "onnx"
+    device = "cpu"
+    precision = "float32"
+
+    def __init__(
+        self,
+        name: str,
+        image: Tower,
+        text: Tower,
+        batch_size: int = 32,
+        text_name: str | None = None,
+    ) -> None:
+        self.name = name
+        self.text_name = text_name
+        self.fingerprint: str | None = image.manifest["fingerprint"]
+        self.dim = int(image.manifest["dim"])
+        self.batch_size = batch_size
+        self._image = image
+        self._text = text
+        self.image_loads = 0
+        self.last_load_s: float | None = None
+        self.last_image_use = time.monotonic()
+
+    @property
+    def image_loaded(self) -> bool:
+        return self._image.session is not None
+
+    def warm(self) -> None:
+        """Open both sessions now (the daemon), instead of on the first file or query."""
+        self.encode_texts(["a photo"])
+        self.encode_images([])
+
+    def prepare(self, image: Image.Image) -> Image.Image:
+        assert self._image.image is not None
+        return self._image.image.prepare(image)
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        tower = self._image
+        with tower.lock:
+            if tower.session is None:
+                started = time.monotonic()
+                tower.session = tower._open()
+                self.image_loads += 1
+                self.last_load_s = time.monotonic() - started
+                if self.image_loads > 1:
+                    log.info("loaded the image model again in %.2f s", self.last_load_s)
+            self.last_image_use = time.monotonic()
+            if not images:
+                return np.zeros((0, self.dim), dtype=np.float32)
+            step = self.batch_size
+            vectors = np.concatenate([tower.run(images[i : i + step]) for i in range(0, len(images), step)])
+            self.last_image_use = time.monotonic()
+            return vectors
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tower = self._text
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with tower.lock:
+            step = self.batch_size
+            return np.concatenate([tower.run(texts[i : i + step]) for i in range(0, len(texts), step)])
+
+    def release_images(self) -> bool:
+        """Free the image session (and its memory) until the next image arrives."""
+        return self._image.release()
+
+
+def _exported(store: ModelStore, model: str, tower: str, device: str) -> tuple[Path, dict[str, Any]]:
+    """The export holding `tower` for `model`: found by the name note without torch, else made now."""
+    key = model_key(model)
+    fingerprint = store.lookup(key)
+    if fingerprint is not None:
+        manifest = store.manifest(fingerprint)
+        if manifest is not None and tower in manifest:
+            return store.folder(fingerprint), manifest
+    from .export import ensure_exported  # torch from here on: first use, or the files changed
+
+    return ensure_exported(store, model, device)
+
+
+def load_onnx(
+    model: str,
+    state_dir: Path,
+    batch_size: int = 32,
+    text_model: str | None = None,
+    threads: int = 0,
+    device: str = "cpu",
+) -> OnnxEmbedder:
+    """Open the exported towers of `model` (and `text_model`), exporting them first if need be."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise OnnxUnavailable("onnxruntime is not installed") from None
+    store = ModelStore(Path(state_dir) / "models")
+    folder, manifest = _exported(store, model, "image", device)
+    if "image" not in manifest:
+        raise ModelUnavailable(f"model '{model}' cannot embed images; imgd needs a CLIP model such as clip-ViT-B-32.")
+
+    def repair_for(name: str) -> Callable[[], tuple[Path, dict[str, Any]]]:
+        def repair() -> tuple[Path, dict[str, Any]]:
+            from .export import ensure_exported
+
+            return ensure_exported(store, name, device, force=True)
+
+        return repair
+
+    image = Tower("image", folder, manifest, repair_for(model), threads)
+    if text_model:
+        text_folder, text_manifest = _exported(store, text_model, "text", device)
+        if "text" not in text_manifest:
+            raise ModelUnavailable(f"text model '{text_model}' cannot embed text.")
+        check_text_dim(text_model, int(text_manifest["dim"]), model, int(manifest["dim"]))
+        text = Tower("text", text_folder, text_manifest, repair_for(text_model), threads)
+    else:
+        if "text" not in manifest:
+            raise ModelUnavailable(f"model '{model}' cannot embed text; imgd needs a CLIP model.")
+        text = Tower("text", folder, manifest, repair_for(model), threads)
+    return OnnxEmbedder(
+        model_key(model), image, text, batch_size=batch_size, text_name=model_key(text_model) if text_model else None
+    )
