@@ -109,6 +109,9 @@ class Daemon:
                 "dim": self.embedder.dim,
                 "device": self.embedder.device,
                 "precision": self.embedder.precision,
+                "backend": getattr(self.embedder, "backend", None),
+                "text": getattr(self.embedder, "text_name", None),
+                "image_loaded": getattr(self.embedder, "image_loaded", True),
             },
             search=self.library.index.describe(),
             last_persist=self.last_persist,
@@ -133,12 +136,26 @@ class Daemon:
             # Full disk or I/O error: the old file is intact and the catalog holds every vector.
             log.error("could not save the index (%s); keeping the previous file and retrying later", exc.strerror)
 
+    def unload_if_idle(self, now: float) -> bool:
+        """Free the image model once no file has needed it for `idle_unload` seconds; it comes back lazily."""
+        last_use = getattr(self.embedder, "last_image_use", None)
+        if self.config.idle_unload <= 0 or last_use is None or self.worker.stats.busy != "idle":
+            return False
+        idle_for = now - last_use
+        if idle_for < self.config.idle_unload or not self.embedder.release_images():  # type: ignore[attr-defined]
+            return False
+        log.info("freed the image model after %.0f s without new images; it loads again with the next one", idle_for)
+        return True
+
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
         self.server = QueryServer(self.config.socket, self.handle)
+        warm = getattr(self.embedder, "warm", None)
+        if warm is not None:
+            warm()  # open the sessions now: the first query should not wait for them
         code = 0
         try:
             self.watcher.start()
@@ -180,6 +197,7 @@ class Daemon:
                 for root in self.watcher.check_roots():
                     self.worker.request_rescan(root)
                 next_roots = now + ROOT_CHECK_INTERVAL
+            self.unload_if_idle(now)
             if now >= next_status:
                 stats = self.worker.stats
                 sd_notify(f"STATUS={stats.busy}; {stats.remaining} waiting; {stats.rate:.1f} images/s")

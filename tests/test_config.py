@@ -254,6 +254,17 @@ def test_every_key_round_trips_through_its_own_toml_and_environment_variable(tmp
     assert len({key.env_var for key in config.KEYS}) == len(config.KEYS)
 
 
+def test_model_backend_text_and_idle_unload_keys(tmp_path: Path) -> None:
+    path = write_toml(tmp_path / "c.toml", '[model]\nbackend = "onnx"\ntext = "multi"\nidle_unload = 0\n')
+    loaded = config.load(path, env={})
+    assert (loaded.backend, loaded.text_model, loaded.idle_unload) == ("onnx", "multi", 0.0)
+    assert config.load(env={"IMGD_BACKEND": "torch", "IMGD_IDLE_UNLOAD": "30"}).idle_unload == 30.0
+    defaults = config.load(env={})
+    assert (defaults.backend, defaults.text_model, defaults.idle_unload) == ("auto", None, 300.0)
+    with pytest.raises(ConfigError, match=r"model.backend: invalid value 'tensorrt' \(expected one of auto"):
+        config.load(write_toml(tmp_path / "bad.toml", '[model]\nbackend = "tensorrt"\n'), env={})
+
+
 # -- the default folder to watch -----------------------------------------------------------
 
 

@@ -305,3 +305,78 @@ def test_catalog_from_before_fingerprints_gets_one_on_first_open(make_config, to
     summary, reembedding = index_folder(config, torch_embedder, pics)
     assert not reembedding and summary.added == 0
     assert catalog_state(config) == (torch_embedder.fingerprint, generation, vectors)
+
+
+# -- no torch on the hot paths; the daemon frees its image model when idle ---------------------
+
+
+def heavy_imports(importtime_log: str) -> list[str]:
+    """Modules from torch/transformers in a PYTHONPROFILEIMPORTTIME log."""
+    names = [line.rsplit("|", 1)[1].strip() for line in importtime_log.splitlines() if line.startswith("import time:")]
+    return [name for name in names if name.split(".")[0] in HEAVY]
+
+
+def imgd_env(state: Path, model: Path, **extra: str) -> dict[str, str]:
+    import os
+
+    return {
+        **os.environ,
+        "IMGD_BACKEND": "onnx",
+        "IMGD_STATE_DIR": str(state),
+        "IMGD_MODEL": str(model),
+        "IMGD_DEVICE": "cpu",
+        "PYTHONPROFILEIMPORTTIME": "1",
+        **extra,
+    }
+
+
+def imgd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgd.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_index_imports_no_torch_with_the_export_present(tiny_model, onnx_state, pics):
+    result = imgd("index", str(pics), env=imgd_env(onnx_state, tiny_model))
+
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "4 added" in result.stderr
+    assert heavy_imports(result.stderr) == []
+
+
+@pytest.mark.slow
+def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
+    tmp_path, tiny_model, text_model, exported_models, pics
+):
+    from conftest import write_image
+    from daemonkit import DaemonProcess, wait_until
+
+    env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="1", IMGD_TEXT_MODEL=str(text_model))
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
+    shutil.copytree(exported_models, daemon.state_dir / "models")
+    daemon.start()
+    try:
+        daemon.wait_idle()
+        wait_until(lambda: not daemon.status()["model"]["image_loaded"], timeout=30, what="the image model freed")
+        assert "freed the image model after" in daemon.log()
+
+        write_image(pics / "new.jpg", seed=42)
+        wait_until(lambda: str(pics / "new.jpg") in daemon.catalog_paths(), timeout=60, what="the new file indexed")
+        assert "loaded the image model again" in daemon.log()
+        assert daemon.search_image(pics / "new.jpg")[0]["path"] == str(pics / "new.jpg")
+
+        from imgd.daemon import client
+
+        through_daemon = client.search(daemon.socket, 5, text="ein Hund am Strand")
+        direct = imgd("search", "--direct", "--json", "-k", "5", "ein Hund am Strand", env=env)
+        assert direct.returncode == 0, direct.stderr[-2000:]
+        assert heavy_imports(direct.stderr) == []
+        direct_hits = json.loads(direct.stdout)
+        assert [h["path"] for h in direct_hits] == [h["path"] for h in through_daemon]
+        assert [h["score"] for h in direct_hits] == pytest.approx([h["score"] for h in through_daemon], abs=1e-5)
+        model = daemon.status()["model"]
+        assert model["backend"] == "onnx" and model["text"] == str(text_model.resolve())
+    finally:
+        assert daemon.stop() == 0
+    assert heavy_imports(daemon.log()) == []
