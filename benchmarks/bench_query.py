@@ -6,6 +6,10 @@ daemon switches to its IVF index as it would for a real library; the timing star
 The model is the ViT-B/32-sized random-weight one from tests/clipkit.py, so text encoding costs what
 the real model costs.
 
+The catalog is built once; a daemon per backend (--backends) then serves it in turn, the ONNX one
+with the export present. For ONNX it also waits for the image model to be freed (--idle-unload
+seconds), reports the memory then, drops one new picture in and reports the reload time from the log.
+
     .venv/bin/python benchmarks/bench_query.py --count 100000 --runs 30
 """
 
@@ -26,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import common  # noqa: E402
 from bench_search import Mixture  # noqa: E402
 from clipkit import build_clip, whole_words  # noqa: E402
 from imgd.daemon.catalog import Catalog  # noqa: E402
@@ -105,10 +110,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--direct-runs", type=int, default=3)
     parser.add_argument("--model", type=Path, default=ROOT / "benchmarks" / "out" / "vit-b-32")
+    parser.add_argument("--backends", default="torch,onnx", help="daemon backends, in turn (default torch,onnx)")
+    parser.add_argument("--idle-unload", type=int, default=20, help="onnx: idle_unload seconds to measure (0: skip)")
     args = parser.parse_args()
 
     model = build_clip(args.model, size="vit-b-32")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    models = common.exported_models(model) if "onnx" in backends else None
     imgd = str(Path(sys.executable).with_name("imgd"))
+    report: list[str] = []
     with tempfile.TemporaryDirectory(prefix="imgd-bench-query-") as tmp:
         tmp_path = Path(tmp)
         state, pics, run = tmp_path / "state", tmp_path / "pics", tmp_path / "run"
@@ -125,55 +135,80 @@ def main() -> None:
         started = time.perf_counter()
         make_catalog(state, pics, str(model.resolve()), args.count, 512)
         print(f"synthetic catalog of {args.count} images built in {time.perf_counter() - started:.1f}s")
-
-        log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
-        daemon = subprocess.Popen([imgd, "run", str(pics)], env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            started = time.perf_counter()
-            while True:
-                if daemon.poll() is not None:
-                    raise SystemExit((tmp_path / "daemon.log").read_text())
-                probe = subprocess.run([imgd, "status", "--json"], env=env, capture_output=True, text=True)
-                ready = '"running": true' in probe.stdout and '"state": "idle"' in probe.stdout
-                if ready and ('"kind": "approximate"' in probe.stdout or args.count < 40_000):
-                    break
-                time.sleep(1)
-            print(f"daemon ready, idle and on its final index after {time.perf_counter() - started:.1f}s")
-            print(f"daemon memory before any search: {memory(daemon.pid)}")
-            queries = realistic_queries(args.runs + args.direct_runs + 1)
-            timed([imgd, "search", queries.pop()], env)  # warm up: the first query loads the text path
-            via_daemon = []
-            for query in queries[: args.runs]:
-                elapsed, out = timed([imgd, "search", query], env)
-                via_daemon.append(elapsed)
-            cached = [timed([imgd, "search", queries[0]], env)[0] for _ in range(5)]
-            one, three = combined_terms(run / "imgd" / "imgd.sock", queries[:3], args.runs)
-            floor = [timed([imgd, "--help"], env)[0] for _ in range(10)]  # start-up of the Click CLI alone
-            direct = []
-            for query in queries[args.runs :]:
-                elapsed, direct_out = timed([imgd, "search", "--direct", query], env)
-                direct.append(elapsed)
-            status = subprocess.run([imgd, "status"], env=env, capture_output=True, text=True).stdout
-            print(f"daemon memory after the searches: {memory(daemon.pid)}")
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(60)
-            log.close()
-
-    def describe(values: list[float]) -> str:
-        ordered = sorted(values)
-        p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
-        return f"median {statistics.median(values) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, n={len(values)}"
-
+        if models is not None:
+            common.link_models(models, state)
+        queries = realistic_queries(len(backends) * (args.runs + args.direct_runs + 1))
+        for backend in backends:
+            backend_env = {**env, "IMGD_BACKEND": backend, "IMGD_IDLE_UNLOAD": str(args.idle_unload)}
+            mine = [queries.pop() for _ in range(args.runs + args.direct_runs + 1)]
+            report += run_backend(imgd, backend, backend_env, tmp_path, pics, mine, args)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()}")
-    print(f"imgd search through the daemon ({args.count} images): {describe(via_daemon)}")
-    print(f"  same query again (text-vector cache hit): {describe(cached)}")
-    print(f"  `imgd --help` (process start, imports, Click; no query): {describe(floor)}")
-    print(f"socket round trip, 1 text term (cached vector): {describe(one)}")
-    print(f"socket round trip, 3 terms: 2 texts + 1 negative (cached vectors): {describe(three)}")
-    print(f"  3 terms cost {(statistics.median(three) - statistics.median(one)) * 1000:.2f} ms more (medians)")
-    print(f"imgd search --direct ({args.count} images): {describe(direct)}")
-    print(status)
+    print("\n".join(report))
+
+
+def describe(values: list[float]) -> str:
+    ordered = sorted(values)
+    p90 = ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))]
+    return f"median {statistics.median(values) * 1000:.0f} ms, p90 {p90 * 1000:.0f} ms, n={len(values)}"
+
+
+def run_backend(
+    imgd: str, backend: str, env: dict[str, str], tmp_path: Path, pics: Path, queries: list[str], args: object
+) -> list[str]:
+    """Start the daemon on the shared catalog with one backend, time queries through it and direct."""
+    log_path = tmp_path / f"daemon-{backend}.log"
+    log = open(log_path, "wb")  # noqa: SIM115
+    daemon = subprocess.Popen([imgd, "run", str(pics)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    lines = [f"backend {backend} (load average at start {os.getloadavg()[0]:.1f}):"]
+    try:
+        started = time.perf_counter()
+        while True:
+            if daemon.poll() is not None:
+                raise SystemExit(log_path.read_text())
+            probe = subprocess.run([imgd, "status", "--json"], env=env, capture_output=True, text=True)
+            ready = '"running": true' in probe.stdout and '"state": "idle"' in probe.stdout
+            if ready and ('"kind": "approximate"' in probe.stdout or args.count < 40_000):
+                break
+            time.sleep(1)
+        lines.append(f"  daemon ready, idle and on its final index after {time.perf_counter() - started:.1f}s")
+        lines.append(f"  daemon memory before any search: {memory(daemon.pid)}")
+        timed([imgd, "search", queries.pop()], env)  # warm up: the first query loads the text path
+        via_daemon = [timed([imgd, "search", query], env)[0] for query in queries[: args.runs]]
+        cached = [timed([imgd, "search", queries[0]], env)[0] for _ in range(5)]
+        one, three = combined_terms(Path(env["XDG_RUNTIME_DIR"]) / "imgd" / "imgd.sock", queries[:3], args.runs)
+        floor = [timed([imgd, "--help"], env)[0] for _ in range(10)]  # start-up of the Click CLI alone
+        direct = [timed([imgd, "search", "--direct", query], env)[0] for query in queries[args.runs :]]
+        lines.append(f"  daemon memory after the searches: {memory(daemon.pid)}")
+        if backend == "onnx" and args.idle_unload > 0:
+            deadline = time.monotonic() + args.idle_unload + 60
+            while b"freed the image model" not in log_path.read_bytes() and time.monotonic() < deadline:
+                time.sleep(1)
+            lines.append(f"  daemon memory with the image model freed (idle_unload {args.idle_unload} s): "
+                         f"{memory(daemon.pid)}")  # fmt: skip
+            new = pics / "new" / "reload.jpg"
+            new.parent.mkdir(exist_ok=True)
+            from PIL import Image
+
+            Image.new("RGB", (1600, 1200), "teal").save(new)
+            deadline = time.monotonic() + 120
+            while b"loaded the image model again" not in log_path.read_bytes() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            reload = [line for line in log_path.read_text().splitlines() if "loaded the image model again" in line]
+            lines.append(f"  reload on the next file: {reload[-1].split('again ')[-1] if reload else 'not seen'}")
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(60)
+        log.close()
+    lines += [
+        f"  imgd search through the daemon ({args.count} images): {describe(via_daemon)}",
+        f"    same query again (text-vector cache hit): {describe(cached)}",
+        f"    `imgd --help` (process start, imports, Click; no query): {describe(floor)}",
+        f"  socket round trip, 1 text term (cached vector): {describe(one)}",
+        f"  socket round trip, 3 terms: 2 texts + 1 negative (cached vectors): {describe(three)}",
+        f"    3 terms cost {(statistics.median(three) - statistics.median(one)) * 1000:.2f} ms more (medians)",
+        f"  imgd search --direct ({args.count} images): {describe(direct)}",
+    ]
+    return lines
 
 
 if __name__ == "__main__":

@@ -97,3 +97,24 @@ def percentile(values: list[float], q: float) -> float:
     import numpy as np
 
     return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if values else float("nan")
+
+
+def exported_models(model_dir: Path) -> Path:
+    """The model's ONNX export, made once into benchmarks/out/onnx-state/models (torch, ~1 min for ViT-B/32)."""
+    from imgd.daemon.embedder import load_embedder
+
+    state = OUT / "onnx-state"
+    started = time.perf_counter()
+    load_embedder(str(model_dir), device="cpu", backend="onnx", state_dir=state)
+    log(f"ONNX export of {model_dir.name} ready in {time.perf_counter() - started:.1f} s")
+    return state / "models"
+
+
+def link_models(models: Path, state_dir: Path) -> None:
+    """Give a fresh state folder the export by hard links: what a second run of imgd finds, without copying."""
+    import shutil
+
+    target = Path(state_dir) / "models"
+    if not target.exists():
+        Path(state_dir).mkdir(parents=True, exist_ok=True)
+        shutil.copytree(models, target, copy_function=os.link)

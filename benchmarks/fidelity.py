@@ -4,13 +4,16 @@ Runs `imgd index` on the corpus (or reads an existing state dir), reads every st
 catalog.db (contents.vector: float16 bytes; contents.hash: blake2b-160 of the file bytes; files.path:
 the path as bytes) and compares each with a float32 reference: full decode, ImageOps.exif_transpose,
 RGB, SentenceTransformer.encode(image, normalize_embeddings=True). Reports min/median cosine and
-whether each stored vector ranks its own reference first among all references. The same is measured
+whether each stored vector ranks its own reference first among all references, for the vectors
+stored by each backend in --backends (torch, onnx: ONNX Runtime with imgd's own preprocessing, the
+export made once beforehand) and for the ONNX pipeline run in this process. The same is measured
 for vectors computed here: imgd's pipeline in this process (a sanity check that it reproduces the
 stored vectors), with a coarser JPEG draft (1/8 scale), with prepare() actually shrinking to 224
 before the processor, with int8 dynamic-quantized Linear layers, and bfloat16 autocast (on the full
 pictures and in imgd's pipeline) -- to see which speed-ups keep fidelity.
 
     python benchmarks/fidelity.py --count 96
+    python benchmarks/fidelity.py --count 48 --quick      # stored vectors of both backends only
 """
 
 from __future__ import annotations
@@ -136,22 +139,34 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=common.DEFAULT_MODEL, help="model folder (built if absent)")
     parser.add_argument("--state-dir", type=Path, help="read this imgd state dir instead of indexing anew")
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 variants")
+    parser.add_argument("--backends", default="torch,onnx", help="index with each backend (default torch,onnx)")
+    parser.add_argument("--quick", action="store_true", help="only the stored vectors and the onnx pipeline")
     parser.add_argument("--json", type=Path, default=common.OUT / "fidelity.json", help="write figures here")
     args = parser.parse_args()
 
     model_dir = common.ensure_model(args.model)
     folder = common.ensure_corpus(args.count, args.corpus)
     log(f"machine: {common.machine_line()}")
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    models = common.exported_models(model_dir) if "onnx" in backends else None
+    stored_by_backend: dict[str, dict[str, tuple[str, np.ndarray]]] = {}
     with contextlib.ExitStack() as stack:
         state_dir = args.state_dir
-        if state_dir is None:
-            state_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="imgd-fidelity-")))
-            log(f"imgd index {folder} ...")
-            subprocess.run(
-                [str(common.IMGD), "--state-dir", str(state_dir), "--model", str(model_dir), "index", str(folder)],
-                check=True,
-            )
-        stored = stored_vectors(state_dir)
+        for backend in backends:
+            state = state_dir if backend == "torch" and state_dir is not None else None
+            if state is None:
+                state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"imgd-fidelity-{backend}-")))
+                if backend == "onnx":
+                    common.link_models(models, state)
+                log(f"imgd --backend {backend} index {folder} ...")
+                subprocess.run(
+                    [str(common.IMGD), "--state-dir", str(state), "--model", str(model_dir), "--backend", backend]
+                    + ["index", str(folder)],
+                    check=True,
+                )
+            stored_by_backend[backend] = stored_vectors(state)
+        state_dir = state_dir or Path("(temporary)")
+    stored = stored_by_backend[backends[0]]
     paths = sorted(Path(p) for p in stored)
     log(f"{len(paths)} stored vectors")
     bad_hash = [p for p in paths if hashlib.blake2b(p.read_bytes(), digest_size=20).hexdigest() != stored[str(p)][0]]
@@ -173,27 +188,38 @@ def main() -> None:
         return result
 
     references = timed_run("reference fp32 (full decode)", lambda: reference_vectors(model, paths, bf16=False))
-    results = [compare("imgd stored (draft 1/4, fp32 model, fp16 storage)", normalised(stored_matrix), references)]
+    results = []
+    for backend, vectors_by_path in stored_by_backend.items():
+        matrix = normalised(np.vstack([vectors_by_path[str(p)][1] for p in paths]))
+        results.append(compare(f"imgd stored, --backend {backend} (draft 1/4, fp16 storage)", matrix, references))
+    if models is not None:
+        from imgd.daemon.embedder import load_embedder
+
+        onnx = load_embedder(str(model_dir), device="cpu", backend="onnx", state_dir=models.parent)
+        here = timed_run("imgd pipeline, onnx", lambda: imgd_pipeline_vectors(onnx, paths, 448))
+        results.append(compare("imgd pipeline here, onnx backend", here, references))
+
     between = references @ references.T
     off_diagonal = between[~np.eye(len(paths), dtype=bool)]
 
-    from imgd.daemon.embedder import ClipEmbedder
+    from imgd.daemon.embedders.torch import ClipEmbedder
 
-    fp32 = ClipEmbedder(str(model_dir), device="cpu", precision="float32")
-    same = timed_run("imgd pipeline in this process", lambda: imgd_pipeline_vectors(fp32, paths, 448))
-    results.append(compare("imgd pipeline here (as stored; sanity check)", same, references))
-    coarse = timed_run("imgd pipeline, draft min_side 224", lambda: imgd_pipeline_vectors(fp32, paths, 224))
-    results.append(compare("imgd pipeline, draft 1/8 (min_side 224), fp32", coarse, references))
-    side = fp32._target_side
-    fp32._target_side = 224  # what prepare() means to do: shrink to the processor's shortest edge early
-    prepared = timed_run("imgd pipeline, prepare() resizing", lambda: imgd_pipeline_vectors(fp32, paths, 448))
-    fp32._target_side = side
-    results.append(compare("imgd pipeline, prepare() shrinks to 224 first", prepared, references))
-    module = fp32._model[0]
-    module.model = quantized(module.model)
-    int8 = timed_run("imgd pipeline int8 dynamic", lambda: imgd_pipeline_vectors(fp32, paths, 448))
-    results.append(compare("imgd pipeline, int8 dynamic-quantized Linear", int8, references))
-    if not args.no_bf16:
+    if not args.quick:  # the torch variants: the investigation of issue 1
+        fp32 = ClipEmbedder(str(model_dir), device="cpu", precision="float32")
+        same = timed_run("imgd pipeline in this process", lambda: imgd_pipeline_vectors(fp32, paths, 448))
+        results.append(compare("imgd pipeline here, torch fp32 (sanity check)", same, references))
+        coarse = timed_run("imgd pipeline, draft min_side 224", lambda: imgd_pipeline_vectors(fp32, paths, 224))
+        results.append(compare("imgd pipeline, draft 1/8 (min_side 224), fp32", coarse, references))
+        side = fp32._target_side
+        fp32._target_side = 224  # what prepare() means to do: shrink to the processor's shortest edge early
+        prepared = timed_run("imgd pipeline, prepare() resizing", lambda: imgd_pipeline_vectors(fp32, paths, 448))
+        fp32._target_side = side
+        results.append(compare("imgd pipeline, prepare() shrinks to 224 first", prepared, references))
+        module = fp32._model[0]
+        module.model = quantized(module.model)
+        int8 = timed_run("imgd pipeline int8 dynamic", lambda: imgd_pipeline_vectors(fp32, paths, 448))
+        results.append(compare("imgd pipeline, int8 dynamic-quantized Linear", int8, references))
+    if not args.no_bf16 and not args.quick:
         ref16 = timed_run("reference bf16 autocast (full decode)", lambda: reference_vectors(model, paths, bf16=True))
         results.append(compare("full decode, bf16 autocast", ref16, references))
         bf16 = ClipEmbedder(str(model_dir), device="cpu", precision="bfloat16")
