@@ -223,7 +223,7 @@ KEYS: tuple[Key, ...] = (
         "auto",
         "what runs the model; auto = ONNX Runtime where it can, else torch (--backend)",
     ),
-    Key("text_model", "model.text", "text", None, "a separate text model for queries, e.g. multilingual (--text-model)"),
+    Key("text_model", "model.text", "text", None, "a separate text model for queries (--text-model)"),
     Key(
         "idle_unload",
         "model.idle_unload",

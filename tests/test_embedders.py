@@ -211,6 +211,13 @@ def test_onnx_embedder_frees_and_reloads_the_image_model(tiny_model, onnx_state)
 # -- the catalog knows its vectors by fingerprint --------------------------------------------
 
 
+def ask(searcher, k: int, text: str | None = None, image: str | None = None) -> list[dict]:
+    from imgd.daemon.protocol import Options, SearchRequest, Term
+
+    term = Term("image", image) if image else Term("text", text or "")
+    return searcher.search(SearchRequest(terms=(term,), options=Options(k=k)))
+
+
 def index_folder(config, embedder, folder: Path):
     from imgd.daemon.library import open_library
 
@@ -258,9 +265,9 @@ def test_catalog_built_with_torch_is_served_by_onnx_without_reembedding(
     assert catalog_state(config) == before
     searcher = open_searcher(config, lambda name: onnx_embedder(tiny_model, onnx_state))
     try:
-        hits = searcher.query(1, image=str(pics / "img2.jpg"))
-        assert Path(hits[0].path).name == "img2.jpg" and hits[0].score > 0.999
-        assert searcher.query(4, text="a red square")  # the text tower answers too
+        hits = ask(searcher, 1, image=str(pics / "img2.jpg"))
+        assert Path(hits[0]["path"]).name == "img2.jpg" and hits[0]["score"] > 0.999
+        assert ask(searcher, 4, text="a red square")  # the text tower answers too
     finally:
         searcher.catalog.close()
 
@@ -286,7 +293,7 @@ def test_model_files_with_other_weights_are_refused_with_a_clear_sentence(tmp_pa
     searcher = open_searcher(config, lambda name: load_embedder(name, device="cpu", backend="onnx", state_dir=state))
     try:
         with pytest.raises(ModelMismatch, match="other weights"):
-            searcher.query(1, text="a dog")
+            ask(searcher, 1, text="a dog")
     finally:
         searcher.catalog.close()
 
