@@ -161,8 +161,12 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         lines.append(line)
     model = status.get("model") or {}
     if model:
-        detail = ", ".join(str(model[k]) for k in ("device", "precision") if model.get(k))
+        detail = ", ".join(str(model[k]) for k in ("backend", "device", "precision") if model.get(k))
+        if model.get("image_loaded") is False:
+            detail += ", image model freed while idle"
         lines.append(f"model: {model.get('name')} ({model.get('dim')} dims{', ' + detail if detail else ''})")
+        if model.get("text"):
+            lines.append(f"text model: {model['text']}")
     search = status.get("search")
     if search:
         line = f"search: {search['kind']} over {search['vectors']} vectors"

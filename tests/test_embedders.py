@@ -367,6 +367,9 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
         daemon.wait_idle()
         wait_until(lambda: not daemon.status()["model"]["image_loaded"], timeout=30, what="the image model freed")
         assert "freed the image model after" in daemon.log()
+        shown = imgd("status", env=daemon.env)
+        assert "onnx, cpu, float32, image model freed while idle" in shown.stdout, shown.stdout + shown.stderr
+        assert f"text model: {text_model.resolve()}" in shown.stdout
 
         write_image(pics / "new.jpg", seed=42)
         wait_until(lambda: str(pics / "new.jpg") in daemon.catalog_paths(), timeout=60, what="the new file indexed")
