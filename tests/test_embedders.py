@@ -390,3 +390,28 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
     finally:
         assert daemon.stop() == 0
     assert heavy_imports(daemon.log()) == []
+
+
+@pytest.mark.slow
+def test_onnx_vectors_equal_torch_vectors_on_the_vit_b_32_architecture(tmp_path_factory, tmp_path):
+    """The real model's shapes (224 px crop, 77-token BPE, 512-d projection), random weights, camera JPEGs.
+
+    Builds (or reuses IMGD_TEST_VITB_DIR) a 600 MB model and exports it: about a minute on a quiet CPU.
+    """
+    import os
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from clipkit import build_clip
+
+    cached = os.environ.get("IMGD_TEST_VITB_DIR")
+    model = build_clip(Path(cached) if cached else tmp_path_factory.mktemp("vitb") / "vit-b-32", size="vit-b-32")
+    state = tmp_path / "state"
+    ours = load_embedder(str(model), device="cpu", backend="onnx", state_dir=state)
+    theirs = load_embedder(str(model), device="cpu", precision="float32", backend="torch", state_dir=state)
+    images = [camera_jpeg(tmp_path, seed, size) for seed, size in enumerate([(4000, 3000), (3000, 4000), (1200, 900)])]
+    assert [ours.prepare(i).size for i in images] == [theirs.prepare(i).size for i in images]
+    got = ours.encode_images([ours.prepare(i) for i in images])
+    want = theirs.encode_images([theirs.prepare(i) for i in images])
+    assert np.sum(got * want, axis=1).min() >= 0.9999
+    assert np.sum(ours.encode_texts(TEXTS) * theirs.encode_texts(TEXTS), axis=1).min() >= 0.9999
+    assert ours.fingerprint == theirs.fingerprint and ours.dim == 512
