@@ -247,8 +247,8 @@ class Catalog:
         if info is not None and not reembed and self.count_contents():
             if info[0] == name and info[1] == dim:
                 raise ModelMismatch(
-                    f"the catalog's vectors were made with other weights than model '{name}' holds now "
-                    f"(fingerprint {recorded} vs {fingerprint}); run `imgd index --reembed DIR...` to "
+                    f"model '{name}' now holds other weights than the catalog's vectors were made with "
+                    f"(fingerprint {fingerprint}, not {recorded}); run `imgd index --reembed DIR...` to "
                     "re-embed everything, or put the old model files back."
                 )
             raise ModelMismatch(

@@ -288,7 +288,9 @@ def test_model_files_with_other_weights_are_refused_with_a_clear_sentence(tmp_pa
     shutil.copy(other / "model.safetensors", model / "model.safetensors")  # same name, other weights
 
     changed = onnx_embedder(model, state)
-    with pytest.raises(ModelMismatch, match=r"vectors were made with other weights than model .* run `imgd index"):
+    with pytest.raises(
+        ModelMismatch, match=r"now holds other weights than the catalog's vectors were made with .* run `imgd index"
+    ):
         open_library(config, changed)
     searcher = open_searcher(config, lambda name: load_embedder(name, device="cpu", backend="onnx", state_dir=state))
     try:
@@ -296,6 +298,17 @@ def test_model_files_with_other_weights_are_refused_with_a_clear_sentence(tmp_pa
             ask(searcher, 1, text="a dog")
     finally:
         searcher.catalog.close()
+
+    from click.testing import CliRunner
+    from imgd.cli.main import cli
+
+    args = ["--state-dir", str(state), "--model", str(model), "--device", "cpu", "--backend", "onnx"]
+    for command in (["search", "--direct", "a dog"], ["index", str(pics)]):
+        result = CliRunner().invoke(cli, [*args, *command])
+        assert result.exit_code == 2, result.output
+        assert "now holds other weights than the catalog's vectors" in result.stderr
+        assert "Traceback" not in result.output
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_catalog_from_before_fingerprints_gets_one_on_first_open(make_config, torch_embedder, pics):
