@@ -428,3 +428,23 @@ def test_onnx_vectors_equal_torch_vectors_on_the_vit_b_32_architecture(tmp_path_
     assert np.sum(got * want, axis=1).min() >= 0.9999
     assert np.sum(ours.encode_texts(TEXTS) * theirs.encode_texts(TEXTS), axis=1).min() >= 0.9999
     assert ours.fingerprint == theirs.fingerprint and ours.dim == 512
+
+
+def test_onnx_backend_finds_what_a_query_names_with_the_trained_shapes_model(shapes_model, tmp_path):
+    """Parity on a model that knows things: ONNX ranks pictures by a query as torch does, and rightly."""
+    import shapekit
+
+    pictures = shapekit.corpus_images(3, 3)
+    ours = load_embedder(str(shapes_model), device="cpu", backend="onnx", state_dir=tmp_path / "state")
+    theirs = load_embedder(str(shapes_model), device="cpu", precision="float32", backend="torch")
+    assert ours.backend == "onnx"
+    got = ours.encode_images([ours.prepare(image) for image, _, _ in pictures])
+    want = theirs.encode_images([theirs.prepare(image) for image, _, _ in pictures])
+    assert np.sum(got * want, axis=1).min() >= 0.9999
+    colours = np.array([colour for _, colour, _ in pictures])
+    shapes = np.array([shape for _, _, shape in pictures])
+    for colour, shape in (("red", "circle"), ("blue", "triangle"), ("yellow", "star")):
+        query = f"a {colour} {shape}"
+        top = np.argsort(-(got @ ours.encode_texts([query])[0]), kind="stable")[:3]
+        assert np.sum(ours.encode_texts([query]) * theirs.encode_texts([query])) >= 0.9999
+        assert (colours[top] == colour).all() and (shapes[top] == shape).all(), query
