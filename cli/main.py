@@ -593,8 +593,8 @@ def service_install(ctx: click.Context, folders: tuple[Path, ...], print_only: b
     """Write ~/.config/systemd/user/imgd.service: `imgd run` on FOLDERS, with this shell's settings.
 
     The service manager knows nothing of this shell, so the unit pins what imgd uses here: the
-    config file, the state folder, --model/--device and other IMGD_* variables, and FOLDERS (without
-    them, the service watches [watch] paths, by default your pictures folder).
+    config file, the state folder, --model/--device/--backend/--text-model and other IMGD_* variables,
+    and FOLDERS (without them, the service watches [watch] paths, by default your pictures folder).
     """
     from imgd.daemon.library import with_catalog_model
     from imgd.daemon.unit import install_unit, render_unit, service_environment, service_problems
@@ -610,6 +610,8 @@ def service_install(ctx: click.Context, folders: tuple[Path, ...], print_only: b
         given.get("state_dir"),
         model=given.get("model") or os.environ.get("IMGD_MODEL") or None,
         device=given.get("device") or os.environ.get("IMGD_DEVICE") or None,
+        backend=given.get("backend") or os.environ.get("IMGD_BACKEND") or None,
+        text_model=given.get("text_model") or os.environ.get("IMGD_TEXT_MODEL") or None,
         folders=tuple(str(folder) for folder in folders),
         environment=service_environment(os.environ),
     )

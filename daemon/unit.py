@@ -176,16 +176,19 @@ def render_unit(
     *,
     model: str | None = None,
     device: str | None = None,
+    backend: str | None = None,
+    text_model: str | None = None,
     folders: tuple[str, ...] = (),
     environment: dict[str, str] | None = None,
     sandbox: bool | None = None,
 ) -> str:
-    """Return the unit text that runs `<exe> [--config F] --state-dir S [--model M] run [FOLDER...]`.
+    """Return the unit text that runs `<exe> [--config F] --state-dir S [--model M ...] run [FOLDER...]`.
 
     The service manager's environment is not the shell's, so what the CLI uses now is pinned on
     the command line: the config file ($IMGD_CONFIG included), the state folder (also the one
-    folder the sandbox lets the daemon write), the model and device given as flags or IMGD_*, the
-    folders given, and `environment` (other IMGD_* and model-cache variables) as Environment=.
+    folder the sandbox lets the daemon write), the model, device, backend and text model given as
+    flags or IMGD_*, the folders given, and `environment` (other IMGD_* and model-cache variables)
+    as Environment=.
     `sandbox=None` asks this system whether the sandbox can be built (see sandbox_supported).
     """
     program = resolve_executable(exe)
@@ -205,6 +208,11 @@ def render_unit(
         argv += ["--model", _unit_path(model_folder or model, exec_line=True)]
     if device:
         argv += ["--device", device]
+    if backend:
+        argv += ["--backend", backend]
+    text_folder = local_model(text_model) if text_model else None
+    if text_model:
+        argv += ["--text-model", _unit_path(text_folder or text_model, exec_line=True)]
     roots = [os.path.abspath(os.path.expanduser(f)) for f in folders]
     argv += ["run", *(_unit_path(root, exec_line=True) for root in roots)]
     env_lines = "".join(
@@ -218,6 +226,7 @@ def render_unit(
     if sandbox:
         # Everything the daemon reads or writes must be outside a private /tmp to be seen at all.
         needed = [("the state folder", state), ("the model folder", model_folder), ("the config file", config_path)]
+        needed += [("the text model folder", text_folder)]
         needed += [("a watched folder", root) for root in roots]
         needed += [(f"${key}", value) for key, value in (environment or {}).items() if key in CACHE_VARIABLES]
         hidden = list(dict.fromkeys(what for what, path in needed if path and in_temp(os.path.abspath(path))))
@@ -244,7 +253,8 @@ def service_environment(env: Mapping[str, str]) -> dict[str, str]:
     IMGD_* settings (those pinned as options on the command line left out) and where the model
     cache is. IMGD_SOCKET is left out: the service's socket is always %t/imgd/imgd.sock.
     """
-    names = {key.env_var for key in config_module.KEYS} - {"IMGD_SOCKET", "IMGD_STATE_DIR", "IMGD_MODEL", "IMGD_DEVICE"}
+    pinned = {"IMGD_SOCKET", "IMGD_STATE_DIR", "IMGD_MODEL", "IMGD_DEVICE", "IMGD_BACKEND", "IMGD_TEXT_MODEL"}
+    names = {key.env_var for key in config_module.KEYS} - pinned
     return {key: value for key, value in env.items() if value and (key in names or key in CACHE_VARIABLES)}
 
 

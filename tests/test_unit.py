@@ -39,6 +39,12 @@ def setting(text: str, key: str) -> list[str]:
     return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(key + "=")]
 
 
+@pytest.fixture(autouse=True)
+def no_backend_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """conftest's IMGD_BACKEND=torch (a speed-up) would be pinned into every unit these tests read."""
+    monkeypatch.delenv("IMGD_BACKEND", raising=False)
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A home folder that systemd's %h stands for."""
@@ -199,17 +205,22 @@ def test_cli_print_shows_the_unit_and_writes_nothing(tmp_path: Path) -> None:
 def test_cli_pins_the_model_device_folders_and_imgd_variables(tmp_path: Path, tiny_model: Path) -> None:
     model = tmp_path / "models" / "clip"
     shutil.copytree(tiny_model, model)
+    text_model = tmp_path / "models" / "multilingual"
+    text_model.mkdir()
     pics = tmp_path / "pics"
     pics.mkdir()
     env = {"IMGD_BATCH_SIZE": "8", "HF_HOME": str(tmp_path / "hf"), "IMGD_SOCKET": str(tmp_path / "s.sock")}
     args = ["--state-dir", str(tmp_path / "state"), "service", "install", str(pics), "--unit-dir", str(tmp_path / "u")]
 
-    result = CliRunner().invoke(cli, [*args, "--model", str(model), "--device", "cpu"], env=env)
+    model_flags = ["--model", str(model), "--device", "cpu", "--backend", "onnx", "--text-model", str(text_model)]
+
+    result = CliRunner().invoke(cli, [*args, *model_flags], env=env)
 
     assert result.exit_code == 0, result.output
     text = (tmp_path / "u" / "imgd.service").read_text()
     assert setting(text, "ExecStart")[0].endswith(
-        f" --state-dir {tmp_path}/state --model {model} --device cpu run {pics}"
+        f" --state-dir {tmp_path}/state --model {model} --device cpu --backend onnx --text-model {text_model}"
+        f" run {pics}"
     )
     assert setting(text, "Environment") == ["HF_HUB_OFFLINE=1", f"HF_HOME={tmp_path}/hf", "IMGD_BATCH_SIZE=8"]
     assert f"it watches {pics}" in result.stdout
@@ -220,10 +231,12 @@ def test_a_model_or_state_folder_in_tmp_keeps_the_real_tmp_and_is_warned_about(t
     lasting = unit.render_unit(exe, None, "/var/lib/imgd", model="/opt/clip", sandbox=True)
     model_in_tmp = unit.render_unit(exe, None, "/var/lib/imgd", model="/tmp/clip", sandbox=True)
     state_in_tmp = unit.render_unit(exe, None, "/var/tmp/imgd", model="clip-ViT-B-32", sandbox=True)
+    text_in_tmp = unit.render_unit(exe, None, "/var/lib/imgd", text_model="/tmp/multi", sandbox=True)
 
     assert setting(lasting, "PrivateTmp") == ["yes"]
     assert setting(model_in_tmp, "PrivateTmp") == [] and "# No PrivateTmp=: the model folder lives" in model_in_tmp
     assert setting(state_in_tmp, "PrivateTmp") == [] and "# No PrivateTmp=: the state folder lives" in state_in_tmp
+    assert setting(text_in_tmp, "PrivateTmp") == [] and "# No PrivateTmp=: the text model folder lives" in text_in_tmp
     assert setting(model_in_tmp, "ExecStart")[0].endswith(" --state-dir /var/lib/imgd --model /tmp/clip run")
     assert setting(unit.render_unit(exe, None, "/s", device="cuda", sandbox=True), "PrivateDevices") == ["no"]
 
