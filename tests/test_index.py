@@ -371,6 +371,7 @@ def test_past_the_exact_limit_a_save_switches_to_ivf_that_keeps_ids_and_round_tr
     assert (index.kind, loaded.kind) == ("ivf", "ivf")
     assert header.count == 3000 and header.generation == 7 and loaded.trained_on == 3000
     assert loaded.nprobe == index.nprobe and 1 <= loaded.nprobe <= loaded._index.nlist
+    assert loaded.probe_margin == index.probe_margin is not None
     assert sorted(loaded.ids().tolist()) == ids.tolist()
     np.testing.assert_array_equal(loaded.reconstruct(105), vectors[100])
     assert loaded.search(vectors[100], 1)[0][0] == 105
@@ -388,6 +389,25 @@ def test_ivf_recall_at_10_against_exact_search_is_at_least_098() -> None:
     found = [[hit for hit, _ in index.search(q, 10)] for q in queries]
     recall = np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
     assert recall >= 0.98
+
+
+def test_ivf_recalls_queries_that_sit_far_from_every_vector_as_text_queries_do() -> None:
+    """CLIP's text vectors sit apart from its image vectors: their neighbours spread over many lists.
+
+    An nprobe tuned on image-like queries alone found 0.88 of these top-10s; also probing every list
+    whose centroid scores near the best one finds 0.96 (benchmarks/RESULTS.md, section 7: real vectors).
+    """
+    vectors = clustered(5000, seed=3)
+    index = ivf_over(vectors)
+    rng = np.random.default_rng(11)
+    gap = rng.standard_normal(32).astype(np.float32)
+    queries = gap / np.linalg.norm(gap) + 0.5 * vectors[rng.choice(5000, 200)]  # one offset, as a modality gap
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    assert (queries @ vectors.T).max(axis=1).mean() < 0.65  # far: a stored vector's neighbours score ~0.9
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    found = [[hit for hit, _ in index.search(q, 10)] for q in queries]
+    recall = np.mean([len(set(f) & set(t.tolist())) / 10 for f, t in zip(found, truth, strict=True)])
+    assert recall >= 0.9
 
 
 def test_background_switch_keeps_every_change_made_while_it_was_building(monkeypatch: pytest.MonkeyPatch) -> None:
