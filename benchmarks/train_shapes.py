@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO / "tests"))
 import shapekit  # noqa: E402
 from clipkit import _vocab, whole_words  # noqa: E402
 
+MAX_TOKENS = 32  # text positions; the tokenizer truncates to this, so a long query is cut, not refused
 IMAGE_SIDE = 48  # the shapes are 13-40 px across at this size: small enough to train in minutes on 2 cores
 MEAN = (0.48145466, 0.4578275, 0.40821073)  # CLIP's, as CLIPImageProcessor applies them
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -62,7 +63,7 @@ def build_untrained(out: Path, seed: int) -> None:
     try:
         (tok_dir / "vocab.json").write_text(json.dumps(vocab))
         (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in merges))
-        tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"))
+        tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"), model_max_length=MAX_TOKENS)
     finally:
         shutil.rmtree(tok_dir)
     config = CLIPConfig(
@@ -75,7 +76,7 @@ def build_untrained(out: Path, seed: int) -> None:
             "intermediate_size": 128,
             "num_attention_heads": 2,
             "num_hidden_layers": 2,
-            "max_position_embeddings": 32,
+            "max_position_embeddings": MAX_TOKENS,
         },
         vision_config={
             "hidden_size": 64,

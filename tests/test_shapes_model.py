@@ -88,3 +88,9 @@ def test_the_same_check_fails_a_model_that_knows_nothing(
     blind = Corpus(embedder, pictures)
     scores = [precision_at_10(blind, f"a {colour} {shape}", colour, shape) for colour, shape in shapekit.CLASSES[::6]]
     assert np.mean(scores) < 0.5
+
+
+def test_a_query_longer_than_the_model_reads_is_cut_not_refused(corpus: Corpus) -> None:
+    """Words the model does not know are spelt letter by letter: this one is 58 tokens, over its 32."""
+    vector = corpus.text("a red circle next to the hardware store receipt from a very long street somewhere")
+    assert vector.shape == corpus.vectors.shape[1:] and np.isfinite(vector).all()
