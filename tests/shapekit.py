@@ -166,7 +166,7 @@ def write_corpus(
             image_seed = seed * 1_000_003 + n
             path = folder / f"img-{order.getrandbits(40):010x}.{fmt}"
             image = shape_image(colour, shape, image_seed, size)
-            image.save(path, quality=92) if fmt in ("jpg", "jpeg") else image.save(path)
+            image.save(path, **({"quality": 92} if fmt in ("jpg", "jpeg") else {}))
             rows.append((path, colour, shape))
     return rows
 

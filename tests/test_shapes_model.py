@@ -94,3 +94,14 @@ def test_a_query_longer_than_the_model_reads_is_cut_not_refused(corpus: Corpus) 
     """Words the model does not know are spelt letter by letter: this one is 58 tokens, over its 32."""
     vector = corpus.text("a red circle next to the hardware store receipt from a very long street somewhere")
     assert vector.shape == corpus.vectors.shape[1:] and np.isfinite(vector).all()
+
+
+def test_write_corpus_writes_the_labelled_pictures_corpus_images_makes(tmp_path: Path) -> None:
+    rows = shapekit.write_corpus(tmp_path / "pics", per_class=1, seed=4)
+    assert len(rows) == 30 and len({path.name for path, _, _ in rows}) == 30
+    assert all(colour not in path.name and shape not in path.name for path, colour, shape in rows)
+    again = shapekit.corpus_images(1, seed=4)
+    assert [(colour, shape) for _, colour, shape in rows] == [(colour, shape) for _, colour, shape in again]
+    with Image.open(rows[7][0]) as written:
+        assert np.array_equal(np.asarray(written), np.asarray(again[7][0]))  # PNG: the same pixels
+    assert not np.array_equal(np.asarray(again[0][0]), np.asarray(shapekit.corpus_images(1, seed=5)[0][0]))
