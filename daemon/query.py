@@ -26,8 +26,6 @@ from .protocol import Filters, Options, SearchRequest, SimilarRequest, Term
 from .scanner import is_under
 
 AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
-AUTO_CUT_Z = 4.0  # robust z-score above the library's typical score that a match must reach
-AUTO_CUT_K = 200  # answers an automatic cut-off may give when -k is not given
 FILTER_CACHE = 16
 
 
@@ -41,15 +39,24 @@ def combine(vectors: list[np.ndarray], weights: list[float]) -> np.ndarray:
     return total / norm if norm > 1e-6 else total
 
 
-def auto_cut_threshold(background: np.ndarray) -> float:
-    """Where "clearly above what unrelated images score" starts, from this query's own score spread.
+def auto_cut(scores: np.ndarray, background: np.ndarray) -> int:
+    """How many of the best-first scores form the group that stands out from the rest of the library.
 
-    One fixed threshold fails (peers' maintainers say so, and CLIP scores shift per query), so the
-    library's typical score for this query (median) and its spread (MAD) set the bar.
+    One fixed threshold fails (CLIP's scores shift per query; both peers' maintainers say so), so the
+    cut comes from this query's own scores: of the answers scoring above the library's upper quartile
+    for it, Otsu's split (the one maximising the between-group variance) keeps the upper group. A
+    single outlier at the top does not end the list there: its group would be too small to matter.
     """
-    median = float(np.median(background))
-    spread = float(np.median(np.abs(background - median))) * 1.4826
-    return median + AUTO_CUT_Z * max(spread, 1e-3)
+    top = scores[scores > np.quantile(background, 0.75)]
+    count = len(top)
+    if count < 3:
+        return count
+    sums = np.cumsum(top, dtype=np.float64)
+    upper = np.arange(1, count)
+    mean_upper = sums[:-1] / upper
+    mean_lower = (sums[-1] - sums[:-1]) / (count - upper)
+    between = upper * (count - upper) * (mean_upper - mean_lower) ** 2
+    return int(np.argmax(between)) + 1
 
 
 def path_passes(filters: Filters, path: str) -> bool:
@@ -172,11 +179,13 @@ class Searcher:
         allowed = self.allowed(options.filters)
         if allowed is not None and exclude:
             allowed = allowed[~np.isin(allowed, list(exclude))]
-        threshold = options.min_score
-        if options.auto_cut:
-            cut = auto_cut_threshold(self._background(query, allowed))
-            threshold = cut if threshold is None else max(threshold, cut)
-        hits = self._live_hits(query, options.k, options.filters, allowed, exclude, threshold)
+        hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
+        if options.auto_cut and hits:
+            best = {content_id: score for score, _, content_id in reversed(hits)}  # each content's score
+            order = list(dict.fromkeys(content_id for _, _, content_id in hits))
+            scores = np.array([best[content_id] for content_id in order], dtype=np.float32)
+            keep = set(order[: auto_cut(scores, self._background(query, allowed))])
+            hits = [hit for hit in hits if hit[2] in keep]
         return self._present(hits, options.sort)
 
     def allowed(self, filters: Filters) -> np.ndarray | None:

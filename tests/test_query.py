@@ -272,3 +272,16 @@ def test_a_cached_filter_sees_metadata_read_after_it(make_config, embedder, tmp_
         assert len(searcher.run(embedder.encode_texts(["x"])[0], canon)) == 3
     finally:
         library.close()
+
+
+def test_the_automatic_cut_keeps_the_group_that_stands_out_not_a_lone_top_score():
+    from imgd.daemon.query import auto_cut
+
+    background = np.linspace(-0.3, 0.2, 400)  # what the rest of the library scores for the query
+    matches = np.array([0.46, 0.455, 0.45, 0.449, 0.445, 0.44, 0.43, 0.425])
+    near = np.array([0.33, 0.31, 0.29, 0.27, 0.25, 0.23, 0.21])
+    assert auto_cut(np.concatenate([matches, near]), background) == len(matches)
+    lone = np.concatenate([[0.6], matches, near])  # one near-identical picture on top must not end the list
+    assert auto_cut(lone, background) == len(matches) + 1
+    assert auto_cut(np.array([0.05, 0.02]), background) == 0  # nothing above the library's upper quartile
+    assert auto_cut(np.array([0.5, 0.4]), background) == 2
