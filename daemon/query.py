@@ -27,6 +27,7 @@ from .scanner import is_under
 
 AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
 FILTER_CACHE = 16
+NARROW_SELECTION = 4096  # a filter selecting at most this many is scored from its own vectors (<= 8 MB each)
 
 
 def combine(vectors: list[np.ndarray], weights: list[float]) -> np.ndarray:
@@ -101,6 +102,7 @@ class Searcher:
         self._local = threading.local()
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache: OrderedDict[tuple[Filters, int, int], np.ndarray] = OrderedDict()
+        self._narrow: dict[bytes, np.ndarray] = {}  # a narrow filter's vectors, by its ids
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
 
@@ -177,8 +179,6 @@ class Searcher:
     def run(self, query: np.ndarray, options: Options, exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
         """The k best live paths for a query vector under the options' filters, cut-off and order."""
         allowed = self.allowed(options.filters)
-        if allowed is not None and exclude:
-            allowed = allowed[~np.isin(allowed, list(exclude))]
         hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
         if options.auto_cut and hits:
             best = {content_id: score for score, _, content_id in reversed(hits)}  # each content's score
@@ -201,11 +201,25 @@ class Searcher:
                 self._filter_cache.move_to_end(key)
                 return self._filter_cache[key]
         ids = catalog.content_ids_matching(media_filter(filters))
+        # A narrow filter's own vectors, scored directly: cheaper than any pass over the index.
+        vectors = catalog.vectors_for(ids) if len(ids) <= NARROW_SELECTION else None
         with self._cache_lock:
+            if vectors is not None:
+                self._narrow[ids.tobytes()] = vectors
             self._filter_cache[key] = ids
             while len(self._filter_cache) > FILTER_CACHE:
-                self._filter_cache.popitem(last=False)
+                dropped = self._filter_cache.popitem(last=False)[1]
+                self._narrow.pop(dropped.tobytes(), None)
         return ids
+
+    def _candidates(self, query: np.ndarray, fetch: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """The fetch best (content id, score) pairs: from a narrow filter's own vectors, else the index."""
+        vectors = self._narrow.get(allowed.tobytes()) if allowed is not None else None
+        if vectors is None:
+            return self.index.search(query, fetch, allowed)
+        scores = vectors @ np.asarray(query, dtype=np.float32)
+        best = np.argsort(-scores, kind="stable")[:fetch]
+        return [(int(allowed[i]), float(scores[i])) for i in best]
 
     def _background(self, query: np.ndarray, allowed: np.ndarray | None) -> np.ndarray:
         """This query's scores over a random sample of the (filtered) library."""
@@ -245,7 +259,7 @@ class Searcher:
         fetch = k + len(exclude) + 8
         limit = len(self.index) if allowed is None else len(allowed)
         while True:
-            raw = self.index.search(query, fetch, allowed)
+            raw = self._candidates(query, fetch, allowed)
             paths = self.catalog.paths_for(cid for cid, _ in raw)
             hits: list[tuple[float, str, int]] = []
             contents = 0
