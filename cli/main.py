@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -40,6 +41,7 @@ EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
 AUTO_CUT_K = 200  # answers --auto may give when -k is not given
 LOADING_NOTE_AFTER = 0.5  # seconds of model loading before `imgd: loading model X...` is shown
+EXIT_READER_GONE = 128 + signal.SIGPIPE  # 141: what the shell reports for grep when its reader left
 
 
 class UserError(click.ClickException):
@@ -158,6 +160,21 @@ class ImgdGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("imgd: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:
+            reader_gone()
+
+
+def reader_gone() -> None:
+    """The reader of our output left (`imgd search ... | head -1`): stop quietly, as grep does.
+
+    Python ignores SIGPIPE, so a write raises BrokenPipeError instead of ending the process; Click would
+    turn it into exit 1, which reads as "no match". Later writes (the interpreter's own flush at exit)
+    go to /dev/null, as the Python docs advise, so nothing is printed about it.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(EXIT_READER_GONE)
 
 
 def options(ctx: click.Context) -> dict[str, Any]:

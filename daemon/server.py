@@ -92,7 +92,7 @@ class QueryServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         """Parse and dispatch one request; every failure becomes an error reply."""
         try:
             message = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the decoder goes ("[" * 60000)
             return _error("request is not valid JSON")
         if not isinstance(message, dict):
             return _error("request must be a JSON object")

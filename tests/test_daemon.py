@@ -7,12 +7,13 @@ import os
 import shutil
 import signal
 import stat
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from conftest import picture, write_image
-from daemonkit import DaemonProcess, check_invariants, image_files, wait_until
+from daemonkit import IMGD, DaemonProcess, check_invariants, image_files, wait_until
 from imgd.daemon import client
 from imgd.daemon.errors import CatalogError
 
@@ -222,6 +223,7 @@ def test_query_socket_is_private_and_survives_bad_requests(daemon, pics):
     assert "no such file" in raw(image)["error"]
     bad_filter = b'{"v": 2, "op": "search", "terms": [{"kind": "text", "value": "x"}], "options": {"filters": 3}}\n'
     assert "'filters' must be an object" in raw(bad_filter)["error"]
+    assert "not valid JSON" in raw(b"[" * 60_000 + b"\n")["error"]  # nested too deep for the decoder
 
     # A client that connects and says nothing does not block others.
     silent = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
@@ -232,6 +234,7 @@ def test_query_socket_is_private_and_survives_bad_requests(daemon, pics):
     finally:
         silent.close()
     assert daemon.proc.poll() is None
+    assert "Traceback" not in daemon.log(), "every malformed request gets an error reply, not a traceback"
 
 
 def test_a_library_past_the_exact_limit_switches_to_ivf_in_the_background_and_keeps_it(tmp_path, tiny_model, pics):
@@ -278,3 +281,18 @@ def test_the_persist_interval_stretches_with_the_size_of_the_index():
 
     assert every(0) == every(100_000) == 60.0
     assert every(1_000_000) == 600.0
+
+
+def test_search_into_a_pipe_whose_reader_left_exits_quietly_as_grep_does(daemon, pics):
+    for i in range(3):
+        write_image(pics / f"img{i}.jpg", seed=i)
+    daemon.start()
+    daemon.wait_idle()
+    # `imgd search ... | head -1`: the reader is gone before imgd writes.
+    proc = subprocess.Popen(
+        [*IMGD, "search", "-k", "3", "a photo"], env=daemon.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=60)
+    assert err == b""
+    assert proc.returncode == 128 + signal.SIGPIPE, "141, as the shell reports grep killed by SIGPIPE"
