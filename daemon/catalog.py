@@ -625,14 +625,16 @@ class Catalog:
             "DELETE FROM files WHERE status = 'missing' AND missing_since < ?", (older_than,)
         ).rowcount
 
-    def delete_orphans(self) -> list[int]:
-        """Drop contents no path points at any more; returns their ids for the index."""
-        ids = [
+    def orphan_ids(self) -> list[int]:
+        """Contents no path points at any more."""
+        return [
             r[0]
             for r in self.conn.execute(
                 "SELECT id FROM contents WHERE NOT EXISTS (SELECT 1 FROM files WHERE files.content_id = contents.id)"
             )
         ]
+
+    def delete_contents(self, ids: list[int]) -> None:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
@@ -640,6 +642,11 @@ class Catalog:
             self.conn.execute(f"DELETE FROM media WHERE content_id IN ({marks})", chunk)
         if ids:
             self._bump_generation()
+
+    def delete_orphans(self) -> list[int]:
+        """Drop contents no path points at any more; returns their ids for the index."""
+        ids = self.orphan_ids()
+        self.delete_contents(ids)
         return ids
 
     def record_event(self, key: str) -> None:

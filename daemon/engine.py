@@ -11,9 +11,9 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -66,6 +66,14 @@ class _Loaded:
     meta: ImageMeta | None = None
 
 
+@dataclass
+class _Released:
+    """A content no path points at any more, held for a while in case its bytes turn up elsewhere."""
+
+    since: float  # monotonic time it was first seen unreferenced
+    paths: list[str] = field(default_factory=list)  # where it was, for the "moved" log line
+
+
 class Engine:
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
@@ -85,6 +93,13 @@ class Engine:
         self.clock = clock
         self.filter = PathFilter(config.excludes)
         self.should_stop = should_stop  # the daemon's worker stop flag: long runs end at the next file
+        # Seconds a content stays after its last path went away. A move the watcher could not pair (a
+        # delete here, a create there, in either order) then finds its bytes known and keeps its vector.
+        # 0 drops it at once, as a one-shot `imgd index` wants; the daemon's worker sets it.
+        self.orphan_grace = 0.0
+        self.monotonic: Callable[[], float] = time.monotonic
+        self._released: dict[int, _Released] = {}
+        self.missing_roots: set[str] = set()  # roots the last reconcile found missing or empty
         self._readers = threading.local()
         self._media_after = 0  # backfill_media's place in the catalog: contents up to here were tried
         self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
@@ -202,17 +217,22 @@ class Engine:
         self, item: _Loaded, content_id: int, gone_contents: dict[int, list[str]], summary: IndexSummary
     ) -> None:
         stat, previous = item.stat, item.previous
+        # "indexed" and "updated" mean a forward pass; known bytes at a new place say they were not embedded.
+        reused = "" if item.image is not None else " (known content, not embedded)"
         self.catalog.set_file(stat.path, stat.size, stat.mtime_ns, content_id)
         if previous is not None and previous.status == "ok":
             if previous.content_id == content_id:
                 summary.unchanged += 1
             else:
                 summary.updated += 1
-                log.info("updated %s", display_path(stat.path))
+                log.info("updated %s%s", display_path(stat.path), reused)
         elif gone_contents.get(content_id):
             old = gone_contents[content_id].pop()
             summary.moved += 1
             log.info("moved %s -> %s", display_path(old), display_path(stat.path))
+        elif reused:
+            summary.added += 1
+            log.info("added %s%s", display_path(stat.path), reused)
         else:
             summary.added += 1
             log.info("indexed %s", display_path(stat.path))
@@ -247,6 +267,7 @@ class Engine:
         gone: list[FileRecord] = []
         for root in roots:
             if self._root_missing(root):
+                self.missing_roots.add(root)
                 with self.catalog.transaction():
                     marked = self.catalog.mark_missing_under(root, now)
                 if marked:
@@ -257,6 +278,7 @@ class Engine:
                     )
                 summary.missing += marked
                 continue
+            self.missing_roots.discard(root)
             with self.catalog.transaction():
                 restored = self.catalog.restore_missing_under(root)
             if restored:
@@ -274,10 +296,13 @@ class Engine:
             gone.extend(known.values())
         if on_total:
             on_total(len(candidates))
-        gone_contents: dict[int, list[str]] = {}
+        # Contents held since a recent delete count as gone too: a file moved meanwhile is a move.
+        gone_contents = {cid: list(entry.paths) for cid, entry in self._released.items() if entry.paths}
+        released: dict[int, list[str]] = {}
         for record in gone:
             if record.content_id is not None:
                 gone_contents.setdefault(record.content_id, []).append(record.path)
+                released.setdefault(record.content_id, []).append(record.path)
         summary.merge(self.ingest(candidates, gone_contents, progress))
         moved_away = {record.path for record in gone} - {p for paths in gone_contents.values() for p in paths}
         with self.catalog.transaction():
@@ -290,7 +315,7 @@ class Engine:
             if expired:
                 log.info("dropped %d entries missing for longer than the grace period", expired)
                 summary.removed += expired
-        self._drop_orphans()
+        self._drop_orphans(released)
         with self.catalog.transaction():
             self.catalog.record_event("last_reconcile")
         return summary
@@ -307,20 +332,54 @@ class Engine:
             return True
         return next(self.catalog.files_under(root), None) is not None
 
-    def _drop_orphans(self) -> None:
+    def _drop_orphans(self, released: dict[int, list[str]] | None = None) -> None:
+        """Drop the contents no path points at once they have been unreferenced for orphan_grace seconds.
+
+        released: content id -> paths just removed, remembered so a later match logs as a move.
+        """
+        now = self.monotonic()
         with self.catalog.transaction():
-            orphans = self.catalog.delete_orphans()
+            held = {cid: self._released.get(cid) or _Released(now) for cid in self.catalog.orphan_ids()}
+            for content_id, paths in (released or {}).items():
+                if content_id in held:
+                    held[content_id].paths.extend(paths)
+            expired = [cid for cid, entry in held.items() if now - entry.since >= self.orphan_grace]
+            for content_id in expired:
+                del held[content_id]
+            self._released = held
+            self.catalog.delete_contents(expired)
             generation = self.catalog.generation
-        if orphans:
-            self.index.remove(orphans, generation)
+        if expired:
+            self.index.remove(expired, generation)
+
+    @property
+    def held_contents(self) -> int:
+        """Unreferenced contents waiting out orphan_grace."""
+        return len(self._released)
+
+    def release_orphans(self) -> int:
+        """Drop the held contents whose grace has run out; returns how many are still held."""
+        if self._released:
+            first = min(entry.since for entry in self._released.values())
+            if self.monotonic() - first >= self.orphan_grace:
+                self._drop_orphans()
+        return len(self._released)
 
     # -- single changes (the daemon's worker) ---------------------------------------------
 
     def forget(self, paths: Iterable[str], folder: bool = False) -> int:
-        """Drop paths (or whole folders) that left the disk."""
+        """Drop paths (or whole folders) that left the disk; their contents are held for orphan_grace."""
         removed = 0
+        released: dict[int, list[str]] = {}
         with self.catalog.transaction():
             for path in paths:
+                record = self.catalog.get_file(path)
+                leaving = [record] if record else []
+                if folder:
+                    leaving.extend(self.catalog.files_under(path))
+                for gone in leaving:
+                    if gone.content_id is not None:
+                        released.setdefault(gone.content_id, []).append(gone.path)
                 if self.catalog.remove_file(path):
                     removed += 1
                     log.info("removed %s", display_path(path))
@@ -329,7 +388,7 @@ class Engine:
                     if count:
                         log.info("removed %d files under %s", count, display_path(path))
                     removed += count
-        self._drop_orphans()
+        self._drop_orphans(released)
         return removed
 
     def move(self, src: str, dest: str, is_dir: bool) -> int:
@@ -344,8 +403,14 @@ class Engine:
         self._drop_orphans()  # a rename over an existing file orphaned the old content
         return moved
 
-    def upsert(self, paths: Iterable[str], progress: ProgressFn | None = None) -> IndexSummary:
-        """Look at files that were created or changed: embed new content, reuse known content."""
+    def upsert(
+        self, paths: Iterable[str], progress: ProgressFn | None = None, recheck: Collection[str] = ()
+    ) -> IndexSummary:
+        """Look at files that were created or changed: embed new content, reuse known content.
+
+        A path in recheck is read and hashed even when its size and mtime match its row: a file renamed
+        over it from a name the catalog did not know has other bytes, whatever its size and mtime.
+        """
         items: list[tuple[FileStat, FileRecord | None]] = []
         gone: list[str] = []
         for path in dict.fromkeys(paths):
@@ -356,10 +421,13 @@ class Engine:
                     gone.append(path)
                 continue
             # A failed file is tried again on any event: chmod or chown may have made it readable.
-            if record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
+            same = record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns)
+            if same and path not in recheck:
                 continue
             items.append((stat, record))
-        summary = self.ingest(items, progress=progress)
+        # Held contents count as gone: their bytes turning up here is a move the watcher could not pair.
+        gone_contents = {cid: entry.paths for cid, entry in self._released.items() if entry.paths}
+        summary = self.ingest(items, gone_contents, progress=progress)
         if gone:
             summary.removed += self.forget(gone)
         else:

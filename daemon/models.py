@@ -45,6 +45,7 @@ class Change:
     path: str
     dest: str | None = None
     is_dir: bool = False
+    recheck: bool = False  # a new file at this path (created, moved in): hash it even if size and mtime match
 
 
 @dataclass

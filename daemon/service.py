@@ -80,7 +80,14 @@ class Daemon:
         self.changes: queue.Queue[Change] = queue.Queue()
         engine = self.library.engine
         self.watcher = Watcher(self.roots, engine.filter, self.changes, config.polling, config.follow_symlinks)
-        self.worker = Worker(engine, self.roots, self.changes, config.settle_seconds, stop_event=worker_stop)
+        self.worker = Worker(
+            engine,
+            self.roots,
+            self.changes,
+            config.settle_seconds,
+            stop_event=worker_stop,
+            orphan_grace=lambda: self.watcher.orphan_grace(config.settle_seconds),
+        )
         self.library.index.rebuild_if_due()
         self.searcher = Searcher(config, self.library.index, lambda: embedder)
         self.server: QueryServer | None = None
@@ -193,7 +200,7 @@ class Daemon:
             if now >= next_reconcile and self.config.reconcile_interval > 0:
                 self.worker.request_rescan()
                 next_reconcile = now + self.config.reconcile_interval
-            if now >= next_roots:
+            if now >= next_roots or self.watcher.roots_changed():  # a replaced root: at once, not in 10 s
                 for root in self.watcher.check_roots():
                     self.worker.request_rescan(root)
                 next_roots = now + ROOT_CHECK_INTERVAL

@@ -2,8 +2,9 @@
 
 Handlers run on watchdog's dispatcher thread under its lock, so they only filter names and
 enqueue; the worker does everything slow. Lost events are expected and repaired: a queue overflow
-or observer error asks for a rescan, and a folder that exhausts the inotify watch limit is watched
-by polling instead.
+or observer error asks for a rescan, a folder that exhausts the inotify watch limit is watched
+by polling instead, and a root that is replaced (moved away and re-made, deleted and restored) is
+noticed by its device and inode or its stopped watch, watched anew and reconciled.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import errno
 import logging
 import os
 import queue
+import stat
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,6 +69,15 @@ def _text(path: str | bytes) -> str:
     return os.fsdecode(path)
 
 
+def folder_identity(path: str) -> tuple[int, int] | None:
+    """Device and inode of a folder: a root moved away and re-made at its path has other ones."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+
 def watch_limit_reached(path: str) -> bool:
     """True if the kernel refuses one more inotify watch (fs.inotify.max_user_watches is used up)."""
     if not sys.platform.startswith("linux"):
@@ -105,7 +116,8 @@ class ImageHandler(FileSystemEventHandler):
             if self._visible_dir(path):
                 self.changes.put(Change(ChangeKind.RESCAN, path, is_dir=True))
         elif isinstance(event, FileCreatedEvent) and self._wanted(path):
-            self.changes.put(Change(ChangeKind.UPSERT, path))
+            # A new file (maybe moved in from outside over an indexed one): its bytes are new to us.
+            self.changes.put(Change(ChangeKind.UPSERT, path, recheck=True))
 
     def on_modified(self, event: FileSystemEvent) -> None:
         path = _text(event.src_path)
@@ -138,9 +150,11 @@ class ImageHandler(FileSystemEventHandler):
             return
         dest_ok = self._visible_dir(dest) if is_dir else self._wanted(dest)
         src_ok = self._inside(src) and (is_dir or self.filter.is_image_name(src))
-        if dest_ok and src_ok:
+        if dest_ok and self._inside(src):
+            # Whatever the source's name (x.jpg.crdownload, .photo.jpg, .staging/x.jpg): the catalog knows
+            # whether it was indexed, and the worker treats a move from an unknown source as a write.
             self.changes.put(Change(ChangeKind.MOVE, src, dest=dest, is_dir=is_dir))
-        elif dest_ok:  # x.jpg.crdownload -> x.jpg, or moved in from outside
+        elif dest_ok:  # moved in from outside
             kind = ChangeKind.RESCAN if is_dir else ChangeKind.UPSERT
             self.changes.put(Change(kind, dest, is_dir=is_dir))
         elif src_ok:  # moved out, or renamed to an excluded name
@@ -152,6 +166,7 @@ class WatchedRoot:
     path: str
     mode: str  # "inotify", "polling" or "missing"
     observer: BaseObserver | None = None
+    identity: tuple[int, int] | None = None  # the folder's device and inode when its watch started
 
 
 class OverflowListener(logging.Handler):
@@ -204,6 +219,7 @@ class Watcher:
             watched.mode = "missing"
             return False
         handler = ImageHandler(root, self.filter, self.changes)
+        watched.identity = folder_identity(root)  # before the watch: a change in between is caught next check
         if self.polling != "always":
             observer = self.observer_factory()
             try:
@@ -231,11 +247,45 @@ class Watcher:
         watched.observer, watched.mode = observer, "polling"
         return True
 
+    @staticmethod
+    def _intact(watched: WatchedRoot) -> bool:
+        """Is the folder at the root's path still the one its observer watches, and is the watch running?
+
+        An inotify watch follows its folder: after `mv Pictures Pictures-2023 && mkdir Pictures` it
+        watches Pictures-2023. A deleted root stops its own watch (watchdog ends the emitter).
+        """
+        observer = watched.observer
+        if observer is None or not observer.is_alive():
+            return False
+        if not all(emitter.is_alive() for emitter in list(observer.emitters)):
+            return False
+        return folder_identity(watched.path) == watched.identity
+
+    def roots_changed(self) -> bool:
+        """A cheap look (one stat per root): was a root replaced, deleted, or did a missing one appear?"""
+        for watched in self.roots.values():
+            if watched.mode == "missing":
+                if os.path.isdir(watched.path):
+                    return True
+            elif not self._intact(watched):
+                return True
+        return False
+
     def check_roots(self) -> list[str]:
-        """Notice roots that vanished (unmounted), came back or outgrew the watch limit; returns those to rescan."""
+        """Notice roots that vanished (unmounted), were replaced, came back or outgrew the watch limit.
+
+        Returns the roots to reconcile: those watched anew.
+        """
         back = []
         for root, watched in self.roots.items():
             alive = watched.observer is not None and watched.observer.is_alive()
+            if watched.mode != "missing" and alive and os.path.isdir(root) and not self._intact(watched):
+                log.warning("watched folder %s was replaced; watching the new one", display_path(root))
+                self._stop_observer(watched.observer)
+                watched.observer, watched.mode = None, "missing"
+                if self.ensure_watching(root):
+                    back.append(root)
+                continue
             if watched.mode == "inotify" and alive and self.polling != "never" and watch_limit_reached(root):
                 # Folders made since the limit was hit are not watched: poll instead, and rescan for what was missed.
                 self._stop_observer(watched.observer)
@@ -243,7 +293,7 @@ class Watcher:
                 if self.ensure_watching(root):
                     back.append(root)
                 continue
-            if watched.mode != "missing" and (not os.path.isdir(root) or not alive):
+            if watched.mode != "missing" and not self._intact(watched):
                 log.warning("watched folder %s is gone or its watch stopped; waiting for it", display_path(root))
                 self._stop_observer(watched.observer)
                 watched.observer, watched.mode = None, "missing"
@@ -253,7 +303,19 @@ class Watcher:
         return back
 
     def modes(self) -> list[dict[str, str]]:
-        return [{"path": w.path, "mode": w.mode} for w in self.roots.values()]
+        """How each root is watched, checked now: "replaced" until a new folder at its path is watched."""
+        modes = []
+        for watched in self.roots.values():
+            mode = watched.mode
+            if mode != "missing" and not self._intact(watched):
+                mode = "replaced" if os.path.isdir(watched.path) else "missing"
+            modes.append({"path": watched.path, "mode": mode})
+        return modes
+
+    def orphan_grace(self, settle_seconds: float) -> float:
+        """How long both halves of a move may take to arrive: polling sees each root only every POLL_INTERVAL."""
+        polled = any(w.mode == "polling" for w in self.roots.values())
+        return settle_seconds + 2.0 + (POLL_INTERVAL if polled else 0.0)
 
     @staticmethod
     def _stop_observer(observer: BaseObserver | None) -> None:

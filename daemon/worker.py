@@ -2,7 +2,9 @@
 
 Moves and deletes apply at once, in event order; created or changed files wait until they have
 been quiet for `settle_seconds` and their size and mtime stopped changing, so a download or a slow
-copy is embedded once, with its final content.
+copy is embedded once, with its final content. A content whose last path went away is held for a
+grace period and dropped only once nothing is waiting, so a move seen as a delete and a create, in
+either order, finds its bytes known and keeps its vector.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ MIN_BACKOFF, MAX_BACKOFF = 5.0, 60.0  # seconds between tries while the disk is 
 class _Pending:
     seen: float  # monotonic time of the last event
     signature: tuple[int, int] | None  # size and mtime at that event
+    recheck: bool = False  # a new file at this path: hash it even if size and mtime match its row
 
 
 def _signature(path: str) -> tuple[int, int] | None:
@@ -72,12 +75,15 @@ class Worker:
         settle_seconds: float,
         monotonic: Callable[[], float] = time.monotonic,
         stop_event: threading.Event | None = None,
+        orphan_grace: Callable[[], float] | None = None,
     ) -> None:
         self.engine = engine
         self.roots = list(roots)
         self.changes = changes
         self.settle_seconds = settle_seconds
         self.monotonic = monotonic
+        # How long a move may take to show up as both its halves; the watcher knows (polling is slower).
+        self.orphan_grace = orphan_grace or (lambda: settle_seconds + 2.0)
         self.pending: dict[str, _Pending] = {}
         self.rescans: set[str] = set()
         self.stats = WorkerStats()
@@ -115,18 +121,21 @@ class Worker:
                     self._rescan()
                     self._backoff = MIN_BACKOFF
                     continue
-                ready = self._settled()
+                ready, recheck = self._settled()
                 if ready:
-                    self._upsert(ready)
+                    self._upsert(ready, recheck)
                     continue
                 if self._media_due and self.changes.empty():
                     # A small batch at a time, between events, so a new file never waits behind it.
                     self.stats.busy = "reading metadata"
                     self._media_due = self.engine.backfill_media() > 0
                     continue
-                self.stats.busy = "idle"
+                waiting = bool(self.pending) or not self.changes.empty()
+                # Held contents are dropped only when no file waits that might turn out to hold them.
+                held = self.engine.held_contents if waiting else self.engine.release_orphans()
+                self.stats.busy = "settling" if held else "idle"
                 self.stats.pending = len(self.pending) + self.changes.qsize()
-                if not self.pending and self.changes.empty():
+                if not waiting and not held:
                     self.idle.set()
                 self._wait()
             except Stopped:
@@ -167,8 +176,11 @@ class Worker:
         if log.isEnabledFor(logging.DEBUG):
             target = f" -> {display_path(change.dest)}" if change.dest else ""
             log.debug("event: %s %s%s", change.kind.value, display_path(change.path), target)
+        self.engine.orphan_grace = self.orphan_grace()
+        if change.kind in (ChangeKind.UPSERT, ChangeKind.MOVE):
+            self._wake_missing_root(change.dest or change.path)
         if change.kind is ChangeKind.UPSERT:
-            self.pending[change.path] = _Pending(self.monotonic(), _signature(change.path))
+            self._pend(change.path, change.recheck)
         elif change.kind is ChangeKind.DELETE:
             self._drop_pending(change.path, change.is_dir)
             self.engine.forget([change.path], folder=change.is_dir)
@@ -176,6 +188,18 @@ class Worker:
             self._move(change)
         elif change.kind is ChangeKind.RESCAN:
             self.rescans.add(change.path)
+
+    def _pend(self, path: str, recheck: bool = False) -> None:
+        """Wait for path to settle; a recheck already asked for sticks."""
+        earlier = self.pending.get(path)
+        recheck = recheck or (earlier is not None and earlier.recheck)
+        self.pending[path] = _Pending(self.monotonic(), _signature(path), recheck)
+
+    def _wake_missing_root(self, path: str) -> None:
+        """A file arriving in a root whose entries were kept as missing (it was empty): reconcile it now."""
+        root = self.engine.root_of(path, self.roots)
+        if root is not None and root in self.engine.missing_roots:
+            self.rescans.add(root)
 
     def _drop_pending(self, path: str, is_dir: bool) -> list[str]:
         dropped = [p for p in self.pending if p == path or (is_dir and is_under(p, path))]
@@ -187,16 +211,18 @@ class Worker:
         src, dest = change.path, change.dest or ""
         carried = self._drop_pending(src, change.is_dir)
         for old in carried:  # not yet indexed: wait for them at their new place
-            new = dest + old[len(src) :]
-            self.pending[new] = _Pending(self.monotonic(), _signature(new))
-        self.engine.move(src, dest, change.is_dir)
+            self._pend(dest + old[len(src) :], recheck=True)
+        moved = self.engine.move(src, dest, change.is_dir)
         if change.is_dir:
             self.rescans.add(dest)  # anything the catalog did not know below src
-        elif self.engine.catalog.get_file(dest) is None:
-            self.pending.setdefault(dest, _Pending(self.monotonic(), _signature(dest)))
+        elif not moved:
+            # The catalog did not know the source (a hidden temp name, an excluded folder, a file not yet
+            # indexed): this is a write of the destination, whatever row it has now.
+            self._pend(dest, recheck=True)
 
-    def _settled(self) -> list[str]:
-        """Paths quiet for settle_seconds whose size and mtime still match the last event's."""
+    def _settled(self) -> tuple[list[str], set[str]]:
+        """Paths quiet for settle_seconds whose size and mtime still match the last event's, and those
+        of them to hash whatever their row says."""
         now = self.monotonic()
         ready = []
         for path, entry in list(self.pending.items()):
@@ -211,11 +237,12 @@ class Worker:
             ready.append(path)
             if len(ready) >= MAX_UPSERT_BATCH:
                 break
+        recheck = {path for path in ready if self.pending[path].recheck}
         for path in ready:
             del self.pending[path]
-        return ready
+        return ready, recheck
 
-    def _upsert(self, paths: list[str]) -> None:
+    def _upsert(self, paths: list[str], recheck: set[str]) -> None:
         self.stats.busy = "indexing"
         self.stats.remaining = len(paths)
         started = self.monotonic()
@@ -228,7 +255,7 @@ class Worker:
             elapsed = self.monotonic() - started
             self.stats.rate = done / elapsed if elapsed > 0 else 0.0
 
-        summary = self.engine.upsert(paths, progress=progress)
+        summary = self.engine.upsert(paths, progress=progress, recheck=recheck)
         self.stats.totals.merge(summary)
         self.stats.remaining = 0
 

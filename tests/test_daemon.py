@@ -283,6 +283,141 @@ def test_the_persist_interval_stretches_with_the_size_of_the_index():
     assert every(1_000_000) == 600.0
 
 
+# -- the watcher cases that used to slip (issue 14), in both watching modes ----------------------
+
+MODES = ["inotify", "polling"]
+
+
+def mode_env(mode: str) -> dict[str, str]:
+    return {"IMGD_POLLING": "always"} if mode == "polling" else {}
+
+
+def embedded_since(daemon: DaemonProcess, mark: int) -> list[str]:
+    """Log lines of images embedded after mark: 'indexed X' and 'updated X' mean a forward pass."""
+    lines = daemon.log()[mark:].splitlines()
+    embedded = ("INFO indexed ", "INFO updated ")
+    return [line for line in lines if line.startswith(embedded) and "not embedded" not in line]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_rename_from_a_hidden_name_or_a_staging_folder_over_an_indexed_file_is_a_write(tmp_path, tiny_model, mode):
+    pics = tmp_path / "pics"
+    write_image(pics / "photo.jpg", seed=1)
+    write_image(pics / "other.jpg", seed=2)
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode))
+    try:
+        daemon.start()
+        daemon.wait_idle()
+        assert daemon.content_hash(pics / "photo.jpg") == digest(pics / "photo.jpg")
+
+        hidden = pics / ".photo.jpg"  # a sync tool's or editor's hidden temp name, still ending in .jpg
+        hidden.write_bytes(jpeg_bytes(11))
+        os.rename(hidden, pics / "photo.jpg")
+        (pics / ".staging").mkdir()  # a hidden staging folder
+        (pics / ".staging" / "x.jpg").write_bytes(jpeg_bytes(12))
+        os.rename(pics / ".staging" / "x.jpg", pics / "other.jpg")
+
+        for path in (pics / "photo.jpg", pics / "other.jpg"):
+            wait_until(lambda p=path: daemon.content_hash(p) == digest(p), timeout=20, what=f"{path.name} re-hashed")
+        daemon.wait_idle()
+        assert daemon.stop() == 0
+        check_invariants(daemon.state_dir, [pics], daemon.model)
+    finally:
+        daemon.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_an_organiser_moving_files_into_folders_it_just_made_never_re_embeds(tmp_path, tiny_model, mode):
+    pics = tmp_path / "pics"
+    for i in range(24):
+        write_image(pics / "inbox" / f"img{i:02d}.jpg", seed=100 + i)
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode))
+    try:
+        daemon.start()
+        daemon.wait_idle()
+        before = {Path(p).name: c for p, c in daemon.catalog_paths().items()}
+        assert len(before) == 24
+        mark = len(daemon.log())
+        # As exiftool '-Directory<DateTimeOriginal' does: make the folder, rename into it, next file.
+        for i in range(24):
+            folder = pics / str(2000 + i // 2) / f"{i % 12 + 1:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            os.rename(pics / "inbox" / f"img{i:02d}.jpg", folder / f"img{i:02d}.jpg")
+        wait_until(lambda: set(daemon.catalog_paths()) == image_files(pics), timeout=30, what="the organised tree")
+        daemon.wait_idle()
+        after = {Path(p).name: c for p, c in daemon.catalog_paths().items()}
+        assert after == before, "a moved file keeps its content id"
+        assert embedded_since(daemon, mark) == [], "a move must not re-embed"
+        assert daemon.stop() == 0
+        check_invariants(daemon.state_dir, [pics], daemon.model)
+    finally:
+        daemon.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_move_between_two_watched_folders_never_re_embeds(tmp_path, tiny_model, mode):
+    pics, downloads = tmp_path / "Pictures", tmp_path / "Downloads"
+    pics.mkdir()
+    for i in range(12):
+        write_image(downloads / f"dl{i:02d}.jpg", seed=200 + i)
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics, downloads], **mode_env(mode))
+    try:
+        daemon.start()
+        daemon.wait_idle()
+        before = {Path(p).name: c for p, c in daemon.catalog_paths().items()}
+        assert len(before) == 12
+        mark = len(daemon.log())
+        for name in sorted(os.listdir(downloads)):  # mv ~/Downloads/*.jpg ~/Pictures/
+            os.rename(downloads / name, pics / name)
+        wait_until(
+            lambda: set(daemon.catalog_paths()) == image_files(pics, downloads), timeout=30, what="the moved files"
+        )
+        daemon.wait_idle()
+        after = {Path(p).name: c for p, c in daemon.catalog_paths().items()}
+        assert after == before, "a moved file keeps its content id"
+        assert embedded_since(daemon, mark) == [], "a move between watched folders must not re-embed"
+        assert daemon.stop() == 0
+        check_invariants(daemon.state_dir, [pics, downloads], daemon.model)
+    finally:
+        daemon.stop(signal.SIGKILL)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_replaced_watched_folder_is_watched_again_and_reconciled_at_once(tmp_path, tiny_model, mode):
+    pics = tmp_path / "Pictures"
+    for i in range(4):
+        write_image(pics / f"old{i}.jpg", seed=300 + i)
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode))
+    watching = "polling" if mode == "polling" else "inotify"
+    try:
+        daemon.start()
+        daemon.wait_idle()
+
+        # mv Pictures Pictures-2023 && mkdir Pictures, then a new image in the new folder.
+        os.rename(pics, tmp_path / "Pictures-2023")
+        pics.mkdir()
+        fresh = write_image(pics / "new.jpg", seed=310)
+        wait_until(lambda: daemon.content_hash(fresh) == digest(fresh), timeout=20, what="the image in the new folder")
+        wait_until(lambda: set(daemon.catalog_paths()) == image_files(pics), timeout=20, what="the old entries gone")
+        assert [f["mode"] for f in daemon.wait_idle()["folders"]] == [watching]
+
+        # rm -rf Pictures && cp -a backup Pictures: the restored files are found.
+        backup = tmp_path / "backup"
+        subprocess.run(["cp", "-a", str(tmp_path / "Pictures-2023"), str(backup)], check=True)
+        shutil.rmtree(pics)
+        subprocess.run(["cp", "-a", str(backup), str(pics)], check=True)
+        wait_until(lambda: set(daemon.catalog_paths()) == image_files(pics), timeout=20, what="the restored files")
+        status = daemon.wait_idle()
+        assert [f["mode"] for f in status["folders"]] == [watching]
+        late = write_image(pics / "late.jpg", seed=311)  # and the restored folder is watched
+        wait_until(lambda: daemon.content_hash(late) == digest(late), timeout=20, what="a file in the restored folder")
+        daemon.wait_idle()
+        assert daemon.stop() == 0
+        check_invariants(daemon.state_dir, [pics], daemon.model)
+    finally:
+        daemon.stop(signal.SIGKILL)
+
+
 def test_search_into_a_pipe_whose_reader_left_exits_quietly_as_grep_does(daemon, pics):
     for i in range(3):
         write_image(pics / f"img{i}.jpg", seed=i)

@@ -32,6 +32,12 @@ class searcher_for:  # noqa: N801 - reads as a function in the tests
         return self.searcher.search(SearchRequest(terms=(term,), options=Options(k=k)))
 
 
+def jpeg_bytes(seed: int) -> bytes:
+    buffer = io.BytesIO()
+    picture(seed).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
 def catalog_paths(lib: Library) -> set[str]:
     return {r.path for r in lib.catalog.all_files() if r.status == "ok"}
 
@@ -292,3 +298,62 @@ def test_embedder_shrinks_large_images_in_the_decode_thread_to_the_processor_sid
     large = picture(2, (400, 200))
     direct, early = embedder.encode_images([large, embedder.prepare(large)])
     assert float(np.dot(direct, early)) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_forgotten_content_is_held_for_the_grace_so_a_move_seen_as_delete_and_create_reuses_it(
+    library, tmp_path, monkeypatch
+):
+    pics, other = tmp_path / "pics", tmp_path / "other"
+    write_image(pics / "a.jpg", seed=1)
+    library.engine.reconcile([pics])
+    content = library.catalog.get_file(str(pics / "a.jpg")).content_id
+    encoded = []
+    original = library.engine.embedder.encode_images
+    monkeypatch.setattr(
+        library.engine.embedder, "encode_images", lambda imgs: encoded.append(len(imgs)) or original(imgs)
+    )
+    now = [100.0]
+    library.engine.monotonic = lambda: now[0]
+    library.engine.orphan_grace = 5.0
+
+    # A move between two watched folders arrives as a delete here, then a create there.
+    other.mkdir()
+    os.rename(pics / "a.jpg", other / "a.jpg")
+    library.engine.forget([str(pics / "a.jpg")])
+    assert library.engine.held_contents == 1 and content in library.index.ids().tolist()
+    now[0] += 4.0
+    assert library.engine.release_orphans() == 1, "held until the grace runs out"
+    summary = library.engine.upsert([str(other / "a.jpg")])
+
+    assert (summary.moved, summary.added) == (1, 0) and encoded == []
+    assert library.catalog.get_file(str(other / "a.jpg")).content_id == content
+    assert library.engine.release_orphans() == 0, "referenced again: nothing is held"
+
+    # Deleted for good: dropped from catalog and index once the grace has passed, not before.
+    (other / "a.jpg").unlink()
+    library.engine.forget([str(other / "a.jpg")])
+    assert library.catalog.count_contents() == 1
+    now[0] += 5.0
+    assert library.engine.release_orphans() == 0
+    assert library.catalog.count_contents() == len(library.index) == 0
+
+
+def test_a_recheck_hashes_a_file_whose_size_and_mtime_match_its_row(library, tmp_path):
+    pics = tmp_path / "pics"
+    first, second = jpeg_bytes(1), jpeg_bytes(2)
+    size = max(len(first), len(second))  # bytes after the JPEG's end marker are ignored by decoders
+    (pics).mkdir()
+    (pics / "a.jpg").write_bytes(first.ljust(size, b"\0"))
+    os.utime(pics / "a.jpg", ns=(1, 10**18))
+    library.engine.reconcile([pics])
+    old = library.catalog.get_file(str(pics / "a.jpg")).content_id
+
+    # Renamed over it from a hidden temp name: same size, same mtime (cp -p), other bytes.
+    (pics / ".a.jpg").write_bytes(second.ljust(size, b"\0"))
+    os.utime(pics / ".a.jpg", ns=(1, 10**18))
+    os.rename(pics / ".a.jpg", pics / "a.jpg")
+
+    assert library.engine.upsert([str(pics / "a.jpg")]).updated == 0, "size and mtime alone cannot tell"
+    assert library.engine.upsert([str(pics / "a.jpg")], recheck={str(pics / "a.jpg")}).updated == 1
+    assert library.catalog.get_file(str(pics / "a.jpg")).content_id != old
+    assert library.catalog.count_contents() == len(library.index) == 1
