@@ -213,12 +213,20 @@ class Worker:
         for old in carried:  # not yet indexed: wait for them at their new place
             self._pend(dest + old[len(src) :], recheck=True)
         moved = self.engine.move(src, dest, change.is_dir)
+        # A move is the watcher's claim; check it against the disk. (Polling pairs moves by inode number,
+        # and a number freed by one rename is soon another file's: it reports "A -> B" while A holds new bytes.)
         if change.is_dir:
             self.rescans.add(dest)  # anything the catalog did not know below src
-        elif not moved:
-            # The catalog did not know the source (a hidden temp name, an excluded folder, a file not yet
-            # indexed): this is a write of the destination, whatever row it has now.
-            self._pend(dest, recheck=True)
+            if os.path.isdir(src):
+                self.rescans.add(src)
+            return
+        # The destination settles like a write: a moved row carries its source's size and mtime, so a real
+        # rename costs one stat. Without a row moved (a hidden temp name, an excluded folder, a file not yet
+        # indexed) it is a write of the destination, hashed whatever row it has now.
+        self._pend(dest, recheck=not moved)
+        root = self.engine.root_of(src, self.roots)
+        if root is not None and self.engine.filter.wants(src, root) and os.path.lexists(src):
+            self._pend(src, recheck=True)  # a new file where the source was
 
     def _settled(self) -> tuple[list[str], set[str]]:
         """Paths quiet for settle_seconds whose size and mtime still match the last event's, and those
