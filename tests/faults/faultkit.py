@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import picture
-from daemonkit import IMGD, DaemonProcess, check_invariants, wait_until
+from daemonkit import IMGD, DaemonProcess, check_invariants, image_files, wait_until
 from imgd.daemon import client
 from imgd.daemon.errors import ImgdError
 from imgd.daemon.models import FileRecord
@@ -335,7 +335,8 @@ def crash_during_catchup_and_burst(
                 time.sleep(rng.uniform(0.0, 4.0))
             else:  # once the catalog has grown past a random mark, so the kill lands mid-batch
                 have = daemon.ok_count()
-                target = have + rng.randint(1, max(1, (files - have) // (catchup_kills - k + 1)))
+                # Capped at files: a catch-up that finished before this kill would otherwise wait forever.
+                target = min(files, have + rng.randint(1, max(1, (files - have) // (catchup_kills - k + 1))))
                 wait_until(lambda t=target: daemon.ok_count() >= t or not daemon.alive(), timeout=300, interval=0.02)
                 time.sleep(rng.uniform(0.0, 0.3))
             mid_catchup += daemon.ok_count() < files
@@ -702,6 +703,113 @@ def burst_with_searches(tmp: Path, model: Path, count: int) -> dict[str, Any]:
         "search_errors": len(errors) + len(cli_errors),
         **figures,
     }
+
+
+# -- how people really move files: sync tools, organisers, two watched folders, restores ---------------
+
+
+def embedded_lines(text: str) -> list[str]:
+    """Forward passes in a daemon log: 'indexed X' and 'updated X' (known bytes say 'not embedded')."""
+    return [
+        line
+        for line in text.splitlines()
+        if line.startswith(("INFO indexed ", "INFO updated ")) and not line.endswith("(known content, not embedded)")
+    ]
+
+
+def watcher_workloads(tmp: Path, model: Path, files: int, seed: int, polling: bool = False) -> dict[str, Any]:
+    """Every way of moving files that once slipped past the watcher, against one daemon on two roots.
+
+    `files` images start in Downloads. Each step waits until the catalog equals the disk, then counts the
+    forward passes it caused; content the catalog already held must never be embedded again:
+    1. moved between the two watched roots (mv ~/Downloads/*.png ~/Pictures/);
+    2. organised as exiftool does: make YYYY/MM, rename one file into it, next file;
+    3. a quarter of them replaced by a rename from a hidden temp name (.x.png -> x.png) or out of a hidden
+       staging folder (.staging/x.png -> x.png): each must be re-hashed, and embedded exactly once;
+    4. the root replaced: mv Pictures Pictures-old && mkdir Pictures, then new images in the new one
+       (embedded once each); then rm -rf Pictures && cp -a backup Pictures, a backup taken before step 4
+       (its contents left the catalog with Pictures-old: each embedded once).
+    Ends with check_invariants (catalog == disk, every hash fresh). Returns the figures.
+    """
+    rng = random.Random(seed)
+    pics, downloads = tmp / "Pictures", tmp / "Downloads"
+    pics.mkdir(parents=True)
+    downloads.mkdir(parents=True)
+    for i in range(files):
+        (downloads / f"dl{i:05d}.png").write_bytes(png_bytes(seed * 100_000 + i))
+    env = {"IMGD_POLLING": "always"} if polling else {}
+    daemon = FaultDaemon(tmp, model, [pics, downloads], **env)
+    figures: dict[str, Any] = {"mode": "polling" if polling else "inotify", "files_moved": 0}
+    for_nothing: dict[str, int] = {}
+
+    def settled(step: str, expected_passes: int = 0) -> None:
+        wait_until(
+            lambda: set(daemon.catalog_paths()) == image_files(pics, downloads),
+            timeout=300,
+            interval=0.3,
+            what=f"the catalog to equal the disk after {step}",
+        )
+        daemon.wait_idle(timeout=300)
+        passes = len(embedded_lines(daemon.log_since(mark)))
+        for_nothing[step] = passes - expected_passes
+        assert passes >= expected_passes, f"{step}: {passes} forward passes, {expected_passes} new images"
+
+    try:
+        daemon.start()
+        daemon.wait_idle(timeout=300)
+
+        mark = daemon.mark()
+        for name in sorted(os.listdir(downloads)):
+            os.rename(downloads / name, pics / name)
+        figures["files_moved"] += files
+        settled("cross_root_move")
+
+        mark = daemon.mark()
+        for i, name in enumerate(sorted(os.listdir(pics))):
+            folder = pics / str(2000 + i // 12) / f"{i % 12 + 1:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            os.rename(pics / name, folder / name)
+        figures["files_moved"] += files
+        settled("organiser")
+
+        mark = daemon.mark()
+        everything = sorted(Path(p) for p in image_files(pics))
+        victims = rng.sample(everything, max(2, files // 4))
+        staging = pics / ".staging"
+        staging.mkdir()
+        for n, path in enumerate(victims):
+            data = png_bytes(seed * 100_000 + 50_000 + n)
+            temp = path.with_name(f".{path.name}") if n % 2 else staging / path.name
+            temp.write_bytes(data)
+            os.rename(temp, path)
+        for path in victims:
+            daemon.wait_fresh(path, timeout=120)
+        figures["replaced_from_hidden"] = len(victims)
+        settled("replace_from_hidden", expected_passes=len(victims))
+
+        backup = tmp / "backup"
+        subprocess.run(["cp", "-a", str(pics), str(backup)], check=True)
+        mark = daemon.mark()
+        os.rename(pics, tmp / "Pictures-old")
+        pics.mkdir()
+        for n in range(3):
+            (pics / f"new{n}.png").write_bytes(png_bytes(seed * 100_000 + 90_000 + n))
+        settled("root_moved_away_and_remade", expected_passes=3)
+
+        # Idle means the contents that left with Pictures-old are dropped: the restore brings back
+        # bytes the catalog no longer holds, each to be embedded exactly once.
+        mark = daemon.mark()
+        shutil.rmtree(pics)
+        subprocess.run(["cp", "-a", str(backup), str(pics)], check=True)
+        settled("root_deleted_and_restored", expected_passes=len(image_files(backup)))
+        figures["roots_replaced"] = 2
+        figures.update(daemon.settle_and_check(timeout=300))
+    finally:
+        daemon.stop(signal.SIGKILL)
+    assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
+    figures["reembedded_for_nothing"] = sum(for_nothing.values())
+    assert figures["reembedded_for_nothing"] == 0, f"content already indexed was embedded again: {for_nothing}"
+    return figures
 
 
 # -- privileges and kernel limits -----------------------------------------------------------------
