@@ -218,7 +218,7 @@ class Engine:
     ) -> None:
         stat, previous = item.stat, item.previous
         # "indexed" and "updated" mean a forward pass; known bytes at a new place say they were not embedded.
-        reused = "" if item.image is not None else " (known content, not embedded)"
+        reused = "" if item.image is not None else " (bytes already indexed, not embedded)"
         self.catalog.set_file(stat.path, stat.size, stat.mtime_ns, content_id)
         if previous is not None and previous.status == "ok":
             if previous.content_id == content_id:

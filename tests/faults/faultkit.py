@@ -709,12 +709,9 @@ def burst_with_searches(tmp: Path, model: Path, count: int) -> dict[str, Any]:
 
 
 def embedded_lines(text: str) -> list[str]:
-    """Forward passes in a daemon log: 'indexed X' and 'updated X' (known bytes say 'not embedded')."""
-    return [
-        line
-        for line in text.splitlines()
-        if line.startswith(("INFO indexed ", "INFO updated ")) and not line.endswith("(known content, not embedded)")
-    ]
+    """Forward passes in a daemon log: 'indexed X' and 'updated X' (known bytes end '..., not embedded)')."""
+    passes = ("INFO indexed ", "INFO updated ")
+    return [line for line in text.splitlines() if line.startswith(passes) and not line.endswith(", not embedded)")]
 
 
 def watcher_workloads(tmp: Path, model: Path, files: int, seed: int, polling: bool = False) -> dict[str, Any]:
