@@ -88,7 +88,7 @@ def main() -> None:
         state, pics = where / "state", where / "pics"
         config = config_module.load(None, {"state_dir": state, "model": "synthetic"}, env={})
         started = time.perf_counter()
-        if not config.index_path.exists():
+        if not config.catalog_path.exists():
             build(state, pics, args.count)
             log(f"built catalog and {args.count} files in {time.perf_counter() - started:.0f}s")
         catalog = Catalog(config.catalog_path)
