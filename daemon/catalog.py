@@ -26,7 +26,7 @@ import numpy as np
 
 from . import migrations
 from .errors import CatalogError, DiskFull, ModelMismatch
-from .models import FileMeta, FileRecord, FileStat, ImageMeta, MediaFilter
+from .models import FileDetail, FileMeta, FileRecord, FileStat, ImageMeta, MediaFilter
 
 SCHEMA_VERSION = migrations.LATEST
 APPLICATION_ID = migrations.APPLICATION_ID
@@ -518,6 +518,35 @@ class Catalog:
                 ids,
             )
         }
+
+
+    def shared_contents(self) -> list[int]:
+        """Contents that more than one live file holds: exact copies."""
+        rows = self.conn.execute(
+            "SELECT content_id FROM files WHERE +status = 'ok' AND content_id IS NOT NULL "
+            "GROUP BY content_id HAVING count(*) > 1"
+        )
+        return [r[0] for r in rows]
+
+    def content_ids_under(self, folder: str) -> np.ndarray:
+        """Contents with a live file inside folder."""
+        lo, hi = _prefix_range(folder)
+        rows = self.conn.execute(
+            "SELECT DISTINCT content_id FROM files WHERE path >= ? AND path < ? AND +status = 'ok'", (lo, hi)
+        )
+        return np.fromiter((r[0] for r in rows if r[0] is not None), dtype=np.int64)
+
+    def file_details(self, content_ids: Iterable[int]) -> dict[int, list[FileDetail]]:
+        """Live files of each content with its size and the content's pixel dimensions (duplicate listings)."""
+        ids = list(dict.fromkeys(int(i) for i in content_ids))
+        found: dict[int, list[FileDetail]] = {i: [] for i in ids}
+        sql = (
+            "SELECT f.content_id, f.path, f.size, c.width, c.height FROM files f JOIN contents c "
+            "ON c.id = f.content_id WHERE f.content_id IN ({}) AND +f.status = 'ok'"
+        )
+        for cid, path, size, width, height in self._rows_for_ids(sql, ids):
+            found[cid].append(FileDetail(os.fsdecode(path), cid, size, width, height))
+        return found
 
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())

@@ -197,6 +197,27 @@ class VectorIndex:
         scores, ids = index.search(query, k, params=faiss.SearchParametersIVF(nprobe=n, sel=sel))
         return scores, ids, n
 
+    def range_search(self, queries: np.ndarray, threshold: float, limit: int = 1000) -> list[list[tuple[int, float]]]:
+        """For each query, the stored (id, cosine) pairs at or above threshold, best first, at most limit."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        with self._lock:
+            index = self._index
+            if index.ntotal == 0 or len(queries) == 0:
+                return [[] for _ in range(len(queries))]
+            if isinstance(index, faiss.IndexIVF):
+                # Near duplicates lie much closer than a top-10 neighbour: the tuned nprobe reaches them.
+                lims, scores, ids = index.range_search(
+                    queries, threshold, params=faiss.SearchParametersIVF(nprobe=index.nprobe)
+                )
+            else:
+                lims, scores, ids = index.range_search(queries, threshold)
+        found = []
+        for number in range(len(queries)):
+            part = slice(int(lims[number]), int(lims[number + 1]))
+            pairs = sorted(zip(ids[part].tolist(), scores[part].tolist(), strict=True), key=lambda p: -p[1])
+            found.append(pairs[:limit])
+        return found
+
     def ids(self) -> np.ndarray:
         with self._lock:
             return _export(self._index, with_vectors=False)[0]
@@ -558,3 +579,84 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# -- pairs above a threshold (duplicate finding) ---------------------------------------------
+
+PAIRS_EXACT_LIMIT = 16_384  # below this many vectors every pair is compared (~1 s here)
+PAIRS_PROBES = 4  # lists each vector is compared against in the blocked pass
+PAIRS_PCA_DIM = 128  # the blocking (k-means, list choice) works in this many PCA dimensions
+_PAIRS_ROWS = 2048  # rows of one similarity block: 2048 x 16k float32 = 128 MB at most
+
+
+def similar_pairs(vectors: np.ndarray, threshold: float, probes: int = PAIRS_PROBES) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (i < j) of unit vectors whose inner product is at least threshold.
+
+    Small sets compare every pair. Larger ones are blocked like an IVF index: k-means lists in a PCA
+    projection, each vector compared (one matrix product per list) with the members of its `probes`
+    nearest lists, so a pair is found when either one's list is among the other's nearest. Near
+    duplicates sit far closer than lists are wide, so this misses few of them (benchmarks/bench_dupes.py
+    measures the recall) for n*probes*n/nlist products instead of n*n.
+    `vectors` may be float16 (the catalog's precision, half the memory); blocks are multiplied in float32.
+    """
+    vectors = np.asarray(vectors)
+    if len(vectors) <= PAIRS_EXACT_LIMIT:
+        return _pairs_exact(vectors, threshold)
+    return _pairs_blocked(vectors, threshold, probes)
+
+
+def _pairs_exact(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+    firsts, seconds = [], []
+    for start in range(0, len(data), _PAIRS_ROWS):
+        block = data[start : start + _PAIRS_ROWS] @ data[start:].T
+        rows, cols = np.nonzero(block >= threshold)
+        keep = cols > rows  # the block's columns begin at its own first row: the upper triangle
+        firsts.append(rows[keep] + start)
+        seconds.append(cols[keep] + start)
+    return _joined(firsts), _joined(seconds)
+
+
+def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[np.ndarray, np.ndarray]:
+    count, dim = vectors.shape
+    rng = np.random.default_rng(count)
+    nlist = int(max(16, round((2 * count * probes) ** 0.5)))  # balances list choice against products
+    sample = vectors[np.sort(rng.choice(count, size=min(count, 32 * nlist), replace=False))].astype(np.float32)
+    mean = sample.mean(axis=0)
+    # Principal axes from the sample's covariance (numpy's eigh: FAISS's PCAMatrix takes seconds here).
+    axes = np.linalg.eigh(np.cov(sample - mean, rowvar=False))[1][:, ::-1][:, : min(PAIRS_PCA_DIM, dim)]
+    axes = np.ascontiguousarray(axes, dtype=np.float32)
+    kmeans = faiss.Kmeans(axes.shape[1], nlist, niter=6, max_points_per_centroid=32, seed=1, verbose=False)
+    kmeans.train((sample - mean) @ axes)
+    del sample
+    lists = np.empty((count, probes), np.int64)
+    for start in range(0, count, 100_000):
+        part = (vectors[start : start + 100_000].astype(np.float32) - mean) @ axes
+        lists[start : start + 100_000] = faiss.knn(part, kmeans.centroids, probes)[1]
+    primary = lists[:, 0]
+    member_order = np.argsort(primary, kind="stable")
+    member_bounds = np.searchsorted(primary[member_order], np.arange(nlist + 1))
+    probed = lists.ravel()
+    query_order = np.argsort(probed, kind="stable") // probes  # row of each (row, list) pair, by list
+    query_bounds = np.searchsorted(np.sort(probed), np.arange(nlist + 1))
+    firsts, seconds = [], []
+    for number in range(nlist):
+        members = member_order[member_bounds[number] : member_bounds[number + 1]]
+        if len(members) == 0:
+            continue
+        stored = vectors[members].astype(np.float32)
+        queries = query_order[query_bounds[number] : query_bounds[number + 1]]
+        for start in range(0, len(queries), _PAIRS_ROWS):
+            rows = queries[start : start + _PAIRS_ROWS]
+            hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
+            first, second = rows[hit_rows], members[hit_cols]
+            keep = first != second
+            firsts.append(np.minimum(first[keep], second[keep]))
+            seconds.append(np.maximum(first[keep], second[keep]))
+    first, second = _joined(firsts), _joined(seconds)
+    unique = np.unique(first * count + second)  # a pair found from both sides, or through two lists
+    return unique // count, unique % count
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)

@@ -28,6 +28,18 @@ class FileRecord:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class FileDetail:
+    """A live file as a duplicate listing shows it."""
+
+    path: str
+    content_id: int
+    size: int
+    width: int
+    height: int
+    taken: float | None = None  # capture time (seconds since the epoch) where the file records one
+
+
 class ChangeKind(enum.Enum):
     """What the watcher saw happen to a path."""
 
