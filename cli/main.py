@@ -25,6 +25,7 @@ from imgd.daemon.protocol import (
     FILE_TYPES,
     MAX_K,
     SORTS,
+    DupesRequest,
     FailedRequest,
     Filters,
     Options,
@@ -341,6 +342,38 @@ def _min_size(value: str | None) -> dict[str, int]:
         ) from None
 
 
+# What an image must be to take part: shared by search, similar and dupes.
+FILTER_OPTIONS = [
+    click.option("--after", help="Taken on or after this date: YYYY, YYYY-MM or YYYY-MM-DD."),
+    click.option("--before", help="Taken before this date: YYYY, YYYY-MM or YYYY-MM-DD."),
+    click.option("--camera", help="Camera make or model contains this text (case-insensitive)."),
+    click.option("--type", "types", help=f"File types, comma-separated: {', '.join(FILE_TYPES)}."),
+    click.option("--landscape", "orientation", flag_value="landscape", help="Only wider than tall."),
+    click.option("--portrait", "orientation", flag_value="portrait", help="Only taller than wide."),
+    click.option("--square", "orientation", flag_value="square", help="Only square."),
+    click.option("--min-size", help="At least WIDTHxHEIGHT, a shorter side in pixels, or megapixels (12MP)."),
+]
+
+
+def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(FILTER_OPTIONS):
+        fn = option(fn)
+    return fn
+
+
+def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, Any]) -> Filters:
+    """Filters from the FILTER_OPTIONS values (popped from `given`) and folders."""
+    return Filters(
+        folders=tuple(os.path.abspath(os.path.expanduser(f)) for f in folders),
+        after=given.pop("after"),
+        before=given.pop("before"),
+        camera=given.pop("camera"),
+        types=tuple(t for t in (types or "").split(",") if t.strip()),
+        orientation=given.pop("orientation"),
+        **_min_size(given.pop("min_size")),
+    )
+
+
 def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Filters, cut-offs, order and count: the same on every command that looks for images."""
     options = [
@@ -358,14 +391,7 @@ def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Path(file_okay=False),
             help="Only images under this folder (repeatable).",
         ),
-        click.option("--after", help="Taken on or after this date: YYYY, YYYY-MM or YYYY-MM-DD."),
-        click.option("--before", help="Taken before this date: YYYY, YYYY-MM or YYYY-MM-DD."),
-        click.option("--camera", help="Camera make or model contains this text (case-insensitive)."),
-        click.option("--type", "types", help=f"File types, comma-separated: {', '.join(FILE_TYPES)}."),
-        click.option("--landscape", "orientation", flag_value="landscape", help="Only wider than tall."),
-        click.option("--portrait", "orientation", flag_value="portrait", help="Only taller than wide."),
-        click.option("--square", "orientation", flag_value="square", help="Only square."),
-        click.option("--min-size", help="At least WIDTHxHEIGHT, a shorter side in pixels, or megapixels (12MP)."),
+        *FILTER_OPTIONS,
         click.option("--min-score", type=float, help="Leave out answers scoring below this cosine similarity."),
         click.option(
             "--auto", "auto_cut", is_flag=True, help="Stop where the scores fall away from the rest of the library."
@@ -400,15 +426,7 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def build_options(
     config: Config, top_k: int | None, folders: tuple[str, ...], types: str | None, **given: Any
 ) -> Options:
-    filters = Filters(
-        folders=tuple(os.path.abspath(os.path.expanduser(f)) for f in folders),
-        after=given.pop("after"),
-        before=given.pop("before"),
-        camera=given.pop("camera"),
-        types=tuple(t for t in (types or "").split(",") if t.strip()),
-        orientation=given.pop("orientation"),
-        **_min_size(given.pop("min_size")),
-    )
+    filters = build_filters(folders, types, given)
     auto_cut = given.pop("auto_cut")
     k = top_k or (AUTO_CUT_K if auto_cut else config.top_k)
     return Options(k=k, filters=filters, min_score=given.pop("min_score"), auto_cut=auto_cut, sort=given.pop("sort"))
@@ -517,6 +535,92 @@ def _note_ignored_model(ctx: click.Context, config: Config) -> None:
         recorded = ignored_model(config, named)
         if recorded:
             note(ctx, f"searching with the catalog's model {display_path(recorded)}, not --model {named}.")
+
+
+# -- dupes --------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
+@click.option(
+    "--threshold",
+    type=float,
+    help="Cosine from which two images are the same picture (default [dupes] threshold, 0.95).",
+)
+@click.option(
+    "--in",
+    "within",
+    multiple=True,
+    type=click.Path(file_okay=False),
+    help="Only groups with an image under this folder (repeatable); -f/-0 --not-keeper then list only those.",
+)
+@click.option("--not-keeper", is_flag=True, help="With -f/-0: leave each group's suggested keeper out.")
+@click.option("--direct", is_flag=True, help="Compute here instead of asking the daemon.")
+@filter_options
+@output_options
+@click.pass_context
+def dupes(
+    ctx: click.Context,
+    folders: tuple[str, ...],
+    threshold: float | None,
+    within: tuple[str, ...],
+    not_keeper: bool,
+    direct: bool,
+    fmt: str | None,
+    types: str | None,
+    **given: Any,
+) -> None:
+    """Groups of images that are the same picture, the suggested keeper first.
+
+    \b
+    Exact copies (the same bytes) and near-duplicates (re-encoded, resized, cropped a little,
+    rotated, converted, lightly edited: cosine >= --threshold to the keeper). The keeper is the
+    image with the most pixels, then the oldest, then the shortest path. FOLDERS limit which
+    images are compared (default: the whole library). imgd never deletes or moves a file.
+
+    \b
+    Examples:
+      imgd dupes                                   # every group in the library
+      imgd dupes --in ~/Downloads -f --not-keeper  # downloads that are copies of a better image
+      imgd dupes ~/Pictures -0 --not-keeper | xargs -0 trash-put
+    """
+    config = get_config(ctx)
+    request = DupesRequest(
+        threshold=threshold,
+        filters=build_filters(folders, types, given),
+        within=tuple(os.path.abspath(os.path.expanduser(f)) for f in within),
+    )
+    reply = ask(ctx, config, request, direct)
+    groups = reply["groups"]
+    if fmt in ("paths", "null"):
+        paths = [
+            m["path"]
+            for g in groups
+            for position, m in enumerate(g["members"])
+            if not (not_keeper and (position == 0 or (request.within and not _under(m["path"], request.within))))
+        ]
+        if fmt == "paths":
+            for path in paths:
+                click.echo(display_path(path))
+        else:
+            out = click.get_binary_stream("stdout")
+            out.write(b"".join(os.fsencode(p) + b"\0" for p in paths))
+            out.flush()
+    elif fmt == "json":
+        click.echo(render.json_text(groups))
+    elif fmt == "jsonl":
+        for group in groups:
+            click.echo(render.json_text(group))
+    else:
+        for line in render.dupes_lines(groups):
+            click.echo(line)
+    click.echo(render.dupes_summary(groups, reply["threshold"]), err=True)
+    if not groups:
+        ctx.exit(EXIT_NO_MATCH)
+
+
+def _under(path: str, folders: tuple[str, ...]) -> bool:
+    return any(path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
 
 
 # -- status, failed and config -------------------------------------------------------------

@@ -134,6 +134,33 @@ def _ago(stamp: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+def dupes_lines(groups: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Each group: a heading, then `keep`/blank, score to the keeper, dimensions, size, path; a blank line between."""
+    lines: list[str] = []
+    for group in groups:
+        members = group["members"]
+        if lines:
+            lines.append("")
+        lines.append(f"{group['kind']} ({len(members)} images, {_size(group['reclaimable'])} in the others)")
+        for position, member in enumerate(members):
+            mark = "keep" if position == 0 else ("same" if member["same_content"] else "    ")
+            lines.append(
+                f"  {mark}  {member['score']:.4f}  {member['width']}x{member['height']}"
+                f"  {_size(member['size']):>9}  {display_path(member['path'])}"
+            )
+    return lines
+
+
+def dupes_summary(groups: list[Mapping[str, Any]], threshold: float) -> str:
+    others = sum(len(g["members"]) - 1 for g in groups)
+    reclaimable = sum(g["reclaimable"] for g in groups)
+    return (
+        f"imgd: {len(groups)} {'group' if len(groups) == 1 else 'groups'}, {others} images besides the keepers"
+        f", {_size(reclaimable)} in them "
+        f"(threshold {threshold:g})"
+    )
+
+
 def status_lines(status: Mapping[str, Any]) -> list[str]:
     lines = []
     daemon = status.get("daemon") or {}
@@ -177,6 +204,17 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         if search.get("build_error"):
             line += f"; the last rebuild failed ({search['build_error']})"
         lines.append(line)
+    dupes = status.get("dupes")
+    if dupes:
+        if dupes.get("computing"):
+            lines.append("duplicates: being computed")
+        elif dupes.get("error"):
+            lines.append(f"duplicates: not available ({dupes['error']})")
+        else:
+            lines.append(
+                f"duplicates: {dupes['groups']} groups, {_size(dupes['reclaimable'])} in images besides the keepers"
+                f" (threshold {dupes['threshold']:g})"
+            )
     lines.append(
         f"last persisted: {_ago(status.get('last_persist'))}; last reconciled: {_ago(status.get('last_reconcile'))}"
     )

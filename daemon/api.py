@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from . import client
 from .config import Config
 from .errors import DaemonNotRunning
-from .protocol import FailedRequest, Request, SearchRequest, SimilarRequest, StatusRequest
+from .protocol import DupesRequest, FailedRequest, Request, SearchRequest, SimilarRequest, StatusRequest
 
 if TYPE_CHECKING:
     from .embedder import Embedder
@@ -68,6 +68,14 @@ def _failed(context: Context, request: FailedRequest) -> dict[str, Any]:
     from .library import failed_files
 
     return {"failed": [{"path": path, "error": error} for path, error in failed_files(context.config)]}
+
+
+@handler(DupesRequest.op)
+def _dupes(context: Context, request: DupesRequest) -> dict[str, Any]:
+    from . import dupes
+
+    searcher = context.searcher if request.filters.active else None
+    return dupes.answer(context.config, request, searcher, getattr(context, "dupes", None))
 
 
 def answer(context: Context, request: Request) -> dict[str, Any]:

@@ -156,6 +156,15 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _cosine(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("expected a number")
+    number = float(value)
+    if not 0.0 < number <= 1.0:
+        raise ValueError("a cosine similarity above 0 and at most 1")
+    return number
+
+
 KINDS: dict[str, Callable[[Any], Any]] = {
     "path": _path,
     "paths": _paths,
@@ -264,6 +273,13 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("top_k", "search.top_k", "count", 10, "images listed when -k is not given"),
     Key(
+        "dupes_threshold",
+        "dupes.threshold",
+        _cosine,
+        0.95,
+        "cosine from which two images count as the same picture (`imgd dupes`)",
+    ),
+    Key(
         "watch_paths",
         "watch.paths",
         "paths",
@@ -310,6 +326,7 @@ class _Paths:
         reconcile_interval: float
         missing_grace: float
         top_k: int
+        dupes_threshold: float
         watch_paths: tuple[Path, ...]
         exclude: tuple[str, ...]
         extra_exclude: tuple[str, ...]

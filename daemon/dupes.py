@@ -16,6 +16,7 @@ keeper, takes its neighbours, and the rest are grouped again the same way.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -25,13 +26,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .catalog import Catalog
+from .config import Config
 from .index import VectorIndex, similar_pairs
 from .models import FileDetail
+from .protocol import DupesRequest
+from .query import Searcher, path_passes
 
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.95
 MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
+TRACKER_WAIT = 600.0  # seconds a request waits for the daemon's first whole-library pass
 NEIGHBOUR_LIMIT = 1000  # near-duplicates kept per content by the daemon: a bound for a too-low threshold
 
 Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
@@ -189,29 +194,16 @@ def _star_groups(
 
 
 def _group(contents: list[int], scores: Mapping[int, float], files: Mapping[int, Sequence[FileDetail]]) -> DupeGroup:
+    """The keeper's own files first, then each other content's files together, in keeper order."""
     keeper = contents[0]
     members = []
-    for cid in contents:
+    for cid in sorted(contents, key=lambda c: (c != keeper, min(map(keeper_key, files[c])))):
         score = 1.0 if cid == keeper else scores[cid]
-        for detail in files[cid]:
+        for detail in sorted(files[cid], key=keeper_key):
             members.append(
-                (
-                    keeper_key(detail),
-                    DupeMember(
-                        detail.path,
-                        detail.size,
-                        detail.width,
-                        detail.height,
-                        detail.taken,
-                        score,
-                        cid == keeper,
-                    ),
-                )
+                DupeMember(detail.path, detail.size, detail.width, detail.height, detail.taken, score, cid == keeper)
             )
-    best_of_keeper = min(k for k, m in members if m.same_content)
-    members.sort(key=lambda km: (km[0] != best_of_keeper, km[0]))
-    kind = "exact" if len(contents) == 1 else "near"
-    return DupeGroup(kind, tuple(m for _, m in members))
+    return DupeGroup("exact" if len(contents) == 1 else "near", tuple(members))
 
 
 def under(path: str, folders: Sequence[str]) -> bool:
@@ -241,35 +233,40 @@ PairSource = Callable[[float, np.ndarray | None], list[Pair]]
 def find_groups(
     catalog: Catalog,
     threshold: float = DEFAULT_THRESHOLD,
-    folders: Sequence[str] = (),
+    allowed: np.ndarray | None = None,
+    keep_path: Callable[[str], bool] | None = None,
     within: Sequence[str] = (),
     pair_source: PairSource | None = None,
 ) -> list[DupeGroup]:
-    """Duplicate groups among the live files under `folders` (all when empty), that touch `within` if given.
+    """Duplicate groups among the live files of the `allowed` contents (all when None).
 
-    `pair_source(threshold, scope)` gives the near-duplicate pairs (the daemon's tracker); without
-    one they are computed here from the catalog's vectors. Files no longer on disk are left out.
+    `keep_path` drops single files (a filter on folder or type: one copy may pass and another not);
+    `within` keeps only the groups with a file under one of those folders. `pair_source(threshold,
+    allowed)` gives the near-duplicate pairs (the daemon's tracker); without one they are computed
+    here from the catalog's vectors. Files no longer on disk are left out.
     """
     with catalog.snapshot():
-        scope: np.ndarray | None = None
-        if folders:
-            scope = np.unique(np.concatenate([catalog.content_ids_under(f) for f in folders]))
         if pair_source is not None:
-            pairs = pair_source(threshold, scope)
+            pairs = pair_source(threshold, allowed)
         else:
-            pairs = library_pairs(*catalog_vectors(catalog, scope), threshold)
+            pairs = library_pairs(*catalog_vectors(catalog, allowed), threshold)
         involved = {c for a, b, _ in pairs for c in (a, b)} | set(catalog.shared_contents())
-        if scope is not None:
-            involved &= set(scope.tolist())
+        if allowed is not None:
+            involved &= set(allowed.tolist())
         details = catalog.file_details(involved)
     files = {
-        cid: [d for d in found if (not folders or under(d.path, folders)) and os.path.isfile(d.path)]
+        cid: [d for d in found if (keep_path is None or keep_path(d.path)) and os.path.isfile(d.path)]
         for cid, found in details.items()
     }
     groups = build_groups(pairs, files, threshold)
     if within:
         groups = [g for g in groups if any(under(m.path, within) for m in g.members)]
     return groups
+
+
+def summary(groups: Sequence[DupeGroup]) -> dict[str, int]:
+    """For `imgd status`: how many groups, and the bytes their non-keepers take."""
+    return {"groups": len(groups), "reclaimable": sum(g.reclaimable for g in groups)}
 
 
 # -- the daemon's running answer --------------------------------------------------------------
@@ -386,13 +383,19 @@ class DupeTracker:
                 if other != ids[position]:
                     firsts.append(position)
                     seconds.append(other)
-        pairs: list[Pair] = []
-        if firsts:
+        stored: dict[int, np.ndarray] = {}
+        for other in dict.fromkeys(seconds):
             # Stored vectors are the catalog's float16 values, so the exact score matches the direct path's.
-            stored = {other: self.index.reconstruct(other) for other in dict.fromkeys(seconds)}
-            rows = np.asarray(firsts)
-            others = np.vstack([stored[o] for o in seconds])
-            pairs = _scored(ids[rows], np.asarray(seconds, dtype=np.int64), vectors[rows], others, self.floor)
+            with contextlib.suppress(RuntimeError):  # removed since the range search (a queued change)
+                stored[other] = self.index.reconstruct(other)
+        kept = [(f, o) for f, o in zip(firsts, seconds, strict=True) if o in stored]
+        pairs: list[Pair] = []
+        if kept:
+            rows = np.asarray([f for f, _ in kept])
+            others = np.vstack([stored[o] for _, o in kept])
+            pairs = _scored(
+                ids[rows], np.asarray([o for _, o in kept], dtype=np.int64), vectors[rows], others, self.floor
+            )
         with self._lock:
             for a, b, score in pairs:
                 self._link(a, b, score)
@@ -431,3 +434,29 @@ class DupeTracker:
     def pair_count(self) -> int:
         with self._lock:
             return sum(len(links) for links in self._neighbours.values()) // 2
+
+
+# -- the request handler (daemon and direct path alike) -----------------------------------------
+
+
+def answer(config: Config, request: DupesRequest, searcher: Searcher | None, tracker: DupeTracker | None) -> dict:
+    """The `dupes` operation: groups as dicts, from the tracker when it can serve, else computed here."""
+    threshold = request.threshold if request.threshold is not None else config.dupes_threshold
+    filters = request.filters
+    allowed = searcher.allowed(filters) if filters.active and searcher is not None else None
+    source: PairSource | None = None
+    if tracker is not None and tracker.wait_ready(TRACKER_WAIT) and tracker.serves(threshold):
+        source = tracker.pairs
+    catalog = Catalog(config.catalog_path, readonly=True)
+    try:
+        groups = find_groups(
+            catalog,
+            threshold,
+            allowed=allowed,
+            keep_path=(lambda p: path_passes(filters, p)) if filters.active else None,
+            within=request.within,
+            pair_source=source,
+        )
+    finally:
+        catalog.close()
+    return {"threshold": threshold, "groups": [g.as_dict() for g in groups]}

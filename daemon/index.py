@@ -27,6 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -60,6 +61,14 @@ class IndexHeader:
     sha256: str
 
 
+class IndexListener(Protocol):
+    """Something that follows the index's contents as they change."""
+
+    def on_added(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
+
+    def on_removed(self, ids: list[int]) -> None: ...
+
+
 class IndexFileError(Exception):
     """The index file cannot be trusted; the caller rebuilds from the catalog."""
 
@@ -83,6 +92,7 @@ class VectorIndex:
         self._declined_at = 0  # size at which IVF was tried and gave no gain; tried again at twice that
         self._closed = False
         self.catalog_id: str | None = None  # the catalog these vectors come from (ids restart in another)
+        self.listeners: list[IndexListener] = []  # told of every add and removal (the daemon's duplicate tracker)
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -104,6 +114,8 @@ class VectorIndex:
         with self._lock:
             self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
             self._touch(generation)
+        for listener in self.listeners:
+            listener.on_added(np.asarray(ids, dtype=np.int64), vectors)
         if self.background:
             self.rebuild_if_due()
 
@@ -114,7 +126,9 @@ class VectorIndex:
         with self._lock:
             removed = int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
             self._touch(generation)
-            return removed
+        for listener in self.listeners:
+            listener.on_removed(np.asarray(ids, dtype=np.int64).tolist())
+        return removed
 
     def _touch(self, generation: int | None) -> None:
         self.dirty = True

@@ -248,3 +248,31 @@ def parse(message: Any) -> Request:
     if cls is None:
         raise RequestError(f"unknown operation {op!r}.")
     return _build(cls, body, op)
+
+
+@register
+@dataclass(frozen=True)
+class DupesRequest(Request):
+    """Groups of images that are the same picture, among the images the filters let through.
+
+    `filters.folders` narrows which images are compared; `within` keeps only the groups with an image
+    under one of those folders. `threshold` None means the configured default.
+    """
+
+    op: ClassVar[str] = "dupes"
+    threshold: float | None = None
+    filters: Filters = field(default_factory=Filters)
+    within: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None:
+            threshold = _number(self.threshold, "--threshold")
+            if not 0.0 < threshold <= 1.0:
+                raise RequestError(f"--threshold is a cosine similarity above 0 and at most 1, not {threshold}.")
+            object.__setattr__(self, "threshold", threshold)
+        if not isinstance(self.filters, Filters):
+            object.__setattr__(self, "filters", _build(Filters, self.filters, "filters"))
+        within = tuple(self.within) if isinstance(self.within, list | tuple) else None
+        if within is None or not all(isinstance(f, str) and f.startswith("/") for f in within):
+            raise RequestError(f"--in needs absolute folders, not {self.within!r}.")
+        object.__setattr__(self, "within", within)

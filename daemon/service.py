@@ -17,7 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from .api import answer
+from .catalog import Catalog
 from .config import Config
+from .dupes import DupeTracker, catalog_vectors, find_groups
+from .dupes import summary as dupes_summary
 from .embedder import Embedder
 from .errors import ImgdError, display_path
 from .library import catalog_status, open_library
@@ -90,6 +93,9 @@ class Daemon:
         )
         self.library.index.rebuild_if_due()
         self.searcher = Searcher(config, self.library.index, lambda: embedder)
+        # Near-duplicate pairs, computed once in the background and then kept current on every index change.
+        self.dupes = DupeTracker(self.library.index, lambda: _library_vectors(config), config.dupes_threshold)
+        self.library.index.listeners.append(self.dupes)
         self.server: QueryServer | None = None
         self.last_persist: float | None = config.index_path.stat().st_mtime if config.index_path.exists() else None
 
@@ -121,11 +127,25 @@ class Daemon:
                 "image_loaded": getattr(self.embedder, "image_loaded", True),
             },
             search=self.library.index.describe(),
+            dupes=self._dupes_status(),
             last_persist=self.last_persist,
             inotify=inotify_usage(),
             last_error=stats.last_error,
         )
         return info
+
+    def _dupes_status(self) -> dict[str, Any]:
+        """Duplicate groups at the configured threshold, from the tracker's pairs (no waiting for it)."""
+        if not self.dupes.ready:
+            return {"computing": True}
+        if self.dupes.error is not None:
+            return {"error": self.dupes.error}
+        catalog = Catalog(self.config.catalog_path, readonly=True)
+        try:
+            groups = find_groups(catalog, self.config.dupes_threshold, pair_source=self.dupes.pairs)
+        finally:
+            catalog.close()
+        return {"threshold": self.config.dupes_threshold, **dupes_summary(groups)}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -166,6 +186,7 @@ class Daemon:
         code = 0
         try:
             self.watcher.start()
+            self.dupes.start()
             self.worker.start(initial_reconcile=True)
             self.server.start()
             log.info(
@@ -223,6 +244,14 @@ class Daemon:
         self.persist()
         self.library.close()
         log.info("stopped")
+
+
+def _library_vectors(config: Config) -> tuple[Any, Any]:
+    catalog = Catalog(config.catalog_path, readonly=True)
+    try:
+        return catalog_vectors(catalog)
+    finally:
+        catalog.close()
 
 
 def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Callable[[Config], Embedder]) -> int:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import picture
+from daemonkit import IMGD, DaemonProcess
 from imgd.daemon import index as index_module
 from imgd.daemon.catalog import Catalog
 from imgd.daemon.config import Config
@@ -275,3 +278,80 @@ def test_exact_copies_and_folder_scopes(tmp_path: Path, make_config: Callable[..
         assert len(ids) == 4 and vectors.dtype == np.float16
     finally:
         catalog.close()
+
+
+# -- the command, through the daemon and directly ------------------------------------------------
+
+
+def imgd(daemon: DaemonProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*IMGD, *args], env=daemon.env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def both_ways(daemon: DaemonProcess, *args: str) -> str:
+    """The command's stdout through the daemon, checked to be identical when computed directly."""
+    through = imgd(daemon, "dupes", *args)
+    direct = imgd(daemon, "dupes", "--direct", *args)
+    assert (through.stdout, through.returncode) == (direct.stdout, direct.returncode), through.stderr + direct.stderr
+    return through.stdout
+
+
+@pytest.mark.slow
+def test_daemon_keeps_groups_current_and_answers_like_the_direct_path(tmp_path: Path, tiny_model: Path) -> None:
+    photos = tmp_path / "photos"
+    (photos / "sub").mkdir(parents=True)
+    data = encoded(original(1), "JPEG", quality=92)
+    (photos / "a.jpg").write_bytes(data)
+    (photos / "sub" / "a-copy.jpg").write_bytes(data)
+    (photos / "b.jpg").write_bytes(encoded(original(2), "JPEG", quality=92))
+    (photos / "b-small.jpg").write_bytes(encoded(original(2).resize((240, 160)), "JPEG", quality=92))
+    (photos / "c.jpg").write_bytes(encoded(original(3), "JPEG", quality=92))
+    daemon = DaemonProcess(tmp_path, tiny_model, [photos], IMGD_DUPES_THRESHOLD=str(TINY_THRESHOLD))
+    daemon.start()
+    try:
+        daemon.wait_idle()
+        groups = json.loads(both_ways(daemon, "--json"))
+        assert [[m["path"] for m in g["members"]] for g in groups] == [
+            [str(photos / "a.jpg"), str(photos / "sub" / "a-copy.jpg")],
+            [str(photos / "b.jpg"), str(photos / "b-small.jpg")],
+        ]
+        assert groups[1]["members"][1]["width"] == 240 and groups[1]["members"][1]["score"] >= TINY_THRESHOLD
+        text = both_ways(daemon)
+        assert "keep  1.0000  480x320" in text and "b-small.jpg" in text
+        assert both_ways(daemon, "-f", "--not-keeper").splitlines() == [
+            str(photos / "sub" / "a-copy.jpg"),
+            str(photos / "b-small.jpg"),
+        ]
+        assert both_ways(daemon, "-0", "--in", str(photos / "sub"), "--not-keeper") == f"{photos}/sub/a-copy.jpg\0"
+        assert len(both_ways(daemon, "--jsonl").splitlines()) == 2
+        status = daemon.status()["dupes"]
+        assert status == {"threshold": TINY_THRESHOLD, "groups": 2, "reclaimable": len(data) + groups[1]["reclaimable"]}
+
+        # A moved member: its group follows it. A new near copy joins at once (one range search).
+        os.rename(photos / "b-small.jpg", photos / "sub" / "b-moved.jpg")
+        (photos / "c-half.jpg").write_bytes(encoded(original(3).resize((240, 160)), "JPEG", quality=92))
+        daemon.wait_idle()
+        paths = both_ways(daemon, "-f")
+        assert str(photos / "sub" / "b-moved.jpg") in paths and "b-small.jpg" not in paths
+        assert str(photos / "c-half.jpg") in paths
+
+        # A deleted member: its group is gone, through the daemon and directly alike.
+        (photos / "sub" / "b-moved.jpg").unlink()
+        daemon.wait_idle()
+        assert [g["keeper"] for g in json.loads(both_ways(daemon, "--json"))] == [
+            str(photos / "a.jpg"),
+            str(photos / "c.jpg"),
+        ]
+        assert "duplicates: 2 groups" in imgd(daemon, "status").stdout
+        # Below the daemon's floor the answer is computed on request: still the same as the direct one.
+        assert len(json.loads(both_ways(daemon, "--json", "--threshold", "0.5"))) >= 1
+    finally:
+        assert daemon.stop() == 0
+
+
+def test_a_bad_threshold_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+    from imgd.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["--state-dir", str(tmp_path), "dupes", "--threshold", "1.5"])
+    assert result.exit_code == 2
+    assert "--threshold is a cosine similarity above 0 and at most 1, not 1.5." in result.output
