@@ -87,9 +87,9 @@ def quality(args: argparse.Namespace) -> dict[str, object]:
             family.append(number)
             kinds.append(kind)
     log(f"{len(images)} images made in {time.monotonic() - started:.0f} s; embedding with {args.model}")
-    vectors = np.vstack(
-        [embedder.encode_images(images[s : s + 16]) for s in range(0, len(images), 16)]
-    ).astype(np.float16)
+    vectors = np.vstack([embedder.encode_images(images[s : s + 16]) for s in range(0, len(images), 16)]).astype(
+        np.float16
+    )
     family_arr = np.asarray(family)
     n = len(vectors)
     first, second = np.triu_indices(n, 1)

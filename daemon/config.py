@@ -276,7 +276,7 @@ KEYS: tuple[Key, ...] = (
         "dupes_threshold",
         "dupes.threshold",
         _cosine,
-        0.95,
+        0.99,
         "cosine from which two images count as the same picture (`imgd dupes`)",
     ),
     Key(

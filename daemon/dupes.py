@@ -34,7 +34,7 @@ from .query import Searcher, path_passes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.95
+DEFAULT_THRESHOLD = 0.99  # the config default too: Immich's for CLIP ViT-B/32 (cosine distance 0.01)
 MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
 TRACKER_WAIT = 600.0  # seconds a request waits for the daemon's first whole-library pass
 NEIGHBOUR_LIMIT = 1000  # near-duplicates kept per content by the daemon: a bound for a too-low threshold

@@ -175,6 +175,28 @@ def test_tracker_matches_the_whole_library_answer_through_adds_and_removals() ->
         tracker.pairs(0.9)
 
 
+def test_tracker_over_an_ivf_index_finds_a_new_near_copy_with_its_exact_score() -> None:
+    """Past exact_limit the daemon's index is IVF; a near copy lies well inside the probed lists."""
+    vectors, _ = planted(3000, 0)
+    index = VectorIndex(vectors.shape[1])
+    index.exact_limit = 2000
+    ids = np.arange(1, 3001, dtype=np.int64)
+    index.add(ids, vectors.astype(np.float32))
+    index.rebuild_if_due()
+    assert index.kind == "ivf"
+    tracker = DupeTracker(index, lambda: (ids, vectors), floor=0.97)
+    tracker.build()
+    before = set(tracker.pairs(0.97))
+    rng = np.random.default_rng(3)
+    copy = unit(vectors[[42]].astype(np.float64) + 0.01 * rng.standard_normal((1, vectors.shape[1])))
+    index.listeners.append(tracker)
+    index.add(np.array([5000]), copy.astype(np.float32))
+    added = set(tracker.pairs(0.97)) - before
+    assert (43, 5000, float(exact_scores(vectors[[42]], copy)[0])) in added  # row 42 is content 43
+    index.remove(np.array([43]))
+    assert all(43 not in (a, b) for a, b, _ in tracker.pairs(0.97))
+
+
 # -- real images through the engine -----------------------------------------------------------
 
 # The tiny random-weight model sees a 32-pixel thumbnail; the test pictures are flat colour grids, which
