@@ -191,12 +191,13 @@ def scale(args: argparse.Namespace) -> list[dict[str, object]]:
         for kind in ("exact", "ivf"):
             index = VectorIndex(vectors.shape[1])
             index.exact_limit = 10**9 if kind == "exact" else 40_000
-            for start in range(0, size - 200, 100_000):
-                stop = min(start + 100_000, size - 200)
+            held = size - args.upkeep
+            for start in range(0, held, 100_000):
+                stop = min(start + 100_000, held)
                 index.add(ids[start:stop], vectors[start:stop].astype(np.float32))
             if kind == "ivf":
                 index.rebuild_if_due()
-            new = vectors[size - 200 :]
+            new = vectors[held:]
             started = time.monotonic()
             for position in range(len(new)):
                 hits = index.range_search(new[position : position + 1].astype(np.float32), args.threshold - MARGIN)[0]
@@ -223,6 +224,7 @@ def main() -> None:
     s.add_argument("--sizes", default="100000,1000000")
     s.add_argument("--threshold", type=float, default=0.95)
     s.add_argument("--recall-rows", type=int, default=1000)
+    s.add_argument("--upkeep", type=int, default=200, help="new contents timed one at a time")
     for p in (q, s):
         p.add_argument("--json", type=Path)
     args = parser.parse_args()

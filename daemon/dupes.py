@@ -17,6 +17,7 @@ keeper, takes its neighbours, and the rest are grouped again the same way.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import threading
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 DEFAULT_THRESHOLD = 0.99  # the config default too: Immich's for CLIP ViT-B/32 (cosine distance 0.01)
 MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
 TRACKER_WAIT = 600.0  # seconds a request waits for the daemon's first whole-library pass
+BURST_GAP = 3.0  # seconds between two shots of one burst, at most
+BURST_THRESHOLD = 0.90  # cosine between consecutive shots: a burst's frames differ more than copies do
 NEIGHBOUR_LIMIT = 1000  # near-duplicates kept per content by the daemon: a bound for a too-low threshold
 
 Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
@@ -82,7 +85,7 @@ class DupeMember:
     size: int
     width: int
     height: int
-    taken: float | None
+    taken: str | None
     score: float
     same_content: bool  # byte-identical to the keeper (an exact copy)
 
@@ -129,8 +132,13 @@ class DupeGroup:
 
 def keeper_key(detail: FileDetail) -> tuple:
     """Preference order: most pixels, then oldest capture (unknown last), then shortest path."""
-    taken = detail.taken if detail.taken is not None else float("inf")
-    return (-detail.width * detail.height, taken, len(detail.path), os.fsencode(detail.path))
+    return (
+        -detail.width * detail.height,
+        detail.taken is None,
+        detail.taken or "",
+        len(detail.path),
+        os.fsencode(detail.path),
+    )
 
 
 def build_groups(
@@ -204,6 +212,66 @@ def _group(contents: list[int], scores: Mapping[int, float], files: Mapping[int,
                 DupeMember(detail.path, detail.size, detail.width, detail.height, detail.taken, score, cid == keeper)
             )
     return DupeGroup("exact" if len(contents) == 1 else "near", tuple(members))
+
+
+def _seconds(taken: str) -> float | None:
+    try:
+        moment = datetime.datetime.fromisoformat(taken)
+    except ValueError:
+        return None
+    return (moment.replace(tzinfo=None) - _EPOCH).total_seconds()
+
+
+_EPOCH = datetime.datetime(1970, 1, 1)
+
+
+def build_bursts(
+    files: Mapping[int, Sequence[FileDetail]],
+    vectors: Mapping[int, np.ndarray],
+    gap: float = BURST_GAP,
+    threshold: float = BURST_THRESHOLD,
+) -> list[DupeGroup]:
+    """Shots of one camera, each within `gap` seconds of the one before and alike (cosine >= threshold).
+
+    A burst is a sequence, so it chains from shot to shot; it is keyed on the capture time on the
+    camera's clock, so contents without one never join. The keeper is chosen like a group's, and each
+    member's score is to the keeper.
+    """
+    shots = []
+    for cid, details in files.items():
+        if not details or cid not in vectors:
+            continue
+        best = min(details, key=keeper_key)
+        seconds = _seconds(best.taken) if best.taken else None
+        if seconds is not None:
+            shots.append((best.camera or "", seconds, keeper_key(best), cid))
+    shots.sort()
+    runs: list[list[int]] = []
+    previous: tuple[str, float, tuple, int] | None = None
+    for shot in shots:
+        camera, seconds, _, cid = shot
+        joins = (
+            previous is not None
+            and previous[0] == camera
+            and seconds - previous[1] <= gap
+            and exact_scores(vectors[previous[3]], vectors[cid])[0] >= threshold
+        )
+        if joins:
+            runs[-1].append(cid)
+        else:
+            runs.append([cid])
+        previous = shot
+    groups = []
+    for run in runs:
+        if len(run) < 2:
+            continue
+        ordered = sorted(run, key=lambda c: min(map(keeper_key, files[c])))
+        keeper = ordered[0]
+        scores = {c: float(exact_scores(vectors[keeper], vectors[c])[0]) for c in ordered[1:]}
+        group = _group(ordered, scores, files)
+        groups.append(DupeGroup("burst", group.members))
+    groups.sort(key=lambda g: os.fsencode(g.keeper.path))
+    return groups
 
 
 def under(path: str, folders: Sequence[str]) -> bool:

@@ -25,12 +25,14 @@ import os
 import struct
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from .catalog import Catalog
 
@@ -635,12 +637,12 @@ def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[
     count, dim = vectors.shape
     rng = np.random.default_rng(count)
     nlist = int(max(16, round((2 * count * probes) ** 0.5)))  # balances list choice against products
-    sample = vectors[np.sort(rng.choice(count, size=min(count, 32 * nlist), replace=False))].astype(np.float32)
+    sample = vectors[np.sort(rng.choice(count, size=min(count, 40 * nlist), replace=False))].astype(np.float32)
     mean = sample.mean(axis=0)
     # Principal axes from the sample's covariance (numpy's eigh: FAISS's PCAMatrix takes seconds here).
     axes = np.linalg.eigh(np.cov(sample - mean, rowvar=False))[1][:, ::-1][:, : min(PAIRS_PCA_DIM, dim)]
     axes = np.ascontiguousarray(axes, dtype=np.float32)
-    kmeans = faiss.Kmeans(axes.shape[1], nlist, niter=6, max_points_per_centroid=32, seed=1, verbose=False)
+    kmeans = faiss.Kmeans(axes.shape[1], nlist, niter=6, max_points_per_centroid=40, seed=1, verbose=False)
     kmeans.train((sample - mean) @ axes)
     del sample
     lists = np.empty((count, probes), np.int64)
@@ -653,20 +655,28 @@ def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[
     probed = lists.ravel()
     query_order = np.argsort(probed, kind="stable") // probes  # row of each (row, list) pair, by list
     query_bounds = np.searchsorted(np.sort(probed), np.arange(nlist + 1))
-    firsts, seconds = [], []
-    for number in range(nlist):
+
+    def one_list(number: int) -> tuple[np.ndarray, np.ndarray]:
         members = member_order[member_bounds[number] : member_bounds[number + 1]]
-        if len(members) == 0:
-            continue
-        stored = vectors[members].astype(np.float32)
         queries = query_order[query_bounds[number] : query_bounds[number + 1]]
-        for start in range(0, len(queries), _PAIRS_ROWS):
-            rows = queries[start : start + _PAIRS_ROWS]
-            hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
-            first, second = rows[hit_rows], members[hit_cols]
-            keep = first != second
-            firsts.append(np.minimum(first[keep], second[keep]))
-            seconds.append(np.maximum(first[keep], second[keep]))
+        firsts, seconds = [], []
+        if len(members):
+            stored = vectors[members].astype(np.float32)
+            for start in range(0, len(queries), _PAIRS_ROWS):
+                rows = queries[start : start + _PAIRS_ROWS]
+                hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
+                first, second = rows[hit_rows], members[hit_cols]
+                keep = first != second
+                firsts.append(np.minimum(first[keep], second[keep]))
+                seconds.append(np.maximum(first[keep], second[keep]))
+        return _joined(firsts), _joined(seconds)
+
+    # One list per task, each product single-threaded: BLAS threads that spin-wait between small
+    # products made this 3x slower on a busy 2-core machine than one thread (benchmarks/RESULTS.md).
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        found = list(pool.map(one_list, range(nlist)))
+    firsts = [f for f, _ in found]
+    seconds = [s for _, s in found]
     first, second = _joined(firsts), _joined(seconds)
     unique = np.unique(first * count + second)  # a pair found from both sides, or through two lists
     return unique // count, unique % count

@@ -37,7 +37,8 @@ class FileDetail:
     size: int
     width: int
     height: int
-    taken: float | None = None  # capture time (seconds since the epoch) where the file records one
+    taken: str | None = None  # EXIF capture time, "YYYY-MM-DD HH:MM:SS" on the camera's clock
+    camera: str | None = None  # make and model, for telling two cameras' bursts apart
 
 
 class ChangeKind(enum.Enum):

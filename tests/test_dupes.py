@@ -17,7 +17,15 @@ from daemonkit import IMGD, DaemonProcess
 from imgd.daemon import index as index_module
 from imgd.daemon.catalog import Catalog
 from imgd.daemon.config import Config
-from imgd.daemon.dupes import DupeTracker, build_groups, catalog_vectors, exact_scores, find_groups, library_pairs
+from imgd.daemon.dupes import (
+    DupeTracker,
+    build_bursts,
+    build_groups,
+    catalog_vectors,
+    exact_scores,
+    find_groups,
+    library_pairs,
+)
 from imgd.daemon.index import VectorIndex, similar_pairs
 from imgd.daemon.library import open_library
 from imgd.daemon.models import FileDetail
@@ -144,6 +152,31 @@ def test_exact_copies_inside_a_near_group_keep_their_score() -> None:
         ("/small.jpg", 0.98, False),
         ("/small-copy.jpg", 0.98, False),
     ]
+
+
+def shot(cid: int, taken: str | None, camera: str | None = "Canon EOS", pixels: int = 100) -> FileDetail:
+    return FileDetail(f"/shots/IMG_{cid:04d}.jpg", cid, 5000, pixels, 100, taken, camera)
+
+
+def test_a_burst_is_consecutive_alike_shots_of_one_camera() -> None:
+    rng = np.random.default_rng(0)
+    scene, other = unit(rng.standard_normal((2, 16)))
+    near = {i: unit((scene + 0.05 * rng.standard_normal(16))[None])[0] for i in range(1, 5)}
+    files = {
+        1: [shot(1, "2024-05-01 10:00:00")],
+        2: [shot(2, "2024-05-01 10:00:01")],
+        3: [shot(3, "2024-05-01 10:00:03.500000", pixels=120)],  # most pixels: the keeper
+        4: [shot(4, "2024-05-01 10:00:07")],  # 3.5 s after the previous one: a new run
+        5: [shot(5, "2024-05-01 10:00:01", camera="Nikon")],  # another camera at the same time
+        6: [shot(6, "2024-05-01 10:00:08")],  # 1 s after 4, but another scene
+        7: [shot(7, None)],  # no capture time: never in a burst
+    }
+    vectors = {**near, 5: scene, 6: other, 7: scene}
+    (burst,) = build_bursts(files, vectors, gap=3.0, threshold=0.9)
+    assert burst.kind == "burst"
+    assert [m.path for m in burst.members] == ["/shots/IMG_0003.jpg", "/shots/IMG_0001.jpg", "/shots/IMG_0002.jpg"]
+    assert burst.members[1].score == float(exact_scores(near[3], near[1])[0])
+    assert build_bursts(files, vectors, gap=0.5, threshold=0.9) == []
 
 
 # -- the daemon's tracker -----------------------------------------------------------------------
