@@ -152,6 +152,8 @@ def dupes_lines(groups: Iterable[Mapping[str, Any]]) -> list[str]:
 
 
 def dupes_summary(groups: list[Mapping[str, Any]], threshold: float) -> str:
+    if not groups:
+        return f"imgd: no duplicates (threshold {threshold:g})."
     others = sum(len(g["members"]) - 1 for g in groups)
     reclaimable = sum(g["reclaimable"] for g in groups)
     return (
