@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.99  # the config default too: Immich's for CLIP ViT-B/32 (cosine distance 0.01)
 MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
-TRACKER_WAIT = 600.0  # seconds a request waits for the daemon's first whole-library pass
+TRACKER_WAIT = 90.0  # seconds a request waits for the daemon's first pass before computing itself (client: 120 s)
 BURST_GAP = 3.0  # seconds between two shots of one burst, at most
 BURST_THRESHOLD = 0.90  # cosine between consecutive shots: a burst's frames differ more than copies do
 NEIGHBOUR_LIMIT = 1000  # near-duplicates kept per content by the daemon: a bound for a too-low threshold
