@@ -554,6 +554,14 @@ def _note_ignored_model(ctx: click.Context, config: Config) -> None:
     type=click.Path(file_okay=False),
     help="Only groups with an image under this folder (repeatable); -f/-0 --not-keeper then list only those.",
 )
+@click.option("--bursts", is_flag=True, help="Also list bursts: shots of one camera seconds apart that look alike.")
+@click.option(
+    "--burst-gap",
+    type=float,
+    default=3.0,
+    show_default=True,
+    help="Seconds between two shots of a burst, at most (camera clock, EXIF).",
+)
 @click.option("--not-keeper", is_flag=True, help="With -f/-0: leave each group's suggested keeper out.")
 @click.option("--direct", is_flag=True, help="Compute here instead of asking the daemon.")
 @filter_options
@@ -564,6 +572,8 @@ def dupes(
     folders: tuple[str, ...],
     threshold: float | None,
     within: tuple[str, ...],
+    bursts: bool,
+    burst_gap: float,
     not_keeper: bool,
     direct: bool,
     fmt: str | None,
@@ -576,7 +586,9 @@ def dupes(
     Exact copies (the same bytes) and near-duplicates (re-encoded, resized, cropped a little,
     rotated, converted, lightly edited: cosine >= --threshold to the keeper). The keeper is the
     image with the most pixels, then the oldest, then the shortest path. FOLDERS limit which
-    images are compared (default: the whole library). imgd never deletes or moves a file.
+    images are compared (default: the whole library). --bursts adds bursts: shots of one camera
+    at most --burst-gap seconds apart (EXIF capture time) that look alike. imgd never deletes or
+    moves a file.
 
     \b
     Examples:
@@ -589,6 +601,8 @@ def dupes(
         threshold=threshold,
         filters=build_filters(folders, types, given),
         within=tuple(os.path.abspath(os.path.expanduser(f)) for f in within),
+        bursts=bursts,
+        burst_gap=burst_gap,
     )
     reply = ask(ctx, config, request, direct)
     groups = reply["groups"]

@@ -519,7 +519,6 @@ class Catalog:
             )
         }
 
-
     def shared_contents(self) -> list[int]:
         """Contents that more than one live file holds: exact copies."""
         rows = self.conn.execute(
@@ -537,16 +536,34 @@ class Catalog:
         return np.fromiter((r[0] for r in rows if r[0] is not None), dtype=np.int64)
 
     def file_details(self, content_ids: Iterable[int]) -> dict[int, list[FileDetail]]:
-        """Live files of each content with its size and the content's pixel dimensions (duplicate listings)."""
+        """Live files of each content with size, upright dimensions, capture time and camera (duplicate listings)."""
         ids = list(dict.fromkeys(int(i) for i in content_ids))
         found: dict[int, list[FileDetail]] = {i: [] for i in ids}
-        sql = (
-            "SELECT f.content_id, f.path, f.size, c.width, c.height FROM files f JOIN contents c "
-            "ON c.id = f.content_id WHERE f.content_id IN ({}) AND +f.status = 'ok'"
-        )
-        for cid, path, size, width, height in self._rows_for_ids(sql, ids):
-            found[cid].append(FileDetail(os.fsdecode(path), cid, size, width, height))
+        if self.schema_version < 2:  # an old catalog opened read-only: no metadata yet
+            sql = (
+                "SELECT f.content_id, f.path, f.size, c.width, c.height, NULL, NULL, NULL FROM files f "
+                "JOIN contents c ON c.id = f.content_id WHERE f.content_id IN ({}) AND +f.status = 'ok'"
+            )
+        else:
+            sql = (
+                "SELECT f.content_id, f.path, f.size, coalesce(m.width, c.width), coalesce(m.height, c.height), "
+                "m.taken, m.make, m.model FROM files f JOIN contents c ON c.id = f.content_id "
+                "LEFT JOIN media m ON m.content_id = f.content_id WHERE f.content_id IN ({}) AND +f.status = 'ok'"
+            )
+        for cid, path, size, width, height, taken, make, model in self._rows_for_ids(sql, ids):
+            camera = " ".join(p for p in (make, model) if p) or None
+            found[cid].append(FileDetail(os.fsdecode(path), cid, size, width, height, taken, camera))
         return found
+
+    def capture_times(self) -> list[tuple[int, str, str]]:
+        """(content id, EXIF capture time, camera) of every content that has a capture time: burst candidates."""
+        if self.schema_version < 2:
+            return []
+        rows = self.conn.execute(
+            "SELECT content_id, taken, coalesce(make, '') || ' ' || coalesce(model, '') FROM media "
+            "WHERE taken IS NOT NULL"
+        )
+        return [(cid, taken, camera.strip()) for cid, taken, camera in rows]
 
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())

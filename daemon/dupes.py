@@ -332,6 +332,40 @@ def find_groups(
     return groups
 
 
+def find_bursts(
+    catalog: Catalog,
+    gap: float = BURST_GAP,
+    allowed: np.ndarray | None = None,
+    keep_path: Callable[[str], bool] | None = None,
+    within: Sequence[str] = (),
+) -> list[DupeGroup]:
+    """Bursts among the allowed contents: only shots with a neighbour of the same camera within `gap`
+    seconds are read further, so the cost follows the number of candidates, not the library."""
+    with catalog.snapshot():
+        shots = catalog.capture_times()
+        if allowed is not None:
+            keep = set(allowed.tolist())
+            shots = [s for s in shots if s[0] in keep]
+        timed = sorted(
+            (camera, seconds, cid) for cid, taken, camera in shots if (seconds := _seconds(taken)) is not None
+        )
+        candidates: set[int] = set()
+        for before, after in zip(timed, timed[1:], strict=False):
+            if before[0] == after[0] and after[1] - before[1] <= gap:
+                candidates.update((before[2], after[2]))
+        ids = np.asarray(sorted(candidates), dtype=np.int64)
+        details = catalog.file_details(ids.tolist())
+        vectors = dict(zip(ids.tolist(), catalog_vectors(catalog, ids)[1], strict=True)) if len(ids) else {}
+    files = {
+        cid: [d for d in found if (keep_path is None or keep_path(d.path)) and os.path.isfile(d.path)]
+        for cid, found in details.items()
+    }
+    groups = build_bursts(files, vectors, gap, BURST_THRESHOLD)
+    if within:
+        groups = [g for g in groups if any(under(m.path, within) for m in g.members)]
+    return groups
+
+
 def summary(groups: Sequence[DupeGroup]) -> dict[str, int]:
     """For `imgd status`: how many groups, and the bytes their non-keepers take."""
     return {"groups": len(groups), "reclaimable": sum(g.reclaimable for g in groups)}
@@ -525,6 +559,14 @@ def answer(config: Config, request: DupesRequest, searcher: Searcher | None, tra
             within=request.within,
             pair_source=source,
         )
+        if request.bursts:
+            groups += find_bursts(
+                catalog,
+                request.burst_gap,
+                allowed=allowed,
+                keep_path=(lambda p: path_passes(filters, p)) if filters.active else None,
+                within=request.within,
+            )
     finally:
         catalog.close()
     return {"threshold": threshold, "groups": [g.as_dict() for g in groups]}

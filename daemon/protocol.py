@@ -263,8 +263,16 @@ class DupesRequest(Request):
     threshold: float | None = None
     filters: Filters = field(default_factory=Filters)
     within: tuple[str, ...] = ()
+    bursts: bool = False  # also list bursts: shots of one camera seconds apart that look alike
+    burst_gap: float = 3.0  # seconds between two shots of a burst, at most
 
     def __post_init__(self) -> None:
+        if not isinstance(self.bursts, bool):
+            raise RequestError(f"'bursts' must be true or false, not {self.bursts!r}.")
+        gap = _number(self.burst_gap, "--burst-gap")
+        if not 0.0 < gap <= 3600.0:
+            raise RequestError(f"--burst-gap is a number of seconds above 0 and at most 3600, not {gap:g}.")
+        object.__setattr__(self, "burst_gap", gap)
         if self.threshold is not None:
             threshold = _number(self.threshold, "--threshold")
             if not 0.0 < threshold <= 1.0:

@@ -410,3 +410,46 @@ def test_a_bad_threshold_is_one_sentence_and_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["--state-dir", str(tmp_path), "dupes", "--threshold", "1.5"])
     assert result.exit_code == 2
     assert "--threshold is a cosine similarity above 0 and at most 1, not 1.5." in result.output
+
+
+def exif_jpeg(image: Image.Image, taken: str, make: str = "Canon", model: str = "EOS R6") -> bytes:
+    exif = Image.Exif()
+    exif[0x010F] = make
+    exif[0x0110] = model
+    exif.get_ifd(0x8769)[0x9003] = taken
+    return encoded(image, "JPEG", quality=92, exif=exif.tobytes())
+
+
+@pytest.mark.slow
+def test_bursts_and_the_taken_date_in_keeper_order(
+    tmp_path: Path, make_config: Callable[..., Config], embedder: object
+) -> None:
+    """Three shots a second apart (slightly different frames) are a burst; a fourth a minute later is not.
+    Two same-size near copies: the one taken earlier is the keeper, whatever its path."""
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    frames = [ImageEnhance.Brightness(original(5)).enhance(1.0 + 0.06 * i) for i in range(4)]
+    for i, when in enumerate(("10:00:00", "10:00:01", "10:00:02", "10:01:00")):
+        (shots / f"IMG_{i}.jpg").write_bytes(exif_jpeg(frames[i], f"2024:05:01 {when}"))
+    (shots / "z-first.jpg").write_bytes(exif_jpeg(original(6), "2020:01:01 08:00:00"))
+    (shots / "a-later.jpg").write_bytes(exif_jpeg(original(6), "2021:01:01 08:00:00", model="EOS R7"))
+    config = make_config()
+    index_folder(config, embedder, shots)
+    from click.testing import CliRunner
+    from imgd.cli.main import cli
+
+    base = ["--state-dir", str(config.state_dir), "--model", str(config.model), "dupes", "--direct"]
+    result = CliRunner().invoke(cli, [*base, "--threshold", str(TINY_THRESHOLD), "--bursts", "--json"])
+    assert result.exit_code == 0, result.output
+    groups = json.loads(result.stdout)
+    assert [(g["kind"], [os.path.basename(m["path"]) for m in g["members"]]) for g in groups] == [
+        ("near", ["z-first.jpg", "a-later.jpg"]),  # same pixels: the older capture is kept
+        ("burst", ["IMG_0.jpg", "IMG_1.jpg", "IMG_2.jpg"]),  # IMG_3 came a minute later
+    ]
+    assert groups[0]["members"][0]["taken"] == "2020-01-01 08:00:00"
+    # A shorter gap leaves no burst; without --bursts none is listed.
+    narrow = CliRunner().invoke(
+        cli, [*base, "--threshold", str(TINY_THRESHOLD), "--bursts", "--burst-gap", "0.5", "-f"]
+    )
+    assert "IMG_0.jpg" not in narrow.stdout
+    assert "IMG_0.jpg" not in CliRunner().invoke(cli, [*base, "--threshold", str(TINY_THRESHOLD), "-f"]).stdout
