@@ -25,6 +25,7 @@ from imgd.daemon.dupes import (
     exact_scores,
     find_groups,
     library_pairs,
+    under,
 )
 from imgd.daemon.index import VectorIndex, similar_pairs
 from imgd.daemon.library import open_library
@@ -325,7 +326,9 @@ def test_exact_copies_and_folder_scopes(tmp_path: Path, make_config: Callable[..
             [str(photos / "b.jpg"), str(downloads / "b-small.jpg")],  # near: the larger one is the keeper
         ]
         assert [g.kind for g in everything] == ["exact", "near"]
-        assert find_groups(catalog, TINY_THRESHOLD, folders=[str(photos)]) == []  # one of each pair is outside
+        inside = catalog.content_ids_under(str(photos))
+        only_photos = find_groups(catalog, TINY_THRESHOLD, allowed=inside, keep_path=lambda p: under(p, [str(photos)]))
+        assert only_photos == []  # one of each pair is outside
         touching = find_groups(catalog, TINY_THRESHOLD, within=[str(downloads)])
         assert touching == everything
         assert find_groups(catalog, 0.99999999) == everything[:1]  # only the exact copies remain
