@@ -22,6 +22,7 @@ import io
 import json
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import common
 import numpy as np
 from common import log
 
-THRESHOLDS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.98, 0.985, 0.99, 0.995, 0.997, 0.998, 0.999, 0.9995)
+THRESHOLDS = (0.90, 0.92, 0.94, 0.95, 0.96, 0.97, 0.975, 0.98, 0.985, 0.99, 0.995, 0.997, 0.998, 0.999, 0.9995)
 SIDE = (1200, 900)
 
 
@@ -110,10 +111,16 @@ def quality(args: argparse.Namespace) -> dict[str, object]:
         )
     originals = {f: i for i, (f, k) in enumerate(zip(family, kinds, strict=True)) if k == "original"}
     own: dict[str, float] = {}
+    own_scores: dict[str, list[float]] = {}
     for i, (f, k) in enumerate(zip(family, kinds, strict=True)):
         if k != "original":
             score = float(exact_scores(vectors[i : i + 1], vectors[originals[f] : originals[f] + 1])[0])
             own[k] = min(own.get(k, 1.0), score)
+            own_scores.setdefault(k, []).append(score)
+    for row in rows:  # per transformation: the share of copies at or above the threshold to their original
+        row["recall_to_original"] = {
+            k: round(sum(x >= row["threshold"] for x in v) / len(v), 3) for k, v in own_scores.items()
+        }
     unrelated = scores[~same]
     return {
         "model": str(args.model),
@@ -146,6 +153,27 @@ def planted(count: int, seed: int = 0) -> np.ndarray:
     return base.astype(np.float16)
 
 
+class RssSampler(threading.Thread):
+    """The highest resident set size seen while a call runs (sampled every 50 ms)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.peak = 0
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(0.05):
+            with open("/proc/self/status") as fh:
+                for line in fh:
+                    if line.startswith("VmRSS:"):
+                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
+
+    def stop(self) -> int:
+        self._done.set()
+        self.join()
+        return self.peak
+
+
 def pair_recall(vectors: np.ndarray, found: set[tuple[int, int]], threshold: float, rows: int) -> tuple[float, int]:
     rng = np.random.default_rng(7)
     picks = rng.choice(len(vectors), rows, replace=False)
@@ -169,10 +197,12 @@ def scale(args: argparse.Namespace) -> list[dict[str, object]]:
         vectors = planted(size)
         ids = np.arange(1, size + 1, dtype=np.int64)
         rss_before = common.rss_bytes()
+        sampler = RssSampler()
+        sampler.start()
         started = time.monotonic()
         pairs = library_pairs(ids, vectors, args.threshold)
         seconds = time.monotonic() - started
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = sampler.stop()
         found = {(a - 1, b - 1) for a, b, _ in pairs}
         recall, truth = pair_recall(vectors, found, args.threshold, args.recall_rows)
         row: dict[str, object] = {
@@ -184,9 +214,13 @@ def scale(args: argparse.Namespace) -> list[dict[str, object]]:
             "truth_pairs_sampled": truth,
             "vectors_mb": round(vectors.nbytes / 1e6),
             "rss_before_mb": round(rss_before / 1e6),
-            "peak_rss_mb": round(peak / 1e6),
+            "peak_rss_during_mb": round(peak / 1e6),
+            "process_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6),
         }
         log(json.dumps(row))
+        if args.upkeep <= 0:
+            results.append(row)
+            continue
         # Upkeep: what the daemon does per new content, over each index kind imgd would hold.
         for kind in ("exact", "ivf"):
             index = VectorIndex(vectors.shape[1])

@@ -545,7 +545,7 @@ def _note_ignored_model(ctx: click.Context, config: Config) -> None:
 @click.option(
     "--threshold",
     type=float,
-    help="Cosine from which two images are the same picture (default [dupes] threshold, 0.99).",
+    help="Cosine from which two images are the same picture (default [dupes] threshold, 0.975).",
 )
 @click.option(
     "--in",

@@ -276,7 +276,7 @@ KEYS: tuple[Key, ...] = (
         "dupes_threshold",
         "dupes.threshold",
         _cosine,
-        0.99,
+        0.975,
         "cosine from which two images count as the same picture (`imgd dupes`)",
     ),
     Key(

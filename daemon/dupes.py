@@ -35,7 +35,7 @@ from .query import Searcher, path_passes
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.99  # the config default too: Immich's for CLIP ViT-B/32 (cosine distance 0.01)
+DEFAULT_THRESHOLD = 0.975  # the config default too; measured in benchmarks/RESULTS.md (duplicates)
 MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
 TRACKER_WAIT = 90.0  # seconds a request waits for the daemon's first pass before computing itself (client: 120 s)
 BURST_GAP = 3.0  # seconds between two shots of one burst, at most
