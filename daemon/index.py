@@ -623,14 +623,16 @@ def similar_pairs(vectors: np.ndarray, threshold: float, probes: int = PAIRS_PRO
 
 def _pairs_exact(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
     data = np.ascontiguousarray(vectors, dtype=np.float32)
-    firsts, seconds = [], []
-    for start in range(0, len(data), _PAIRS_ROWS):
+
+    def rows_from(start: int) -> tuple[np.ndarray, np.ndarray]:
         block = data[start : start + _PAIRS_ROWS] @ data[start:].T
         rows, cols = np.nonzero(block >= threshold)
         keep = cols > rows  # the block's columns begin at its own first row: the upper triangle
-        firsts.append(rows[keep] + start)
-        seconds.append(cols[keep] + start)
-    return _joined(firsts), _joined(seconds)
+        return rows[keep] + start, cols[keep] + start
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        found = list(pool.map(rows_from, range(0, len(data), _PAIRS_ROWS)))
+    return _joined([f for f, _ in found]), _joined([s for _, s in found])
 
 
 def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[np.ndarray, np.ndarray]:
