@@ -456,3 +456,27 @@ def test_bursts_and_the_taken_date_in_keeper_order(
     )
     assert "IMG_0.jpg" not in narrow.stdout
     assert "IMG_0.jpg" not in CliRunner().invoke(cli, [*base, "--threshold", str(TINY_THRESHOLD), "-f"]).stdout
+
+
+@pytest.mark.slow
+def test_the_default_threshold_with_the_trained_model(
+    tmp_path: Path, make_config: Callable[..., Config], shapes_model: Path
+) -> None:
+    """With a model that knows its pictures, the default (0.975) groups a 10% brighter and a half-size copy
+    with their original, and leaves other red circles (same colour and shape, ~0.86) and a blue square apart."""
+    from imgd.daemon.embedder import load_embedder
+    from shapekit import shape_image
+
+    folder = tmp_path / "shapes"
+    folder.mkdir()
+    base = shape_image("red", "circle", 1, (480, 320))
+    (folder / "orig.jpg").write_bytes(encoded(base, "JPEG", quality=92))
+    (folder / "orig-brighter.jpg").write_bytes(encoded(ImageEnhance.Brightness(base).enhance(1.1), "JPEG", quality=92))
+    (folder / "orig-half.jpg").write_bytes(encoded(base.resize((240, 160)), "JPEG", quality=92))
+    for seed in (2, 3, 4):
+        (folder / f"circle{seed}.jpg").write_bytes(encoded(shape_image("red", "circle", seed, (480, 320)), "JPEG"))
+    (folder / "square.jpg").write_bytes(encoded(shape_image("blue", "square", 1, (480, 320)), "JPEG"))
+    config = make_config(model=str(shapes_model))
+    index_folder(config, load_embedder(str(shapes_model), device="cpu", batch_size=8), folder)
+    assert config.dupes_threshold == 0.975
+    assert groups_of(config, config.dupes_threshold) == [["orig.jpg", "orig-brighter.jpg", "orig-half.jpg"]]
