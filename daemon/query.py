@@ -256,7 +256,7 @@ class Searcher:
         threshold: float | None,
     ) -> list[tuple[float, str, int]]:
         """Best-first (score, path, content id) of the k best contents with a live path that passes."""
-        fetch = k + len(exclude) + 8
+        fetch = k + len(exclude)  # no slack: IVF probes more lists per started ten; a short answer fetches again
         limit = len(self.index) if allowed is None else len(allowed)
         while True:
             raw = self._candidates(query, fetch, allowed)
