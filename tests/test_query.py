@@ -285,3 +285,24 @@ def test_the_automatic_cut_keeps_the_group_that_stands_out_not_a_lone_top_score(
     assert auto_cut(lone, background) == len(matches) + 1
     assert auto_cut(np.array([0.05, 0.02]), background) == 0  # nothing above the library's upper quartile
     assert auto_cut(np.array([0.5, 0.4]), background) == 2
+
+
+def test_scores_are_shown_within_minus_one_and_one(make_config, embedder, tmp_path):
+    """float16 storage lets an image's cosine to itself come out as 1.0001; a cosine is never shown above 1."""
+    from imgd.daemon.library import open_library, open_searcher
+    from imgd.daemon.protocol import Options
+
+    pics = tmp_path / "pics"
+    write_image(pics / "a.png", seed=1)
+    library = open_library(make_config(), embedder)
+    try:
+        library.engine.reconcile([str(pics)])
+        library.engine.save_index()
+        searcher = open_searcher(library.config, lambda name: embedder)
+        stored = library.catalog.vector(library.catalog.get_file(str(pics / "a.png")).content_id)
+        hits = searcher.run(stored * 1.01, Options(k=1))  # a query a hair longer than a unit vector
+        assert hits[0]["score"] == 1.0
+        hits = searcher.run(-stored * 1.01, Options(k=1))
+        assert hits[0]["score"] == -1.0
+    finally:
+        library.close()
