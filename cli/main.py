@@ -36,7 +36,7 @@ from imgd.daemon.protocol import (
     Term,
 )
 
-from . import render
+from . import preview, render
 
 EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
@@ -417,6 +417,7 @@ def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "-0", "--null", "fmt", flag_value="null", help="Only the paths, each ended by NUL (for xargs -0)."
         ),
+        preview.option,
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -442,8 +443,14 @@ def ask(ctx: click.Context, config: Config, request: Request, direct: bool = Fal
     return api.call(request)
 
 
-def print_hits(ctx: click.Context, hits: list[dict[str, Any]], fmt: str | None) -> None:
-    """Print images in the chosen format; exit 1 like grep when there are none."""
+def print_hits(
+    ctx: click.Context,
+    hits: list[dict[str, Any]],
+    fmt: str | None,
+    preview_mode: str | None = None,
+    config: Config | None = None,
+) -> None:
+    """Print images in the chosen format, thumbnails beside them on a terminal; exit 1 like grep on none."""
     if fmt == "json":
         click.echo(render.hits_json(hits))
     elif fmt == "jsonl":
@@ -457,8 +464,7 @@ def print_hits(ctx: click.Context, hits: list[dict[str, Any]], fmt: str | None) 
         out.write(b"".join(os.fsencode(hit["path"]) + b"\0" for hit in hits))
         out.flush()
     else:
-        for line in render.hits_lines(hits):
-            click.echo(line)
+        preview.echo_hits(hits, render.hits_lines(hits), preview_mode, config or get_config(ctx))
     if not hits:
         click.echo("imgd: no matching images on disk.", err=True)
         ctx.exit(EXIT_NO_MATCH)
@@ -481,6 +487,7 @@ def search(
     unlike_image: tuple[str, ...],
     direct: bool,
     fmt: str | None,
+    preview_mode: str | None,
     **given: Any,
 ) -> None:
     """Find images by texts and example images.
@@ -498,6 +505,8 @@ def search(
     """
     config = get_config(ctx)
     _note_ignored_model(ctx, config)
+    preview_mode, stray = preview.split_value(preview_mode)
+    terms = (stray, *terms) if stray is not None else terms  # `--preview "a dog"`: the text, not a mode
     parsed = [
         *(parse_term("text", t) for t in terms),
         *(parse_term("image", t) for t in (*like, *image)),
@@ -507,14 +516,16 @@ def search(
     if not parsed:
         raise click.UsageError("give a text to search for, --like IMAGE, or both.")
     request = SearchRequest(terms=tuple(parsed), options=build_options(config, **given))
-    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt)
+    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config)
 
 
 @cli.command()
-@click.argument("path", type=click.Path(dir_okay=False))
+@click.argument("path", type=click.Path(dir_okay=False), required=False)
 @query_options
 @click.pass_context
-def similar(ctx: click.Context, path: str, direct: bool, fmt: str | None, **given: Any) -> None:
+def similar(
+    ctx: click.Context, path: str | None, direct: bool, fmt: str | None, preview_mode: str | None, **given: Any
+) -> None:
     """More like PATH: images that look like it, itself and its identical copies left out.
 
     A catalogued file is searched by its stored vector (no decoding, no image model); any other
@@ -522,8 +533,15 @@ def similar(ctx: click.Context, path: str, direct: bool, fmt: str | None, **give
     """
     config = get_config(ctx)
     _note_ignored_model(ctx, config)
+    preview_mode, stray = preview.split_value(preview_mode)
+    if stray is not None:  # `--preview PATH`: the path, not a mode
+        if path is not None:
+            raise click.UsageError(f"--preview takes one of {', '.join(preview.MODES)}, not {stray!r}.")
+        path = stray
+    if path is None:
+        raise click.UsageError("give the PATH of an image to find more like it.")
     request = SimilarRequest(path=os.path.abspath(os.path.expanduser(path)), options=build_options(config, **given))
-    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt)
+    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config)
 
 
 def _note_ignored_model(ctx: click.Context, config: Config) -> None:

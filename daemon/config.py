@@ -273,6 +273,20 @@ KEYS: tuple[Key, ...] = (
     ),
     Key("top_k", "search.top_k", "count", 10, "images listed when -k is not given"),
     Key(
+        "preview",
+        "search.preview",
+        _choice("off", "auto", "kitty", "iterm", "sixel", "blocks"),
+        "off",
+        "thumbnails beside results; auto = on a terminal that shows images",
+    ),
+    Key(
+        "thumbnail_cache_mb",
+        "thumbnails.cache_mb",
+        "count",
+        1024,
+        "cap of the thumbnail cache in state_dir/thumbs; least recently used go first",
+    ),
+    Key(
         "dupes_threshold",
         "dupes.threshold",
         _cosine,
@@ -326,6 +340,8 @@ class _Paths:
         reconcile_interval: float
         missing_grace: float
         top_k: int
+        preview: str
+        thumbnail_cache_mb: int
         dupes_threshold: float
         watch_paths: tuple[Path, ...]
         exclude: tuple[str, ...]
@@ -344,6 +360,10 @@ class _Paths:
     @property
     def index_path(self) -> Path:
         return self.state_dir / "index.faiss"
+
+    @property
+    def thumbnails_path(self) -> Path:
+        return self.state_dir / "thumbs"
 
     @property
     def lock_path(self) -> Path:
