@@ -332,6 +332,13 @@ class Catalog:
             paths.sort(key=os.fsencode)  # the order of the stored bytes, for names that are not UTF-8
         return found
 
+    def newest_file(self) -> str | None:
+        """A live path of the most recently added content: "last indexed" in the gallery's status."""
+        row = self.conn.execute(
+            "SELECT path FROM files WHERE content_id IS NOT NULL AND +status = 'ok' ORDER BY content_id DESC LIMIT 1"
+        ).fetchone()
+        return os.fsdecode(row[0]) if row else None
+
     def vector(self, content_id: int) -> np.ndarray | None:
         row = self.conn.execute("SELECT vector FROM contents WHERE id = ?", (content_id,)).fetchone()
         return np.frombuffer(row[0], dtype=np.float16).astype(np.float32) if row else None

@@ -1,0 +1,411 @@
+"""The gallery over real HTTP: a real uvicorn on 127.0.0.1, a real catalog, real files and a real daemon."""
+
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from click.testing import CliRunner
+from conftest import write_image
+from daemonkit import DaemonProcess, wait_until
+from imgd.cli.main import cli
+from imgd.daemon import config as config_module
+from imgd.daemon.embedder import load_embedder
+from imgd.web.backend import path_tag
+from imgd.web.server import Gallery
+from PIL import Image
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+class Browser:
+    """Just enough of a browser: one cookie jar, raw paths sent as given (no normalisation)."""
+
+    def __init__(self, gallery: Gallery) -> None:
+        self.gallery = gallery
+        self.cookie: str | None = None
+
+    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.gallery.port, timeout=60)
+        try:
+            sent = dict(headers or {})
+            if self.cookie:
+                sent["Cookie"] = self.cookie
+            conn.request(method, path, body=body, headers=sent)
+            response = conn.getresponse()
+            return Reply(response.status, {k.lower(): v for k, v in response.getheaders()}, response.read())
+        finally:
+            conn.close()
+
+    def get(self, path: str) -> Reply:
+        return self.request("GET", path)
+
+    def log_in(self) -> Reply:
+        reply = self.get(f"/?token={self.gallery.token}")
+        self.cookie = reply.headers["set-cookie"].split(";")[0]
+        return reply
+
+
+@pytest.fixture
+def library(tmp_path: Path, tiny_model: Path) -> tuple[Path, config_module.Config]:
+    pics = tmp_path / "pics"
+    for i in range(6):
+        write_image(pics / f"img{i}.jpg", seed=i, size=(640, 480))
+    write_image(pics / "sub" / "copy of img0.jpg", seed=0, size=(640, 480))
+    config = config_module.load(
+        None, {"state_dir": tmp_path / "state", "model": str(tiny_model), "device": "cpu"}, env={}
+    )
+    result = CliRunner().invoke(
+        cli, ["--state-dir", str(config.state_dir), "--model", str(tiny_model), "index", str(pics)]
+    )
+    assert result.exit_code == 0, result.output
+    return pics, config
+
+
+@pytest.fixture
+def gallery(library, tiny_model) -> Iterator[Gallery]:
+    _, config = library
+    server = Gallery(
+        config, lambda name: load_embedder(name, device="cpu", batch_size=8), port=0, max_upload=256 * 1024
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def browser(gallery) -> Browser:
+    client = Browser(gallery)
+    client.log_in()
+    return client
+
+
+def ids_of(browser: Browser, query: str = "a red car", limit: int = 24) -> list[dict]:
+    reply = browser.get(f"/api/search?q={quote(query)}&limit={limit}")
+    assert reply.status == 200, reply.body
+    return reply.json()["hits"]
+
+
+# -- the token ------------------------------------------------------------------------------------
+
+
+def test_nothing_is_served_without_the_token(gallery):
+    stranger = Browser(gallery)
+
+    for path in ("/", "/static/app.js", "/api/search?q=cat", "/api/status", "/thumb/1-0000000000000000"):
+        reply = stranger.get(path)
+        assert reply.status == 403, path
+        assert b"imgd web" in reply.body
+    assert stranger.get("/?token=" + "x" * len(gallery.token)).status == 403
+    stranger.cookie = f"imgd_token_{gallery.port}=wrong"
+    assert stranger.get("/api/status").status == 403
+
+
+def test_the_token_becomes_an_http_only_cookie_and_leaves_the_url(gallery):
+    visitor = Browser(gallery)
+
+    first = visitor.get(f"/?token={gallery.token}&x=1")
+    cookie = first.headers["set-cookie"]
+    visitor.cookie = cookie.split(";")[0]
+    page = visitor.get("/")
+
+    assert first.status == 303 and first.headers["location"] == "/?x=1"
+    assert cookie.startswith(f"imgd_token_{gallery.port}={gallery.token};")
+    assert "httponly" in cookie.lower() and "samesite=strict" in cookie.lower()
+    assert page.status == 200 and b"<title>imgd</title>" in page.body
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_page_uses_no_asset_from_elsewhere(browser):
+    for path in ("/", "/static/app.js", "/static/style.css"):
+        body = browser.get(path).body.decode()
+        assert "http://" not in body and "https://" not in body and "//cdn" not in body, path
+
+
+# -- searching and serving ------------------------------------------------------------------------
+
+
+def test_search_names_results_by_catalog_id_and_serves_their_thumbnails(browser, library):
+    pics, _ = library
+
+    hits = ids_of(browser)
+    thumb = browser.get(f"/thumb/{hits[0]['id']}")
+    view = browser.get(f"/view/{hits[0]['id']}")
+
+    assert len(hits) == 7  # every path, the copy included
+    assert all(str(pics) not in json.dumps(hit) for hit in hits), "a result exposes a path"
+    assert thumb.status == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(thumb.body)).size == (256, 192)
+    assert Image.open(io.BytesIO(view.body)).size == (640, 480)  # never enlarged
+
+
+def test_pages_follow_each_other_without_repeats(browser):
+    first = browser.get("/api/search?q=tree&limit=4").json()
+    second = browser.get("/api/search?q=tree&limit=4&offset=4").json()
+
+    assert first["more"] is True and len(first["hits"]) == 4
+    assert second["more"] is False and len(second["hits"]) == 3
+    assert not {h["id"] for h in first["hits"]} & {h["id"] for h in second["hits"]}
+
+
+def test_more_like_this_puts_the_picked_image_first(browser):
+    hits = ids_of(browser)
+    picked = next(h for h in hits if h["name"] == "img3.jpg")
+
+    similar = browser.get(f"/api/similar/{picked['id']}").json()["hits"]
+
+    assert similar[0]["id"] == picked["id"] and similar[0]["score"] > 0.99
+
+
+def test_the_full_view_details_come_from_the_file(browser, library):
+    pics, _ = library
+    camera = pics / "camera.jpg"
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110], exif[0x0132] = "Fujifilm", "X-T5", "2024:06:01 10:11:12"
+    Image.new("RGB", (300, 200), "green").save(camera, exif=exif.tobytes())
+    CliRunner().invoke(cli, ["--state-dir", str(library[1].state_dir), "--model", library[1].model, "index", str(pics)])
+
+    hit = next(h for h in ids_of(browser, limit=48) if h["name"] == "camera.jpg")
+    info = browser.get(f"/api/item/{hit['id']}").json()
+
+    assert info["path"] == str(camera) and info["bytes"] == camera.stat().st_size
+    assert (info["width"], info["height"], info["camera"], info["taken"]) == (
+        300,
+        200,
+        "Fujifilm X-T5",
+        "2024:06:01 10:11:12",
+    )
+
+
+def test_status_reports_the_catalog_without_a_daemon(browser):
+    status = browser.get("/api/status").json()
+
+    assert status["daemon"] is False and status["images"] == 6 and status["files"] == 7
+    assert status["newest"].endswith(".jpg")
+
+
+# -- what cannot be reached -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/thumb/../../../../etc/passwd",
+        "/thumb/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/original/%2Fetc%2Fpasswd",
+        "/original/..%2f..%2fcatalog.db",
+        "/view/1-..%2F..%2Fetc",
+        "/static/../app.py",
+        "/static/..%2Fapp.py",
+        "/static/%2e%2e/%2e%2e/daemon/catalog.py",
+        "/static//etc/passwd",
+        "/api/item/%2Fetc%2Fpasswd",
+        "/api/similar/..%2F..%2Fetc%2Fpasswd",
+        "/thumb/1-0000000000000000",
+        "/thumb/999999-" + path_tag("/etc/passwd"),
+        "/original/99999999999999999999999-0000000000000000",
+    ],
+)
+def test_paths_in_requests_reach_nothing(browser, path):
+    reply = browser.get(path)
+
+    assert reply.status in (400, 404), (path, reply.status)
+    assert b"root:" not in reply.body and b"import" not in reply.body and b"SQLite" not in reply.body
+
+
+def test_an_id_naming_a_path_outside_the_catalog_reaches_nothing(browser, tmp_path):
+    secret = tmp_path / "secret.jpg"
+    write_image(secret, seed=42)
+    real = ids_of(browser)[0]["id"]
+    content_id = real.split("-")[0]
+
+    for route in ("thumb", "view", "original", "api/item"):
+        assert browser.get(f"/{route}/{content_id}-{path_tag(str(secret))}").status == 404
+
+
+def test_a_catalog_file_replaced_by_a_link_is_not_followed(browser, library, tmp_path):
+    pics, _ = library
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0 the secret")
+    hit = next(h for h in ids_of(browser) if h["name"] == "img2.jpg")
+    os.unlink(pics / "img2.jpg")
+    os.symlink(secret, pics / "img2.jpg")
+
+    for route in ("thumb", "view", "original", "api/item"):
+        reply = browser.get(f"/{route}/{hit['id']}")
+        assert reply.status == 404, route
+        assert b"secret" not in reply.body
+
+
+def test_ids_of_removed_files_are_gone(browser, library):
+    pics, config = library
+    hit = next(h for h in ids_of(browser) if h["name"] == "img4.jpg")
+    assert browser.get(f"/thumb/{hit['id']}").status == 200  # cached now
+    (pics / "img4.jpg").unlink()
+
+    before_reindex = browser.get(f"/thumb/{hit['id']}")
+    CliRunner().invoke(cli, ["--state-dir", str(config.state_dir), "--model", config.model, "index", str(pics)])
+    after_reindex = browser.get(f"/original/{hit['id']}")
+
+    assert before_reindex.status == 404 and b"file vanished" in before_reindex.body
+    assert after_reindex.status == 404
+    assert hit["id"] not in {h["id"] for h in ids_of(browser)}
+
+
+def test_files_deleted_while_their_thumbnails_are_requested(browser, library):
+    pics, _ = library
+    hits = ids_of(browser)
+    replies: list[Reply] = []
+    go = threading.Barrier(len(hits) + 1)
+
+    def fetch(item: str) -> None:
+        go.wait()
+        replies.append(Browser.request(browser, "GET", f"/view/{item}"))
+
+    threads = [threading.Thread(target=fetch, args=(h["id"],)) for h in hits]
+    for t in threads:
+        t.start()
+    go.wait()
+    for path in pics.glob("*.jpg"):
+        path.unlink()
+    for t in threads:
+        t.join()
+
+    assert len(replies) == len(hits)
+    for reply in replies:
+        if reply.status == 200:
+            assert Image.open(io.BytesIO(reply.body)).format == "JPEG"
+        else:
+            assert reply.status == 404 and "error" in json.loads(reply.body)
+    assert browser.get("/api/status").status == 200  # and the gallery still answers
+
+
+# -- uploads --------------------------------------------------------------------------------------
+
+
+def jpeg_bytes(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
+    from conftest import picture
+
+    buffer = io.BytesIO()
+    picture(seed, size).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+def everything_under(folder: Path) -> set[str]:
+    return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
+
+
+def test_a_dropped_picture_finds_its_twin_and_leaves_nothing_behind(browser, gallery, library):
+    pics, _ = library
+    before = everything_under(pics)
+
+    reply = browser.request("POST", "/api/search-image", body=jpeg_bytes(5), headers={"Content-Type": "image/jpeg"})
+
+    assert reply.status == 200, reply.body
+    assert reply.json()["hits"][0]["name"] == "img5.jpg"
+    assert everything_under(gallery.upload_dir) == set()
+    assert everything_under(pics) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        (b"\xff\xd8" + b"x" * (300 * 1024), 413, b"larger than"),
+        (b"#!/bin/sh\nrm -rf /\n", 400, b"not a picture"),
+        (b"", 400, b"empty"),
+        (jpeg_bytes(1)[:200], 400, b"not a picture"),  # a truncated JPEG
+    ],
+)
+def test_bad_uploads_get_one_clear_sentence_and_write_nothing(browser, gallery, library, body, status, message):
+    pics, _ = library
+    before = everything_under(pics)
+
+    reply = browser.request("POST", "/api/search-image", body=body, headers={"Content-Type": "image/jpeg"})
+
+    assert reply.status == status
+    error = reply.json()["error"]
+    assert message in error.encode() and error.endswith(".") and "Traceback" not in error
+    assert everything_under(gallery.upload_dir) == set()
+    assert everything_under(pics) == before
+
+
+def test_an_upload_larger_than_it_says_is_cut_off(browser, gallery):
+    """A chunked body has no Content-Length: the cap is enforced while reading."""
+    conn = http.client.HTTPConnection("127.0.0.1", gallery.port, timeout=30)
+    conn.putrequest("POST", "/api/search-image")
+    conn.putheader("Cookie", browser.cookie)
+    conn.putheader("Transfer-Encoding", "chunked")
+    conn.endheaders()
+    chunk = b"\xff" * 65536
+    try:
+        for _ in range(8):
+            conn.send(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+        conn.send(b"0\r\n\r\n")
+    except OSError:
+        pass  # the server may close early
+    reply = conn.getresponse()
+
+    assert reply.status == 413 and b"larger than" in reply.read()
+    assert everything_under(gallery.upload_dir) == set()
+
+
+# -- with the daemon ------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    for i in range(4):
+        write_image(pics / f"img{i}.jpg", seed=i, size=(320, 240))
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
+    daemon.start()
+    try:
+        wait_until(lambda: daemon.status()["counts"]["contents"] >= 4, what="4 images indexed")
+        daemon.wait_idle()
+        config = config_module.load(
+            None,
+            {"state_dir": daemon.state_dir, "model": str(tiny_model), "socket_path": daemon.socket},
+            env={},
+        )
+
+        def no_model(name: str):
+            raise AssertionError("the gallery loaded a model although the daemon answers")
+
+        server = Gallery(config, no_model, port=0)
+        server.start()
+        try:
+            client = Browser(server)
+            client.log_in()
+            assert client.get("/api/status").json()["daemon"] is True
+            hits = client.get("/api/search?q=a%20boat").json()["hits"]
+            write_image(pics / "new.jpg", seed=9, size=(320, 240))
+            wait_until(lambda: daemon.status()["counts"]["contents"] >= 5, what="the new image indexed")
+            status = client.get("/api/status").json()
+            dropped = client.request("POST", "/api/search-image", body=jpeg_bytes(2, (320, 240)))
+        finally:
+            server.stop()
+    finally:
+        daemon.stop()
+
+    assert len(hits) == 4
+    assert status["images"] == 5 and status["newest"] == str(pics / "new.jpg")
+    assert dropped.status == 200 and dropped.json()["hits"][0]["name"] == "img2.jpg"

@@ -1,0 +1,306 @@
+// imgd gallery: search, browse, "more like this", search by a dropped or pasted picture.
+// Plain DOM, no framework, no build step; every name from disk goes through textContent.
+"use strict";
+
+const PAGE = 24;
+const $ = (id) => document.getElementById(id);
+const grid = $("grid"), message = $("message"), viewer = $("viewer");
+
+const state = {
+  kind: null,      // "text" | "similar" | "image"
+  query: null,     // the text, or the id "more like this" started from
+  hits: [],        // every result shown so far (image searches hold all of theirs here)
+  pending: [],     // image-search results not drawn yet
+  more: false,
+  loading: false,
+  current: -1,     // the result open in the viewer
+  generation: 0,   // bumps on each new search, so a slow old page never lands in a new grid
+};
+
+function say(text, error = false) {
+  message.textContent = text;
+  message.classList.toggle("error", error);
+}
+
+async function getJSON(url, options) {
+  const response = await fetch(url, options);
+  let body = null;
+  try { body = await response.json(); } catch (_) { /* not JSON */ }
+  if (!response.ok) throw new Error((body && body.error) || `the gallery answered ${response.status}`);
+  return body;
+}
+
+function reset(kind, query, label) {
+  state.generation += 1;
+  Object.assign(state, { kind, query, hits: [], pending: [], more: true, loading: false, current: -1 });
+  grid.replaceChildren();
+  say(label);
+  window.scrollTo(0, 0);
+}
+
+function card(hit, index) {
+  const figure = document.createElement("figure");
+  figure.className = "card";
+  figure.tabIndex = 0;
+  figure.dataset.index = index;
+  figure.dataset.id = hit.id;
+  const img = document.createElement("img");
+  img.src = `/thumb/${encodeURIComponent(hit.id)}`;
+  img.alt = hit.name;
+  img.decoding = "async";
+  img.loading = index < PAGE ? "eager" : "lazy";
+  const caption = document.createElement("figcaption");
+  const score = document.createElement("span");
+  score.className = "score";
+  score.textContent = hit.score.toFixed(3);
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = hit.name;
+  name.title = hit.name;
+  const more = document.createElement("button");
+  more.className = "more";
+  more.type = "button";
+  more.textContent = "More like this";
+  more.addEventListener("click", (event) => { event.stopPropagation(); similar(hit.id); });
+  caption.append(score, name, more);
+  figure.append(img, caption);
+  figure.addEventListener("click", () => openViewer(index));
+  return figure;
+}
+
+function draw(hits) {
+  const start = state.hits.length;
+  state.hits.push(...hits);
+  grid.append(...hits.map((hit, i) => card(hit, start + i)));
+}
+
+async function nextPage() {
+  if (state.loading || !state.more || !state.kind) return;
+  if (state.kind === "image") {
+    draw(state.pending.splice(0, PAGE));
+    state.more = state.pending.length > 0;
+    return;
+  }
+  state.loading = true;
+  const generation = state.generation;
+  const offset = state.hits.length;
+  const url = state.kind === "text"
+    ? `/api/search?q=${encodeURIComponent(state.query)}&offset=${offset}&limit=${PAGE}`
+    : `/api/similar/${encodeURIComponent(state.query)}?offset=${offset}&limit=${PAGE}`;
+  try {
+    const page = await getJSON(url);
+    if (generation !== state.generation) return;
+    draw(page.hits);
+    state.more = page.more && page.hits.length > 0;
+    if (!state.hits.length) say("No matching images on disk.");
+  } catch (error) {
+    if (generation === state.generation) { say(error.message, true); state.more = false; }
+  } finally {
+    if (generation === state.generation) state.loading = false;
+  }
+  fillScreen();
+}
+
+function fillScreen() {
+  // Keep loading while the sentinel is still on screen (a tall window shows more than a page).
+  const box = $("sentinel").getBoundingClientRect();
+  if (state.more && !state.loading && box.top < window.innerHeight + 200) nextPage();
+}
+
+function search(text) {
+  text = text.trim();
+  if (!text) return;
+  history.replaceState(null, "", `#q=${encodeURIComponent(text)}`);
+  reset("text", text, "");
+  nextPage();
+}
+
+function similar(id) {
+  closeViewer();
+  history.replaceState(null, "", `#similar=${encodeURIComponent(id)}`);
+  reset("similar", id, "Images like the one you picked:");
+  nextPage();
+}
+
+async function searchByPicture(file) {
+  if (!file) return;
+  if (!file.type.startsWith("image/")) { say(`${file.name || "That file"} is not a picture.`, true); return; }
+  closeViewer();
+  reset("image", null, `Searching with ${file.name || "the pasted picture"}…`);
+  state.loading = true;
+  const generation = state.generation;
+  try {
+    const page = await getJSON("/api/search-image", { method: "POST", body: file, headers: { "content-type": file.type } });
+    if (generation !== state.generation) return;
+    state.pending = page.hits;
+    state.more = true;
+    state.loading = false;
+    say(`Images like ${file.name || "the pasted picture"}:`);
+    nextPage();
+    fillScreen();
+  } catch (error) {
+    if (generation === state.generation) { state.loading = false; state.more = false; say(error.message, true); }
+  }
+}
+
+// -- the full view -----------------------------------------------------------------------------
+
+function formatBytes(n) {
+  const units = ["B", "KB", "MB", "GB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+async function openViewer(index) {
+  const hit = state.hits[index];
+  if (!hit) return;
+  state.current = index;
+  viewer.hidden = false;
+  $("full").src = `/view/${encodeURIComponent(hit.id)}`;
+  $("full").alt = hit.name;
+  $("v-name").textContent = hit.name;
+  $("v-original").href = `/original/${encodeURIComponent(hit.id)}`;
+  const details = $("v-details");
+  details.replaceChildren();
+  try {
+    const info = await getJSON(`/api/item/${encodeURIComponent(hit.id)}`);
+    if (state.current !== index) return;
+    const rows = [
+      ["Folder", info.path.slice(0, info.path.length - info.name.length)],
+      ["Taken", info.taken || "—"],
+      ["Camera", info.camera || "—"],
+      ["Pixels", info.width ? `${info.width} × ${info.height}` : "—"],
+      ["Size", formatBytes(info.bytes)],
+      ["Modified", new Date(info.modified * 1000).toLocaleString()],
+      ["Score", hit.score.toFixed(4)],
+    ];
+    for (const [label, value] of rows) {
+      const dt = document.createElement("dt");
+      dt.textContent = label;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      details.append(dt, dd);
+    }
+  } catch (error) {
+    const dd = document.createElement("dd");
+    dd.textContent = error.message;
+    details.append(dd);
+  }
+  if (index >= state.hits.length - 4) nextPage();
+}
+
+function closeViewer() {
+  if (viewer.hidden) return;
+  viewer.hidden = true;
+  $("full").removeAttribute("src");
+  const back = grid.querySelector(`[data-index="${state.current}"]`);
+  if (back) back.focus();
+}
+
+function step(delta) {
+  const next = state.current + delta;
+  if (next >= 0 && next < state.hits.length) openViewer(next);
+}
+
+// -- keyboard ----------------------------------------------------------------------------------
+
+function columns() {
+  const cards = grid.children;
+  if (!cards.length) return 1;
+  const top = cards[0].offsetTop;
+  let n = 0;
+  while (n < cards.length && cards[n].offsetTop === top) n += 1;
+  return Math.max(1, n);
+}
+
+function moveFocus(delta) {
+  const active = document.activeElement;
+  const from = active && active.classList.contains("card") ? Number(active.dataset.index) : -1;
+  const to = Math.min(state.hits.length - 1, Math.max(0, from < 0 ? 0 : from + delta));
+  const target = grid.querySelector(`[data-index="${to}"]`);
+  if (target) { target.focus(); target.scrollIntoView({ block: "nearest" }); }
+  if (to >= state.hits.length - columns() * 2) nextPage();
+}
+
+document.addEventListener("keydown", (event) => {
+  if (event.altKey || event.ctrlKey || event.metaKey) return;
+  if (!viewer.hidden) {
+    const keys = { ArrowLeft: () => step(-1), ArrowRight: () => step(1), Escape: closeViewer,
+      m: () => similar(state.hits[state.current].id) };
+    if (keys[event.key]) { event.preventDefault(); keys[event.key](); }
+    return;
+  }
+  const typing = document.activeElement === $("q");
+  if (event.key === "/" && !typing) { event.preventDefault(); $("q").focus(); $("q").select(); return; }
+  if (typing) {
+    if (event.key === "ArrowDown" && state.hits.length) { event.preventDefault(); moveFocus(0); }
+    return;
+  }
+  const active = document.activeElement;
+  const onCard = active && active.classList.contains("card");
+  const moves = { ArrowRight: 1, ArrowLeft: -1, ArrowDown: columns(), ArrowUp: -columns() };
+  if (event.key in moves) { event.preventDefault(); moveFocus(moves[event.key]); return; }
+  if (onCard && event.key === "Enter") { event.preventDefault(); openViewer(Number(active.dataset.index)); }
+  if (onCard && event.key === "m") { event.preventDefault(); similar(active.dataset.id); }
+});
+
+// -- wiring ------------------------------------------------------------------------------------
+
+$("search").addEventListener("submit", (event) => { event.preventDefault(); search($("q").value); });
+$("file").addEventListener("change", (event) => { searchByPicture(event.target.files[0]); event.target.value = ""; });
+$("v-close").addEventListener("click", closeViewer);
+$("v-prev").addEventListener("click", () => step(-1));
+$("v-next").addEventListener("click", () => step(1));
+$("v-similar").addEventListener("click", () => similar(state.hits[state.current].id));
+viewer.addEventListener("click", (event) => { if (event.target === viewer || event.target.tagName === "FIGURE") closeViewer(); });
+
+let dragDepth = 0;
+window.addEventListener("dragenter", (event) => {
+  if (!event.dataTransfer || !Array.from(event.dataTransfer.types).includes("Files")) return;
+  dragDepth += 1;
+  $("drop").hidden = false;
+});
+window.addEventListener("dragleave", () => { dragDepth = Math.max(0, dragDepth - 1); if (!dragDepth) $("drop").hidden = true; });
+window.addEventListener("dragover", (event) => event.preventDefault());
+window.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dragDepth = 0;
+  $("drop").hidden = true;
+  const file = event.dataTransfer && event.dataTransfer.files[0];
+  if (file) searchByPicture(file);
+});
+window.addEventListener("paste", (event) => {
+  const file = Array.from((event.clipboardData && event.clipboardData.files) || []).find((f) => f.type.startsWith("image/"));
+  if (file) { event.preventDefault(); searchByPicture(file); }
+});
+
+new IntersectionObserver((entries) => {
+  if (entries.some((entry) => entry.isIntersecting)) nextPage();
+}, { rootMargin: "600px" }).observe($("sentinel"));
+
+async function refreshStatus() {
+  const box = $("status");
+  try {
+    const s = await getJSON("/api/status");
+    const parts = [`${s.images.toLocaleString()} images`];
+    if (s.failed) parts.push(`${s.failed.toLocaleString()} failed`);
+    if (s.daemon) parts.push(s.queue ? `${s.queue.toLocaleString()} in the queue` : "up to date");
+    else parts.push("daemon not running");
+    if (s.newest) parts.push(`last indexed: ${s.newest.split("/").pop()}`);
+    box.textContent = parts.join(" · ");
+    box.title = s.newest || "";
+    box.classList.toggle("live", Boolean(s.daemon && s.queue));
+  } catch (error) {
+    box.textContent = error.message;
+  }
+}
+refreshStatus();
+setInterval(refreshStatus, 2000);
+
+function fromHash() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  if (params.get("q")) { $("q").value = params.get("q"); search(params.get("q")); }
+  else if (params.get("similar")) similar(params.get("similar"));
+}
+fromHash();
