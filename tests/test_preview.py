@@ -316,14 +316,17 @@ def test_a_pipe_gets_plain_lines_whatever_the_flag_says(library, tmp_path):
 
 @pytest.mark.slow
 def test_a_bare_preview_before_the_query_still_reads_the_query(library):
-    _, base = library
+    pics, base = library
     runner = CliRunner()
 
     bare = runner.invoke(cli, [*base, "search", "--direct", "-k", "2", "--preview", "a red car"])
     plain = runner.invoke(cli, [*base, "search", "--direct", "-k", "2", "a red car"])
-    wrong = runner.invoke(cli, [*base, "search", "--direct", "--preview", "sparkly", "a red car"])
+    similar = runner.invoke(cli, [*base, "similar", "--direct", "-k", "2", "--preview", str(pics / "img1.jpg")])
+    similar_plain = runner.invoke(cli, [*base, "similar", "--direct", "-k", "2", str(pics / "img1.jpg")])
+    wrong = runner.invoke(cli, [*base, "similar", "--direct", "--preview", "sparkly", str(pics / "img1.jpg")])
 
     assert bare.exit_code == 0 and bare.stdout == plain.stdout and ESC not in bare.stdout
+    assert similar.exit_code == 0 and similar.stdout == similar_plain.stdout and len(similar.stdout.splitlines()) == 2
     assert wrong.exit_code == 2 and "--preview takes one of" in wrong.stderr and "Traceback" not in wrong.output
 
 

@@ -167,13 +167,34 @@ def test_pages_follow_each_other_without_repeats(browser):
     assert not {h["id"] for h in first["hits"]} & {h["id"] for h in second["hits"]}
 
 
-def test_more_like_this_puts_the_picked_image_first(browser):
+def test_more_like_this_leaves_the_picked_image_and_its_copies_out(browser):
     hits = ids_of(browser)
-    picked = next(h for h in hits if h["name"] == "img3.jpg")
+    picked = next(h for h in hits if h["name"] == "img0.jpg")  # it has a copy in sub/
 
     similar = browser.get(f"/api/similar/{picked['id']}").json()["hits"]
 
-    assert similar[0]["id"] == picked["id"] and similar[0]["score"] > 0.99
+    assert len(similar) == 5 and {h["name"] for h in similar} == {f"img{i}.jpg" for i in range(1, 6)}
+    assert similar == sorted(similar, key=lambda h: -h["score"])
+
+
+def test_the_search_box_speaks_the_query_language_and_filters_apply(browser, library):
+    pics, config = library
+    write_image(pics / "wide.png", seed=11, size=(900, 300))
+    CliRunner().invoke(cli, ["--state-dir", str(config.state_dir), "--model", config.model, "index", str(pics)])
+
+    weighted = browser.get("/api/search?q=" + quote("beach, 2:dog, -people")).json()["hits"]
+    pngs = browser.get("/api/search?q=beach&type=png").json()["hits"]
+    in_sub = browser.get("/api/search?q=beach&in=" + quote(str(pics / "sub"))).json()["hits"]
+    large = browser.get("/api/search?q=beach&min_size=0.3MP").json()["hits"]
+    bad = browser.get("/api/search?q=beach&orientation=sideways")
+    empty = browser.get("/api/search?q=" + quote(" , -"))
+
+    assert len(weighted) == 8
+    assert [h["name"] for h in pngs] == ["wide.png"]
+    assert [h["name"] for h in in_sub] == ["copy of img0.jpg"]
+    assert {h["name"] for h in large} == {f"img{i}.jpg" for i in range(6)} | {"copy of img0.jpg"}  # 900x300 < 0.3 MP
+    assert bad.status == 400 and "Orientation must be one of" in bad.json()["error"]
+    assert empty.status == 400 and empty.json()["error"] == "Type something to search for."
 
 
 def test_the_full_view_details_come_from_the_file(browser, library):

@@ -16,12 +16,13 @@ import os
 import secrets
 import stat
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 from imgd.daemon.errors import ImageReadError, ImgdError
+from imgd.daemon.protocol import Options, RequestError, Term
 from imgd.daemon.thumbnails import GRID_SIDE, VIEW_SIDE, ThumbnailCache
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
@@ -32,7 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .backend import Backend, Hit
+from .backend import Backend, Hit, parse_options, parse_query
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 24  # results a page: one screenful of the grid
@@ -100,11 +101,26 @@ def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _hits_page(hits: list[Hit], offset: int, limit: int, asked: int) -> dict[str, Any]:
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _hits_page(hits: list[Hit], offset: int, limit: int) -> dict[str, Any]:
     page = hits[offset : offset + limit]
     return {
-        "hits": [{"id": h.id, "score": round(h.score, 4), "name": os.path.basename(h.path)} for h in page],
-        "more": len(hits) > offset + limit or (len(hits) >= asked and asked < MAX_RESULTS),
+        "hits": [
+            {
+                "id": h.id,
+                "score": round(h.score, 4),
+                "name": os.path.basename(h.path),
+                "width": h.width,
+                "height": h.height,
+            }
+            for h in page
+        ],
+        "more": len(hits) > offset + limit,
     }
 
 
@@ -135,50 +151,46 @@ def build_app(
 
         return await run_in_threadpool(fn, *args, **kwargs)
 
-    async def answer(job: Callable[[], Awaitable[list[Hit]]], offset: int, limit: int, asked: int) -> Response:
+    async def answer(request: Request, ask: Callable[[Options], list[Hit]], limit_default: int = PAGE) -> Response:
+        """Run one search off the event loop and return the page of results the request asked for."""
         try:
-            hits = await job()
+            offset = _int(request, "offset", 0, 0, MAX_RESULTS)
+            limit = _int(request, "limit", limit_default, 1, MAX_RESULTS)
+            # k counts images; asking one more than the page tells whether another page exists.
+            options = parse_options(request.query_params, offset + limit + 1)
+            hits = await run(ask, options)
         except ImageReadError as exc:
-            return _error(exc.reason.capitalize() + ".", 400)
+            return _error(exc.reason[:1].upper() + exc.reason[1:] + ".", 400)
+        except (RequestError, ValueError) as exc:
+            return _error(_sentence(str(exc)), 400)
         except ImgdError as exc:
-            return _error(str(exc), 409)
-        return JSONResponse(_hits_page(hits, offset, limit, asked))
-
-    def paging(request: Request) -> tuple[int, int, int]:
-        offset = _int(request, "offset", 0, 0, MAX_RESULTS)
-        limit = _int(request, "limit", PAGE, 1, 96)
-        return offset, limit, min(MAX_RESULTS, offset + limit + 1)
+            return _error(_sentence(str(exc)), 409)
+        return JSONResponse(_hits_page(hits, offset, limit))
 
     async def search(request: Request) -> Response:
-        text = request.query_params.get("q", "").strip()
-        if not text:
-            return _error("Type something to search for.", 400)
         try:
-            offset, limit, asked = paging(request)
-        except ValueError as exc:
+            terms = parse_query(request.query_params.get("q", ""))
+        except RequestError as exc:
             return _error(str(exc), 400)
-        return await answer(lambda: run(backend.search, asked, text=text), offset, limit, asked)
+        return await answer(request, lambda options: backend.search(terms, options))
 
     async def similar(request: Request) -> Response:
         path = await run(backend.resolve, request.path_params["item"])
         if path is None:
             return _error("That image is no longer in the catalog.", 404)
-        try:
-            offset, limit, asked = paging(request)
-        except ValueError as exc:
-            return _error(str(exc), 400)
-        return await answer(lambda: run(backend.search, asked, image=path), offset, limit, asked)
+        return await answer(request, lambda options: backend.similar(path, options))
 
     async def search_image(request: Request) -> Response:
         """A dropped or pasted picture: checked in memory, kept in a private temp file for the search only."""
         declared = request.headers.get("content-length")
+        too_big = f"That file is larger than {max_upload >> 20} MB; search with a smaller picture."
         if declared is not None and declared.isdigit() and int(declared) > max_upload:
-            return _error(f"That file is larger than {max_upload >> 20} MB; search with a smaller picture.", 413)
+            return _error(too_big, 413)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk
             if len(body) > max_upload:
-                return _error(f"That file is larger than {max_upload >> 20} MB; search with a smaller picture.", 413)
+                return _error(too_big, 413)
         if not body:
             return _error("The upload was empty; drop a picture file.", 400)
         try:
@@ -186,10 +198,10 @@ def build_app(
                 probe.verify()
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
             return _error("That file is not a picture imgd can read (JPEG, PNG, WebP, GIF, TIFF, BMP, HEIC).", 400)
-        limit = _int(request, "limit", 240, 1, MAX_RESULTS)
         path = await run(_write_upload, upload_dir, bytes(body))
         try:
-            return await answer(lambda: run(backend.search, limit, image=path), 0, limit, MAX_RESULTS)
+            term = (Term("image", path),)
+            return await answer(request, lambda options: backend.search(term, options), limit_default=240)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)

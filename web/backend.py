@@ -1,11 +1,9 @@
-"""What the gallery asks of imgd, in one place: search, status and catalog ids.
+"""What the gallery asks of imgd: typed requests through daemon/api.py, and catalog ids for files.
 
-It asks the running daemon over its socket and answers in-process when none runs, like `imgd search`.
-When daemon/api.py (the facade the CLI will share) lands, it replaces the two `_ask_*` methods here
-and nothing else in the web app changes.
-
-Files are named to the browser by catalog id only: "<content id>-<hash of the path>". An id is
-resolved against the catalog's live paths of that content, so no path from a request is ever opened.
+The facade asks the running daemon over its socket and answers in-process when none runs, so the
+gallery gives the answers `imgd search` gives. Files are named to the browser by catalog id only:
+"<content id>-<hash of the path>". An id is resolved against the catalog's live paths of that
+content, so no path from a request is ever opened.
 """
 
 from __future__ import annotations
@@ -14,24 +12,99 @@ import hashlib
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imgd.daemon import client
+from imgd.daemon.api import Api
 from imgd.daemon.catalog import Catalog
 from imgd.daemon.config import Config
-from imgd.daemon.errors import CatalogError, DaemonNotRunning, ImgdError
+from imgd.daemon.errors import CatalogError
+from imgd.daemon.protocol import (
+    MAX_K,
+    Filters,
+    Options,
+    RequestError,
+    SearchRequest,
+    SimilarRequest,
+    StatusRequest,
+    Term,
+)
 
-if TYPE_CHECKING:  # the model and FAISS load only when no daemon answers
+if TYPE_CHECKING:  # the model loads only when no daemon answers
     from imgd.daemon.embedder import Embedder
-    from imgd.daemon.engine import Searcher
 
 ID_PATTERN = re.compile(r"(\d{1,18})-([0-9a-f]{16})")
+_WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?):(.*)$", re.IGNORECASE)
 
 
 def path_tag(path: str) -> str:
     return hashlib.blake2b(os.fsencode(path), digest_size=8).hexdigest()
+
+
+def parse_query(text: str) -> tuple[Term, ...]:
+    """The search box: comma-separated texts, each may be weighted (2:dog) or negative (-people).
+
+    The web form of `imgd search "beach" 2:dog --not people`: "beach, 2:dog, -people".
+    """
+    terms = []
+    for part in text.split(","):
+        part = part.strip()
+        sign = 1.0
+        if part.startswith("-"):
+            sign, part = -1.0, part[1:].strip()
+        weight = 1.0
+        match = _WEIGHT.match(part)
+        if match is not None:
+            weight, part = float(match[1]), match[2].strip()
+        if part:
+            terms.append(Term("text", part, sign * weight))
+    if not terms:
+        raise RequestError("Type something to search for.")
+    return tuple(terms)
+
+
+def _min_size(text: str) -> dict[str, int]:
+    """`1920x1080`, `1000` (the shorter side) or `12MP`, as `imgd search --min-size` reads it."""
+    value = text.strip().lower()
+    try:
+        if value.endswith("mp"):
+            return {"min_pixels": int(float(value[:-2]) * 1_000_000)}
+        if "x" in value:
+            width, height = value.split("x", 1)
+            return {"min_width": int(width), "min_height": int(height)}
+        return {"min_side": int(value)}
+    except ValueError:
+        raise RequestError(
+            f"Minimum size '{text}' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."
+        ) from None
+
+
+def parse_options(params: Mapping[str, str], k: int) -> Options:
+    """The gallery's filter controls -> the same Options `imgd search` builds from its flags."""
+    filters: dict[str, Any] = {}
+    folder = params.get("in", "").strip()
+    if folder:
+        filters["folders"] = (os.path.abspath(os.path.expanduser(folder)),)
+    types = params.get("type", "").strip()
+    if types:
+        filters["types"] = tuple(t for t in types.split(",") if t.strip())
+    if params.get("orientation"):
+        filters["orientation"] = params["orientation"]
+    if params.get("min_size", "").strip():
+        filters.update(_min_size(params["min_size"]))
+    min_score = None
+    if params.get("min_score", "").strip():
+        try:
+            min_score = float(params["min_score"])
+        except ValueError:
+            raise RequestError("The minimum score must be a number from -1 to 1.") from None
+    return Options(
+        k=max(1, min(MAX_K, k)),
+        filters=Filters(**filters),
+        min_score=min_score,
+        sort=params.get("sort") or "score",
+    )
 
 
 @dataclass(frozen=True)
@@ -41,19 +114,21 @@ class Hit:
     id: str
     score: float
     path: str
+    width: int | None = None
+    height: int | None = None
 
 
 class Backend:
-    """Search through the daemon, or in this process without one; resolve catalog ids to paths."""
+    """Search and status through the facade; catalog ids resolved against the catalog's live paths."""
 
     def __init__(self, config: Config, load_model: Callable[[str], Embedder]) -> None:
         self.config = config
         self._load_model = load_model
         self._models: dict[str, Embedder] = {}
         self._local = threading.local()
-        self._searcher: Searcher | None = None
-        self._searcher_stamp: tuple[float, float] | None = None
         self._lock = threading.Lock()
+        self._api = Api(config, self._model)
+        self._index_stamp = self._stamp()
 
     # -- the catalog ------------------------------------------------------------------------
 
@@ -64,12 +139,6 @@ class Backend:
         if reader is None:
             reader = self._local.catalog = Catalog(self.config.catalog_path, readonly=True)
         return reader
-
-    def item_id(self, path: str) -> str | None:
-        record = self.catalog.get_file(path)
-        if record is None or record.content_id is None or record.status != "ok":
-            return None
-        return f"{record.content_id}-{path_tag(path)}"
 
     def resolve(self, item_id: str) -> str | None:
         """The live catalog path an id names, or None (malformed, removed, failed or missing)."""
@@ -82,20 +151,16 @@ class Backend:
                 return path
         return None
 
-    # -- queries ----------------------------------------------------------------------------
+    # -- requests ---------------------------------------------------------------------------
 
-    def search(self, k: int, text: str | None = None, image: str | None = None) -> list[Hit]:
-        """The k best images for a text or an image file, as catalog ids with scores."""
-        raw = self._ask_search(k, text=text, image=image)
-        hits = []
-        for item in raw:
-            item_id = self.item_id(item["path"])
-            if item_id is not None:  # removed between the search and this lookup
-                hits.append(Hit(item_id, float(item["score"]), item["path"]))
-        return hits
+    def search(self, terms: tuple[Term, ...], options: Options) -> list[Hit]:
+        return self._hits(self._call(SearchRequest(terms=terms, options=options)))
+
+    def similar(self, path: str, options: Options) -> list[Hit]:
+        return self._hits(self._call(SimilarRequest(path=path, options=options)))
 
     def status(self) -> dict[str, Any]:
-        info = self._ask_status()
+        info = dict(self._call(StatusRequest())["status"])
         newest = None
         if self.config.catalog_path.exists():
             try:
@@ -110,43 +175,41 @@ class Backend:
         if reader is not None:
             reader.close()
 
-    # -- the two ways of answering (daemon/api.py will own these) ----------------------------
+    # -- helpers ----------------------------------------------------------------------------
 
-    def _ask_search(self, k: int, text: str | None, image: str | None) -> list[dict[str, Any]]:
-        try:
-            return client.search(self.config.socket, k, text=text, image=image)
-        except DaemonNotRunning:
-            pass
-        return [hit.as_dict() for hit in self._in_process().query(k, text=text, image=image)]
+    @staticmethod
+    def _hits(reply: dict[str, Any]) -> list[Hit]:
+        return [
+            Hit(
+                f"{row['id']}-{path_tag(row['path'])}",
+                float(row["score"]),
+                row["path"],
+                row.get("width"),
+                row.get("height"),
+            )
+            for row in reply["hits"]
+        ]
 
-    def _ask_status(self) -> dict[str, Any]:
-        try:
-            return client.status(self.config.socket)
-        except DaemonNotRunning:
-            from imgd.daemon.library import catalog_status
+    def _call(self, request: Any) -> dict[str, Any]:
+        """Ask through the facade; without a daemon, reopen the in-process path when `imgd index` rewrote the index."""
+        stamp = self._stamp()
+        with self._lock:
+            if stamp != self._index_stamp:
+                self._api = Api(self.config, self._model)
+                self._index_stamp = stamp
+            api = self._api
+        return api.call(request)
 
-            return catalog_status(self.config)
-
-    def _model(self, name: str) -> Embedder:
-        """Load each model once per process, however often the index is reopened."""
-        if name not in self._models:
-            self._models[name] = self._load_model(name)
-        return self._models[name]
-
-    def _in_process(self) -> Searcher:
-        """The direct path, reloaded when `imgd index` rewrote the index since it was opened."""
-        from imgd.daemon.library import open_searcher
-
+    def _stamp(self) -> tuple[float, int] | None:
         try:
             info = self.config.index_path.stat()
-            stamp = (info.st_mtime, float(info.st_size))
-        except FileNotFoundError:
-            stamp = None
+        except OSError:
+            return None
+        return info.st_mtime, info.st_size
+
+    def _model(self, name: str) -> Embedder:
+        """Load each model once per process, however often the in-process path is reopened."""
         with self._lock:
-            if self._searcher is None or stamp != self._searcher_stamp:
-                self._searcher = open_searcher(self.config, self._model)
-                self._searcher_stamp = stamp
-            return self._searcher
-
-
-__all__ = ["Backend", "Hit", "ImgdError", "path_tag"]
+            if name not in self._models:
+                self._models[name] = self._load_model(name)
+            return self._models[name]
