@@ -430,3 +430,167 @@ def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
     assert len(hits) == 4
     assert status["images"] == 5 and status["newest"] == str(pics / "new.jpg")
     assert dropped.status == 200 and dropped.json()["hits"][0]["name"] == "img2.jpg"
+
+
+# -- in a real browser ----------------------------------------------------------------------------
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[object]:
+    """Debian's Chromium driven by Playwright (its own browser download cannot work offline)."""
+    if not os.path.exists(CHROMIUM):
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def thumbnails_shown(page, count: int) -> None:
+    """Wait until `count` result cards show their thumbnail: loaded, with real pixels."""
+    page.wait_for_function(
+        """n => { const imgs = [...document.querySelectorAll('#grid .card img')];
+                  return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=count,
+        timeout=30000,
+    )
+
+
+def drop_file(page, data: bytes, name: str, mime: str) -> None:
+    """Drop a file on the page the way a file manager does: a DataTransfer on dragenter/drop events."""
+    page.evaluate(
+        """([b64, name, mime]) => {
+             const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+             const transfer = new DataTransfer();
+             transfer.items.add(new File([bytes], name, { type: mime }));
+             for (const type of ['dragenter', 'dragover', 'drop']) {
+               const event = new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: transfer });
+               document.body.dispatchEvent(event);
+             }
+           }""",
+        [__import__("base64").b64encode(data).decode(), name, mime],
+    )
+
+
+@pytest.mark.slow
+def test_a_person_searches_browses_and_drops_a_picture(chromium, gallery, library, tmp_path):
+    pics, _ = library
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        page.goto(gallery.base_url)
+        assert "imgd web" in page.inner_text("body")  # no token, no gallery
+
+        errors.clear()  # the refused visit logs its 403s
+        page.goto(gallery.url)
+        assert page.url == gallery.base_url  # the token left the address bar
+        assert gallery.token not in page.evaluate("document.cookie")  # HttpOnly: scripts cannot read it
+        page.wait_for_function("() => document.getElementById('status').textContent.includes('6 images')")
+
+        page.fill("#q", "a red car")
+        page.press("#q", "Enter")
+        thumbnails_shown(page, 7)
+        scores = page.locator("#grid .card .score").all_inner_texts()
+        assert len(scores) == 7 and all(-1 <= float(s) <= 1 for s in scores)
+
+        # Keyboard: down into the grid, right to the second picture, Enter opens it, arrows step, Esc closes.
+        page.press("#q", "ArrowDown")
+        page.keyboard.press("ArrowRight")
+        second = page.locator("#grid .card").nth(1).locator(".name").inner_text()
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#viewer:not([hidden])")
+        assert page.inner_text("#v-name") == second
+        page.wait_for_function("() => document.getElementById('full').naturalWidth > 0")
+        page.wait_for_function("() => document.getElementById('v-details').textContent.includes('640 × 480')")
+        assert str(pics) in page.inner_text("#v-details")
+        page.keyboard.press("ArrowRight")
+        assert page.inner_text("#v-name") == page.locator("#grid .card").nth(2).locator(".name").inner_text()
+        page.keyboard.press("Escape")
+        assert page.is_hidden("#viewer")
+
+        # More like this, from the first card: the picture and its copies are left out.
+        first = page.locator("#grid .card").first
+        picked = first.locator(".name").inner_text()
+        first.locator(".more").click()
+        page.wait_for_function(
+            "() => document.getElementById('message').textContent.includes('like the one you picked')"
+        )
+        page.wait_for_function("() => document.querySelectorAll('#grid .card').length >= 4")
+        thumbnails_shown(page, page.locator("#grid .card").count())
+        assert picked not in page.locator("#grid .card .name").all_inner_texts()
+
+        # A filter applies at once.
+        page.select_option("#filters select[name=type]", "png")
+        page.wait_for_function("() => document.getElementById('message').textContent.includes('No matching')")
+
+        # Drop a picture: its twin in the library comes first.
+        page.select_option("#filters select[name=type]", "")
+        drop_file(page, jpeg_bytes(5), "holiday.jpg", "image/jpeg")
+        page.wait_for_function("() => document.getElementById('message').textContent.includes('like holiday.jpg')")
+        thumbnails_shown(page, 7)
+        assert page.locator("#grid .card .name").first.inner_text() == "img5.jpg"
+
+        # A file that is not a picture: one clear sentence.
+        drop_file(page, b"just some text", "notes.txt", "text/plain")
+        assert "not a picture" in page.inner_text("#message")
+
+        shot = page.screenshot()  # bytes: path= would start a writer thread in Playwright's loop
+        (tmp_path / "gallery.png").write_bytes(shot)
+        with Image.open(io.BytesIO(shot)) as image:
+            assert image.size == (1280, 900)
+    finally:
+        context.close()
+    assert errors == [], errors
+    assert everything_under(gallery.upload_dir) == set()
+
+
+@pytest.mark.slow
+def test_the_status_line_follows_the_daemon_while_it_works(chromium, tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    for i in range(3):
+        write_image(pics / f"img{i}.jpg", seed=i, size=(320, 240))
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
+    daemon.start()
+    try:
+        wait_until(lambda: daemon.status()["counts"]["contents"] >= 3, what="3 images indexed")
+        config = config_module.load(
+            None, {"state_dir": daemon.state_dir, "model": str(tiny_model), "socket_path": daemon.socket}, env={}
+        )
+        server = Gallery(config, lambda name: load_embedder(name, device="cpu"), port=0)
+        server.start()
+        context = chromium.new_context()
+        try:
+            page = context.new_page()
+            page.goto(server.url)
+            page.wait_for_function("() => document.getElementById('status').textContent.includes('3 images')")
+            write_image(pics / "arrived.jpg", seed=7, size=(320, 240))
+            page.wait_for_function(
+                "() => document.getElementById('status').textContent.includes('last indexed: arrived.jpg')",
+                timeout=60000,
+            )
+            text = page.inner_text("#status")
+        finally:
+            context.close()
+            server.stop()
+    finally:
+        daemon.stop()
+
+    assert "4 images" in text and "daemon not running" not in text

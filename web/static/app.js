@@ -74,6 +74,14 @@ function draw(hits) {
   grid.append(...hits.map((hit, i) => card(hit, start + i)));
 }
 
+function filterParams() {
+  const params = new URLSearchParams();
+  for (const [name, value] of new FormData($("filters"))) {
+    if (String(value).trim() && !(name === "sort" && value === "score")) params.set(name, String(value).trim());
+  }
+  return params;
+}
+
 async function nextPage() {
   if (state.loading || !state.more || !state.kind) return;
   if (state.kind === "image") {
@@ -84,9 +92,13 @@ async function nextPage() {
   state.loading = true;
   const generation = state.generation;
   const offset = state.hits.length;
+  const params = filterParams();
+  params.set("offset", offset);
+  params.set("limit", PAGE);
+  if (state.kind === "text") params.set("q", state.query);
   const url = state.kind === "text"
-    ? `/api/search?q=${encodeURIComponent(state.query)}&offset=${offset}&limit=${PAGE}`
-    : `/api/similar/${encodeURIComponent(state.query)}?offset=${offset}&limit=${PAGE}`;
+    ? `/api/search?${params}`
+    : `/api/similar/${encodeURIComponent(state.query)}?${params}`;
   try {
     const page = await getJSON(url);
     if (generation !== state.generation) return;
@@ -130,7 +142,7 @@ async function searchByPicture(file) {
   state.loading = true;
   const generation = state.generation;
   try {
-    const page = await getJSON("/api/search-image", { method: "POST", body: file, headers: { "content-type": file.type } });
+    const page = await getJSON(`/api/search-image?${filterParams()}`, { method: "POST", body: file, headers: { "content-type": file.type } });
     if (generation !== state.generation) return;
     state.pending = page.hits;
     state.more = true;
@@ -231,10 +243,14 @@ document.addEventListener("keydown", (event) => {
     if (keys[event.key]) { event.preventDefault(); keys[event.key](); }
     return;
   }
-  const typing = document.activeElement === $("q");
+  const field = document.activeElement && document.activeElement.tagName;
+  const typing = field === "INPUT" || field === "SELECT" || field === "TEXTAREA";
   if (event.key === "/" && !typing) { event.preventDefault(); $("q").focus(); $("q").select(); return; }
   if (typing) {
-    if (event.key === "ArrowDown" && state.hits.length) { event.preventDefault(); moveFocus(0); }
+    if (event.key === "ArrowDown" && document.activeElement === $("q") && state.hits.length) {
+      event.preventDefault();
+      moveFocus(0);
+    }
     return;
   }
   const active = document.activeElement;
@@ -248,6 +264,14 @@ document.addEventListener("keydown", (event) => {
 // -- wiring ------------------------------------------------------------------------------------
 
 $("search").addEventListener("submit", (event) => { event.preventDefault(); search($("q").value); });
+$("filters").addEventListener("submit", (event) => { event.preventDefault(); rerun(); });
+$("filters").addEventListener("change", () => rerun());
+
+function rerun() {
+  // A filter changed: the same search again (a dropped picture has to be dropped again).
+  if (state.kind === "text") search(state.query);
+  else if (state.kind === "similar") similar(state.query);
+}
 $("file").addEventListener("change", (event) => { searchByPicture(event.target.files[0]); event.target.value = ""; });
 $("v-close").addEventListener("click", closeViewer);
 $("v-prev").addEventListener("click", () => step(-1));
