@@ -241,6 +241,113 @@ def render_unit(
     return TEMPLATE.format(exec_start=" ".join(argv), sandbox=block, environment=env_lines)
 
 
+WEB_UNIT_NAME = "imgd-web.service"
+_NO_NETWORK = (
+    "# No network at all: the Unix socket is reached through its path, which needs none.\nPrivateNetwork=yes\n"
+)
+
+WEB_TEMPLATE = """\
+# imgd web: the photo gallery on http://127.0.0.1:{port}/, as a systemd user service.
+# Written by `imgd service install --web`; the URL with its token is in {token_file}
+# and in the log: journalctl --user -u imgd-web
+#   systemctl --user daemon-reload && systemctl --user enable --now imgd-web.service
+
+[Unit]
+Description=imgd photo gallery on 127.0.0.1:{port}
+# It asks the daemon when it runs and searches by itself when not: ordered after it, never bound to it.
+After=imgd.service
+StartLimitIntervalSec=10min
+StartLimitBurst=5
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+Restart=on-failure
+RestartSec=5
+# Without a daemon it may load the model itself, from the local cache only.
+Environment=HF_HUB_OFFLINE=1
+{environment}Nice=5
+OOMScoreAdjust=500
+
+UMask=0077
+KeyringMode=private
+NoNewPrivileges=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+# The daemon's Unix socket and the loopback TCP port the browser talks to.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+
+{sandbox}
+[Install]
+WantedBy=default.target
+"""
+
+
+def render_web_unit(
+    exe: str,
+    config_file: str | None,
+    state_dir: str | None,
+    port: int,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    backend: str | None = None,
+    text_model: str | None = None,
+    environment: dict[str, str] | None = None,
+    sandbox: bool | None = None,
+) -> str:
+    """The gallery's unit: `<exe> [--config F] --state-dir S [--model M ...] web --port P --keep-token`.
+
+    It pins what the daemon's unit pins (without folders: the gallery watches nothing), and its
+    sandbox is the daemon's less PrivateNetwork= (it listens on 127.0.0.1); it writes only the
+    state folder (thumbnails, the token, uploaded query pictures for the length of a search).
+    """
+    # The daemon's unit, rendered for the same installation, holds what the gallery needs: the
+    # command up to `run`, the Environment= lines and the sandbox block for the same state folder.
+    daemon_unit = render_unit(
+        exe,
+        config_file,
+        state_dir,
+        model=model,
+        device=device,
+        backend=backend,
+        text_model=text_model,
+        environment=environment,
+        sandbox=sandbox,
+    )
+    exec_start = re.search(r"^ExecStart=(.*) run$", daemon_unit, re.MULTILINE)
+    if exec_start is None:  # pragma: no cover - TEMPLATE always has it
+        raise ImgdError("cannot render the gallery's unit from the daemon's")
+    argv = f"{exec_start.group(1)} web --port {int(port)} --keep-token"
+    env_lines = "".join(
+        line + "\n"
+        for line in daemon_unit.splitlines()
+        if line.startswith("Environment=") and line != "Environment=HF_HUB_OFFLINE=1"
+    )
+    first = SANDBOX.splitlines()[0]
+    if first in daemon_unit:
+        block = daemon_unit[daemon_unit.index(first) : daemon_unit.index("[Install]")]
+        block = block.replace(_NO_NETWORK, "")  # the gallery listens on 127.0.0.1
+        block = block.replace("the state folder and %t/imgd (RuntimeDirectory above)", "the state folder")
+        block = block.rstrip("\n") + "\n"
+    else:
+        block = NO_SANDBOX
+    state = exec_start.group(1).split(" --state-dir ", 1)[1].split(" --")[0]
+    return WEB_TEMPLATE.format(
+        port=int(port),
+        exec_start=argv,
+        environment=env_lines,
+        sandbox=block,
+        token_file=state.strip('"') + "/web-token",
+    )
+
+
 def reference_unit() -> str:
     """Render the repository's systemd/imgd.service: ~/.local/bin/imgd and the default state folder."""
     home = manager_home()
@@ -320,13 +427,13 @@ def service_problems(state_dir: str, model: str, env: Mapping[str, str] | None =
     return problems
 
 
-def install_unit(text: str, unit_dir: Path | None = None) -> Path:
-    """Write imgd.service into unit_dir (default: the user's systemd folder) atomically."""
+def install_unit(text: str, unit_dir: Path | None = None, name: str = UNIT_NAME) -> Path:
+    """Write a unit (imgd.service unless named) into unit_dir (default: the user's systemd folder) atomically."""
     folder = Path(unit_dir) if unit_dir is not None else default_unit_dir()
-    path = folder / UNIT_NAME
+    path = folder / name
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{UNIT_NAME}.", dir=folder)
+        fd, temp = tempfile.mkstemp(prefix=f".{name}.", dir=folder)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
                 fh.write(text)

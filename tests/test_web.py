@@ -6,6 +6,10 @@ import http.client
 import io
 import json
 import os
+import re
+import shutil
+import stat
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,9 +22,10 @@ from conftest import write_image
 from daemonkit import DaemonProcess, wait_until
 from imgd.cli.main import cli
 from imgd.daemon import config as config_module
+from imgd.daemon import unit
 from imgd.daemon.embedder import load_embedder
 from imgd.web.backend import path_tag
-from imgd.web.server import Gallery
+from imgd.web.server import Gallery, kept_token
 from PIL import Image
 
 
@@ -430,6 +435,58 @@ def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
     assert len(hits) == 4
     assert status["images"] == 5 and status["newest"] == str(pics / "new.jpg")
     assert dropped.status == 200 and dropped.json()["hits"][0]["name"] == "img2.jpg"
+
+
+# -- the service unit -----------------------------------------------------------------------------
+
+
+def test_service_install_web_writes_the_gallery_unit_and_says_its_url(tmp_path):
+    state = tmp_path / "state"
+    units = tmp_path / "units"
+
+    plain = CliRunner().invoke(cli, ["--state-dir", str(state), "service", "install", "--unit-dir", str(units)])
+    assert plain.exit_code == 0 and not (units / "imgd-web.service").exists()  # off by default
+    result = CliRunner().invoke(
+        cli, ["--state-dir", str(state), "service", "install", "--unit-dir", str(units), "--web", "--web-port", "8999"]
+    )
+
+    assert result.exit_code == 0, result.output
+    text = (units / "imgd-web.service").read_text()
+    exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+    assert exec_start.endswith(f" --state-dir {state} web --port 8999 --keep-token")
+    assert "PrivateNetwork=yes" not in text  # it listens on 127.0.0.1
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6" in text
+    token_file = state / "web-token"
+    token = token_file.read_text().strip()
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(token) >= 32
+    assert f"http://127.0.0.1:8999/?token={token}" in result.output
+    assert "enable --now imgd.service imgd-web.service" in result.output
+    assert kept_token(token_file) == token  # what `imgd web --keep-token` will use
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize(("sandbox", "exposure"), [(True, 1.9), (False, 6.2)], ids=["sandbox", "no-sandbox"])
+def test_systemd_accepts_the_gallery_unit(tmp_path, sandbox, exposure):
+    exe = tmp_path / "bin" / "imgd"
+    exe.parent.mkdir()
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    path = unit.install_unit(
+        unit.render_web_unit(str(exe), None, str(tmp_path / "state dir"), 8470, sandbox=sandbox),
+        tmp_path / "units",
+        unit.WEB_UNIT_NAME,
+    )
+    Path(os.environ["XDG_RUNTIME_DIR"]).mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["systemd-analyze", "--user", *args, str(path)], capture_output=True, text=True)
+
+    verify = analyze("verify")
+    security = analyze("security", "--offline=true", "--no-pager")
+
+    assert verify.returncode == 0 and "imgd" not in verify.stdout + verify.stderr, verify.stderr
+    found = re.search(r"Overall exposure level for imgd-web\.service: (\d+\.\d+)", security.stdout)
+    assert found and float(found.group(1)) <= exposure, security.stdout + security.stderr
 
 
 # -- in a real browser ----------------------------------------------------------------------------
