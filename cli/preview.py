@@ -225,14 +225,15 @@ def blocks(image: Image.Image, cols: int, rows: int) -> list[str]:
 
     small = fit(image, (cols, rows * 2))
     pixels = np.asarray(small, dtype=np.uint8)
-    if pixels.shape[0] % 2:
-        pixels = np.concatenate([pixels, np.zeros((1, *pixels.shape[1:]), dtype=np.uint8)])
     lines = []
     for y in range(0, pixels.shape[0], 2):
-        cells = [
-            f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m\u2580"
-            for t, b in zip(pixels[y], pixels[y + 1], strict=True)
-        ]
+        if y + 1 < pixels.shape[0]:
+            cells = [
+                f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[48;2;{b[0]};{b[1]};{b[2]}m\u2580"
+                for t, b in zip(pixels[y], pixels[y + 1], strict=True)
+            ]
+        else:  # an odd last pixel row: its lower half stays the terminal's own background
+            cells = [f"\x1b[38;2;{t[0]};{t[1]};{t[2]}m\x1b[49m\u2580" for t in pixels[y]]
         lines.append("".join(cells) + "\x1b[0m" + " " * (cols - small.width))
     blank = " " * cols
     return lines + [blank] * (rows - len(lines))

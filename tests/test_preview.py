@@ -158,6 +158,14 @@ def test_half_blocks_pair_two_pixel_rows_per_line():
     assert lines[1] == "    "
 
 
+def test_an_odd_last_pixel_row_leaves_the_lower_half_to_the_terminal():
+    three_rows = Image.new("RGB", (2, 3), (0, 255, 0))
+
+    lines = preview.blocks(three_rows, cols=2, rows=2)
+
+    assert lines[1] == f"{ESC}[38;2;0;255;0m{ESC}[49m\u2580" * 2 + f"{ESC}[0m"
+
+
 # -- choosing a protocol --------------------------------------------------------------------------
 
 

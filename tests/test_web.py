@@ -651,3 +651,38 @@ def test_the_status_line_follows_the_daemon_while_it_works(chromium, tmp_path, t
         daemon.stop()
 
     assert "4 images" in text and "daemon not running" not in text
+
+
+@pytest.mark.slow
+def test_more_results_load_as_the_grid_scrolls(chromium, tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    for i in range(100):
+        write_image(pics / f"p{i:03d}.jpg", seed=100 + i, size=(64, 48))
+    state = tmp_path / "state"
+    indexed = CliRunner().invoke(cli, ["--state-dir", str(state), "--model", str(tiny_model), "index", str(pics)])
+    assert indexed.exit_code == 0, indexed.output
+    config = config_module.load(None, {"state_dir": state, "model": str(tiny_model), "device": "cpu"}, env={})
+    server = Gallery(config, lambda name: load_embedder(name, device="cpu", batch_size=8), port=0)
+    server.start()
+    context = chromium.new_context(viewport={"width": 1000, "height": 700})
+    try:
+        page = context.new_page()
+        page.goto(server.url)
+        page.fill("#q", "anything")
+        page.press("#q", "Enter")
+        page.wait_for_function("() => document.querySelectorAll('#grid .card').length >= 24")
+        first = page.locator("#grid .card").count()
+        while page.locator("#grid .card").count() < 100:
+            before = page.locator("#grid .card").count()
+            page.mouse.wheel(0, 5000)
+            page.wait_for_function(f"() => document.querySelectorAll('#grid .card').length > {before}", timeout=20000)
+        thumbnails_shown(page, 100)
+        ids = page.eval_on_selector_all("#grid .card", "cards => cards.map(c => c.dataset.id)")
+        page.wait_for_timeout(500)
+        final = page.locator("#grid .card").count()
+    finally:
+        context.close()
+        server.stop()
+
+    assert first < 100, "everything loaded at once: nothing was left for scrolling"
+    assert final == 100 and len(set(ids)) == 100

@@ -87,6 +87,7 @@ async function nextPage() {
   if (state.kind === "image") {
     draw(state.pending.splice(0, PAGE));
     state.more = state.pending.length > 0;
+    requestAnimationFrame(fillScreen);
     return;
   }
   state.loading = true;
@@ -113,10 +114,13 @@ async function nextPage() {
   fillScreen();
 }
 
+const AHEAD = 600;  // px below the window where more results start loading
+
 function fillScreen() {
-  // Keep loading while the sentinel is still on screen (a tall window shows more than a page).
+  // The observer fires only when the sentinel enters or leaves its zone: if a page landed and the
+  // sentinel is still inside it (a tall window, small results), ask for the next one here.
   const box = $("sentinel").getBoundingClientRect();
-  if (state.more && !state.loading && box.top < window.innerHeight + 200) nextPage();
+  if (state.more && !state.loading && box.top < window.innerHeight + AHEAD) nextPage();
 }
 
 function search(text) {
@@ -301,7 +305,7 @@ window.addEventListener("paste", (event) => {
 
 new IntersectionObserver((entries) => {
   if (entries.some((entry) => entry.isIntersecting)) nextPage();
-}, { rootMargin: "600px" }).observe($("sentinel"));
+}, { rootMargin: `${AHEAD}px` }).observe($("sentinel"));
 
 async function refreshStatus() {
   const box = $("status");
