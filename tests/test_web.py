@@ -8,8 +8,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import stat
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -435,6 +437,65 @@ def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
     assert len(hits) == 4
     assert status["images"] == 5 and status["newest"] == str(pics / "new.jpg")
     assert dropped.status == 200 and dropped.json()["hits"][0]["name"] == "img2.jpg"
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+
+def test_the_cli_imports_no_web_stack_or_image_library_until_asked():
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, imgd.cli.main; print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('starlette', 'uvicorn', 'PIL', 'numpy', 'torch') or m.startswith('imgd.web')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert probe.stdout.strip() == "[]"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0"])
+def test_imgd_web_prints_its_url_warns_off_loopback_and_stops_on_sigterm(library, tmp_path, host):
+    _, config = library
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "imgd.cli.main",
+            "--state-dir",
+            str(config.state_dir),
+            "web",
+            "--port",
+            "0",
+            "--host",
+            host,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "XDG_RUNTIME_DIR": str(tmp_path / "run")},
+    )
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://([\d.]+):(\d+)/\?token=(\S+)", line)
+        assert url, line
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.group(2)), timeout=30)
+        conn.request("GET", "/")
+        refused = conn.getresponse().status
+        conn.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(30)
+        stderr = proc.stderr.read()
+
+    assert url.group(1) == host and refused == 403
+    assert code in (0, -signal.SIGTERM)  # uvicorn shuts down, then re-raises the signal it caught
+    assert ("warning: listening on 0.0.0.0" in stderr) == (host == "0.0.0.0")
+    assert "Traceback" not in stderr
 
 
 # -- the service unit -----------------------------------------------------------------------------
