@@ -131,15 +131,14 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     model = build_clip(args.model, size="vit-b-32")
-    real_dir = ROOT / "benchmarks" / "out" / f"corpus-{REAL}"
-    corpus.generate(real_dir, REAL, jobs=1)
+    sources = corpus.generate(ROOT / "benchmarks" / "out" / f"corpus-{REAL}", REAL, jobs=1)
     imgd = str(Path(sys.executable).with_name("imgd"))
     with tempfile.TemporaryDirectory(prefix="imgd-bench-gallery-") as tmp:
         tmp_path = Path(tmp)
         state, pics, run = tmp_path / "state", tmp_path / "pics", tmp_path / "run"
-        real = [pics / "real" / p.name for p in corpus.generate(real_dir, REAL, jobs=1)]
+        real = [pics / "real" / p.name for p in sources]
         (pics / "real").mkdir(parents=True)
-        for source, target in zip(sorted(real_dir.glob("IMG_*.jpg")), real, strict=True):
+        for source, target in zip(sources, real, strict=True):
             shutil.copy2(source, target)
         env = {
             **os.environ,
