@@ -102,10 +102,13 @@ class ThumbnailCache:
             return done
         with self._lock:
             future = self._inflight.get(key)
-            if future is None:
+            started = future is None
+            if started:
                 future = self._pool.submit(self._make, path, side)
                 self._inflight[key] = future
-                future.add_done_callback(lambda _f, key=key: self._forget(key))
+        if started:
+            # Outside the lock: a job already done runs this callback at once, in this thread.
+            future.add_done_callback(lambda done, key=key: self._forget(key, done))
         return future
 
     def cache_path(self, path: str, side: int = GRID_SIDE) -> Path:
@@ -117,9 +120,10 @@ class ThumbnailCache:
 
     # -- making one -------------------------------------------------------------------------
 
-    def _forget(self, key: str) -> None:
+    def _forget(self, key: str, future: Future[Thumbnail]) -> None:
         with self._lock:
-            self._inflight.pop(key, None)
+            if self._inflight.get(key) is future:
+                del self._inflight[key]
 
     def _stat(self, path: str) -> os.stat_result:
         """The file's identity; a symbolic link is refused unless the config follows them."""

@@ -7,6 +7,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 
 import numpy as np
@@ -128,6 +129,38 @@ def test_concurrent_requests_for_one_file_decode_it_once(cache, tmp_path, decode
 
     assert decodes == [path]
     assert len(results) == 8 and len(set(results)) == 1
+
+
+class FinishesBeforeSubmitReturns(ThreadPoolExecutor):
+    """A pool whose jobs are done when submit returns: the race the real pool loses now and then."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        future = super().submit(fn, *args, **kwargs)
+        wait([future])
+        return future
+
+
+def test_a_job_done_before_its_callback_is_registered_does_not_deadlock(cache, tmp_path):
+    """Found as an intermittent 300 s hang: a failed job (it never takes the cache's lock) could finish
+    before submit registered its done-callback, which then ran at once, under the lock it needs."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    cache._pool.shutdown()
+    cache._pool = FinishesBeforeSubmitReturns(max_workers=1)
+    outcome: list[str] = []
+
+    def ask() -> None:
+        try:
+            cache.get(str(broken))
+        except ImageReadError as exc:
+            outcome.append(exc.reason)
+
+    worker = threading.Thread(target=ask, daemon=True)
+    worker.start()
+    worker.join(10)
+
+    assert not worker.is_alive(), "cache.get deadlocked"
+    assert outcome == ["not a recognised image format"] and cache._inflight == {}
 
 
 def test_the_size_cap_evicts_the_least_recently_used(tmp_path):
