@@ -49,6 +49,7 @@ function card(hit, index) {
   img.alt = hit.name;
   img.decoding = "async";
   img.loading = index < PAGE ? "eager" : "lazy";
+  img.addEventListener("error", () => { figure.classList.add("missing"); figure.title = "no longer readable on disk"; });
   const caption = document.createElement("figcaption");
   const score = document.createElement("span");
   score.className = "score";
@@ -151,7 +152,7 @@ async function searchByPicture(file) {
     state.pending = page.hits;
     state.more = true;
     state.loading = false;
-    say(`Images like ${file.name || "the pasted picture"}:`);
+    say(page.hits.length ? `Images like ${file.name || "the pasted picture"}:` : "No matching images on disk.");
     nextPage();
     fillScreen();
   } catch (error) {
