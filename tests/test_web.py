@@ -338,6 +338,14 @@ def jpeg_bytes(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
     return buffer.getvalue()
 
 
+def png_bytes(seed: int, size: tuple[int, int] = (640, 480)) -> bytes:
+    from conftest import picture
+
+    buffer = io.BytesIO()
+    picture(seed, size).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def everything_under(folder: Path) -> set[str]:
     return {str(p.relative_to(folder)) for p in folder.rglob("*")} if folder.exists() else set()
 
@@ -665,6 +673,20 @@ def test_a_person_searches_browses_and_drops_a_picture(chromium, gallery, librar
         page.wait_for_function("() => document.getElementById('message').textContent.includes('like holiday.jpg')")
         thumbnails_shown(page, 7)
         assert page.locator("#grid .card .name").first.inner_text() == "img5.jpg"
+
+        # Paste a picture (a screenshot tool's clipboard): the same search.
+        page.evaluate(
+            """b64 => {
+                 const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+                 const transfer = new DataTransfer();
+                 transfer.items.add(new File([bytes], 'image.png', { type: 'image/png' }));
+                 document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true }));
+               }""",
+            __import__("base64").b64encode(png_bytes(3)).decode(),
+        )
+        page.wait_for_function("() => document.getElementById('message').textContent.includes('like image.png')")
+        thumbnails_shown(page, 7)
+        assert page.locator("#grid .card .name").first.inner_text() == "img3.jpg"
 
         # A file that is not a picture: one clear sentence.
         drop_file(page, b"just some text", "notes.txt", "text/plain")
