@@ -208,13 +208,19 @@ def test_the_full_view_details_come_from_the_file(browser, library):
     pics, _ = library
     camera = pics / "camera.jpg"
     exif = Image.Exif()
-    exif[0x010F], exif[0x0110], exif[0x0132] = "Fujifilm", "X-T5", "2024:06:01 10:11:12"
+    exif[0x010F], exif[0x0110] = "Fujifilm", "X-T5"
+    exif.get_ifd(0x8769)[0x9003] = "2024:06:01 10:11:12"  # DateTimeOriginal, where cameras write it
     Image.new("RGB", (300, 200), "green").save(camera, exif=exif.tobytes())
     CliRunner().invoke(cli, ["--state-dir", str(library[1].state_dir), "--model", library[1].model, "index", str(pics)])
 
     hit = next(h for h in ids_of(browser, limit=48) if h["name"] == "camera.jpg")
     info = browser.get(f"/api/item/{hit['id']}").json()
 
+    by_camera = browser.get("/api/search?q=field&camera=fuji").json()["hits"]
+    by_date = browser.get("/api/search?q=field&after=2024-06&before=2024-07").json()["hits"]
+    bad_date = browser.get("/api/search?q=field&after=June")
+    assert [h["name"] for h in by_camera] == [hit["name"]] == [h["name"] for h in by_date]
+    assert bad_date.status == 400 and "is not a date" in bad_date.json()["error"]
     assert info["path"] == str(camera) and info["bytes"] == camera.stat().st_size
     assert (info["width"], info["height"], info["camera"], info["taken"]) == (
         300,

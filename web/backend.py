@@ -93,6 +93,9 @@ def parse_options(params: Mapping[str, str], k: int) -> Options:
         filters["orientation"] = params["orientation"]
     if params.get("min_size", "").strip():
         filters.update(_min_size(params["min_size"]))
+    for name in ("after", "before", "camera"):  # taken on/after, before (YYYY[-MM[-DD]]); make or model
+        if params.get(name, "").strip():
+            filters[name] = params[name].strip()
     min_score = None
     if params.get("min_score", "").strip():
         try:
