@@ -547,7 +547,8 @@ def test_systemd_accepts_the_gallery_unit(tmp_path, sandbox, exposure):
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
     path = unit.install_unit(
-        unit.render_web_unit(str(exe), None, str(tmp_path / "state dir"), 8470, sandbox=sandbox),
+        # A state folder outside /tmp (it need not exist), as a real one is: one in /tmp drops PrivateTmp=.
+        unit.render_web_unit(str(exe), None, "/var/lib/imgd test/state dir", 8470, sandbox=sandbox),
         tmp_path / "units",
         unit.WEB_UNIT_NAME,
     )
