@@ -515,7 +515,8 @@ def test_imgd_web_prints_its_url_warns_off_loopback_and_stops_on_sigterm(library
 # -- the service unit -----------------------------------------------------------------------------
 
 
-def test_service_install_web_writes_the_gallery_unit_and_says_its_url(tmp_path):
+def test_service_install_web_writes_the_gallery_unit_and_says_its_url(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMGD_BACKEND", raising=False)  # conftest's speed-up would be pinned into the unit
     state = tmp_path / "state"
     units = tmp_path / "units"
 
@@ -537,6 +538,28 @@ def test_service_install_web_writes_the_gallery_unit_and_says_its_url(tmp_path):
     assert f"http://127.0.0.1:8999/?token={token}" in result.output
     assert "enable --now imgd.service imgd-web.service" in result.output
     assert kept_token(token_file) == token  # what `imgd web --keep-token` will use
+
+
+def test_the_gallery_unit_pins_the_backend_and_text_model_as_the_daemon_unit_does(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMGD_BACKEND", raising=False)
+    text_model = tmp_path / "models" / "multilingual"
+    text_model.mkdir(parents=True)
+    args = ["--state-dir", str(tmp_path / "state"), "--backend", "onnx", "--text-model", str(text_model)]
+
+    result = CliRunner().invoke(cli, [*args, "service", "install", "--unit-dir", str(tmp_path / "u"), "--web"])
+
+    assert result.exit_code == 0, result.output
+    daemon = (tmp_path / "u" / "imgd.service").read_text()
+    web = (tmp_path / "u" / "imgd-web.service").read_text()
+    daemon_exec = next(line for line in daemon.splitlines() if line.startswith("ExecStart="))
+    web_exec = next(line for line in web.splitlines() if line.startswith("ExecStart="))
+    assert daemon_exec.endswith(f" --state-dir {tmp_path}/state --backend onnx --text-model {text_model} run")
+    assert web_exec == daemon_exec.removesuffix(" run") + " web --port 8470 --keep-token"
+    # the text model in /tmp keeps the real /tmp in both units, so both can read it
+    text_in_tmp = unit.render_web_unit(
+        "/usr/bin/imgd", None, "/var/lib/imgd", 8470, text_model="/tmp/multi", sandbox=True
+    )
+    assert "PrivateTmp=yes" not in text_in_tmp and "the text model folder lives" in text_in_tmp
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
