@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,8 @@ VENV_BIN = Path(sys.executable).parent
 # They need a user's running service manager; the unit is checked with systemd-analyze instead.
 NEEDS_SYSTEMD = ("systemctl ", "journalctl ")
 # Programs the README pipes into that need a display: ls also fails on a path that does not exist.
-STAND_INS = {"| xargs -0 feh": "| xargs -0 ls"}
+# The gallery takes a free port here: 8470 may be taken on a shared machine.
+STAND_INS = {"| xargs -0 feh": "| xargs -0 ls", "imgd web --open": "imgd web --open --port 0"}
 # With a random-weight model nothing stands out from the rest, so --auto may find no clear match (exit 1).
 NO_MATCH_ALLOWED = ("--auto",)
 
@@ -75,6 +77,7 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
     }
     socket = runtime / "imgd" / "imgd.sock"
     daemon: subprocess.Popen[bytes] | None = None
+    gallery_pages: list[str] = []
     ran: dict[str, subprocess.CompletedProcess[str]] = {}
     try:
         for line in readme_commands():
@@ -89,6 +92,9 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
                     ["bash", "-c", f"{line} && env -0"], env=env, cwd=home, capture_output=True, text=True, check=True
                 )
                 env = dict(item.split("=", 1) for item in done.stdout.split("\0") if "=" in item)
+                continue
+            if line.startswith("imgd web"):  # serves until stopped: open its URL, then stop it
+                gallery_pages.append(visit_gallery(line, env, home, tmp_path))
                 continue
             if line.startswith("imgd run"):
                 log = (tmp_path / "daemon.log").open("wb")
@@ -112,6 +118,7 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
     def output(prefix: str) -> subprocess.CompletedProcess[str]:
         return next(done for line, done in ran.items() if line.startswith(prefix))
 
+    assert len(gallery_pages) == 1 and "<title>" in gallery_pages[0]
     model = home / "imgd-models" / "tiny-clip"
     assert output(".venv/bin/python tests/clipkit.py").stdout.startswith(
         f"built a random-weight tiny CLIP model in {model} "
@@ -140,6 +147,10 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
     assert installed.stdout.startswith(f"wrote {unit}\nit watches {pictures}\n"), installed.stdout
     exec_start = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
     assert exec_start[0].endswith(f" --state-dir {home}/.local/share/imgd --model {model} run {pictures}")
+    web_unit = unit.with_name("imgd-web.service")  # `imgd service install ~/Pictures --web` rewrote both
+    web_exec = [line for line in web_unit.read_text().splitlines() if line.startswith("ExecStart=")]
+    assert web_exec[0].endswith(f" --state-dir {home}/.local/share/imgd --model {model} web --port 8470 --keep-token")
+    assert "http://127.0.0.1:8470/?token=" in output("imgd service install ~/Pictures --web").stdout
     analyze = shutil.which("systemd-analyze")
     if analyze is not None:
         done = subprocess.run(
@@ -155,6 +166,33 @@ def pixel_exif() -> bytes:
     exif[0x010F], exif[0x0110] = "Google", "Pixel 8"
     exif.get_ifd(0x8769)[0x9003] = "2023:07:14 18:02:00"
     return exif.tobytes()
+
+
+def visit_gallery(line: str, env: dict[str, str], home: Path, tmp_path: Path) -> str:
+    """Start `imgd web`, open the URL it prints as a browser would (token -> cookie), stop it; the page."""
+    out = tmp_path / "web.out"
+    # BROWSER: what --open starts; a real one would try to open a window on this display-less machine.
+    with out.open("wb") as log:
+        gallery = subprocess.Popen(
+            ["bash", "-c", f"exec {line}"], env={**env, "BROWSER": "true"}, cwd=home, stdout=log, stderr=log
+        )
+
+    def printed() -> bool:
+        assert gallery.poll() is None, out.read_text()
+        return "imgd gallery: http" in out.read_text()
+
+    try:
+        wait_until(printed, timeout=60, what="`imgd web` to print its URL")
+        url = re.search(r"imgd gallery: (\S+)", out.read_text())[1]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPCookieProcessor())
+        with opener.open(url, timeout=30) as response:
+            page = response.read().decode()
+    finally:
+        gallery.send_signal(signal.SIGTERM)
+        code = gallery.wait(30)
+    assert code in (0, -signal.SIGTERM), out.read_text()  # uvicorn re-raises the signal it caught
+    assert "Traceback" not in out.read_text()
+    return page
 
 
 def answers(daemon: subprocess.Popen[bytes], socket: Path, tmp_path: Path) -> bool:
