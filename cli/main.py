@@ -472,10 +472,28 @@ def print_hits(
 
 @cli.command()
 @click.argument("terms", nargs=-1)
-@click.option("--like", "like", multiple=True, metavar="[WEIGHT:]PATH", help="An image whose look to search for (WEIGHT:PATH; repeatable).")
+@click.option(
+    "--like",
+    "like",
+    multiple=True,
+    metavar="[WEIGHT:]PATH",
+    help="An image whose look to search for (WEIGHT:PATH; repeatable).",
+)
 @click.option("--image", "image", multiple=True, hidden=True, help="Same as --like.")
-@click.option("--not", "unlike_text", multiple=True, metavar="[WEIGHT:]TEXT", help="A text to move away from (WEIGHT:TEXT; repeatable).")
-@click.option("--not-like", "unlike_image", multiple=True, metavar="[WEIGHT:]PATH", help="An image to move away from (repeatable).")
+@click.option(
+    "--not",
+    "unlike_text",
+    multiple=True,
+    metavar="[WEIGHT:]TEXT",
+    help="A text to move away from (WEIGHT:TEXT; repeatable).",
+)
+@click.option(
+    "--not-like",
+    "unlike_image",
+    multiple=True,
+    metavar="[WEIGHT:]PATH",
+    help="An image to move away from (repeatable).",
+)
 @query_options
 @click.pass_context
 def search(

@@ -29,7 +29,11 @@ VENV_BIN = Path(sys.executable).parent
 NEEDS_SYSTEMD = ("systemctl ", "journalctl ")
 # Programs the README pipes into that need a display: ls also fails on a path that does not exist.
 # The gallery takes a free port here: 8470 may be taken on a shared machine.
-STAND_INS = {"| xargs -0 feh": "| xargs -0 ls", "imgd web --open": "imgd web --open --port 0"}
+STAND_INS = {
+    "| xargs -0 feh": "| xargs -0 ls",
+    "| xargs -0 trash-put": "| xargs -0 ls",
+    "imgd web --open": "imgd web --open --port 0",
+}
 # With a random-weight model nothing stands out from the rest, so --auto may find no clear match (exit 1).
 NO_MATCH_ALLOWED = ("--auto",)
 
