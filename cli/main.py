@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import sys
 import threading
@@ -34,6 +33,8 @@ from imgd.daemon.protocol import (
     SimilarRequest,
     StatusRequest,
     Term,
+    min_size,
+    split_weight,
 )
 
 from . import preview, render
@@ -307,39 +308,13 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
 
 # -- search and similar ---------------------------------------------------------------------
 
-_WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?):(.*)$", re.IGNORECASE)
-
 
 def parse_term(kind: str, raw: str, sign: float = 1.0) -> Term:
-    """`TEXT`, `WEIGHT:TEXT`, or `:TEXT` for a text that itself starts with a number and a colon."""
-    weight, value = 1.0, raw
-    if raw.startswith(":"):
-        value = raw[1:]
-    elif (match := _WEIGHT.match(raw)) is not None:
-        weight, value = float(match[1]), match[2]
-    elif re.match(r"^[+-]?[\d.][^:\s]*:", raw):
-        raise UserError(f"'{raw.split(':', 1)[0]}' in '{raw}' is not a number; write WEIGHT:TERM (2:dog), or :TERM.")
+    """A term as typed: `TEXT`, `WEIGHT:TEXT`, or `:TEXT` (protocol.split_weight); images made absolute."""
+    weight, value = split_weight(raw)
     if kind == "image" and value:
         value = os.path.abspath(os.path.expanduser(value))
     return Term(kind, value, sign * weight)
-
-
-def _min_size(value: str | None) -> dict[str, int]:
-    """`--min-size 1920x1080`, `1000` (the shorter side) or `12MP`."""
-    if value is None:
-        return {}
-    text = value.strip().lower()
-    try:
-        if text.endswith("mp"):
-            return {"min_pixels": int(float(text[:-2]) * 1_000_000)}
-        if "x" in text:
-            width, height = text.split("x", 1)
-            return {"min_width": int(width), "min_height": int(height)}
-        return {"min_side": int(text)}
-    except ValueError:
-        raise UserError(
-            f"--min-size: '{value}' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."
-        ) from None
 
 
 # What an image must be to take part: shared by search, similar and dupes.
@@ -363,6 +338,7 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, Any]) -> Filters:
     """Filters from the FILTER_OPTIONS values (popped from `given`) and folders."""
+    size = given.pop("min_size")
     return Filters(
         folders=tuple(os.path.abspath(os.path.expanduser(f)) for f in folders),
         after=given.pop("after"),
@@ -370,7 +346,7 @@ def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, 
         camera=given.pop("camera"),
         types=tuple(t for t in (types or "").split(",") if t.strip()),
         orientation=given.pop("orientation"),
-        **_min_size(given.pop("min_size")),
+        **(min_size(size) if size else {}),
     )
 
 

@@ -30,6 +30,40 @@ class RequestError(ImgdError):
     """A request that cannot be answered as asked: a bad value, a missing part."""
 
 
+_WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?):(.*)$", re.IGNORECASE)
+
+
+def split_weight(raw: str) -> tuple[float, str]:
+    """`TEXT`, `WEIGHT:TEXT`, or `:TEXT` for a text that itself starts with a number and a colon.
+
+    The one term grammar of the command line and the gallery's search box.
+    """
+    if raw.startswith(":"):
+        return 1.0, raw[1:]
+    match = _WEIGHT.match(raw)
+    if match is not None:
+        return float(match[1]), match[2]
+    if re.match(r"^[+-]?[\d.][^:\s]*:", raw):
+        raise RequestError(f"'{raw.split(':', 1)[0]}' in '{raw}' is not a number; write WEIGHT:TERM (2:dog), or :TERM.")
+    return 1.0, raw
+
+
+def min_size(text: str) -> dict[str, int]:
+    """`--min-size`: `1920x1080`, a shorter side `1000`, or megapixels `12MP`, as Filters fields."""
+    value = text.strip().lower()
+    try:
+        if value.endswith("mp"):
+            return {"min_pixels": int(float(value[:-2]) * 1_000_000)}
+        if "x" in value:
+            width, height = value.split("x", 1)
+            return {"min_width": int(width), "min_height": int(height)}
+        return {"min_side": int(value)}
+    except ValueError:
+        raise RequestError(
+            f"--min-size: '{text}' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."
+        ) from None
+
+
 def parse_date(text: str, what: str) -> str:
     """YYYY, YYYY-MM or YYYY-MM-DD -> the first day of that period as YYYY-MM-DD."""
     match = _DATE.match(text.strip()) if isinstance(text, str) else None

@@ -29,13 +29,14 @@ from imgd.daemon.protocol import (
     SimilarRequest,
     StatusRequest,
     Term,
+    min_size,
+    split_weight,
 )
 
 if TYPE_CHECKING:  # the model loads only when no daemon answers
     from imgd.daemon.embedder import Embedder
 
 ID_PATTERN = re.compile(r"(\d{1,18})-([0-9a-f]{16})")
-_WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?):(.*)$", re.IGNORECASE)
 
 
 def path_tag(path: str) -> str:
@@ -53,31 +54,13 @@ def parse_query(text: str) -> tuple[Term, ...]:
         sign = 1.0
         if part.startswith("-"):
             sign, part = -1.0, part[1:].strip()
-        weight = 1.0
-        match = _WEIGHT.match(part)
-        if match is not None:
-            weight, part = float(match[1]), match[2].strip()
+        weight, part = split_weight(part)
+        part = part.strip()
         if part:
             terms.append(Term("text", part, sign * weight))
     if not terms:
         raise RequestError("Type something to search for.")
     return tuple(terms)
-
-
-def _min_size(text: str) -> dict[str, int]:
-    """`1920x1080`, `1000` (the shorter side) or `12MP`, as `imgd search --min-size` reads it."""
-    value = text.strip().lower()
-    try:
-        if value.endswith("mp"):
-            return {"min_pixels": int(float(value[:-2]) * 1_000_000)}
-        if "x" in value:
-            width, height = value.split("x", 1)
-            return {"min_width": int(width), "min_height": int(height)}
-        return {"min_side": int(value)}
-    except ValueError:
-        raise RequestError(
-            f"Minimum size '{text}' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."
-        ) from None
 
 
 def parse_options(params: Mapping[str, str], k: int) -> Options:
@@ -92,7 +75,7 @@ def parse_options(params: Mapping[str, str], k: int) -> Options:
     if params.get("orientation"):
         filters["orientation"] = params["orientation"]
     if params.get("min_size", "").strip():
-        filters.update(_min_size(params["min_size"]))
+        filters.update(min_size(params["min_size"]))
     for name in ("after", "before", "camera"):  # taken on/after, before (YYYY[-MM[-DD]]); make or model
         if params.get(name, "").strip():
             filters[name] = params[name].strip()
