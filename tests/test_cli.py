@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import click
 import pytest
 from click.testing import CliRunner
 from conftest import write_image
-from daemonkit import DaemonProcess
+from daemonkit import IMGD, DaemonProcess
 from imgd.cli.main import cli
 
 
@@ -110,9 +113,123 @@ def test_user_errors_are_one_line_without_traceback(runner, base_args, tmp_path)
     ]
     for args, message in cases:
         result = runner.invoke(cli, args)
-        assert result.exit_code == 2, args
+        assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert "Traceback" not in result.output
+
+
+def test_search_asks_the_running_daemon_and_falls_back_without_one(runner, base_args, indexed, tmp_path, embedder):
+    """The daemon's answers come from the indexed library; the CLI is pointed at an empty state folder,
+    so only the daemon can answer: a silent fallback to the direct path would fail instead."""
+    from imgd.daemon.config import load
+    from imgd.daemon.library import open_searcher
+    from imgd.daemon.server import QueryServer
+
+    searcher = open_searcher(load(None, {"state_dir": base_args[1]}, env={}), lambda name: embedder)
+
+    def handle(message: dict) -> dict:  # what `imgd run` does with a search request
+        hits = searcher.query(message["k"], text=message.get("text"), image=message.get("image"))
+        return {"hits": [hit.as_dict() for hit in hits]}
+
+    sock = tmp_path / "run" / "imgd.sock"
+    empty = ["--state-dir", str(tmp_path / "empty-state")]
+    expected = runner.invoke(cli, [*base_args, "search", "--direct", "-k", "3", "a red car"])
+    server = QueryServer(sock, handle)
+    server.start()
+    try:
+        answered = runner.invoke(cli, [*empty, "search", "-k", "3", "a red car"], env={"IMGD_SOCKET": str(sock)})
+    finally:
+        server.stop()
+    fallback = runner.invoke(cli, [*empty, "search", "-k", "3", "a red car"], env={"IMGD_SOCKET": str(sock)})
+
+    assert answered.exit_code == 0, answered.output
+    assert answered.stdout == expected.stdout and len(expected.stdout.splitlines()) == 3
+    assert fallback.exit_code == 2 and "no catalog yet" in fallback.stderr, "without a daemon: the direct path"
+
+
+def test_global_verbose_and_quiet_set_how_much_is_logged(runner, tiny_model, tmp_path):
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+    (pics / "broken.png").write_bytes(b"not a png")
+
+    def index(*flags: str, state: str) -> str:
+        args = [*flags, "--state-dir", str(tmp_path / state), "--model", str(tiny_model), "--device", "cpu"]
+        result = runner.invoke(cli, [*args, "index", str(pics)])
+        assert result.exit_code == 0, result.output
+        return result.stderr
+
+    default, verbose, quiet = index(state="s1"), index("-v", state="s2"), index("-q", state="s3")
+
+    skipped, indexed = f"skipping {pics / 'broken.png'}", f"indexed {pics / 'a.jpg'}"
+    assert skipped in default and indexed not in default
+    assert skipped in verbose and indexed in verbose
+    assert skipped not in quiet and indexed not in quiet
+    assert all("1 added" in out for out in (default, verbose, quiet)), "-q quiets the log, not the summary"
+
+
+@pytest.mark.slow
+def test_index_draws_a_progress_bar_on_a_terminal_only(tmp_path, tiny_model):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    pics = tmp_path / "pics"
+    for i in range(40):
+        write_image(pics / f"img{i:02d}.png", seed=i, size=(32, 24))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def index(state: str, tty: bool) -> bytes:
+        args = ["--state-dir", str(tmp_path / state), "--model", str(tiny_model), "--device", "cpu", "index"]
+        master, slave = pty.openpty() if tty else os.pipe()
+        if tty:  # a terminal has a size; tqdm draws nothing at 0 columns
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+        proc = subprocess.Popen([*IMGD, *args, str(pics)], stdin=subprocess.DEVNULL, stderr=slave, env=env)
+        os.close(slave)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            output += chunk
+        os.close(master)
+        assert proc.wait(120) == 0, output
+        return output
+
+    on_tty, piped = index("s1", tty=True), index("s2", tty=False)
+
+    assert b"/40 [" in on_tty and b"img/s" in on_tty, on_tty
+    assert b"/40 [" not in piped and b"40 added" in piped, piped
+    assert b"40 added" in on_tty
+
+
+@pytest.mark.slow
+def test_an_unreachable_model_hub_is_one_sentence(tmp_path):
+    with socket.socket() as probe:  # a local port nothing listens on: the connection is refused at once
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "IMGD_"))}
+    env.update(HF_ENDPOINT=f"http://127.0.0.1:{port}", HF_HOME=str(tmp_path / "hf-cache"))
+    pics = tmp_path / "pics"
+    write_image(pics / "a.jpg", seed=1)
+
+    result = subprocess.run(
+        [*IMGD, "--state-dir", str(tmp_path / "state"), "--model", "clip-ViT-B-32", "index", str(pics)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "could not load model 'clip-ViT-B-32'" in lines[0] and "hub cannot be reached" in lines[0]
+    assert "--model /path/to/clip-model" in lines[0]
 
 
 def test_invalid_config_names_the_key(runner, tmp_path):
