@@ -292,13 +292,17 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
             (["search", "--after", "2024", "--before", "2020", "a cat"], 2),
             (["similar", "--json", "-k", "3", str(pics / "img2.jpg")], 0),
         ]
+        # Pointed at an empty state folder, the CLI can only answer through the daemon's socket.
+        only_daemon = ["--state-dir", str(tmp_path / "empty-state")]
         for query, code in queries:
-            via_daemon = runner.invoke(cli, [*args, *query], env=env)
+            via_daemon = runner.invoke(cli, [*only_daemon, *query], env=env)
             direct = runner.invoke(cli, [*args, query[0], "--direct", *query[1:]], env=env)
-            assert via_daemon.exit_code == direct.exit_code, query
+            assert via_daemon.exit_code == direct.exit_code, (query, via_daemon.output)
             assert code is None or direct.exit_code == code, (query, direct.output)
             assert via_daemon.stdout_bytes == direct.stdout_bytes, query
             assert via_daemon.stderr == direct.stderr, query
+        missing = runner.invoke(cli, [*only_daemon, "search", "--image", str(tmp_path / "nope.jpg")], env=env)
+        assert missing.exit_code == 2 and "no such file" in missing.stderr
 
         status = runner.invoke(cli, [*args, "status", "--json"], env=env)
         info = json.loads(status.stdout)

@@ -139,9 +139,15 @@ def test_a_burst_of_1000_images_all_becomes_searchable_once(daemon, pics, tmp_pa
     catalog = daemon.catalog()
     try:
         assert catalog.counts()["files"] == 1000
-        assert catalog.count_contents() == len({r.content_id for r in catalog.all_files()})
+        assert catalog.count_contents() == len({r.content_id for r in catalog.all_files()}) == 1000
+        # Once: 1000 contents were ever made (ids are never reused), none embedded and then dropped.
+        assert catalog.conn.execute("SELECT max(id) FROM contents").fetchone()[0] == 1000
     finally:
         catalog.close()
+    log = daemon.log()
+    indexed = [line.split("indexed ", 1)[1] for line in log.splitlines() if " indexed " in f" {line}"]
+    assert sorted(indexed) == sorted(str(pics / name) for name in os.listdir(pics)), "each file indexed once"
+    assert "updated " not in log and "skipping " not in log
     assert daemon.search_image(pics / "burst0500.png")[0]["path"] == str(pics / "burst0500.png")
     assert daemon.stop() == 0
     check_invariants(daemon.state_dir, [pics], daemon.model)

@@ -260,6 +260,11 @@ def test_excluded_and_temporary_names_are_ignored(library, tmp_path):
     write_image(pics / ".thumbnails" / "t.jpg", seed=5)
     write_image(pics / "@eaDir" / "t.jpg", seed=6)
     write_image(pics / ".keep.jpg.Ab12Cd", seed=7, fmt="JPEG")  # rsync temp name
+    # Exclude globs match names case-insensitively (README): as a Windows or macOS share spells them.
+    write_image(pics / "SHOUT.JPG.PART", seed=8, fmt="JPEG")
+    write_image(pics / "Photo.jpg.CrDownload", seed=9, fmt="JPEG")
+    write_image(pics / "@EADIR" / "t.jpg", seed=10)
+    write_image(pics / "$Recycle.Bin" / "r.jpg", seed=11)
 
     library.engine.reconcile([pics])
 
@@ -278,6 +283,24 @@ def test_symlinks_are_not_followed_by_default(library, tmp_path):
     library.engine.reconcile([pics])
 
     assert catalog_paths(library) == {str(pics / "own.jpg")}
+
+
+def test_follow_symlinks_indexes_linked_files_and_folders_once_despite_loops(make_config, embedder, tmp_path):
+    pics = tmp_path / "pics"
+    outside = tmp_path / "outside"
+    write_image(outside / "linked.jpg", seed=1)
+    write_image(pics / "own.jpg", seed=2)
+    pics.joinpath("link.jpg").symlink_to(outside / "linked.jpg")
+    pics.joinpath("linkdir").symlink_to(outside, target_is_directory=True)
+    pics.joinpath("loop").symlink_to(pics, target_is_directory=True)  # would recurse for ever
+    lib = open_library(make_config(follow_symlinks=True), embedder)
+    try:
+        summary = lib.engine.reconcile([pics])
+        linked = {str(pics / "link.jpg"), str(pics / "linkdir" / "linked.jpg")}
+        assert catalog_paths(lib) == {str(pics / "own.jpg"), *linked}
+        assert summary.added == 3 and lib.catalog.count_contents() == 2  # the two links share one content
+    finally:
+        lib.close()
 
 
 def test_catalog_of_another_model_is_refused_with_the_way_out(library, tmp_path, make_config):

@@ -9,14 +9,18 @@ import struct
 import threading
 import warnings
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from conftest import picture, write_image
 from imgd.daemon import imaging
+from imgd.daemon.engine import Engine, _Loaded
 from imgd.daemon.errors import ImageReadError
+from imgd.daemon.index import VectorIndex
+from imgd.daemon.library import open_library
+from imgd.daemon.models import FileStat
 from imgd.daemon.scanner import PathFilter
 from PIL import Image
 
@@ -31,15 +35,6 @@ def encode(image: Image.Image, fmt: str, **save: object) -> bytes:
 
 def decode(data: bytes, max_pixels: int = LIMIT) -> tuple[Image.Image, tuple[int, int]]:
     return imaging.decode("test-image", data, max_pixels)
-
-
-def load(path: Path, known_digests: frozenset[str] | set[str] = frozenset()) -> SimpleNamespace:
-    """What the engine does with a file (Engine._load): read and hash once, decode unless the content is known."""
-    data, digest = imaging.read_and_hash(str(path))
-    if digest in known_digests:
-        return SimpleNamespace(digest=digest, image=None, width=0, height=0)
-    image, (width, height) = imaging.decode(str(path), data, LIMIT)
-    return SimpleNamespace(digest=digest, image=image, width=width, height=height)
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -244,14 +239,19 @@ def test_animation_decodes_its_first_frame(fmt: str) -> None:
 # -- formats and names ---------------------------------------------------------------------------
 
 
+def read_and_decode(path: Path) -> tuple[Image.Image, tuple[int, int]]:
+    """What the engine does with a file: read it once, then decode those bytes."""
+    data, _ = imaging.read_and_hash(str(path))
+    return imaging.decode(str(path), data, LIMIT)
+
+
 @pytest.mark.parametrize("name", ["a.jpg", "a.png", "a.webp", "a.gif", "a.bmp", "a.tif"])
 def test_every_supported_format_decodes(tmp_path: Path, name: str) -> None:
     path = write_image(tmp_path / name, seed=11, size=(96, 64))
-    loaded = load(path)
-    assert (loaded.width, loaded.height) == (96, 64)
-    assert loaded.image is not None and loaded.image.mode == "RGB"
-    assert mean_diff(loaded.image, picture(11, (96, 64))) < 6
-    assert loaded.digest == imaging.digest_bytes(path.read_bytes())
+    image, size = read_and_decode(path)
+    assert size == (96, 64)
+    assert image.mode == "RGB"
+    assert mean_diff(image, picture(11, (96, 64))) < 6
 
 
 def test_heic_decodes_when_pillow_heif_is_installed(tmp_path: Path) -> None:
@@ -259,17 +259,43 @@ def test_heic_decodes_when_pillow_heif_is_installed(tmp_path: Path) -> None:
     assert imaging.HEIF_AVAILABLE
     path = tmp_path / "a.heic"
     path.write_bytes(encode(picture(12, (96, 64)), "HEIF", quality=95))
-    loaded = load(path)
-    assert (loaded.width, loaded.height) == (96, 64)
-    assert loaded.image is not None and mean_diff(loaded.image, picture(12, (96, 64))) < 10
+    image, size = read_and_decode(path)
+    assert size == (96, 64)
+    assert mean_diff(image, picture(12, (96, 64))) < 10
 
 
-def test_known_content_is_hashed_but_not_decoded(tmp_path: Path) -> None:
-    path = write_image(tmp_path / "a.png", seed=13)
-    digest = imaging.digest_bytes(path.read_bytes())
-    loaded = load(path, known_digests={digest})
-    assert loaded.digest == digest
-    assert loaded.image is None
+@pytest.fixture
+def engine(make_config, embedder) -> Iterator[Engine]:
+    library = open_library(make_config(), embedder)
+    yield library.engine
+    library.close()
+
+
+def engine_load(engine: Engine, path: Path) -> _Loaded:
+    """The engine's own read of one file, as its decode threads run it."""
+    try:
+        info = os.stat(path)
+        stat = FileStat(str(path), info.st_size, info.st_mtime_ns)
+    except OSError:
+        stat = FileStat(str(path), 0, 0)
+    return engine._load((stat, None))
+
+
+def test_known_content_is_hashed_but_not_decoded(engine: Engine, tmp_path: Path, monkeypatch) -> None:
+    path = write_image(tmp_path / "pics" / "a.png", seed=13)
+    engine.reconcile([tmp_path / "pics"])
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(path.read_bytes())
+    decoded: list[str] = []
+    real_decode = imaging.decode
+    monkeypatch.setattr(imaging, "decode", lambda p, *args: decoded.append(p) or real_decode(p, *args))
+
+    known = engine_load(engine, copy)
+    fresh = engine_load(engine, write_image(tmp_path / "new.png", seed=14))
+
+    assert known.digest == imaging.digest_bytes(path.read_bytes()) and known.image is None and known.error is None
+    assert decoded == [str(tmp_path / "new.png")], "only the unknown content is decoded"
+    assert fresh.image is not None and (fresh.width, fresh.height) == (96, 64)
 
 
 @pytest.mark.parametrize("name", ["X.JPG", "photo.JpEg", "scan.TIFF", "pic.Png", "IMG_1.HEIC"])
@@ -285,27 +311,26 @@ def test_other_names_are_not_images(name: str) -> None:
 # -- bad inputs ----------------------------------------------------------------------------------
 
 
-def expect_read_error(path: Path) -> ImageReadError:
-    with pytest.raises(ImageReadError) as caught:
-        load(path)
-    error = caught.value
-    assert error.path == str(path)
-    assert str(error).startswith(f"{path}: ")
-    assert error.reason
-    return error
+def expect_read_error(engine: Engine, path: Path) -> str:
+    """The engine records this file as failed, with a reason, and never hands it to the model."""
+    loaded = engine_load(engine, path)
+    assert loaded.image is None
+    assert loaded.error
+    assert not loaded.error.startswith("unexpected error"), loaded.error
+    return loaded.error
 
 
-def test_zero_byte_file_fails(tmp_path: Path) -> None:
+def test_zero_byte_file_fails(engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "empty.jpg"
     path.write_bytes(b"")
-    assert expect_read_error(path).reason == "empty file"
+    assert expect_read_error(engine, path) == "empty file"
 
 
-def test_truncated_jpeg_fails_instead_of_decoding_half_grey(tmp_path: Path) -> None:
+def test_truncated_jpeg_fails_instead_of_decoding_half_grey(engine: Engine, tmp_path: Path) -> None:
     data = encode(picture(14, (200, 200)), "JPEG")
     path = tmp_path / "cut.jpg"
     path.write_bytes(data[: len(data) // 2])
-    reason = expect_read_error(path).reason
+    reason = expect_read_error(engine, path)
     assert reason.startswith("cannot decode") and "truncated" in reason
 
 
@@ -316,17 +341,17 @@ def test_truncated_jpeg_fails_instead_of_decoding_half_grey(tmp_path: Path) -> N
         ("page.png", b"<!DOCTYPE html><html><head><title>404</title></head><body>Not found</body></html>"),
     ],
 )
-def test_non_image_bytes_fail_as_unrecognised(tmp_path: Path, name: str, data: bytes) -> None:
+def test_non_image_bytes_fail_as_unrecognised(engine: Engine, tmp_path: Path, name: str, data: bytes) -> None:
     path = tmp_path / name
     path.write_bytes(data)
-    assert expect_read_error(path).reason == "not a recognised image format"
+    assert expect_read_error(engine, path) == "not a recognised image format"
 
 
-def test_decompression_bomb_fails_without_allocating(tmp_path: Path) -> None:
+def test_decompression_bomb_fails_without_allocating(engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_only(30000, 30000))
     assert path.stat().st_size < 200
-    reason = expect_read_error(path).reason
+    reason = expect_read_error(engine, path)
     assert "too large" in reason and "30000x30000" in reason
 
 
@@ -352,25 +377,37 @@ def test_fifo_named_like_an_image_fails_promptly(tmp_path: Path) -> None:
     assert outcome[0].reason == "not a regular file"
 
 
-def test_folder_named_like_an_image_fails(tmp_path: Path) -> None:
+def test_folder_named_like_an_image_fails(engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "album.jpg"
     path.mkdir()
-    assert expect_read_error(path).reason == "not a regular file"
+    assert expect_read_error(engine, path) == "not a regular file"
 
 
-def test_unreadable_file_fails_with_permission_denied(tmp_path: Path) -> None:
+def test_unreadable_file_fails_with_permission_denied(engine: Engine, tmp_path: Path) -> None:
     path = write_image(tmp_path / "secret.jpg", seed=15)
     path.chmod(0)
     try:
         if os.access(path, os.R_OK):
             pytest.skip("running as root: a mode-0 file is still readable")
-        assert expect_read_error(path).reason == "permission denied"
+        assert expect_read_error(engine, path) == "permission denied"
     finally:
         path.chmod(0o644)
 
 
-def test_missing_file_fails(tmp_path: Path) -> None:
-    assert "vanished" in expect_read_error(tmp_path / "gone.jpg").reason
+def test_missing_file_fails(engine: Engine, tmp_path: Path) -> None:
+    assert "vanished" in expect_read_error(engine, tmp_path / "gone.jpg")
+    with pytest.raises(ImageReadError) as caught:  # the error names the file, for the log line
+        imaging.read_bytes(str(tmp_path / "gone.jpg"))
+    assert caught.value.path == str(tmp_path / "gone.jpg")
+    assert str(caught.value) == f"{tmp_path / 'gone.jpg'}: file vanished before it could be read"
+
+
+def test_missing_reference_image_says_so(make_config, embedder, tmp_path: Path) -> None:
+    from imgd.daemon.query import Searcher
+
+    searcher = Searcher(make_config(), VectorIndex(embedder.dim), lambda: embedder)
+    with pytest.raises(ImageReadError, match="no such file"):
+        searcher.image_vector(str(tmp_path / "query.jpg"))
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"])

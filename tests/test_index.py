@@ -233,26 +233,62 @@ DAMAGE: dict[str, Callable[[Path, Catalog], None]] = {
     "bad-magic": _bad_magic,
     "garbled-header": _garbled_header,
     "wrong-checksum": _header_lies_about_checksum,
-    "stale": _stale,
-    "stale-after-removal": _stale_after_removal,
     "other-dim": _other_dim,
     "wrong-count": _right_generation_wrong_count,
 }
 
 
+def counting_builds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record every rebuild from the catalog."""
+    calls: list[int] = []
+    real = VectorIndex.build.__func__
+
+    def build(cls: type[VectorIndex], catalog: Catalog, dim: int) -> VectorIndex:
+        calls.append(dim)
+        return real(cls, catalog, dim)
+
+    monkeypatch.setattr(VectorIndex, "build", classmethod(build))
+    return calls
+
+
 @pytest.mark.parametrize("damage", DAMAGE.values(), ids=DAMAGE.keys())
 def test_an_untrustworthy_file_is_rebuilt_from_the_catalog(
-    saved: VectorIndex, catalog: Catalog, index_path: Path, damage: Callable[[Path, Catalog], None]
+    saved: VectorIndex,
+    catalog: Catalog,
+    index_path: Path,
+    damage: Callable[[Path, Catalog], None],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     damage(index_path, catalog)
+    builds = counting_builds(monkeypatch)
 
     rebuilt = VectorIndex.load_verified(index_path, catalog, DIM)
+
+    assert builds == [DIM], "rebuilt from the catalog, not patched"
 
     assert rebuilt.dirty  # so the caller saves the good one
     assert rebuilt.dim == DIM
     assert_matches_catalog(rebuilt, catalog)
     rebuilt.save(index_path)
     assert_matches_catalog(VectorIndex.load_verified(index_path, catalog, DIM), catalog)
+
+
+@pytest.mark.parametrize("change", [_stale, _stale_after_removal], ids=["added", "removed-and-added"])
+def test_an_older_save_of_the_same_catalog_is_patched_to_match_it(
+    saved: VectorIndex,
+    catalog: Catalog,
+    index_path: Path,
+    change: Callable[[Path, Catalog], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    change(index_path, catalog)  # the catalog moved on after the save (a crash before the next one)
+    builds = counting_builds(monkeypatch)
+
+    patched = VectorIndex.load_verified(index_path, catalog, DIM)
+
+    assert builds == [], "an older save of this catalog is patched, not rebuilt"
+    assert patched.dirty
+    assert_matches_catalog(patched, catalog)
 
 
 @pytest.mark.parametrize(
@@ -541,9 +577,13 @@ def test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt(
         fill(fresh, 1, seed=6)
         foreign = VectorIndex.build(fresh, DIM)
         fresh.close()
-    else:  # e.g. catalog.db restored from a backup older than the index file
-        foreign = VectorIndex.build(catalog, DIM)
+    else:  # e.g. catalog.db restored from a backup older than the index file: the same ids may mean
+        # other pictures by now, so the file holds other vectors under the catalog's own ids (patching
+        # it would keep them; only a rebuild gives the catalog's).
+        foreign = VectorIndex(DIM)
+        foreign.add(catalog.content_ids(), units(catalog.count_contents(), seed=42))
         foreign.generation = catalog.generation + 5
+        foreign.catalog_id = catalog.catalog_id
     foreign.save(index_path)
 
     loaded = VectorIndex.load_verified(index_path, catalog, DIM)

@@ -145,6 +145,7 @@ def test_a_renamed_file_keeps_its_vector_and_is_never_re_embedded(live, pics, em
     assert encoded == [], "a single-file rename must not embed anything"
 
 
+@pytest.mark.slow
 def test_a_slowly_written_file_is_read_once_after_it_settles(live, pics, monkeypatch):
     running = live([pics], settle_seconds=0.8)
     running.wait_idle()
@@ -176,9 +177,7 @@ def test_a_slowly_written_file_is_read_once_after_it_settles(live, pics, monkeyp
 
 def test_polling_always_watches_by_polling_and_still_sees_new_files(live, pics, monkeypatch):
     monkeypatch.setattr(watcher, "POLL_INTERVAL", 0.3)
-    monkeypatch.setattr(
-        watcher, "Observer", lambda: pytest.fail("polling = always must not start an inotify observer")
-    )
+    monkeypatch.setattr(watcher, "Observer", lambda: pytest.fail("polling = always must not start an inotify observer"))
     running = live([pics], polling="always")
     assert running.daemon.watcher.modes() == [{"path": str(pics), "mode": "polling"}]
     running.wait_idle()
@@ -221,13 +220,15 @@ def test_when_the_watch_limit_is_reached_auto_polls_and_never_refuses(pics, poll
         watch.stop()
 
 
+@pytest.mark.slow
 def test_a_watched_folder_that_appears_vanishes_and_returns_is_followed(live, tmp_path, pics, monkeypatch):
     monkeypatch.setattr(service, "ROOT_CHECK_INTERVAL", 0.3)
     later = tmp_path / "later"  # named in the config, made only while the daemon runs
     write_image(pics / "a.png", seed=5)
     running = live([pics, later])
     running.wait_idle()
-    assert {w["path"]: w["mode"] for w in running.daemon.watcher.modes()} == {str(pics): "inotify", str(later): "missing"}
+    modes = {w["path"]: w["mode"] for w in running.daemon.watcher.modes()}
+    assert modes == {str(pics): "inotify", str(later): "missing"}
 
     write_image(later / "b.png", seed=6)
     wait_until(lambda: running.content(later / "b.png") is not None, timeout=30, what="the folder that appeared")
@@ -265,6 +266,7 @@ def test_reconcile_interval_rescans_periodically(live, pics):
     wait_until(lambda: running.last_reconcile() > first, timeout=10, what="a periodic rescan")
 
 
+@pytest.mark.slow
 def test_reconcile_interval_zero_never_rescans(live, pics):
     write_image(pics / "a.png", seed=9)
     running = live([pics], reconcile_interval=0)
@@ -275,6 +277,7 @@ def test_reconcile_interval_zero_never_rescans(live, pics):
     assert running.last_reconcile() == first
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_the_service_exits_non_zero_when_its_indexing_thread_dies(make_config, embedder, pics, monkeypatch, caplog):
     """No file makes the worker die (it survives any Exception); a BaseException escaping it stands in."""
     import signal

@@ -133,8 +133,21 @@ def test_the_system_is_asked_when_sandbox_is_not_given(
     assert "PrivateUsers=yes" in unit.render_unit(str(tmp_path / "imgd"), None, str(tmp_path / "s"))
 
 
-def test_sandbox_probe_needs_unshare(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert isinstance(unit.sandbox_supported(), bool)
+def test_sandbox_probe_follows_what_unshare_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The probe's answer is unshare's exit status: a user namespace allowed or refused, or no unshare at all."""
+    calls = tmp_path / "calls"
+
+    def fake_unshare(code: int) -> str:
+        script = tmp_path / f"unshare-{code}"
+        script.write_text(f'#!/bin/sh\necho "$@" >> {calls}\nexit {code}\n')
+        script.chmod(0o755)
+        return str(script)
+
+    monkeypatch.setattr(unit.shutil, "which", lambda name: fake_unshare(0))
+    assert unit.sandbox_supported() is True
+    monkeypatch.setattr(unit.shutil, "which", lambda name: fake_unshare(1))
+    assert unit.sandbox_supported() is False
+    assert calls.read_text().splitlines() == ["--user --map-root-user --mount true"] * 2
     monkeypatch.setattr(unit.shutil, "which", lambda name: None)
     assert unit.sandbox_supported() is False
 

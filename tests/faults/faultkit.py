@@ -377,7 +377,8 @@ def crash_during_persist(tmp: Path, model: Path, kills: int, seed: int) -> dict[
         watch = CreateWatch(daemon.state_dir)
         try:
             with Churn(root, seed, rate=40.0, mix=(0.05, 0.05, 0.05)):
-                for _ in range(kills):
+                # At least one kill must land mid-save (its temp file still there): a few more tries if not.
+                while daemon.kills < kills or (not mid_save and daemon.kills < kills + 10):
                     name = watch.wait(lambda n: n.startswith(b".index.faiss.") and n.endswith(b".tmp"), timeout=120)
                     assert name is not None, "the daemon never saved its index"
                     time.sleep(rng.choice([0.0, 0.0, 0.0005, 0.002]))

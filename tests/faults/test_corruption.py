@@ -149,7 +149,7 @@ def test_a_damaged_or_foreign_catalog_stops_index_and_direct_search_with_one_lin
         assert sha(catalog) == before, "the user's catalog must never be replaced or repaired silently"
 
 
-@pytest.mark.parametrize("kind", ["pages"])
+@pytest.mark.parametrize("kind", ["pages", "foreign"])
 def test_imgd_run_refuses_a_damaged_or_foreign_catalog(library, tmp_path, tiny_model, kind):
     state = copy_state(library, tmp_path / "state")
     catalog = state / "catalog.db"

@@ -39,3 +39,4 @@ def test_sigkill_while_the_ivf_index_is_built_and_swapped_in_loses_nothing(tmp_p
 def test_sigkill_while_saving_the_index_keeps_a_loadable_index(tmp_path: Path, tiny_model: Path) -> None:
     figures = crash_during_persist(tmp_path, tiny_model, kills=KILLS or 2, seed=SEED)
     print(figures)
+    assert figures["kills_mid_save"] >= 1, "no kill landed while the temporary index file existed"
