@@ -1,0 +1,438 @@
+"""Mutation check: break one key line at a time, in a copy of the repository, and make sure a test notices.
+
+Each mutation names a file, an exact snippet of it, what to put instead, and the tests that must
+fail once it is applied. The check copies the working tree to a temporary folder per mutation,
+applies the change there, and runs those tests against the copy (an `imgd` package of symlinks to
+the copy's daemon/ and cli/ goes first on PYTHONPATH, so the editable install is not touched and
+daemon subprocesses import the copy too). First the unmutated copy must pass the same tests.
+
+    .venv/bin/python tests/mutants.py                 # every mutation, one at a time
+    .venv/bin/python tests/mutants.py -j 2            # two at a time
+    .venv/bin/python tests/mutants.py --only move-reembeds --only sighup-ignored
+    .venv/bin/python tests/mutants.py --list
+
+It reports CAUGHT (a named test failed), SURVIVED (every test passed), STALE (the snippet is no longer
+in the file exactly once: update the mutation to the new code) or ERROR, and exits non-zero unless
+every mutation was caught. When a bug is fixed, add the mutation that brings it back.
+Not collected by pytest (the name does not start with test_).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = {"daemon": "daemon", "cli": "cli"}  # imgd.<name> -> folder, as pyproject.toml maps them
+TIMEOUT = 900.0
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    original: str
+    replacement: str
+    tests: tuple[str, ...]
+    why: str
+
+
+LIVE = "tests/test_live.py::"
+SERVICE = "tests/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
+
+MUTATIONS: list[Mutation] = [
+    # -- the mutation review's table (issue 16) ------------------------------------------------
+    Mutation(
+        "move-reembeds",
+        "daemon/engine.py",
+        "moved = int(self.catalog.move_file(src, dest))",
+        "moved = 0 * int(self.catalog.remove_file(src))",
+        (LIVE + "test_a_renamed_file_keeps_its_vector_and_is_never_re_embedded",),
+        "a single-file rename becomes remove + re-add: the file is embedded again",
+    ),
+    Mutation(
+        "exclude-case-sensitive",
+        "daemon/scanner.py",
+        "fnmatch.fnmatchcase(lowered, pattern.lower())",
+        "fnmatch.fnmatchcase(name, pattern)",
+        ("tests/test_engine.py::test_excluded_and_temporary_names_are_ignored",),
+        "exclude globs matched case-sensitively (README: case-insensitive)",
+    ),
+    Mutation(
+        "settle-no-quiet-time",
+        "daemon/worker.py",
+        "            if now - entry.seen < self.settle_seconds:\n                continue\n",
+        "",
+        (LIVE + "test_a_slowly_written_file_is_read_once_after_it_settles",),
+        "no quiet-time wait: a file still being written is read (and fails) again and again",
+    ),
+    Mutation(
+        "search-never-asks-daemon",
+        "cli/main.py",
+        "hits = client.search(config.socket, k, text=query, image=image_path)",
+        'raise DaemonNotRunning("mutant: the daemon is never asked")',
+        ("tests/test_cli.py::test_search_asks_the_running_daemon_and_falls_back_without_one",),
+        "`imgd search` silently answers directly even with a daemon running",
+    ),
+    Mutation(
+        "index-newer-generation-patched",
+        "daemon/index.py",
+        " or header.generation > generation:",
+        ":",
+        ("tests/test_index.py::test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt",),
+        "an index file newer than the catalog (a restored backup) is patched instead of rebuilt",
+    ),
+    Mutation(
+        "sighup-ignored",
+        "daemon/service.py",
+        "signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())",
+        "signal.signal(signal.SIGHUP, lambda *_: None)",
+        (SERVICE,),
+        "SIGHUP does not rescan",
+    ),
+    Mutation(
+        "no-writer-lock",
+        "daemon/library.py",
+        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
+        "pass",
+        (
+            "tests/test_library.py::test_a_second_writer_on_one_state_folder_is_refused_until_the_first_closes",
+            "tests/test_library.py::test_imgd_index_while_another_writer_holds_the_catalog_stops_with_one_line",
+        ),
+        "two writers on one catalog",
+    ),
+    Mutation(
+        "second-daemon-unlinks-live-socket",
+        "daemon/server.py",
+        'raise ImgdError(f"another imgd daemon already answers on {path}; stop it first.")',
+        "path.unlink()",
+        ("tests/test_server.py::test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_answering",),
+        "a second daemon unlinks the live one's socket instead of refusing to start",
+    ),
+    # -- README promises (issue 16's second list) ----------------------------------------------
+    Mutation(
+        "no-progress-bar",
+        "cli/main.py",
+        "show_bar = not quiet_flag and sys.stderr.isatty()",
+        "show_bar = False",
+        ("tests/test_cli.py::test_index_draws_a_progress_bar_on_a_terminal_only",),
+        "`imgd index` draws no progress bar on a terminal",
+    ),
+    Mutation(
+        "global-verbosity-ignored",
+        "cli/main.py",
+        'ctx.meta["verbosity"] = verbose - quiet',
+        'ctx.meta["verbosity"] = 0',
+        ("tests/test_cli.py::test_global_verbose_and_quiet_set_how_much_is_logged",),
+        "global -v/-q change nothing",
+    ),
+    Mutation(
+        "user-error-exit-1",
+        "cli/main.py",
+        "    exit_code = EXIT_ERROR\n",
+        "    exit_code = 1\n",
+        ("tests/test_cli.py::test_user_errors_are_one_line_without_traceback",),
+        "a bad path exits 1 (grep's 'no match') instead of 2",
+    ),
+    Mutation(
+        "follow-symlinks-ignored",
+        "daemon/scanner.py",
+        "if entry.is_dir(follow_symlinks=follow_symlinks):",
+        "if entry.is_dir(follow_symlinks=False):",
+        ("tests/test_engine.py::test_follow_symlinks_indexes_linked_files_and_folders_once_despite_loops",),
+        "follow_symlinks = true does not enter linked folders",
+    ),
+    Mutation(
+        "polling-always-ignored",
+        "daemon/watcher.py",
+        'if self.polling != "always":',
+        "if True:",
+        (LIVE + "test_polling_always_watches_by_polling_and_still_sees_new_files",),
+        "polling = always still uses inotify",
+    ),
+    Mutation(
+        "polling-never-falls-back",
+        "daemon/watcher.py",
+        ' or self.polling == "never":\n                    raise',
+        ":\n                    raise",
+        (LIVE + "test_when_the_watch_limit_is_reached_auto_polls_and_never_refuses",),
+        "polling = never falls back to polling at the watch limit",
+    ),
+    Mutation(
+        "watch-paths-ignored",
+        "cli/main.py",
+        "roots = tuple(dict.fromkeys([*config.watch_paths, *folders]))",
+        "roots = tuple(dict.fromkeys(folders))",
+        (SERVICE,),
+        "[watch] paths from the config are not watched by `imgd run`",
+    ),
+    Mutation(
+        "reconcile-interval-zero-rescans",
+        "daemon/service.py",
+        "if now >= next_reconcile and self.config.reconcile_interval > 0:",
+        "if now >= next_reconcile:",
+        (LIVE + "test_reconcile_interval_zero_never_rescans",),
+        "reconcile_interval = 0 rescans all the time instead of never",
+    ),
+    Mutation(
+        "no-periodic-reconcile",
+        "daemon/service.py",
+        "next_reconcile = now + self.config.reconcile_interval\n        while",
+        'next_reconcile = float("inf")\n        while',
+        (LIVE + "test_reconcile_interval_rescans_periodically",),
+        "reconcile_interval is never honoured",
+    ),
+    Mutation(
+        "no-sd-notify-ready",
+        "daemon/service.py",
+        'sd_notify("READY=1\\nSTATUS=watching; catching up with the disk")',
+        'sd_notify("STATUS=watching; catching up with the disk")',
+        (SERVICE,),
+        "systemd is never told the service is ready",
+    ),
+    Mutation(
+        "no-watchdog-ping",
+        "daemon/service.py",
+        'sd_notify("WATCHDOG=1")',
+        "pass",
+        (SERVICE,),
+        "no WATCHDOG=1 pings: systemd would kill a healthy daemon",
+    ),
+    Mutation(
+        "sigint-not-handled",
+        "daemon/service.py",
+        "for sig in (signal.SIGTERM, signal.SIGINT):",
+        "for sig in (signal.SIGTERM,):",
+        (SERVICE,),
+        "SIGINT is not a clean stop",
+    ),
+    Mutation(
+        "status-without-eta",
+        "daemon/service.py",
+        '"eta_s": round(pending / stats.rate, 1) if stats.rate and stats.busy != "idle" else None,',
+        '"eta_s": None,',
+        (SERVICE,),
+        "status never gives an ETA",
+    ),
+    Mutation(
+        "worker-death-ignored",
+        "daemon/service.py",
+        "if not self.worker.alive:",
+        "if False:",
+        (LIVE + "test_the_service_exits_non_zero_when_its_indexing_thread_dies",),
+        "the daemon runs on (exit 0) without its indexing thread",
+    ),
+    Mutation(
+        "returning-root-not-rewatched",
+        "daemon/watcher.py",
+        'if watched.mode == "missing" and os.path.isdir(root) and self.ensure_watching(root):',
+        "if False:",
+        (LIVE + "test_a_watched_folder_that_appears_vanishes_and_returns_is_followed",),
+        "a watched folder that appears later, or comes back, is never watched",
+    ),
+    Mutation(
+        "precision-auto-never-bfloat16",
+        "daemon/embedder.py",
+        'return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"',
+        'return "float32"',
+        ("tests/test_config.py::test_precision_auto_is_bfloat16_only_where_the_cpu_does_it_natively",),
+        "precision = auto never uses a CPU's native bfloat16",
+    ),
+    Mutation(
+        "decode-threads-zero-is-one",
+        "daemon/config.py",
+        "return self.decode_threads or max(1, os.cpu_count() or 1)",
+        "return self.decode_threads or 1",
+        ("tests/test_config.py::test_decode_threads_zero_means_one_per_core",),
+        "decode_threads = 0 gives one thread, not one per core",
+    ),
+    Mutation(
+        "hub-unreachable-not-said",
+        "daemon/embedder.py",
+        'raise ConnectionError("not in the local cache and the model hub cannot be reached") from None',
+        "pass",
+        ("tests/test_cli.py::test_an_unreachable_model_hub_is_one_sentence",),
+        "an unreachable hub is not named as the reason",
+    ),
+    # -- tests whose names promised more than they checked -------------------------------------
+    Mutation(
+        "older-save-rebuilt",
+        "daemon/index.py",
+        "if index.catalog_id is None or index.catalog_id != catalog.catalog_id or header.generation > generation:",
+        "if True:",
+        ("tests/test_index.py::test_an_older_save_of_the_same_catalog_is_patched_to_match_it",),
+        "an older save of the same catalog is rebuilt instead of patched",
+    ),
+    Mutation(
+        "known-content-decoded",
+        "daemon/engine.py",
+        "            if self._known(result.digest):\n                return result\n",
+        "",
+        ("tests/test_imaging.py::test_known_content_is_hashed_but_not_decoded",),
+        "content already in the catalog is decoded again",
+    ),
+    Mutation(
+        "sandbox-probe-always-yes",
+        "daemon/unit.py",
+        "return done.returncode == 0",
+        "return True",
+        ("tests/test_unit.py::test_sandbox_probe_follows_what_unshare_says",),
+        "the sandbox probe ignores what unshare says",
+    ),
+]
+
+
+# -- running ------------------------------------------------------------------------------------
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as git sees it (tracked and untracked, not ignored), nothing else."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for raw in listed:
+        if not raw:
+            continue
+        rel = os.fsdecode(raw)
+        source = REPO / rel
+        if not source.is_file() and not source.is_symlink():
+            continue  # deleted in the working tree
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+def environment(copy: Path, packages: Path) -> dict[str, str]:
+    package = packages / "imgd"
+    package.mkdir(parents=True)
+    for name, folder in PACKAGES.items():
+        (package / name).symlink_to(copy / folder, target_is_directory=True)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(packages), env.get("PYTHONPATH")]))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
+
+
+def run_tests(copy: Path, env: dict[str, str], tests: tuple[str, ...]) -> tuple[int, str, float]:
+    started = time.monotonic()
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    try:
+        done = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        output = (exc.stdout or b"").decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        return -1, output + f"\n(timed out after {TIMEOUT:.0f}s)", time.monotonic() - started
+    return done.returncode, done.stdout + done.stderr, time.monotonic() - started
+
+
+def check_imports(env: dict[str, str], packages: Path) -> None:
+    """The copy's code, not the editable install's, must be what `import imgd.daemon` finds."""
+    probe = "import imgd.daemon, imgd.cli; print(imgd.daemon.__file__); print(imgd.cli.__file__)"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True).stdout
+    for line in out.split():
+        if not line.startswith(str(packages)):
+            raise SystemExit(f"mutants: the copy is not what gets imported ({line}); check PYTHONPATH handling")
+
+
+def apply(copy: Path, mutation: Mutation) -> str | None:
+    """Apply the mutation in the copy; None if done, else why it could not be."""
+    path = copy / mutation.file
+    if not path.exists():
+        return f"{mutation.file} does not exist"
+    text = path.read_text()
+    found = text.count(mutation.original)
+    if found != 1:
+        return f"the original snippet occurs {found} times in {mutation.file} (expected once)"
+    path.write_text(text.replace(mutation.original, mutation.replacement))
+    return None
+
+
+def first_failure(output: str) -> str:
+    match = re.search(r"^(?:FAILED|ERROR) (.+?)(?: - |$)", output, re.MULTILINE)
+    return match.group(1) if match else "?"
+
+
+def check(mutation: Mutation, workdir: Path) -> tuple[str, str, float]:
+    """(verdict, detail, seconds) for one mutation, in a fresh copy of its own."""
+    copy, packages = workdir / mutation.name / "repo", workdir / mutation.name / "packages"
+    copy_tree(copy)
+    problem = apply(copy, mutation)
+    if problem:
+        return "STALE", problem, 0.0
+    code, output, seconds = run_tests(copy, environment(copy, packages), mutation.tests)
+    if code == 1:
+        return "CAUGHT", f"by {first_failure(output)}", seconds
+    if code == 0:
+        return "SURVIVED", "every listed test passed", seconds
+    tail = "\n".join(output.strip().splitlines()[-15:])
+    return "ERROR", f"pytest exited {code}:\n{tail}", seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", default=[], metavar="NAME", help="run only this mutation")
+    parser.add_argument("-j", "--jobs", type=int, default=1, help="mutations checked at once (default 1)")
+    parser.add_argument("--list", action="store_true", help="list the mutations and exit")
+    parser.add_argument("--no-baseline", action="store_true", help="skip running the tests on the unmutated copy")
+    args = parser.parse_args(argv)
+
+    names = {m.name for m in MUTATIONS}
+    unknown = set(args.only) - names
+    if unknown:
+        parser.error(f"unknown mutation(s): {', '.join(sorted(unknown))}")
+    chosen = [m for m in MUTATIONS if not args.only or m.name in args.only]
+    if args.list:
+        for m in chosen:
+            print(f"{m.name:34} {m.file:20} {m.why}")
+        return 0
+
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="imgd-mutants-") as tmp:
+        workdir = Path(tmp)
+        baseline, packages = workdir / "baseline" / "repo", workdir / "baseline" / "packages"
+        copy_tree(baseline)
+        env = environment(baseline, packages)
+        check_imports(env, packages)
+        if not args.no_baseline:
+            tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+            code, output, seconds = run_tests(baseline, env, tests)
+            if code != 0:
+                print(output[-4000:])
+                print(f"mutants: the unmutated code fails its own tests (exit {code}); fix that first.")
+                return 2
+            print(f"baseline: {len(tests)} tests pass unmutated ({seconds:.0f}s)", flush=True)
+
+        results: dict[str, tuple[str, str, float]] = {}
+
+        def one(mutation: Mutation) -> None:
+            results[mutation.name] = verdict = check(mutation, workdir)
+            print(f"{verdict[0]:9} {mutation.name:34} {verdict[2]:6.1f}s  {verdict[1]}", flush=True)
+
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            list(pool.map(one, chosen))
+
+    counts = {v: sum(r[0] == v for r in results.values()) for v in ("CAUGHT", "SURVIVED", "STALE", "ERROR")}
+    print(
+        f"\n{len(results)} mutations: "
+        + ", ".join(f"{n} {v.lower()}" for v, n in counts.items())
+        + f" in {time.monotonic() - started:.0f}s"
+    )
+    for name, (verdict, detail, _) in results.items():
+        if verdict != "CAUGHT":
+            print(f"  {verdict}: {name}: {detail}")
+    return 0 if counts["CAUGHT"] == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
