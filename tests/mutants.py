@@ -400,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="imgd-mutants-") as tmp:
         workdir = Path(tmp)
+        if not os.environ.get("IMGD_TEST_MODEL_DIR"):  # build the tiny test model once, not once per copy
+            model = workdir / "tiny-clip"
+            subprocess.run([sys.executable, str(REPO / "tests" / "clipkit.py"), str(model)], check=True)
+            os.environ["IMGD_TEST_MODEL_DIR"] = str(model)
         baseline, packages = workdir / "baseline" / "repo", workdir / "baseline" / "packages"
         copy_tree(baseline)
         env = environment(baseline, packages)
