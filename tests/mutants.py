@@ -34,6 +34,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = {"daemon": "daemon", "cli": "cli"}  # imgd.<name> -> folder, as pyproject.toml maps them
 TIMEOUT = 900.0
+SKIP = ("benchmarks/",)  # no test imports them, and benchmark runs leave large files there
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ MUTATIONS: list[Mutation] = [
 
 
 def copy_tree(dest: Path) -> None:
-    """The working tree as git sees it (tracked and untracked, not ignored), nothing else."""
+    """The working tree as git sees it (tracked and untracked, not ignored), benchmarks aside."""
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -306,6 +307,8 @@ def copy_tree(dest: Path) -> None:
         if not raw:
             continue
         rel = os.fsdecode(raw)
+        if rel.startswith(SKIP):
+            continue
         source = REPO / rel
         if not source.is_file() and not source.is_symlink():
             continue  # deleted in the working tree
