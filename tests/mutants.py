@@ -78,8 +78,8 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "search-never-asks-daemon",
-        "cli/main.py",
-        "hits = client.search(config.socket, k, text=query, image=image_path)",
+        "daemon/api.py",
+        "reply = client.request(self.socket, request.to_message(), timeout=timeout)",
         'raise DaemonNotRunning("mutant: the daemon is never asked")',
         ("tests/test_cli.py::test_search_asks_the_running_daemon_and_falls_back_without_one",),
         "`imgd search` silently answers directly even with a daemon running",

@@ -121,15 +121,14 @@ def test_user_errors_are_one_line_without_traceback(runner, base_args, tmp_path)
 def test_search_asks_the_running_daemon_and_falls_back_without_one(runner, base_args, indexed, tmp_path, embedder):
     """The daemon's answers come from the indexed library; the CLI is pointed at an empty state folder,
     so only the daemon can answer: a silent fallback to the direct path would fail instead."""
+    from imgd.daemon.api import LocalContext, answer
     from imgd.daemon.config import load
-    from imgd.daemon.library import open_searcher
     from imgd.daemon.server import QueryServer
 
-    searcher = open_searcher(load(None, {"state_dir": base_args[1]}, env={}), lambda name: embedder)
+    library = LocalContext(load(None, {"state_dir": base_args[1]}, env={}), lambda name: embedder)
 
-    def handle(message: dict) -> dict:  # what `imgd run` does with a search request
-        hits = searcher.query(message["k"], text=message.get("text"), image=message.get("image"))
-        return {"hits": [hit.as_dict() for hit in hits]}
+    def handle(request):  # what `imgd run` does with a request (Daemon.handle), over the indexed library
+        return answer(library, request)
 
     sock = tmp_path / "run" / "imgd.sock"
     empty = ["--state-dir", str(tmp_path / "empty-state")]
