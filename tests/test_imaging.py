@@ -287,8 +287,8 @@ def test_known_content_is_hashed_but_not_decoded(engine: Engine, tmp_path: Path,
     copy = tmp_path / "copy.png"
     copy.write_bytes(path.read_bytes())
     decoded: list[str] = []
-    real_decode = imaging.decode
-    monkeypatch.setattr(imaging, "decode", lambda p, *args: decoded.append(p) or real_decode(p, *args))
+    real_decode = imaging.decode_with_meta  # what the engine decodes with
+    monkeypatch.setattr(imaging, "decode_with_meta", lambda p, *args: decoded.append(p) or real_decode(p, *args))
 
     known = engine_load(engine, copy)
     fresh = engine_load(engine, write_image(tmp_path / "new.png", seed=14))
