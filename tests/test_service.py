@@ -96,9 +96,12 @@ def test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint
         assert busy["daemon"]["state"] == "indexing" and busy["queue"]["pending"] > 0
         queue = busy["queue"]
         assert queue["eta_s"] == pytest.approx(queue["pending"] / queue["rate"], rel=0.05, abs=0.11)  # both rounded
+        first_save = status["last_persist"]
         daemon.wait_idle()
-        saved = daemon.status()["last_persist"]
-        wait_until(lambda: daemon.status()["last_persist"] > saved, timeout=15, what="the burst saved")
+        wait_until(lambda: _saved_generation(index_file) == _catalog_generation(daemon), timeout=30, what="a save")
+        status = daemon.status()
+        assert status["last_persist"] > first_save
+        assert status["last_persist"] == pytest.approx(index_file.stat().st_mtime, abs=1.0)
 
         # A change no watch reports: a write through a hard link outside the watched folders.
         target = pics / "p1.png"
@@ -123,6 +126,20 @@ def test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint
     finally:
         daemon.stop(signal.SIGKILL)
         notify.close()
+
+
+def _saved_generation(path: Path) -> int:
+    from imgd.daemon.index import VectorIndex
+
+    return VectorIndex.read(path)[1].generation  # saves replace the file atomically: never half-written
+
+
+def _catalog_generation(daemon: DaemonProcess) -> int:
+    catalog = daemon.catalog()
+    try:
+        return catalog.generation
+    finally:
+        catalog.close()
 
 
 def _digest(path: Path) -> str:
