@@ -242,7 +242,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "precision-auto-never-bfloat16",
-        "daemon/embedder.py",
+        "daemon/embedders/torch.py",
         'return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"',
         'return "float32"',
         ("tests/test_config.py::test_precision_auto_is_bfloat16_only_where_the_cpu_does_it_natively",),
@@ -258,7 +258,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "hub-unreachable-not-said",
-        "daemon/embedder.py",
+        "daemon/embedders/torch.py",
         'raise ConnectionError("not in the local cache and the model hub cannot be reached") from None',
         "pass",
         ("tests/test_cli.py::test_an_unreachable_model_hub_is_one_sentence",),

@@ -313,7 +313,7 @@ def test_decode_threads_zero_means_one_per_core(make_config, embedder):
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_auto_is_bfloat16_only_where_the_cpu_does_it_natively(monkeypatch, native):
     import torch
-    from imgd.daemon.embedder import choose_precision
+    from imgd.daemon.embedders.torch import choose_precision
 
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: native)
     assert choose_precision("auto", "cpu") == ("bfloat16" if native else "float32")
