@@ -118,6 +118,9 @@ def test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint
         wait_until(lambda: daemon.content_hash(target) == _digest(target), timeout=30, what="the SIGHUP rescan")
         assert f"updated {target}" in daemon.log()[mark:]
         assert daemon.status()["last_reconcile"] > before
+        # The old content is held for a short grace (a move's second half may still come), then dropped.
+        daemon.wait_idle()
+        wait_until(lambda: _orphans(daemon) == 0, timeout=30, what="the replaced content to be dropped")
 
         assert daemon.stop(signal.SIGINT) == 0
         assert "stopped" in daemon.log()[mark:]
@@ -138,6 +141,15 @@ def _catalog_generation(daemon: DaemonProcess) -> int:
     catalog = daemon.catalog()
     try:
         return catalog.generation
+    finally:
+        catalog.close()
+
+
+def _orphans(daemon: DaemonProcess) -> int:
+    catalog = daemon.catalog()
+    try:
+        referenced = {r.content_id for r in catalog.all_files()}
+        return len(set(catalog.content_ids().tolist()) - referenced)
     finally:
         catalog.close()
 
