@@ -20,7 +20,7 @@ from urllib.parse import quote
 
 import pytest
 from click.testing import CliRunner
-from conftest import write_image
+from conftest import picture, write_image
 from daemonkit import DaemonProcess, wait_until
 from imgd.cli.main import cli
 from imgd.daemon import config as config_module
@@ -28,7 +28,7 @@ from imgd.daemon import unit
 from imgd.daemon.embedder import load_embedder
 from imgd.web.backend import path_tag
 from imgd.web.server import Gallery, kept_token
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 
 @dataclass
@@ -799,3 +799,125 @@ def test_more_results_load_as_the_grid_scrolls(chromium, tmp_path, tiny_model):
 
     assert first < 100, "everything loaded at once: nothing was left for scrolling"
     assert final == 100 and len(set(ids)) == 100
+
+
+# -- duplicates -----------------------------------------------------------------------------------
+
+# The tiny random-weight model's threshold for these flat colour grids (see tests/test_dupes.py).
+TINY_THRESHOLD = 0.9993
+
+
+@pytest.fixture
+def dupes_library(library, tiny_model) -> tuple[Path, config_module.Config]:
+    """The library plus a half-size, brightened, re-encoded img1 (a near-duplicate) next to img0's exact copy."""
+    pics, config = library
+    smaller = ImageEnhance.Brightness(picture(1, (320, 240))).enhance(1.03)
+    smaller.save(pics / "img1 small.jpg", quality=80)
+    result = CliRunner().invoke(
+        cli, ["--state-dir", str(config.state_dir), "--model", str(tiny_model), "index", str(pics)]
+    )
+    assert result.exit_code == 0, result.output
+    return pics, config
+
+
+def test_dupes_lists_groups_keeper_first_by_id_behind_the_token(gallery, dupes_library):
+    pics, _ = dupes_library
+    stranger = Browser(gallery)
+    assert stranger.get(f"/api/dupes?threshold={TINY_THRESHOLD}").status == 403
+    browser = Browser(gallery)
+    browser.log_in()
+
+    reply = browser.get(f"/api/dupes?threshold={TINY_THRESHOLD}")
+    assert reply.status == 200, reply.body
+    answer = reply.json()
+    assert answer["threshold"] == TINY_THRESHOLD
+    assert b"/pics/" not in reply.body  # files are named by id, never by path
+    groups = {g["kind"]: g for g in answer["groups"]}
+    assert answer["total"] == 2 and set(groups) == {"exact", "near"}
+    exact = [m["name"] for m in groups["exact"]["members"]]
+    assert exact == ["img0.jpg", "copy of img0.jpg"]  # same pixels: the shorter path keeps
+    assert groups["exact"]["members"][1]["same_content"] is True
+    near = groups["near"]["members"]
+    assert [m["name"] for m in near] == ["img1.jpg", "img1 small.jpg"]  # more pixels keeps
+    assert (near[0]["width"], near[0]["height"], near[1]["width"], near[1]["height"]) == (640, 480, 320, 240)
+    assert near[0]["score"] == 1.0 and TINY_THRESHOLD <= near[1]["score"] < 1.0
+    assert near[1]["bytes"] == (pics / "img1 small.jpg").stat().st_size
+    assert groups["near"]["reclaimable"] == near[1]["bytes"]
+    for member in near:  # each id opens the thumbnail and the full view
+        assert browser.get(f"/thumb/{member['id']}").headers["content-type"] == "image/jpeg"
+        assert browser.get(f"/api/item/{member['id']}").json()["name"] == member["name"]
+
+    # The page's filters narrow the comparison, as `imgd dupes --type png` does; paging by group.
+    assert browser.get(f"/api/dupes?threshold={TINY_THRESHOLD}&type=png").json()["groups"] == []
+    page = browser.get(f"/api/dupes?threshold={TINY_THRESHOLD}&offset=1&limit=1").json()
+    assert len(page["groups"]) == 1 and page["groups"][0]["kind"] == answer["groups"][1]["kind"]
+    assert page["more"] is False and page["total"] == 2
+    # Exact copies group at any threshold; near ones only from theirs.
+    strict = browser.get(f"/api/dupes?threshold={(1 + near[1]['score']) / 2}").json()
+    assert [g["kind"] for g in strict["groups"]] == ["exact"]
+
+
+@pytest.mark.parametrize("threshold", ["0", "1.5", "nan", "high"])
+def test_a_bad_dupes_threshold_is_one_sentence(browser, threshold):
+    reply = browser.get(f"/api/dupes?threshold={threshold}")
+    assert reply.status == 400
+    assert reply.json()["error"] == f"The threshold must be a number above 0 and at most 1, not '{threshold}'."
+
+
+@pytest.mark.slow
+def test_a_person_reviews_duplicates_keeper_first_and_opens_one(chromium, gallery, dupes_library):
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    try:
+        page.goto(gallery.url)
+        assert page.is_hidden("#filters input[name=threshold]")  # a duplicates control only
+        page.click("#dupes")
+        page.wait_for_function("() => document.getElementById('message').textContent.includes('similarity')")
+        page.fill("#filters input[name=threshold]", str(TINY_THRESHOLD))
+        page.press("#filters input[name=threshold]", "Enter")
+        page.wait_for_function(
+            "t => document.getElementById('message').textContent.includes('2 groups') &&"
+            " document.getElementById('message').textContent.includes(t)",
+            arg=f"≥ {TINY_THRESHOLD}",
+        )
+        thumbnails_shown(page, 4)
+        assert page.url.endswith("#dupes")
+        near = page.locator(".group[data-kind=near]")
+        cards = near.locator(".card")
+        assert cards.count() == 2
+        assert cards.nth(0).get_attribute("class").split() == ["card", "keeper"]
+        assert cards.nth(0).locator(".badge").inner_text() == "keeper"
+        assert cards.nth(0).locator(".name").inner_text() == "img1.jpg"
+        assert cards.nth(0).locator(".facts").inner_text().startswith("640 × 480 · ")
+        assert cards.nth(1).locator(".name").inner_text() == "img1 small.jpg"
+        assert re.fullmatch(r"[01]\.\d{4}", cards.nth(1).locator(".score").inner_text())  # its score, not "copy"
+        assert float(cards.nth(1).locator(".score").inner_text()) >= TINY_THRESHOLD
+        assert cards.nth(1).locator(".facts").inner_text().startswith("320 × 240 · ")
+        exact = page.locator(".group[data-kind=exact] .card")
+        assert exact.nth(0).locator(".name").inner_text() == "img0.jpg"
+        assert exact.nth(1).locator(".score").inner_text() == "copy"
+        # No control on the page deletes, moves or trashes a file.
+        controls = " ".join(page.locator("button, a, [role=button]").all_inner_texts())
+        assert "More like this" in controls
+        assert not re.search(r"delete|trash|remove|move to", controls, re.IGNORECASE)
+
+        # The full view of the near copy: its own pixels and its score to the keeper.
+        cards.nth(1).locator("img").click()
+        page.wait_for_selector("#viewer:not([hidden])")
+        assert page.inner_text("#v-name") == "img1 small.jpg"
+        page.wait_for_function("() => document.getElementById('full').naturalWidth > 0")
+        page.wait_for_function("() => document.getElementById('v-details').textContent.includes('320 × 240')")
+        assert "Score to keeper" in page.inner_text("#v-details")
+        page.keyboard.press("Escape")
+
+        # Back to searching: the duplicates controls go away.
+        page.fill("#q", "a red car")
+        page.press("#q", "Enter")
+        thumbnails_shown(page, 8)
+        assert page.is_hidden("#filters input[name=threshold]")
+    finally:
+        context.close()
+    assert errors == [], errors

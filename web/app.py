@@ -38,6 +38,7 @@ from .backend import Backend, Hit, parse_options, parse_query
 STATIC = Path(__file__).parent / "static"
 PAGE = 24  # results a page: one screenful of the grid
 MAX_RESULTS = 1000  # the daemon's own cap on k
+DUPE_PAGE = 30  # duplicate groups a page: each is a row of thumbnails
 MAX_UPLOAD = 20 << 20  # a query image: a large phone photo fits, a video does not
 SECURITY_HEADERS = {
     # Everything comes from imgd itself: no CDN, no inline script, no framing.
@@ -206,6 +207,51 @@ def build_app(
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
 
+    async def dupes(request: Request) -> Response:
+        """Duplicate groups as `imgd dupes` finds them (same threshold, same filters), a page of groups."""
+        try:
+            offset = _int(request, "offset", 0, 0, 10**9)
+            limit = _int(request, "limit", DUPE_PAGE, 1, MAX_RESULTS)
+            raw = request.query_params.get("threshold", "").strip()
+            try:
+                threshold = float(raw) if raw else None
+            except ValueError:
+                threshold = -1.0
+            if threshold is not None and not 0.0 < threshold <= 1.0:  # also NaN
+                raise RequestError(f"The threshold must be a number above 0 and at most 1, not '{raw}'.")
+            filters = parse_options(request.query_params, 1).filters
+            used, groups = await run(backend.dupes, threshold, filters)
+        except (RequestError, ValueError) as exc:
+            return _error(_sentence(str(exc)), 400)
+        except ImgdError as exc:
+            return _error(_sentence(str(exc)), 409)
+        return JSONResponse(
+            {
+                "threshold": used,
+                "total": len(groups),
+                "more": len(groups) > offset + limit,
+                "groups": [
+                    {
+                        "kind": g.kind,
+                        "reclaimable": g.reclaimable,
+                        "members": [
+                            {
+                                "id": m.id,
+                                "name": os.path.basename(m.path),
+                                "score": round(m.score, 6),
+                                "bytes": m.size,
+                                "width": m.width,
+                                "height": m.height,
+                                "same_content": m.same_content,
+                            }
+                            for m in g.members
+                        ],
+                    }
+                    for g in groups[offset : offset + limit]
+                ],
+            }
+        )
+
     async def thumbnail(request: Request, side: int) -> Response:
         path = await run(backend.resolve, request.path_params["item"])
         if path is None:
@@ -276,6 +322,7 @@ def build_app(
         Route("/api/search", search),
         Route("/api/similar/{item}", similar),
         Route("/api/search-image", search_image, methods=["POST"]),
+        Route("/api/dupes", dupes),
         Route("/api/item/{item}", item),
         Route("/api/status", status),
         Route("/thumb/{item}", grid_thumb),

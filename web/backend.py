@@ -22,6 +22,7 @@ from imgd.daemon.config import Config
 from imgd.daemon.errors import CatalogError
 from imgd.daemon.protocol import (
     MAX_K,
+    DupesRequest,
     Filters,
     Options,
     RequestError,
@@ -104,6 +105,28 @@ class Hit:
     height: int | None = None
 
 
+@dataclass(frozen=True)
+class DupeFile:
+    """One member of a duplicate group as the browser gets it: its id, never its path to ask for."""
+
+    id: str
+    path: str
+    score: float  # cosine to the group's keeper (1.0 for the keeper and its exact copies)
+    size: int
+    width: int
+    height: int
+    same_content: bool
+
+
+@dataclass(frozen=True)
+class DupeSet:
+    """A group of images that are the same picture, the suggested keeper first."""
+
+    kind: str  # "exact", "near" or "burst"
+    reclaimable: int
+    members: tuple[DupeFile, ...]
+
+
 class Backend:
     """Search and status through the facade; catalog ids resolved against the catalog's live paths."""
 
@@ -144,6 +167,31 @@ class Backend:
 
     def similar(self, path: str, options: Options) -> list[Hit]:
         return self._hits(self._call(SimilarRequest(path=path, options=options)))
+
+    def dupes(self, threshold: float | None, filters: Filters) -> tuple[float, list[DupeSet]]:
+        """The groups `imgd dupes` lists for the same threshold and filters, members named by id."""
+        reply = self._call(DupesRequest(threshold=threshold, filters=filters))
+        sets = []
+        for group in reply["groups"]:
+            members = []
+            for m in group["members"]:
+                record = self.catalog.get_file(m["path"])
+                if record is None or record.status != "ok" or record.content_id is None:
+                    continue  # removed since the answer was made
+                members.append(
+                    DupeFile(
+                        f"{record.content_id}-{path_tag(m['path'])}",
+                        m["path"],
+                        float(m["score"]),
+                        int(m["size"]),
+                        int(m["width"]),
+                        int(m["height"]),
+                        bool(m["same_content"]),
+                    )
+                )
+            if len(members) > 1 and members[0].path == group["keeper"]:
+                sets.append(DupeSet(group["kind"], int(group["reclaimable"]), tuple(members)))
+        return float(reply["threshold"]), sets
 
     def status(self) -> dict[str, Any]:
         info = dict(self._call(StatusRequest())["status"])

@@ -7,12 +7,13 @@ const $ = (id) => document.getElementById(id);
 const grid = $("grid"), message = $("message"), viewer = $("viewer");
 
 const state = {
-  kind: null,      // "text" | "similar" | "image"
+  kind: null,      // "text" | "similar" | "image" | "dupes"
   query: null,     // the text, or the id "more like this" started from
   hits: [],        // every result shown so far (image searches hold all of theirs here)
   pending: [],     // image-search results not drawn yet
   more: false,
   loading: false,
+  groups: 0,       // duplicate groups shown so far (their members are in hits, keeper first)
   current: -1,     // the result open in the viewer
   generation: 0,   // bumps on each new search, so a slow old page never lands in a new grid
 };
@@ -32,8 +33,10 @@ async function getJSON(url, options) {
 
 function reset(kind, query, label) {
   state.generation += 1;
-  Object.assign(state, { kind, query, hits: [], pending: [], more: true, loading: false, current: -1 });
+  Object.assign(state, { kind, query, hits: [], pending: [], more: true, loading: false, groups: 0, current: -1 });
   grid.replaceChildren();
+  grid.classList.toggle("dupes", kind === "dupes");
+  document.body.classList.toggle("dupes-mode", kind === "dupes");
   say(label);
   window.scrollTo(0, 0);
 }
@@ -69,6 +72,49 @@ function card(hit, index) {
   return figure;
 }
 
+function dupeCard(member, index, keeper) {
+  // A group member: its score to the keeper, its size and pixels; the keeper is marked. No delete:
+  // imgd never deletes a file, the keeper is only a suggestion.
+  const figure = card(member, index);
+  const score = figure.querySelector(".score");
+  if (keeper) {
+    figure.classList.add("keeper");
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.textContent = "keeper";
+    figure.prepend(badge);
+    score.textContent = "keeper";
+  }
+  else score.textContent = member.same_content ? "copy" : member.score.toFixed(4);  // near copies sit close to 1
+  score.title = member.same_content ? "the same bytes as the keeper" : `similarity to the keeper: ${member.score}`;
+  const facts = document.createElement("span");
+  facts.className = "facts";
+  facts.textContent = `${member.width} × ${member.height} · ${formatBytes(member.bytes)}`;
+  figure.append(facts);
+  return figure;
+}
+
+function drawGroups(groups) {
+  for (const group of groups) {
+    state.groups += 1;
+    const section = document.createElement("section");
+    section.className = "group";
+    section.dataset.kind = group.kind;
+    const title = document.createElement("h3");
+    const kinds = { exact: "exact copies", near: "near-duplicates", burst: "burst" };
+    title.textContent = `${kinds[group.kind] || group.kind}: ${group.members.length} images, ` +
+      `${formatBytes(group.reclaimable)} besides the keeper`;
+    const row = document.createElement("div");
+    row.className = "row";
+    group.members.forEach((member, i) => {
+      row.append(dupeCard(member, state.hits.length, i === 0));
+      state.hits.push(member);
+    });
+    section.append(title, row);
+    grid.append(section);
+  }
+}
+
 function draw(hits) {
   const start = state.hits.length;
   state.hits.push(...hits);
@@ -93,6 +139,7 @@ async function nextPage() {
   }
   state.loading = true;
   const generation = state.generation;
+  if (state.kind === "dupes") { await nextGroups(generation); return; }
   const offset = state.hits.length;
   const params = filterParams();
   params.set("offset", offset);
@@ -113,6 +160,33 @@ async function nextPage() {
     if (generation === state.generation) state.loading = false;
   }
   fillScreen();
+}
+
+async function nextGroups(generation) {
+  const params = filterParams();
+  params.set("offset", state.groups);
+  params.set("limit", 10);
+  try {
+    const page = await getJSON(`/api/dupes?${params}`);
+    if (generation !== state.generation) return;
+    drawGroups(page.groups);
+    state.more = page.more && page.groups.length > 0;
+    say(page.total
+      ? `${page.total.toLocaleString()} groups of the same picture (similarity ≥ ${page.threshold}), the suggested keeper first. imgd never deletes a file.`
+      : `No duplicates at similarity ≥ ${page.threshold}.`);
+  } catch (error) {
+    if (generation === state.generation) { say(error.message, true); state.more = false; }
+  } finally {
+    if (generation === state.generation) state.loading = false;
+  }
+  fillScreen();
+}
+
+function dupes() {
+  closeViewer();
+  history.replaceState(null, "", "#dupes");
+  reset("dupes", null, "Looking for duplicates…");
+  nextPage();
 }
 
 const AHEAD = 600;  // px below the window where more results start loading
@@ -190,7 +264,7 @@ async function openViewer(index) {
       ["Pixels", info.width ? `${info.width} × ${info.height}` : "—"],
       ["Size", formatBytes(info.bytes)],
       ["Modified", new Date(info.modified * 1000).toLocaleString()],
-      ["Score", hit.score.toFixed(4)],
+      [state.kind === "dupes" ? "Score to keeper" : "Score", hit.score.toFixed(4)],
     ];
     for (const [label, value] of rows) {
       const dt = document.createElement("dt");
@@ -276,7 +350,9 @@ function rerun() {
   // A filter changed: the same search again (a dropped picture has to be dropped again).
   if (state.kind === "text") search(state.query);
   else if (state.kind === "similar") similar(state.query);
+  else if (state.kind === "dupes") dupes();
 }
+$("dupes").addEventListener("click", dupes);
 $("file").addEventListener("change", (event) => { searchByPicture(event.target.files[0]); event.target.value = ""; });
 $("v-close").addEventListener("click", closeViewer);
 $("v-prev").addEventListener("click", () => step(-1));
@@ -331,5 +407,6 @@ function fromHash() {
   const params = new URLSearchParams(location.hash.slice(1));
   if (params.get("q")) { $("q").value = params.get("q"); search(params.get("q")); }
   else if (params.get("similar")) similar(params.get("similar"));
+  else if (params.has("dupes")) dupes();
 }
 fromHash();
