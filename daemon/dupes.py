@@ -16,7 +16,6 @@ keeper, takes its neighbours, and the rest are grouped again the same way.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
 import logging
 import os
@@ -478,26 +477,20 @@ class DupeTracker:
         if len(ids) == 0:
             return
         found = self.index.range_search(vectors.astype(np.float32), self.floor - MARGIN, limit=NEIGHBOUR_LIMIT + 1)
-        firsts: list[int] = []
-        seconds: list[int] = []
-        for position, hits in enumerate(found):
-            for other, _ in hits:
-                if other != ids[position]:
-                    firsts.append(position)
-                    seconds.append(other)
-        stored: dict[int, np.ndarray] = {}
-        for other in dict.fromkeys(seconds):
-            # Stored vectors are the catalog's float16 values, so the exact score matches the direct path's.
-            with contextlib.suppress(RuntimeError):  # removed since the range search (a queued change)
-                stored[other] = self.index.reconstruct(other)
-        kept = [(f, o) for f, o in zip(firsts, seconds, strict=True) if o in stored]
+        firsts = np.fromiter(
+            (position for position, hits in enumerate(found) for other, _ in hits if other != ids[position]), np.int64
+        )
+        seconds = np.fromiter(
+            (other for position, hits in enumerate(found) for other, _ in hits if other != ids[position]), np.int64
+        )
         pairs: list[Pair] = []
-        if kept:
-            rows = np.asarray([f for f, _ in kept])
-            others = np.vstack([stored[o] for _, o in kept])
-            pairs = _scored(
-                ids[rows], np.asarray([o for _, o in kept], dtype=np.int64), vectors[rows], others, self.floor
-            )
+        if len(seconds):
+            # Stored vectors are the catalog's float16 values, so the exact score matches the direct path's;
+            # one batch lookup (ids removed since the range search, a queued change, drop out).
+            present, stored = self.index.reconstruct_many(np.unique(seconds))
+            rows = np.isin(seconds, present)
+            others = stored[np.searchsorted(present, seconds[rows])]
+            pairs = _scored(ids[firsts[rows]], seconds[rows], vectors[firsts[rows]], others, self.floor)
         with self._lock:
             for a, b, score in pairs:
                 self._link(a, b, score)

@@ -230,9 +230,25 @@ class VectorIndex:
         found = []
         for number in range(len(queries)):
             part = slice(int(lims[number]), int(lims[number + 1]))
-            pairs = sorted(zip(ids[part].tolist(), scores[part].tolist(), strict=True), key=lambda p: -p[1])
-            found.append(pairs[:limit])
+            # numpy, not Python's sort of (id, score) tuples: a crowded neighbourhood holds thousands.
+            best = np.argsort(-scores[part], kind="stable")[:limit]
+            found.append(list(zip(ids[part][best].tolist(), scores[part][best].tolist(), strict=True)))
         return found
+
+    def reconstruct_many(self, content_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of those ids the index holds, in one call: (ids found, vectors)."""
+        content_ids = np.ascontiguousarray(content_ids, dtype=np.int64)
+        with self._lock:
+            try:
+                return content_ids, self._index.reconstruct_batch(content_ids)
+            except RuntimeError:  # some were removed meanwhile: look them up one by one
+                found = []
+                for content_id in content_ids.tolist():
+                    with contextlib.suppress(RuntimeError):
+                        found.append((content_id, self._index.reconstruct(content_id)))
+        if not found:
+            return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
+        return np.asarray([i for i, _ in found], dtype=np.int64), np.vstack([v for _, v in found])
 
     def ids(self) -> np.ndarray:
         with self._lock:

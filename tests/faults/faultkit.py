@@ -669,25 +669,25 @@ def burst_with_searches(tmp: Path, model: Path, count: int) -> dict[str, Any]:
         threading.Thread(target=cli_searches, args=(daemon, stop, cli_errors, cli_counts)),
     ]
     try:
-        daemon.start()
-        daemon.wait_fresh(root / "seed.png")
-        for thread in threads:
-            thread.start()
-        started = time.monotonic()
-        for i, blob in enumerate(blobs):
-            folder = root / "burst" / f"d{i // 500:02d}"
-            if i % 500 == 0:
-                folder.mkdir(parents=True)
-            (folder / f"b{i:05d}.png").write_bytes(blob)
-        written = time.monotonic() - started
-        wait_until(lambda: daemon.ok_count() == count + 1, timeout=900, interval=1, what=f"{count} files indexed")
-        indexed = time.monotonic() - started
-    finally:
-        stop.set()
-        for thread in threads:
-            if thread.is_alive():
-                thread.join(120)
-    try:
+        try:
+            daemon.start()
+            daemon.wait_fresh(root / "seed.png")
+            for thread in threads:
+                thread.start()
+            started = time.monotonic()
+            for i, blob in enumerate(blobs):
+                folder = root / "burst" / f"d{i // 500:02d}"
+                if i % 500 == 0:
+                    folder.mkdir(parents=True)
+                (folder / f"b{i:05d}.png").write_bytes(blob)
+            written = time.monotonic() - started
+            wait_until(lambda: daemon.ok_count() == count + 1, timeout=900, interval=1, what=f"{count} files indexed")
+            indexed = time.monotonic() - started
+        finally:
+            stop.set()
+            for thread in threads:
+                if thread.is_alive():
+                    thread.join(120)
         assert not errors, errors[:5]
         assert not cli_errors, cli_errors[:5]
         assert counts[0] > 0 and cli_counts[0] > 0
