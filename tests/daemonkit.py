@@ -48,6 +48,10 @@ class DaemonProcess:
             "IMGD_SETTLE_SECONDS": "0.5",
             "IMGD_PERSIST_INTERVAL": "2",
             "IMGD_BATCH_SIZE": "16",
+            # The random test model scores unrelated pictures 0.986-0.997: at the default 0.975 every image
+            # would be a near-duplicate of every other (no real library is), and the daemon's duplicate
+            # upkeep would link each new file to a thousand others. 0.9993 is where it tells copies apart.
+            "IMGD_DUPES_THRESHOLD": "0.9993",
             "XDG_RUNTIME_DIR": str(self.runtime),
             "XDG_CONFIG_HOME": str(tmp / "config"),
             "HF_HUB_OFFLINE": "1",
