@@ -50,8 +50,8 @@ _EXIF_DATE = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2
 _EXIF_OFFSET = re.compile(r"[+-](\d{2}):(\d{2})")
 
 
-def read_bytes(path: str) -> bytes:
-    """Read a regular file without ever blocking on a FIFO or device that took its name."""
+def _open_regular(path: str) -> tuple[int, os.stat_result]:
+    """Open a regular file without ever blocking on a FIFO or device that took its name; the caller closes it."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
@@ -62,8 +62,19 @@ def read_bytes(path: str) -> bytes:
         raise ImageReadError(path, f"cannot open ({exc.strerror})") from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageReadError(path, "not a regular file")
+    except OSError as exc:
+        os.close(fd)
+        raise ImageReadError(path, f"read error ({exc.strerror})") from None
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise ImageReadError(path, "not a regular file")
+    return fd, info
+
+
+def read_bytes(path: str) -> bytes:
+    """Read a regular file without ever blocking on a FIFO or device that took its name."""
+    fd, info = _open_regular(path)
+    try:
         if info.st_size > MAX_FILE_BYTES:
             raise ImageReadError(path, "file larger than 1 GiB")
         chunks = []
@@ -237,16 +248,8 @@ def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
     `expected` is the (size, mtime_ns) the catalog knows; a file that changed since is refused, since
     its header may describe other bytes than the content it is filed under.
     """
+    fd, info = _open_regular(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        raise ImageReadError(path, "file vanished before it could be read") from None
-    except OSError as exc:
-        raise ImageReadError(path, f"cannot open ({exc.strerror})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ImageReadError(path, "not a regular file")
         if expected is not None and (info.st_size, info.st_mtime_ns) != expected:
             raise ImageReadError(path, "changed since it was indexed")
         handle = os.fdopen(fd, "rb")
