@@ -96,7 +96,7 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
     (tok_dir / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{m}\n" for m in merges))
     tokenizer = CLIPTokenizer(str(tok_dir / "vocab.json"), str(tok_dir / "merges.txt"))
     text_ids = {"vocab_size": len(vocab), "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1}
-    if size == "tiny":
+    if size in ("tiny", "tiny-48"):  # tiny-48: another model of other width, for model changes
         config = CLIPConfig(
             text_config={
                 **text_ids,
@@ -114,7 +114,7 @@ def build_clip(out: Path, size: str = "tiny", seed: int = 0) -> Path:
                 "image_size": 32,
                 "patch_size": 4,
             },
-            projection_dim=32,
+            projection_dim=48 if size == "tiny-48" else 32,
         )
         image_side = 32
     elif size == "vit-b-32":
@@ -170,13 +170,14 @@ if __name__ == "__main__":
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("out", type=Path)
-    parser.add_argument("--size", choices=["tiny", "vit-b-32"], default="tiny")
+    parser.add_argument("--size", choices=["tiny", "tiny-48", "vit-b-32"], default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     out = args.out.expanduser().resolve()
     kept = (out / "config.json").exists()
-    build_clip(out, args.size)
+    build_clip(out, args.size, args.seed)
     if kept:
         print(f"a model is already in {out}; kept it")
     else:
-        what = "tiny" if args.size == "tiny" else "ViT-B/32-sized"
+        what = "ViT-B/32-sized" if args.size == "vit-b-32" else "tiny"
         print(f"built a random-weight {what} CLIP model in {out} (for trying imgd offline; no meaningful results)")

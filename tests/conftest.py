@@ -32,6 +32,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_clip(tmp_path_factory.mktemp("model") / "tiny-clip")
 
 
+@pytest.fixture(scope="session")
+def wide_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another random tiny CLIP, 48 dims instead of 32: the model a library changes to."""
+    cached = os.environ.get("IMGD_TEST_MODEL_DIR")
+    if cached:
+        return build_clip(Path(f"{cached}-48"), size="tiny-48", seed=1)
+    return build_clip(tmp_path_factory.mktemp("model") / "tiny-48", size="tiny-48", seed=1)
+
+
 SHAPES_MODEL = Path(__file__).parent / "models" / "shapes-clip"
 
 
