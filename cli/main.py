@@ -292,6 +292,8 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         note(ctx, f"the catalog already holds the vectors of model '{embedder.name}'; nothing to re-embed.")
     try:
         with render.progress_bar(not _quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):
+            if library.engine.change is not None:
+                change_model(ctx, library, on_total, progress)
             roots = [str(f.resolve()) for f in folders]
             summary = library.engine.reconcile(roots, progress=progress, on_total=on_total)
             backlog = library.catalog.media_backlog_count()
@@ -304,6 +306,25 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         library.close()
     if not _quiet(ctx):
         click.echo(render.summary_line(summary, time.monotonic() - started), err=True)
+
+
+def change_model(
+    ctx: click.Context, library: Any, on_total: Callable[[int], None] | None, progress: Callable[[int], None] | None
+) -> None:
+    """Re-embed every image with the new model beside the old vectors, then switch: an interrupted run
+    leaves search on the old model and the next one goes on from there."""
+    done, total = library.catalog.model_change_progress()
+    if on_total is not None:
+        on_total(total - done)
+    while count := library.engine.reembed_step():
+        if progress is not None:
+            progress(count)
+    dropped = library.engine.finish_change()
+    note(
+        ctx,
+        f"switched to model {display_path(library.engine.embedder.name)}: {total - len(dropped)} images re-embedded"
+        + (f", {len(dropped)} unreadable now (indexed again below if they can be)" if dropped else ""),
+    )
 
 
 # -- search and similar ---------------------------------------------------------------------

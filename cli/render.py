@@ -163,6 +163,20 @@ def dupes_summary(groups: list[Mapping[str, Any]], threshold: float) -> str:
     )
 
 
+def change_line(change: Mapping[str, Any], current: str | None) -> str:
+    """`imgd status` on a model change under way."""
+    done, total = change.get("done", 0), change.get("total", 0)
+    share = f" ({100 * done / total:.0f}%)" if total else ""
+    line = f"model change: to {display_path(str(change.get('to')))}, {done} of {total} images re-embedded{share}"
+    if change.get("rate"):
+        line += f", {change['rate']:.1f} images/s"
+    if change.get("eta_s"):
+        line += f", about {change['eta_s']:.0f}s left"
+    if change.get("failed"):
+        line += f", {change['failed']} unreadable"
+    return line + f"; searches use {display_path(str(current))} until it is done"
+
+
 def status_lines(status: Mapping[str, Any]) -> list[str]:
     lines = []
     daemon = status.get("daemon") or {}
@@ -196,6 +210,9 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         lines.append(f"model: {model.get('name')} ({model.get('dim')} dims{', ' + detail if detail else ''})")
         if model.get("text"):
             lines.append(f"text model: {model['text']}")
+        change = model.get("change")
+        if change:
+            lines.append(change_line(change, model.get("name")))
     search = status.get("search")
     if search:
         line = f"search: {search['kind']} over {search['vectors']} vectors"

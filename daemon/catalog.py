@@ -17,6 +17,7 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -49,6 +50,15 @@ def _prefix_range(folder: str) -> tuple[bytes, bytes]:
 
 _TYPE_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff", "heif": "heic"}  # what people type -> stored format
 _ORIENTATION_SQL = {"landscape": "m.width > m.height", "portrait": "m.width < m.height", "square": "m.width = m.height"}
+
+
+def same_model(a: tuple[str, int, str | None], b: tuple[str, int, str | None]) -> bool:
+    """(name, dim, fingerprint) pairs naming the same vectors: by fingerprint where both have one, else by name."""
+    if a[1] != b[1]:
+        return False
+    if a[2] and b[2]:
+        return a[2] == b[2]
+    return a[0] == b[0]
 
 
 def _fold(text: str | None) -> str | None:
@@ -223,45 +233,39 @@ class Catalog:
         name, dim = self.get_meta("model"), self.get_meta("dim")
         return (name, int(dim)) if name and dim else None
 
+    def model_matches(self, name: str, dim: int, fingerprint: str | None) -> bool:
+        """Are the catalog's vectors this model's? By the weights' fingerprint where both sides have
+        one, so the same weights under another name or backend match; else (a catalog from before
+        fingerprints) by name."""
+        info = self.model_info()
+        recorded = (info[0], info[1], self.get_meta("fingerprint")) if info else None
+        return recorded is not None and same_model(recorded, (name, dim, fingerprint))
+
     def ensure_model(self, name: str, dim: int, reembed: bool = False, fingerprint: str | None = None) -> bool:
         """Bind the catalog to one model's vectors; vectors of two models never share an index.
 
-        The model is known by the fingerprint of its weights where one was recorded, so the same weights
-        under another name or another backend are served as they are. Returns whether the vectors
-        had to be dropped for re-embedding (False when the catalog already holds this model's).
+        Returns whether the vectors had to be dropped for re-embedding (False when the catalog already
+        holds this model's). Dropping is for a catalog whose model is gone; the daemon and `imgd index
+        --reembed` change models beside the old vectors instead (begin_model_change).
         """
         info = self.model_info()
         recorded = self.get_meta("fingerprint")
-        if info is not None and info[1] == dim:
-            if fingerprint and recorded:
-                same = fingerprint == recorded
-            else:
-                same = info[0] == name  # a catalog from before fingerprints: its name is all we know
-            if same:
-                if (fingerprint and fingerprint != recorded) or info[0] != name:
-                    with self.transaction():
-                        if fingerprint:
-                            self.set_meta("fingerprint", fingerprint)
-                        self.set_meta("model", name)
-                return False
+        if self.model_matches(name, dim, fingerprint):
+            if (fingerprint and fingerprint != recorded) or info[0] != name:  # type: ignore[index]
+                with self.transaction():
+                    if fingerprint:
+                        self.set_meta("fingerprint", fingerprint)
+                    self.set_meta("model", name)
+            return False
         if info is not None and not reembed and self.count_contents():
-            if info[0] == name and info[1] == dim:
-                raise ModelMismatch(
-                    f"model '{name}' now holds other weights than the catalog's vectors were made with "
-                    f"(fingerprint {fingerprint}, not {recorded}); run `imgd index --reembed DIR...` to "
-                    "re-embed everything, or put the old model files back."
-                )
-            raise ModelMismatch(
-                f"the catalog was built with model '{info[0]}' ({info[1]} dims), not '{name}' ({dim} dims); "
-                "run `imgd index --reembed DIR...` to re-embed everything with the new model, "
-                f"or pass --model {info[0]}."
-            )
+            raise ModelMismatch(self.mismatch_message(name, dim, fingerprint))
         with self.transaction():
             if info is not None:
                 # Forget vectors but keep paths: every file is re-embedded by the next reconcile.
                 self.conn.execute("UPDATE files SET content_id = NULL, size = -1, mtime_ns = -1")
                 self.conn.execute("DELETE FROM contents")
                 self.conn.execute("DELETE FROM media")
+                self._clear_model_change()
                 self._bump_generation()
             self.set_meta("model", name)
             self.set_meta("dim", str(dim))
@@ -270,6 +274,161 @@ class Catalog:
             else:
                 self.conn.execute("DELETE FROM meta WHERE key = 'fingerprint'")
         return info is not None
+
+    def mismatch_message(self, name: str, dim: int, fingerprint: str | None) -> str:
+        """One sentence on why this model cannot serve the catalog's vectors, and what to do."""
+        info = self.model_info() or ("?", 0)
+        if info[0] == name and info[1] == dim:
+            return (
+                f"model '{name}' now holds other weights than the catalog's vectors were made with "
+                f"(fingerprint {fingerprint}, not {self.get_meta('fingerprint')}); run `imgd index --reembed DIR...` "
+                "to re-embed everything, or put the old model files back."
+            )
+        return (
+            f"the catalog was built with model '{info[0]}' ({info[1]} dims), not '{name}' ({dim} dims); "
+            "run `imgd index --reembed DIR...` (or start `imgd run` with the new model) to re-embed everything "
+            f"with it while searches go on with the old one, or pass --model {info[0]}."
+        )
+
+    # -- a model change: the new model's vectors beside the old ones (schema 3) ---------------
+
+    def model_change(self) -> tuple[str, int, str | None] | None:
+        """(name, dim, fingerprint) of the model whose vectors are being written beside the live ones."""
+        if self.schema_version < 3:
+            return None
+        name, dim = self.get_meta("next_model"), self.get_meta("next_dim")
+        return (name, int(dim), self.get_meta("next_fingerprint")) if name and dim else None
+
+    def begin_model_change(self, name: str, dim: int, fingerprint: str | None) -> int:
+        """Start (or go on with) writing this model's vectors beside the live ones; returns how many it has.
+
+        A change to another model than the one under way starts over: its vectors are of no use.
+        """
+        pending = self.model_change()
+        if pending is not None and same_model(pending, (name, dim, fingerprint)):
+            if name != pending[0]:
+                with self.transaction():
+                    self.set_meta("next_model", name)
+            return self.conn.execute("SELECT count(*) FROM next_vectors").fetchone()[0]
+        with self.transaction():
+            self._clear_model_change()
+            self.set_meta("next_model", name)
+            self.set_meta("next_dim", str(dim))
+            if fingerprint:
+                self.set_meta("next_fingerprint", fingerprint)
+            self.set_meta("next_since", str(time.time()))
+        return 0
+
+    def cancel_model_change(self) -> int:
+        """Drop a change under way (the old model was asked for again); returns the vectors dropped."""
+        with self.transaction():
+            dropped = self._clear_model_change()
+        return dropped
+
+    def _clear_model_change(self) -> int:
+        if self.schema_version < 3:
+            return 0
+        dropped = self.conn.execute("DELETE FROM next_vectors").rowcount
+        self.conn.execute("DELETE FROM meta WHERE key IN ('next_model', 'next_dim', 'next_fingerprint', 'next_since')")
+        return dropped
+
+    def model_change_progress(self) -> tuple[int, int]:
+        """(contents with the new model's vector, all contents)."""
+        done = self.conn.execute("SELECT count(*) FROM next_vectors").fetchone()[0]
+        return done, self.count_contents()
+
+    def reembed_order(self) -> np.ndarray:
+        """Contents without the new model's vector, newest first (EXIF time, else their newest file's mtime):
+        the photos people look for first are searchable with the new model first (after the switch)."""
+        rows = self.conn.execute(
+            "SELECT m.content_id FROM media m "
+            "WHERE NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.content_id = m.content_id) "
+            "ORDER BY coalesce(CAST(strftime('%s', m.taken) AS INTEGER), "
+            "(SELECT max(f.mtime_ns) FROM files f WHERE f.content_id = m.content_id) / 1000000000) DESC, "
+            "m.content_id DESC"
+        )
+        return np.fromiter((r[0] for r in rows), dtype=np.int64)
+
+    def sources(self, content_ids: Iterable[int]) -> list[tuple[int, str, list[FileStat]]]:
+        """(id, digest, live files) of each content still in the catalog, in the order given."""
+        ids = list(dict.fromkeys(int(i) for i in content_ids))
+        digests = dict(self._rows_for_ids("SELECT id, hash FROM contents WHERE id IN ({})", ids))
+        found: dict[int, list[FileStat]] = {i: [] for i in digests}
+        for cid, path, size, mtime_ns in self._rows_for_ids(
+            "SELECT content_id, path, size, mtime_ns FROM files WHERE content_id IN ({}) AND +status = 'ok' "
+            "ORDER BY path",
+            list(digests),
+        ):
+            found[cid].append(FileStat(os.fsdecode(path), size, mtime_ns))
+        return [(i, digests[i], found[i]) for i in ids if i in digests]
+
+    def add_next_vectors(self, content_ids: Iterable[int], vectors: np.ndarray) -> int:
+        """Store the new model's vectors of contents that still exist; returns how many were stored."""
+        stored = 0
+        for content_id, vector in zip(content_ids, vectors, strict=True):
+            blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
+            stored += self.conn.execute(
+                "INSERT OR REPLACE INTO next_vectors(content_id, vector) SELECT id, ? FROM contents WHERE id = ?",
+                (blob, int(content_id)),
+            ).rowcount
+        return stored
+
+    def iter_next_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All of the new model's (ids, float32 vectors) in id order, for building its index before the switch."""
+        change = self.model_change()
+        dim = change[1] if change else 0
+        last = -1
+        while True:
+            rows = self.conn.execute(
+                "SELECT content_id, vector FROM next_vectors WHERE content_id > ? ORDER BY content_id LIMIT ?",
+                (last, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            yield ids, self._decode_vectors([r[1] for r in rows], dim)
+            last = int(ids[-1])
+
+    def finish_model_change(self) -> list[int]:
+        """Make the new model's vectors the live ones, in one transaction; returns the contents dropped.
+
+        A content without a new vector (none of its files could be read again) is dropped and its
+        files are kept with an unknown size, so the next reconcile embeds them anew if they are back.
+        The catalog gets a new identity: an index file saved before the switch holds the old vectors
+        under the same ids, and must be rebuilt, never patched.
+        """
+        change = self.model_change()
+        if change is None:
+            raise CatalogError(f"{self.path}: no model change is under way.")
+        name, dim, fingerprint = change
+        with self.transaction():
+            dropped = [
+                r[0]
+                for r in self.conn.execute(
+                    "SELECT id FROM contents WHERE NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.content_id = id)"
+                )
+            ]
+            for start in range(0, len(dropped), 500):
+                chunk = dropped[start : start + 500]
+                self.conn.execute(
+                    f"UPDATE files SET content_id = NULL, size = -1, mtime_ns = -1 "
+                    f"WHERE content_id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            self.delete_contents(dropped)
+            self.conn.execute(
+                "UPDATE contents SET vector = n.vector FROM next_vectors n WHERE n.content_id = contents.id"
+            )
+            self._clear_model_change()
+            self.set_meta("model", name)
+            self.set_meta("dim", str(dim))
+            if fingerprint:
+                self.set_meta("fingerprint", fingerprint)
+            else:
+                self.conn.execute("DELETE FROM meta WHERE key = 'fingerprint'")
+            self.set_meta("catalog_id", uuid.uuid4().hex)
+            self._bump_generation()
+        return dropped
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -355,9 +514,9 @@ class Catalog:
             chunk = ids[start : start + 500]
             yield from self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
 
-    def _decode_vectors(self, blobs: list[bytes]) -> np.ndarray:
+    def _decode_vectors(self, blobs: list[bytes], dim: int | None = None) -> np.ndarray:
         """Stored float16 vector blobs as one float32 array."""
-        dim = int(self.get_meta("dim") or 0)
+        dim = dim or int(self.get_meta("dim") or 0)
         return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
 
     def iter_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -578,9 +737,16 @@ class Catalog:
     # -- writes (callers group them in transaction()) -----------------------------------------
 
     def add_content(
-        self, digest: str, vector: np.ndarray, width: int, height: int, meta: ImageMeta | None = None
+        self,
+        digest: str,
+        vector: np.ndarray,
+        width: int,
+        height: int,
+        meta: ImageMeta | None = None,
+        next_vector: np.ndarray | None = None,
     ) -> int:
-        """A new content and its metadata row (without `meta`, the row waits for backfill_media to read it)."""
+        """A new content and its metadata row (without `meta`, the row waits for backfill_media to read it);
+        during a model change, `next_vector` is the new model's."""
         blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
         cursor = self.conn.execute(
             "INSERT INTO contents(hash, width, height, vector) VALUES (?, ?, ?, ?)",
@@ -590,6 +756,8 @@ class Catalog:
         self.conn.execute("INSERT INTO media(content_id, width, height) VALUES (?, ?, ?)", (content_id, width, height))
         if meta is not None:
             self.set_media(content_id, meta)
+        if next_vector is not None:
+            self.add_next_vectors([content_id], np.asarray(next_vector)[None, :])
         self._bump_generation()
         return content_id
 
@@ -693,6 +861,7 @@ class Catalog:
             marks = ",".join("?" * len(chunk))
             self.conn.execute(f"DELETE FROM contents WHERE id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM media WHERE content_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM next_vectors WHERE content_id IN ({marks})", chunk)
         if ids:
             self._bump_generation()
 

@@ -240,6 +240,13 @@ KEYS: tuple[Key, ...] = (
         300.0,
         "the daemon frees its ONNX image model after this many seconds without new images; 0 = never",
     ),
+    Key(
+        "reembed_pause",
+        "model.reembed_pause",
+        "seconds",
+        0.0,
+        "during a model change, the daemon rests this long between batches, leaving the CPU to other work",
+    ),
     Key("batch_size", "model.batch_size", "count", 32, "images per forward pass"),
     Key("decode_threads", "model.decode_threads", "whole", 0, "image decoding threads; 0 = one per core"),
     Key("max_image_pixels", "index.max_image_pixels", "count", 200_000_000, "larger images are refused as bombs"),
@@ -332,6 +339,7 @@ class _Paths:
         backend: str
         text_model: str | None
         idle_unload: float
+        reembed_pause: float
         batch_size: int
         decode_threads: int
         max_image_pixels: int

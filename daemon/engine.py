@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -25,6 +26,7 @@ from .config import Config
 from .embedder import Embedder
 from .errors import ImageReadError, display_path
 from .index import VectorIndex
+from .modelchange import ModelChange
 from .models import FileRecord, FileStat, ImageMeta, IndexSummary
 from .scanner import PathFilter, is_under, scan, stat_file
 from .verbosity import DETAIL
@@ -64,6 +66,7 @@ class _Loaded:
     height: int = 0
     error: str | None = None
     meta: ImageMeta | None = None
+    next_image: object | None = None  # prepared for the new model, during a model change
 
 
 @dataclass
@@ -103,6 +106,7 @@ class Engine:
         self._readers = threading.local()
         self._media_after = 0  # backfill_media's place in the catalog: contents up to here were tried
         self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
+        self.change: ModelChange | None = None  # a model change under way: new files are embedded by both
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -130,6 +134,8 @@ class Engine:
             image, result.meta = imaging.decode_with_meta(stat.path, data, self.config.max_image_pixels)
             result.width, result.height = result.meta.width, result.meta.height
             result.image = self.embedder.prepare(image)
+            if self.change is not None:
+                result.next_image = self.change.embedder.prepare(image)
         except ImageReadError as exc:
             result.error = exc.reason
         except Exception as exc:  # noqa: BLE001 - one strange file must never stop a run
@@ -145,6 +151,9 @@ class Engine:
         progress: ProgressFn | None = None,
     ) -> IndexSummary:
         """Read, hash, decode (in threads) and embed (in batches) new or changed files."""
+        if self.change is not None and self.change.embedder is self.embedder:
+            # `imgd index` changes models before it reconciles: the live vectors are still the old model's.
+            raise RuntimeError("files cannot be indexed during a model change without the old model")
         summary = IndexSummary()
         gone_contents = gone_contents if gone_contents is not None else {}
         batch: list[_Loaded] = []
@@ -183,6 +192,8 @@ class Engine:
             log.debug(
                 "embedded a batch of %d images in %.2fs (%.1f/s)", len(batch), seconds, len(batch) / max(seconds, 1e-9)
             )
+        change = self.change
+        next_vectors = change.embedder.encode_images([item.next_image for item in batch]) if change and batch else None
         new_ids: list[int] = []
         new_vectors: list[np.ndarray] = []
         retry: list[_Loaded] = []
@@ -191,7 +202,12 @@ class Engine:
                 content_id = self.catalog.content_id(item.digest)
                 if content_id is None:
                     content_id = self.catalog.add_content(
-                        item.digest, vectors[position], item.width, item.height, item.meta
+                        item.digest,
+                        vectors[position],
+                        item.width,
+                        item.height,
+                        item.meta,
+                        next_vector=next_vectors[position] if next_vectors is not None else None,
                     )
                     new_ids.append(content_id)
                     new_vectors.append(vectors[position])
@@ -474,6 +490,50 @@ class Engine:
             except ImageReadError as exc:
                 log.debug("cannot read metadata of %s: %s", display_path(stat.path), exc.reason)
         return content_id, None
+
+    # -- a model change ---------------------------------------------------------------------
+
+    def begin_change(self, embedder: Embedder) -> ModelChange:
+        """Start (or go on with) re-embedding everything with `embedder` beside the live vectors."""
+        self.change = ModelChange(self.catalog, embedder, self._pool, self.config.max_image_pixels)
+        return self.change
+
+    def reembed_step(self) -> int:
+        """One batch of the change (newest images first); 0 once every image has been tried."""
+        if self.change is None:
+            return 0
+        if self.should_stop():
+            raise Stopped
+        return self.change.step(self.config.batch_size)
+
+    def finish_change(
+        self, exclusive: Callable[[Embedder], AbstractContextManager[object]] = lambda _: nullcontext()
+    ) -> list[int]:
+        """Make the new model's vectors live: index built first, then catalog, index and model in one step.
+
+        `exclusive(new_model)` holds searches off for that step (the daemon's searcher), so no search
+        mixes a query of one model with vectors of the other. Returns the contents dropped because none
+        of their files could be read again; their files are embedded by the next reconcile.
+        """
+        change = self.change
+        if change is None:
+            return []
+        started = time.monotonic()
+        fresh = VectorIndex.build(self.catalog, change.embedder.dim, change.catalog.iter_next_vectors())
+        with exclusive(change.embedder):
+            dropped = self.catalog.finish_model_change()
+            self.index.adopt(fresh, self.catalog)
+            self.embedder = change.embedder
+            self.change = None
+        gone = set(dropped)
+        self._released = {cid: entry for cid, entry in self._released.items() if cid not in gone}
+        log.info(
+            "switched to model %s in %.1fs: %s",
+            display_path(change.name),
+            time.monotonic() - started,
+            change.summary(dropped),
+        )
+        return dropped
 
     def save_index(self) -> bool:
         """Persist the index if it changed; the catalog is already durable."""

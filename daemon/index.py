@@ -25,6 +25,7 @@ import os
 import struct
 import threading
 import time
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -347,6 +348,30 @@ class VectorIndex:
             time.monotonic() - started,
         )
 
+    def adopt(self, other: VectorIndex, catalog: Catalog) -> None:
+        """Serve `other`'s vectors from now on (a model change's new set), in one step under the lock.
+
+        A background build of the old vectors is stopped first: swapped in afterwards, it would bring
+        them back. Listeners are not told: the new set is not a change of contents but another space.
+        """
+        self._cancel.set()
+        builder = self._builder
+        if builder is not None:
+            builder.join()
+        with self._lock:
+            self._index = other._index
+            self.dim = other.dim
+            self.trained_on = other.trained_on
+            self.probe_margin = other.probe_margin
+            self._declined_at = 0
+            self.generation = catalog.generation
+            self.catalog_id = catalog.catalog_id
+            self.dirty = True
+        if not self._closed:
+            self._cancel.clear()
+        if self.background and not self._closed:
+            self.rebuild_if_due()
+
     def close(self) -> None:
         """Stop a background build (it checks between k-means rounds and add chunks) and wait for it."""
         self._closed = True  # a late add (a worker that outlived its stop) must not start another build
@@ -452,10 +477,12 @@ class VectorIndex:
         return len(new), len(gone)
 
     @classmethod
-    def build(cls, catalog: Catalog, dim: int) -> VectorIndex:
-        """Rebuild from the catalog's vectors, the source of truth."""
+    def build(
+        cls, catalog: Catalog, dim: int, source: Iterable[tuple[np.ndarray, np.ndarray]] | None = None
+    ) -> VectorIndex:
+        """Rebuild from the catalog's vectors, the source of truth (or from `source`: a new model's)."""
         index = cls(dim)
-        for ids, vectors in catalog.iter_vectors():
+        for ids, vectors in source if source is not None else catalog.iter_vectors():
             index.add(ids, vectors)
         index.generation = catalog.generation
         index.catalog_id = catalog.catalog_id

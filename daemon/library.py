@@ -13,11 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import Catalog
+from .catalog import Catalog, same_model
 from .config import Config
 from .embedder import Embedder
 from .engine import Engine
-from .errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch
+from .errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch, display_path
 from .index import VectorIndex, discard_partial_saves
 from .query import Searcher
 
@@ -87,7 +87,7 @@ class Library:
     catalog: Catalog
     index: VectorIndex
     engine: Engine
-    reembedding: bool = False  # the model changed: every file is embedded anew by the next reconcile
+    reembedding: bool = False  # a model change is under way (engine.change)
 
     def close(self) -> None:
         self.index.close()
@@ -111,11 +111,18 @@ def open_library(
     clock: Callable[[], float] = time.time,
     should_stop: Callable[[], bool] = lambda: False,
     background: bool = False,
+    previous: Callable[[str], Embedder] | None = None,
 ) -> Library:
     """Take the writer lock, open the catalog bound to this model, load or rebuild the index.
 
     should_stop ends a long reconcile between files (the daemon's shutdown); background builds an IVF
     index in a thread so searches go on (the daemon), instead of before the next save (`imgd index`).
+
+    When `embedder` is not the model of the catalog's vectors, the library starts (or goes on with) a
+    model change (engine.change) if asked to: by `reembed`, by a change to this model already under
+    way, or by `previous`, which loads the catalog's own model so searches and new files go on with it
+    meanwhile (the daemon). Without `previous`, the change must finish before files are indexed.
+    Asking for the catalog's model again gives a change under way up.
     """
     ensure_state_dir(config)
     lock = WriterLock(config.lock_path)
@@ -128,21 +135,73 @@ def open_library(
         if discard_partial_saves(config.index_path):  # a SIGKILL or power cut interrupted a save
             log.info("removed the temporary file of an interrupted index save")
         catalog = Catalog(config.catalog_path)
-        changed = catalog.ensure_model(
-            embedder.name, embedder.dim, reembed=reembed, fingerprint=getattr(embedder, "fingerprint", None)
-        )
-        index = VectorIndex.load_verified(config.index_path, catalog, embedder.dim)
+        fingerprint = getattr(embedder, "fingerprint", None)
+        serves = catalog.model_info() is None or catalog.model_matches(embedder.name, embedder.dim, fingerprint)
+        if serves or not catalog.count_contents():
+            pending = catalog.model_change()
+            if pending is not None:
+                dropped = catalog.cancel_model_change()
+                log.warning(
+                    "gave up the change to model %s (%d images re-embedded): model %s was asked for again",
+                    display_path(pending[0]),
+                    dropped,
+                    display_path(embedder.name),
+                )
+            catalog.ensure_model(embedder.name, embedder.dim, fingerprint=fingerprint)
+            current = embedder
+            changing = False
+        else:
+            pending = catalog.model_change()
+            going_on = pending is not None and same_model(pending, (embedder.name, embedder.dim, fingerprint))
+            if not (reembed or going_on or previous is not None):
+                raise ModelMismatch(catalog.mismatch_message(embedder.name, embedder.dim, fingerprint))
+            current = _load_previous(catalog, embedder, previous) if previous is not None else embedder
+            changing = True
+        index = VectorIndex.load_verified(config.index_path, catalog, catalog.model_info()[1])  # type: ignore[index]
         index.exact_limit = config.exact_limit
         index.background = background
-        engine = Engine(config, catalog, index, embedder, clock=clock, should_stop=should_stop)
+        engine = Engine(config, catalog, index, current, clock=clock, should_stop=should_stop)
+        if changing:
+            change = engine.begin_change(embedder)
+            done, total = catalog.model_change_progress()
+            log.warning(
+                "changing model from %s to %s: %s %d images beside the old vectors (%d done); "
+                "searches use %s until then",
+                display_path(catalog.model_info()[0]),  # type: ignore[index]
+                display_path(embedder.name),
+                "going on re-embedding" if change.resumed_from else "re-embedding",
+                total,
+                done,
+                "the old model" if previous is not None else "the old vectors",
+            )
     except BaseException:
         lock.release()
         raise
-    return Library(config, lock, catalog, index, engine, reembedding=changed)
+    return Library(config, lock, catalog, index, engine, reembedding=changing)
 
 
-def recorded_model(config: Config) -> str | None:
-    """The model the catalog was built with, or None for a new or unreadable catalog."""
+def _load_previous(catalog: Catalog, embedder: Embedder, previous: Callable[[str], Embedder]) -> Embedder:
+    """The catalog's own model, which answers searches and embeds new files until the change is done."""
+    name, dim = catalog.model_info()  # type: ignore[misc]
+    try:
+        old = previous(name)
+    except ImgdError as exc:
+        raise ModelMismatch(
+            f"the catalog's vectors were made with model {display_path(name)}, which cannot be loaded ({exc}); "
+            f"to change to {display_path(embedder.name)} without it, run `imgd index --reembed DIR...` "
+            "(searches wait until it is done), or make the old model available again."
+        ) from None
+    if not catalog.model_matches(old.name, old.dim, getattr(old, "fingerprint", None)):
+        raise ModelMismatch(
+            f"model {display_path(name)} now holds other weights than the catalog's vectors were made with; run "
+            f"`imgd index --reembed DIR...` to change to {display_path(embedder.name)}, or put the old files back."
+        )
+    return old
+
+
+def recorded_model(config: Config, target: bool = False) -> str | None:
+    """The model the catalog was built with (with `target`: the one a change under way goes to), or
+    None for a new or unreadable catalog."""
     if not config.catalog_path.exists():
         return None
     try:
@@ -150,7 +209,7 @@ def recorded_model(config: Config) -> str | None:
     except ImgdError:
         return None  # damaged: opening it for writing says so properly
     try:
-        info = catalog.model_info()
+        info = (target and catalog.model_change()) or catalog.model_info()
     except ImgdError:
         return None
     finally:
@@ -159,13 +218,15 @@ def recorded_model(config: Config) -> str | None:
 
 
 def with_catalog_model(config: Config) -> Config:
-    """The model named by --model, IMGD_MODEL or the config file; else the catalog's own; else the default.
+    """The model named by --model, IMGD_MODEL or the config file; else the catalog's own (the one a model
+    change under way goes to); else the default.
 
-    So `imgd run` and `imgd index` after `imgd --model FOLDER index` need no --model, as search never did.
+    So `imgd run` and `imgd index` after `imgd --model FOLDER index` need no --model, as search never did,
+    and an interrupted change goes on.
     """
     if "model" in config.given:
         return config
-    recorded = recorded_model(config)
+    recorded = recorded_model(config, target=True)
     return dataclasses.replace(config, model=recorded) if recorded else config
 
 
@@ -220,7 +281,7 @@ def catalog_status(config: Config) -> dict[str, object]:
             status.update(
                 counts=catalog.counts(),
                 metadata={"pending": catalog.media_backlog_count(), "schema": catalog.schema_version},
-                model={"name": info[0], "dim": info[1]} if info else None,
+                model={"name": info[0], "dim": info[1], **_change_status(catalog)} if info else None,
                 last_reconcile=float(catalog.get_meta("last_reconcile") or 0) or None,
                 last_persist=last_persist,
                 disk={"catalog": catalog.size_on_disk(), "index": index_size},
@@ -228,6 +289,14 @@ def catalog_status(config: Config) -> dict[str, object]:
     finally:
         catalog.close()
     return status
+
+
+def _change_status(catalog: Catalog) -> dict[str, object]:
+    change = catalog.model_change()
+    if change is None:
+        return {}
+    done, total = catalog.model_change_progress()
+    return {"change": {"to": change[0], "dim": change[1], "done": done, "total": total}}
 
 
 def failed_files(config: Config) -> list[tuple[str, str]]:

@@ -106,6 +106,16 @@ def _media(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(3, "next_vectors: a second vector set, written beside the live one while the model changes")
+def _next_vectors(conn: sqlite3.Connection) -> None:
+    # Its own table, not a column on contents: the switch to the new model copies it over in one
+    # transaction, and until then every reader keeps the old model's vectors. Which model the rows
+    # belong to is recorded in meta (next_model, next_dim, next_fingerprint).
+    conn.execute(
+        "CREATE TABLE next_vectors (content_id INTEGER PRIMARY KEY REFERENCES contents(id), vector BLOB NOT NULL)"
+    )
+
+
 LATEST = MIGRATIONS[-1].version
 
 

@@ -6,11 +6,12 @@ daemon and in the direct path alike, so both give the same answer to the same re
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -88,6 +89,41 @@ def media_filter(filters: Filters) -> MediaFilter:
     )
 
 
+class SwitchLock:
+    """Any number of searches at once, or one model switch: a search never mixes a query vector of one
+    model with the stored vectors of the other. Not reentrant: take it once per request."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._searches = 0
+        self._switching = False
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._switching)
+            self._searches += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._searches -= 1
+                self._cond.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._switching)
+            self._switching = True  # new searches wait from here on
+            self._cond.wait_for(lambda: self._searches == 0)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._switching = False
+                self._cond.notify_all()
+
+
 class Searcher:
     """Queries from any thread: per-thread read-only catalog connections, a shared index."""
 
@@ -105,6 +141,7 @@ class Searcher:
         self._narrow: dict[bytes, np.ndarray] = {}  # a narrow filter's vectors, by its ids
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
+        self._switch = SwitchLock()
 
     @property
     def catalog(self) -> Catalog:
@@ -119,6 +156,19 @@ class Searcher:
             if self._embedder is None:
                 self._embedder = self._embedder_factory()
             return self._embedder
+
+    @contextlib.contextmanager
+    def switching(self, embedder: Embedder) -> Iterator[None]:
+        """Hold searches off while catalog and index change model; afterwards answer with `embedder`."""
+        with self._switch.exclusive():
+            yield
+            with self._embedder_lock:
+                self._embedder = embedder
+            with self._cache_lock:  # every cached vector and selection belongs to the old model
+                self._text_cache.clear()
+                self._filter_cache.clear()
+                self._narrow.clear()
+                self._sample = None
 
     # -- vectors ------------------------------------------------------------------------------
 
@@ -162,15 +212,17 @@ class Searcher:
     # -- answering ----------------------------------------------------------------------------
 
     def search(self, request: SearchRequest) -> list[dict[str, Any]]:
-        self._require_images()
-        vectors = [self.term_vector(term) for term in request.terms]
-        query = combine(vectors, [term.weight for term in request.terms])
-        return self.run(query, request.options)
+        with self._switch.shared():
+            self._require_images()
+            vectors = [self.term_vector(term) for term in request.terms]
+            query = combine(vectors, [term.weight for term in request.terms])
+            return self.run(query, request.options)
 
     def similar(self, request: SimilarRequest) -> list[dict[str, Any]]:
-        self._require_images()
-        vector, content_id = self.image_vector(request.path)
-        return self.run(vector, request.options, exclude=frozenset({content_id} - {None}))
+        with self._switch.shared():
+            self._require_images()
+            vector, content_id = self.image_vector(request.path)
+            return self.run(vector, request.options, exclude=frozenset({content_id} - {None}))
 
     def _require_images(self) -> None:
         if len(self.index) == 0:

@@ -5,6 +5,7 @@ systemd notifications, periodic persistence and reconciliation. Runs in the fore
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import queue
@@ -66,7 +67,14 @@ def inotify_usage() -> dict[str, int | None]:
 class Daemon:
     """The running service: every part it owns, and the loop that keeps them healthy."""
 
-    def __init__(self, config: Config, roots: Sequence[str], embedder: Embedder) -> None:
+    def __init__(
+        self,
+        config: Config,
+        roots: Sequence[str],
+        embedder: Embedder,
+        previous: Callable[[str], Embedder] | None = None,
+    ) -> None:
+        """previous: loads the catalog's model when `embedder` is another one (a model change)."""
         self.config = config
         self.roots = [os.path.abspath(os.fspath(r)) for r in roots]
         for root in self.roots:
@@ -74,12 +82,13 @@ class Daemon:
                 raise ImgdError(f"{display_path(root)}: not a folder; give the folders that hold your images.")
             if not os.path.exists(root):
                 log.warning("folder %s does not exist (yet); it is watched once it appears", display_path(root))
-        self.embedder = embedder
         self.started = time.time()
         self.stop_event = threading.Event()
         worker_stop = threading.Event()
         # background: a large library switches to IVF without pausing searches.
-        self.library = open_library(config, embedder, should_stop=worker_stop.is_set, background=True)
+        self.library = open_library(
+            config, embedder, should_stop=worker_stop.is_set, background=True, previous=previous
+        )
         self.changes: queue.Queue[Change] = queue.Queue()
         engine = self.library.engine
         self.watcher = Watcher(self.roots, engine.filter, self.changes, config.polling, config.follow_symlinks)
@@ -90,14 +99,35 @@ class Daemon:
             config.settle_seconds,
             stop_event=worker_stop,
             orphan_grace=lambda: self.watcher.orphan_grace(config.settle_seconds),
+            finish_change=self._finish_model_change,
+            reembed_pause=config.reembed_pause,
         )
         self.library.index.rebuild_if_due()
-        self.searcher = Searcher(config, self.library.index, lambda: embedder)
-        # Near-duplicate pairs, computed once in the background and then kept current on every index change.
-        self.dupes = DupeTracker(self.library.index, lambda: _library_vectors(config), config.dupes_threshold)
-        self.library.index.listeners.append(self.dupes)
+        self.searcher = Searcher(config, self.library.index, lambda: self.embedder)
+        self.dupes = self._track_dupes()
         self.server: QueryServer | None = None
         self.last_persist: float | None = config.index_path.stat().st_mtime if config.index_path.exists() else None
+
+    @property
+    def embedder(self) -> Embedder:
+        """The model of the live vectors: it answers queries (during a model change, the old one)."""
+        return self.library.engine.embedder
+
+    def _track_dupes(self) -> DupeTracker:
+        """Near-duplicate pairs, computed once in the background and then kept current on every index change."""
+        tracker = DupeTracker(self.library.index, lambda: _library_vectors(self.config), self.config.dupes_threshold)
+        self.library.index.listeners.append(tracker)
+        return tracker
+
+    def _finish_model_change(self) -> list[int]:
+        """The switch (on the worker thread): searches wait for it, then duplicates and the index file follow."""
+        dropped = self.library.engine.finish_change(self.searcher.switching)
+        old, self.dupes = self.dupes, self._track_dupes()
+        self.library.index.listeners.remove(old)
+        self.dupes.start()  # pairs under the new model: another space, other neighbours
+        self.persist()  # the saved file holds the old vectors; the catalog has a new identity now
+        sd_notify(f"STATUS=switched to model {self.embedder.name}")
+        return dropped
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -107,6 +137,9 @@ class Daemon:
 
     def status(self) -> dict[str, Any]:
         info = catalog_status(self.config)
+        change = (info.get("model") or {}).get("change")
+        if change and (under_way := self.library.engine.change) is not None:
+            change.update(under_way.pace(change["done"], change["total"]))
         stats = self.worker.stats
         pending = len(self.worker.pending) + self.changes.qsize() + stats.remaining
         info.update(
@@ -125,6 +158,7 @@ class Daemon:
                 "backend": getattr(self.embedder, "backend", None),
                 "text": getattr(self.embedder, "text_name", None),
                 "image_loaded": getattr(self.embedder, "image_loaded", True),
+                **({"change": change} if change else {}),
             },
             search=self.library.index.describe(),
             dupes=self._dupes_status(),
@@ -260,5 +294,11 @@ def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Calla
     started = time.monotonic()
     embedder = load_embedder(config)
     log.debug("model loaded in %.1fs (%s, %s)", time.monotonic() - started, embedder.device, embedder.precision)
-    daemon = Daemon(config, [os.fspath(r) for r in roots], embedder)
+
+    def previous(name: str) -> Embedder:
+        """The catalog's model during a change: with its own text tower, not one meant for the new model."""
+        log.info("loading model %s, which serves searches until the new one's vectors are complete", name)
+        return load_embedder(dataclasses.replace(config, model=name, text_model=None))
+
+    daemon = Daemon(config, [os.fspath(r) for r in roots], embedder, previous)
     return daemon.run()

@@ -76,6 +76,8 @@ class Worker:
         monotonic: Callable[[], float] = time.monotonic,
         stop_event: threading.Event | None = None,
         orphan_grace: Callable[[], float] | None = None,
+        finish_change: Callable[[], list[int]] | None = None,
+        reembed_pause: float = 0.0,
     ) -> None:
         self.engine = engine
         self.roots = list(roots)
@@ -91,6 +93,10 @@ class Worker:
         self.idle = threading.Event()
         self._backoff = MIN_BACKOFF
         self._media_due = True  # contents from before metadata was kept may lack it: read their headers
+        # A model change: the daemon's switch (it holds searches off), else the engine's own.
+        self.finish_change = finish_change or engine.finish_change
+        self.reembed_pause = reembed_pause  # seconds between re-embedding batches, leaving the CPU to others
+        self._reembed_at = 0.0
         self._thread = threading.Thread(target=self._run, name="imgd-worker", daemon=True)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -130,12 +136,16 @@ class Worker:
                     self.stats.busy = "reading metadata"
                     self._media_due = self.engine.backfill_media() > 0
                     continue
+                if self.engine.change is not None and self.changes.empty() and self.monotonic() >= self._reembed_at:
+                    self._reembed()
+                    continue
                 waiting = bool(self.pending) or not self.changes.empty()
                 # Held contents are dropped only when no file waits that might turn out to hold them.
                 held = self.engine.held_contents if waiting else self.engine.release_orphans()
-                self.stats.busy = "settling" if held else "idle"
+                changing = self.engine.change is not None  # resting between batches (reembed_pause)
+                self.stats.busy = "settling" if held else "changing model" if changing else "idle"
                 self.stats.pending = len(self.pending) + self.changes.qsize()
-                if not waiting and not held:
+                if not waiting and not held and not changing:
                     self.idle.set()
                 self._wait()
             except Stopped:
@@ -266,6 +276,16 @@ class Worker:
         summary = self.engine.upsert(paths, progress=progress, recheck=recheck)
         self.stats.totals.merge(summary)
         self.stats.remaining = 0
+
+    def _reembed(self) -> None:
+        """One batch of a model change between events, so a new file waits at most one batch; the switch
+        once every image has been tried."""
+        self.stats.busy = "changing model"
+        if self.engine.reembed_step() > 0:
+            self._reembed_at = self.monotonic() + self.reembed_pause
+            return
+        if self.finish_change():
+            self.rescans.add("")  # files of the images that could not be read: embedded anew if they can be
 
     def _rescan(self) -> None:
         """Reconcile whole roots; a new or moved-in subfolder only has its files settle like new ones."""

@@ -266,7 +266,10 @@ def test_changing_the_model_is_refused_until_reembed(runner, base_args, indexed,
     accepted = runner.invoke(cli, [*args, "index", "--reembed", str(indexed)])
 
     assert refused.exit_code == 2 and "imgd index --reembed" in refused.stderr
-    assert accepted.exit_code == 0 and "8 updated" in accepted.stderr
+    assert accepted.exit_code == 0, accepted.output
+    # Re-embedded beside the old vectors, then switched: the files themselves are unchanged.
+    assert f"switched to model {other}: 8 images re-embedded" in accepted.stderr
+    assert "0 added, 0 updated" in accepted.stderr
 
 
 @pytest.mark.slow
