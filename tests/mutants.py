@@ -49,6 +49,7 @@ class Mutation:
 
 
 LIVE = "tests/test_live.py::"
+CHANGE = "tests/test_modelchange.py::"
 SERVICE = "tests/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
 
 MUTATIONS: list[Mutation] = [
@@ -298,6 +299,39 @@ MUTATIONS: list[Mutation] = [
         "return True",
         ("tests/test_unit.py::test_sandbox_probe_follows_what_unshare_says",),
         "the sandbox probe ignores what unshare says",
+    ),
+    # -- changing the model without losing search (issue 15) --------------------------------------
+    Mutation(
+        "switch-keeps-catalog-identity",
+        "daemon/catalog.py",
+        'self.set_meta("catalog_id", uuid.uuid4().hex)',
+        "pass",
+        (CHANGE + "test_an_index_file_saved_before_the_switch_is_rebuilt_not_patched",),
+        "an index file of the old vectors is patched after a switch to a model of the same width",
+    ),
+    Mutation(
+        "search-ignores-switch",
+        "daemon/query.py",
+        "        with self._switch.shared():\n            self._require_images()\n            vectors",
+        "        if True:\n            self._require_images()\n            vectors",
+        (CHANGE + "test_searches_wait_for_the_switch_then_use_the_new_model",),
+        "a search runs while catalog and index change model, mixing one model's query with the other's vectors",
+    ),
+    Mutation(
+        "change-starts-over",
+        "daemon/catalog.py",
+        "if pending is not None and same_model(pending, (name, dim, fingerprint)):",
+        "if False:",
+        (CHANGE + "test_an_interrupted_change_goes_on_where_it_stopped",),
+        "a restarted model change re-embeds everything again",
+    ),
+    Mutation(
+        "change-old-first",
+        "daemon/catalog.py",
+        "/ 1000000000) DESC, ",
+        "/ 1000000000) ASC, ",
+        (CHANGE + "test_the_newest_photos_get_their_new_vectors_first",),
+        "a model change re-embeds the oldest photos first",
     ),
 ]
 

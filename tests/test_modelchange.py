@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_image
@@ -274,6 +275,54 @@ def test_the_daemon_refuses_a_change_when_the_old_model_cannot_be_loaded(library
     message = str(caught.value)
     assert "cannot be loaded (" in message and "no such folder" in message and "imgd index --reembed" in message
     assert stored(config)[2] == 0  # nothing started
+
+
+def test_an_index_file_saved_before_the_switch_is_rebuilt_not_patched(library_of_a, tmp_path, make_config, embedder):
+    """A crash between the switch's commit and the next save leaves an index file of the old vectors
+    under the same content ids; with a model of the same width only the catalog's new identity tells."""
+    from clipkit import build_clip
+
+    pics, config = library_of_a
+    third = load_embedder(str(build_clip(tmp_path / "third", seed=3)), device="cpu", batch_size=8)
+    assert third.dim == embedder.dim
+    changed = make_config(model=third.name)
+    library = open_library(changed, third, previous=lambda name: embedder)
+    try:
+        while library.engine.reembed_step():
+            pass
+        library.engine.finish_change()  # and no save: the daemon was killed right here
+    finally:
+        library.index.dirty = False
+        library.close()
+
+    expected = make_config(state_dir=tmp_path / "reference-state", model=third.name)
+    index_with(expected, third, pics)
+    assert answers(changed, third) == answers(expected, third)
+
+
+def test_searches_wait_for_the_switch_then_use_the_new_model(library_of_a, tmp_path, embedder):
+    from clipkit import build_clip
+
+    _, config = library_of_a
+    third = load_embedder(str(build_clip(tmp_path / "third", seed=3)), device="cpu", batch_size=8)
+    searcher = open_searcher(config, lambda name: embedder)
+    request = SearchRequest(terms=(Term("text", "a cat"),), options=Options(k=3))
+    searcher.search(request)
+    assert np.allclose(searcher.text_vector("a cat"), embedder.encode_texts(["a cat"])[0])
+    answered = threading.Event()
+
+    def search() -> None:
+        searcher.search(request)
+        answered.set()
+
+    with searcher.switching(third):
+        waiting = threading.Thread(target=search)
+        waiting.start()
+        assert not answered.wait(0.3)  # held off while catalog and index change
+    waiting.join(10)
+    assert answered.is_set()
+    # The cached query vector of the old model is gone: the same words now go through the new one.
+    assert np.allclose(searcher.text_vector("a cat"), third.encode_texts(["a cat"])[0])
 
 
 def test_a_search_never_overlaps_a_switch():
