@@ -267,13 +267,16 @@ class Catalog:
                 self.conn.execute("DELETE FROM media")
                 self._clear_model_change()
                 self._bump_generation()
-            self.set_meta("model", name)
-            self.set_meta("dim", str(dim))
-            if fingerprint:
-                self.set_meta("fingerprint", fingerprint)
-            else:
-                self.conn.execute("DELETE FROM meta WHERE key = 'fingerprint'")
+            self._record_model(name, dim, fingerprint)
         return info is not None
+
+    def _record_model(self, name: str, dim: int, fingerprint: str | None) -> None:
+        self.set_meta("model", name)
+        self.set_meta("dim", str(dim))
+        if fingerprint:
+            self.set_meta("fingerprint", fingerprint)
+        else:
+            self.conn.execute("DELETE FROM meta WHERE key = 'fingerprint'")
 
     def mismatch_message(self, name: str, dim: int, fingerprint: str | None) -> str:
         """One sentence on why this model cannot serve the catalog's vectors, and what to do."""
@@ -420,12 +423,7 @@ class Catalog:
                 "UPDATE contents SET vector = n.vector FROM next_vectors n WHERE n.content_id = contents.id"
             )
             self._clear_model_change()
-            self.set_meta("model", name)
-            self.set_meta("dim", str(dim))
-            if fingerprint:
-                self.set_meta("fingerprint", fingerprint)
-            else:
-                self.conn.execute("DELETE FROM meta WHERE key = 'fingerprint'")
+            self._record_model(name, dim, fingerprint)
             self.set_meta("catalog_id", uuid.uuid4().hex)
             self._bump_generation()
         return dropped

@@ -6,6 +6,7 @@ by `query.Searcher` from any thread with its own read-only catalog connections.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -512,16 +513,23 @@ class Engine:
         """Make the new model's vectors live: index built first, then catalog, index and model in one step.
 
         `exclusive(new_model)` holds searches off for that step (the daemon's searcher), so no search
-        mixes a query of one model with vectors of the other. Returns the contents dropped because none
-        of their files could be read again; their files are embedded by the next reconcile.
+        mixes a query of one model with vectors of the other: from the commit to the swap, not while
+        the catalog rewrites its vectors (readers see the old ones until the commit). Returns the contents
+        dropped because none of their files could be read again; the next reconcile embeds their files.
         """
         change = self.change
         if change is None:
             return []
         started = time.monotonic()
         fresh = VectorIndex.build(self.catalog, change.embedder.dim, change.catalog.iter_next_vectors())
-        with exclusive(change.embedder):
-            dropped = self.catalog.finish_model_change()
+        with contextlib.ExitStack() as held:
+            with self.catalog.transaction():
+                # Every vector is rewritten here, unseen by searches until the commit (seconds at 1M) ...
+                dropped = self.catalog.finish_model_change()
+                # ... so they are held off only from just before it until index and model follow.
+                waited = time.monotonic()
+                held.enter_context(exclusive(change.embedder))
+                log.debug("searches waited %.2fs for those in flight", time.monotonic() - waited)
             self.index.adopt(fresh, self.catalog)
             self.embedder = change.embedder
             self.change = None
