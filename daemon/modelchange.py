@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Collection
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +55,7 @@ class ModelChange:
         self.embedded = 0  # by this process
         self.failed: dict[int, str] = {}  # content id -> why none of its files could be read again
         self._queue: deque[int] = deque()
+        self._ahead: tuple[list[int], list[Future[_Prepared]]] | None = None  # the next batch, being decoded
         self._started = monotonic()
         self._busy_seconds = 0.0
 
@@ -74,14 +75,17 @@ class ModelChange:
         }
 
     def step(self, limit: int) -> int:
-        """Re-embed up to `limit` more images, newest first; returns how many were tried, 0 once none is left."""
-        if not self._queue:
-            self._queue = deque(int(i) for i in self.catalog.reembed_order() if int(i) not in self.failed)
-            if not self._queue:
-                return 0
+        """Re-embed up to `limit` more images, newest first; returns how many were tried, 0 once none is left.
+
+        The next batch is read and decoded in the pool while this one is embedded, as indexing does.
+        """
         started = self._monotonic()
-        ids = [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
-        prepared = list(self._pool.map(self._prepare, self.catalog.sources(ids)))
+        batch, self._ahead = self._ahead or self._submit(limit, ()), None
+        if batch is None:
+            return 0
+        ids, futures = batch
+        self._ahead = self._submit(limit, ids)
+        prepared = [future.result() for future in futures]
         ready = [item for item in prepared if item.image is not None]
         for item in prepared:
             if item.error is not None:
@@ -93,6 +97,16 @@ class ModelChange:
                 self.embedded += self.catalog.add_next_vectors([item.content_id for item in ready], vectors)
         self._busy_seconds += self._monotonic() - started
         return len(ids)
+
+    def _submit(self, limit: int, in_flight: Collection[int]) -> tuple[list[int], list[Future[_Prepared]]] | None:
+        """Start reading the next batch; None once every image has its new vector or was tried."""
+        if not self._queue:
+            skip = set(self.failed) | set(in_flight)
+            self._queue = deque(i for i in map(int, self.catalog.reembed_order()) if i not in skip)
+            if not self._queue:
+                return None
+        ids = [self._queue.popleft() for _ in range(min(limit, len(self._queue)))]
+        return ids, [self._pool.submit(self._prepare, source) for source in self.catalog.sources(ids)]
 
     def _prepare(self, source: tuple[int, str, list[FileStat]]) -> _Prepared:
         """Read a content from the first of its files that still holds its bytes."""
