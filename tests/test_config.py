@@ -182,6 +182,13 @@ def test_an_explicit_config_file_that_is_missing_is_an_error(tmp_path: Path) -> 
 # -- bad values ----------------------------------------------------------------------------------
 
 
+def test_a_config_file_that_is_not_utf8_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[watch]\npaths = ["~/Bilder/\u00e9t\u00e9"]\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml: not valid TOML \('utf-8' codec can't decode"):
+        config.load(path, env={})
+
+
 def test_invalid_toml_is_a_config_error(tmp_path: Path) -> None:
     path = write_toml(tmp_path / "broken.toml", "[watch\npaths = [\n")
     with pytest.raises(ConfigError, match="not valid TOML") as caught:
