@@ -200,7 +200,9 @@ class Daemon:
     def unload_if_idle(self, now: float) -> bool:
         """Free the image model once no file has needed it for `idle_unload` seconds; it comes back lazily."""
         last_use = getattr(self.embedder, "last_image_use", None)
-        if self.config.idle_unload <= 0 or last_use is None or self.worker.stats.busy != "idle":
+        # During a model change the old model only embeds new files: between them its image session idles too.
+        quiet = self.worker.stats.busy in ("idle", "changing model")
+        if self.config.idle_unload <= 0 or last_use is None or not quiet:
             return False
         idle_for = now - last_use
         if idle_for < self.config.idle_unload or not self.embedder.release_images():  # type: ignore[attr-defined]

@@ -452,3 +452,42 @@ def midway(daemon: DaemonProcess) -> dict | None:
 
 def first_hits(daemon: DaemonProcess) -> list[tuple[str, float]]:
     return [(hit["path"], round(hit["score"], 4)) for hit in client.search(daemon.socket, 5, text=QUERIES[0])]
+
+
+@pytest.mark.slow
+def test_on_onnx_the_old_model_frees_its_image_session_during_a_change_and_takes_new_files(
+    tmp_path, tiny_model, wide_model, exported_models
+):
+    """The old model only embeds new files while the library is re-embedded: it idles like a daemon does."""
+    import shutil
+
+    pics = tmp_path / "pics"
+    make_pictures(pics, 60)
+    onnx = {"IMGD_BACKEND": "onnx", "IMGD_IDLE_UNLOAD": "1"}
+    first = DaemonProcess(tmp_path, tiny_model, [pics], **onnx)
+    shutil.copytree(exported_models, first.state_dir / "models")
+    first.start()
+    try:
+        first.wait_idle()
+    finally:
+        assert first.stop() == 0
+
+    changing = DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="2", IMGD_REEMBED_PAUSE="0.3", **onnx)
+    changing.start()
+    try:
+        wait_until(
+            lambda: (model := changing.status()["model"]).get("change") and not model["image_loaded"],
+            timeout=60,
+            what="the old model's image session freed during the change",
+        )
+        assert "freed the image model after" in changing.log()
+        arrived = write_image(pics / "arrived.png", seed=900)
+        wait_until(lambda: changing.catalog_paths().get(str(arrived)), timeout=30, what="the new file indexed")
+        assert "loaded the image model again" in changing.log()
+        assert "switched to model" not in changing.log()  # it arrived during the change
+        assert changing.search_image(arrived)[0]["path"] == str(arrived)
+        wait_until(lambda: "switched to model" in changing.log(), timeout=120, what="the switch")
+        changing.wait_idle()
+    finally:
+        assert changing.stop() == 0
+    check_invariants(tmp_path / "state", [pics], wide_model)
