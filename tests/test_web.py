@@ -237,6 +237,24 @@ def test_status_reports_the_catalog_without_a_daemon(browser):
     assert status["newest"].endswith(".jpg")
 
 
+def test_status_reports_a_model_change_under_way(browser, library):
+    import numpy as np
+    from imgd.daemon.catalog import Catalog
+
+    _, config = library
+    assert browser.get("/api/status").json()["change"] is None
+    catalog = Catalog(config.catalog_path)
+    try:
+        catalog.begin_model_change("another-model", 48, None)
+        with catalog.transaction():
+            catalog.add_next_vectors(catalog.content_ids()[:2], np.ones((2, 48), dtype=np.float32))
+    finally:
+        catalog.close()
+
+    status = browser.get("/api/status").json()
+    assert status["change"] == {"to": "another-model", "dim": 48, "done": 2, "total": 6}
+
+
 # -- what cannot be reached -----------------------------------------------------------------------
 
 

@@ -311,6 +311,7 @@ def build_app(
                 "queue": queue.get("pending", 0),
                 "rate": queue.get("rate"),
                 "newest": info.get("newest"),
+                "change": (info.get("model") or {}).get("change"),  # a model change under way
             }
         )
 

@@ -392,6 +392,10 @@ async function refreshStatus() {
     if (s.failed) parts.push(`${s.failed.toLocaleString()} failed`);
     if (s.daemon) parts.push(s.queue ? `${s.queue.toLocaleString()} in the queue` : "up to date");
     else parts.push("daemon not running");
+    if (s.change) {
+      const share = Math.floor((100 * s.change.done) / Math.max(1, s.change.total));
+      parts.push(`changing model: ${share}% re-embedded`);
+    }
     if (s.newest) parts.push(`last indexed: ${s.newest.split("/").pop()}`);
     box.textContent = parts.join(" · ");
     box.title = s.newest || "";
