@@ -57,7 +57,6 @@ class ModelChange:
         self._queue: deque[int] = deque()
         self._ahead: tuple[list[int], list[Future[_Prepared]]] | None = None  # the next batch, being decoded
         self._started = monotonic()
-        self._busy_seconds = 0.0
 
     @property
     def name(self) -> str:
@@ -65,8 +64,10 @@ class ModelChange:
 
     def pace(self, done: int, total: int) -> dict[str, Any]:
         """For `imgd status`, given the catalog's counts (read elsewhere: this thread owns the writer's
-        connection): how fast this run re-embeds, how long is left, how many could not be read."""
-        rate = self.embedded / self._busy_seconds if self._busy_seconds > 0 else 0.0
+        connection): how fast this run re-embeds, how long is left, how many could not be read. By the
+        wall clock, so the time left counts the pauses and the other work between batches."""
+        elapsed = self._monotonic() - self._started
+        rate = self.embedded / elapsed if elapsed > 0 else 0.0
         left = max(0, total - done - len(self.failed))
         return {
             "failed": len(self.failed),
@@ -79,7 +80,6 @@ class ModelChange:
 
         The next batch is read and decoded in the pool while this one is embedded, as indexing does.
         """
-        started = self._monotonic()
         batch, self._ahead = self._ahead or self._submit(limit, ()), None
         if batch is None:
             return 0
@@ -95,7 +95,6 @@ class ModelChange:
             vectors = self.embedder.encode_images([item.image for item in ready])
             with self.catalog.transaction():
                 self.embedded += self.catalog.add_next_vectors([item.content_id for item in ready], vectors)
-        self._busy_seconds += self._monotonic() - started
         return len(ids)
 
     def _submit(self, limit: int, in_flight: Collection[int]) -> tuple[list[int], list[Future[_Prepared]]] | None:

@@ -325,6 +325,28 @@ def test_searches_wait_for_the_switch_then_use_the_new_model(library_of_a, tmp_p
     assert np.allclose(searcher.text_vector("a cat"), third.encode_texts(["a cat"])[0])
 
 
+def test_status_pace_counts_the_wall_clock_so_pauses_lengthen_the_time_left(library_of_a, make_config, wide):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgd.daemon.catalog import Catalog
+    from imgd.daemon.modelchange import ModelChange
+
+    _, config = library_of_a
+    now = [100.0]
+    catalog = Catalog(config.catalog_path)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            change = ModelChange(catalog, wide, pool, config.max_image_pixels, monotonic=lambda: now[0])
+            assert change.pace(0, 24) == {"failed": 0, "rate": 0.0, "eta_s": None}
+            change.step(8)
+            now[0] += 2.0  # a batch, then a rest (reembed_pause) or other work
+            change.step(8)
+            now[0] += 2.0
+            assert change.pace(16, 24) == {"failed": 0, "rate": 4.0, "eta_s": 2.0}  # 16 in 4 s; 8 left
+    finally:
+        catalog.close()
+
+
 def test_a_search_never_overlaps_a_switch():
     lock = SwitchLock()
     events: list[str] = []
