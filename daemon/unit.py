@@ -70,6 +70,16 @@ OOMScoreAdjust=500
 
 # Hardening that needs no privilege (seccomp, prctl, umask, keyring): it works in any user's
 # service manager.
+{hardening}# No MemoryDenyWriteExecute=: torch's CPU kernels (oneDNN) and the CUDA driver generate code at
+# run time, which that setting forbids.
+
+{sandbox}
+[Install]
+WantedBy=default.target
+"""
+
+# Shared by both units; only the address families differ (the gallery also listens on 127.0.0.1).
+HARDENING = """\
 UMask=0077
 KeyringMode=private
 NoNewPrivileges=yes
@@ -77,19 +87,17 @@ RestrictSUIDSGID=yes
 LockPersonality=yes
 RestrictRealtime=yes
 RestrictNamespaces=yes
-# Only Unix sockets: the query socket and the notify socket.
-RestrictAddressFamilies=AF_UNIX
+{families}
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallFilter=~@privileged @resources
 SystemCallErrorNumber=EPERM
-# No MemoryDenyWriteExecute=: torch's CPU kernels (oneDNN) and the CUDA driver generate code at
-# run time, which that setting forbids.
-
-{sandbox}
-[Install]
-WantedBy=default.target
 """
+DAEMON_FAMILIES = "# Only Unix sockets: the query socket and the notify socket.\nRestrictAddressFamilies=AF_UNIX"
+WEB_FAMILIES = (
+    "# The daemon's Unix socket and the loopback TCP port the browser talks to.\n"
+    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6"
+)
 
 SANDBOX = """\
 # File-system and namespace sandbox. A user's service manager can build it only inside a user
@@ -238,7 +246,12 @@ def render_unit(
         )
     else:
         block = NO_SANDBOX
-    return TEMPLATE.format(exec_start=" ".join(argv), sandbox=block, environment=env_lines)
+    return TEMPLATE.format(
+        exec_start=" ".join(argv),
+        sandbox=block,
+        environment=env_lines,
+        hardening=HARDENING.format(families=DAEMON_FAMILIES),
+    )
 
 
 WEB_UNIT_NAME = "imgd-web.service"
@@ -269,20 +282,7 @@ Environment=HF_HUB_OFFLINE=1
 {environment}Nice=5
 OOMScoreAdjust=500
 
-UMask=0077
-KeyringMode=private
-NoNewPrivileges=yes
-RestrictSUIDSGID=yes
-LockPersonality=yes
-RestrictRealtime=yes
-RestrictNamespaces=yes
-# The daemon's Unix socket and the loopback TCP port the browser talks to.
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
-SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@privileged @resources
-SystemCallErrorNumber=EPERM
-
+{hardening}
 {sandbox}
 [Install]
 WantedBy=default.target
@@ -345,6 +345,7 @@ def render_web_unit(
         environment=env_lines,
         sandbox=block,
         token_file=state.strip('"') + "/web-token",
+        hardening=HARDENING.format(families=WEB_FAMILIES),
     )
 
 
