@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import browserkit  # noqa: E402
 import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_search import Mixture  # noqa: E402
@@ -43,15 +44,6 @@ from PIL import Image, ImageOps  # noqa: E402
 
 QUERY = "a red kite over the beach at dusk"
 REAL = 48
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 # Submit the query the way a person does, then wait in the page for 24 loaded thumbnails.
 FIRST_SCREEN = """async ([query, count]) => {
   const started = performance.now();
@@ -128,8 +120,6 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=ROOT / "benchmarks" / "out" / "vit-b-32")
     args = parser.parse_args()
 
-    from playwright.sync_api import sync_playwright
-
     model = build_clip(args.model, size="vit-b-32")
     sources = corpus.generate(ROOT / "benchmarks" / "out" / f"corpus-{REAL}", REAL, jobs=1)
     imgd = str(Path(sys.executable).with_name("imgd"))
@@ -175,8 +165,7 @@ def main() -> None:
             time.sleep(2)
             rss_start = rss(web.pid)
 
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            with browserkit.chromium() as browser:
 
                 def screenful(cold: bool) -> float:
                     if cold:
@@ -196,7 +185,6 @@ def main() -> None:
                 for _ in range(args.rounds):
                     cold.append(screenful(cold=True))
                     warm.append(screenful(cold=False))
-                browser.close()
 
             searches = []
             for _ in range(10):

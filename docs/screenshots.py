@@ -24,20 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+import browserkit  # noqa: E402
 from clipkit import build_clip  # noqa: E402
 from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
 
 IMGD = [sys.executable, "-m", "imgd.cli.main"]
 QUERY = "sunset by the sea"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 SCENES = ("sunset", "mountains", "forest", "beach", "night", "flowers")
 
 
@@ -197,7 +189,6 @@ def main() -> None:
     from imgd.daemon import config as config_module
     from imgd.daemon.embedder import load_embedder
     from imgd.web.server import Gallery
-    from playwright.sync_api import sync_playwright
 
     out = ROOT / "docs"
     with tempfile.TemporaryDirectory(prefix="imgd-shots-") as tmp:
@@ -210,8 +201,7 @@ def main() -> None:
         gallery = Gallery(config, lambda name: load_embedder(name, device="cpu"), port=0)
         gallery.start()
         try:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            with browserkit.chromium() as browser:
                 page = browser.new_page(viewport={"width": 1200, "height": 760})
                 page.goto(gallery.url)
                 page.fill("#q", QUERY)
@@ -228,7 +218,6 @@ def main() -> None:
                 small_png(page.screenshot(), out / "gallery-view.png")
                 page.close()
                 small_png(terminal_shot(browser, state, model, tmp_path), out / "terminal-preview.png")
-                browser.close()
         finally:
             gallery.stop()
 

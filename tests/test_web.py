@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+import browserkit
 import pytest
 from click.testing import CliRunner
 from conftest import picture, write_image
@@ -608,31 +609,14 @@ def test_systemd_accepts_the_gallery_unit(tmp_path, sandbox, exposure):
 
 # -- in a real browser ----------------------------------------------------------------------------
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
     """Debian's Chromium driven by Playwright (its own browser download cannot work offline)."""
-    if not os.path.exists(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install chromium` (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    if not os.path.exists(browserkit.CHROMIUM):
+        pytest.fail(f"{browserkit.CHROMIUM} is missing: `apt-get install chromium` (.ci/run installs it)")
+    with browserkit.chromium() as browser:
+        yield browser
 
 
 def thumbnails_shown(page, count: int) -> None:
