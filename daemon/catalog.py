@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -871,3 +872,24 @@ class Catalog:
 
     def record_event(self, key: str) -> None:
         self.set_meta(key, str(time.time()))
+
+
+class ThreadReaders:
+    """A read-only connection per thread, opened on first use: SQLite connections are not shared."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._local = threading.local()
+
+    def get(self) -> Catalog:
+        reader = getattr(self._local, "catalog", None)
+        if reader is None:
+            reader = self._local.catalog = Catalog(self.path, readonly=True)
+        return reader
+
+    def close_mine(self) -> None:
+        """Close the calling thread's connection, if it opened one."""
+        reader = getattr(self._local, "catalog", None)
+        if reader is not None:
+            reader.close()
+            self._local.catalog = None

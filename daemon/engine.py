@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -22,7 +21,7 @@ from typing import TypeVar
 import numpy as np
 
 from . import imaging
-from .catalog import Catalog
+from .catalog import Catalog, ThreadReaders
 from .config import Config
 from .embedder import Embedder
 from .errors import ImageReadError, display_path
@@ -104,7 +103,7 @@ class Engine:
         self.monotonic: Callable[[], float] = time.monotonic
         self._released: dict[int, _Released] = {}
         self.missing_roots: set[str] = set()  # roots the last reconcile found missing or empty
-        self._readers = threading.local()
+        self._readers = ThreadReaders(catalog.path)  # the decode threads' own connections
         self._media_after = 0  # backfill_media's place in the catalog: contents up to here were tried
         self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
         self.change: ModelChange | None = None  # a model change under way: new files are embedded by both
@@ -119,10 +118,7 @@ class Engine:
 
     def _known(self, digest: str) -> bool:
         """Does the catalog already hold this content? Called from decode threads."""
-        reader = getattr(self._readers, "catalog", None)
-        if reader is None:
-            reader = self._readers.catalog = Catalog(self.catalog.path, readonly=True)
-        return reader.content_id(digest) is not None
+        return self._readers.get().content_id(digest) is not None
 
     def _load(self, item: tuple[FileStat, FileRecord | None]) -> _Loaded:
         stat, previous = item

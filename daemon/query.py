@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from . import imaging
-from .catalog import Catalog
+from .catalog import Catalog, ThreadReaders
 from .config import Config
 from .embedder import Embedder
 from .errors import CatalogError, ImageReadError
@@ -135,7 +135,7 @@ class Searcher:
         self._embedder_factory = embedder_factory
         self._embedder: Embedder | None = None
         self._embedder_lock = threading.Lock()
-        self._local = threading.local()
+        self._readers = ThreadReaders(config.catalog_path)
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache: OrderedDict[tuple[Filters, int, int], np.ndarray] = OrderedDict()
         self._narrow: dict[bytes, np.ndarray] = {}  # a narrow filter's vectors, by its ids
@@ -145,10 +145,7 @@ class Searcher:
 
     @property
     def catalog(self) -> Catalog:
-        reader = getattr(self._local, "catalog", None)
-        if reader is None:
-            reader = self._local.catalog = Catalog(self.config.catalog_path, readonly=True)
-        return reader
+        return self._readers.get()
 
     @property
     def embedder(self) -> Embedder:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from imgd.daemon.api import Api
-from imgd.daemon.catalog import Catalog
+from imgd.daemon.catalog import Catalog, ThreadReaders
 from imgd.daemon.config import Config
 from imgd.daemon.errors import CatalogError
 from imgd.daemon.protocol import (
@@ -134,7 +134,7 @@ class Backend:
         self.config = config
         self._load_model = load_model
         self._models: dict[str, Embedder] = {}
-        self._local = threading.local()
+        self._readers = ThreadReaders(config.catalog_path)
         self._lock = threading.Lock()
         self._api = Api(config, self._model)
         self._index_stamp = self._stamp()
@@ -144,10 +144,7 @@ class Backend:
     @property
     def catalog(self) -> Catalog:
         """This thread's read-only catalog connection (SQLite connections are not shared)."""
-        reader = getattr(self._local, "catalog", None)
-        if reader is None:
-            reader = self._local.catalog = Catalog(self.config.catalog_path, readonly=True)
-        return reader
+        return self._readers.get()
 
     def resolve(self, item_id: str) -> str | None:
         """The live catalog path an id names, or None (malformed, removed, failed or missing)."""
@@ -205,9 +202,7 @@ class Backend:
         return info
 
     def close(self) -> None:
-        reader = getattr(self._local, "catalog", None)
-        if reader is not None:
-            reader.close()
+        self._readers.close_mine()
 
     # -- helpers ----------------------------------------------------------------------------
 
