@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import browserkit  # noqa: E402
+import common  # noqa: E402
 import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_search import Mixture  # noqa: E402
@@ -125,19 +126,12 @@ def main() -> None:
     imgd = str(Path(sys.executable).with_name("imgd"))
     with tempfile.TemporaryDirectory(prefix="imgd-bench-gallery-") as tmp:
         tmp_path = Path(tmp)
-        state, pics, run = tmp_path / "state", tmp_path / "pics", tmp_path / "run"
+        state, pics = tmp_path / "state", tmp_path / "pics"
         real = [pics / "real" / p.name for p in sources]
         (pics / "real").mkdir(parents=True)
         for source, target in zip(sources, real, strict=True):
             shutil.copy2(source, target)
-        env = {
-            **os.environ,
-            "IMGD_STATE_DIR": str(state),
-            "IMGD_MODEL": str(model),
-            "XDG_RUNTIME_DIR": str(run),
-            "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "HF_HUB_OFFLINE": "1",
-        }
+        env = common.imgd_env(tmp_path, state, model)
         started = time.perf_counter()
         make_catalog(state, pics, real, str(model.resolve()), args.count, query_vector(model))
         print(

@@ -121,17 +121,10 @@ def main() -> None:
     report: list[str] = []
     with tempfile.TemporaryDirectory(prefix="imgd-bench-query-") as tmp:
         tmp_path = Path(tmp)
-        state, pics, run = tmp_path / "state", tmp_path / "pics", tmp_path / "run"
+        state, pics = tmp_path / "state", tmp_path / "pics"
         # Installed packages carry compiled bytecode; let our source tree have it too (pip would).
         subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "daemon"), str(ROOT / "cli")], check=True)
-        env = {
-            **os.environ,
-            "IMGD_STATE_DIR": str(state),
-            "IMGD_MODEL": str(model),
-            "XDG_RUNTIME_DIR": str(run),
-            "XDG_CONFIG_HOME": str(tmp_path / "config"),
-            "HF_HUB_OFFLINE": "1",
-        }
+        env = common.imgd_env(tmp_path, state, model)
         started = time.perf_counter()
         make_catalog(state, pics, str(model.resolve()), args.count, 512)
         print(f"synthetic catalog of {args.count} images built in {time.perf_counter() - started:.1f}s")

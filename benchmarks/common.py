@@ -118,3 +118,15 @@ def link_models(models: Path, state_dir: Path) -> None:
     if not target.exists():
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         shutil.copytree(models, target, copy_function=os.link)
+
+
+def imgd_env(tmp: Path, state: Path, model: Path) -> dict[str, str]:
+    """The environment of imgd processes confined to a temp folder: its state, socket and config, offline."""
+    return {
+        **os.environ,
+        "IMGD_STATE_DIR": str(state),
+        "IMGD_MODEL": str(model),
+        "XDG_RUNTIME_DIR": str(tmp / "run"),
+        "XDG_CONFIG_HOME": str(tmp / "config"),
+        "HF_HUB_OFFLINE": "1",
+    }
