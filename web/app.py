@@ -270,23 +270,28 @@ def build_app(
     async def view_thumb(request: Request) -> Response:
         return await thumbnail(request, VIEW_SIDE)
 
-    async def original(request: Request) -> Response:
+    async def on_disk(request: Request) -> str | Response:
+        """The live path the request's id names, or the 404 to answer with."""
         path = await run(backend.resolve, request.path_params["item"])
         if path is None:
             return _error("No such image in the catalog.", 404)
         if not is_regular_file(path, backend.config.follow_symlinks):
             return _error("This image is no longer on disk as a regular file.", 404)
+        return path
+
+    async def original(request: Request) -> Response:
+        path = await on_disk(request)
+        if isinstance(path, Response):
+            return path
         media = mimetypes.guess_type(path)[0] or "application/octet-stream"
         if not media.startswith("image/") or media == "image/svg+xml":
             media = "application/octet-stream"
         return FileResponse(path, media_type=media, headers={"cache-control": "private, max-age=60"})
 
     async def item(request: Request) -> Response:
-        path = await run(backend.resolve, request.path_params["item"])
-        if path is None:
-            return _error("No such image in the catalog.", 404)
-        if not is_regular_file(path, backend.config.follow_symlinks):
-            return _error("This image is no longer on disk as a regular file.", 404)
+        path = await on_disk(request)
+        if isinstance(path, Response):
+            return path
         try:
             details = await run(describe, path)
         except OSError:
