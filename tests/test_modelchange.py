@@ -347,6 +347,33 @@ def test_status_pace_counts_the_wall_clock_so_pauses_lengthen_the_time_left(libr
         catalog.close()
 
 
+def test_the_worker_rests_reembed_pause_between_batches_then_switches(library_of_a, make_config, embedder, wide):
+    import queue
+
+    from imgd.daemon.worker import Worker
+
+    _, config = library_of_a
+    now = [0.0]
+    library = open_library(make_config(model=wide.name), wide, previous=lambda name: embedder)
+    worker = Worker(library.engine, [], queue.Queue(), settle_seconds=0.0, monotonic=lambda: now[0], reembed_pause=60.0)
+    worker.start(initial_reconcile=False)
+    try:
+        wait_until(lambda: stored(config)[2] == 8, timeout=30, what="the first batch")
+        time.sleep(0.5)
+        assert stored(config)[2] == 8  # resting: the clock has not moved on by reembed_pause
+        assert worker.stats.busy == "changing model" and not worker.idle.is_set()
+        for done in (16, 24):
+            now[0] += 61
+            wait_until(lambda done=done: stored(config)[2] == done, timeout=30, what=f"{done} re-embedded")
+        assert library.engine.change is not None  # every image has its vector; the switch waits for the next turn
+        now[0] += 61
+        assert worker.idle.wait(30)
+        assert library.engine.change is None and stored(config)[0] == (wide.name, 48)
+    finally:
+        worker.stop()
+        library.close()
+
+
 def test_a_search_never_overlaps_a_switch():
     lock = SwitchLock()
     events: list[str] = []
