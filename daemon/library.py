@@ -87,7 +87,11 @@ class Library:
     catalog: Catalog
     index: VectorIndex
     engine: Engine
-    reembedding: bool = False  # a model change is under way (engine.change)
+
+    @property
+    def reembedding(self) -> bool:
+        """A model change is under way."""
+        return self.engine.change is not None
 
     def close(self) -> None:
         self.index.close()
@@ -177,7 +181,7 @@ def open_library(
     except BaseException:
         lock.release()
         raise
-    return Library(config, lock, catalog, index, engine, reembedding=changing)
+    return Library(config, lock, catalog, index, engine)
 
 
 def _load_previous(catalog: Catalog, embedder: Embedder, previous: Callable[[str], Embedder]) -> Embedder:
