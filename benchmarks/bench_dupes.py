@@ -68,9 +68,9 @@ def transforms() -> dict[str, object]:
 
 def quality(args: argparse.Namespace) -> dict[str, object]:
     import corpus
-    from imgd.daemon import imaging
-    from imgd.daemon.dupes import exact_scores
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
+    from imgd.daemon.ingest import imaging
+    from imgd.daemon.search.dupes import exact_scores
 
     embedder = load_embedder(str(args.model), device="cpu", batch_size=16)
     images, family, kinds = [], [], []
@@ -189,8 +189,8 @@ def pair_recall(vectors: np.ndarray, found: set[tuple[int, int]], threshold: flo
 
 
 def scale(args: argparse.Namespace) -> list[dict[str, object]]:
-    from imgd.daemon.dupes import MARGIN, exact_scores, library_pairs
-    from imgd.daemon.index import VectorIndex
+    from imgd.daemon.search.dupes import MARGIN, exact_scores, library_pairs
+    from imgd.daemon.store.index import VectorIndex
 
     results = []
     for size in (int(s) for s in args.sizes.split(",")):

@@ -30,11 +30,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_search import Mixture  # noqa: E402
 from common import log, machine_line, percentile  # noqa: E402
 from imgd.daemon import config as config_module  # noqa: E402
-from imgd.daemon.catalog import Catalog  # noqa: E402
-from imgd.daemon.index import VectorIndex  # noqa: E402
-from imgd.daemon.models import ImageMeta  # noqa: E402
 from imgd.daemon.protocol import Filters, Options  # noqa: E402
-from imgd.daemon.query import Searcher  # noqa: E402
+from imgd.daemon.search.query import Searcher  # noqa: E402
+from imgd.daemon.store.catalog import Catalog  # noqa: E402
+from imgd.daemon.store.index import VectorIndex  # noqa: E402
+from imgd.daemon.store.records import ImageMeta  # noqa: E402
 
 DIM = 512
 SHARES = {"half": 0.5, "five": 0.05, "tiny": 0.0005}  # folder -> share of the library; the rest is "rest"

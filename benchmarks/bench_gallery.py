@@ -39,8 +39,8 @@ import corpus  # noqa: E402
 import numpy as np  # noqa: E402
 from bench_search import Mixture  # noqa: E402
 from clipkit import build_clip  # noqa: E402
-from imgd.daemon import imaging  # noqa: E402
-from imgd.daemon.catalog import Catalog  # noqa: E402
+from imgd.daemon.ingest import imaging  # noqa: E402
+from imgd.daemon.store.catalog import Catalog  # noqa: E402
 from PIL import Image, ImageOps  # noqa: E402
 
 QUERY = "a red kite over the beach at dusk"
@@ -63,7 +63,7 @@ FIRST_SCREEN = """async ([query, count]) => {
 
 
 def query_vector(model: Path) -> np.ndarray:
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
 
     embedder = load_embedder(str(model), device="cpu")
     return np.asarray(embedder.encode_texts([QUERY])[0], dtype=np.float32)

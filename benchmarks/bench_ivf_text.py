@@ -41,8 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import shapekit  # noqa: E402
-from imgd.daemon import index as index_module  # noqa: E402
-from imgd.daemon.index import VectorIndex  # noqa: E402
+from imgd.daemon.store import index as index_module  # noqa: E402
+from imgd.daemon.store.index import VectorIndex  # noqa: E402
 
 K = 10
 
@@ -180,7 +180,7 @@ def main() -> int:
     if args.mixture:
         sys.path.insert(0, str(REPO / "benchmarks"))
         return mixture(args.mixture)
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
 
     embedder = load_embedder(args.model, device="cpu", batch_size=250)
     weights = Path(args.model) / "model.safetensors"

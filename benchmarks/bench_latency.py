@@ -25,9 +25,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from clipkit import build_clip  # noqa: E402
 from conftest import picture  # noqa: E402
-from imgd.daemon import client  # noqa: E402
-from imgd.daemon.catalog import Catalog  # noqa: E402
+from imgd.daemon.api import client  # noqa: E402
 from imgd.daemon.errors import ImgdError  # noqa: E402
+from imgd.daemon.store.catalog import Catalog  # noqa: E402
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 import common
 import numpy as np
 from common import log
-from imgd.daemon import migrations
+from imgd.daemon.store import migrations
 
 
 def schema1(path: Path, dim: int) -> sqlite3.Connection:
@@ -78,8 +78,8 @@ def synthesise(path: Path, images: int, dim: int) -> dict[str, int]:
 
 
 def bench_migrate(out: Path, images: int, dim: int) -> dict[str, object]:
-    from imgd.daemon.catalog import Catalog
-    from imgd.daemon.models import MediaFilter
+    from imgd.daemon.store.catalog import Catalog
+    from imgd.daemon.store.records import MediaFilter
 
     path = out / f"migrate-{images}.db"
     started = time.perf_counter()
@@ -215,9 +215,9 @@ class NoModel:
 
 
 def bench_backfill(out: Path, count: int, rounds: int) -> dict[str, object]:
-    from imgd.daemon import imaging
     from imgd.daemon.config import load
-    from imgd.daemon.library import open_library
+    from imgd.daemon.ingest import imaging
+    from imgd.daemon.service.library import open_library
 
     paths = camera_files(out / "exif-jpegs", count)
     file_mib = sum(p.stat().st_size for p in paths) / len(paths) / 2**20

@@ -38,8 +38,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 import common  # noqa: E402
 from bench_query import make_catalog  # noqa: E402
 from bench_search import Mixture  # noqa: E402
-from imgd.daemon.catalog import Catalog  # noqa: E402
-from imgd.daemon.index import VectorIndex  # noqa: E402
+from imgd.daemon.store.catalog import Catalog  # noqa: E402
+from imgd.daemon.store.index import VectorIndex  # noqa: E402
 
 DIM = 512
 BATCH = 32

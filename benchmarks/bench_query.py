@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import common  # noqa: E402
 from bench_search import Mixture  # noqa: E402
 from clipkit import build_clip, whole_words  # noqa: E402
-from imgd.daemon.catalog import Catalog  # noqa: E402
+from imgd.daemon.store.catalog import Catalog  # noqa: E402
 
 
 def make_catalog(state: Path, pics: Path, model: str, count: int, dim: int) -> None:
@@ -86,7 +86,7 @@ def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, str]:
 
 def combined_terms(sock: Path, words: list[str], runs: int) -> tuple[list[float], list[float]]:
     """One term against three (cached text vectors), interleaved, timed at the socket (no process start)."""
-    from imgd.daemon import client
+    from imgd.daemon.api import client
     from imgd.daemon.protocol import SearchRequest, Term
 
     single = SearchRequest(terms=(Term("text", words[0]),)).to_message()

@@ -238,7 +238,7 @@ def bench_one(spec: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarra
 
 def bench_imgd(data: np.ndarray, queries: np.ndarray, truth: np.ndarray, args: argparse.Namespace) -> Row:
     """imgd's own VectorIndex: what it chooses at this size (exact or IVF), its own nprobe tuning, its save."""
-    from imgd.daemon.index import VectorIndex
+    from imgd.daemon.store.index import VectorIndex
 
     n = len(data)
     faiss.omp_set_num_threads(args.build_threads)

@@ -1,8 +1,8 @@
 """Where `imgd index`'s start-up goes: imports and model load, each step in fresh processes, per backend.
 
-torch: import imgd.daemon.library (FAISS, numpy, sqlite-utils), import torch, import transformers'
+torch: import imgd.daemon.service.library (FAISS, numpy, sqlite-utils), import torch, import transformers'
 CLIPModel, import sentence_transformers, and ClipEmbedder(model) (weights, the two probe encodes and
-the weights fingerprint). onnx (with the export present): import imgd.daemon.library, import
+the weights fingerprint). onnx (with the export present): import imgd.daemon.service.library, import
 onnxruntime, load_embedder(backend="onnx") (finds the export by its name note), opening and probing
 the image session (the first picture), and the text session (the first query). Median over --runs
 fresh processes.
@@ -25,7 +25,7 @@ import common
 CHILD = """
 import json, sys, time
 marks = [time.perf_counter()]
-import imgd.daemon.library
+import imgd.daemon.service.library
 marks.append(time.perf_counter())
 import torch
 marks.append(time.perf_counter())
@@ -42,11 +42,11 @@ print(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
 ONNX_CHILD = """
 import json, sys, time
 marks = [time.perf_counter()]
-import imgd.daemon.library
+import imgd.daemon.service.library
 marks.append(time.perf_counter())
 import onnxruntime
 marks.append(time.perf_counter())
-from imgd.daemon.embedder import load_embedder
+from imgd.daemon.embedders import load_embedder
 e = load_embedder(sys.argv[1], device="cpu", backend="onnx", state_dir=sys.argv[2])
 marks.append(time.perf_counter())
 e.encode_images([])
@@ -58,7 +58,7 @@ print(json.dumps([b - a for a, b in zip(marks, marks[1:])]))
 """
 
 STEPS = (
-    "import imgd.daemon.library (faiss, numpy, sqlite)",
+    "import imgd.daemon.service.library (faiss, numpy, sqlite)",
     "import torch",
     "import transformers CLIPModel",
     "import sentence_transformers (after the above)",
@@ -66,7 +66,7 @@ STEPS = (
 )
 
 ONNX_STEPS = (
-    "import imgd.daemon.library (faiss, numpy, sqlite)",
+    "import imgd.daemon.service.library (faiss, numpy, sqlite)",
     "import onnxruntime",
     "load_embedder(backend='onnx'): find the export",
     "open + probe the image session",

@@ -101,7 +101,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def exported_models(model_dir: Path) -> Path:
     """The model's ONNX export, made once into benchmarks/out/onnx-state/models (torch, ~1 min for ViT-B/32)."""
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
 
     state = OUT / "onnx-state"
     started = time.perf_counter()

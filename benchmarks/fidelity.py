@@ -79,7 +79,7 @@ def reference_vectors(model: object, paths: list[Path], bf16: bool, chunk: int =
 
 def imgd_pipeline_vectors(embedder: object, paths: list[Path], min_side: int) -> np.ndarray:
     """imgd's own path in this process: read, draft-decode, orient, prepare, encode, store as float16."""
-    from imgd.daemon import imaging
+    from imgd.daemon.ingest import imaging
 
     out = []
     for start in range(0, len(paths), 32):
@@ -193,7 +193,7 @@ def main() -> None:
         matrix = normalised(np.vstack([vectors_by_path[str(p)][1] for p in paths]))
         results.append(compare(f"imgd stored, --backend {backend} (draft 1/4, fp16 storage)", matrix, references))
     if models is not None:
-        from imgd.daemon.embedder import load_embedder
+        from imgd.daemon.embedders import load_embedder
 
         onnx = load_embedder(str(model_dir), device="cpu", backend="onnx", state_dir=models.parent)
         here = timed_run("imgd pipeline, onnx", lambda: imgd_pipeline_vectors(onnx, paths, 448))

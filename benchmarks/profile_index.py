@@ -110,10 +110,10 @@ def main() -> None:
     # imgd.daemon first, as in the CLI and the daemon: it sets OMP_WAIT_POLICY before torch loads OpenMP.
     importlib.import_module("imgd.daemon")
     import torch
-    from imgd.daemon import imaging
     from imgd.daemon.config import Config
-    from imgd.daemon.embedder import ClipEmbedder
-    from imgd.daemon.library import open_library
+    from imgd.daemon.embedders import ClipEmbedder
+    from imgd.daemon.ingest import imaging
+    from imgd.daemon.service.library import open_library
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)

@@ -203,7 +203,7 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 
 def evaluate(folder: Path, per_class: int = 10, seed: int = 7) -> dict[str, float]:
     """p@10 of every colour+shape and colour query, negative and mixed terms, through imgd's embedder."""
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
 
     embedder = load_embedder(str(folder), device="cpu", batch_size=64)
     corpus = shapekit.corpus_images(per_class, seed)

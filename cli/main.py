@@ -246,7 +246,7 @@ def _load_embedder(config: Config, name: str | None = None, announce: bool = Tru
         timer.daemon = True
         timer.start()
     try:
-        from imgd.daemon.embedder import load_embedder
+        from imgd.daemon.embedders import load_embedder
 
         return load_embedder(
             model,
@@ -281,7 +281,7 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         if not folder.is_dir():
             problem = "not a folder" if folder.exists() else "no such folder"
             raise UserError(f"{display_path(str(folder))}: {problem}; give the folders that hold your images.")
-    from imgd.daemon.library import open_library, with_catalog_model
+    from imgd.daemon.service.library import open_library, with_catalog_model
 
     config = with_catalog_model(get_config(ctx))
 
@@ -432,7 +432,7 @@ def build_options(
 
 def ask(ctx: click.Context, config: Config, request: Request, direct: bool = False) -> dict[str, Any]:
     """Send a request through the one facade; logging is set up only if this process answers it."""
-    from imgd.daemon.api import Api
+    from imgd.daemon.api.facade import Api
 
     api = Api(config, lambda name: _load_embedder(config, name), direct=direct)
     if direct or not config.socket.exists():
@@ -563,7 +563,7 @@ def _note_ignored_model(ctx: click.Context, config: Config) -> None:
     """A search must use the model its vectors came from; say so when --model names another."""
     named = options(ctx).get("model")
     if named:
-        from imgd.daemon.library import ignored_model
+        from imgd.daemon.service.library import ignored_model
 
         recorded = ignored_model(config, named)
         if recorded:
@@ -769,8 +769,8 @@ def run(ctx: click.Context, folders: tuple[Path, ...]) -> None:
     no FOLDERS are given.
     """
     setup_logging(_verbosity(ctx), daemon=True)
-    from imgd.daemon.library import with_catalog_model
-    from imgd.daemon.service import run_daemon
+    from imgd.daemon.service.library import with_catalog_model
+    from imgd.daemon.service.run import run_daemon
 
     config = with_catalog_model(get_config(ctx))
     roots = watch_roots(config, folders)
@@ -812,8 +812,7 @@ def service_install(
     and FOLDERS (without them, the service watches [watch] paths, by default your pictures folder).
     --web adds imgd-web.service, the gallery, with the same settings.
     """
-    from imgd.daemon.library import with_catalog_model
-    from imgd.daemon.unit import (
+    from imgd.cli.unit import (
         WEB_UNIT_NAME,
         install_unit,
         render_unit,
@@ -821,6 +820,7 @@ def service_install(
         service_environment,
         service_problems,
     )
+    from imgd.daemon.service.library import with_catalog_model
 
     given = options(ctx)
     config = get_config(ctx)

@@ -284,8 +284,8 @@ def echo_hits(
             stream.write(line + "\n")
         stream.flush()
         return
+    from imgd.daemon.api.thumbnails import GRID_SIDE, VIEW_SIDE, open_cache
     from imgd.daemon.errors import ImgdError
-    from imgd.daemon.thumbnails import GRID_SIDE, VIEW_SIDE, open_cache
     from PIL import Image
 
     drawer = Drawer(protocol, cell_size(stream))

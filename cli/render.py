@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from imgd.daemon.errors import display_path
 
 if TYPE_CHECKING:  # `imgd search` through the daemon imports no more than it needs
-    from imgd.daemon.models import IndexSummary
+    from imgd.daemon.store.records import IndexSummary
 
 
 FALLBACK_SIZE = (80, 24)  # columns, rows: for a terminal that reports 0x0 (serial consoles, some containers)

@@ -187,7 +187,7 @@ def terminal_shot(browser, state: Path, model: Path, tmp: Path) -> bytes:
 
 def main() -> None:
     from imgd.daemon import config as config_module
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
     from imgd.web.server import Gallery
 
     out = ROOT / "docs"

@@ -53,7 +53,7 @@ def shapes_model() -> Path:
 
 @pytest.fixture(scope="session")
 def embedder(tiny_model: Path):
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
 
     return load_embedder(str(tiny_model), device="cpu", batch_size=16)
 
@@ -69,7 +69,7 @@ def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exported_models(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, text_model: Path) -> Path:
     """A models folder with the tiny CLIP and the text model exported to ONNX, made once per session."""
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
 
     state = tmp_path_factory.mktemp("onnx-state")
     load_embedder(str(tiny_model), device="cpu", backend="onnx", state_dir=state, text_model=str(text_model))

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from imgd.daemon import client
-from imgd.daemon.catalog import Catalog
+from imgd.daemon.api import client
 from imgd.daemon.errors import DaemonNotRunning, ImgdError
+from imgd.daemon.store.catalog import Catalog
 
 IMGD = [sys.executable, "-m", "imgd.cli.main"]
 
@@ -186,10 +186,10 @@ def check_invariants(
     """
     import numpy as np
     from imgd.daemon.config import load
-    from imgd.daemon.embedder import load_embedder
-    from imgd.daemon.index import VectorIndex
-    from imgd.daemon.library import open_searcher
+    from imgd.daemon.embedders import load_embedder
     from imgd.daemon.protocol import Options, SearchRequest, Term
+    from imgd.daemon.service.library import open_searcher
+    from imgd.daemon.store.index import VectorIndex
 
     bad = {os.fspath(p) for p in failed}
     hidden = {os.fspath(p) for p in invisible}

@@ -56,7 +56,7 @@ MUTATIONS: list[Mutation] = [
     # -- the mutation review's table (issue 16) ------------------------------------------------
     Mutation(
         "move-reembeds",
-        "daemon/engine.py",
+        "daemon/ingest/engine.py",
         "moved = int(self.catalog.move_file(src, dest))",
         "moved = 0 * int(self.catalog.remove_file(src))",
         (LIVE + "test_a_renamed_file_keeps_its_vector_and_is_never_re_embedded",),
@@ -65,7 +65,7 @@ MUTATIONS: list[Mutation] = [
         # broken move alone no longer re-embeds; both defences must go for a rename to cost an embedding.
         also=(
             (
-                "daemon/service.py",
+                "daemon/service/run.py",
                 "orphan_grace=lambda: self.watcher.orphan_grace(config.settle_seconds),",
                 "orphan_grace=lambda: 0.0,",
             ),
@@ -73,7 +73,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "exclude-case-sensitive",
-        "daemon/scanner.py",
+        "daemon/ingest/scanner.py",
         "fnmatch.fnmatchcase(lowered, pattern.lower())",
         "fnmatch.fnmatchcase(name, pattern)",
         ("tests/test_engine.py::test_excluded_and_temporary_names_are_ignored",),
@@ -81,7 +81,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "settle-no-quiet-time",
-        "daemon/worker.py",
+        "daemon/ingest/worker.py",
         "            if now - entry.seen < self.settle_seconds:\n                continue\n",
         "",
         (LIVE + "test_a_slowly_written_file_is_read_once_after_it_settles",),
@@ -89,7 +89,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "search-never-asks-daemon",
-        "daemon/api.py",
+        "daemon/api/facade.py",
         "reply = client.request(self.socket, request.to_message(), timeout=timeout)",
         'raise DaemonNotRunning("mutant: the daemon is never asked")',
         ("tests/test_cli.py::test_search_asks_the_running_daemon_and_falls_back_without_one",),
@@ -97,7 +97,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "index-newer-generation-patched",
-        "daemon/index.py",
+        "daemon/store/index.py",
         " or header.generation > generation:",
         ":",
         ("tests/test_index.py::test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt",),
@@ -105,7 +105,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "sighup-ignored",
-        "daemon/service.py",
+        "daemon/service/run.py",
         "signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())",
         "signal.signal(signal.SIGHUP, lambda *_: None)",
         (SERVICE,),
@@ -113,7 +113,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "no-writer-lock",
-        "daemon/library.py",
+        "daemon/service/library.py",
         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
         "pass",
         (
@@ -124,7 +124,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "second-daemon-unlinks-live-socket",
-        "daemon/server.py",
+        "daemon/service/server.py",
         'raise ImgdError(f"another imgd daemon already answers on {path}; stop it first.")',
         "path.unlink()",
         ("tests/test_server.py::test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_answering",),
@@ -157,7 +157,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "follow-symlinks-ignored",
-        "daemon/scanner.py",
+        "daemon/ingest/scanner.py",
         "if entry.is_dir(follow_symlinks=follow_symlinks):",
         "if entry.is_dir(follow_symlinks=False):",
         ("tests/test_engine.py::test_follow_symlinks_indexes_linked_files_and_folders_once_despite_loops",),
@@ -165,7 +165,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "polling-always-ignored",
-        "daemon/watcher.py",
+        "daemon/ingest/watcher.py",
         'if self.polling != "always":',
         "if True:",
         (LIVE + "test_polling_always_watches_by_polling_and_still_sees_new_files",),
@@ -173,7 +173,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "polling-never-falls-back",
-        "daemon/watcher.py",
+        "daemon/ingest/watcher.py",
         ' or self.polling == "never":\n                    raise',
         ":\n                    raise",
         (LIVE + "test_when_the_watch_limit_is_reached_auto_polls_and_never_refuses",),
@@ -189,7 +189,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "reconcile-interval-zero-rescans",
-        "daemon/service.py",
+        "daemon/service/run.py",
         "if now >= next_reconcile and self.config.reconcile_interval > 0:",
         "if now >= next_reconcile:",
         (LIVE + "test_reconcile_interval_zero_never_rescans",),
@@ -197,7 +197,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "no-periodic-reconcile",
-        "daemon/service.py",
+        "daemon/service/run.py",
         "next_reconcile = now + self.config.reconcile_interval\n        while",
         'next_reconcile = float("inf")\n        while',
         (LIVE + "test_reconcile_interval_rescans_periodically",),
@@ -205,7 +205,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "no-sd-notify-ready",
-        "daemon/service.py",
+        "daemon/service/run.py",
         'sd_notify("READY=1\\nSTATUS=watching; catching up with the disk")',
         'sd_notify("STATUS=watching; catching up with the disk")',
         (SERVICE,),
@@ -213,7 +213,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "no-watchdog-ping",
-        "daemon/service.py",
+        "daemon/service/run.py",
         'sd_notify("WATCHDOG=1")',
         "pass",
         (SERVICE,),
@@ -221,7 +221,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "sigint-not-handled",
-        "daemon/service.py",
+        "daemon/service/run.py",
         "for sig in (signal.SIGTERM, signal.SIGINT):",
         "for sig in (signal.SIGTERM,):",
         (SERVICE,),
@@ -229,7 +229,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "status-without-eta",
-        "daemon/service.py",
+        "daemon/service/run.py",
         '"eta_s": round(pending / stats.rate, 1) if stats.rate and stats.busy != "idle" else None,',
         '"eta_s": None,',
         (SERVICE,),
@@ -237,7 +237,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "worker-death-ignored",
-        "daemon/service.py",
+        "daemon/service/run.py",
         "if not self.worker.alive:",
         "if False:",
         (LIVE + "test_the_service_exits_non_zero_when_its_indexing_thread_dies",),
@@ -245,7 +245,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "returning-root-not-rewatched",
-        "daemon/watcher.py",
+        "daemon/ingest/watcher.py",
         'if watched.mode == "missing" and os.path.isdir(root) and self.ensure_watching(root):',
         "if False:",
         (LIVE + "test_a_watched_folder_that_appears_vanishes_and_returns_is_followed",),
@@ -278,7 +278,7 @@ MUTATIONS: list[Mutation] = [
     # -- tests whose names promised more than they checked -------------------------------------
     Mutation(
         "older-save-rebuilt",
-        "daemon/index.py",
+        "daemon/store/index.py",
         "if index.catalog_id is None or index.catalog_id != catalog.catalog_id or header.generation > generation:",
         "if True:",
         ("tests/test_index.py::test_an_older_save_of_the_same_catalog_is_patched_to_match_it",),
@@ -286,7 +286,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "known-content-decoded",
-        "daemon/engine.py",
+        "daemon/ingest/engine.py",
         "if self._known(result.digest):",
         "if False:",
         ("tests/test_imaging.py::test_known_content_is_hashed_but_not_decoded",),
@@ -294,7 +294,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "sandbox-probe-always-yes",
-        "daemon/unit.py",
+        "cli/unit.py",
         "return done.returncode == 0",
         "return True",
         ("tests/test_unit.py::test_sandbox_probe_follows_what_unshare_says",),
@@ -303,7 +303,7 @@ MUTATIONS: list[Mutation] = [
     # -- changing the model without losing search (issue 15) --------------------------------------
     Mutation(
         "switch-keeps-catalog-identity",
-        "daemon/catalog.py",
+        "daemon/store/catalog.py",
         'self.set_meta("catalog_id", uuid.uuid4().hex)',
         "pass",
         (CHANGE + "test_an_index_file_saved_before_the_switch_is_rebuilt_not_patched",),
@@ -311,7 +311,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "search-ignores-switch",
-        "daemon/query.py",
+        "daemon/search/query.py",
         "        with self._switch.shared():\n            self._require_images()\n            vectors",
         "        if True:\n            self._require_images()\n            vectors",
         (CHANGE + "test_searches_wait_for_the_switch_then_use_the_new_model",),
@@ -319,7 +319,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-starts-over",
-        "daemon/catalog.py",
+        "daemon/store/catalog.py",
         "if pending is not None and same_model(pending, (name, dim, fingerprint)):",
         "if False:",
         (CHANGE + "test_an_interrupted_change_goes_on_where_it_stopped",),
@@ -327,7 +327,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-old-first",
-        "daemon/catalog.py",
+        "daemon/store/catalog.py",
         "/ 1000000000) DESC, ",
         "/ 1000000000) ASC, ",
         (CHANGE + "test_the_newest_photos_get_their_new_vectors_first",),

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imgd.daemon.catalog import APPLICATION_ID, RECOVERY_HINT, SCHEMA_VERSION, Catalog
 from imgd.daemon.errors import CatalogError, ModelMismatch
+from imgd.daemon.store.catalog import APPLICATION_ID, RECOVERY_HINT, SCHEMA_VERSION, Catalog
 
 DIM = 8
 

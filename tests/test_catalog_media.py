@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imgd.daemon.catalog import Catalog
-from imgd.daemon.models import ImageMeta, MediaFilter
+from imgd.daemon.store.catalog import Catalog
+from imgd.daemon.store.records import ImageMeta, MediaFilter
 
 DIM = 8
 NS = 1_000_000_000

@@ -305,7 +305,7 @@ def test_given_names_the_fields_set_anywhere_but_the_defaults(user_config: Path)
 
 
 def test_decode_threads_zero_means_one_per_core(make_config, embedder):
-    from imgd.daemon.library import open_library
+    from imgd.daemon.service.library import open_library
 
     config = make_config(decode_threads=0)
     assert config.threads() == (os.cpu_count() or 1)

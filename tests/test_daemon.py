@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import picture, write_image
 from daemonkit import IMGD, DaemonProcess, check_invariants, image_files, wait_until
-from imgd.daemon import client
+from imgd.daemon.api import client
 from imgd.daemon.errors import CatalogError
 
 pytestmark = pytest.mark.slow
@@ -277,7 +277,7 @@ def test_the_persist_interval_stretches_with_the_size_of_the_index():
     # Pure arithmetic, so a stand-in for the running daemon: a save at 1M vectors writes ~1 GB.
     from types import SimpleNamespace
 
-    from imgd.daemon.service import Daemon
+    from imgd.daemon.service.run import Daemon
 
     def every(vectors: int) -> float:
         daemon = SimpleNamespace(

@@ -14,10 +14,8 @@ import numpy as np
 import pytest
 from conftest import picture
 from daemonkit import IMGD, DaemonProcess
-from imgd.daemon import index as index_module
-from imgd.daemon.catalog import Catalog
 from imgd.daemon.config import Config
-from imgd.daemon.dupes import (
+from imgd.daemon.search.dupes import (
     DupeTracker,
     build_bursts,
     build_groups,
@@ -27,9 +25,11 @@ from imgd.daemon.dupes import (
     library_pairs,
     under,
 )
-from imgd.daemon.index import VectorIndex, similar_pairs
-from imgd.daemon.library import open_library
-from imgd.daemon.models import FileDetail
+from imgd.daemon.service.library import open_library
+from imgd.daemon.store import index as index_module
+from imgd.daemon.store.catalog import Catalog
+from imgd.daemon.store.index import VectorIndex, similar_pairs
+from imgd.daemon.store.records import FileDetail
 from PIL import Image, ImageEnhance
 
 
@@ -464,7 +464,7 @@ def test_the_default_threshold_with_the_trained_model(
 ) -> None:
     """With a model that knows its pictures, the default (0.975) groups a 10% brighter and a half-size copy
     with their original, and leaves other red circles (same colour and shape, ~0.86) and a blue square apart."""
-    from imgd.daemon.embedder import load_embedder
+    from imgd.daemon.embedders import load_embedder
     from shapekit import shape_image
 
     folder = tmp_path / "shapes"

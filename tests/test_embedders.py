@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import picture
-from imgd.daemon import imaging
-from imgd.daemon.embedder import load_embedder
-from imgd.daemon.embedders import export, onnx
+from imgd.daemon.embedders import export, load_embedder, onnx
 from imgd.daemon.embedders.store import ModelStore
 from imgd.daemon.errors import ModelUnavailable
+from imgd.daemon.ingest import imaging
 from PIL import Image
 
 HEAVY = ("torch", "transformers", "sentence_transformers")
@@ -69,7 +68,7 @@ def test_second_load_uses_the_export_without_torch(tiny_model, onnx_state):
     script = f"""
 import json, sys
 from PIL import Image
-from imgd.daemon.embedder import load_embedder
+from imgd.daemon.embedders import load_embedder
 e = load_embedder({str(tiny_model)!r}, device="cpu", backend="onnx", state_dir={str(onnx_state)!r})
 e.encode_images([e.prepare(Image.new("RGB", (640, 480), "red"))]); e.encode_texts(["a dog"])
 print(json.dumps([e.fingerprint, sorted(m for m in sys.modules if m.split(".")[0] in {HEAVY!r})]))
@@ -219,7 +218,7 @@ def ask(searcher, k: int, text: str | None = None, image: str | None = None) -> 
 
 
 def index_folder(config, embedder, folder: Path):
-    from imgd.daemon.library import open_library
+    from imgd.daemon.service.library import open_library
 
     library = open_library(config, embedder)
     try:
@@ -231,7 +230,7 @@ def index_folder(config, embedder, folder: Path):
 
 
 def catalog_state(config) -> tuple[str | None, int, dict[int, bytes]]:
-    from imgd.daemon.catalog import Catalog
+    from imgd.daemon.store.catalog import Catalog
 
     catalog = Catalog(config.catalog_path, readonly=True)
     try:
@@ -253,7 +252,7 @@ def pics(tmp_path: Path) -> Path:
 def test_catalog_built_with_torch_is_served_by_onnx_without_reembedding(
     tiny_model, onnx_state, torch_embedder, make_config, pics
 ):
-    from imgd.daemon.library import open_searcher
+    from imgd.daemon.service.library import open_searcher
 
     config = make_config(state_dir=onnx_state)
     index_folder(config, torch_embedder, pics)
@@ -274,7 +273,7 @@ def test_catalog_built_with_torch_is_served_by_onnx_without_reembedding(
 
 def test_model_files_with_other_weights_are_refused_with_a_clear_sentence(tmp_path, tiny_model, make_config, pics):
     from imgd.daemon.errors import ModelMismatch
-    from imgd.daemon.library import open_library, open_searcher
+    from imgd.daemon.service.library import open_library, open_searcher
 
     sys.path.insert(0, str(Path(__file__).parent))
     from clipkit import build_clip
@@ -312,7 +311,7 @@ def test_model_files_with_other_weights_are_refused_with_a_clear_sentence(tmp_pa
 
 
 def test_catalog_from_before_fingerprints_gets_one_on_first_open(make_config, torch_embedder, pics):
-    from imgd.daemon.catalog import Catalog
+    from imgd.daemon.store.catalog import Catalog
 
     config = make_config()
     index_folder(config, torch_embedder, pics)
@@ -389,7 +388,7 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
         assert "loaded the image model again" in daemon.log()
         assert daemon.search_image(pics / "new.jpg")[0]["path"] == str(pics / "new.jpg")
 
-        from imgd.daemon import client
+        from imgd.daemon.api import client
 
         through_daemon = client.search(daemon.socket, 5, text="ein Hund am Strand")
         direct = imgd("search", "--direct", "--json", "-k", "5", "ein Hund am Strand", env=env)

@@ -9,8 +9,8 @@ import shutil
 import numpy as np
 import pytest
 from conftest import picture, write_image
-from imgd.daemon.library import Library, open_library, open_searcher
 from imgd.daemon.protocol import Options, SearchRequest, Term
+from imgd.daemon.service.library import Library, open_library, open_searcher
 from PIL import Image
 
 

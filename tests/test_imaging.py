@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import picture, write_image
-from imgd.daemon import imaging
-from imgd.daemon.engine import Engine, _Loaded
 from imgd.daemon.errors import ImageReadError
-from imgd.daemon.index import VectorIndex
-from imgd.daemon.library import open_library
-from imgd.daemon.models import FileStat
-from imgd.daemon.scanner import PathFilter
+from imgd.daemon.ingest import imaging
+from imgd.daemon.ingest.engine import Engine, _Loaded
+from imgd.daemon.ingest.scanner import PathFilter
+from imgd.daemon.service.library import open_library
+from imgd.daemon.store.index import VectorIndex
+from imgd.daemon.store.records import FileStat
 from PIL import Image
 
 LIMIT = 200_000_000  # Config.max_image_pixels' default
@@ -403,7 +403,7 @@ def test_missing_file_fails(engine: Engine, tmp_path: Path) -> None:
 
 
 def test_missing_reference_image_says_so(make_config, embedder, tmp_path: Path) -> None:
-    from imgd.daemon.query import Searcher
+    from imgd.daemon.search.query import Searcher
 
     searcher = Searcher(make_config(), VectorIndex(embedder.dim), lambda: embedder)
     with pytest.raises(ImageReadError, match="no such file"):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from imgd.daemon import index as index_module
-from imgd.daemon.catalog import Catalog
-from imgd.daemon.index import MAGIC, IndexFileError, VectorIndex
+from imgd.daemon.store import index as index_module
+from imgd.daemon.store.catalog import Catalog
+from imgd.daemon.store.index import MAGIC, IndexFileError, VectorIndex
 
 DIM = 8
 

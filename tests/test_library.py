@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from conftest import write_image
 from imgd.cli.main import cli
 from imgd.daemon.errors import CatalogBusy
-from imgd.daemon.library import open_library
+from imgd.daemon.service.library import open_library
 
 
 def test_a_second_writer_on_one_state_folder_is_refused_until_the_first_closes(make_config, embedder, tmp_path):

@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from conftest import picture, write_image
 from daemonkit import wait_until
-from imgd.daemon import imaging, service, watcher
-from imgd.daemon.catalog import Catalog
-from imgd.daemon.service import Daemon
+from imgd.daemon.ingest import imaging, watcher
+from imgd.daemon.service import run as service
+from imgd.daemon.service.run import Daemon
+from imgd.daemon.store.catalog import Catalog
 
 
 def digest(path: Path) -> str:
@@ -202,7 +203,7 @@ class RefusingObserver:
 def test_when_the_watch_limit_is_reached_auto_polls_and_never_refuses(pics, polling, caplog):
     import queue
 
-    from imgd.daemon.scanner import PathFilter
+    from imgd.daemon.ingest.scanner import PathFilter
 
     watch = watcher.Watcher([str(pics)], PathFilter(()), queue.Queue(), polling, observer_factory=RefusingObserver)
     try:
@@ -282,7 +283,7 @@ def test_the_service_exits_non_zero_when_its_indexing_thread_dies(make_config, e
     """No file makes the worker die (it survives any Exception); a BaseException escaping it stands in."""
     import signal
 
-    from imgd.daemon.worker import Worker
+    from imgd.daemon.ingest.worker import Worker
 
     def die(self: Worker) -> None:
         raise SystemExit  # ends the thread quietly, as a BaseException escaping the loop would

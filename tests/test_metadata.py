@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from conftest import picture
-from imgd.daemon import imaging
-from imgd.daemon.catalog import MEDIA_VERSION
 from imgd.daemon.errors import ImageReadError
-from imgd.daemon.library import open_library
-from imgd.daemon.models import ImageMeta
+from imgd.daemon.ingest import imaging
+from imgd.daemon.service.library import open_library
+from imgd.daemon.store.catalog import MEDIA_VERSION
+from imgd.daemon.store.records import ImageMeta
 from PIL import Image, ImageFile
 
 LIMIT = 200_000_000

@@ -21,11 +21,11 @@ import pytest
 from click.testing import CliRunner
 from daemonkit import DaemonProcess, check_invariants, wait_until
 from imgd.cli.main import cli
-from imgd.daemon import migrations
-from imgd.daemon.catalog import MEDIA_VERSION, SCHEMA_VERSION, Catalog
 from imgd.daemon.errors import CatalogError
-from imgd.daemon.library import open_library, open_searcher
 from imgd.daemon.protocol import Options, SearchRequest, Term
+from imgd.daemon.service.library import open_library, open_searcher
+from imgd.daemon.store import migrations
+from imgd.daemon.store.catalog import MEDIA_VERSION, SCHEMA_VERSION, Catalog
 
 DATA = Path(__file__).parent / "data"
 V1_ROOT = "/tmp/imgd-v1/images"  # where the kept catalog's images were when it was made
@@ -235,8 +235,8 @@ def test_a_process_killed_during_a_step_leaves_the_previous_version(v1: V1Copy, 
     script = textwrap.dedent(
         f"""
         import os, time
-        from imgd.daemon import migrations
-        from imgd.daemon.catalog import Catalog
+        from imgd.daemon.store import migrations
+        from imgd.daemon.store.catalog import Catalog
 
         real = migrations.MIGRATIONS[1]
 

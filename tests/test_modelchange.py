@@ -18,13 +18,13 @@ from click.testing import CliRunner
 from conftest import write_image
 from daemonkit import DaemonProcess, check_invariants, wait_until
 from imgd.cli.main import cli
-from imgd.daemon import client
-from imgd.daemon.catalog import Catalog
-from imgd.daemon.embedder import load_embedder
+from imgd.daemon.api import client
+from imgd.daemon.embedders import load_embedder
 from imgd.daemon.errors import ModelMismatch
-from imgd.daemon.library import open_library, open_searcher
 from imgd.daemon.protocol import Options, SearchRequest, Term
-from imgd.daemon.query import SwitchLock
+from imgd.daemon.search.query import SwitchLock
+from imgd.daemon.service.library import open_library, open_searcher
+from imgd.daemon.store.catalog import Catalog
 from PIL import Image
 
 QUERIES = ("a cat", "red", "a car on a road")
@@ -328,8 +328,8 @@ def test_searches_wait_for_the_switch_then_use_the_new_model(library_of_a, tmp_p
 def test_status_pace_counts_the_wall_clock_so_pauses_lengthen_the_time_left(library_of_a, make_config, wide):
     from concurrent.futures import ThreadPoolExecutor
 
-    from imgd.daemon.catalog import Catalog
-    from imgd.daemon.modelchange import ModelChange
+    from imgd.daemon.ingest.modelchange import ModelChange
+    from imgd.daemon.store.catalog import Catalog
 
     _, config = library_of_a
     now = [100.0]
@@ -350,7 +350,7 @@ def test_status_pace_counts_the_wall_clock_so_pauses_lengthen_the_time_left(libr
 def test_the_worker_rests_reembed_pause_between_batches_then_switches(library_of_a, make_config, embedder, wide):
     import queue
 
-    from imgd.daemon.worker import Worker
+    from imgd.daemon.ingest.worker import Worker
 
     _, config = library_of_a
     now = [0.0]

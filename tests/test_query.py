@@ -18,7 +18,7 @@ from click.testing import CliRunner
 from conftest import write_image
 from imgd.cli.main import cli, parse_term
 from imgd.daemon.protocol import Term
-from imgd.daemon.query import combine
+from imgd.daemon.search.query import combine
 
 
 @pytest.fixture
@@ -252,8 +252,8 @@ def test_metadata_filters_combine_with_the_others(runner, base_args, dated):
 
 def test_a_cached_filter_sees_metadata_read_after_it(make_config, embedder, tmp_path):
     """Backfill changes what --camera selects without touching the index: the filter cache must notice."""
-    from imgd.daemon.library import open_library, open_searcher
     from imgd.daemon.protocol import Filters, Options
+    from imgd.daemon.service.library import open_library, open_searcher
     from test_metadata import exif_bytes
 
     pics = tmp_path / "cams"
@@ -275,7 +275,7 @@ def test_a_cached_filter_sees_metadata_read_after_it(make_config, embedder, tmp_
 
 
 def test_the_automatic_cut_keeps_the_group_that_stands_out_not_a_lone_top_score():
-    from imgd.daemon.query import auto_cut
+    from imgd.daemon.search.query import auto_cut
 
     background = np.linspace(-0.3, 0.2, 400)  # what the rest of the library scores for the query
     matches = np.array([0.46, 0.455, 0.45, 0.449, 0.445, 0.44, 0.43, 0.425])
@@ -289,8 +289,8 @@ def test_the_automatic_cut_keeps_the_group_that_stands_out_not_a_lone_top_score(
 
 def test_scores_are_shown_within_minus_one_and_one(make_config, embedder, tmp_path):
     """float16 storage lets an image's cosine to itself come out as 1.0001; a cosine is never shown above 1."""
-    from imgd.daemon.library import open_library, open_searcher
     from imgd.daemon.protocol import Options
+    from imgd.daemon.service.library import open_library, open_searcher
 
     pics = tmp_path / "pics"
     write_image(pics / "a.png", seed=1)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import write_image
 from daemonkit import wait_until
-from imgd.daemon import client
+from imgd.daemon.api import client
 from imgd.daemon.errors import ImgdError
 from PIL import Image
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from imgd.daemon import client
+from imgd.daemon.api import client
 from imgd.daemon.errors import ImgdError
-from imgd.daemon.server import QueryServer
+from imgd.daemon.service.server import QueryServer
 
 
 def answering(name: str):

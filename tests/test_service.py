@@ -132,7 +132,7 @@ def test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint
 
 
 def _saved_generation(path: Path) -> int:
-    from imgd.daemon.index import VectorIndex
+    from imgd.daemon.store.index import VectorIndex
 
     return VectorIndex.read(path)[1].generation  # saves replace the file atomically: never half-written
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import shapekit
-from imgd.daemon.embedder import Embedder, load_embedder
+from imgd.daemon.embedders import Embedder, load_embedder
 from PIL import Image
 
 CORPUS_SEED = 3  # training used seeds from 10**9 up: these pictures are new to the model

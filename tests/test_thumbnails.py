@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import picture, write_image
-from imgd.daemon import imaging, thumbnails
+from imgd.daemon.api import thumbnails
+from imgd.daemon.api.thumbnails import VIEW_SIDE, ThumbnailCache
 from imgd.daemon.errors import ImageReadError
-from imgd.daemon.thumbnails import VIEW_SIDE, ThumbnailCache
+from imgd.daemon.ingest import imaging
 from PIL import Image
 
 # How a camera stores an upright scene for each EXIF orientation that swaps the sides.

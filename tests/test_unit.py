@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from imgd.cli import unit
 from imgd.cli.main import cli
-from imgd.daemon import unit
 from imgd.daemon.errors import ImgdError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -155,7 +155,7 @@ def test_sandbox_probe_follows_what_unshare_says(monkeypatch: pytest.MonkeyPatch
 def test_the_repository_copy_is_the_rendered_template(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unit, "manager_home", lambda: "/home/user")
     assert (REPO / "systemd" / "imgd.service").read_text() == unit.reference_unit(), (
-        "systemd/imgd.service differs from daemon/unit.py's template; regenerate it with\n"
+        "systemd/imgd.service differs from cli/unit.py's template; regenerate it with\n"
         '  python -c \'from imgd.daemon import unit; unit.manager_home = lambda: "/home/user"; '
         'print(unit.reference_unit(), end="")\' > systemd/imgd.service'
     )
@@ -282,7 +282,7 @@ def test_a_catalog_built_with_a_model_folder_runs_as_the_unit_says(tmp_path: Pat
     """The unit's own ExecStart and Environment, in an environment as bare as the service manager's."""
     from conftest import write_image
     from daemonkit import wait_until
-    from imgd.daemon import client
+    from imgd.daemon.api import client
 
     model = tmp_path / "my model"
     shutil.copytree(tiny_model, model)

@@ -10,9 +10,9 @@ import pytest
 from conftest import write_image
 from daemonkit import wait_until
 from imgd.daemon.config import DEFAULT_EXCLUDES
-from imgd.daemon.models import Change, ChangeKind
-from imgd.daemon.scanner import PathFilter
-from imgd.daemon.watcher import Watcher
+from imgd.daemon.ingest.scanner import PathFilter
+from imgd.daemon.ingest.watcher import Watcher
+from imgd.daemon.store.records import Change, ChangeKind
 
 
 def changes_for(changes: queue.Queue[Change], path: Path) -> list[Change]:

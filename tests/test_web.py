@@ -23,10 +23,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import picture, write_image
 from daemonkit import DaemonProcess, wait_until
+from imgd.cli import unit
 from imgd.cli.main import cli
 from imgd.daemon import config as config_module
-from imgd.daemon import unit
-from imgd.daemon.embedder import load_embedder
+from imgd.daemon.embedders import load_embedder
 from imgd.web.backend import path_tag
 from imgd.web.server import Gallery, kept_token
 from PIL import Image, ImageEnhance
@@ -240,7 +240,7 @@ def test_status_reports_the_catalog_without_a_daemon(browser):
 
 def test_status_reports_a_model_change_under_way(browser, library):
     import numpy as np
-    from imgd.daemon.catalog import Catalog
+    from imgd.daemon.store.catalog import Catalog
 
     _, config = library
     assert browser.get("/api/status").json()["change"] is None
@@ -269,7 +269,7 @@ def test_status_reports_a_model_change_under_way(browser, library):
         "/view/1-..%2F..%2Fetc",
         "/static/../app.py",
         "/static/..%2Fapp.py",
-        "/static/%2e%2e/%2e%2e/daemon/catalog.py",
+        "/static/%2e%2e/%2e%2e/daemon/store/catalog.py",
         "/static//etc/passwd",
         "/api/item/%2Fetc%2Fpasswd",
         "/api/similar/..%2F..%2Fetc%2Fpasswd",

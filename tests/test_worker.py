@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from conftest import picture
-from imgd.daemon.library import open_library
-from imgd.daemon.models import Change, ChangeKind
-from imgd.daemon.worker import Worker
+from imgd.daemon.ingest.worker import Worker
+from imgd.daemon.service.library import open_library
+from imgd.daemon.store.records import Change, ChangeKind
 
 
 def png(seed: int) -> bytes:

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from imgd.daemon.api.thumbnails import GRID_SIDE, VIEW_SIDE, ThumbnailCache
 from imgd.daemon.errors import ImageReadError, ImgdError
 from imgd.daemon.protocol import Options, RequestError, Term
-from imgd.daemon.thumbnails import GRID_SIDE, VIEW_SIDE, ThumbnailCache
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware

@@ -1,4 +1,4 @@
-"""What the gallery asks of imgd: typed requests through daemon/api.py, and catalog ids for files.
+"""What the gallery asks of imgd: typed requests through daemon/api/facade.py, and catalog ids for files.
 
 The facade asks the running daemon over its socket and answers in-process when none runs, so the
 gallery gives the answers `imgd search` gives. Files are named to the browser by catalog id only:
@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imgd.daemon.api import Api
-from imgd.daemon.catalog import Catalog, ThreadReaders
+from imgd.daemon.api.facade import Api
 from imgd.daemon.config import Config
 from imgd.daemon.errors import CatalogError
 from imgd.daemon.protocol import (
@@ -33,9 +32,10 @@ from imgd.daemon.protocol import (
     min_size,
     split_weight,
 )
+from imgd.daemon.store.catalog import Catalog, ThreadReaders
 
 if TYPE_CHECKING:  # the model loads only when no daemon answers
-    from imgd.daemon.embedder import Embedder
+    from imgd.daemon.embedders import Embedder
 
 ID_PATTERN = re.compile(r"(\d{1,18})-([0-9a-f]{16})")
 

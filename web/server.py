@@ -12,9 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import uvicorn
+from imgd.daemon.api.thumbnails import open_cache
 from imgd.daemon.config import Config
 from imgd.daemon.errors import ImgdError
-from imgd.daemon.thumbnails import open_cache
 
 from .app import MAX_UPLOAD, build_app
 from .backend import Backend

@@ -30,9 +30,9 @@ from typing import Any
 
 from conftest import picture
 from daemonkit import IMGD, DaemonProcess, check_invariants, image_files, wait_until
-from imgd.daemon import client
+from imgd.daemon.api import client
 from imgd.daemon.errors import ImgdError
-from imgd.daemon.models import FileRecord
+from imgd.daemon.store.records import FileRecord
 from PIL import Image
 
 KILLS = int(os.environ.get("IMGD_SOAK_KILLS", "0") or 0)  # >0: kills per phase instead of the CI counts
@@ -154,7 +154,7 @@ class FaultDaemon(DaemonProcess):
 
     def wait_persisted(self, timeout: float = 60.0) -> None:
         """Wait until the saved index reflects the catalog (the daemon persists every few seconds)."""
-        from imgd.daemon.index import IndexFileError, VectorIndex
+        from imgd.daemon.store.index import IndexFileError, VectorIndex
 
         def saved() -> bool:
             catalog = self.catalog()

@@ -18,8 +18,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import config as config_module
-from .errors import ImgdError, display_path
+from imgd.daemon import config as config_module
+from imgd.daemon.errors import ImgdError, display_path
 
 log = logging.getLogger(__name__)
 

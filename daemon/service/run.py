@@ -17,20 +17,20 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .api import answer
-from .catalog import Catalog
-from .config import Config
-from .dupes import DupeTracker, catalog_vectors, find_groups
-from .dupes import summary as dupes_summary
-from .embedder import Embedder
-from .errors import ImgdError, display_path
+from .handlers import answer
+from ..config import Config
+from ..embedders import Embedder
+from ..errors import ImgdError, display_path
+from ..ingest.watcher import Watcher
+from ..ingest.worker import Worker
+from ..protocol import Request
+from ..search.dupes import DupeTracker, catalog_vectors, find_groups
+from ..search.dupes import summary as dupes_summary
+from ..search.query import Searcher
+from ..store.catalog import Catalog
+from ..store.records import Change
 from .library import catalog_status, open_library
-from .models import Change
-from .protocol import Request
-from .query import Searcher
 from .server import QueryServer
-from .watcher import Watcher
-from .worker import Worker
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class Daemon:
     # -- queries ----------------------------------------------------------------------------
 
     def handle(self, request: Request) -> dict[str, Any]:
-        """Answer one query-socket request: the same handlers as the direct path (api.answer)."""
+        """Answer one query-socket request: the same handlers as the direct path (handlers.answer)."""
         return answer(self, request)
 
     def status(self) -> dict[str, Any]:

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .catalog import Catalog, same_model
-from .config import Config
-from .embedder import Embedder
-from .engine import Engine
-from .errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch, display_path
-from .index import VectorIndex, discard_partial_saves
-from .query import Searcher
+from ..config import Config
+from ..embedders import Embedder
+from ..errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch, display_path
+from ..ingest.engine import Engine
+from ..search.query import Searcher
+from ..store.catalog import Catalog, same_model
+from ..store.index import VectorIndex, discard_partial_saves
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from .config import IMAGE_EXTENSIONS
-from .errors import display_path
-from .models import FileStat
-from .verbosity import DETAIL
+from ..config import IMAGE_EXTENSIONS
+from ..errors import display_path
+from ..store.records import FileStat
+from ..verbosity import DETAIL
 
 log = logging.getLogger(__name__)
 

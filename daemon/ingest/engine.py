@@ -20,16 +20,16 @@ from typing import TypeVar
 
 import numpy as np
 
+from ..config import Config
+from ..embedders import Embedder
+from ..errors import ImageReadError, display_path
+from ..store.catalog import Catalog, ThreadReaders
+from ..store.index import VectorIndex
+from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
+from ..verbosity import DETAIL
 from . import imaging
-from .catalog import Catalog, ThreadReaders
-from .config import Config
-from .embedder import Embedder
-from .errors import ImageReadError, display_path
-from .index import VectorIndex
 from .modelchange import ModelChange
-from .models import FileRecord, FileStat, ImageMeta, IndexSummary
 from .scanner import PathFilter, is_under, scan, stat_file
-from .verbosity import DETAIL
 
 log = logging.getLogger(__name__)
 

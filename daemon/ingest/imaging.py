@@ -20,8 +20,8 @@ from datetime import datetime
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from .errors import ImageReadError
-from .models import ImageMeta
+from ..errors import ImageReadError
+from ..store.records import ImageMeta
 
 try:  # HEIC/HEIF only with the optional extra `imgd[heic]`
     from pillow_heif import register_heif_opener

@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from . import imaging
-from .catalog import Catalog, ThreadReaders
-from .config import Config
-from .embedder import Embedder
-from .errors import CatalogError, ImageReadError
-from .index import VectorIndex
-from .models import MediaFilter
-from .protocol import Filters, Options, SearchRequest, SimilarRequest, Term
-from .scanner import is_under
+from ..config import Config
+from ..embedders import Embedder
+from ..errors import CatalogError, ImageReadError
+from ..ingest import imaging
+from ..ingest.scanner import is_under
+from ..protocol import Filters, Options, SearchRequest, SimilarRequest, Term
+from ..store.catalog import Catalog, ThreadReaders
+from ..store.index import VectorIndex
+from ..store.records import MediaFilter
 
 AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
 FILTER_CACHE = 16

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import ImgdError
-from .protocol import PROTOCOL_VERSION, Request, parse
+from ..errors import ImgdError
+from ..protocol import PROTOCOL_VERSION, Request, parse
 
 log = logging.getLogger(__name__)
 

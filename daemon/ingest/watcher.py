@@ -36,8 +36,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .errors import display_path
-from .models import Change, ChangeKind
+from ..errors import display_path
+from ..store.records import Change, ChangeKind
 from .scanner import PathFilter, is_under
 
 log = logging.getLogger(__name__)

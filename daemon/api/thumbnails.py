@@ -25,9 +25,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import imaging
-from .config import Config
-from .errors import ImageReadError
+from ..config import Config
+from ..errors import ImageReadError
+from ..ingest import imaging
 
 GRID_SIDE = 256  # the gallery's grid and the terminal previews
 VIEW_SIDE = 1600  # the gallery's full view: sharp on a laptop screen, a fraction of a 12 MP file

@@ -26,9 +26,9 @@ from urllib.parse import quote
 
 import numpy as np
 
+from ..errors import CatalogError, DiskFull, ModelMismatch
 from . import migrations
-from .errors import CatalogError, DiskFull, ModelMismatch
-from .models import FileDetail, FileMeta, FileRecord, FileStat, ImageMeta, MediaFilter
+from .records import FileDetail, FileMeta, FileRecord, FileStat, ImageMeta, MediaFilter
 
 SCHEMA_VERSION = migrations.LATEST
 APPLICATION_ID = migrations.APPLICATION_ID

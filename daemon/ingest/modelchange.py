@@ -18,11 +18,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from ..embedders import Embedder
+from ..errors import ImageReadError, display_path
+from ..store.catalog import Catalog
+from ..store.records import FileStat
 from . import imaging
-from .catalog import Catalog
-from .embedder import Embedder
-from .errors import ImageReadError, display_path
-from .models import FileStat
 
 log = logging.getLogger(__name__)
 

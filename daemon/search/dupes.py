@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .catalog import Catalog
-from .config import Config
-from .index import VectorIndex, similar_pairs
-from .models import FileDetail
-from .protocol import DupesRequest
+from ..config import Config
+from ..protocol import DupesRequest
+from ..store.catalog import Catalog
+from ..store.index import VectorIndex, similar_pairs
+from ..store.records import FileDetail
 from .query import Searcher, path_passes
 
 log = logging.getLogger(__name__)

@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..errors import DiskFull, display_path
+from ..store.records import Change, ChangeKind, IndexSummary
+from ..verbosity import DETAIL
 from .engine import Engine, Stopped
-from .errors import DiskFull, display_path
-from .models import Change, ChangeKind, IndexSummary
 from .scanner import is_under, scan, stat_file
-from .verbosity import DETAIL
 
 log = logging.getLogger(__name__)
 

@@ -1,26 +1,21 @@
-"""The one way to ask imgd something: the daemon if it runs, else this process, with the same answer.
+"""The handler table: one function per operation, answering a typed request against a Context.
 
-The CLI and the web UI build a typed request (protocol.py) and call `Api.call`; the daemon's socket
-server and the in-process path both dispatch through `answer`, one handler per operation. A new
-operation is a request class, a handler here and a command. Light at import: the heavy modules load
-only when a request is answered in this process.
+The daemon's socket server and the in-process path (`LocalContext`, used by the facade when no daemon
+runs) both dispatch through `answer`, so both give the same answer. A new operation is a request class
+(protocol.py), a handler here and a command. Light at import: heavy modules load inside the handlers.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import client
-from .config import Config
-from .errors import DaemonNotRunning
-from .protocol import DupesRequest, FailedRequest, Request, SearchRequest, SimilarRequest, StatusRequest
+from ..config import Config
+from ..protocol import DupesRequest, FailedRequest, Request, SearchRequest, SimilarRequest, StatusRequest
 
 if TYPE_CHECKING:
-    from .embedder import Embedder
-    from .query import Searcher
+    from ..embedders import Embedder
+    from ..search.query import Searcher
 
 
 class Context(Protocol):
@@ -72,7 +67,7 @@ def _failed(context: Context, request: FailedRequest) -> dict[str, Any]:
 
 @handler(DupesRequest.op)
 def _dupes(context: Context, request: DupesRequest) -> dict[str, Any]:
-    from . import dupes
+    from ..search import dupes
 
     searcher = context.searcher if request.filters.active else None
     return dupes.answer(context.config, request, searcher, getattr(context, "dupes", None))
@@ -103,30 +98,3 @@ class LocalContext:
         from .library import catalog_status
 
         return catalog_status(self.config)
-
-
-class Api:
-    """The facade: ask the running daemon, and answer here when none runs (or when told to)."""
-
-    def __init__(self, config: Config, load_model: Callable[[str], Embedder], direct: bool = False) -> None:
-        self.config = config
-        self.direct = direct
-        self._local = LocalContext(config, load_model)
-        self.answered_by: str | None = None  # "daemon" or "direct", for `-v` and tests
-
-    @property
-    def socket(self) -> Path:
-        return self.config.socket
-
-    def call(self, request: Request, timeout: float = 120.0) -> dict[str, Any]:
-        if not self.direct:
-            try:
-                reply = client.request(self.socket, request.to_message(), timeout=timeout)
-            except DaemonNotRunning:
-                pass
-            else:
-                self.answered_by = "daemon"
-                return {k: v for k, v in reply.items() if k not in ("v", "ok")}
-        self.answered_by = "direct"
-        # Through JSON, as the daemon's answer is: both paths hand the caller the very same values.
-        return json.loads(json.dumps(answer(self._local, request)))

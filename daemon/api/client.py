@@ -7,8 +7,8 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from .errors import DaemonNotRunning, ImgdError, ProtocolError
-from .protocol import PROTOCOL_VERSION, Options, SearchRequest, StatusRequest, Term
+from ..errors import DaemonNotRunning, ImgdError, ProtocolError
+from ..protocol import PROTOCOL_VERSION, Options, SearchRequest, StatusRequest, Term
 
 MAX_MESSAGE = 1 << 20  # replies; requests are capped lower by the server
 

@@ -1,0 +1,1 @@
+"""How front ends ask: the facade (daemon else in-process), the socket client, shared thumbnails."""

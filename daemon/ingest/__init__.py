@@ -1,0 +1,1 @@
+"""Getting files in: scanning, watching, settling, decoding, embedding and writing them (the one writer)."""

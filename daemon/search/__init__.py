@@ -1,0 +1,1 @@
+"""Answering questions: queries to vectors, filters, duplicate grouping."""

@@ -1,0 +1,1 @@
+"""`imgd run`: the daemon's wiring, its socket server, the request handlers and library opening."""
