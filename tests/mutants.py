@@ -303,7 +303,7 @@ MUTATIONS: list[Mutation] = [
     # -- changing the model without losing search (issue 15) --------------------------------------
     Mutation(
         "switch-keeps-catalog-identity",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         'self.set_meta("catalog_id", uuid.uuid4().hex)',
         "pass",
         (CHANGE + "test_an_index_file_saved_before_the_switch_is_rebuilt_not_patched",),
@@ -319,7 +319,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-starts-over",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         "if pending is not None and same_model(pending, (name, dim, fingerprint)):",
         "if False:",
         (CHANGE + "test_an_interrupted_change_goes_on_where_it_stopped",),
@@ -327,7 +327,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-old-first",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         "/ 1000000000) DESC, ",
         "/ 1000000000) ASC, ",
         (CHANGE + "test_the_newest_photos_get_their_new_vectors_first",),
