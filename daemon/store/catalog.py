@@ -6,8 +6,8 @@ files:    one row per path (stored as raw bytes, so any file name round-trips) p
 media:    one narrow row per content: what its bytes say (media.py).
 next_vectors: a model change's new vectors beside the live ones (nextvectors.py).
 The schema is built and upgraded by the numbered steps in migrations.py, run here at open.
-The catalog is one class over one connection: this module (opening, files, contents, filters) and
-its parts in core.py, media.py and nextvectors.py, split by table for their size.
+The catalog is one class over one connection: this module (opening, files, contents) and its parts
+in core.py, media.py, nextvectors.py and selection.py, split by table for their size.
 Identical copies share one content; a move only rewrites a files row; the FAISS file is a cache
 that can always be rebuilt from here.
 """
@@ -20,7 +20,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,7 +30,8 @@ from . import migrations
 from .core import path_key, prefix_range, same_model
 from .media import MEDIA_VERSION, MediaRows
 from .nextvectors import NextVectors
-from .records import FileRecord, FileStat, ImageMeta, MediaFilter
+from .records import FileRecord, FileStat, ImageMeta
+from .selection import Selection
 
 __all__ = [
     "APPLICATION_ID",
@@ -50,28 +50,8 @@ log = logging.getLogger(__name__)
 
 RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
 
-_TYPE_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff", "heif": "heic"}  # what people type -> stored format
-_ORIENTATION_SQL = {"landscape": "m.width > m.height", "portrait": "m.width < m.height", "square": "m.width = m.height"}
 
-
-def _fold(text: str | None) -> str | None:
-    """Case-insensitive matching beyond ASCII (SQLite's lower() and LIKE fold ASCII only)."""
-    return text.casefold() if isinstance(text, str) else text
-
-
-def _wall_clock(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _epoch_ns(moment: datetime) -> int:
-    """A naive wall-clock time on this machine's clock as an mtime, for comparing files' mtime_ns."""
-    try:
-        return int(moment.timestamp()) * 1_000_000_000
-    except (OverflowError, OSError, ValueError):
-        return -(2**63) if moment.year < 1970 else 2**63 - 1
-
-
-class Catalog(NextVectors, MediaRows):
+class Catalog(NextVectors, MediaRows, Selection):
     """SQLite in WAL mode: one writer at a time, any number of readers that never see half a commit."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
@@ -322,88 +302,6 @@ class Catalog(NextVectors, MediaRows):
             "SELECT DISTINCT content_id FROM files WHERE path >= ? AND path < ? AND +status = 'ok'", (lo, hi)
         )
         return np.fromiter((r[0] for r in rows if r[0] is not None), dtype=np.int64)
-
-    def content_ids_matching(self, where: MediaFilter) -> np.ndarray:
-        """Sorted ids of the contents that pass the filter and have a live path that passes it too."""
-        self._require_media()
-        content_sql: list[str] = []
-        content_args: list[object] = []
-        if where.camera:
-            # Match the few distinct cameras in Python (case-folding beyond ASCII), then select by equality:
-            # a Python function called on every row costs 2.7 us a row, 2.7 s at 1M.
-            needle = _fold(where.camera) or ""
-            cameras = [
-                pair
-                for pair in self.conn.execute("SELECT DISTINCT make, model FROM media")
-                if needle in (_fold(f"{pair[0] or ''} {pair[1] or ''}") or "")
-            ]
-            if not cameras:
-                return np.empty(0, dtype=np.int64)
-            content_sql.append("(" + " OR ".join("(m.make IS ? AND m.model IS ?)" for _ in cameras) + ")")
-            content_args.extend(value for pair in cameras for value in pair)
-        if where.types:
-            types = sorted({_TYPE_ALIASES.get(t.lower(), t.lower()) for t in where.types})
-            content_sql.append(f"m.format IN ({','.join('?' * len(types))})")
-            content_args.extend(types)
-        if where.orientation is not None:
-            content_sql.append(_ORIENTATION_SQL[where.orientation])
-        if where.min_width is not None:
-            content_sql.append("m.width >= ?")
-            content_args.append(where.min_width)
-        if where.min_height is not None:
-            content_sql.append("m.height >= ?")
-            content_args.append(where.min_height)
-        if where.min_side is not None:
-            content_sql.append("min(m.width, m.height) >= ?")
-            content_args.append(where.min_side)
-        if where.min_pixels is not None:
-            content_sql.append("m.width * m.height >= ?")
-            content_args.append(where.min_pixels)
-        # A date is the EXIF one as text, else each file's mtime against the bound as an instant here.
-        exif_dates: list[str] = []
-        mtimes: list[str] = []
-        date_args: list[object] = []
-        if where.taken_from is not None:
-            exif_dates.append("m.taken >= ?")
-            mtimes.append("f.mtime_ns >= ?")
-            date_args.append((_wall_clock(where.taken_from), _epoch_ns(where.taken_from)))
-        if where.taken_until is not None:
-            exif_dates.append("m.taken < ?")
-            mtimes.append("f.mtime_ns < ?")
-            date_args.append((_wall_clock(where.taken_until), _epoch_ns(where.taken_until)))
-        if where.folders:
-            # Few files under a folder: walk their path range and look each content up, not every content.
-            ranges = [prefix_range(folder) for folder in where.folders]
-            conditions = ["+f.status = 'ok'", "(" + " OR ".join("(f.path >= ? AND f.path < ?)" for _ in ranges) + ")"]
-            args: list[object] = [bound for pair in ranges for bound in pair]
-            for exif_date, mtime, (text, epoch) in zip(exif_dates, mtimes, date_args, strict=True):
-                conditions.append(f"(CASE WHEN m.taken IS NULL THEN {mtime} ELSE {exif_date} END)")
-                args.extend([epoch, text])
-            sql = (
-                "SELECT DISTINCT f.content_id FROM files f CROSS JOIN media m ON m.content_id = f.content_id "
-                f"WHERE {' AND '.join(conditions + content_sql)}"
-            )
-            args.extend(content_args)
-        else:
-            conditions, args = list(content_sql), list(content_args)
-            # When nothing is missing every content has a live path, and looking one up per content (a few
-            # us each) can go; but for a moment after a removal, before its orphans go: searches skip those.
-            live = ["EXISTS (SELECT 1 FROM files f WHERE f.content_id = m.content_id AND +f.status = 'ok')"]
-            if not self._any_missing():
-                live = []
-            if exif_dates:
-                dated = ["m.taken IS NOT NULL", *exif_dates, *live]
-                undated = (
-                    "m.taken IS NULL AND EXISTS (SELECT 1 FROM files f WHERE f.content_id = m.content_id "
-                    f"AND +f.status = 'ok' AND {' AND '.join(mtimes)})"
-                )
-                conditions.append(f"(({' AND '.join(dated)}) OR ({undated}))")
-                args.extend([text for text, _ in date_args] + [epoch for _, epoch in date_args])
-            else:
-                conditions.extend(live)
-            sql = "SELECT m.content_id FROM media m" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
-        ids = np.fromiter((r[0] for r in self.conn.execute(sql, args)), dtype=np.int64)
-        return np.unique(ids)
 
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())

@@ -1,7 +1,7 @@
 """The catalog's connection and what every part of it shares: transactions, meta keys, id-chunked reads.
 
 `Catalog` (catalog.py) is this core plus its parts, each a class over the one connection: the model
-change's rows (nextvectors.py) and the metadata rows (media.py).
+change's rows (nextvectors.py), the metadata rows (media.py) and the filtered selection (selection.py).
 They are split by table for their size; SQLite is still opened in one place and owned by the catalog.
 """
 
