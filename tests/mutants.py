@@ -50,6 +50,7 @@ class Mutation:
 
 LIVE = "tests/test_live.py::"
 CHANGE = "tests/test_modelchange.py::"
+FILTERS = "tests/test_filters.py::test_clause_and_match_agree"
 SERVICE = "tests/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
 
 MUTATIONS: list[Mutation] = [
@@ -303,7 +304,7 @@ MUTATIONS: list[Mutation] = [
     # -- changing the model without losing search (issue 15) --------------------------------------
     Mutation(
         "switch-keeps-catalog-identity",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         'self.set_meta("catalog_id", uuid.uuid4().hex)',
         "pass",
         (CHANGE + "test_an_index_file_saved_before_the_switch_is_rebuilt_not_patched",),
@@ -319,7 +320,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-starts-over",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         "if pending is not None and same_model(pending, (name, dim, fingerprint)):",
         "if False:",
         (CHANGE + "test_an_interrupted_change_goes_on_where_it_stopped",),
@@ -327,11 +328,52 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-old-first",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         "/ 1000000000) DESC, ",
         "/ 1000000000) ASC, ",
         (CHANGE + "test_the_newest_photos_get_their_new_vectors_first",),
         "a model change re-embeds the oldest photos first",
+    ),
+    # -- filters: one rule each, as SQL and as Python (issue 20) ---------------------------------
+    Mutation(
+        "filter-side-is-the-longer",
+        "daemon/search/filters.py",
+        '"side": ("min(m.width, m.height)", lambda row: min(row.width, row.height)),',
+        '"side": ("min(m.width, m.height)", lambda row: max(row.width, row.height)),',
+        (FILTERS,),
+        "a filter's match() disagrees with its clause(): the shorter side in SQL, the longer in Python",
+    ),
+    Mutation(
+        "filter-folder-match-by-prefix",
+        "daemon/search/filters.py",
+        "return any(row.path.startswith(folder.rstrip(os.sep) + os.sep) for folder in self.folders)",
+        "return any(row.path.startswith(folder) for folder in self.folders)",
+        (FILTERS,),
+        "--in checked in Python takes /lib/ab for inside /lib/a, where the catalog's path range does not",
+    ),
+    Mutation(
+        "filter-date-end-inclusive",
+        "daemon/search/filters.py",
+        'if not (value >= bound if op == ">=" else value < bound):',
+        'if not (value >= bound if op == ">=" else value <= bound):',
+        (FILTERS,),
+        "--before checked in Python lets its own instant through, where the catalog's clause does not",
+    ),
+    Mutation(
+        "filter-camera-match-unfolded",
+        "daemon/search/filters.py",
+        'return (fold(self.text) or "") in _camera(row.make, row.model)',
+        "return self.text in f\"{row.make or ''} {row.model or ''}\"",
+        (FILTERS,),
+        "--camera checked in Python is case-sensitive, where the catalog's selection is not",
+    ),
+    Mutation(
+        "filter-date-selects-missing",
+        "daemon/search/filters.py",
+        "*([live] if live else [])]",
+        "]",
+        (FILTERS,),
+        "a date filter selects a content whose only file is missing (its EXIF date decides without a live file)",
     ),
 ]
 
