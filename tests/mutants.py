@@ -333,6 +333,15 @@ MUTATIONS: list[Mutation] = [
         (CHANGE + "test_the_newest_photos_get_their_new_vectors_first",),
         "a model change re-embeds the oldest photos first",
     ),
+    # -- one rule, one place (issue 20) ----------------------------------------------------------
+    Mutation(
+        "is-under-shared-prefix",
+        "daemon/paths.py",
+        "path.startswith(folder.rstrip(os.sep) + os.sep)",
+        "path.startswith(folder.rstrip(os.sep))",
+        ("tests/test_paths.py",),
+        "a file in /pics-old counts as under /pics (search --in, dupes --in, deletes of a folder, roots)",
+    ),
 ]
 
 

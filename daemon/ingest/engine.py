@@ -23,13 +23,14 @@ import numpy as np
 from ..config import Config
 from ..embedders import Embedder
 from ..errors import ImageReadError, display_path
+from ..paths import is_under
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
 from ..verbosity import DETAIL
 from . import imaging
 from .modelchange import ModelChange
-from .scanner import PathFilter, is_under, scan, stat_file
+from .scanner import PathFilter, scan, stat_file
 
 log = logging.getLogger(__name__)
 

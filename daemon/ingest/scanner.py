@@ -17,11 +17,6 @@ from ..verbosity import DETAIL
 log = logging.getLogger(__name__)
 
 
-def is_under(path: str, folder: str) -> bool:
-    """Is path the folder itself or anything below it? (A plain prefix test would put /a/bc under /a/b.)"""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 @dataclass(frozen=True)
 class PathFilter:
     """Decides which names imgd looks at; shared by the scanner and the watcher."""

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import DiskFull, display_path
+from ..paths import is_under
 from ..store.records import Change, ChangeKind, IndexSummary
 from ..verbosity import DETAIL
 from .engine import Engine, Stopped
-from .scanner import is_under, scan, stat_file
+from .scanner import scan, stat_file
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogError, ImageReadError
 from ..ingest import imaging
-from ..ingest.scanner import is_under
+from ..paths import is_under
 from ..protocol import Filters, Options, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
