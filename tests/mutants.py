@@ -342,6 +342,30 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_paths.py",),
         "a file in /pics-old counts as under /pics (search --in, dupes --in, deletes of a folder, roots)",
     ),
+    Mutation(
+        "unchanged-by-size-only",
+        "daemon/store/records.py",
+        "return (self.size, self.mtime_ns) == (stat.size, stat.mtime_ns)",
+        "return self.size == stat.size",
+        ("tests/test_records.py",),
+        "a file rewritten with the same size counts as unchanged and keeps its old vector",
+    ),
+    Mutation(
+        "failed-file-never-retried-on-event",
+        "daemon/store/records.py",
+        'if indexed and self.status != "ok":',
+        "if False:",
+        ("tests/test_engine.py::test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again",),
+        "a file made readable by chmod stays failed until its bytes change",
+    ),
+    Mutation(
+        "failed-file-retried-by-every-reconcile",
+        "daemon/store/records.py",
+        "def unchanged(self, stat: FileStat, indexed: bool = False)",
+        "def unchanged(self, stat: FileStat, indexed: bool = True)",
+        ("tests/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
+        "every reconcile (each daemon start, each interval) reads every broken file again",
+    ),
 ]
 
 

@@ -380,3 +380,24 @@ def test_a_recheck_hashes_a_file_whose_size_and_mtime_match_its_row(library, tmp
     assert library.engine.upsert([str(pics / "a.jpg")], recheck={str(pics / "a.jpg")}).updated == 1
     assert library.catalog.get_file(str(pics / "a.jpg")).content_id != old
     assert library.catalog.count_contents() == len(library.index) == 1
+
+
+def test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again(library, tmp_path):
+    """A broken file is not read by every reconcile; an event on it (chmod, chown: size and mtime stay) is
+    reason enough to try again."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    good = jpeg_bytes(1)
+    path = pics / "a.jpg"
+    path.write_bytes(b"x" * len(good))
+    os.utime(path, ns=(1, 10**18))
+    assert library.engine.reconcile([pics]).failed == 1
+
+    path.write_bytes(good)  # readable now, and no different by size or mtime
+    os.utime(path, ns=(1, 10**18))
+    again = library.engine.reconcile([pics])
+    assert (again.unchanged, again.added, again.failed) == (1, 0, 0), "a reconcile keeps the row's verdict"
+
+    assert library.engine.upsert([str(path)]).added == 1, "an event on a failed file tries it again"
+    assert catalog_paths(library) == {str(path)}
+    assert library.engine.upsert([str(path)]).added == 0, "an indexed file that is unchanged is left alone"

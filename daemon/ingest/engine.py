@@ -302,7 +302,7 @@ class Engine:
                 if self.should_stop():
                     raise Stopped
                 record = known.pop(stat.path, None)
-                if record is not None and record.size == stat.size and record.mtime_ns == stat.mtime_ns:
+                if record is not None and record.unchanged(stat):
                     summary.unchanged += 1
                     log.log(DETAIL, "unchanged: %s", display_path(stat.path))
                     continue
@@ -435,8 +435,7 @@ class Engine:
                     gone.append(path)
                 continue
             # A failed file is tried again on any event: chmod or chown may have made it readable.
-            same = record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns)
-            if same and path not in recheck:
+            if record is not None and record.unchanged(stat, indexed=True) and path not in recheck:
                 continue
             items.append((stat, record))
         # Held contents count as gone: their bytes turning up here is a move the watcher could not pair.

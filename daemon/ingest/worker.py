@@ -338,6 +338,6 @@ class Worker:
             if self.engine.filter.excluded_path(stat.path, root):
                 continue
             record = self.engine.catalog.get_file(stat.path)
-            if record is not None and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
+            if record is not None and record.unchanged(stat):
                 continue
             self.pending[stat.path] = _Pending(self.monotonic(), (stat.size, stat.mtime_ns))
