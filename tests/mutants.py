@@ -366,6 +366,30 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
         "every reconcile (each daemon start, each interval) reads every broken file again",
     ),
+    Mutation(
+        "changed-ignores-rows",
+        "daemon/ingest/engine.py",
+        "if record is None or not record.unchanged(stat):",
+        "if True:",
+        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        "a folder renamed within the roots has every file read and hashed again",
+    ),
+    Mutation(
+        "changed-path-excludes-from-the-walked-folder",
+        "daemon/ingest/engine.py",
+        "stats = [s for s in scan(path, self.filter, follow) if not self.filter.excluded_path(s.path, root)]",
+        "stats = list(scan(path, self.filter, follow))",
+        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        "an exclude pattern with a / (relative to the root) lets in files of a folder that moved in",
+    ),
+    Mutation(
+        "missing-root-never-named",
+        "daemon/ingest/engine.py",
+        "return root if root in self.missing_roots else None",
+        "return None",
+        ("tests/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
+        "a file copied into a remounted root waits for the next periodic reconcile",
+    ),
 ]
 
 

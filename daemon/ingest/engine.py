@@ -30,7 +30,7 @@ from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
 from ..verbosity import DETAIL
 from . import imaging
 from .modelchange import ModelChange
-from .scanner import PathFilter, scan, stat_file
+from .scanner import PathFilter, scan, stat_file, through_link
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,13 @@ class Engine:
     # -- helpers ----------------------------------------------------------------------------
 
     def root_of(self, path: str, roots: Sequence[str]) -> str | None:
+        """The first of roots that path is in, if any."""
         return next((root for root in roots if is_under(path, root)), None)
+
+    @property
+    def changing(self) -> bool:
+        """Is a model change under way: images re-embedded beside the live vectors?"""
+        return self.change is not None
 
     def _known(self, digest: str) -> bool:
         """Does the catalog already hold this content? Called from decode threads."""
@@ -380,6 +386,39 @@ class Engine:
         return len(self._released)
 
     # -- single changes (the daemon's worker) ---------------------------------------------
+
+    def missing_root(self, path: str, roots: Sequence[str]) -> str | None:
+        """The root of path if the last reconcile found it missing or empty: a file arriving there means it is back."""
+        root = self.root_of(path, roots)
+        return root if root in self.missing_roots else None
+
+    def changed(self, paths: Iterable[str], roots: Sequence[str]) -> list[FileStat]:
+        """What changed on disk at or below paths: the wanted files the catalog does not know as they are now.
+
+        A folder is walked (one that appeared or moved in: its files are new unless a move carried their
+        rows); a file gives itself at most. Paths outside the roots, excluded ones, and (unless
+        follow_symlinks) those reached through a link give nothing. A failed row stands while its file
+        is unchanged, as in reconcile.
+        """
+        follow = self.config.follow_symlinks
+        found: list[FileStat] = []
+        for path in paths:
+            root = self.root_of(path, roots)
+            if root is None or self.filter.excluded_path(path, root):
+                continue
+            if not follow and through_link(path, root):
+                continue  # a link to a folder (maybe outside the roots): scanning it would follow it
+            if os.path.isdir(path):
+                # scan() matches path patterns against the folder walked; they are relative to the root.
+                stats = [s for s in scan(path, self.filter, follow) if not self.filter.excluded_path(s.path, root)]
+            else:
+                stat = stat_file(path, follow) if self.filter.is_image_name(path) else None
+                stats = [stat] if stat is not None else []
+            for stat in stats:
+                record = self.catalog.get_file(stat.path)
+                if record is None or not record.unchanged(stat):
+                    found.append(stat)
+        return found
 
     def forget(self, paths: Iterable[str], folder: bool = False) -> int:
         """Drop paths (or whole folders) that left the disk; their contents are held for orphan_grace."""

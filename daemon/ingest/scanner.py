@@ -89,6 +89,15 @@ def scan(
                 yield FileStat(entry.path, st.st_size, st.st_mtime_ns)
 
 
+def through_link(path: str, root: str) -> bool:
+    """Is path, or a folder between root and it, a symbolic link?"""
+    while len(path) > len(root):
+        if os.path.islink(path):
+            return True
+        path = os.path.dirname(path)
+    return False
+
+
 def stat_file(path: str, follow_symlinks: bool = False) -> FileStat | None:
     """The FileStat of a regular file, or None if it is gone or is not one."""
     try:
