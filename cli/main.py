@@ -812,14 +812,8 @@ def service_install(
     and FOLDERS (without them, the service watches [watch] paths, by default your pictures folder).
     --web adds imgd-web.service, the gallery, with the same settings.
     """
-    from imgd.cli.unit import (
-        WEB_UNIT_NAME,
-        install_unit,
-        render_unit,
-        render_web_unit,
-        service_environment,
-        service_problems,
-    )
+    from imgd.cli.installer import install_unit, service_problems
+    from imgd.cli.unit import WEB_UNIT_NAME, render_unit, render_web_unit, service_environment
     from imgd.daemon.service.library import with_catalog_model
 
     given = options(ctx)
