@@ -156,6 +156,14 @@ MUTATIONS: list[Mutation] = [
         "a bad path exits 1 (grep's 'no match') instead of 2",
     ),
     Mutation(
+        "listing-no-match-exits-0",
+        "cli/output.py",
+        "            ctx.exit(none_exit)\n",
+        "            pass\n",
+        ("tests/test_cli.py::test_empty_catalog_and_no_match_exit_non_zero_with_a_message",),
+        "a listing with nothing to show exits 0 instead of grep's 1 (the one output function every listing ends in)",
+    ),
+    Mutation(
         "follow-symlinks-ignored",
         "daemon/ingest/scanner.py",
         "if entry.is_dir(follow_symlinks=follow_symlinks):",
