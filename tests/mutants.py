@@ -134,15 +134,15 @@ MUTATIONS: list[Mutation] = [
     # -- README promises (issue 16's second list) ----------------------------------------------
     Mutation(
         "no-progress-bar",
-        "cli/main.py",
-        "with render.progress_bar(not _quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):",
+        "cli/index.py",
+        "with render.progress_bar(not quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):",
         "with render.progress_bar(False) as (on_total, progress):",
         ("tests/test_cli.py::test_index_draws_a_progress_bar_on_a_terminal_only",),
         "`imgd index` draws no progress bar on a terminal",
     ),
     Mutation(
         "global-verbosity-ignored",
-        "cli/main.py",
+        "cli/group.py",
         "ctx.meta[VERBOSITY_KEY] = ctx.meta.get(VERBOSITY_KEY, 0) + sign * (value or 0)",
         "ctx.meta[VERBOSITY_KEY] = 0",
         ("tests/test_cli.py::test_global_verbose_and_quiet_set_how_much_is_logged",),
@@ -150,11 +150,19 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "user-error-exit-1",
-        "cli/main.py",
+        "cli/group.py",
         "    exit_code = EXIT_ERROR\n",
         "    exit_code = 1\n",
         ("tests/test_cli.py::test_user_errors_are_one_line_without_traceback",),
         "a bad path exits 1 (grep's 'no match') instead of 2",
+    ),
+    Mutation(
+        "listing-no-match-exits-0",
+        "cli/output.py",
+        "            ctx.exit(none_exit)\n",
+        "            pass\n",
+        ("tests/test_cli.py::test_empty_catalog_and_no_match_exit_non_zero_with_a_message",),
+        "a listing with nothing to show exits 0 instead of grep's 1 (the one output function every listing ends in)",
     ),
     Mutation(
         "follow-symlinks-ignored",
@@ -182,7 +190,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "watch-paths-ignored",
-        "cli/main.py",
+        "cli/run.py",
         "return tuple(dict.fromkeys([*config.watch_paths, *folders]))",
         "return tuple(dict.fromkeys(folders))",
         (SERVICE,),
