@@ -72,7 +72,10 @@ def ask(ctx: click.Context, config: Config, request: Request, direct: bool = Fal
     """Send a request through the one facade; logging is set up only if this process answers it."""
     from imgd.daemon.api.facade import Api
 
-    api = Api(config, lambda name: load_embedder(config, name), direct=direct)
-    if direct or not config.socket.exists():
-        setup_logging(group.verbosity(ctx))
+    api = Api(
+        config,
+        lambda name: load_embedder(config, name),
+        direct=direct,
+        on_direct=lambda: setup_logging(group.verbosity(ctx)),
+    )
     return api.call(request)

@@ -55,9 +55,12 @@ RestartSec=5
 # The service reads the model from the local cache or a folder and never downloads it (it has
 # no network), so it fails at once with advice instead of waiting on the hub.
 Environment=HF_HUB_OFFLINE=1
-{environment}# The query socket lives in %t/imgd, made here (mode 0700) and writable whatever the sandbox.
+{environment}# The query socket lives in %t/imgd, made here (mode 0700) and writable whatever the sandbox;
+# it is named after the state folder, so `imgd --state-dir` on the command line finds it. The
+# folder outlives the service: daemons of other state folders keep their sockets there too.
 RuntimeDirectory=imgd
 RuntimeDirectoryMode=0700
+RuntimeDirectoryPreserve=yes
 
 # A background indexer: it yields CPU and disk to everything else and is the first to go when
 # memory runs out (it restarts and carries on from its catalog). No MemoryHigh=: a fixed cap
@@ -358,7 +361,8 @@ def service_environment(env: Mapping[str, str]) -> dict[str, str]:
     """The variables of `env` the service needs to behave as the CLI does now, for Environment= lines.
 
     IMGD_* settings (those pinned as options on the command line left out) and where the model
-    cache is. IMGD_SOCKET is left out: the service's socket is always %t/imgd/imgd.sock.
+    cache is. IMGD_SOCKET is left out: the service's socket is %t/imgd/<hash of the state folder>.sock,
+    the one a command on that state folder asks.
     """
     pinned = {"IMGD_SOCKET", "IMGD_STATE_DIR", "IMGD_MODEL", "IMGD_DEVICE", "IMGD_BACKEND", "IMGD_TEXT_MODEL"}
     names = {key.env_var for key in config_module.KEYS} - pinned

@@ -59,6 +59,30 @@ def default_state_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "imgd"
 
 
+SOCKET_PATH_MAX = 107  # bytes: a Unix socket address holds 108, its terminating NUL included
+
+
+def state_folder(path: str | os.PathLike[str]) -> str:
+    """The state folder as daemon and client compare it: absolute, symbolic links resolved."""
+    return os.path.realpath(os.path.expanduser(os.fspath(path)))
+
+
+def state_key(path: str | os.PathLike[str]) -> str:
+    """A short name for a state folder (its socket's), the same in every process that names that folder."""
+    import hashlib  # here: only commands that talk to a daemon need it
+
+    return hashlib.sha256(os.fsencode(state_folder(path))).hexdigest()[:16]
+
+
+def default_socket(state_dir: Path, runtime: str | None) -> Path:
+    """$XDG_RUNTIME_DIR/imgd/<state_key>.sock; state_dir/imgd.sock without a runtime folder or past the cap."""
+    if runtime and os.path.isabs(runtime):
+        path = Path(runtime) / "imgd" / f"{state_key(state_dir)}.sock"
+        if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+            return path
+    return state_dir / "imgd.sock"  # already one per state folder
+
+
 def pictures_dir() -> Path | None:
     """The user's pictures folder: XDG_PICTURES_DIR (environment, else user-dirs.dirs), else ~/Pictures.
 
@@ -208,7 +232,14 @@ class Key:
 
 KEYS: tuple[Key, ...] = (
     Key("state_dir", "state_dir", "path", default_state_dir, "catalog.db and index.faiss (--state-dir)"),
-    Key("socket_path", "socket", "path", None, "query socket; default $XDG_RUNTIME_DIR/imgd/imgd.sock", "IMGD_SOCKET"),
+    Key(
+        "socket_path",
+        "socket",
+        "path",
+        None,
+        "query socket; default $XDG_RUNTIME_DIR/imgd/<hash of state_dir>.sock, one per state folder",
+        "IMGD_SOCKET",
+    ),
     Key(
         "model",
         "model.name",
@@ -382,11 +413,10 @@ class _Paths:
 
     @property
     def socket(self) -> Path:
+        """The daemon's socket for this state folder: each library has its own, so one never answers for another."""
         if self.socket_path is not None:
             return self.socket_path
-        runtime = os.environ.get("XDG_RUNTIME_DIR")
-        base = Path(runtime) / "imgd" if runtime and os.path.isabs(runtime) else self.state_dir
-        return base / "imgd.sock"
+        return default_socket(self.state_dir, os.environ.get("XDG_RUNTIME_DIR"))
 
     def threads(self) -> int:
         return self.decode_threads or max(1, os.cpu_count() or 1)

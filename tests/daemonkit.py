@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from imgd.daemon.api import client
+from imgd.daemon.config import default_socket
 from imgd.daemon.errors import DaemonNotRunning, ImgdError
 from imgd.daemon.store.catalog import Catalog
 
@@ -62,7 +63,7 @@ class DaemonProcess:
 
     @property
     def socket(self) -> Path:
-        return self.runtime / "imgd" / "imgd.sock"
+        return default_socket(self.state_dir, str(self.runtime))
 
     def start(self, wait: bool = True) -> DaemonProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it for its lifetime

@@ -440,6 +440,27 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
         "a file copied into a remounted root waits for the next periodic reconcile",
     ),
+    # -- the first hour, tried again (issue 25) -------------------------------------------------
+    Mutation(
+        "socket-shared-by-every-library",
+        "daemon/config.py",
+        'path = Path(runtime) / "imgd" / f"{state_key(state_dir)}.sock"',
+        'path = Path(runtime) / "imgd" / "imgd.sock"',
+        (
+            "tests/test_two_libraries.py::test_each_state_folder_is_answered_by_its_own_daemon_and_a_mismatch_answers_directly",
+        ),
+        "one socket per user: a second library's daemon cannot start, and its commands reach the first's",
+    ),
+    Mutation(
+        "reply-of-another-library-accepted",
+        "daemon/api/facade.py",
+        "if served is None or served == state_folder(self.config.state_dir):",
+        "if True:",
+        (
+            "tests/test_two_libraries.py::test_each_state_folder_is_answered_by_its_own_daemon_and_a_mismatch_answers_directly",
+        ),
+        "a daemon serving another state folder answers for this one, silently",
+    ),
 ]
 
 

@@ -32,7 +32,7 @@ def test_defaults_follow_the_xdg_variables(tmp_path: Path) -> None:
     assert loaded.state_dir == tmp_path / "xdg-data" / "imgd"
     assert loaded.catalog_path == tmp_path / "xdg-data" / "imgd" / "catalog.db"
     assert loaded.index_path == tmp_path / "xdg-data" / "imgd" / "index.faiss"
-    assert loaded.socket == tmp_path / "xdg-run" / "imgd" / "imgd.sock"
+    assert loaded.socket == tmp_path / "xdg-run" / "imgd" / f"{config.state_key(loaded.state_dir)}.sock"
     assert config.default_config_path() == tmp_path / "xdg-config" / "imgd" / "config.toml"
     assert loaded.model == "clip-ViT-B-32"
     assert loaded.top_k == 10

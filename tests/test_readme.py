@@ -19,6 +19,7 @@ import pytest
 from conftest import write_image
 from daemonkit import wait_until
 from imgd.daemon.api import client
+from imgd.daemon.config import default_socket
 from imgd.daemon.errors import ImgdError
 from PIL import Image
 
@@ -82,7 +83,7 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
         "XDG_RUNTIME_DIR": str(runtime),  # what a login session has
         "HF_HUB_OFFLINE": "1",  # this machine has no network; the README's offline path needs none
     }
-    socket = runtime / "imgd" / "imgd.sock"
+    socket = default_socket(home / ".local" / "share" / "imgd", str(runtime))  # the default state folder's
     daemon: subprocess.Popen[bytes] | None = None
     gallery_pages: list[str] = []
     ran: dict[str, subprocess.CompletedProcess[str]] = {}

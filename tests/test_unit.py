@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 from imgd.cli import installer, unit
 from imgd.cli.main import cli
+from imgd.daemon.config import default_socket
 from imgd.daemon.errors import ImgdError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -311,7 +312,7 @@ def test_a_catalog_built_with_a_model_folder_runs_as_the_unit_says(tmp_path: Pat
     log = (tmp_path / "daemon.log").open("wb")
     proc = subprocess.Popen(argv, env=environment, stdout=log, stderr=subprocess.STDOUT)
     try:
-        socket = runtime / "imgd" / "imgd.sock"
+        socket = default_socket(state, str(runtime))  # the one `imgd --state-dir STATE` asks
 
         def answers() -> bool:
             assert proc.poll() is None, (tmp_path / "daemon.log").read_text()

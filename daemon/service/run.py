@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Config
+from ..config import Config, state_folder
 from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
@@ -132,8 +132,11 @@ class Daemon:
     # -- queries ----------------------------------------------------------------------------
 
     def handle(self, request: Request) -> dict[str, Any]:
-        """Answer one query-socket request: the same handlers as the direct path (handlers.answer)."""
-        return answer(self, request)
+        """Answer one query-socket request: the same handlers as the direct path (handlers.answer).
+
+        Every reply names the state folder it comes from, so a client of another library refuses it.
+        """
+        return {**answer(self, request), "state_dir": state_folder(self.config.state_dir)}
 
     def status(self) -> dict[str, Any]:
         info = catalog_status(self.config)
