@@ -175,6 +175,8 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     daemon = status.get("daemon") or {}
     if daemon.get("running"):
         lines.append(f"daemon: running (pid {daemon['pid']}, up {daemon['uptime_s']:.0f}s)")
+    elif daemon.get("starting"):  # it holds the state folder but does not answer yet
+        lines.append(f"daemon: starting (preparing the model, pid {daemon['pid']})")
     else:
         lines.append("daemon: not running")
     counts = status.get("counts", {})

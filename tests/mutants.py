@@ -461,6 +461,37 @@ MUTATIONS: list[Mutation] = [
         ),
         "a daemon serving another state folder answers for this one, silently",
     ),
+    Mutation(
+        "run-loads-the-model-before-the-lock",
+        "daemon/service/run.py",
+        "    lock.acquire()\n    try:\n        check_socket_free(config)\n",
+        "    try:\n        check_socket_free(config)\n",
+        ("tests/test_first_hour.py::test_a_second_imgd_run_is_refused_by_the_lock_before_it_loads_the_model",),
+        "a second `imgd run` loads the model for seconds before learning the state folder is taken",
+        also=(("daemon/service/run.py", "previous, lock=lock)", "previous, lock=None)"),),
+    ),
+    Mutation(
+        "run-checks-the-socket-after-the-model",
+        "daemon/service/run.py",
+        "        check_socket_free(config)\n",
+        "",
+        (
+            "tests/test_first_hour.py::"
+            "test_a_second_imgd_run_on_a_socket_another_daemon_answers_is_refused_before_the_model",
+        ),
+        "a daemon on a socket another answers loads the model first, then fails with no hint of the socket key",
+    ),
+    Mutation(
+        "starting-daemon-shown-as-not-running",
+        "daemon/service/library.py",
+        "return int(pid) if holder == RUN and pid.isdigit() else None",
+        "return None",
+        (
+            "tests/test_first_hour.py::"
+            "test_status_says_a_daemon_is_starting_while_it_holds_the_state_folder_and_does_not_answer_yet",
+        ),
+        "`imgd status` says `not running` while the daemon prepares its model",
+    ),
 ]
 
 

@@ -24,11 +24,19 @@ from ..store.index import VectorIndex, discard_partial_saves
 log = logging.getLogger(__name__)
 
 
-class WriterLock:
-    """An flock on state_dir/writer.lock: `imgd index` and `imgd run` never write at once."""
+RUN = "imgd run"  # the commands that write the catalog, as the lock file names them
+INDEX = "imgd index"
 
-    def __init__(self, path: Path) -> None:
+
+class WriterLock:
+    """An flock on state_dir/writer.lock: `imgd index` and `imgd run` never write at once.
+
+    The file holds the holder's pid and command, so a refused writer and `imgd status` can say who it is.
+    """
+
+    def __init__(self, path: Path, command: str = INDEX) -> None:
         self.path = path
+        self.command = command  # RUN or INDEX: the command taking it
         self._fd: int | None = None
 
     def acquire(self) -> None:
@@ -37,16 +45,13 @@ class WriterLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            pid, holder = _holder(fd)
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise CatalogBusy(
-                    f"the catalog in {self.path.parent} is being written by imgd (pid {holder}); "
-                    "the daemon indexes its folders itself — stop it first to run `imgd index` by hand."
-                ) from None
+                raise CatalogBusy(busy_message(self.path.parent, pid, holder, self.command)) from None
             raise
         os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        os.pwrite(fd, f"{os.getpid()} {self.command}".encode(), 0)
         self._fd = fd
 
     def release(self) -> None:
@@ -62,6 +67,53 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _holder(fd: int) -> tuple[str, str]:
+    """(pid, command) as the holder wrote them; a lock file from before imgd named the command has only the pid."""
+    pid, _, command = os.pread(fd, 256, 0).decode(errors="replace").strip().partition(" ")
+    return pid or "?", command
+
+
+def busy_message(state_dir: Path, pid: str, holder: str, command: str) -> str:
+    """Why `command` cannot write the catalog that `holder` (pid) holds, worded for the command that was run."""
+    if holder == RUN and command == RUN:
+        return (
+            f"an imgd daemon (pid {pid}) already serves the state folder {display_path(str(state_dir))}; "
+            "stop it first, or give this one another --state-dir."
+        )
+    if holder == RUN:
+        return (
+            f"the catalog in {display_path(str(state_dir))} is being written by imgd (pid {pid}), the daemon, "
+            "which indexes its folders itself; stop it first to run `imgd index` by hand."
+        )
+    if command == RUN:
+        return (
+            f"the catalog in {display_path(str(state_dir))} is being written by imgd (pid {pid}), "
+            "an `imgd index`; start the daemon once it is done."
+        )
+    return (
+        f"the catalog in {display_path(str(state_dir))} is being written by imgd (pid {pid}); "
+        "wait for it to finish, then run `imgd index` again."
+    )
+
+
+def daemon_starting(config: Config) -> int | None:
+    """The pid of an `imgd run` that holds the writer lock (while it prepares the model, before it answers)."""
+    try:
+        fd = os.open(config.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            pid, holder = _holder(fd)
+            return int(pid) if holder == RUN and pid.isdigit() else None
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def set_aside(config: Config) -> Path | None:
@@ -116,8 +168,9 @@ def open_library(
     should_stop: Callable[[], bool] = lambda: False,
     background: bool = False,
     previous: Callable[[str], Embedder] | None = None,
+    lock: WriterLock | None = None,
 ) -> Library:
-    """Take the writer lock, open the catalog bound to this model, load or rebuild the index.
+    """Take the writer lock (`lock`: taken already), open the catalog bound to this model, load or rebuild the index.
 
     should_stop ends a long reconcile between files (the daemon's shutdown); background builds an IVF
     index in a thread so searches go on (the daemon), instead of before the next save (`imgd index`).
@@ -128,9 +181,10 @@ def open_library(
     meanwhile (the daemon). Without `previous`, the change must finish before files are indexed.
     Asking for the catalog's model again gives a change under way up.
     """
-    ensure_state_dir(config)
-    lock = WriterLock(config.lock_path)
-    lock.acquire()
+    if lock is None:
+        ensure_state_dir(config)
+        lock = WriterLock(config.lock_path)
+        lock.acquire()
     try:
         if rebuild:
             aside = set_aside(config)
@@ -272,7 +326,9 @@ def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Sear
 
 def catalog_status(config: Config) -> dict[str, object]:
     """What the catalog holds, readable with or without a daemon."""
-    status: dict[str, object] = {"daemon": {"running": False}, "state_dir": str(config.state_dir)}
+    starting = daemon_starting(config)
+    daemon = {"running": False, **({"starting": True, "pid": starting} if starting else {})}
+    status: dict[str, object] = {"daemon": daemon, "state_dir": str(config.state_dir)}
     index_size = config.index_path.stat().st_size if config.index_path.exists() else None
     if not config.catalog_path.exists():
         status.update(counts={"files": 0, "contents": 0, "failed": 0, "missing": 0}, disk={"index": index_size})

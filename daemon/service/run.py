@@ -22,14 +22,14 @@ from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
 from ..ingest.worker import Worker
-from ..protocol import Request
+from ..protocol import Request, StatusRequest
 from ..search.dupes import DupeTracker, catalog_vectors, find_groups
 from ..search.dupes import summary as dupes_summary
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
 from .handlers import answer
-from .library import catalog_status, open_library
+from .library import RUN, WriterLock, catalog_status, ensure_state_dir, open_library
 from .server import QueryServer
 
 log = logging.getLogger(__name__)
@@ -73,8 +73,9 @@ class Daemon:
         roots: Sequence[str],
         embedder: Embedder,
         previous: Callable[[str], Embedder] | None = None,
+        lock: WriterLock | None = None,
     ) -> None:
-        """previous: loads the catalog's model when `embedder` is another one (a model change)."""
+        """previous: loads the catalog's model when `embedder` is another one (a model change); lock: held already."""
         self.config = config
         self.roots = [os.path.abspath(os.fspath(r)) for r in roots]
         for root in self.roots:
@@ -87,7 +88,7 @@ class Daemon:
         worker_stop = threading.Event()
         # background: a large library switches to IVF without pausing searches.
         self.library = open_library(
-            config, embedder, should_stop=worker_stop.is_set, background=True, previous=previous
+            config, embedder, should_stop=worker_stop.is_set, background=True, previous=previous, lock=lock
         )
         self.changes: queue.Queue[Change] = queue.Queue()
         engine = self.library.engine
@@ -293,17 +294,40 @@ def _library_vectors(config: Config) -> tuple[Any, Any]:
         catalog.close()
 
 
+def check_socket_free(config: Config) -> None:
+    """Refuse to start where another daemon already answers: before the model, which takes seconds to load."""
+    from ..api import client
+
+    try:
+        reply = client.request(config.socket, StatusRequest().to_message(), timeout=5.0)
+    except ImgdError:  # nobody answers (or it is no daemon of ours): the server's own check has the last word
+        return
+    serves = reply.get("state_dir") or "another state folder"
+    raise ImgdError(
+        f"another imgd daemon, serving {display_path(str(serves))}, already answers on {config.socket}; "
+        "stop it, or leave the `socket` key and IMGD_SOCKET unset so each state folder gets its own socket."
+    )
+
+
 def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Callable[[Config], Embedder]) -> int:
-    """Entry point for `imgd run`."""
-    log.info("loading model %s", display_path(config.model))  # torch and the model take 5-20 s
-    started = time.monotonic()
-    embedder = load_embedder(config)
-    log.debug("model loaded in %.1fs (%s, %s)", time.monotonic() - started, embedder.device, embedder.precision)
+    """Entry point for `imgd run`: the writer lock and the socket are checked before the model loads."""
 
     def previous(name: str) -> Embedder:
         """The catalog's model during a change: with its own text tower, not one meant for the new model."""
         log.info("loading model %s, which serves searches until the new one's vectors are complete", name)
         return load_embedder(dataclasses.replace(config, model=name, text_model=None))
 
-    daemon = Daemon(config, [os.fspath(r) for r in roots], embedder, previous)
+    ensure_state_dir(config)
+    lock = WriterLock(config.lock_path, RUN)  # held from here: `imgd status` says the daemon is starting
+    lock.acquire()
+    try:
+        check_socket_free(config)
+        log.info("loading model %s", display_path(config.model))  # torch and the model take 5-20 s
+        started = time.monotonic()
+        embedder = load_embedder(config)
+        log.debug("model loaded in %.1fs (%s, %s)", time.monotonic() - started, embedder.device, embedder.precision)
+        daemon = Daemon(config, [os.fspath(r) for r in roots], embedder, previous, lock=lock)
+    except BaseException:
+        lock.release()
+        raise
     return daemon.run()
