@@ -410,7 +410,14 @@ def test_through_the_daemon(library: Library) -> None:
     daemon.start()
     try:
         daemon.wait_idle()
-        only_daemon = {"IMGD_STATE_DIR": str(library.root / "empty-state"), "XDG_RUNTIME_DIR": str(daemon.runtime)}
+        # The daemon's own state folder (a command asks only the daemon of its state folder), with a model this
+        # process cannot load (ONNX on CUDA is refused at once): a search only the daemon can answer.
+        only_daemon = {
+            "IMGD_STATE_DIR": str(daemon.state_dir),
+            "XDG_RUNTIME_DIR": str(daemon.runtime),
+            "IMGD_BACKEND": "onnx",
+            "IMGD_DEVICE": "cuda",
+        }
         by_name = {c.name: c for c in CASES}
         for name in DAEMON_CASES:
             # Compared even under IMGD_UPDATE_SNAPSHOTS=1: these snapshots are the direct path's.
