@@ -13,4 +13,10 @@ from .group import get_config
 @click.pass_context
 def config_command(ctx: click.Context, defaults: bool) -> None:
     """Print every setting as TOML, with its meaning and environment variable."""
-    click.echo(config_module.to_toml(None if defaults else get_config(ctx)), nl=False)
+    if defaults:
+        click.echo(config_module.to_toml(None), nl=False)
+        return
+    from imgd.daemon.service.library import with_catalog_model
+
+    # The model in effect is the catalog's when none is named, as for every other command.
+    click.echo(config_module.to_toml(with_catalog_model(get_config(ctx))), nl=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import click
@@ -11,7 +10,7 @@ from imgd.daemon.protocol import DupesRequest
 
 from . import render
 from .group import get_config
-from .options import build_filters, filter_options
+from .options import build_filters, existing_folders, filter_options
 from .output import output_options, output_rows
 from .runtime import ask
 
@@ -76,7 +75,7 @@ def dupes(
     request = DupesRequest(
         threshold=threshold,
         filters=build_filters(folders, types, given),
-        within=tuple(os.path.abspath(os.path.expanduser(f)) for f in within),
+        within=existing_folders(within),
         bursts=bursts,
         burst_gap=burst_gap,
     )

@@ -23,6 +23,7 @@ from .web import web
 
 
 @click.group(cls=ImgdGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="imgd", prog_name="imgd", message="%(prog)s %(version)s")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
     """imgd: semantic image search over your photo folders.

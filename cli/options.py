@@ -8,8 +8,10 @@ from typing import Any
 
 import click
 from imgd.daemon.config import Config
+from imgd.daemon.errors import display_path
 from imgd.daemon.protocol import FILE_TYPES, MAX_K, SORTS, Filters, Options, Term, min_size, split_weight
 
+from .group import UserError
 from .output import output_options
 
 AUTO_CUT_K = 200  # answers --auto may give when -k is not given
@@ -43,11 +45,21 @@ def filter_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
+def existing_folders(folders: tuple[str, ...]) -> tuple[str, ...]:
+    """The folders as absolute paths; one that is not there is an error (exit 2), not a search that finds nothing."""
+    paths = tuple(os.path.abspath(os.path.expanduser(f)) for f in folders)
+    for path in paths:
+        if not os.path.isdir(path):
+            problem = "not a folder" if os.path.exists(path) else "no such folder"
+            raise UserError(f"{display_path(path)}: {problem}; give a folder that holds your images.")
+    return paths
+
+
 def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, Any]) -> Filters:
     """Filters from the FILTER_OPTIONS values (popped from `given`) and folders."""
     size = given.pop("min_size")
     return Filters(
-        folders=tuple(os.path.abspath(os.path.expanduser(f)) for f in folders),
+        folders=existing_folders(folders),
         after=given.pop("after"),
         before=given.pop("before"),
         camera=given.pop("camera"),

@@ -14,7 +14,7 @@ import click
 from imgd.daemon.errors import display_path
 
 from . import preview, render
-from .group import EXIT_NO_MATCH, note
+from .group import EXIT_NO_MATCH, note, quiet
 
 
 def output_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -58,7 +58,7 @@ def output_rows(
 
     --json prints `rows` as one JSON document, --jsonl one a line; -f prints `paths` one a line, -0
     each ended by NUL; otherwise `show` prints the text `lines`. `summary` goes to stderr in every
-    format; with no rows, `none` goes to stderr in every format and `none_note` only beside the text
+    format, unless -q; with no rows, `none` goes to stderr in every format and `none_note` only beside the text
     form (and not with -q).
     """
     if fmt == "json":
@@ -77,7 +77,7 @@ def output_rows(
         show(lines)
         if not rows and none_note is not None:
             note(ctx, none_note)
-    if summary is not None:
+    if summary is not None and not quiet(ctx):  # -q: results and errors only
         click.echo(summary, err=True)
     if not rows:
         if none is not None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from imgd.daemon import config as config_module
 from imgd.daemon.errors import ImgdError, display_path
-from imgd.daemon.paths import is_under
+from imgd.daemon.paths import is_under, looks_like_path
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,7 @@ _PLAIN = re.compile(r"[A-Za-z0-9_@+=:,./-]+")
 def local_model(model: str) -> str | None:
     """The absolute folder of a model given as a path, or None for a hub name."""
     expanded = os.path.expanduser(model)
-    looks_like_path = model.startswith(("/", "~", ".")) or model.count("/") > 1  # "org/name" is the hub's
-    return str(Path(expanded).resolve()) if os.path.isdir(expanded) or looks_like_path else None
+    return str(Path(expanded).resolve()) if os.path.isdir(expanded) or looks_like_path(model) else None
 
 
 def in_temp(path: str) -> bool:

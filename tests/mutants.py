@@ -492,6 +492,46 @@ MUTATIONS: list[Mutation] = [
         ),
         "`imgd status` says `not running` while the daemon prepares its model",
     ),
+    Mutation(
+        "missing-in-folder-finds-nothing",
+        "cli/options.py",
+        "        if not os.path.isdir(path):\n",
+        "        if False:\n",
+        ("tests/test_first_hour.py::test_a_folder_that_is_not_there_is_an_error_not_a_search_that_finds_nothing",),
+        "`--in /nonexistent` exits 1 (no match) where a bad path is exit 2",
+    ),
+    Mutation(
+        "relative-model-path-is-a-hub-name",
+        "daemon/embedders/torch.py",
+        "if not local and looks_like_path(model):",
+        'if not local and looks_like_path(model) and model.count("/") != 1:',
+        ("tests/test_first_hour.py::test_a_relative_model_path_is_a_folder_not_a_hub_name",),
+        "`--model ./nomodel` is looked up on the hub, and the error speaks of the network",
+    ),
+    Mutation(
+        "quiet-dupes-summary",
+        "cli/output.py",
+        "if summary is not None and not quiet(ctx):",
+        "if summary is not None:",
+        ("tests/test_first_hour.py::test_quiet_dupes_prints_its_groups_and_no_summary",),
+        "`imgd dupes -q` still prints its summary line",
+    ),
+    Mutation(
+        "config-shows-the-default-model",
+        "cli/config.py",
+        "to_toml(with_catalog_model(get_config(ctx)))",
+        "to_toml(get_config(ctx))",
+        ("tests/test_first_hour.py::test_imgd_config_shows_the_model_in_effect_the_catalogs",),
+        "`imgd config` prints the default model where the catalog's is the one in effect",
+    ),
+    Mutation(
+        "no-version-option",
+        "cli/main.py",
+        '@click.version_option(package_name="imgd", prog_name="imgd", message="%(prog)s %(version)s")\n',
+        "",
+        ("tests/test_first_hour.py::test_imgd_version_prints_the_version",),
+        "`imgd --version` is an unknown option",
+    ),
 ]
 
 

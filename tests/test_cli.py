@@ -294,8 +294,8 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
             (["search", "--after", "2024", "--before", "2020", "a cat"], 2),
             (["similar", "--json", "-k", "3", str(pics / "img2.jpg")], 0),
         ]
-        # Pointed at an empty state folder, the CLI can only answer through the daemon's socket.
-        only_daemon = ["--state-dir", str(tmp_path / "empty-state")]
+        # With a model this process cannot load (ONNX on CUDA is refused at once), only the daemon can answer.
+        only_daemon = [*args, "--backend", "onnx", "--device", "cuda"]
         for query, code in queries:
             via_daemon = runner.invoke(cli, [*only_daemon, *query], env=env)
             direct = runner.invoke(cli, [*args, query[0], "--direct", *query[1:]], env=env)

@@ -88,3 +88,74 @@ def test_imgd_index_refused_by_a_running_daemon_is_told_to_stop_it(tmp_path: Pat
         lock.release()
     assert result.exit_code == 2
     assert "the daemon, which indexes its folders itself; stop it first to run `imgd index` by hand" in result.stderr
+
+
+# -- options that did the wrong thing quietly -------------------------------------------------
+
+
+def indexed_library(tmp_path: Path, model: Path) -> tuple[list[str], Path]:
+    """A state folder with four pictures, one copied: (the global options that name it, the pictures folder)."""
+    state, pics = tmp_path / "state", tmp_path / "pics"
+    for i in range(3):
+        write_image(pics / f"img{i}.jpg", seed=i)
+    (pics / "copy.jpg").write_bytes((pics / "img0.jpg").read_bytes())
+    args = ["--state-dir", str(state), "--model", str(model), "--device", "cpu"]
+    assert invoke(*args, "index", str(pics)).exit_code == 0
+    return args, pics
+
+
+def test_a_folder_that_is_not_there_is_an_error_not_a_search_that_finds_nothing(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    args, pics = indexed_library(tmp_path, tiny_model)
+    missing = tmp_path / "nonexistent"
+    for command in (
+        ["search", "red", "--in", str(missing), "--direct"],
+        ["similar", str(pics / "img1.jpg"), "--in", str(missing), "--direct"],
+        ["dupes", str(missing), "--direct"],
+        ["dupes", "--in", str(missing), "--direct"],
+    ):
+        result = invoke(*args, *command)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr == f"Error: {missing}: no such folder; give a folder that holds your images.\n"
+    assert invoke(*args, "search", "red", "--in", str(pics), "--direct", "-f").exit_code == 0
+
+
+def test_a_relative_model_path_is_a_folder_not_a_hub_name(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from imgd.daemon.paths import looks_like_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pics").mkdir()
+    result = invoke("--state-dir", "state", "--model", "./nomodel", "index", "pics", env={"HF_HUB_OFFLINE": "1"})
+    assert result.exit_code == 2
+    assert "model folder './nomodel' does not exist" in result.stderr and "hub" not in result.stderr
+    paths = ["./m", "../m", "~/m", "/m", "a/b/c", "models/", ".m", "my models/clip"]
+    assert [looks_like_path(name) for name in paths] == [True] * len(paths)
+    hub = ["clip-ViT-B-32", "openai/clip-vit-base-patch32", "sentence-transformers/clip-ViT-B-32"]
+    assert [looks_like_path(name) for name in hub] == [False] * len(hub)
+
+
+def test_quiet_dupes_prints_its_groups_and_no_summary(tmp_path: Path, tiny_model: Path) -> None:
+    args, pics = indexed_library(tmp_path, tiny_model)
+    loud = invoke(*args, "dupes", "--direct")
+    quiet = invoke(*args, "-q", "dupes", "--direct")
+    assert loud.exit_code == quiet.exit_code == 0
+    assert "1 group" in loud.stderr and quiet.stderr == ""
+    assert quiet.stdout == loud.stdout and str(pics / "copy.jpg") in quiet.stdout
+
+
+def test_imgd_config_shows_the_model_in_effect_the_catalogs(tmp_path: Path, tiny_model: Path) -> None:
+    args, _ = indexed_library(tmp_path, tiny_model)
+    state = args[:2]
+    shown = invoke(*state, "config").stdout
+    assert f'name = "{tiny_model}"' in shown and "clip-ViT-B-32" not in shown.split("[model]")[1].split("\n")[1]
+    named = invoke(*state, "--model", "other-model", "config").stdout
+    assert 'name = "other-model"' in named  # one named on the command line wins, as for every command
+    assert 'name = "clip-ViT-B-32"' in invoke(*state, "config", "--defaults").stdout
+
+
+def test_imgd_version_prints_the_version() -> None:
+    from importlib.metadata import version
+
+    result = invoke("--version")
+    assert (result.exit_code, result.stdout) == (0, f"imgd {version('imgd')}\n")

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..paths import looks_like_path
+
 log = logging.getLogger(__name__)
 
 FORMAT = 1
@@ -30,7 +32,7 @@ def model_folder(name: str) -> Path | None:
     expanded = os.path.expanduser(name)
     if os.path.isdir(expanded):
         return Path(expanded).resolve()
-    if name.count("/") > 1 or name.startswith((".", "/", "~")):
+    if looks_like_path(name):
         return None
     try:
         from huggingface_hub import try_to_load_from_cache

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelUnavailable
+from ..paths import looks_like_path
 from .base import check_text_dim, model_key, normalise, shrink_to_side
 from .preprocess import ImagePrep
 
@@ -101,7 +102,7 @@ def load_sentence_transformer(model: str, device: str) -> Any:
     from sentence_transformers import SentenceTransformer
 
     local = os.path.isdir(os.path.expanduser(model))
-    if not local and (os.sep in model or model.startswith(".")) and not model.count("/") == 1:
+    if not local and looks_like_path(model):
         raise ModelUnavailable(f"model folder '{model}' does not exist; check the path given to --model.")
     try:
         with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
