@@ -90,7 +90,7 @@ def dupes(
     output_rows(
         ctx,
         fmt,
-        groups,
+        [render.dupes_record(group) for group in groups],
         render.dupes_lines(groups),
         paths,
         summary=render.dupes_summary(groups, reply["threshold"]),

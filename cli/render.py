@@ -72,8 +72,22 @@ def progress_bar(
                 bar.close()
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 image`, `2 images`."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def scores(values: Iterable[float]) -> list[str]:
+    """Scores to 4 places, right-aligned to the widest, so a negative one does not shift its line's columns."""
+    texts = [f"{value:.4f}" for value in values]
+    width = max(map(len, texts), default=0)
+    return [text.rjust(width) for text in texts]
+
+
 def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [f"{hit['score']:.4f}  {display_path(hit['path'])}" for hit in hits]
+    hits = list(hits)
+    texts = scores(hit["score"] for hit in hits)
+    return [f"{score}  {display_path(hit['path'])}" for score, hit in zip(texts, hits, strict=True)]
 
 
 def json_text(value: object) -> str:
@@ -128,17 +142,25 @@ def _ago(stamp: float | None) -> str:
 
 
 def dupes_lines(groups: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Each group: a heading, then `keep`/blank, score to the keeper, dimensions, size, path; a blank line between."""
+    """Each group: a heading, then `keep`/blank, score to the keeper, dimensions, size, path; a blank line between.
+
+    Scores and dimensions are padded to the widest in the listing, so the columns line up in every group.
+    """
+    groups = list(groups)
+    members = [member for group in groups for member in group["members"]]
+    score_texts = iter(scores(member["score"] for member in members))
+    dims_width = max((len(f"{m['width']}x{m['height']}") for m in members), default=0)
     lines: list[str] = []
     for group in groups:
-        members = group["members"]
         if lines:
             lines.append("")
-        lines.append(f"{group['kind']} ({len(members)} images, {_size(group['reclaimable'])} in the others)")
-        for position, member in enumerate(members):
+        count = len(group["members"])
+        lines.append(f"{group['kind']} ({plural(count, 'image')}, {_size(group['reclaimable'])} in the others)")
+        for position, member in enumerate(group["members"]):
             mark = "keep" if position == 0 else ("same" if member["same_content"] else "    ")
+            dims = f"{member['width']}x{member['height']}"
             lines.append(
-                f"  {mark}  {member['score']:.4f}  {member['width']}x{member['height']}"
+                f"  {mark}  {next(score_texts)}  {dims:<{dims_width}}"
                 f"  {_size(member['size']):>9}  {display_path(member['path'])}"
             )
     return lines
@@ -150,10 +172,37 @@ def dupes_summary(groups: list[Mapping[str, Any]], threshold: float) -> str:
     others = sum(len(g["members"]) - 1 for g in groups)
     reclaimable = sum(g["reclaimable"] for g in groups)
     return (
-        f"imgd: {len(groups)} {'group' if len(groups) == 1 else 'groups'}, {others} images besides the keepers"
+        f"imgd: {plural(len(groups), 'group')}, {plural(others, 'image')} besides the keepers"
         f", {_size(reclaimable)} in them "
         f"(threshold {threshold:g})"
     )
+
+
+def taken_fields(path: str, taken: str | None) -> dict[str, str | None]:
+    """`taken` as ISO 8601 and where it came from: the picture's date, else its file's time (as `search` gives)."""
+    from datetime import datetime
+
+    if taken:
+        try:
+            return {"taken": datetime.fromisoformat(taken).isoformat(timespec="seconds"), "taken_source": "exif"}
+        except ValueError:
+            pass
+    try:
+        stamp = datetime.fromtimestamp(os.stat(path).st_mtime).astimezone().isoformat(timespec="seconds")
+    except (OSError, OverflowError, ValueError):
+        return {"taken": None, "taken_source": None}
+    return {"taken": stamp, "taken_source": "mtime"}
+
+
+def dupes_record(group: Mapping[str, Any]) -> dict[str, Any]:
+    """What --json and --jsonl show of a group: its members' `taken` in the same form as every listing's."""
+    members = []
+    for member in group["members"]:
+        row: dict[str, Any] = {}
+        for key, value in member.items():
+            row.update(taken_fields(member["path"], value) if key == "taken" else {key: value})
+        members.append(row)
+    return {**group, "members": members}
 
 
 def change_line(change: Mapping[str, Any], current: str | None) -> str:

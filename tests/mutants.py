@@ -532,6 +532,38 @@ MUTATIONS: list[Mutation] = [
         ("tests/test_first_hour.py::test_imgd_version_prints_the_version",),
         "`imgd --version` is an unknown option",
     ),
+    Mutation(
+        "dupes-taken-raw",
+        "cli/dupes.py",
+        "[render.dupes_record(group) for group in groups],",
+        "groups,",
+        ("tests/test_first_hour.py::test_dupes_rows_give_taken_as_search_does_iso_8601_with_the_file_time_fallback",),
+        "`dupes --json` gives `taken` as the catalog's text, null without EXIF, unlike every other listing",
+    ),
+    Mutation(
+        "scores-not-aligned",
+        "cli/render.py",
+        "return [text.rjust(width) for text in texts]",
+        "return texts",
+        ("tests/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
+        "a negative score shifts its line's columns",
+    ),
+    Mutation(
+        "dupes-dimensions-not-padded",
+        "cli/render.py",
+        "{dims:<{dims_width}}",
+        "{dims}",
+        ("tests/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
+        "short dimensions (80x80) shift the size and path columns",
+    ),
+    Mutation(
+        "plural-always-s",
+        "cli/render.py",
+        'return f"{count} {noun}" if count == 1 else f"{count} {noun}s"',
+        'return f"{count} {noun}s"',
+        ("tests/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
+        "`1 images besides the keepers`",
+    ),
 ]
 
 

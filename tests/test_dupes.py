@@ -449,7 +449,7 @@ def test_bursts_and_the_taken_date_in_keeper_order(
         ("near", ["z-first.jpg", "a-later.jpg"]),  # same pixels: the older capture is kept
         ("burst", ["IMG_0.jpg", "IMG_1.jpg", "IMG_2.jpg"]),  # IMG_3 came a minute later
     ]
-    assert groups[0]["members"][0]["taken"] == "2020-01-01 08:00:00"
+    assert groups[0]["members"][0]["taken"] == "2020-01-01T08:00:00"  # ISO 8601, as every listing gives it
     # A shorter gap leaves no burst; without --bursts none is listed.
     narrow = CliRunner().invoke(
         cli, [*base, "--threshold", str(TINY_THRESHOLD), "--bursts", "--burst-gap", "0.5", "-f"]

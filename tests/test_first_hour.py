@@ -159,3 +159,46 @@ def test_imgd_version_prints_the_version() -> None:
 
     result = invoke("--version")
     assert (result.exit_code, result.stdout) == (0, f"imgd {version('imgd')}\n")
+
+
+# -- listings that agree ---------------------------------------------------------------------------
+
+
+def test_dupes_rows_give_taken_as_search_does_iso_8601_with_the_file_time_fallback(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    args, pics = indexed_library(tmp_path, tiny_model)
+    hits = invoke(*args, "search", "x", "--direct", "-k", "4", "--jsonl").stdout.splitlines()
+    searched = {row["path"]: row for row in map(json.loads, hits)}
+    groups = json.loads(invoke(*args, "dupes", "--direct", "--json").stdout)
+    members = [member for group in groups for member in group["members"]]
+    assert {str(pics / "img0.jpg"), str(pics / "copy.jpg")} <= {m["path"] for m in members}
+    for member in members:
+        found = searched[member["path"]]
+        assert (member["taken"], member["taken_source"]) == (found["taken"], found["taken_source"])
+        assert member["taken"] is not None and "T" in member["taken"] and member["taken_source"] == "mtime"
+
+
+def test_dupes_text_lines_up_its_columns_and_counts_in_words() -> None:
+    from imgd.cli import render
+
+    def member(path: str, score: float, width: int, height: int, size: int) -> dict:
+        return {"path": path, "score": score, "width": width, "height": height, "size": size, "same_content": False}
+
+    groups = [
+        {
+            "kind": "near",
+            "reclaimable": 300,
+            "members": [member("/a/keep.jpg", 1.0, 4000, 3000, 5_000_000), member("/a/b.jpg", -0.25, 80, 80, 300)],
+        }
+    ]
+    lines = render.dupes_lines(groups)
+    assert lines[0] == "near (2 images, 300 B in the others)"
+    assert lines[1].index("/a/keep.jpg") == lines[2].index("/a/b.jpg")
+    assert lines[1].index("4000x3000") == lines[2].index("80x80") and "-0.2500" in lines[2]
+    assert (
+        render.dupes_summary(groups, 0.975)
+        == "imgd: 1 group, 1 image besides the keepers, 300 B in them (threshold 0.975)"
+    )
+    hits = render.hits_lines([{"score": 0.5, "path": "/a/x.jpg"}, {"score": -0.125, "path": "/a/y.jpg"}])
+    assert hits == [" 0.5000  /a/x.jpg", "-0.1250  /a/y.jpg"]
