@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .paths import default_socket
 
 DEFAULT_EXCLUDES: tuple[str, ...] = (
     "*.part",
@@ -57,30 +58,6 @@ def default_config_path() -> Path:
 
 def default_state_dir() -> Path:
     return _xdg("XDG_DATA_HOME", ".local/share") / "imgd"
-
-
-SOCKET_PATH_MAX = 107  # bytes: a Unix socket address holds 108, its terminating NUL included
-
-
-def state_folder(path: str | os.PathLike[str]) -> str:
-    """The state folder as daemon and client compare it: absolute, symbolic links resolved."""
-    return os.path.realpath(os.path.expanduser(os.fspath(path)))
-
-
-def state_key(path: str | os.PathLike[str]) -> str:
-    """A short name for a state folder (its socket's), the same in every process that names that folder."""
-    import hashlib  # here: only commands that talk to a daemon need it
-
-    return hashlib.sha256(os.fsencode(state_folder(path))).hexdigest()[:16]
-
-
-def default_socket(state_dir: Path, runtime: str | None) -> Path:
-    """$XDG_RUNTIME_DIR/imgd/<state_key>.sock; state_dir/imgd.sock without a runtime folder or past the cap."""
-    if runtime and os.path.isabs(runtime):
-        path = Path(runtime) / "imgd" / f"{state_key(state_dir)}.sock"
-        if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
-            return path
-    return state_dir / "imgd.sock"  # already one per state folder
 
 
 def pictures_dir() -> Path | None:

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from imgd.daemon.api import client
-from imgd.daemon.config import default_socket
 from imgd.daemon.errors import DaemonNotRunning, ImgdError
+from imgd.daemon.paths import default_socket
 from imgd.daemon.store.catalog import Catalog
 
 IMGD = [sys.executable, "-m", "imgd.cli.main"]

@@ -443,7 +443,7 @@ MUTATIONS: list[Mutation] = [
     # -- the first hour, tried again (issue 25) -------------------------------------------------
     Mutation(
         "socket-shared-by-every-library",
-        "daemon/config.py",
+        "daemon/paths.py",
         'path = Path(runtime) / "imgd" / f"{state_key(state_dir)}.sock"',
         'path = Path(runtime) / "imgd" / "imgd.sock"',
         (

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from imgd.daemon import config
+from imgd.daemon import config, paths
 from imgd.daemon.config import DEFAULT_EXCLUDES, Config
 from imgd.daemon.errors import ConfigError
 
@@ -32,7 +32,7 @@ def test_defaults_follow_the_xdg_variables(tmp_path: Path) -> None:
     assert loaded.state_dir == tmp_path / "xdg-data" / "imgd"
     assert loaded.catalog_path == tmp_path / "xdg-data" / "imgd" / "catalog.db"
     assert loaded.index_path == tmp_path / "xdg-data" / "imgd" / "index.faiss"
-    assert loaded.socket == tmp_path / "xdg-run" / "imgd" / f"{config.state_key(loaded.state_dir)}.sock"
+    assert loaded.socket == tmp_path / "xdg-run" / "imgd" / f"{paths.state_key(loaded.state_dir)}.sock"
     assert config.default_config_path() == tmp_path / "xdg-config" / "imgd" / "config.toml"
     assert loaded.model == "clip-ViT-B-32"
     assert loaded.top_k == 10

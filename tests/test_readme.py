@@ -19,8 +19,8 @@ import pytest
 from conftest import write_image
 from daemonkit import wait_until
 from imgd.daemon.api import client
-from imgd.daemon.config import default_socket
 from imgd.daemon.errors import ImgdError
+from imgd.daemon.paths import default_socket
 from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent

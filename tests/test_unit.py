@@ -16,8 +16,8 @@ import pytest
 from click.testing import CliRunner
 from imgd.cli import installer, unit
 from imgd.cli.main import cli
-from imgd.daemon.config import default_socket
 from imgd.daemon.errors import ImgdError
+from imgd.daemon.paths import default_socket
 
 REPO = Path(__file__).resolve().parent.parent
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")

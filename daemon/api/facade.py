@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..config import Config, state_folder
+from ..config import Config
 from ..errors import DaemonNotRunning, display_path
+from ..paths import state_folder
 from ..protocol import Request
 from ..service.handlers import LocalContext, answer
 from . import client

@@ -17,11 +17,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, state_folder
+from ..config import Config
 from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
 from ..ingest.worker import Worker
+from ..paths import state_folder
 from ..protocol import Request, StatusRequest
 from ..search.dupes import DupeTracker, catalog_vectors, find_groups
 from ..search.dupes import summary as dupes_summary
