@@ -228,11 +228,18 @@ def check_invariants(
             media = sorted(r[0] for r in catalog.conn.execute("SELECT content_id FROM media"))
             assert media == sorted(contents.tolist()), "a content without its metadata row, or a row without content"
             dim = int(catalog.get_meta("dim") or 0)
-            sizes = {row[0] for row in catalog.conn.execute("SELECT length(vector) FROM contents")}
-            assert sizes <= {dim * 2}, "a content without exactly one vector"
+            per_content = catalog.conn.execute(
+                "SELECT content_id, count(*), min(length(vector)), max(length(vector)) FROM vectors GROUP BY content_id"
+            ).fetchall()
+            assert sorted(r[0] for r in per_content) == sorted(contents.tolist()), "a content without its vector"
+            assert {(n, lo, hi) for _, n, lo, hi in per_content} <= {(1, dim * 2, dim * 2)}, (
+                "a photo without exactly one vector of the model's size"
+            )
             index, header = VectorIndex.read(state_dir / "index.faiss")
             assert header.generation == catalog.generation, "saved index is stale after a clean stop"
-            assert sorted(index.ids().tolist()) == sorted(contents.tolist()), "index and catalog hold other vectors"
+            assert sorted(index.ids().tolist()) == sorted(catalog.vector_ids().tolist()), (
+                "index and catalog hold other vectors"
+            )
             ids = np.empty(0, dtype=np.int64)
             for chunk_ids, vectors in catalog.iter_vectors():
                 ids = np.concatenate([ids, chunk_ids])

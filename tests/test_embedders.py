@@ -234,7 +234,7 @@ def catalog_state(config) -> tuple[str | None, int, dict[int, bytes]]:
 
     catalog = Catalog(config.catalog_path, readonly=True)
     try:
-        vectors = dict(catalog.conn.execute("SELECT id, vector FROM contents").fetchall())
+        vectors = dict(catalog.conn.execute("SELECT content_id, vector FROM vectors").fetchall())
         return catalog.get_meta("fingerprint"), catalog.generation, vectors
     finally:
         catalog.close()

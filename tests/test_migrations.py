@@ -78,11 +78,22 @@ def snapshot(path: Path) -> dict[str, object]:
     """What must survive an upgrade untouched: paths, contents and their vectors, generation, identity."""
     return {
         "files": raw(path, "SELECT path, content_id, size, mtime_ns, status, error FROM files ORDER BY path"),
-        "contents": raw(path, "SELECT id, hash, width, height, vector FROM contents ORDER BY id"),
+        "contents": raw(path, contents_sql(path)),
         "meta": dict(
             raw(path, "SELECT key, value FROM meta WHERE key IN ('generation', 'catalog_id', 'model', 'dim')")
         ),
     }
+
+
+def contents_sql(path: Path) -> str:
+    """Each content with its vector: from contents before schema 4, from its one vectors row after."""
+    tables = {r[0] for r in raw(path, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "vectors" not in tables:
+        return "SELECT id, hash, width, height, vector FROM contents ORDER BY id"
+    return (
+        "SELECT c.id, c.hash, c.width, c.height, v.vector FROM contents c JOIN vectors v ON v.content_id = c.id "
+        "ORDER BY c.id"
+    )
 
 
 def by_image(searcher, path: str, k: int) -> list[dict]:
@@ -120,7 +131,7 @@ def test_a_v1_catalog_is_upgraded_in_place_keeping_paths_vectors_and_identity(v1
 
     catalog = Catalog(v1.catalog)
     try:
-        assert catalog.schema_version == SCHEMA_VERSION == 3
+        assert catalog.schema_version == SCHEMA_VERSION == 4
         assert snapshot(v1.catalog) == before
         # Every content has its metadata row, sized from what v1 stored, waiting for its header to be read.
         assert raw(v1.catalog, "SELECT content_id, version, width, height FROM media ORDER BY content_id") == [

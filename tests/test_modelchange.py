@@ -67,7 +67,7 @@ def answers(config, embedder) -> list[list[tuple[str, float]]]:
 def stored(config) -> tuple[tuple[str, int] | None, dict[int, bytes], int]:
     catalog = Catalog(config.catalog_path, readonly=True)
     try:
-        vectors = dict(catalog.conn.execute("SELECT id, vector FROM contents"))
+        vectors = dict(catalog.conn.execute("SELECT content_id, vector FROM vectors"))
         done = catalog.conn.execute("SELECT count(*) FROM next_vectors").fetchone()[0]
         return catalog.model_info(), vectors, done
     finally:
@@ -165,7 +165,9 @@ def test_the_newest_photos_get_their_new_vectors_first(tmp_path, make_config, em
     try:
         library.engine.reembed_step()
         catalog = library.catalog
-        first = catalog.conn.execute("SELECT content_id FROM next_vectors").fetchall()
+        first = catalog.conn.execute(
+            "SELECT v.content_id FROM next_vectors n JOIN vectors v ON v.id = n.vector_id"
+        ).fetchall()
         got = sorted(path for (cid,) in first for path in catalog.paths_for([cid])[cid])
     finally:
         library.close()

@@ -198,7 +198,7 @@ class Engine:
             for position, item in enumerate(batch):
                 content_id = self.catalog.content_id(item.digest)
                 if content_id is None:
-                    content_id = self.catalog.add_content(
+                    content_id, vector_id = self.catalog.add_photo(
                         item.digest,
                         vectors[position],
                         item.width,
@@ -206,7 +206,7 @@ class Engine:
                         item.meta,
                         next_vector=next_vectors[position] if next_vectors is not None else None,
                     )
-                    new_ids.append(content_id)
+                    new_ids.append(vector_id)
                     new_vectors.append(vectors[position])
                 self._record(item, content_id, gone_contents, summary)
             for item in cheap:
@@ -360,10 +360,10 @@ class Engine:
             for content_id in expired:
                 del held[content_id]
             self._released = held
-            self.catalog.delete_contents(expired)
+            dropped = self.catalog.delete_contents(expired)
             generation = self.catalog.generation
-        if expired:
-            self.index.remove(expired, generation)
+        if dropped:
+            self.index.remove(dropped, generation)
 
     @property
     def held_contents(self) -> int:

@@ -69,7 +69,7 @@ class IndexFileError(Exception):
 
 
 class VectorIndex:
-    """Inner-product search over L2-normalised vectors, keyed by catalog content id."""
+    """Inner-product search over L2-normalised vectors, keyed by catalog vector id (not content id)."""
 
     def __init__(self, dim: int, raw: faiss.Index | None = None) -> None:
         self.dim = dim
@@ -131,7 +131,7 @@ class VectorIndex:
             self.generation = generation
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Top-k (content id, cosine) pairs, best first; with `allowed`, only among those content ids.
+        """Top-k (vector id, cosine) pairs, best first; with `allowed`, only among those vector ids.
 
         A filter is applied inside the search through a FAISS ID selector (a bitmap), never to a top k
         found without it, so if k allowed vectors exist, k come back. IVF probes more lists under a
@@ -189,17 +189,17 @@ class VectorIndex:
             found.append(list(zip(ids[part][best].tolist(), scores[part][best].tolist(), strict=True)))
         return found
 
-    def reconstruct_many(self, content_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def reconstruct_many(self, vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The stored vectors of those ids the index holds, in one call: (ids found, vectors)."""
-        content_ids = np.ascontiguousarray(content_ids, dtype=np.int64)
+        vector_ids = np.ascontiguousarray(vector_ids, dtype=np.int64)
         with self._lock:
             try:
-                return content_ids, self._index.reconstruct_batch(content_ids)
+                return vector_ids, self._index.reconstruct_batch(vector_ids)
             except RuntimeError:  # some were removed meanwhile: look them up one by one
                 found = []
-                for content_id in content_ids.tolist():
+                for vector_id in vector_ids.tolist():
                     with contextlib.suppress(RuntimeError):
-                        found.append((content_id, self._index.reconstruct(content_id)))
+                        found.append((vector_id, self._index.reconstruct(vector_id)))
         if not found:
             return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
         return np.asarray([i for i, _ in found], dtype=np.int64), np.vstack([v for _, v in found])
@@ -208,9 +208,9 @@ class VectorIndex:
         with self._lock:
             return ivf.export(self._index, with_vectors=False)[0]
 
-    def reconstruct(self, content_id: int) -> np.ndarray:
+    def reconstruct(self, vector_id: int) -> np.ndarray:
         with self._lock:
-            return self._index.reconstruct(int(content_id))
+            return self._index.reconstruct(int(vector_id))
 
     def describe(self) -> dict[str, object]:
         """For `imgd status`."""
@@ -415,16 +415,16 @@ class VectorIndex:
     def catch_up(self, catalog: Catalog) -> tuple[int, int]:
         """Apply what the catalog did since this index was saved: the difference of the id sets is all of it.
 
-        Content ids are never reused within a catalog (AUTOINCREMENT) and a content's vector never
+        Vector ids are never reused within a catalog (AUTOINCREMENT) and a stored vector never
         changes, so an id present in both holds the same vector in both.
         """
-        live, have = catalog.content_ids(), self.ids()
+        live, have = catalog.vector_ids(), self.ids()
         gone = np.setdiff1d(have, live)
         new = np.setdiff1d(live, have)
         self.remove(gone)
         for start in range(0, len(new), 20_000):
             part = new[start : start + 20_000]
-            self.add(part, catalog.vectors_for(part))
+            self.add(part, catalog.vectors_by_id(part))
         self.generation = catalog.generation
         self.dirty = True
         return len(new), len(gone)
@@ -447,7 +447,7 @@ class VectorIndex:
         """The saved index if it matches the catalog exactly, else a fresh one built from the catalog."""
         try:
             index, header = cls.read(path)
-            generation, count = catalog.generation, catalog.count_contents()
+            generation, count = catalog.generation, catalog.count_vectors()
             if header.dim != dim:
                 raise IndexFileError(f"index file has {header.dim} dims, the model has {dim}")
             if header.generation == generation and header.count == count:
@@ -464,13 +464,13 @@ class VectorIndex:
             log.info("brought the saved index up to date with the catalog (+%d, -%d vectors)", added, removed)
             return index
         except IndexFileError as exc:
-            if catalog.count_contents() or Path(path).exists():
+            if catalog.count_vectors() or Path(path).exists():
                 log.info("rebuilding the index from the catalog: %s", exc)
             return cls.build(catalog, dim)
 
 
 def _bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
-    """A FAISS selector over content ids, with the bit array it reads (kept alive by the caller)."""
+    """A FAISS selector over vector ids, with the bit array it reads (kept alive by the caller)."""
     top = int(allowed.max()) + 1 if len(allowed) else 1
     mask = np.zeros(top, dtype=bool)
     mask[allowed] = True
