@@ -20,6 +20,7 @@ import click
 from imgd.daemon import config as config_module
 from imgd.daemon.config import Config
 from imgd.daemon.errors import ImgdError, display_path
+from imgd.daemon.paths import is_under
 from imgd.daemon.protocol import (
     FILE_TYPES,
     MAX_K,
@@ -667,7 +668,7 @@ def dupes(
 
 
 def _under(path: str, folders: tuple[str, ...]) -> bool:
-    return any(path.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders)
+    return any(is_under(path, folder) for folder in folders)
 
 
 # -- status, failed and config -------------------------------------------------------------

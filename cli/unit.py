@@ -20,6 +20,7 @@ from pathlib import Path
 
 from imgd.daemon import config as config_module
 from imgd.daemon.errors import ImgdError, display_path
+from imgd.daemon.paths import is_under
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def local_model(model: str) -> str | None:
 
 
 def in_temp(path: str) -> bool:
-    return any(path == folder or path.startswith(folder + "/") for folder in TEMP_FOLDERS)
+    return any(is_under(path, folder) for folder in TEMP_FOLDERS)
 
 
 def render_unit(

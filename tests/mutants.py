@@ -375,6 +375,63 @@ MUTATIONS: list[Mutation] = [
         (FILTERS,),
         "a date filter selects a content whose only file is missing (its EXIF date decides without a live file)",
     ),
+    # -- one rule, one place (issue 20) ----------------------------------------------------------
+    Mutation(
+        "is-under-shared-prefix",
+        "daemon/paths.py",
+        "path.startswith(folder.rstrip(os.sep) + os.sep)",
+        "path.startswith(folder.rstrip(os.sep))",
+        ("tests/test_paths.py",),
+        "a file in /pics-old counts as under /pics (search --in, dupes --in, deletes of a folder, roots)",
+    ),
+    Mutation(
+        "unchanged-by-size-only",
+        "daemon/store/records.py",
+        "return (self.size, self.mtime_ns) == (stat.size, stat.mtime_ns)",
+        "return self.size == stat.size",
+        ("tests/test_records.py",),
+        "a file rewritten with the same size counts as unchanged and keeps its old vector",
+    ),
+    Mutation(
+        "failed-file-never-retried-on-event",
+        "daemon/store/records.py",
+        'if indexed and self.status != "ok":',
+        "if False:",
+        ("tests/test_engine.py::test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again",),
+        "a file made readable by chmod stays failed until its bytes change",
+    ),
+    Mutation(
+        "failed-file-retried-by-every-reconcile",
+        "daemon/store/records.py",
+        "def unchanged(self, stat: FileStat, indexed: bool = False)",
+        "def unchanged(self, stat: FileStat, indexed: bool = True)",
+        ("tests/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
+        "every reconcile (each daemon start, each interval) reads every broken file again",
+    ),
+    Mutation(
+        "changed-ignores-rows",
+        "daemon/ingest/engine.py",
+        "if record is None or not record.unchanged(stat):",
+        "if True:",
+        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        "a folder renamed within the roots has every file read and hashed again",
+    ),
+    Mutation(
+        "changed-path-excludes-from-the-walked-folder",
+        "daemon/ingest/engine.py",
+        "stats = [s for s in scan(path, self.filter, follow) if not self.filter.excluded_path(s.path, root)]",
+        "stats = list(scan(path, self.filter, follow))",
+        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        "an exclude pattern with a / (relative to the root) lets in files of a folder that moved in",
+    ),
+    Mutation(
+        "missing-root-never-named",
+        "daemon/ingest/engine.py",
+        "return root if root in self.missing_roots else None",
+        "return None",
+        ("tests/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
+        "a file copied into a remounted root waits for the next periodic reconcile",
+    ),
 ]
 
 

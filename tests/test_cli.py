@@ -121,8 +121,8 @@ def test_user_errors_are_one_line_without_traceback(runner, base_args, tmp_path)
 def test_search_asks_the_running_daemon_and_falls_back_without_one(runner, base_args, indexed, tmp_path, embedder):
     """The daemon's answers come from the indexed library; the CLI is pointed at an empty state folder,
     so only the daemon can answer: a silent fallback to the direct path would fail instead."""
-    from imgd.daemon.service.handlers import LocalContext, answer
     from imgd.daemon.config import load
+    from imgd.daemon.service.handlers import LocalContext, answer
     from imgd.daemon.service.server import QueryServer
 
     library = LocalContext(load(None, {"state_dir": base_args[1]}, env={}), lambda name: embedder)

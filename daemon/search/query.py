@@ -22,7 +22,7 @@ from ..ingest import imaging
 from ..protocol import Filters, Options, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
-from ..store.records import FileRow
+from ..store.records import FileRow, FileStat
 from .filters import from_request, on_path
 
 AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
@@ -165,8 +165,8 @@ class Searcher:
         if not os.path.isfile(path):
             raise ImageReadError(path, "no such file" if not os.path.exists(path) else "not a regular file")
         record = self.catalog.get_file(path)
-        stat = os.stat(path)
-        if record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+        info = os.stat(path)
+        if record is not None and record.unchanged(FileStat(path, info.st_size, info.st_mtime_ns), indexed=True):
             vector = self.catalog.vector(record.content_id) if record.content_id is not None else None
             if vector is not None:  # no read, no decode, no image model
                 return vector, record.content_id

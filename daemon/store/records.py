@@ -26,6 +26,18 @@ class FileRecord:
     status: str  # "ok", "failed" or "missing"
     error: str | None = None
 
+    def unchanged(self, stat: FileStat, indexed: bool = False) -> bool:
+        """Is the file on disk still the one this row was written for: the same size and mtime?
+
+        The row's verdict stands while this holds, a failure included: a broken file is not read again
+        by every reconcile, only once it changes. `indexed` also asks for a row that holds the file's
+        content ("ok"), for an event on the path (chmod or chown may have made a failed file readable
+        without touching its size or mtime) and for a caller that wants the row's vector.
+        """
+        if indexed and self.status != "ok":
+            return False
+        return (self.size, self.mtime_ns) == (stat.size, stat.mtime_ns)
+
 
 @dataclass(frozen=True)
 class FileDetail:
