@@ -254,7 +254,7 @@ def test_move_file_replaces_what_was_at_the_destination(catalog: Catalog) -> Non
     assert catalog.get_file("/p/old.jpg").content_id == moved
 
 
-def test_delete_orphans_returns_the_contents_no_path_points_at(catalog: Catalog) -> None:
+def test_delete_orphans_returns_the_vectors_of_the_contents_no_path_points_at(catalog: Catalog) -> None:
     kept = add(catalog, 1, "/p/a.jpg", "/p/copy.jpg")
     orphan = add(catalog, 2, "/p/b.jpg")
     also_orphan = add(catalog, 3, "/p/c.jpg")
@@ -263,9 +263,12 @@ def test_delete_orphans_returns_the_contents_no_path_points_at(catalog: Catalog)
         catalog.remove_file("/p/copy.jpg")
         catalog.set_failed("/p/c.jpg", 1, 1, "cannot decode")  # its new bytes failed: old content unused
 
+    their_vectors = catalog.vector_ids_of([orphan, also_orphan]).tolist()
+    assert len(their_vectors) == 2 and not set(their_vectors) & {orphan, also_orphan}  # ids of another kind
     with catalog.transaction():
-        assert sorted(catalog.delete_orphans()) == sorted([orphan, also_orphan])
+        assert sorted(catalog.delete_orphans()) == their_vectors  # what the index must drop
     assert catalog.content_ids().tolist() == [kept]
+    assert catalog.vector_ids().tolist() == catalog.vector_ids_of([kept]).tolist()
     with catalog.transaction():
         assert catalog.delete_orphans() == []
 
@@ -292,7 +295,8 @@ def test_iter_vectors_yields_every_vector_in_id_order_in_chunks(catalog: Catalog
     assert [len(chunk_ids) for chunk_ids, _ in chunks] == [2, 2, 1]
     all_ids = np.concatenate([chunk_ids for chunk_ids, _ in chunks])
     vectors = np.concatenate([chunk_vectors for _, chunk_vectors in chunks])
-    assert all_ids.tolist() == ids
+    assert all_ids.tolist() == catalog.vector_ids_of(ids).tolist()  # vector ids, in the contents' order
+    assert catalog.contents_of(all_ids) == dict(zip(all_ids.tolist(), ids, strict=True))
     assert vectors.dtype == np.float32 and vectors.shape == (5, DIM)
     np.testing.assert_allclose(vectors, np.stack([unit(seed) for seed in range(5)]), atol=1e-3)
 

@@ -58,8 +58,8 @@ def expected_hits(catalog: Catalog, query: np.ndarray, k: int) -> list[int]:
 
 
 def assert_matches_catalog(index: VectorIndex, catalog: Catalog) -> None:
-    assert sorted(index.ids().tolist()) == sorted(catalog.content_ids().tolist())
-    assert len(index) == catalog.count_contents()
+    assert sorted(index.ids().tolist()) == sorted(catalog.vector_ids().tolist())
+    assert len(index) == catalog.count_vectors()
     assert index.generation == catalog.generation
     for query in units(5, seed=99):
         assert [cid for cid, _ in index.search(query, 4)] == expected_hits(catalog, query, 4)
@@ -315,11 +315,11 @@ def test_vectors_stored_as_float16_still_find_themselves(tmp_path: Path) -> None
     try:
         wide.ensure_model("clip-ViT-B-32", 512)
         with wide.transaction():
-            ids = [wide.add_content(f"d{n}", vector, 96, 64) for n, vector in enumerate(vectors)]
+            ids = [wide.add_photo(f"d{n}", vector, 96, 64)[1] for n, vector in enumerate(vectors)]
         index = VectorIndex.load_verified(tmp_path / "wide.faiss", wide, 512)
-        for content_id, vector in zip(ids, vectors, strict=True):
+        for vector_id, vector in zip(ids, vectors, strict=True):
             best, score = index.search(vector, 1)[0]
-            assert best == content_id
+            assert best == vector_id
             assert score == pytest.approx(1.0, abs=1e-3)
     finally:
         wide.close()

@@ -121,7 +121,9 @@ def _vectors(conn: sqlite3.Connection) -> None:
     # Several vectors per content are coming (a video's frames), so a vector gets an id of its own
     # and contents lose their vector column. Each existing vector keeps its content's id as its own
     # vector id, so every index file saved before the upgrade still names the right vectors and is
-    # neither rebuilt nor re-embedded; new ids continue above every id a content ever had.
+    # neither rebuilt nor re-embedded. New vector ids start 1000 above every content id ever given:
+    # from then on a vector's id differs from its content's, so code that takes one kind of id for the
+    # other cannot pass its tests by coincidence (the index's filter bitmap grows by 1000 bits).
     # `at`: seconds into the content (0 for a photo).
     _run(
         conn,
@@ -135,7 +137,8 @@ def _vectors(conn: sqlite3.Connection) -> None:
         INSERT INTO vectors(id, content_id, at, vector) SELECT id, id, 0, vector FROM contents;
         CREATE UNIQUE INDEX vectors_content ON vectors(content_id, at);
         DELETE FROM sqlite_sequence WHERE name = 'vectors';
-        INSERT INTO sqlite_sequence(name, seq) SELECT 'vectors', seq FROM sqlite_sequence WHERE name = 'contents';
+        INSERT INTO sqlite_sequence(name, seq)
+            VALUES ('vectors', coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'contents'), 0) + 1000);
         ALTER TABLE contents DROP COLUMN vector;
         CREATE TABLE next_vectors_by_vector (
             vector_id INTEGER PRIMARY KEY REFERENCES vectors(id),
