@@ -6,17 +6,13 @@ by `query.Searcher` from any thread with its own read-only catalog connections.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -29,32 +25,17 @@ from ..store.index import VectorIndex
 from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
 from ..verbosity import DETAIL
 from . import imaging
+from .backfill import MediaBackfill
 from .modelchange import ModelChange
+from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
+from .switch import ModelSwitch
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-R = TypeVar("R")
 FIRST_BATCH = 8  # images in the first forward pass of a run; later ones use config.batch_size
-MEDIA_BATCH = 32  # contents whose headers backfill_media reads per call (a few ms each)
 
 ProgressFn = Callable[[int], None]
-
-
-class Stopped(Exception):
-    """The daemon is shutting down; work in flight is abandoned and redone at the next start."""
-
-
-def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
-    """Like pool.map, in order, but with at most `window` items in flight so memory stays flat."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 @dataclass
@@ -78,7 +59,7 @@ class _Released:
     paths: list[str] = field(default_factory=list)  # where it was, for the "moved" log line
 
 
-class Engine:
+class Engine(MediaBackfill, ModelSwitch):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(
@@ -485,98 +466,6 @@ class Engine:
         else:
             self._drop_orphans()  # an edited file's old content may be unreferenced now
         return summary
-
-    # -- metadata of catalogs indexed before it was kept ------------------------------------
-
-    def backfill_media(self, limit: int = MEDIA_BATCH) -> int:
-        """Read the headers of up to `limit` contents whose metadata is missing; returns how many were tried.
-
-        No pixel is decoded and nothing is embedded. A content none of whose files can be read now
-        keeps its row (and its vector) and is tried again by the next run; 0 means none is left.
-        """
-        backlog = self.catalog.media_backlog(self._media_after, limit)
-        if not backlog:
-            return 0
-        found = list(bounded_map(self._pool, self._probe, backlog, window=max(limit, 1)))
-        with self.catalog.transaction():
-            for content_id, meta in found:
-                if meta is not None:
-                    self.catalog.set_media(content_id, meta)
-        self._media_after = backlog[-1][0]
-        return len(backlog)
-
-    def backfill_all_media(self, progress: ProgressFn | None = None) -> int:
-        """backfill_media until nothing is left (`imgd index`); returns how many contents were tried."""
-        tried = 0
-        while count := self.backfill_media():
-            if self.should_stop():
-                raise Stopped
-            tried += count
-            if progress:
-                progress(count)
-        if tried:
-            log.info("read the metadata of %d images indexed before imgd kept it", tried)
-        return tried
-
-    def _probe(self, item: tuple[int, list[FileStat]]) -> tuple[int, ImageMeta | None]:
-        content_id, stats = item
-        for stat in stats:
-            try:
-                return content_id, imaging.probe(stat.path, (stat.size, stat.mtime_ns))
-            except ImageReadError as exc:
-                log.debug("cannot read metadata of %s: %s", display_path(stat.path), exc.reason)
-        return content_id, None
-
-    # -- a model change ---------------------------------------------------------------------
-
-    def begin_change(self, embedder: Embedder) -> ModelChange:
-        """Start (or go on with) re-embedding everything with `embedder` beside the live vectors."""
-        self.change = ModelChange(self.catalog, embedder, self._pool, self.config.max_image_pixels)
-        return self.change
-
-    def reembed_step(self) -> int:
-        """One batch of the change (newest images first); 0 once every image has been tried."""
-        if self.change is None:
-            return 0
-        if self.should_stop():
-            raise Stopped
-        return self.change.step(self.config.batch_size)
-
-    def finish_change(
-        self, exclusive: Callable[[Embedder], AbstractContextManager[object]] = lambda _: nullcontext()
-    ) -> list[int]:
-        """Make the new model's vectors live: index built first, then catalog, index and model in one step.
-
-        `exclusive(new_model)` holds searches off for that step (the daemon's searcher), so no search
-        mixes a query of one model with vectors of the other: from the commit to the swap, not while
-        the catalog rewrites its vectors (readers see the old ones until the commit). Returns the contents
-        dropped because none of their files could be read again; the next reconcile embeds their files.
-        """
-        change = self.change
-        if change is None:
-            return []
-        started = time.monotonic()
-        fresh = VectorIndex.build(self.catalog, change.embedder.dim, change.catalog.iter_next_vectors())
-        with contextlib.ExitStack() as held:
-            with self.catalog.transaction():
-                # Every vector is rewritten here, unseen by searches until the commit (seconds at 1M) ...
-                dropped = self.catalog.finish_model_change()
-                # ... so they are held off only from just before it until index and model follow.
-                waited = time.monotonic()
-                held.enter_context(exclusive(change.embedder))
-                log.debug("searches waited %.2fs for those in flight", time.monotonic() - waited)
-            self.index.adopt(fresh, self.catalog)
-            self.embedder = change.embedder
-            self.change = None
-        gone = set(dropped)
-        self._released = {cid: entry for cid, entry in self._released.items() if cid not in gone}
-        log.info(
-            "switched to model %s in %.1fs: %s",
-            display_path(change.name),
-            time.monotonic() - started,
-            change.summary(dropped),
-        )
-        return dropped
 
     def save_index(self) -> bool:
         """Persist the index if it changed; the catalog is already durable."""
