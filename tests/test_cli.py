@@ -121,8 +121,8 @@ def test_user_errors_are_one_line_without_traceback(runner, base_args, tmp_path)
 def test_search_asks_the_running_daemon_and_falls_back_without_one(runner, base_args, indexed, tmp_path, embedder):
     """The daemon's answers come from the indexed library; the CLI is pointed at an empty state folder,
     so only the daemon can answer: a silent fallback to the direct path would fail instead."""
-    from imgd.daemon.service.handlers import LocalContext, answer
     from imgd.daemon.config import load
+    from imgd.daemon.service.handlers import LocalContext, answer
     from imgd.daemon.service.server import QueryServer
 
     library = LocalContext(load(None, {"state_dir": base_args[1]}, env={}), lambda name: embedder)
@@ -277,9 +277,8 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
     pics = tmp_path / "pics"
     for i in range(6):
         write_image(pics / f"img{i}.jpg", seed=i)
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        daemon.start()
         daemon.wait_idle()
         args = ["--state-dir", str(daemon.state_dir)]
         env = {"XDG_RUNTIME_DIR": str(daemon.runtime)}
@@ -313,7 +312,6 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
         assert info["search"] == {"kind": "exact", "vectors": 6, "nprobe": None, "building": False, "build_error": None}
         text = runner.invoke(cli, [*args, "status"], env=env).stdout
         assert "daemon: running" in text and "search: exact over 6 vectors" in text
-    finally:
         assert daemon.stop(signal.SIGTERM) == 0
 
 

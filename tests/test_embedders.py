@@ -374,8 +374,8 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
     env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="1", IMGD_TEXT_MODEL=str(text_model))
     daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
     shutil.copytree(exported_models, daemon.state_dir / "models")
-    daemon.start()
-    try:
+    with daemon:
+        daemon.start()
         daemon.wait_idle()
         wait_until(lambda: not daemon.status()["model"]["image_loaded"], timeout=30, what="the image model freed")
         assert "freed the image model after" in daemon.log()
@@ -399,7 +399,6 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
         assert [h["score"] for h in direct_hits] == pytest.approx([h["score"] for h in through_daemon], abs=1e-5)
         model = daemon.status()["model"]
         assert model["backend"] == "onnx" and model["text"] == str(text_model.resolve())
-    finally:
         assert daemon.stop() == 0
     assert heavy_imports(daemon.log()) == []
 

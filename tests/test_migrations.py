@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -404,8 +403,8 @@ def test_the_daemon_upgrades_and_backfills_in_the_background_without_embedding(
     v1: V1Copy, tmp_path: Path, tiny_model: Path
 ) -> None:
     before = snapshot(v1.catalog)
-    daemon = DaemonProcess(tmp_path, tiny_model, [v1.images]).start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [v1.images]) as daemon:
+        daemon.start()
         wait_until(
             lambda: daemon.status()["metadata"]["pending"] == 0, timeout=60, what="the metadata to be backfilled"
         )
@@ -413,9 +412,6 @@ def test_the_daemon_upgrades_and_backfills_in_the_background_without_embedding(
         assert status["metadata"] == {"pending": 0, "schema": SCHEMA_VERSION}
         assert status["counts"] == {"files": 4, "failed": 1, "missing": 0, "contents": 3}
         assert daemon.stop() == 0
-    finally:
-        if daemon.proc and daemon.proc.poll() is None:
-            daemon.stop(signal.SIGKILL)
     assert snapshot(v1.catalog) == before  # nothing re-embedded: same contents, vectors and generation
     assert "indexed " not in daemon.log()
     assert "upgraded the catalog to schema 2" in daemon.log()

@@ -437,9 +437,8 @@ def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
     pics = tmp_path / "pics"
     for i in range(4):
         write_image(pics / f"img{i}.jpg", seed=i, size=(320, 240))
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        daemon.start()
         wait_until(lambda: daemon.status()["counts"]["contents"] >= 4, what="4 images indexed")
         daemon.wait_idle()
         config = config_module.load(
@@ -464,8 +463,6 @@ def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
             dropped = client.request("POST", "/api/search-image", body=jpeg_bytes(2, (320, 240)))
         finally:
             server.stop()
-    finally:
-        daemon.stop()
 
     assert len(hits) == 4
     assert status["images"] == 5 and status["newest"] == str(pics / "new.jpg")
@@ -740,9 +737,8 @@ def test_the_status_line_follows_the_daemon_while_it_works(chromium, tmp_path, t
     pics = tmp_path / "pics"
     for i in range(3):
         write_image(pics / f"img{i}.jpg", seed=i, size=(320, 240))
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        daemon.start()
         wait_until(lambda: daemon.status()["counts"]["contents"] >= 3, what="3 images indexed")
         config = config_module.load(
             None, {"state_dir": daemon.state_dir, "model": str(tiny_model), "socket_path": daemon.socket}, env={}
@@ -763,8 +759,6 @@ def test_the_status_line_follows_the_daemon_while_it_works(chromium, tmp_path, t
         finally:
             context.close()
             server.stop()
-    finally:
-        daemon.stop()
 
     assert "4 images" in text and "daemon not running" not in text
 
