@@ -51,6 +51,7 @@ class Mutation:
 LIVE = "tests/test_live.py::"
 CHANGE = "tests/test_modelchange.py::"
 SERVICE = "tests/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
+IMPORTS = "tests/test_imports.py::"
 
 MUTATIONS: list[Mutation] = [
     # -- the mutation review's table (issue 16) ------------------------------------------------
@@ -332,6 +333,39 @@ MUTATIONS: list[Mutation] = [
         "/ 1000000000) ASC, ",
         (CHANGE + "test_the_newest_photos_get_their_new_vectors_first",),
         "a model change re-embeds the oldest photos first",
+    ),
+    # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
+    Mutation(
+        "engine-imports-click",
+        "daemon/verbosity.py",
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nimport click  # noqa: F401\n",
+        (IMPORTS + "test_the_engine_never_imports_click_the_cli_or_the_gallery",),
+        "the engine imports the CLI's toolkit",
+    ),
+    Mutation(
+        "import-cycle-in-a-function",
+        "daemon/store/migrations.py",
+        "def current_version(conn: sqlite3.Connection) -> int:\n",
+        "def current_version(conn: sqlite3.Connection) -> int:\n    from .catalog import Catalog  # noqa: F401\n\n",
+        (IMPORTS + "test_there_is_no_import_cycle",),
+        "a function-level import closes a cycle (catalog -> migrations -> catalog)",
+    ),
+    Mutation(
+        "store-imports-ingest",
+        "daemon/store/index.py",
+        "from .catalog import Catalog\n",
+        "from ..ingest import imaging  # noqa: F401\nfrom .catalog import Catalog\n",
+        (IMPORTS + "test_imports_flow_down_the_layers",),
+        "the store reaches up into ingest",
+    ),
+    Mutation(
+        "wheel-without-a-subpackage",
+        "pyproject.toml",
+        '    "imgd.daemon.search",\n',
+        "",
+        ("tests/test_wheel.py::test_the_wheel_holds_every_module_of_every_package_folder_and_the_static_files",),
+        "a subpackage left out of pyproject.toml's list: an editable install still finds it, the wheel does not",
     ),
 ]
 
