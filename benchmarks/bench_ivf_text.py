@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 import shapekit  # noqa: E402
-from imgd.daemon.store import index as index_module  # noqa: E402
+from imgd.daemon.store import ivf  # noqa: E402
 from imgd.daemon.store.index import VectorIndex  # noqa: E402
 
 K = 10
@@ -158,7 +158,7 @@ def mixture(count: int) -> int:
     stored = vectors.astype(np.float16).astype(np.float32)
     exact, _ = faiss.knn(queries, stored, K, metric=faiss.METRIC_INNER_PRODUCT)
     found = np.array([[hit for hit, _ in index.search(q, K)] for q in queries])
-    probed = [index._search_ivf(raw, q[None, :], K)[2] for q in queries]
+    probed = [ivf.probe(raw, q[None, :], K, None, 1, index.probe_margin)[2] for q in queries]
     with_margin, nprobe_only = latency(index, queries)
     print(
         f"recall@10 {recall(found, queries, stored, exact[:, -1]):.3f}, lists probed mean {np.mean(probed):.1f} "
@@ -208,7 +208,7 @@ def main() -> int:
     if index.kind != "ivf":
         print("the index kept exact search: nothing to measure")
         return 1
-    nprobes = [n for n in index_module._NPROBES if n < raw.nlist] + [raw.nlist]
+    nprobes = [n for n in ivf._NPROBES if n < raw.nlist] + [raw.nlist]
     print()
     print(
         f"| queries | best cosine, mean | recall@10, imgd's search | lists probed, mean / max | "
@@ -221,7 +221,7 @@ def main() -> int:
         kth = exact[:, -1]
         found = np.array([[hit for hit, _ in index.search(q, K)] for q in queries])
         at_tuned = recall(found, queries, stored, kth)
-        probed = [index._search_ivf(raw, q[None, :], K)[2] for q in queries]
+        probed = [ivf.probe(raw, q[None, :], K, None, 1, index.probe_margin)[2] for q in queries]
         _, fixed_ids = raw.search(queries, K, params=faiss.SearchParametersIVF(nprobe=raw.nprobe))
         fixed = recall(fixed_ids, queries, stored, kth)
         needed = {}

@@ -50,6 +50,7 @@ class Mutation:
 
 LIVE = "tests/test_live.py::"
 CHANGE = "tests/test_modelchange.py::"
+FILTERS = "tests/test_filters.py::test_clause_and_match_agree"
 SERVICE = "tests/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
 IMPORTS = "tests/test_imports.py::"
 
@@ -134,15 +135,15 @@ MUTATIONS: list[Mutation] = [
     # -- README promises (issue 16's second list) ----------------------------------------------
     Mutation(
         "no-progress-bar",
-        "cli/main.py",
-        "with render.progress_bar(not _quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):",
+        "cli/index.py",
+        "with render.progress_bar(not quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):",
         "with render.progress_bar(False) as (on_total, progress):",
         ("tests/test_cli.py::test_index_draws_a_progress_bar_on_a_terminal_only",),
         "`imgd index` draws no progress bar on a terminal",
     ),
     Mutation(
         "global-verbosity-ignored",
-        "cli/main.py",
+        "cli/group.py",
         "ctx.meta[VERBOSITY_KEY] = ctx.meta.get(VERBOSITY_KEY, 0) + sign * (value or 0)",
         "ctx.meta[VERBOSITY_KEY] = 0",
         ("tests/test_cli.py::test_global_verbose_and_quiet_set_how_much_is_logged",),
@@ -150,11 +151,19 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "user-error-exit-1",
-        "cli/main.py",
+        "cli/group.py",
         "    exit_code = EXIT_ERROR\n",
         "    exit_code = 1\n",
         ("tests/test_cli.py::test_user_errors_are_one_line_without_traceback",),
         "a bad path exits 1 (grep's 'no match') instead of 2",
+    ),
+    Mutation(
+        "listing-no-match-exits-0",
+        "cli/output.py",
+        "            ctx.exit(none_exit)\n",
+        "            pass\n",
+        ("tests/test_cli.py::test_empty_catalog_and_no_match_exit_non_zero_with_a_message",),
+        "a listing with nothing to show exits 0 instead of grep's 1 (the one output function every listing ends in)",
     ),
     Mutation(
         "follow-symlinks-ignored",
@@ -182,7 +191,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "watch-paths-ignored",
-        "cli/main.py",
+        "cli/run.py",
         "return tuple(dict.fromkeys([*config.watch_paths, *folders]))",
         "return tuple(dict.fromkeys(folders))",
         (SERVICE,),
@@ -304,7 +313,7 @@ MUTATIONS: list[Mutation] = [
     # -- changing the model without losing search (issue 15) --------------------------------------
     Mutation(
         "switch-keeps-catalog-identity",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         'self.set_meta("catalog_id", uuid.uuid4().hex)',
         "pass",
         (CHANGE + "test_an_index_file_saved_before_the_switch_is_rebuilt_not_patched",),
@@ -320,7 +329,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-starts-over",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         "if pending is not None and same_model(pending, (name, dim, fingerprint)):",
         "if False:",
         (CHANGE + "test_an_interrupted_change_goes_on_where_it_stopped",),
@@ -328,11 +337,109 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "change-old-first",
-        "daemon/store/catalog.py",
+        "daemon/store/nextvectors.py",
         "/ 1000000000) DESC, ",
         "/ 1000000000) ASC, ",
         (CHANGE + "test_the_newest_photos_get_their_new_vectors_first",),
         "a model change re-embeds the oldest photos first",
+    ),
+    # -- filters: one rule each, as SQL and as Python (issue 20) ---------------------------------
+    Mutation(
+        "filter-side-is-the-longer",
+        "daemon/search/filters.py",
+        '"side": ("min(m.width, m.height)", lambda row: min(row.width, row.height)),',
+        '"side": ("min(m.width, m.height)", lambda row: max(row.width, row.height)),',
+        (FILTERS,),
+        "a filter's match() disagrees with its clause(): the shorter side in SQL, the longer in Python",
+    ),
+    Mutation(
+        "filter-folder-match-by-prefix",
+        "daemon/search/filters.py",
+        "return any(row.path.startswith(folder.rstrip(os.sep) + os.sep) for folder in self.folders)",
+        "return any(row.path.startswith(folder) for folder in self.folders)",
+        (FILTERS,),
+        "--in checked in Python takes /lib/ab for inside /lib/a, where the catalog's path range does not",
+    ),
+    Mutation(
+        "filter-date-end-inclusive",
+        "daemon/search/filters.py",
+        'if not (value >= bound if op == ">=" else value < bound):',
+        'if not (value >= bound if op == ">=" else value <= bound):',
+        (FILTERS,),
+        "--before checked in Python lets its own instant through, where the catalog's clause does not",
+    ),
+    Mutation(
+        "filter-camera-match-unfolded",
+        "daemon/search/filters.py",
+        'return (fold(self.text) or "") in _camera(row.make, row.model)',
+        "return self.text in f\"{row.make or ''} {row.model or ''}\"",
+        (FILTERS,),
+        "--camera checked in Python is case-sensitive, where the catalog's selection is not",
+    ),
+    Mutation(
+        "filter-date-selects-missing",
+        "daemon/search/filters.py",
+        "*([live] if live else [])]",
+        "]",
+        (FILTERS,),
+        "a date filter selects a content whose only file is missing (its EXIF date decides without a live file)",
+    ),
+    # -- one rule, one place (issue 20) ----------------------------------------------------------
+    Mutation(
+        "is-under-shared-prefix",
+        "daemon/paths.py",
+        "path.startswith(folder.rstrip(os.sep) + os.sep)",
+        "path.startswith(folder.rstrip(os.sep))",
+        ("tests/test_paths.py",),
+        "a file in /pics-old counts as under /pics (search --in, dupes --in, deletes of a folder, roots)",
+    ),
+    Mutation(
+        "unchanged-by-size-only",
+        "daemon/store/records.py",
+        "return (self.size, self.mtime_ns) == (stat.size, stat.mtime_ns)",
+        "return self.size == stat.size",
+        ("tests/test_records.py",),
+        "a file rewritten with the same size counts as unchanged and keeps its old vector",
+    ),
+    Mutation(
+        "failed-file-never-retried-on-event",
+        "daemon/store/records.py",
+        'if indexed and self.status != "ok":',
+        "if False:",
+        ("tests/test_engine.py::test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again",),
+        "a file made readable by chmod stays failed until its bytes change",
+    ),
+    Mutation(
+        "failed-file-retried-by-every-reconcile",
+        "daemon/store/records.py",
+        "def unchanged(self, stat: FileStat, indexed: bool = False)",
+        "def unchanged(self, stat: FileStat, indexed: bool = True)",
+        ("tests/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
+        "every reconcile (each daemon start, each interval) reads every broken file again",
+    ),
+    Mutation(
+        "changed-ignores-rows",
+        "daemon/ingest/engine.py",
+        "if record is None or not record.unchanged(stat):",
+        "if True:",
+        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        "a folder renamed within the roots has every file read and hashed again",
+    ),
+    Mutation(
+        "changed-path-excludes-from-the-walked-folder",
+        "daemon/ingest/engine.py",
+        "stats = [s for s in scan(path, self.filter, follow) if not self.filter.excluded_path(s.path, root)]",
+        "stats = list(scan(path, self.filter, follow))",
+        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        "an exclude pattern with a / (relative to the root) lets in files of a folder that moved in",
+    ),
+    Mutation(
+        "missing-root-never-named",
+        "daemon/ingest/engine.py",
+        "return root if root in self.missing_roots else None",
+        "return None",
+        ("tests/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
+        "a file copied into a remounted root waits for the next periodic reconcile",
     ),
     # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
     Mutation(

@@ -1,4 +1,4 @@
-"""catalog's metadata reads: the content ids a filter selects, and each path's metadata for output."""
+"""catalog's metadata reads: the content ids filters select, and each path's metadata for output."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from imgd.daemon.search import filters as F
 from imgd.daemon.store.catalog import Catalog
-from imgd.daemon.store.records import ImageMeta, MediaFilter
+from imgd.daemon.store.records import FileRow, ImageMeta
 
 DIM = 8
 NS = 1_000_000_000
@@ -56,8 +57,40 @@ def add(catalog: Catalog, seed: int, meta: ImageMeta | None, *files: tuple[str, 
     return content_id
 
 
+@dataclass(frozen=True)
+class Where:
+    """Conditions as this file writes them; `selection` makes the search's filter objects of them."""
+
+    folders: tuple[str, ...] = ()
+    taken_from: datetime | None = None
+    taken_until: datetime | None = None
+    camera: str | None = None
+    types: tuple[str, ...] = ()
+    orientation: str | None = None
+    min_width: int | None = None
+    min_height: int | None = None
+    min_side: int | None = None
+    min_pixels: int | None = None
+
+
+def selection(catalog: Catalog, where: Where) -> list[F.Filter]:
+    chosen: list[F.Filter] = [F.InFolders(where.folders)] if where.folders else []
+    if where.taken_from or where.taken_until:
+        chosen.append(F.TakenBetween(where.taken_from, where.taken_until))
+    if where.camera:
+        chosen.append(F.Camera.among(where.camera, catalog.cameras()))
+    if where.types:
+        chosen.append(F.FileTypes(where.types))
+    if where.orientation:
+        chosen.append(F.Orientation(where.orientation))
+    for measure in ("width", "height", "side", "pixels"):
+        if getattr(where, f"min_{measure}"):
+            chosen.append(F.AtLeast(measure, getattr(where, f"min_{measure}")))
+    return chosen
+
+
 def ids(catalog: Catalog, **conditions: object) -> list[int]:
-    found = catalog.content_ids_matching(MediaFilter(**conditions))
+    found = catalog.content_ids_matching(selection(catalog, Where(**conditions)))
     assert found.dtype == np.int64
     return found.tolist()
 
@@ -190,7 +223,7 @@ class Row:
     files: list[tuple[str, int, str]]  # path, mtime_ns, status
 
 
-def reference(rows: list[Row], where: MediaFilter) -> list[int]:
+def reference(rows: list[Row], where: Where) -> list[int]:
     """The filter's meaning, written plainly in Python."""
     selected = []
     for row in rows:
@@ -222,6 +255,19 @@ def reference(rows: list[Row], where: MediaFilter) -> list[int]:
     return sorted(selected)
 
 
+def by_match(rows: list[Row], chosen: list[F.Filter]) -> list[int]:
+    """The contents with a live file that every filter's match() passes."""
+    selected = []
+    for row in rows:
+        m = row.meta
+        files = [
+            FileRow(p, t, m.format, m.width, m.height, m.taken, m.make, m.model) for p, t, s in row.files if s == "ok"
+        ]
+        if any(all(f.match(file) for f in chosen) for file in files):
+            selected.append(row.content_id)
+    return sorted(selected)
+
+
 def test_random_filters_select_what_the_reference_selects(catalog: Catalog) -> None:
     rng = random.Random(7)
     folders = ["/lib/a", "/lib/a/b", "/lib/ab", "/lib/c"]
@@ -250,7 +296,7 @@ def test_random_filters_select_what_the_reference_selects(catalog: Catalog) -> N
                 catalog.conn.execute("UPDATE files SET status = 'ok' WHERE status = 'missing'")
             rows = [Row(r.content_id, r.meta, [(p, m, "ok") for p, m, _ in r.files]) for r in rows]
         start = datetime(rng.randrange(2010, 2024), rng.randrange(1, 13), rng.choice([1, 2]))
-        where = MediaFilter(
+        where = Where(
             folders=tuple(rng.sample(folders, rng.choice([0, 0, 1, 2]))),
             taken_from=start if rng.random() < 0.3 else None,
             taken_until=start.replace(year=start.year + rng.randrange(1, 5)) if rng.random() < 0.3 else None,
@@ -262,7 +308,9 @@ def test_random_filters_select_what_the_reference_selects(catalog: Catalog) -> N
             min_side=rng.choice([None, None, None, 20]),
             min_pixels=rng.choice([None, None, None, 400]),
         )
-        assert catalog.content_ids_matching(where).tolist() == reference(rows, where), where
+        chosen = selection(catalog, where)
+        assert catalog.content_ids_matching(chosen).tolist() == reference(rows, where), where
+        assert by_match(rows, chosen) == reference(rows, where), where  # match() is the same rule
 
 
 def test_a_folder_filter_walks_that_folder_not_the_library(catalog: Catalog) -> None:
@@ -278,7 +326,7 @@ def test_a_folder_filter_walks_that_folder_not_the_library(catalog: Catalog) -> 
         return 0
 
     catalog.conn.set_progress_handler(count, 100)
-    found = catalog.content_ids_matching(MediaFilter(folders=("/lib/007",), types=("png",)))
+    found = catalog.content_ids_matching([F.InFolders(("/lib/007",)), F.FileTypes(("png",))])
     catalog.conn.set_progress_handler(None, 0)
     assert len(found) == 100
     assert steps < 200, f"{steps * 100} SQLite instructions for 100 files: the query scans the library"

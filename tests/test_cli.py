@@ -394,7 +394,7 @@ def test_quiet_anywhere_silences_the_summary_like_index_quiet(runner, base_args,
 
 
 def test_run_watches_the_pictures_folder_only_when_given_no_folder(tmp_path):
-    from imgd.cli.main import watch_roots
+    from imgd.cli.run import watch_roots
     from imgd.daemon import config as config_module
 
     pictures = Path.home() / "Pictures"

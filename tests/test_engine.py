@@ -380,3 +380,73 @@ def test_a_recheck_hashes_a_file_whose_size_and_mtime_match_its_row(library, tmp
     assert library.engine.upsert([str(pics / "a.jpg")], recheck={str(pics / "a.jpg")}).updated == 1
     assert library.catalog.get_file(str(pics / "a.jpg")).content_id != old
     assert library.catalog.count_contents() == len(library.index) == 1
+
+
+def test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again(library, tmp_path):
+    """A broken file is not read by every reconcile; an event on it (chmod, chown: size and mtime stay) is
+    reason enough to try again."""
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    good = jpeg_bytes(1)
+    path = pics / "a.jpg"
+    path.write_bytes(b"x" * len(good))
+    os.utime(path, ns=(1, 10**18))
+    assert library.engine.reconcile([pics]).failed == 1
+
+    path.write_bytes(good)  # readable now, and no different by size or mtime
+    os.utime(path, ns=(1, 10**18))
+    again = library.engine.reconcile([pics])
+    assert (again.unchanged, again.added, again.failed) == (1, 0, 0), "a reconcile keeps the row's verdict"
+
+    assert library.engine.upsert([str(path)]).added == 1, "an event on a failed file tries it again"
+    assert catalog_paths(library) == {str(path)}
+    assert library.engine.upsert([str(path)]).added == 0, "an indexed file that is unchanged is left alone"
+
+
+def test_changed_names_the_new_and_changed_wanted_files_below_a_folder(make_config, embedder, tmp_path):
+    """What the worker asks when a folder appears or moves in, and after a rename about its source."""
+    pics = tmp_path / "pics"
+    write_image(pics / "album" / "known.jpg", seed=1)
+    write_image(pics / "album" / "edited.jpg", seed=2)
+    (pics / "album" / "broken.jpg").write_bytes(b"garbage")
+    lib = open_library(make_config(extra_exclude=("album/private/*",)), embedder)
+    try:
+        lib.engine.reconcile([pics])
+        album = pics / "album"
+        write_image(album / "edited.jpg", seed=3)
+        os.utime(album / "edited.jpg", ns=(1, 10**18))
+        write_image(album / "new.jpg", seed=4)
+        write_image(album / "new.jpg.part", seed=5, fmt="JPEG")  # an excluded name
+        write_image(album / "private" / "p.jpg", seed=6)  # excluded by a pattern relative to the root, not album
+        (album / "notes.txt").write_text("not an image")
+        album.joinpath("elsewhere").symlink_to(tmp_path / "outside", target_is_directory=True)
+        write_image(tmp_path / "outside" / "o.jpg", seed=7)
+        roots = [str(pics)]
+
+        found = {stat.path for stat in lib.engine.changed([str(album)], roots)}
+
+        assert found == {str(album / "edited.jpg"), str(album / "new.jpg")}, "a failed row stands while unchanged"
+        assert [s.path for s in lib.engine.changed([str(album / "new.jpg")], roots)] == [str(album / "new.jpg")]
+        assert lib.engine.changed([str(album / "known.jpg")], roots) == []
+        assert lib.engine.changed([str(album / "new.jpg.part"), str(album / "private")], roots) == []
+        assert lib.engine.changed([str(album / "elsewhere"), str(album / "gone.jpg")], roots) == []
+        assert lib.engine.changed([str(tmp_path / "outside")], roots) == [], "outside the roots"
+    finally:
+        lib.close()
+
+
+def test_a_missing_root_is_named_for_paths_in_it_until_it_is_back(library, tmp_path):
+    pics, other = tmp_path / "pics", tmp_path / "other"
+    write_image(pics / "a.jpg", seed=1)
+    other.mkdir()
+    roots = [str(pics), str(other)]
+    library.engine.reconcile(roots)
+    shutil.rmtree(pics)
+    pics.mkdir()  # an empty mountpoint: its entries are kept as missing
+    library.engine.reconcile(roots)
+
+    assert library.engine.missing_root(str(pics / "b.jpg"), roots) == str(pics)
+    assert library.engine.missing_root(str(other / "b.jpg"), roots) is None
+    write_image(pics / "a.jpg", seed=1)
+    library.engine.reconcile(roots)
+    assert library.engine.missing_root(str(pics / "b.jpg"), roots) is None

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from imgd.daemon.store import index as index_module
+from imgd.daemon.store import ivf as ivf_module
 from imgd.daemon.store.catalog import Catalog
 from imgd.daemon.store.index import MAGIC, IndexFileError, VectorIndex
 
@@ -449,14 +450,14 @@ def test_ivf_recalls_queries_that_sit_far_from_every_vector_as_text_queries_do()
 def test_background_switch_keeps_every_change_made_while_it_was_building(monkeypatch: pytest.MonkeyPatch) -> None:
     vectors = clustered(4000, seed=4)
     building, release = threading.Event(), threading.Event()
-    real_build = index_module._build_ivf
+    real_build = ivf_module.build
 
     def held_build(*args: object) -> object:
         building.set()
         release.wait(30)  # the live index changes while this build works on its copy
         return real_build(*args)
 
-    monkeypatch.setattr(index_module, "_build_ivf", held_build)
+    monkeypatch.setattr(ivf_module, "build", held_build)
     index = VectorIndex(32)
     index.exact_limit = 2000
     index.background = True
@@ -519,7 +520,7 @@ def test_closing_stops_a_background_build_and_no_later_add_starts_another(monkey
     assert second_round.wait(30)
     closing.set()
     index.close()
-    assert len(rounds) < index_module.KMEANS_ITERATIONS  # stopped between rounds, not at the end
+    assert len(rounds) < ivf_module.KMEANS_ITERATIONS  # stopped between rounds, not at the end
     assert index.kind == "exact" and len(index) == 30000
     index.add(np.arange(30000, 30010), vectors[:10])
     assert not index._builder.is_alive() and index.kind == "exact"

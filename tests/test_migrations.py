@@ -358,10 +358,10 @@ def test_open_library_upgrades_and_backfill_reads_headers_without_embedding(v1: 
 def test_imgd_index_upgrades_and_backfills_without_embedding(
     v1: V1Copy, tiny_model: Path, embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imgd.cli.main as main
+    import imgd.cli.runtime as runtime
 
     counting = CountingEmbedder(embedder)
-    monkeypatch.setattr(main, "_load_embedder", lambda config, name=None: counting)
+    monkeypatch.setattr(runtime, "load_embedder", lambda config, name=None: counting)
     before = snapshot(v1.catalog)
     args = ["--state-dir", str(v1.state), "--model", str(tiny_model), "--device", "cpu"]
 

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_image
-from imgd.cli.main import cli, parse_term
+from imgd.cli.main import cli
+from imgd.cli.options import parse_term
 from imgd.daemon.protocol import Term
 from imgd.daemon.search.query import combine
 

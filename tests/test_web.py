@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import picture, write_image
 from daemonkit import DaemonProcess, wait_until
-from imgd.cli import unit
+from imgd.cli import installer, unit
 from imgd.cli.main import cli
 from imgd.daemon import config as config_module
 from imgd.daemon.embedders import load_embedder
@@ -585,7 +585,7 @@ def test_systemd_accepts_the_gallery_unit(tmp_path, sandbox, exposure):
     exe.parent.mkdir()
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    path = unit.install_unit(
+    path = installer.install_unit(
         # A state folder outside /tmp (it need not exist), as a real one is: one in /tmp drops PrivateTmp=.
         unit.render_web_unit(str(exe), None, "/var/lib/imgd test/state dir", 8470, sandbox=sandbox),
         tmp_path / "units",

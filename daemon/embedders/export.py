@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from .base import model_key, normalise
-from .onnx import PROBE_COSINE, OnnxUnavailable, cosines, make_session
 from .preprocess import PROBE_SIZES, PROBE_TEXTS, ImagePrep, TextPrep, probe_image
+from .runtime import PROBE_COSINE, OnnxUnavailable, cosines, make_session
 from .store import FORMAT, ModelStore
 from .torch import clip_module, fingerprint_of, image_prep_of, load_sentence_transformer, text_prep_of
 

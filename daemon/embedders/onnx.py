@@ -25,36 +25,10 @@ from PIL import Image
 from ..errors import ModelUnavailable
 from .base import check_text_dim, model_key, normalise
 from .preprocess import PROBE_TEXTS, ImagePrep, TextPrep, probe_image
+from .runtime import PROBE_COSINE, OnnxUnavailable, cosines, make_session
 from .store import ModelStore
 
 log = logging.getLogger(__name__)
-
-PROBE_COSINE = 0.9999
-
-
-class OnnxUnavailable(Exception):
-    """The ONNX backend cannot serve this model; `st_model` is the torch model if one was loaded."""
-
-    def __init__(self, message: str, st_model: Any = None, fingerprint: str | None = None) -> None:
-        super().__init__(message)
-        self.st_model = st_model
-        self.fingerprint = fingerprint
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.sum(normalise(a) * normalise(b), axis=1)
-
-
-def make_session(path: Path, threads: int = 0) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Spinning threads burn the cores the decode threads need, and a query on a busy CPU waits for them.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
 def _release_heap() -> None:

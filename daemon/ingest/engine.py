@@ -23,13 +23,14 @@ import numpy as np
 from ..config import Config
 from ..embedders import Embedder
 from ..errors import ImageReadError, display_path
+from ..paths import is_under
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
 from ..verbosity import DETAIL
 from . import imaging
 from .modelchange import ModelChange
-from .scanner import PathFilter, is_under, scan, stat_file
+from .scanner import PathFilter, scan, stat_file, through_link
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,13 @@ class Engine:
     # -- helpers ----------------------------------------------------------------------------
 
     def root_of(self, path: str, roots: Sequence[str]) -> str | None:
+        """The first of roots that path is in, if any."""
         return next((root for root in roots if is_under(path, root)), None)
+
+    @property
+    def changing(self) -> bool:
+        """Is a model change under way: images re-embedded beside the live vectors?"""
+        return self.change is not None
 
     def _known(self, digest: str) -> bool:
         """Does the catalog already hold this content? Called from decode threads."""
@@ -301,7 +308,7 @@ class Engine:
                 if self.should_stop():
                     raise Stopped
                 record = known.pop(stat.path, None)
-                if record is not None and record.size == stat.size and record.mtime_ns == stat.mtime_ns:
+                if record is not None and record.unchanged(stat):
                     summary.unchanged += 1
                     log.log(DETAIL, "unchanged: %s", display_path(stat.path))
                     continue
@@ -380,6 +387,39 @@ class Engine:
 
     # -- single changes (the daemon's worker) ---------------------------------------------
 
+    def missing_root(self, path: str, roots: Sequence[str]) -> str | None:
+        """The root of path if the last reconcile found it missing or empty: a file arriving there means it is back."""
+        root = self.root_of(path, roots)
+        return root if root in self.missing_roots else None
+
+    def changed(self, paths: Iterable[str], roots: Sequence[str]) -> list[FileStat]:
+        """What changed on disk at or below paths: the wanted files the catalog does not know as they are now.
+
+        A folder is walked (one that appeared or moved in: its files are new unless a move carried their
+        rows); a file gives itself at most. Paths outside the roots, excluded ones, and (unless
+        follow_symlinks) those reached through a link give nothing. A failed row stands while its file
+        is unchanged, as in reconcile.
+        """
+        follow = self.config.follow_symlinks
+        found: list[FileStat] = []
+        for path in paths:
+            root = self.root_of(path, roots)
+            if root is None or self.filter.excluded_path(path, root):
+                continue
+            if not follow and through_link(path, root):
+                continue  # a link to a folder (maybe outside the roots): scanning it would follow it
+            if os.path.isdir(path):
+                # scan() matches path patterns against the folder walked; they are relative to the root.
+                stats = [s for s in scan(path, self.filter, follow) if not self.filter.excluded_path(s.path, root)]
+            else:
+                stat = stat_file(path, follow) if self.filter.is_image_name(path) else None
+                stats = [stat] if stat is not None else []
+            for stat in stats:
+                record = self.catalog.get_file(stat.path)
+                if record is None or not record.unchanged(stat):
+                    found.append(stat)
+        return found
+
     def forget(self, paths: Iterable[str], folder: bool = False) -> int:
         """Drop paths (or whole folders) that left the disk; their contents are held for orphan_grace."""
         removed = 0
@@ -434,8 +474,7 @@ class Engine:
                     gone.append(path)
                 continue
             # A failed file is tried again on any event: chmod or chown may have made it readable.
-            same = record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns)
-            if same and path not in recheck:
+            if record is not None and record.unchanged(stat, indexed=True) and path not in recheck:
                 continue
             items.append((stat, record))
         # Held contents count as gone: their bytes turning up here is a move the watcher could not pair.

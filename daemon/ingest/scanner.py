@@ -17,11 +17,6 @@ from ..verbosity import DETAIL
 log = logging.getLogger(__name__)
 
 
-def is_under(path: str, folder: str) -> bool:
-    """Is path the folder itself or anything below it? (A plain prefix test would put /a/bc under /a/b.)"""
-    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
-
-
 @dataclass(frozen=True)
 class PathFilter:
     """Decides which names imgd looks at; shared by the scanner and the watcher."""
@@ -92,6 +87,15 @@ def scan(
                 continue  # vanished, or a dangling/looping link
             if stat.S_ISREG(st.st_mode) and not (path_patterns and path_filter.excluded_path(entry.path, root)):
                 yield FileStat(entry.path, st.st_size, st.st_mtime_ns)
+
+
+def through_link(path: str, root: str) -> bool:
+    """Is path, or a folder between root and it, a symbolic link?"""
+    while len(path) > len(root):
+        if os.path.islink(path):
+            return True
+        path = os.path.dirname(path)
+    return False
 
 
 def stat_file(path: str, follow_symlinks: bool = False) -> FileStat | None:

@@ -37,8 +37,9 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
 from ..errors import display_path
+from ..paths import is_under
 from ..store.records import Change, ChangeKind
-from .scanner import PathFilter, is_under
+from .scanner import PathFilter
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import DiskFull, display_path
+from ..paths import is_under
 from ..store.records import Change, ChangeKind, IndexSummary
 from ..verbosity import DETAIL
 from .engine import Engine, Stopped
-from .scanner import is_under, scan, stat_file
+from .scanner import stat_file
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +41,6 @@ class _Pending:
 def _signature(path: str) -> tuple[int, int] | None:
     stat = stat_file(path)
     return (stat.size, stat.mtime_ns) if stat else None
-
-
-def _through_link(path: str, root: str) -> bool:
-    """Is path, or a folder between root and it, a symbolic link?"""
-    while len(path) > len(root):
-        if os.path.islink(path):
-            return True
-        path = os.path.dirname(path)
-    return False
 
 
 @dataclass
@@ -136,13 +128,13 @@ class Worker:
                     self.stats.busy = "reading metadata"
                     self._media_due = self.engine.backfill_media() > 0
                     continue
-                if self.engine.change is not None and self.changes.empty() and self.monotonic() >= self._reembed_at:
+                if self.engine.changing and self.changes.empty() and self.monotonic() >= self._reembed_at:
                     self._reembed()
                     continue
                 waiting = bool(self.pending) or not self.changes.empty()
                 # Held contents are dropped only when no file waits that might turn out to hold them.
                 held = self.engine.held_contents if waiting else self.engine.release_orphans()
-                changing = self.engine.change is not None  # resting between batches (reembed_pause)
+                changing = self.engine.changing  # resting between batches (reembed_pause)
                 self.stats.busy = "settling" if held else "changing model" if changing else "idle"
                 self.stats.pending = len(self.pending) + self.changes.qsize()
                 if not waiting and not held and not changing:
@@ -207,8 +199,8 @@ class Worker:
 
     def _wake_missing_root(self, path: str) -> None:
         """A file arriving in a root whose entries were kept as missing (it was empty): reconcile it now."""
-        root = self.engine.root_of(path, self.roots)
-        if root is not None and root in self.engine.missing_roots:
+        root = self.engine.missing_root(path, self.roots)
+        if root is not None:
             self.rescans.add(root)
 
     def _drop_pending(self, path: str, is_dir: bool) -> list[str]:
@@ -234,8 +226,7 @@ class Worker:
         # rename costs one stat. Without a row moved (a hidden temp name, an excluded folder, a file not yet
         # indexed) it is a write of the destination, hashed whatever row it has now.
         self._pend(dest, recheck=not moved)
-        root = self.engine.root_of(src, self.roots)
-        if root is not None and self.engine.filter.wants(src, root) and os.path.lexists(src):
+        if self.engine.changed([src], self.roots):
             self._pend(src, recheck=True)  # a new file where the source was
 
     def _settled(self) -> tuple[list[str], set[str]]:
@@ -328,15 +319,5 @@ class Worker:
 
     def _pend_tree(self, folder: str) -> None:
         """Queue every file below a folder that the catalog does not know as it is now."""
-        root = self.engine.root_of(folder, self.roots)
-        if root is None or self.engine.filter.excluded_path(folder, root):
-            return
-        if not self.engine.config.follow_symlinks and _through_link(folder, root):
-            return  # a link to a folder (maybe outside the roots): scanning it would follow it
-        for stat in scan(folder, self.engine.filter, self.engine.config.follow_symlinks):
-            if self.engine.filter.excluded_path(stat.path, root):
-                continue
-            record = self.engine.catalog.get_file(stat.path)
-            if record is not None and (record.size, record.mtime_ns) == (stat.size, stat.mtime_ns):
-                continue
+        for stat in self.engine.changed([folder], self.roots):
             self.pending[stat.path] = _Pending(self.monotonic(), (stat.size, stat.mtime_ns))

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..config import Config
+from ..paths import is_under
 from ..protocol import DupesRequest
 from ..store.catalog import Catalog
 from ..store.index import VectorIndex, similar_pairs
@@ -274,7 +275,7 @@ def build_bursts(
 
 
 def under(path: str, folders: Sequence[str]) -> bool:
-    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+    return any(is_under(path, f) for f in folders)
 
 
 def catalog_vectors(catalog: Catalog, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

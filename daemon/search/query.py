@@ -7,7 +7,6 @@ daemon and in the direct path alike, so both give the same answer to the same re
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import threading
 from collections import OrderedDict
@@ -20,11 +19,11 @@ from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogError, ImageReadError
 from ..ingest import imaging
-from ..ingest.scanner import is_under
 from ..protocol import Filters, Options, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
-from ..store.records import MediaFilter
+from ..store.records import FileRow, FileStat
+from .filters import from_request, on_path
 
 AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
 FILTER_CACHE = 16
@@ -63,30 +62,8 @@ def auto_cut(scores: np.ndarray, background: np.ndarray) -> int:
 
 def path_passes(filters: Filters, path: str) -> bool:
     """The per-path part of a filter: a content may have one copy inside --in and one outside."""
-    return not filters.folders or any(is_under(path, folder) for folder in filters.folders)
-
-
-def media_filter(filters: Filters) -> MediaFilter:
-    """The catalog's form of a request's filters (dates as the first instant of their day)."""
-
-    def day(text: str | None) -> dt.datetime | None:
-        return dt.datetime.fromisoformat(text) if text else None
-
-    def at_least(value: int) -> int | None:
-        return value or None
-
-    return MediaFilter(
-        folders=filters.folders,
-        taken_from=day(filters.after),
-        taken_until=day(filters.before),
-        camera=filters.camera,
-        types=filters.types,
-        orientation=filters.orientation,
-        min_width=at_least(filters.min_width),
-        min_height=at_least(filters.min_height),
-        min_side=at_least(filters.min_side),
-        min_pixels=at_least(filters.min_pixels),
-    )
+    row = FileRow(path)
+    return all(check.match(row) for check in on_path(filters))
 
 
 class SwitchLock:
@@ -188,8 +165,8 @@ class Searcher:
         if not os.path.isfile(path):
             raise ImageReadError(path, "no such file" if not os.path.exists(path) else "not a regular file")
         record = self.catalog.get_file(path)
-        stat = os.stat(path)
-        if record and record.status == "ok" and (record.size, record.mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+        info = os.stat(path)
+        if record is not None and record.unchanged(FileStat(path, info.st_size, info.st_mtime_ns), indexed=True):
             vector = self.catalog.vector(record.content_id) if record.content_id is not None else None
             if vector is not None:  # no read, no decode, no image model
                 return vector, record.content_id
@@ -249,7 +226,7 @@ class Searcher:
             if key in self._filter_cache:
                 self._filter_cache.move_to_end(key)
                 return self._filter_cache[key]
-        ids = catalog.content_ids_matching(media_filter(filters))
+        ids = catalog.content_ids_matching(from_request(filters, catalog.cameras))
         # A narrow filter's own vectors, scored directly: cheaper than any pass over the index.
         vectors = catalog.vectors_for(ids) if len(ids) <= NARROW_SELECTION else None
         with self._cache_lock:

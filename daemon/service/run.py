@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .handlers import answer
 from ..config import Config
 from ..embedders import Embedder
 from ..errors import ImgdError, display_path
@@ -29,6 +28,7 @@ from ..search.dupes import summary as dupes_summary
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
+from .handlers import answer
 from .library import catalog_status, open_library
 from .server import QueryServer
 

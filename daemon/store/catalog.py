@@ -1,26 +1,25 @@
-"""The catalog: the only module that touches SQLite, and the source of truth for paths and vectors.
+"""The catalog: the only module that opens SQLite, and the source of truth for paths and vectors.
 
 contents: one row per unique image content (id = FAISS id, BLAKE2b digest, float16 vector, size).
 files:    one row per path (stored as raw bytes, so any file name round-trips) pointing at a content,
           or recording why the file failed, or that its folder is missing.
-media:    one narrow row per content: what its bytes say (taken date, camera, lens, GPS, type, upright
-          size), for filters and output; a file's mtime stands in for a missing EXIF date.
+media:    one narrow row per content: what its bytes say (media.py).
+next_vectors: a model change's new vectors beside the live ones (nextvectors.py).
 The schema is built and upgraded by the numbered steps in migrations.py, run here at open.
+The catalog is one class over one connection: this module (opening, files, contents) and its parts
+in core.py, media.py, nextvectors.py and selection.py, split by table for their size.
 Identical copies share one content; a move only rewrites a files row; the FAISS file is a cache
 that can always be rebuilt from here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
-import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,65 +27,31 @@ import numpy as np
 
 from ..errors import CatalogError, DiskFull, ModelMismatch
 from . import migrations
-from .records import FileDetail, FileMeta, FileRecord, FileStat, ImageMeta, MediaFilter
+from .core import path_key, prefix_range, same_model
+from .media import MEDIA_VERSION, MediaRows
+from .nextvectors import NextVectors
+from .records import FileRecord, FileStat, ImageMeta
+from .selection import Selection
+
+__all__ = [
+    "APPLICATION_ID",
+    "MEDIA_VERSION",
+    "RECOVERY_HINT",
+    "SCHEMA_VERSION",
+    "Catalog",
+    "ThreadReaders",
+    "same_model",
+]
 
 SCHEMA_VERSION = migrations.LATEST
 APPLICATION_ID = migrations.APPLICATION_ID
-MEDIA_VERSION = 1  # what imaging.read_meta reads; a row below it is read again from its file's header
 
 log = logging.getLogger(__name__)
 
 RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
 
 
-def _key(path: str) -> bytes:
-    return os.fsencode(path)
-
-
-def _prefix_range(folder: str) -> tuple[bytes, bytes]:
-    """Byte range holding every path strictly inside folder (BLOB comparison is memcmp)."""
-    prefix = _key(folder.rstrip(os.sep) + os.sep)
-    return prefix, prefix[:-1] + bytes([prefix[-1] + 1])
-
-
-_TYPE_ALIASES = {"jpg": "jpeg", "jpe": "jpeg", "tif": "tiff", "heif": "heic"}  # what people type -> stored format
-_ORIENTATION_SQL = {"landscape": "m.width > m.height", "portrait": "m.width < m.height", "square": "m.width = m.height"}
-
-
-def same_model(a: tuple[str, int, str | None], b: tuple[str, int, str | None]) -> bool:
-    """(name, dim, fingerprint) pairs naming the same vectors: by fingerprint where both have one, else by name."""
-    if a[1] != b[1]:
-        return False
-    if a[2] and b[2]:
-        return a[2] == b[2]
-    return a[0] == b[0]
-
-
-def _fold(text: str | None) -> str | None:
-    """Case-insensitive matching beyond ASCII (SQLite's lower() and LIKE fold ASCII only)."""
-    return text.casefold() if isinstance(text, str) else text
-
-
-def _wall_clock(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _epoch_ns(moment: datetime) -> int:
-    """A naive wall-clock time on this machine's clock as an mtime, for comparing files' mtime_ns."""
-    try:
-        return int(moment.timestamp()) * 1_000_000_000
-    except (OverflowError, OSError, ValueError):
-        return -(2**63) if moment.year < 1970 else 2**63 - 1
-
-
-def _mtime_iso(mtime_ns: int) -> str | None:
-    try:
-        return datetime.fromtimestamp(mtime_ns / 1e9).astimezone().isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):
-        return None
-
-
-class Catalog:
+class Catalog(NextVectors, MediaRows, Selection):
     """SQLite in WAL mode: one writer at a time, any number of readers that never see half a commit."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
@@ -169,71 +134,6 @@ class Catalog:
             raise CatalogError(f"{self.path}: catalog is empty or unfinished; run `imgd index DIR` first.")
         self._refuse_newer(version)
 
-    def _require_media(self) -> None:
-        if self.schema_version < 2:
-            raise CatalogError(
-                f"{self.path}: the catalog was written by an older imgd (schema {self.schema_version}) and holds no "
-                "image metadata yet; run `imgd index DIR` or start `imgd run` once to upgrade it."
-            )
-
-    def close(self) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            self.conn.close()
-
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """One atomic write; nested calls join the outer one."""
-        if self.conn.in_transaction:
-            yield
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self.conn.execute("COMMIT")
-        except BaseException as exc:
-            # SQLite may already have rolled back (SQLITE_FULL, a failed COMMIT); a transaction left
-            # open here would swallow every later write, since nested calls join it and never commit.
-            if self.conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    self.conn.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode == sqlite3.SQLITE_FULL:
-                raise DiskFull(f"the disk holding the catalog {self.path} is full") from None
-            raise
-
-    @contextlib.contextmanager
-    def snapshot(self) -> Iterator[None]:
-        """Several reads that see one committed state, even while a writer commits."""
-        if self.conn.in_transaction:
-            yield
-            return
-        self.conn.execute("BEGIN")
-        try:
-            yield
-        finally:
-            self.conn.execute("COMMIT")
-
-    def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return row[0] if row else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
-
-    @property
-    def generation(self) -> int:
-        return int(self.get_meta("generation") or 0)
-
-    @property
-    def catalog_id(self) -> str | None:
-        return self.get_meta("catalog_id")
-
-    def _bump_generation(self) -> None:
-        self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
-
-    def model_info(self) -> tuple[str, int] | None:
-        name, dim = self.get_meta("model"), self.get_meta("dim")
-        return (name, int(dim)) if name and dim else None
-
     def model_matches(self, name: str, dim: int, fingerprint: str | None) -> bool:
         """Are the catalog's vectors this model's? By the weights' fingerprint where both sides have
         one, so the same weights under another name or backend match; else (a catalog from before
@@ -271,14 +171,6 @@ class Catalog:
             self._record_model(name, dim, fingerprint)
         return info is not None
 
-    def _record_model(self, name: str, dim: int, fingerprint: str | None) -> None:
-        self.set_meta("model", name)
-        self.set_meta("dim", str(dim))
-        if fingerprint:
-            self.set_meta("fingerprint", fingerprint)
-        else:
-            self.conn.execute("DELETE FROM meta WHERE key = 'fingerprint'")
-
     def mismatch_message(self, name: str, dim: int, fingerprint: str | None) -> str:
         """One sentence on why this model cannot serve the catalog's vectors, and what to do."""
         info = self.model_info() or ("?", 0)
@@ -294,145 +186,7 @@ class Catalog:
             f"with it while searches go on with the old one, or pass --model {info[0]}."
         )
 
-    # -- a model change: the new model's vectors beside the old ones (schema 3) ---------------
-
-    def model_change(self) -> tuple[str, int, str | None] | None:
-        """(name, dim, fingerprint) of the model whose vectors are being written beside the live ones."""
-        if self.schema_version < 3:
-            return None
-        name, dim = self.get_meta("next_model"), self.get_meta("next_dim")
-        return (name, int(dim), self.get_meta("next_fingerprint")) if name and dim else None
-
-    def begin_model_change(self, name: str, dim: int, fingerprint: str | None) -> int:
-        """Start (or go on with) writing this model's vectors beside the live ones; returns how many it has.
-
-        A change to another model than the one under way starts over: its vectors are of no use.
-        """
-        pending = self.model_change()
-        if pending is not None and same_model(pending, (name, dim, fingerprint)):
-            if name != pending[0]:
-                with self.transaction():
-                    self.set_meta("next_model", name)
-            return self.conn.execute("SELECT count(*) FROM next_vectors").fetchone()[0]
-        with self.transaction():
-            self._clear_model_change()
-            self.set_meta("next_model", name)
-            self.set_meta("next_dim", str(dim))
-            if fingerprint:
-                self.set_meta("next_fingerprint", fingerprint)
-            self.set_meta("next_since", str(time.time()))
-        return 0
-
-    def cancel_model_change(self) -> int:
-        """Drop a change under way (the old model was asked for again); returns the vectors dropped."""
-        with self.transaction():
-            dropped = self._clear_model_change()
-        return dropped
-
-    def _clear_model_change(self) -> int:
-        if self.schema_version < 3:
-            return 0
-        dropped = self.conn.execute("DELETE FROM next_vectors").rowcount
-        self.conn.execute("DELETE FROM meta WHERE key IN ('next_model', 'next_dim', 'next_fingerprint', 'next_since')")
-        return dropped
-
-    def model_change_progress(self) -> tuple[int, int]:
-        """(contents with the new model's vector, all contents)."""
-        done = self.conn.execute("SELECT count(*) FROM next_vectors").fetchone()[0]
-        return done, self.count_contents()
-
-    def reembed_order(self) -> np.ndarray:
-        """Contents without the new model's vector, newest first (EXIF time, else their newest file's mtime):
-        the photos people look for first are searchable with the new model first (after the switch)."""
-        rows = self.conn.execute(
-            "SELECT m.content_id FROM media m "
-            "WHERE NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.content_id = m.content_id) "
-            "ORDER BY coalesce(CAST(strftime('%s', m.taken) AS INTEGER), "
-            "(SELECT max(f.mtime_ns) FROM files f WHERE f.content_id = m.content_id) / 1000000000) DESC, "
-            "m.content_id DESC"
-        )
-        return np.fromiter((r[0] for r in rows), dtype=np.int64)
-
-    def sources(self, content_ids: Iterable[int]) -> list[tuple[int, str, list[FileStat]]]:
-        """(id, digest, live files) of each content still in the catalog, in the order given."""
-        ids = list(dict.fromkeys(int(i) for i in content_ids))
-        digests = dict(self._rows_for_ids("SELECT id, hash FROM contents WHERE id IN ({})", ids))
-        found: dict[int, list[FileStat]] = {i: [] for i in digests}
-        for cid, path, size, mtime_ns in self._rows_for_ids(
-            "SELECT content_id, path, size, mtime_ns FROM files WHERE content_id IN ({}) AND +status = 'ok' "
-            "ORDER BY path",
-            list(digests),
-        ):
-            found[cid].append(FileStat(os.fsdecode(path), size, mtime_ns))
-        return [(i, digests[i], found[i]) for i in ids if i in digests]
-
-    def add_next_vectors(self, content_ids: Iterable[int], vectors: np.ndarray) -> int:
-        """Store the new model's vectors of contents that still exist; returns how many were stored."""
-        stored = 0
-        for content_id, vector in zip(content_ids, vectors, strict=True):
-            blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
-            stored += self.conn.execute(
-                "INSERT OR REPLACE INTO next_vectors(content_id, vector) SELECT id, ? FROM contents WHERE id = ?",
-                (blob, int(content_id)),
-            ).rowcount
-        return stored
-
-    def iter_next_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All of the new model's (ids, float32 vectors) in id order, for building its index before the switch."""
-        change = self.model_change()
-        dim = change[1] if change else 0
-        last = -1
-        while True:
-            rows = self.conn.execute(
-                "SELECT content_id, vector FROM next_vectors WHERE content_id > ? ORDER BY content_id LIMIT ?",
-                (last, chunk),
-            ).fetchall()
-            if not rows:
-                return
-            ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-            yield ids, self._decode_vectors([r[1] for r in rows], dim)
-            last = int(ids[-1])
-
-    def finish_model_change(self) -> list[int]:
-        """Make the new model's vectors the live ones, in one transaction; returns the contents dropped.
-
-        A content without a new vector (none of its files could be read again) is dropped and its
-        files are kept with an unknown size, so the next reconcile embeds them anew if they are back.
-        The catalog gets a new identity: an index file saved before the switch holds the old vectors
-        under the same ids, and must be rebuilt, never patched.
-        """
-        change = self.model_change()
-        if change is None:
-            raise CatalogError(f"{self.path}: no model change is under way.")
-        name, dim, fingerprint = change
-        with self.transaction():
-            dropped = [
-                r[0]
-                for r in self.conn.execute(
-                    "SELECT id FROM contents WHERE NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.content_id = id)"
-                )
-            ]
-            for start in range(0, len(dropped), 500):
-                chunk = dropped[start : start + 500]
-                self.conn.execute(
-                    f"UPDATE files SET content_id = NULL, size = -1, mtime_ns = -1 "
-                    f"WHERE content_id IN ({','.join('?' * len(chunk))})",
-                    chunk,
-                )
-            self.delete_contents(dropped)
-            self.conn.execute(
-                "UPDATE contents SET vector = n.vector FROM next_vectors n WHERE n.content_id = contents.id"
-            )
-            self._clear_model_change()
-            self._record_model(name, dim, fingerprint)
-            self.set_meta("catalog_id", uuid.uuid4().hex)
-            self._bump_generation()
-        return dropped
-
     # -- reads ------------------------------------------------------------------------------
-
-    def count_contents(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM contents").fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         rows = dict(self.conn.execute("SELECT status, count(*) FROM files GROUP BY status").fetchall())
@@ -450,11 +204,11 @@ class Catalog:
     _FILE_COLUMNS = "path, size, mtime_ns, content_id, status, error"
 
     def get_file(self, path: str) -> FileRecord | None:
-        row = self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files WHERE path = ?", (_key(path),)).fetchone()
+        row = self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files WHERE path = ?", (path_key(path),)).fetchone()
         return self._record(row) if row else None
 
     def files_under(self, folder: str) -> Iterator[FileRecord]:
-        lo, hi = _prefix_range(folder)
+        lo, hi = prefix_range(folder)
         yield from map(
             self._record,
             self.conn.execute(
@@ -507,17 +261,6 @@ class Catalog:
         found = dict(self._rows_for_ids("SELECT id, vector FROM contents WHERE id IN ({})", ids))
         return self._decode_vectors([found[i] for i in ids])
 
-    def _rows_for_ids(self, sql: str, ids: list) -> Iterator[tuple]:
-        """Rows of `sql` (its "IN ({})" filled with placeholders), 500 ids a query: SQLite caps bound values."""
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            yield from self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
-
-    def _decode_vectors(self, blobs: list[bytes], dim: int | None = None) -> np.ndarray:
-        """Stored float16 vector blobs as one float32 array."""
-        dim = dim or int(self.get_meta("dim") or 0)
-        return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
-
     def iter_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """All (ids, float32 vectors) in id order, a chunk at a time, for rebuilding the index."""
         last = -1
@@ -531,158 +274,18 @@ class Catalog:
             yield ids, self._decode_vectors([r[1] for r in rows])
             last = int(ids[-1])
 
-    # -- image metadata (schema 2) ---------------------------------------------------------------
-
-    def state(self) -> tuple[int, int]:
-        """(generation, media_generation) in one read: what a cached filter result depends on."""
-        found = dict(self.conn.execute("SELECT key, value FROM meta WHERE key IN ('generation', 'media_generation')"))
-        return int(found.get("generation", 0)), int(found.get("media_generation", 0))
-
-    def media_backlog_count(self) -> int | None:
-        """Contents whose metadata is not read yet (None: the catalog predates metadata)."""
-        if self.schema_version < 2:
-            return None
-        return self.conn.execute("SELECT count(*) FROM media WHERE version < ?", (MEDIA_VERSION,)).fetchone()[0]
-
-    def media_backlog(self, after: int, limit: int) -> list[tuple[int, list[FileStat]]]:
-        """The next contents (id > after, in id order) whose metadata is not read, with their live paths."""
-        self._require_media()
-        # "+version": walk the primary key from `after`; the version index would revisit every
-        # unread row on each call, quadratic over a whole backfill.
-        ids = [
-            r[0]
-            for r in self.conn.execute(
-                "SELECT content_id FROM media WHERE content_id > ? AND +version < ? ORDER BY content_id LIMIT ?",
-                (after, MEDIA_VERSION, limit),
-            )
-        ]
-        found: dict[int, list[FileStat]] = {i: [] for i in ids}
+    def sources(self, content_ids: Iterable[int]) -> list[tuple[int, str, list[FileStat]]]:
+        """(id, digest, live files) of each content still in the catalog, in the order given."""
+        ids = list(dict.fromkeys(int(i) for i in content_ids))
+        digests = dict(self._rows_for_ids("SELECT id, hash FROM contents WHERE id IN ({})", ids))
+        found: dict[int, list[FileStat]] = {i: [] for i in digests}
         for cid, path, size, mtime_ns in self._rows_for_ids(
             "SELECT content_id, path, size, mtime_ns FROM files WHERE content_id IN ({}) AND +status = 'ok' "
             "ORDER BY path",
-            ids,
+            list(digests),
         ):
             found[cid].append(FileStat(os.fsdecode(path), size, mtime_ns))
-        return list(found.items())
-
-    def content_ids_matching(self, where: MediaFilter) -> np.ndarray:
-        """Sorted ids of the contents that pass the filter and have a live path that passes it too."""
-        self._require_media()
-        content_sql: list[str] = []
-        content_args: list[object] = []
-        if where.camera:
-            # Match the few distinct cameras in Python (case-folding beyond ASCII), then select by equality:
-            # a Python function called on every row costs 2.7 us a row, 2.7 s at 1M.
-            needle = _fold(where.camera) or ""
-            cameras = [
-                pair
-                for pair in self.conn.execute("SELECT DISTINCT make, model FROM media")
-                if needle in (_fold(f"{pair[0] or ''} {pair[1] or ''}") or "")
-            ]
-            if not cameras:
-                return np.empty(0, dtype=np.int64)
-            content_sql.append("(" + " OR ".join("(m.make IS ? AND m.model IS ?)" for _ in cameras) + ")")
-            content_args.extend(value for pair in cameras for value in pair)
-        if where.types:
-            types = sorted({_TYPE_ALIASES.get(t.lower(), t.lower()) for t in where.types})
-            content_sql.append(f"m.format IN ({','.join('?' * len(types))})")
-            content_args.extend(types)
-        if where.orientation is not None:
-            content_sql.append(_ORIENTATION_SQL[where.orientation])
-        if where.min_width is not None:
-            content_sql.append("m.width >= ?")
-            content_args.append(where.min_width)
-        if where.min_height is not None:
-            content_sql.append("m.height >= ?")
-            content_args.append(where.min_height)
-        if where.min_side is not None:
-            content_sql.append("min(m.width, m.height) >= ?")
-            content_args.append(where.min_side)
-        if where.min_pixels is not None:
-            content_sql.append("m.width * m.height >= ?")
-            content_args.append(where.min_pixels)
-        # A date is the EXIF one as text, else each file's mtime against the bound as an instant here.
-        exif_dates: list[str] = []
-        mtimes: list[str] = []
-        date_args: list[object] = []
-        if where.taken_from is not None:
-            exif_dates.append("m.taken >= ?")
-            mtimes.append("f.mtime_ns >= ?")
-            date_args.append((_wall_clock(where.taken_from), _epoch_ns(where.taken_from)))
-        if where.taken_until is not None:
-            exif_dates.append("m.taken < ?")
-            mtimes.append("f.mtime_ns < ?")
-            date_args.append((_wall_clock(where.taken_until), _epoch_ns(where.taken_until)))
-        if where.folders:
-            # Few files under a folder: walk their path range and look each content up, not every content.
-            ranges = [_prefix_range(folder) for folder in where.folders]
-            conditions = ["+f.status = 'ok'", "(" + " OR ".join("(f.path >= ? AND f.path < ?)" for _ in ranges) + ")"]
-            args: list[object] = [bound for pair in ranges for bound in pair]
-            for exif_date, mtime, (text, epoch) in zip(exif_dates, mtimes, date_args, strict=True):
-                conditions.append(f"(CASE WHEN m.taken IS NULL THEN {mtime} ELSE {exif_date} END)")
-                args.extend([epoch, text])
-            sql = (
-                "SELECT DISTINCT f.content_id FROM files f CROSS JOIN media m ON m.content_id = f.content_id "
-                f"WHERE {' AND '.join(conditions + content_sql)}"
-            )
-            args.extend(content_args)
-        else:
-            conditions, args = list(content_sql), list(content_args)
-            # When nothing is missing every content has a live path, and looking one up per content (a few
-            # us each) can go; but for a moment after a removal, before its orphans go: searches skip those.
-            live = ["EXISTS (SELECT 1 FROM files f WHERE f.content_id = m.content_id AND +f.status = 'ok')"]
-            if not self._any_missing():
-                live = []
-            if exif_dates:
-                dated = ["m.taken IS NOT NULL", *exif_dates, *live]
-                undated = (
-                    "m.taken IS NULL AND EXISTS (SELECT 1 FROM files f WHERE f.content_id = m.content_id "
-                    f"AND +f.status = 'ok' AND {' AND '.join(mtimes)})"
-                )
-                conditions.append(f"(({' AND '.join(dated)}) OR ({undated}))")
-                args.extend([text for text, _ in date_args] + [epoch for _, epoch in date_args])
-            else:
-                conditions.extend(live)
-            sql = "SELECT m.content_id FROM media m" + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
-        ids = np.fromiter((r[0] for r in self.conn.execute(sql, args)), dtype=np.int64)
-        return np.unique(ids)
-
-    def _any_missing(self) -> bool:
-        return self.conn.execute("SELECT 1 FROM files WHERE status = 'missing'").fetchone() is not None
-
-    def media_for(self, paths: Iterable[str]) -> dict[str, FileMeta]:
-        """Metadata of indexed paths, for output; paths that are not indexed (or failed) are left out."""
-        self._require_media()
-        keys = [_key(p) for p in dict.fromkeys(paths)]
-        found: dict[str, FileMeta] = {}
-        for row in self._rows_for_ids(
-            "SELECT f.path, f.size, f.mtime_ns, m.version, m.format, m.width, m.height, m.taken, m.taken_offset, "
-            "m.make, m.model, m.lens, m.latitude, m.longitude FROM files f JOIN media m ON m.content_id = f.content_id "
-            "WHERE f.path IN ({}) AND f.status != 'failed'",
-            keys,
-        ):
-            path, size, mtime_ns, _version, fmt, width, height, taken, offset, make, model, lens, lat, lon = row
-            if taken is not None:
-                iso, source = taken.replace(" ", "T") + (offset or ""), "exif"
-            else:
-                iso, source = _mtime_iso(mtime_ns), "mtime"
-            found[os.fsdecode(path)] = FileMeta(
-                os.fsdecode(path), size, iso, source, width, height, fmt, make, model, lens, lat, lon
-            )
-        return found
-
-    def content_media(self, content_ids: Iterable[int]) -> dict[int, ImageMeta]:
-        """What each content's bytes say (the file-independent part of the metadata)."""
-        self._require_media()
-        ids = list(dict.fromkeys(int(i) for i in content_ids))
-        return {
-            row[0]: ImageMeta(*row[1:])
-            for row in self._rows_for_ids(
-                "SELECT content_id, format, width, height, taken, taken_offset, make, model, lens, latitude, longitude "
-                "FROM media WHERE content_id IN ({})",
-                ids,
-            )
-        }
+        return [(i, digests[i], found[i]) for i in ids if i in digests]
 
     def shared_contents(self) -> list[int]:
         """Contents that more than one live file holds: exact copies."""
@@ -694,41 +297,11 @@ class Catalog:
 
     def content_ids_under(self, folder: str) -> np.ndarray:
         """Contents with a live file inside folder."""
-        lo, hi = _prefix_range(folder)
+        lo, hi = prefix_range(folder)
         rows = self.conn.execute(
             "SELECT DISTINCT content_id FROM files WHERE path >= ? AND path < ? AND +status = 'ok'", (lo, hi)
         )
         return np.fromiter((r[0] for r in rows if r[0] is not None), dtype=np.int64)
-
-    def file_details(self, content_ids: Iterable[int]) -> dict[int, list[FileDetail]]:
-        """Live files of each content with size, upright dimensions, capture time and camera (duplicate listings)."""
-        ids = list(dict.fromkeys(int(i) for i in content_ids))
-        found: dict[int, list[FileDetail]] = {i: [] for i in ids}
-        if self.schema_version < 2:  # an old catalog opened read-only: no metadata yet
-            sql = (
-                "SELECT f.content_id, f.path, f.size, c.width, c.height, NULL, NULL, NULL FROM files f "
-                "JOIN contents c ON c.id = f.content_id WHERE f.content_id IN ({}) AND +f.status = 'ok'"
-            )
-        else:
-            sql = (
-                "SELECT f.content_id, f.path, f.size, coalesce(m.width, c.width), coalesce(m.height, c.height), "
-                "m.taken, m.make, m.model FROM files f JOIN contents c ON c.id = f.content_id "
-                "LEFT JOIN media m ON m.content_id = f.content_id WHERE f.content_id IN ({}) AND +f.status = 'ok'"
-            )
-        for cid, path, size, width, height, taken, make, model in self._rows_for_ids(sql, ids):
-            camera = " ".join(p for p in (make, model) if p) or None
-            found[cid].append(FileDetail(os.fsdecode(path), cid, size, width, height, taken, camera))
-        return found
-
-    def capture_times(self) -> list[tuple[int, str, str]]:
-        """(content id, EXIF capture time, camera) of every content that has a capture time: burst candidates."""
-        if self.schema_version < 2:
-            return []
-        rows = self.conn.execute(
-            "SELECT content_id, taken, coalesce(make, '') || ' ' || coalesce(model, '') FROM media "
-            "WHERE taken IS NOT NULL"
-        )
-        return [(cid, taken, camera.strip()) for cid, taken, camera in rows]
 
     def size_on_disk(self) -> int:
         return sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
@@ -760,51 +333,25 @@ class Catalog:
         self._bump_generation()
         return content_id
 
-    def set_media(self, content_id: int, meta: ImageMeta) -> None:
-        """Record what a content's bytes say; the index is unaffected, so the generation stays, but what a
-        filter selects may change: media_generation counts that."""
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('media_generation', '1') "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-        )
-        self.conn.execute(
-            "UPDATE media SET version = ?, format = ?, width = ?, height = ?, taken = ?, taken_offset = ?, "
-            "make = ?, model = ?, lens = ?, latitude = ?, longitude = ? WHERE content_id = ?",
-            (
-                MEDIA_VERSION,
-                meta.format,
-                meta.width,
-                meta.height,
-                meta.taken,
-                meta.taken_offset,
-                meta.make,
-                meta.model,
-                meta.lens,
-                meta.latitude,
-                meta.longitude,
-                content_id,
-            ),
-        )
-
     def set_file(self, path: str, size: int, mtime_ns: int, content_id: int) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO files(path, content_id, size, mtime_ns, status, error, missing_since) "
             "VALUES (?, ?, ?, ?, 'ok', NULL, NULL)",
-            (_key(path), content_id, size, mtime_ns),
+            (path_key(path), content_id, size, mtime_ns),
         )
 
     def set_failed(self, path: str, size: int, mtime_ns: int, error: str) -> None:
         self.conn.execute(
             "INSERT OR REPLACE INTO files(path, content_id, size, mtime_ns, status, error, missing_since) "
             "VALUES (?, NULL, ?, ?, 'failed', ?, NULL)",
-            (_key(path), size, mtime_ns, error),
+            (path_key(path), size, mtime_ns, error),
         )
 
     def remove_file(self, path: str) -> bool:
-        return self.conn.execute("DELETE FROM files WHERE path = ?", (_key(path),)).rowcount > 0
+        return self.conn.execute("DELETE FROM files WHERE path = ?", (path_key(path),)).rowcount > 0
 
     def remove_under(self, folder: str) -> int:
-        lo, hi = _prefix_range(folder)
+        lo, hi = prefix_range(folder)
         return self.conn.execute("DELETE FROM files WHERE path >= ? AND path < ?", (lo, hi)).rowcount
 
     def move_file(self, src: str, dest: str) -> bool:
@@ -813,10 +360,12 @@ class Catalog:
         watchdog reports a folder move and then each file in it; by the time the file events
         arrive the folder move has already put the rows at dest, and they must survive.
         """
-        if self.conn.execute("SELECT 1 FROM files WHERE path = ?", (_key(src),)).fetchone() is None:
+        if self.conn.execute("SELECT 1 FROM files WHERE path = ?", (path_key(src),)).fetchone() is None:
             return False
-        self.conn.execute("DELETE FROM files WHERE path = ?", (_key(dest),))
-        return self.conn.execute("UPDATE files SET path = ? WHERE path = ?", (_key(dest), _key(src))).rowcount > 0
+        self.conn.execute("DELETE FROM files WHERE path = ?", (path_key(dest),))
+        return (
+            self.conn.execute("UPDATE files SET path = ? WHERE path = ?", (path_key(dest), path_key(src))).rowcount > 0
+        )
 
     def move_under(self, src_folder: str, dest_folder: str) -> int:
         """Rewrite every path below src_folder to the same place below dest_folder."""
@@ -827,14 +376,14 @@ class Catalog:
         return moved
 
     def mark_missing_under(self, folder: str, now: float) -> int:
-        lo, hi = _prefix_range(folder)
+        lo, hi = prefix_range(folder)
         return self.conn.execute(
             "UPDATE files SET status = 'missing', missing_since = ? WHERE path >= ? AND path < ? AND +status = 'ok'",
             (now, lo, hi),
         ).rowcount
 
     def restore_missing_under(self, folder: str) -> int:
-        lo, hi = _prefix_range(folder)
+        lo, hi = prefix_range(folder)
         return self.conn.execute(
             "UPDATE files SET status = 'ok', missing_since = NULL WHERE path >= ? AND path < ? AND status = 'missing'",
             (lo, hi),
@@ -853,16 +402,6 @@ class Catalog:
                 "SELECT id FROM contents WHERE NOT EXISTS (SELECT 1 FROM files WHERE files.content_id = contents.id)"
             )
         ]
-
-    def delete_contents(self, ids: list[int]) -> None:
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            self.conn.execute(f"DELETE FROM contents WHERE id IN ({marks})", chunk)
-            self.conn.execute(f"DELETE FROM media WHERE content_id IN ({marks})", chunk)
-            self.conn.execute(f"DELETE FROM next_vectors WHERE content_id IN ({marks})", chunk)
-        if ids:
-            self._bump_generation()
 
     def delete_orphans(self) -> list[int]:
         """Drop contents no path points at any more; returns their ids for the index."""

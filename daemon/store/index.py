@@ -1,4 +1,4 @@
-"""The vector index: the only module that touches FAISS.
+"""The vector index: the only FAISS code, with its inverted-file part in ivf.py.
 
 The index is a cache of the catalog's vectors. Its file carries a header (generation, count, dim,
 checksum, catalog id) so a missing, truncated, corrupt or foreign file is detected on load and rebuilt
@@ -35,6 +35,7 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from . import ivf
 from .catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -44,16 +45,7 @@ _HEADER_LEN = struct.Struct("<I")
 
 EXACT_LIMIT = 40_000  # exact search passes 10 ms p50 between 25k and 50k vectors on 2 cores
 RETRAIN_GROWTH = 4  # re-cluster once the library has grown this much since the last training
-TARGET_RECALL = 0.99  # tuned on perturbed stored vectors; a margin over the promised 0.98
-# The probe margin misses a tenth of that on the same queries: a text query's lists score alike, so a
-# margin tuned to 0.99 on picture-like queries left combined text queries at 0.90 (RESULTS.md, section 7).
-MARGIN_TARGET_RECALL = 0.999
-KMEANS_ITERATIONS = 12
-TUNING_QUERIES = 256
 EXACT_SELECTION = 4096  # IVF searches every list for filters selecting at most this many contents
-_NPROBES = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
-# Candidate centroid-score margins: a query probes every list whose centroid scores within the margin of its best.
-_MARGINS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
 @dataclass(frozen=True)
@@ -163,7 +155,7 @@ class VectorIndex:
                     every = faiss.SearchParametersIVF(nprobe=index.nlist, sel=sel)
                     scores, ids = index.search(query, k, params=every)
                 else:
-                    scores, ids, nprobe = self._search_ivf(index, query, k, sel, widen)
+                    scores, ids, nprobe = ivf.probe(index, query, k, sel, widen, self.probe_margin)
                     # More lists if the probed ones held fewer than k allowed vectors (a short answer would
                     # read as "nothing more in the library").
                     while int((ids[0] >= 0).sum()) < k and nprobe < index.nlist:
@@ -174,45 +166,6 @@ class VectorIndex:
                 params = faiss.SearchParameters(sel=sel) if sel is not None else None
                 scores, ids = index.search(query, k, params=params)
         return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
-
-    def _search_ivf(
-        self, index: faiss.IndexIVF, query: np.ndarray, k: int, sel: faiss.IDSelector | None, widen: int
-    ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Probe the tuned nprobe lists, or more where many centroids score alike; return scores, ids, lists.
-
-        A text query sits far from every picture (CLIP's modality gap): its centroid scores are flat,
-        and its top 10 are spread over far more lists than an image query's (benchmarks/RESULTS.md,
-        section 7). Probing every list within the tuned margin of the best adapts to that per query, up
-        to a quarter of the lists, so a query that resembles nothing cannot turn into a full scan.
-        Both are tuned for the top 10: a longer list probes proportionally more, and so does a filter.
-        """
-        rounds = -(-k // 10) * widen
-        nprobe = int(index.nprobe)
-        margin = self.probe_margin
-        if margin is not None:
-            reach = min(index.nlist, max(nprobe, index.nlist // 4))
-            centroid_scores, lists = index.quantizer.search(query, reach)
-            nprobe = max(nprobe, int((centroid_scores[0] >= centroid_scores[0, 0] - margin).sum()))
-            if nprobe * rounds <= reach:  # the coarse pass is done: search those lists only
-                n = nprobe * rounds
-                scores, ids = np.empty((1, k), np.float32), np.empty((1, k), np.int64)
-                assign = np.ascontiguousarray(lists[:, :n])
-                distances = np.ascontiguousarray(centroid_scores[:, :n])
-                index.search_preassigned_c(
-                    1,
-                    faiss.swig_ptr(query),
-                    k,
-                    faiss.swig_ptr(assign),
-                    faiss.swig_ptr(distances),
-                    faiss.swig_ptr(scores),
-                    faiss.swig_ptr(ids),
-                    False,
-                    faiss.SearchParametersIVF(nprobe=n, sel=sel),
-                )
-                return scores, ids, n
-        n = min(index.nlist, nprobe * rounds)
-        scores, ids = index.search(query, k, params=faiss.SearchParametersIVF(nprobe=n, sel=sel))
-        return scores, ids, n
 
     def range_search(self, queries: np.ndarray, threshold: float, limit: int = 1000) -> list[list[tuple[int, float]]]:
         """For each query, the stored (id, cosine) pairs at or above threshold, best first, at most limit."""
@@ -253,7 +206,7 @@ class VectorIndex:
 
     def ids(self) -> np.ndarray:
         with self._lock:
-            return _export(self._index, with_vectors=False)[0]
+            return ivf.export(self._index, with_vectors=False)[0]
 
     def reconstruct(self, content_id: int) -> np.ndarray:
         with self._lock:
@@ -301,7 +254,7 @@ class VectorIndex:
     def _rebuild_logged(self) -> None:
         try:
             self._rebuild()
-        except _Cancelled:
+        except ivf.Cancelled:
             pass
         except Exception as exc:  # noqa: BLE001 - the live index keeps serving; the next add retries
             self.last_build_error = f"{type(exc).__name__}: {exc}"
@@ -311,11 +264,11 @@ class VectorIndex:
         """Build the wanted structure from a copy of the live vectors, then swap it in with the changes since."""
         started = time.monotonic()
         with self._lock:
-            ids, vectors = _export(self._index)
+            ids, vectors = ivf.export(self._index)
             kind = self.wanted_kind()
         margin = None
         if kind == "ivf":
-            fresh, margin = _build_ivf(ids, vectors, self._cancel)
+            fresh, margin = ivf.build(ids, vectors, self._cancel)
             if fresh.nlist >= 8 and fresh.nprobe > fresh.nlist // 2:
                 # Vectors that do not cluster (never seen with CLIP) make IVF scan most lists: no gain.
                 # (Under 8 lists only a test-sized exact_limit gets here; those keep their IVF.)
@@ -328,8 +281,8 @@ class VectorIndex:
         del vectors
         with self._lock:
             if self._cancel.is_set():
-                raise _Cancelled
-            live = _export(self._index, with_vectors=False)[0]
+                raise ivf.Cancelled
+            live = ivf.export(self._index, with_vectors=False)[0]
             gone = np.setdiff1d(ids, live, assume_unique=True)
             new = np.setdiff1d(live, ids, assume_unique=True)
             if len(gone):
@@ -514,103 +467,6 @@ class VectorIndex:
             if catalog.count_contents() or Path(path).exists():
                 log.info("rebuilding the index from the catalog: %s", exc)
             return cls.build(catalog, dim)
-
-
-class _Cancelled(Exception):
-    """A background build was stopped because the daemon is shutting down."""
-
-
-def _export(index: faiss.Index, with_vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Copy out (ids, float32 vectors) from an exact or IVF index."""
-    if isinstance(index, faiss.IndexIVF):
-        lists = index.invlists
-        sizes = [lists.list_size(number) for number in range(index.nlist)]
-        ids = np.empty(sum(sizes), np.int64)
-        vectors = np.empty((len(ids), index.d), np.float32) if with_vectors else None
-        at = 0
-        for number, size in enumerate(sizes):
-            if not size:
-                continue
-            ids[at : at + size] = faiss.rev_swig_ptr(lists.get_ids(number), size)
-            if vectors is not None:
-                # by_residual is off, so a code is the vector itself in float16.
-                codes = faiss.rev_swig_ptr(lists.get_codes(number), size * index.code_size)
-                vectors[at : at + size] = codes.view(np.float16).reshape(size, index.d)
-            at += size
-        return ids, vectors
-    ids = faiss.vector_to_array(index.id_map).astype(np.int64)
-    if not with_vectors:
-        return ids, None
-    return ids, index.index.reconstruct_n(0, index.ntotal) if index.ntotal else np.empty((0, index.d), np.float32)
-
-
-def _build_ivf(ids: np.ndarray, vectors: np.ndarray, cancel: threading.Event) -> tuple[faiss.IndexIVF, float]:
-    """Cluster, fill and tune an IVF index with float16 storage; return it and its probe margin."""
-    count, dim = vectors.shape
-    rng = np.random.default_rng(count)
-    nlist = max(1, min(round(4 * count**0.5), count // 39))  # FAISS wants >= 39 training points a list
-    sample = vectors[rng.choice(count, size=min(count, 40 * nlist), replace=False)]
-    centroids = sample[rng.choice(len(sample), size=nlist, replace=False)].copy()
-    for _ in range(KMEANS_ITERATIONS):  # one round at a time, so a shutdown need not wait for all
-        if cancel.is_set():
-            raise _Cancelled
-        kmeans = faiss.Kmeans(dim, nlist, niter=1, spherical=True, verbose=False, max_points_per_centroid=1 << 20)
-        kmeans.train(sample, init_centroids=centroids)
-        centroids = kmeans.centroids
-    quantizer = faiss.IndexFlatIP(dim)
-    quantizer.add(centroids)
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-    )
-    index.by_residual = False  # float16 of the vector itself: exact for the catalog's float16 values
-    index.train(sample[:nlist])  # the quantizer is ready; this only sets up the float16 codec
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # lets remove_ids and reconstruct find ids
-    index.own_fields = True
-    quantizer.this.disown()
-    for start in range(0, count, 50_000):
-        if cancel.is_set():
-            raise _Cancelled
-        index.add_with_ids(vectors[start : start + 50_000], ids[start : start + 50_000])
-    index.nprobe, margin = _tune_probes(index, ids, vectors, rng)
-    return index, margin
-
-
-def _tune_probes(
-    index: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray, rng: np.random.Generator
-) -> tuple[int, float]:
-    """Smallest nprobe whose recall@10 reaches TARGET_RECALL, smallest margin that reaches MARGIN_TARGET_RECALL.
-
-    The queries are stored vectors moved off the data by noise (cosine ~0.8 to where they started), so
-    a query's own vector does not make recall look better than it is. The margin also follows a query
-    whose neighbours are spread over many lists, as a text query's are.
-    """
-    count, dim = vectors.shape
-    picks = vectors[rng.choice(count, size=min(count, TUNING_QUERIES), replace=False)]
-    noise = rng.standard_normal(picks.shape).astype(np.float32)
-    noise /= np.linalg.norm(noise, axis=1, keepdims=True)
-    queries = picks + 0.75 * noise
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    k = min(10, count)
-    _, truth = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)  # no copy of the vectors
-    truth_ids = ids[truth]
-    nprobe = index.nlist
-    for candidate in [n for n in _NPROBES if n < index.nlist] + [index.nlist]:
-        _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=candidate))
-        hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth_ids, strict=True))
-        if hits / truth_ids.size >= TARGET_RECALL:
-            nprobe = candidate
-            break
-    # A true neighbour is found once its list is probed: rank the lists per query by centroid score.
-    scores, order = index.quantizer.search(queries, index.nlist)
-    rank = np.empty_like(order)
-    rank[np.arange(len(order))[:, None], order] = np.arange(index.nlist)
-    _, lists = index.quantizer.search(vectors[truth.ravel()], 1)
-    needed = rank[np.repeat(np.arange(len(order)), k), lists[:, 0]].reshape(truth.shape)
-    for margin in _MARGINS:
-        probes = (scores >= scores[:, :1] - margin).sum(axis=1, keepdims=True)
-        if (needed < probes).mean() >= MARGIN_TARGET_RECALL:
-            return nprobe, margin
-    return nprobe, _MARGINS[-1]
 
 
 def _bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:

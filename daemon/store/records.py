@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
 
 
 @dataclass(frozen=True)
@@ -26,6 +25,18 @@ class FileRecord:
     content_id: int | None
     status: str  # "ok", "failed" or "missing"
     error: str | None = None
+
+    def unchanged(self, stat: FileStat, indexed: bool = False) -> bool:
+        """Is the file on disk still the one this row was written for: the same size and mtime?
+
+        The row's verdict stands while this holds, a failure included: a broken file is not read again
+        by every reconcile, only once it changes. `indexed` also asks for a row that holds the file's
+        content ("ok"), for an event on the path (chmod or chown may have made a failed file readable
+        without touching its size or mtime) and for a caller that wants the row's vector.
+        """
+        if indexed and self.status != "ok":
+            return False
+        return (self.size, self.mtime_ns) == (stat.size, stat.mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -134,24 +145,19 @@ class FileMeta:
         }
 
 
-ORIENTATIONS = ("landscape", "portrait", "square")
-
-
 @dataclass(frozen=True)
-class MediaFilter:
-    """Conditions on an image's place and metadata; all given ones must hold (an empty filter selects all).
+class FileRow:
+    """One live file with what its content's bytes say: what a filter tests, in SQL as `f` and `m`, in Python as this.
 
-    A content matches when at least one of its indexed paths satisfies the per-file conditions
-    (folders, taken date: EXIF, else that file's mtime) and the content satisfies the rest.
+    A content passes a search's filters when one of its live files does. Fields not known where a
+    filter runs in Python keep their defaults (a bare path, for the filters that read only the path).
     """
 
-    folders: tuple[str, ...] = ()  # absolute folders; inside any of them
-    taken_from: datetime | None = None  # inclusive, naive: compared with the wall-clock time taken
-    taken_until: datetime | None = None  # exclusive
-    camera: str | None = None  # substring of "make model", case-insensitive
-    types: tuple[str, ...] = ()  # "jpeg" (or "jpg"), "png", "heic" (or "heif"), "tiff" (or "tif"), "webp", ...
-    orientation: str | None = None  # one of ORIENTATIONS
-    min_width: int | None = None
-    min_height: int | None = None
-    min_side: int | None = None  # the shorter side
-    min_pixels: int | None = None
+    path: str
+    mtime_ns: int = 0
+    format: str | None = None  # the media row's, as ImageMeta; None until its bytes are read
+    width: int = 0  # upright
+    height: int = 0
+    taken: str | None = None  # EXIF capture time, "YYYY-MM-DD HH:MM:SS" on the camera's clock
+    make: str | None = None
+    model: str | None = None

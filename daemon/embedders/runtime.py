@@ -1,0 +1,43 @@
+"""ONNX Runtime helpers shared by the backend (onnx.py) and the export (export.py): sessions and the probe check.
+
+Apart from both so neither imports the other at load time: the backend imports the export only when a
+model must be exported, and the export needs these to verify what it wrote.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import normalise
+
+PROBE_COSINE = 0.9999
+
+
+class OnnxUnavailable(Exception):
+    """The ONNX backend cannot serve this model; `st_model` is the torch model if one was loaded."""
+
+    def __init__(self, message: str, st_model: Any = None, fingerprint: str | None = None) -> None:
+        super().__init__(message)
+        self.st_model = st_model
+        self.fingerprint = fingerprint
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """The cosine of each row of a with the same row of b."""
+    return np.sum(normalise(a) * normalise(b), axis=1)
+
+
+def make_session(path: Path, threads: int = 0) -> Any:
+    """Open an ONNX file on the CPU, with `threads` intra-op threads (0: one per core) that never spin."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning threads burn the cores the decode threads need, and a query on a busy CPU waits for them.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
