@@ -406,9 +406,8 @@ def test_through_the_daemon(library: Library) -> None:
     """A daemon over a copy of the state answers like the direct path, byte for byte; its status too."""
     home = library.root / "daemon"
     shutil.copytree(library.root / "state", home / "state")
-    daemon = DaemonProcess(home, library.model, [library.root / "pics"], OMP_NUM_THREADS="1")
-    daemon.start()
-    try:
+    with DaemonProcess(home, library.model, [library.root / "pics"], OMP_NUM_THREADS="1") as daemon:
+        daemon.start()
         daemon.wait_idle()
         only_daemon = {"IMGD_STATE_DIR": str(library.root / "empty-state"), "XDG_RUNTIME_DIR": str(daemon.runtime)}
         by_name = {c.name: c for c in CASES}
@@ -419,7 +418,6 @@ def test_through_the_daemon(library: Library) -> None:
         ours = {"IMGD_STATE_DIR": str(daemon.state_dir), "XDG_RUNTIME_DIR": str(daemon.runtime)}
         for status_case in DAEMON_STATUS_CASES:
             check(status_case.name, run(library, status_case, env=ours))
-    finally:
         assert daemon.stop() == 0, daemon.log()
 
 
