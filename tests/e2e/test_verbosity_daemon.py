@@ -1,34 +1,13 @@
-"""-v and -vv: each level shows more of what the daemon decides and does."""
+"""-v and -vv on `imgd run`: each level shows more of what the daemon decides and does."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import write_image
 from daemonkit import DaemonProcess, wait_until
-from imgd.daemon.verbosity import DETAIL, level_for
-
-
-def test_each_v_is_one_step_down_the_ladder():
-    assert [level_for(v, logging.INFO) for v in (-2, -1, 0, 1, 2, 3)] == [
-        logging.ERROR,
-        logging.WARNING,
-        logging.INFO,
-        DETAIL,
-        logging.DEBUG,
-        logging.DEBUG,
-    ]
-    assert [level_for(v) for v in (-1, 0, 1, 2, 3)] == [
-        logging.ERROR,
-        logging.WARNING,
-        logging.INFO,
-        DETAIL,
-        logging.DEBUG,
-    ]
-    assert logging.getLevelName(DETAIL) == "DETAIL"
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""Fault injection helpers shared by tests/faults and benchmarks/soak.py.
+"""Fault injection helpers shared by tests/e2e/faults and benchmarks/soak.py.
 
 Every scenario drives a real `imgd run` subprocess over real folders, breaks something (a SIGKILL,
 a full disk, a hostile file), lets the daemon settle and ends with daemonkit.check_invariants.

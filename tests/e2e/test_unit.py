@@ -18,7 +18,7 @@ from imgd.cli import installer, unit
 from imgd.cli.main import cli
 from imgd.daemon.errors import ImgdError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (apt install systemd)"

@@ -26,7 +26,7 @@ from imgd.daemon.service.library import open_library, open_searcher
 from imgd.daemon.store import migrations
 from imgd.daemon.store.catalog import MEDIA_VERSION, SCHEMA_VERSION, Catalog
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 V1_ROOT = "/tmp/imgd-v1/images"  # where the kept catalog's images were when it was made
 
 

@@ -254,10 +254,7 @@ def test_status_and_failed_without_a_daemon(runner, base_args, indexed):
 
 
 def test_changing_the_model_is_refused_until_reembed(runner, base_args, indexed, tmp_path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from clipkit import build_clip
+    from clipkit import build_clip  # conftest puts tests/ on sys.path
 
     other = build_clip(tmp_path / "other-model", seed=7)
     args = ["--state-dir", base_args[1], "--model", str(other)]

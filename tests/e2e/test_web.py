@@ -800,7 +800,7 @@ def test_more_results_load_as_the_grid_scrolls(chromium, tmp_path, tiny_model):
 
 # -- duplicates -----------------------------------------------------------------------------------
 
-# The tiny random-weight model's threshold for these flat colour grids (see tests/test_dupes.py).
+# The tiny random-weight model's threshold for these flat colour grids (see tests/integration/test_dupes.py).
 TINY_THRESHOLD = 0.9993
 
 

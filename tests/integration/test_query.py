@@ -1,7 +1,7 @@
 """The query language through the CLI: terms and weights, filters inside the search, cut-offs, order,
 `similar`, and the output formats every image-listing command shares.
 
-Meaning (does "a red circle" find red circles?) needs the trained shapes model: tests/test_semantics.py.
+Meaning (does "a red circle" find red circles?) needs the trained shapes model: tests/integration/test_semantics.py.
 Here the tiny random model is enough, because every assertion is about which images may come back.
 """
 
