@@ -87,16 +87,9 @@ def json_text(value: object) -> str:
 HIT_FIELDS = ("rank", "score", "path", "id", "size", "width", "height", "type", "taken", "taken_source", "camera")
 
 
-def _hit(hit: Mapping[str, Any]) -> dict[str, Any]:
+def hit_record(hit: Mapping[str, Any]) -> dict[str, Any]:
+    """What --json and --jsonl show of a hit: the HIT_FIELDS it has, in that order."""
     return {name: hit[name] for name in HIT_FIELDS if name in hit}
-
-
-def hits_json(hits: Iterable[Mapping[str, Any]]) -> str:
-    return json_text([_hit(h) for h in hits])
-
-
-def hit_json(hit: Mapping[str, Any]) -> str:
-    return json_text(_hit(hit))
 
 
 def summary_line(summary: IndexSummary, seconds: float) -> str:

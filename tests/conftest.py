@@ -88,7 +88,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # Exporting to ONNX takes seconds per state folder; tests/test_embedders.py covers that backend.
+    # Exporting to ONNX takes seconds per state folder; tests/integration/test_embedders.py covers that backend.
     monkeypatch.setenv("IMGD_BACKEND", "torch")
 
 

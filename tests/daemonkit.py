@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from imgd.daemon.api import client
 from imgd.daemon.errors import DaemonNotRunning, ImgdError
@@ -32,7 +32,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
 
 
 class DaemonProcess:
-    """One `imgd run` child with its own state folder, runtime folder and log file."""
+    """One `imgd run` child with its own state folder, runtime folder and log file.
+
+    Use it as a context manager: `with DaemonProcess(...) as daemon: daemon.start(); ...`. The block
+    starts the child itself (when, and how often, is the test's business); leaving it, by the end or
+    by a failed assertion, kills whatever child is still running, so no test leaves a daemon behind.
+    """
 
     def __init__(self, tmp: Path, model: Path, roots: list[Path], **env: str) -> None:
         self.state_dir = tmp / "state"
@@ -59,6 +64,12 @@ class DaemonProcess:
         }
         self.proc: subprocess.Popen[bytes] | None = None
         self.flags = ["-v"]  # before `run`: -v logs each file's decision, -vv events and timings too
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(signal.SIGKILL)  # a test that wanted a clean stop has asserted its exit code already
 
     @property
     def socket(self) -> Path:

@@ -48,10 +48,11 @@ class Mutation:
     also: tuple[tuple[str, str, str], ...] = ()  # more (file, original, replacement) edits, applied together
 
 
-LIVE = "tests/test_live.py::"
-CHANGE = "tests/test_modelchange.py::"
-FILTERS = "tests/test_filters.py::test_clause_and_match_agree"
-SERVICE = "tests/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
+LIVE = "tests/integration/test_live.py::"
+CHANGE = "tests/integration/test_modelchange.py::"
+FILTERS = "tests/unit/test_filters.py::test_clause_and_match_agree"
+SERVICE = "tests/e2e/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
+IMPORTS = "tests/unit/test_imports.py::"
 
 MUTATIONS: list[Mutation] = [
     # -- the mutation review's table (issue 16) ------------------------------------------------
@@ -77,7 +78,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/scanner.py",
         "fnmatch.fnmatchcase(lowered, pattern.lower())",
         "fnmatch.fnmatchcase(name, pattern)",
-        ("tests/test_engine.py::test_excluded_and_temporary_names_are_ignored",),
+        ("tests/integration/test_engine.py::test_excluded_and_temporary_names_are_ignored",),
         "exclude globs matched case-sensitively (README: case-insensitive)",
     ),
     Mutation(
@@ -93,7 +94,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/api/facade.py",
         "reply = client.request(self.socket, request.to_message(), timeout=timeout)",
         'raise DaemonNotRunning("mutant: the daemon is never asked")',
-        ("tests/test_cli.py::test_search_asks_the_running_daemon_and_falls_back_without_one",),
+        ("tests/integration/test_cli.py::test_search_asks_the_running_daemon_and_falls_back_without_one",),
         "`imgd search` silently answers directly even with a daemon running",
     ),
     Mutation(
@@ -101,7 +102,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/index.py",
         " or header.generation > generation:",
         ":",
-        ("tests/test_index.py::test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt",),
+        ("tests/unit/test_index.py::test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt",),
         "an index file newer than the catalog (a restored backup) is patched instead of rebuilt",
     ),
     Mutation(
@@ -118,8 +119,8 @@ MUTATIONS: list[Mutation] = [
         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
         "pass",
         (
-            "tests/test_library.py::test_a_second_writer_on_one_state_folder_is_refused_until_the_first_closes",
-            "tests/test_library.py::test_imgd_index_while_another_writer_holds_the_catalog_stops_with_one_line",
+            "tests/integration/test_library.py::test_a_second_writer_on_one_state_folder_is_refused_until_the_first_closes",
+            "tests/integration/test_library.py::test_imgd_index_while_another_writer_holds_the_catalog_stops_with_one_line",
         ),
         "two writers on one catalog",
     ),
@@ -128,40 +129,48 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/server.py",
         'raise ImgdError(f"another imgd daemon already answers on {path}; stop it first.")',
         "path.unlink()",
-        ("tests/test_server.py::test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_answering",),
+        ("tests/unit/test_server.py::test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_answering",),
         "a second daemon unlinks the live one's socket instead of refusing to start",
     ),
     # -- README promises (issue 16's second list) ----------------------------------------------
     Mutation(
         "no-progress-bar",
-        "cli/main.py",
-        "with render.progress_bar(not _quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):",
+        "cli/index.py",
+        "with render.progress_bar(not quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):",
         "with render.progress_bar(False) as (on_total, progress):",
-        ("tests/test_cli.py::test_index_draws_a_progress_bar_on_a_terminal_only",),
+        ("tests/integration/test_cli.py::test_index_draws_a_progress_bar_on_a_terminal_only",),
         "`imgd index` draws no progress bar on a terminal",
     ),
     Mutation(
         "global-verbosity-ignored",
-        "cli/main.py",
+        "cli/group.py",
         "ctx.meta[VERBOSITY_KEY] = ctx.meta.get(VERBOSITY_KEY, 0) + sign * (value or 0)",
         "ctx.meta[VERBOSITY_KEY] = 0",
-        ("tests/test_cli.py::test_global_verbose_and_quiet_set_how_much_is_logged",),
+        ("tests/integration/test_cli.py::test_global_verbose_and_quiet_set_how_much_is_logged",),
         "global -v/-q change nothing",
     ),
     Mutation(
         "user-error-exit-1",
-        "cli/main.py",
+        "cli/group.py",
         "    exit_code = EXIT_ERROR\n",
         "    exit_code = 1\n",
-        ("tests/test_cli.py::test_user_errors_are_one_line_without_traceback",),
+        ("tests/integration/test_cli.py::test_user_errors_are_one_line_without_traceback",),
         "a bad path exits 1 (grep's 'no match') instead of 2",
+    ),
+    Mutation(
+        "listing-no-match-exits-0",
+        "cli/output.py",
+        "            ctx.exit(none_exit)\n",
+        "            pass\n",
+        ("tests/integration/test_cli.py::test_empty_catalog_and_no_match_exit_non_zero_with_a_message",),
+        "a listing with nothing to show exits 0 instead of grep's 1 (the one output function every listing ends in)",
     ),
     Mutation(
         "follow-symlinks-ignored",
         "daemon/ingest/scanner.py",
         "if entry.is_dir(follow_symlinks=follow_symlinks):",
         "if entry.is_dir(follow_symlinks=False):",
-        ("tests/test_engine.py::test_follow_symlinks_indexes_linked_files_and_folders_once_despite_loops",),
+        ("tests/integration/test_engine.py::test_follow_symlinks_indexes_linked_files_and_folders_once_despite_loops",),
         "follow_symlinks = true does not enter linked folders",
     ),
     Mutation(
@@ -182,7 +191,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "watch-paths-ignored",
-        "cli/main.py",
+        "cli/run.py",
         "return tuple(dict.fromkeys([*config.watch_paths, *folders]))",
         "return tuple(dict.fromkeys(folders))",
         (SERVICE,),
@@ -257,7 +266,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/embedders/torch.py",
         'return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"',
         'return "float32"',
-        ("tests/test_config.py::test_precision_auto_is_bfloat16_only_where_the_cpu_does_it_natively",),
+        (
+            "tests/integration/test_config_model.py::test_precision_auto_is_bfloat16_only_where_the_cpu_does_it_natively",
+        ),
         "precision = auto never uses a CPU's native bfloat16",
     ),
     Mutation(
@@ -265,7 +276,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/config.py",
         "return self.decode_threads or max(1, os.cpu_count() or 1)",
         "return self.decode_threads or 1",
-        ("tests/test_config.py::test_decode_threads_zero_means_one_per_core",),
+        ("tests/integration/test_config_model.py::test_decode_threads_zero_means_one_per_core",),
         "decode_threads = 0 gives one thread, not one per core",
     ),
     Mutation(
@@ -273,7 +284,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/embedders/torch.py",
         'raise ConnectionError("not in the local cache and the model hub cannot be reached") from None',
         "pass",
-        ("tests/test_cli.py::test_an_unreachable_model_hub_is_one_sentence",),
+        ("tests/integration/test_cli.py::test_an_unreachable_model_hub_is_one_sentence",),
         "an unreachable hub is not named as the reason",
     ),
     # -- tests whose names promised more than they checked -------------------------------------
@@ -282,7 +293,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/index.py",
         "if index.catalog_id is None or index.catalog_id != catalog.catalog_id or header.generation > generation:",
         "if True:",
-        ("tests/test_index.py::test_an_older_save_of_the_same_catalog_is_patched_to_match_it",),
+        ("tests/unit/test_index.py::test_an_older_save_of_the_same_catalog_is_patched_to_match_it",),
         "an older save of the same catalog is rebuilt instead of patched",
     ),
     Mutation(
@@ -290,7 +301,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "if self._known(result.digest):",
         "if False:",
-        ("tests/test_imaging.py::test_known_content_is_hashed_but_not_decoded",),
+        ("tests/integration/test_imaging.py::test_known_content_is_hashed_but_not_decoded",),
         "content already in the catalog is decoded again",
     ),
     Mutation(
@@ -298,7 +309,7 @@ MUTATIONS: list[Mutation] = [
         "cli/unit.py",
         "return done.returncode == 0",
         "return True",
-        ("tests/test_unit.py::test_sandbox_probe_follows_what_unshare_says",),
+        ("tests/e2e/test_unit.py::test_sandbox_probe_follows_what_unshare_says",),
         "the sandbox probe ignores what unshare says",
     ),
     # -- changing the model without losing search (issue 15) --------------------------------------
@@ -381,7 +392,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/paths.py",
         "path.startswith(folder.rstrip(os.sep) + os.sep)",
         "path.startswith(folder.rstrip(os.sep))",
-        ("tests/test_paths.py",),
+        ("tests/unit/test_paths.py",),
         "a file in /pics-old counts as under /pics (search --in, dupes --in, deletes of a folder, roots)",
     ),
     Mutation(
@@ -389,7 +400,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/records.py",
         "return (self.size, self.mtime_ns) == (stat.size, stat.mtime_ns)",
         "return self.size == stat.size",
-        ("tests/test_records.py",),
+        ("tests/unit/test_records.py",),
         "a file rewritten with the same size counts as unchanged and keeps its old vector",
     ),
     Mutation(
@@ -397,7 +408,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/records.py",
         'if indexed and self.status != "ok":',
         "if False:",
-        ("tests/test_engine.py::test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again",),
+        ("tests/integration/test_engine.py::test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again",),
         "a file made readable by chmod stays failed until its bytes change",
     ),
     Mutation(
@@ -405,7 +416,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/records.py",
         "def unchanged(self, stat: FileStat, indexed: bool = False)",
         "def unchanged(self, stat: FileStat, indexed: bool = True)",
-        ("tests/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
+        ("tests/integration/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
         "every reconcile (each daemon start, each interval) reads every broken file again",
     ),
     Mutation(
@@ -413,7 +424,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "if record is None or not record.unchanged(stat):",
         "if True:",
-        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        ("tests/integration/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
         "a folder renamed within the roots has every file read and hashed again",
     ),
     Mutation(
@@ -421,7 +432,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "stats = [s for s in scan(path, self.filter, follow) if not self.filter.excluded_path(s.path, root)]",
         "stats = list(scan(path, self.filter, follow))",
-        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        ("tests/integration/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
         "an exclude pattern with a / (relative to the root) lets in files of a folder that moved in",
     ),
     Mutation(
@@ -429,8 +440,43 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "return root if root in self.missing_roots else None",
         "return None",
-        ("tests/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
+        ("tests/integration/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
         "a file copied into a remounted root waits for the next periodic reconcile",
+    ),
+    # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
+    Mutation(
+        "engine-imports-click",
+        "daemon/verbosity.py",
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nimport click  # noqa: F401\n",
+        (IMPORTS + "test_the_engine_never_imports_click_the_cli_or_the_gallery",),
+        "the engine imports the CLI's toolkit",
+    ),
+    Mutation(
+        "import-cycle-in-a-function",
+        "daemon/store/migrations.py",
+        "def current_version(conn: sqlite3.Connection) -> int:\n",
+        "def current_version(conn: sqlite3.Connection) -> int:\n    from .catalog import Catalog  # noqa: F401\n\n",
+        (IMPORTS + "test_there_is_no_import_cycle",),
+        "a function-level import closes a cycle (catalog -> migrations -> catalog)",
+    ),
+    Mutation(
+        "store-imports-ingest",
+        "daemon/store/index.py",
+        "from .catalog import Catalog\n",
+        "from ..ingest import imaging  # noqa: F401\nfrom .catalog import Catalog\n",
+        (IMPORTS + "test_imports_flow_down_the_layers",),
+        "the store reaches up into ingest",
+    ),
+    Mutation(
+        "wheel-without-a-subpackage",
+        "pyproject.toml",
+        '    "imgd.daemon.search",\n',
+        "",
+        (
+            "tests/integration/test_wheel.py::test_the_wheel_holds_every_module_of_every_package_folder_and_the_static_files",
+        ),
+        "a subpackage left out of pyproject.toml's list: an editable install still finds it, the wheel does not",
     ),
 ]
 

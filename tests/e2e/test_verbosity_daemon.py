@@ -1,34 +1,13 @@
-"""-v and -vv: each level shows more of what the daemon decides and does."""
+"""-v and -vv on `imgd run`: each level shows more of what the daemon decides and does."""
 
 from __future__ import annotations
 
-import logging
 import shutil
 from pathlib import Path
 
 import pytest
 from conftest import write_image
 from daemonkit import DaemonProcess, wait_until
-from imgd.daemon.verbosity import DETAIL, level_for
-
-
-def test_each_v_is_one_step_down_the_ladder():
-    assert [level_for(v, logging.INFO) for v in (-2, -1, 0, 1, 2, 3)] == [
-        logging.ERROR,
-        logging.WARNING,
-        logging.INFO,
-        DETAIL,
-        logging.DEBUG,
-        logging.DEBUG,
-    ]
-    assert [level_for(v) for v in (-1, 0, 1, 2, 3)] == [
-        logging.ERROR,
-        logging.WARNING,
-        logging.INFO,
-        DETAIL,
-        logging.DEBUG,
-    ]
-    assert logging.getLevelName(DETAIL) == "DETAIL"
 
 
 @pytest.mark.slow
@@ -36,22 +15,20 @@ def test_each_v_shows_more_in_the_daemon_log(tmp_path: Path, tiny_model: Path) -
     pics = tmp_path / "pics"
     write_image(pics / "a.jpg", seed=1)
     write_image(pics / ".hidden.jpg", seed=2)
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
     logs = {}
-    for step, flags in enumerate([[], ["-v"], ["-vv"]]):
-        daemon.flags = flags
-        offset = len(daemon.log())
-        daemon.start()
-        try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        for step, flags in enumerate([[], ["-v"], ["-vv"]]):
+            daemon.flags = flags
+            offset = len(daemon.log())
+            daemon.start()
             daemon.wait_idle()
             write_image(pics / f"new{step}.jpg", seed=10 + step)
             shutil.copyfile(pics / "a.jpg", pics / f"copy{step}.jpg")
             expected = 3 + 2 * step
             wait_until(lambda n=expected: len(daemon.catalog_paths()) == n, what="the new files to be indexed")
             daemon.wait_idle()
-        finally:
             assert daemon.stop() == 0, daemon.log()
-        logs[" ".join(flags) or "default"] = daemon.log()[offset:]
+            logs[" ".join(flags) or "default"] = daemon.log()[offset:]
     per_file = [f"unchanged: {pics / 'a.jpg'}", f"excluded: {pics / '.hidden.jpg'}", "settled: ", "known content"]
     debug = [
         "event: upsert ",

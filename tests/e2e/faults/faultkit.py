@@ -1,4 +1,4 @@
-"""Fault injection helpers shared by tests/faults and benchmarks/soak.py.
+"""Fault injection helpers shared by tests/e2e/faults and benchmarks/soak.py.
 
 Every scenario drives a real `imgd run` subprocess over real folders, breaks something (a SIGKILL,
 a full disk, a hostile file), lets the daemon settle and ends with daemonkit.check_invariants.
@@ -325,10 +325,9 @@ def crash_during_catchup_and_burst(
         path = root / f"d{i % 20:02d}" / f"img{i:05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(png_bytes(seed * 100_000 + i))
-    daemon = FaultDaemon(tmp, model, [root], **env)
     mid_catchup = 0
     churn = Churn(root, seed, rate=rate)
-    try:
+    with FaultDaemon(tmp, model, [root], **env) as daemon:
         for k in range(catchup_kills):
             daemon.start(wait=False)
             if rng.random() < 0.3:  # early: while loading, walking the folders or opening the catalog
@@ -350,8 +349,6 @@ def crash_during_catchup_and_burst(
             if daemon.alive():
                 wait_until(daemon.answers, timeout=180)
         figures = daemon.settle_and_check(timeout=600)
-    finally:
-        daemon.stop(signal.SIGKILL)
     assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
     return {
         "kills": daemon.kills,
@@ -370,9 +367,8 @@ def crash_during_persist(tmp: Path, model: Path, kills: int, seed: int) -> dict[
     root.mkdir(parents=True, exist_ok=True)
     for i in range(60):
         (root / f"base{i:03d}.png").write_bytes(png_bytes(seed * 1000 + i))
-    daemon = FaultDaemon(tmp, model, [root], IMGD_PERSIST_INTERVAL="0.1")
     mid_save = 0
-    try:
+    with FaultDaemon(tmp, model, [root], IMGD_PERSIST_INTERVAL="0.1") as daemon:
         daemon.start()
         watch = CreateWatch(daemon.state_dir)
         try:
@@ -388,8 +384,6 @@ def crash_during_persist(tmp: Path, model: Path, kills: int, seed: int) -> dict[
         finally:
             watch.close()
         figures = daemon.settle_and_check(timeout=600)
-    finally:
-        daemon.stop(signal.SIGKILL)
     leftovers = [p.name for p in daemon.state_dir.iterdir() if p.name.endswith(".tmp")]
     assert not leftovers, f"temporary index files left behind: {leftovers}"
     assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
@@ -626,8 +620,7 @@ def many_folders(tmp: Path, model: Path, root: Path, count: int) -> dict[str, An
 
     half = count // 2
     seconds = make("before", half)
-    daemon = FaultDaemon(tmp, model, [root])
-    try:
+    with FaultDaemon(tmp, model, [root]) as daemon:
         daemon.start()
         seconds += make("after", count - half)
         last = root / f"after{(count - half - 1) // 1000:03d}" / "e0000" / "probe.png"
@@ -637,8 +630,6 @@ def many_folders(tmp: Path, model: Path, root: Path, count: int) -> dict[str, An
         first.write_bytes(png_bytes(31338))
         daemon.wait_fresh(first, timeout=600)
         figures = daemon.settle_and_check(timeout=900)
-    finally:
-        daemon.stop(signal.SIGKILL)
     assert "Traceback" not in daemon.log()
     return {"folders": count, "mkdir_seconds": round(seconds, 1), **figures}
 
@@ -668,7 +659,7 @@ def burst_with_searches(tmp: Path, model: Path, count: int) -> dict[str, Any]:
         threading.Thread(target=search_errors, args=(daemon.socket, stop, ["a photo", "red", "sky"], errors, counts)),
         threading.Thread(target=cli_searches, args=(daemon, stop, cli_errors, cli_counts)),
     ]
-    try:
+    with daemon:
         try:
             daemon.start()
             daemon.wait_fresh(root / "seed.png")
@@ -695,8 +686,6 @@ def burst_with_searches(tmp: Path, model: Path, count: int) -> dict[str, Any]:
         embedded = [line for line in daemon.log().splitlines() if "/burst/" in line and " indexed " in f" {line}"]
         assert len(embedded) == count, "every file is embedded exactly once"
         assert not [line for line in daemon.log().splitlines() if line.startswith("INFO updated")]
-    finally:
-        daemon.stop(signal.SIGKILL)
     return {
         "written_s": round(written, 1),
         "indexed_s": round(indexed, 1),
@@ -752,7 +741,7 @@ def watcher_workloads(tmp: Path, model: Path, files: int, seed: int, polling: bo
         for_nothing[step] = passes - expected_passes
         assert passes >= expected_passes, f"{step}: {passes} forward passes, {expected_passes} new images"
 
-    try:
+    with daemon:
         daemon.start()
         daemon.wait_idle(timeout=300)
 
@@ -802,8 +791,6 @@ def watcher_workloads(tmp: Path, model: Path, files: int, seed: int, polling: bo
         settled("root_deleted_and_restored", expected_passes=len(image_files(backup)))
         figures["roots_replaced"] = 2
         figures.update(daemon.settle_and_check(timeout=300))
-    finally:
-        daemon.stop(signal.SIGKILL)
     assert "Traceback" not in daemon.log(), daemon.log()[-3000:]
     figures["reembedded_for_nothing"] = sum(for_nothing.values())
     assert figures["reembedded_for_nothing"] == 0, f"content already indexed was embedded again: {for_nothing}"
@@ -911,8 +898,7 @@ def unreadable_inputs(model: Path) -> dict[str, Any]:
         for dirpath, dirnames, filenames in os.walk(tmp):
             for name in [*dirnames, *filenames, "."]:
                 os.chown(os.path.join(dirpath, name), NOBODY, NOBODY)
-        daemon = FaultDaemon(tmp, model, [root], prefix=unprivileged_prefix(), HOME=str(tmp / "home"))
-        try:
+        with FaultDaemon(tmp, model, [root], prefix=unprivileged_prefix(), HOME=str(tmp / "home")) as daemon:
             daemon.start()
             daemon.wait_idle()
             locked = root / "locked.jpg"
@@ -936,8 +922,6 @@ def unreadable_inputs(model: Path) -> dict[str, Any]:
             daemon.wait_fresh(locked)
             figures = daemon.settle_and_check(invisible=[hidden])
             assert "Traceback" not in daemon.log()
-        finally:
-            daemon.stop(signal.SIGKILL)
     finally:
         for dirpath, dirnames, _ in os.walk(tmp):
             for name in dirnames:
@@ -955,8 +939,7 @@ def watch_limit_at_start(tmp: Path, model: Path) -> dict[str, Any]:
     for i in range(10):
         (root / f"sub{i}").mkdir(parents=True)
         (root / f"sub{i}" / "a.png").write_bytes(png_bytes(400 + i))
-    daemon = FaultDaemon(tmp, model, [root], prefix=prefix)
-    try:
+    with FaultDaemon(tmp, model, [root], prefix=prefix) as daemon:
         daemon.start()
         assert "fs.inotify.max_user_watches" in daemon.log()
         assert [f["mode"] for f in daemon.status()["folders"]] == ["polling"]
@@ -965,8 +948,6 @@ def watch_limit_at_start(tmp: Path, model: Path) -> dict[str, Any]:
         for i in range(10):
             daemon.wait_fresh(root / f"sub{i}" / "late.png", timeout=120)
         figures = daemon.settle_and_check()
-    finally:
-        daemon.stop(signal.SIGKILL)
     return {"mode": "polling", **figures}
 
 
@@ -976,10 +957,9 @@ def hostile_round(tmp: Path, model: Path, seed: int, race_rounds: int) -> dict[s
     (root / "normal").mkdir(parents=True)
     for i in range(5):
         (root / "normal" / f"n{i}.png").write_bytes(png_bytes(seed + 900 + i))
-    daemon = FaultDaemon(tmp, model, [root], IMGD_PERSIST_INTERVAL="0.5")
     failed: set[bytes] = set()
     tried = 0
-    try:
+    with FaultDaemon(tmp, model, [root], IMGD_PERSIST_INTERVAL="0.5") as daemon:
         daemon.start()
         daemon.wait_idle()
         makers = {name: (lambda f, s, m=maker: m(f, s)) for name, maker in HOSTILE.items()}
@@ -994,7 +974,5 @@ def hostile_round(tmp: Path, model: Path, seed: int, race_rounds: int) -> dict[s
         tried += race_replace_while_embedding(daemon, root / "replaced", race_rounds, seed + 11)
         tried += race_delete_before_embedding(daemon, root / "deleted", race_rounds, seed + 12)
         figures = daemon.settle_and_check(failed=map(os.fsdecode, failed))
-    finally:
-        daemon.stop(signal.SIGKILL)
     assert "Traceback" not in daemon.log()
     return {"inputs_tried": tried, **figures}

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -54,17 +53,15 @@ def live(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Iterator
     for i in range(5):
         (root / "normal").mkdir(parents=True, exist_ok=True)
         (root / "normal" / f"n{i}.png").write_bytes(png_bytes(900 + i))
-    daemon = FaultDaemon(tmp, tiny_model, [root], IMGD_PERSIST_INTERVAL="0.5").start()
-    daemon.wait_idle()
-    state = Live(daemon, root, tmp / "outside")
-    try:
+    with FaultDaemon(tmp, tiny_model, [root], IMGD_PERSIST_INTERVAL="0.5") as daemon:
+        daemon.start()
+        daemon.wait_idle()
+        state = Live(daemon, root, tmp / "outside")
         yield state
         code = daemon.stop()
         assert code == 0, daemon.log()[-3000:]
         check_invariants(daemon.state_dir, [root], tiny_model, failed=map(os.fsdecode, state.failed))
         assert "Traceback" not in daemon.log(), daemon.log()[-5000:]
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 def settle(live: Live, name: str, expect) -> None:

@@ -88,7 +88,6 @@ def test_changed_model_files_get_a_new_export(tiny_model, onnx_state, tmp_path, 
     assert len([p for p in (onnx_state / "models").iterdir() if not p.name.startswith(("names", "."))]) == 2
 
     other = tmp_path / "tiny-other"
-    sys.path.insert(0, str(Path(__file__).parent))
     from clipkit import build_clip
 
     build_clip(other, seed=1)
@@ -186,7 +185,6 @@ def test_text_model_answers_queries(tiny_model, text_model, onnx_state, backend)
 
 @pytest.mark.parametrize("backend", ["torch", "onnx"])
 def test_text_model_of_another_dimension_is_refused(tiny_model, tmp_path, backend):
-    sys.path.insert(0, str(Path(__file__).parent))
     from clipkit import build_text_model
 
     wide = build_text_model(tmp_path / "text-48", dim=48)
@@ -272,11 +270,9 @@ def test_catalog_built_with_torch_is_served_by_onnx_without_reembedding(
 
 
 def test_model_files_with_other_weights_are_refused_with_a_clear_sentence(tmp_path, tiny_model, make_config, pics):
+    from clipkit import build_clip
     from imgd.daemon.errors import ModelMismatch
     from imgd.daemon.service.library import open_library, open_searcher
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from clipkit import build_clip
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model, model)
@@ -374,8 +370,8 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
     env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="1", IMGD_TEXT_MODEL=str(text_model))
     daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
     shutil.copytree(exported_models, daemon.state_dir / "models")
-    daemon.start()
-    try:
+    with daemon:
+        daemon.start()
         daemon.wait_idle()
         wait_until(lambda: not daemon.status()["model"]["image_loaded"], timeout=30, what="the image model freed")
         assert "freed the image model after" in daemon.log()
@@ -399,7 +395,6 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
         assert [h["score"] for h in direct_hits] == pytest.approx([h["score"] for h in through_daemon], abs=1e-5)
         model = daemon.status()["model"]
         assert model["backend"] == "onnx" and model["text"] == str(text_model.resolve())
-    finally:
         assert daemon.stop() == 0
     assert heavy_imports(daemon.log()) == []
 
@@ -412,7 +407,6 @@ def test_onnx_vectors_equal_torch_vectors_on_the_vit_b_32_architecture(tmp_path_
     """
     import os
 
-    sys.path.insert(0, str(Path(__file__).parent))
     from clipkit import build_clip
 
     cached = os.environ.get("IMGD_TEST_VITB_DIR")

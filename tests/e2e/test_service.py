@@ -7,6 +7,7 @@ import signal
 import socket
 import threading
 import time
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint
         WATCHDOG_USEC="2000000",  # systemd's WatchdogSec=2: ping every half of it
         IMGD_RECONCILE_INTERVAL="0",  # no periodic rescan: only SIGHUP asks for one
     )
-    try:
+    with closing(notify), daemon:
         daemon.start()
         status = daemon.wait_idle()
         # [watch] paths from the config file are watched besides the arguments.
@@ -126,9 +127,6 @@ def test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint
         assert "stopped" in daemon.log()[mark:]
         assert notify.lines("STOPPING=1")
         check_invariants(daemon.state_dir, [extra, pics], tiny_model)
-    finally:
-        daemon.stop(signal.SIGKILL)
-        notify.close()
 
 
 def _saved_generation(path: Path) -> int:

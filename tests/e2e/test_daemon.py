@@ -29,9 +29,8 @@ def pics(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def daemon(tmp_path: Path, tiny_model: Path, pics: Path):
-    proc = DaemonProcess(tmp_path, tiny_model, [pics])
-    yield proc
-    proc.stop(signal.SIGKILL)
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as proc:
+        yield proc
 
 
 def digest(path: Path) -> str:
@@ -244,8 +243,7 @@ def test_query_socket_is_private_and_survives_bad_requests(daemon, pics):
 
 
 def test_a_library_past_the_exact_limit_switches_to_ivf_in_the_background_and_keeps_it(tmp_path, tiny_model, pics):
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics], IMGD_EXACT_LIMIT="40")
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics], IMGD_EXACT_LIMIT="40") as daemon:
         for i in range(30):
             write_image(pics / f"img{i:02d}.png", seed=i, size=(64, 48))
         daemon.start()
@@ -269,8 +267,6 @@ def test_a_library_past_the_exact_limit_switches_to_ivf_in_the_background_and_ke
         daemon.start()  # the saved IVF file is served as it is, not rebuilt
         assert daemon.wait_idle()["search"]["kind"] == "approximate"
         assert "rebuilding the index" not in daemon.log()[before:]
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 def test_the_persist_interval_stretches_with_the_size_of_the_index():
@@ -310,8 +306,7 @@ def test_a_rename_from_a_hidden_name_or_a_staging_folder_over_an_indexed_file_is
     pics = tmp_path / "pics"
     write_image(pics / "photo.jpg", seed=1)
     write_image(pics / "other.jpg", seed=2)
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode))
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode)) as daemon:
         daemon.start()
         daemon.wait_idle()
         assert daemon.content_hash(pics / "photo.jpg") == digest(pics / "photo.jpg")
@@ -328,8 +323,6 @@ def test_a_rename_from_a_hidden_name_or_a_staging_folder_over_an_indexed_file_is
         daemon.wait_idle()
         assert daemon.stop() == 0
         check_invariants(daemon.state_dir, [pics], daemon.model)
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -337,8 +330,7 @@ def test_an_organiser_moving_files_into_folders_it_just_made_never_re_embeds(tmp
     pics = tmp_path / "pics"
     for i in range(24):
         write_image(pics / "inbox" / f"img{i:02d}.jpg", seed=100 + i)
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode))
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode)) as daemon:
         daemon.start()
         daemon.wait_idle()
         before = {Path(p).name: c for p, c in daemon.catalog_paths().items()}
@@ -356,8 +348,6 @@ def test_an_organiser_moving_files_into_folders_it_just_made_never_re_embeds(tmp
         assert embedded_since(daemon, mark) == [], "a move must not re-embed"
         assert daemon.stop() == 0
         check_invariants(daemon.state_dir, [pics], daemon.model)
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -366,8 +356,7 @@ def test_a_move_between_two_watched_folders_never_re_embeds(tmp_path, tiny_model
     pics.mkdir()
     for i in range(12):
         write_image(downloads / f"dl{i:02d}.jpg", seed=200 + i)
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics, downloads], **mode_env(mode))
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics, downloads], **mode_env(mode)) as daemon:
         daemon.start()
         daemon.wait_idle()
         before = {Path(p).name: c for p, c in daemon.catalog_paths().items()}
@@ -384,8 +373,6 @@ def test_a_move_between_two_watched_folders_never_re_embeds(tmp_path, tiny_model
         assert embedded_since(daemon, mark) == [], "a move between watched folders must not re-embed"
         assert daemon.stop() == 0
         check_invariants(daemon.state_dir, [pics, downloads], daemon.model)
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -393,9 +380,8 @@ def test_a_replaced_watched_folder_is_watched_again_and_reconciled_at_once(tmp_p
     pics = tmp_path / "Pictures"
     for i in range(4):
         write_image(pics / f"old{i}.jpg", seed=300 + i)
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode))
     watching = "polling" if mode == "polling" else "inotify"
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics], **mode_env(mode)) as daemon:
         daemon.start()
         daemon.wait_idle()
 
@@ -420,8 +406,6 @@ def test_a_replaced_watched_folder_is_watched_again_and_reconciled_at_once(tmp_p
         daemon.wait_idle()
         assert daemon.stop() == 0
         check_invariants(daemon.state_dir, [pics], daemon.model)
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 def test_search_into_a_pipe_whose_reader_left_exits_quietly_as_grep_does(daemon, pics):

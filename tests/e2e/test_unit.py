@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from imgd.cli import unit
+from imgd.cli import installer, unit
 from imgd.cli.main import cli
 from imgd.daemon.errors import ImgdError
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 needs_systemd_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed (apt install systemd)"
@@ -166,17 +166,17 @@ def test_the_repository_copy_is_the_rendered_template(monkeypatch: pytest.Monkey
 
 def test_install_writes_the_unit_and_returns_its_path(tmp_path: Path) -> None:
     folder = tmp_path / "units"
-    path = unit.install_unit("[Service]\nExecStart=/bin/true\n", folder)
+    path = installer.install_unit("[Service]\nExecStart=/bin/true\n", folder)
     assert path == folder / "imgd.service"
     assert path.read_text() == "[Service]\nExecStart=/bin/true\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
-    assert unit.install_unit("second\n", folder) == path
+    assert installer.install_unit("second\n", folder) == path
     assert path.read_text() == "second\n"
     assert os.listdir(folder) == ["imgd.service"]
 
 
 def test_install_defaults_to_the_xdg_user_unit_folder(tmp_path: Path) -> None:
-    path = unit.install_unit("x\n", None)
+    path = installer.install_unit("x\n", None)
     assert path == tmp_path / "xdg-config" / "systemd" / "user" / "imgd.service"
     assert path.read_text() == "x\n"
 
@@ -185,7 +185,7 @@ def test_install_failure_is_one_line_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(ImgdError, match=r"cannot write .*imgd\.service .*--unit-dir\.$"):
-        unit.install_unit("x\n", blocker / "units")
+        installer.install_unit("x\n", blocker / "units")
 
 
 # -- the CLI -------------------------------------------------------------------------------
@@ -260,11 +260,11 @@ def test_service_problems_name_each_fix(tmp_path: Path) -> None:
     hub = tmp_path / "hub"
     env = {"HF_HUB_CACHE": str(hub)}
 
-    in_tmp = unit.service_problems(str(tmp_path / "state"), str(model), env)
-    missing = unit.service_problems("/var/lib/imgd", str(tmp_path / "nope"), env)
-    not_cached = unit.service_problems("/var/lib/imgd", "clip-ViT-B-32", env)
+    in_tmp = installer.service_problems(str(tmp_path / "state"), str(model), env)
+    missing = installer.service_problems("/var/lib/imgd", str(tmp_path / "nope"), env)
+    not_cached = installer.service_problems("/var/lib/imgd", "clip-ViT-B-32", env)
     (hub / "models--sentence-transformers--clip-ViT-B-32" / "snapshots" / "abc").mkdir(parents=True)
-    cached = unit.service_problems("/var/lib/imgd", "clip-ViT-B-32", env)
+    cached = installer.service_problems("/var/lib/imgd", "clip-ViT-B-32", env)
 
     assert len(in_tmp) == 2
     assert "model folder" in in_tmp[0] and "--reembed" in in_tmp[0] and "service install" in in_tmp[0]
@@ -345,7 +345,7 @@ def analyze(tmp_path: Path, sandbox: bool, *args: str) -> subprocess.CompletedPr
     exe = make_executable(tmp_path / "bin dir" / "imgd")
     # A state folder outside /tmp (it need not exist), as a real one is: one in /tmp drops PrivateTmp=.
     text = unit.render_unit(str(exe), None, "/var/lib/imgd test/state dir", sandbox=sandbox)
-    path = unit.install_unit(text, tmp_path / "units")
+    path = installer.install_unit(text, tmp_path / "units")
     runtime = Path(os.environ["XDG_RUNTIME_DIR"])
     runtime.mkdir(mode=0o700, parents=True, exist_ok=True)
     assert SYSTEMD_ANALYZE is not None

@@ -363,9 +363,8 @@ def test_daemon_keeps_groups_current_and_answers_like_the_direct_path(tmp_path: 
     (photos / "b.jpg").write_bytes(encoded(original(2), "JPEG", quality=92))
     (photos / "b-small.jpg").write_bytes(encoded(original(2).resize((240, 160)), "JPEG", quality=92))
     (photos / "c.jpg").write_bytes(encoded(original(3), "JPEG", quality=92))
-    daemon = DaemonProcess(tmp_path, tiny_model, [photos], IMGD_DUPES_THRESHOLD=str(TINY_THRESHOLD))
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [photos], IMGD_DUPES_THRESHOLD=str(TINY_THRESHOLD)) as daemon:
+        daemon.start()
         daemon.wait_idle()
         groups = json.loads(both_ways(daemon, "--json"))
         assert [[m["path"] for m in g["members"]] for g in groups] == [
@@ -402,7 +401,6 @@ def test_daemon_keeps_groups_current_and_answers_like_the_direct_path(tmp_path: 
         assert "duplicates: 2 groups" in imgd(daemon, "status").stdout
         # Below the daemon's floor the answer is computed on request: still the same as the direct one.
         assert len(json.loads(both_ways(daemon, "--json", "--threshold", "0.5"))) >= 1
-    finally:
         assert daemon.stop() == 0
 
 

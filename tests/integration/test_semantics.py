@@ -108,11 +108,10 @@ def test_similar_finds_the_same_class_and_leaves_the_picture_out(library):
 
 
 def test_the_daemon_gives_the_same_meaningful_answers(library, shapes_model, tmp_path):
-    daemon = DaemonProcess(tmp_path, shapes_model, [library["root"] / "pics"], IMGD_BACKEND="torch")
-    daemon.state_dir = library["root"] / "state"
-    daemon.env["IMGD_STATE_DIR"] = str(daemon.state_dir)
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, shapes_model, [library["root"] / "pics"], IMGD_BACKEND="torch") as daemon:
+        daemon.state_dir = library["root"] / "state"
+        daemon.env["IMGD_STATE_DIR"] = str(daemon.state_dir)
+        daemon.start()
         daemon.wait_idle()
         env = {"XDG_RUNTIME_DIR": str(daemon.runtime)}
         for query, wanted in (
@@ -127,5 +126,4 @@ def test_the_daemon_gives_the_same_meaningful_answers(library, shapes_model, tmp
             assert via_daemon.stdout == direct.stdout, query
             found = labels_of(library, json.loads(via_daemon.stdout))
             assert found and sum(wanted(*label) for label in found) >= 0.9 * len(found), (query, found)
-    finally:
         assert daemon.stop(signal.SIGTERM) == 0

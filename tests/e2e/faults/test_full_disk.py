@@ -8,7 +8,6 @@ Needs root to mount a 2 MiB tmpfs; skipped with the reason otherwise.
 from __future__ import annotations
 
 import hashlib
-import signal
 import threading
 from pathlib import Path
 
@@ -39,7 +38,7 @@ def test_a_full_state_disk_is_survived_and_indexing_resumes_when_space_returns(t
         (pics / f"before{i:02d}.png").write_bytes(png_bytes(i))
     daemon = FaultDaemon(tmp_path, tiny_model, [pics], IMGD_STATE_DIR=str(small_state), IMGD_PERSIST_INTERVAL="4")
     daemon.state_dir = small_state
-    try:
+    with daemon:
         daemon.start()
         wait_until(lambda: daemon.ok_count() == 30, timeout=120, what="the first files")
         daemon.wait_idle()
@@ -117,5 +116,3 @@ def test_a_full_state_disk_is_survived_and_indexing_resumes_when_space_returns(t
         assert "Traceback" not in daemon.log()
         figures = daemon.settle_and_check()
         print(figures, reports)
-    finally:
-        daemon.stop(signal.SIGKILL)

@@ -254,10 +254,7 @@ def test_status_and_failed_without_a_daemon(runner, base_args, indexed):
 
 
 def test_changing_the_model_is_refused_until_reembed(runner, base_args, indexed, tmp_path):
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from clipkit import build_clip
+    from clipkit import build_clip  # conftest puts tests/ on sys.path
 
     other = build_clip(tmp_path / "other-model", seed=7)
     args = ["--state-dir", base_args[1], "--model", str(other)]
@@ -277,9 +274,8 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
     pics = tmp_path / "pics"
     for i in range(6):
         write_image(pics / f"img{i}.jpg", seed=i)
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        daemon.start()
         daemon.wait_idle()
         args = ["--state-dir", str(daemon.state_dir)]
         env = {"XDG_RUNTIME_DIR": str(daemon.runtime)}
@@ -313,7 +309,6 @@ def test_daemon_and_direct_search_print_the_same(runner, base_args, tmp_path, ti
         assert info["search"] == {"kind": "exact", "vectors": 6, "nprobe": None, "building": False, "build_error": None}
         text = runner.invoke(cli, [*args, "status"], env=env).stdout
         assert "daemon: running" in text and "search: exact over 6 vectors" in text
-    finally:
         assert daemon.stop(signal.SIGTERM) == 0
 
 
@@ -396,7 +391,7 @@ def test_quiet_anywhere_silences_the_summary_like_index_quiet(runner, base_args,
 
 
 def test_run_watches_the_pictures_folder_only_when_given_no_folder(tmp_path):
-    from imgd.cli.main import watch_roots
+    from imgd.cli.run import watch_roots
     from imgd.daemon import config as config_module
 
     pictures = Path.home() / "Pictures"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -87,9 +86,8 @@ def test_a_damaged_index_file_is_ignored_by_direct_search(library, tmp_path, tin
 
 def test_a_damaged_index_file_is_rebuilt_when_the_daemon_starts(library, tmp_path, tiny_model):
     state = copy_state(library, tmp_path / "state")
-    daemon = FaultDaemon(tmp_path, tiny_model, [library / "pics"], IMGD_STATE_DIR=str(state))
-    daemon.state_dir = state
-    try:
+    with FaultDaemon(tmp_path, tiny_model, [library / "pics"], IMGD_STATE_DIR=str(state)) as daemon:
+        daemon.state_dir = state
         for kind in ("flipped",):  # every kind is covered by the direct-search test above
             damage_index(state / "index.faiss", kind)
             mark = daemon.mark()
@@ -97,8 +95,6 @@ def test_a_damaged_index_file_is_rebuilt_when_the_daemon_starts(library, tmp_pat
             assert "rebuilding the index from the catalog" in daemon.log_since(mark)
             assert daemon.search_image(library / "pics" / "p33.png")[0]["path"] == str(library / "pics" / "p33.png")
             daemon.settle_and_check()
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 # -- the catalog -----------------------------------------------------------------------------

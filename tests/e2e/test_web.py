@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import picture, write_image
 from daemonkit import DaemonProcess, wait_until
-from imgd.cli import unit
+from imgd.cli import installer, unit
 from imgd.cli.main import cli
 from imgd.daemon import config as config_module
 from imgd.daemon.embedders import load_embedder
@@ -437,9 +437,8 @@ def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
     pics = tmp_path / "pics"
     for i in range(4):
         write_image(pics / f"img{i}.jpg", seed=i, size=(320, 240))
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        daemon.start()
         wait_until(lambda: daemon.status()["counts"]["contents"] >= 4, what="4 images indexed")
         daemon.wait_idle()
         config = config_module.load(
@@ -464,8 +463,6 @@ def test_the_gallery_asks_a_running_daemon(tmp_path, tiny_model):
             dropped = client.request("POST", "/api/search-image", body=jpeg_bytes(2, (320, 240)))
         finally:
             server.stop()
-    finally:
-        daemon.stop()
 
     assert len(hits) == 4
     assert status["images"] == 5 and status["newest"] == str(pics / "new.jpg")
@@ -588,7 +585,7 @@ def test_systemd_accepts_the_gallery_unit(tmp_path, sandbox, exposure):
     exe.parent.mkdir()
     exe.write_text("#!/bin/sh\nexit 0\n")
     exe.chmod(0o755)
-    path = unit.install_unit(
+    path = installer.install_unit(
         # A state folder outside /tmp (it need not exist), as a real one is: one in /tmp drops PrivateTmp=.
         unit.render_web_unit(str(exe), None, "/var/lib/imgd test/state dir", 8470, sandbox=sandbox),
         tmp_path / "units",
@@ -740,9 +737,8 @@ def test_the_status_line_follows_the_daemon_while_it_works(chromium, tmp_path, t
     pics = tmp_path / "pics"
     for i in range(3):
         write_image(pics / f"img{i}.jpg", seed=i, size=(320, 240))
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics])
-    daemon.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        daemon.start()
         wait_until(lambda: daemon.status()["counts"]["contents"] >= 3, what="3 images indexed")
         config = config_module.load(
             None, {"state_dir": daemon.state_dir, "model": str(tiny_model), "socket_path": daemon.socket}, env={}
@@ -763,8 +759,6 @@ def test_the_status_line_follows_the_daemon_while_it_works(chromium, tmp_path, t
         finally:
             context.close()
             server.stop()
-    finally:
-        daemon.stop()
 
     assert "4 images" in text and "daemon not running" not in text
 
@@ -806,7 +800,7 @@ def test_more_results_load_as_the_grid_scrolls(chromium, tmp_path, tiny_model):
 
 # -- duplicates -----------------------------------------------------------------------------------
 
-# The tiny random-weight model's threshold for these flat colour grids (see tests/test_dupes.py).
+# The tiny random-weight model's threshold for these flat colour grids (see tests/integration/test_dupes.py).
 TINY_THRESHOLD = 0.9993
 
 

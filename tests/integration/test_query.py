@@ -1,7 +1,7 @@
 """The query language through the CLI: terms and weights, filters inside the search, cut-offs, order,
 `similar`, and the output formats every image-listing command shares.
 
-Meaning (does "a red circle" find red circles?) needs the trained shapes model: tests/test_semantics.py.
+Meaning (does "a red circle" find red circles?) needs the trained shapes model: tests/integration/test_semantics.py.
 Here the tiny random model is enough, because every assertion is about which images may come back.
 """
 
@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from conftest import write_image
-from imgd.cli.main import cli, parse_term
+from imgd.cli.main import cli
+from imgd.cli.options import parse_term
 from imgd.daemon.protocol import Term
 from imgd.daemon.search.query import combine
 

@@ -22,7 +22,7 @@ from imgd.daemon.api import client
 from imgd.daemon.errors import ImgdError
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 VENV_BIN = Path(sys.executable).parent
 # They need a user's running service manager; the unit is checked with systemd-analyze instead.

@@ -44,8 +44,7 @@ def test_lost_events_from_an_overflowed_inotify_queue_are_recovered_by_reconcili
     junk = root / "junk"
     junk.mkdir(parents=True)  # watched before the stop: events inside a folder made during it are never queued
     (root / "seed.png").write_bytes(png_bytes(2))
-    daemon = FaultDaemon(tmp_path, tiny_model, [root])
-    try:
+    with FaultDaemon(tmp_path, tiny_model, [root]) as daemon:
         daemon.start()
         daemon.wait_idle()
         mark = daemon.mark()
@@ -61,8 +60,6 @@ def test_lost_events_from_an_overflowed_inotify_queue_are_recovered_by_reconcili
         wait_until(lambda: noticed in daemon.log_since(mark), timeout=120, what="the overflow to be noticed")
         wait_until(lambda: daemon.ok_count() == 31, timeout=300, what="the lost files found by a rescan")
         daemon.settle_and_check()
-    finally:
-        daemon.stop(signal.SIGKILL)
 
 
 def test_an_exhausted_inotify_watch_limit_falls_back_to_polling(tmp_path, tiny_model):
@@ -80,8 +77,7 @@ def test_an_exhausted_inotify_watch_limit_falls_back_to_polling(tmp_path, tiny_m
         (root / f"sub{i:02d}").mkdir(parents=True)
         (root / f"sub{i:02d}" / "a.png").write_bytes(png_bytes(400 + i))
     hint = "fs.inotify.max_user_watches"
-    daemon = FaultDaemon(tmp_path, tiny_model, [root], prefix=prefix)
-    try:
+    with FaultDaemon(tmp_path, tiny_model, [root], prefix=prefix) as daemon:
         daemon.start()
         daemon.wait_idle()
         assert [f["mode"] for f in daemon.status()["folders"]] == ["inotify"]
@@ -97,5 +93,3 @@ def test_an_exhausted_inotify_watch_limit_falls_back_to_polling(tmp_path, tiny_m
         late.write_bytes(png_bytes(515))
         daemon.wait_fresh(late, timeout=120)
         daemon.settle_and_check()
-    finally:
-        daemon.stop(signal.SIGKILL)

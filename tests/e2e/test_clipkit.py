@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-CLIPKIT = Path(__file__).resolve().parent / "clipkit.py"
+CLIPKIT = Path(__file__).resolve().parents[1] / "clipkit.py"
 
 
 @pytest.mark.slow

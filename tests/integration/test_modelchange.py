@@ -450,18 +450,15 @@ def test_the_daemon_changes_models_in_the_background_and_survives_sigkill(
 ):
     pics = tmp_path / "pics"
     make_pictures(pics, 60)
-    first = DaemonProcess(tmp_path, tiny_model, [pics])
-    first.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as first:
+        first.start()
         first.wait_idle()
         old_answer = first_hits(first)
-    finally:
         assert first.stop() == 0
 
     # The same state folder, now with the wide model: slow batches, so there is a midway to kill it in.
-    changing = DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="4", IMGD_REEMBED_PAUSE="0.3")
-    changing.start()
-    try:
+    with DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="4", IMGD_REEMBED_PAUSE="0.3") as changing:
+        changing.start()
         status = wait_until(lambda: midway(changing), timeout=60, what="the change to be under way")
         assert status["model"]["name"] == str(tiny_model)  # searches go on with the old model
         assert status["daemon"]["state"] == "changing model"
@@ -471,19 +468,16 @@ def test_the_daemon_changes_models_in_the_background_and_survives_sigkill(
         hits = changing.search_image(arrived)
         assert hits[0]["path"] == str(arrived)  # searchable at once, with the old model
         done = changing.status()["model"]["change"]["done"]
-    finally:
-        changing.stop(signal.SIGKILL)
+        changing.stop(signal.SIGKILL)  # midway through the change: the daemon below must resume it
     assert 0 < done < 61
 
-    resumed = DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="4")
-    resumed.start()
-    try:
+    with DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="4") as resumed:
+        resumed.start()
         wait_until(lambda: "switched to model" in resumed.log(), timeout=120, what="the switch")
         status = resumed.wait_idle()
         assert status["model"]["name"] == str(wide_model) and status["model"]["dim"] == 48
         assert "change" not in status["model"]
         new_answer = first_hits(resumed)
-    finally:
         assert resumed.stop() == 0
     log = resumed.log()
     assert "going on re-embedding 61 images beside the old vectors" in log
@@ -515,17 +509,14 @@ def test_on_onnx_the_old_model_frees_its_image_session_during_a_change_and_takes
     pics = tmp_path / "pics"
     make_pictures(pics, 60)
     onnx = {"IMGD_BACKEND": "onnx", "IMGD_IDLE_UNLOAD": "1"}
-    first = DaemonProcess(tmp_path, tiny_model, [pics], **onnx)
-    shutil.copytree(exported_models, first.state_dir / "models")
-    first.start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [pics], **onnx) as first:
+        shutil.copytree(exported_models, first.state_dir / "models")
+        first.start()
         first.wait_idle()
-    finally:
         assert first.stop() == 0
 
-    changing = DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="2", IMGD_REEMBED_PAUSE="0.3", **onnx)
-    changing.start()
-    try:
+    with DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="2", IMGD_REEMBED_PAUSE="0.3", **onnx) as changing:
+        changing.start()
         wait_until(
             lambda: (model := changing.status()["model"]).get("change") and not model["image_loaded"],
             timeout=60,
@@ -539,6 +530,5 @@ def test_on_onnx_the_old_model_frees_its_image_session_during_a_change_and_takes
         assert changing.search_image(arrived)[0]["path"] == str(arrived)
         wait_until(lambda: "switched to model" in changing.log(), timeout=120, what="the switch")
         changing.wait_idle()
-    finally:
         assert changing.stop() == 0
     check_invariants(tmp_path / "state", [pics], wide_model)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from imgd.daemon.service.library import open_library, open_searcher
 from imgd.daemon.store import migrations
 from imgd.daemon.store.catalog import MEDIA_VERSION, SCHEMA_VERSION, Catalog
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 V1_ROOT = "/tmp/imgd-v1/images"  # where the kept catalog's images were when it was made
 
 
@@ -370,10 +369,10 @@ def test_open_library_upgrades_and_backfill_reads_headers_without_embedding(v1: 
 def test_imgd_index_upgrades_and_backfills_without_embedding(
     v1: V1Copy, tiny_model: Path, embedder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import imgd.cli.main as main
+    import imgd.cli.runtime as runtime
 
     counting = CountingEmbedder(embedder)
-    monkeypatch.setattr(main, "_load_embedder", lambda config, name=None: counting)
+    monkeypatch.setattr(runtime, "load_embedder", lambda config, name=None: counting)
     before = snapshot(v1.catalog)
     args = ["--state-dir", str(v1.state), "--model", str(tiny_model), "--device", "cpu"]
 
@@ -415,8 +414,8 @@ def test_the_daemon_upgrades_and_backfills_in_the_background_without_embedding(
     v1: V1Copy, tmp_path: Path, tiny_model: Path
 ) -> None:
     before = snapshot(v1.catalog)
-    daemon = DaemonProcess(tmp_path, tiny_model, [v1.images]).start()
-    try:
+    with DaemonProcess(tmp_path, tiny_model, [v1.images]) as daemon:
+        daemon.start()
         wait_until(
             lambda: daemon.status()["metadata"]["pending"] == 0, timeout=60, what="the metadata to be backfilled"
         )
@@ -424,9 +423,6 @@ def test_the_daemon_upgrades_and_backfills_in_the_background_without_embedding(
         assert status["metadata"] == {"pending": 0, "schema": SCHEMA_VERSION}
         assert status["counts"] == {"files": 4, "failed": 1, "missing": 0, "contents": 3}
         assert daemon.stop() == 0
-    finally:
-        if daemon.proc and daemon.proc.poll() is None:
-            daemon.stop(signal.SIGKILL)
     assert snapshot(v1.catalog) == before  # nothing re-embedded: same contents, vectors and generation
     assert "indexed " not in daemon.log()
     assert "upgraded the catalog to schema 2" in daemon.log()

@@ -1,0 +1,76 @@
+"""`imgd index`: index folders once, with a progress bar, ending in a summary line."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from imgd.daemon.errors import display_path
+
+from . import render, runtime
+from .group import UserError, get_config, note, quiet, verbosity
+
+
+@click.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--reembed", is_flag=True, help="Re-embed everything with the current model (after changing --model).")
+@click.option("--rebuild", is_flag=True, help="Set a damaged catalog aside and index the folders anew.")
+@click.pass_context
+def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild: bool) -> None:
+    """Index FOLDERS once: add new images, re-embed changed ones, drop deleted ones.
+
+    On a terminal it shows a progress bar; it ends with a summary line; -q/--quiet shows neither.
+    """
+    runtime.setup_logging(verbosity(ctx))
+    for folder in folders:
+        if not folder.is_dir():
+            problem = "not a folder" if folder.exists() else "no such folder"
+            raise UserError(f"{display_path(str(folder))}: {problem}; give the folders that hold your images.")
+    from imgd.daemon.service.library import open_library, with_catalog_model
+
+    config = with_catalog_model(get_config(ctx))
+
+    started = time.monotonic()
+    embedder = runtime.load_embedder(config)
+    library = open_library(config, embedder, reembed=reembed, rebuild=rebuild)
+    if reembed and not library.reembedding:
+        note(ctx, f"the catalog already holds the vectors of model '{embedder.name}'; nothing to re-embed.")
+    try:
+        with render.progress_bar(not quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):
+            if library.engine.change is not None:
+                change_model(ctx, library, on_total, progress)
+            roots = [str(f.resolve()) for f in folders]
+            summary = library.engine.reconcile(roots, progress=progress, on_total=on_total)
+            backlog = library.catalog.media_backlog_count()
+            if backlog:  # a catalog from before imgd kept metadata: read the headers (no pixels, no model)
+                if on_total is not None:
+                    on_total(backlog)  # a second bar in place of the first
+                library.engine.backfill_all_media(progress)
+        library.engine.save_index()
+    finally:
+        library.close()
+    if not quiet(ctx):
+        click.echo(render.summary_line(summary, time.monotonic() - started), err=True)
+
+
+def change_model(
+    ctx: click.Context, library: Any, on_total: Callable[[int], None] | None, progress: Callable[[int], None] | None
+) -> None:
+    """Re-embed every image with the new model beside the old vectors, then switch: an interrupted run
+    leaves search on the old model and the next one goes on from there."""
+    done, total = library.catalog.model_change_progress()
+    if on_total is not None:
+        on_total(total - done)
+    while count := library.engine.reembed_step():
+        if progress is not None:
+            progress(count)
+    dropped = library.engine.finish_change()
+    note(
+        ctx,
+        f"switched to model {display_path(library.engine.embedder.name)}: {total - len(dropped)} images re-embedded"
+        + (f", {len(dropped)} unreadable now (indexed again below if they can be)" if dropped else ""),
+    )
