@@ -24,7 +24,7 @@ from imgd.cli.main import cli
 from imgd.daemon.service.library import open_library
 from imgd.daemon.store.catalog import SCHEMA_VERSION, Catalog
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parents[1] / "data"
 KEPT = {  # name: (catalog file, index file or None, the folder its images were in when it was made)
     "v1": ("catalog-v1.db", "index-v1.faiss", "/tmp/imgd-v1/images"),
     "v2": ("catalog-v2.db", "index-v2.faiss", "/tmp/imgd-v2/images"),
