@@ -22,13 +22,12 @@ from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
 from ..ingest.worker import Worker
-from ..protocol import Request
-from ..search.dupes import DupeTracker, catalog_vectors, find_groups
+from ..search.dupes import catalog_vectors, find_groups
 from ..search.dupes import summary as dupes_summary
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
-from .handlers import answer
+from .dupetracker import DupeTracker
 from .library import catalog_status, open_library
 from .server import QueryServer
 
@@ -129,11 +128,7 @@ class Daemon:
         sd_notify(f"STATUS=switched to model {self.embedder.name}")
         return dropped
 
-    # -- queries ----------------------------------------------------------------------------
-
-    def handle(self, request: Request) -> dict[str, Any]:
-        """Answer one query-socket request: the same handlers as the direct path (handlers.answer)."""
-        return answer(self, request)
+    # -- queries (the handler table asks these; see handlers.Context) ---------------------------
 
     def status(self) -> dict[str, Any]:
         info = catalog_status(self.config)
@@ -215,7 +210,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
-        self.server = QueryServer(self.config.socket, self.handle)
+        self.server = QueryServer(self.config.socket, self)
         warm = getattr(self.embedder, "warm", None)
         if warm is not None:
             warm()  # open the sessions now: the first query should not wait for them

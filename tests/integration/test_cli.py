@@ -122,18 +122,16 @@ def test_search_asks_the_running_daemon_and_falls_back_without_one(runner, base_
     """The daemon's answers come from the indexed library; the CLI is pointed at an empty state folder,
     so only the daemon can answer: a silent fallback to the direct path would fail instead."""
     from imgd.daemon.config import load
-    from imgd.daemon.service.handlers import LocalContext, answer
+    from imgd.daemon.service.handlers import LocalContext
     from imgd.daemon.service.server import QueryServer
 
+    # The server hands each request to the handler table, as `imgd run` does, here over the indexed library.
     library = LocalContext(load(None, {"state_dir": base_args[1]}, env={}), lambda name: embedder)
-
-    def handle(request):  # what `imgd run` does with a request (Daemon.handle), over the indexed library
-        return answer(library, request)
 
     sock = tmp_path / "run" / "imgd.sock"
     empty = ["--state-dir", str(tmp_path / "empty-state")]
     expected = runner.invoke(cli, [*base_args, "search", "--direct", "-k", "3", "a red car"])
-    server = QueryServer(sock, handle)
+    server = QueryServer(sock, library)
     server.start()
     try:
         answered = runner.invoke(cli, [*empty, "search", "-k", "3", "a red car"], env={"IMGD_SOCKET": str(sock)})
