@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from .errors import ImgdError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: similar by content id, status without duplicates unless asked
 MAX_K = 1000
 MAX_TERMS = 32
 ORIENTATIONS = ("landscape", "portrait", "square")
@@ -218,21 +218,35 @@ class SearchRequest(Request):
 
 @dataclass(frozen=True)
 class SimilarRequest(Request):
-    """More like this file: its stored vector when catalogued (itself and its copies left out), else embedded."""
+    """More like this file or content: its stored vector when catalogued (itself and its copies left out),
+    else the file embedded. A caller that holds a content id (the gallery) sends it instead of a path."""
 
     op: ClassVar[str] = "similar"
     path: str = ""
     options: Options = field(default_factory=Options)
+    content_id: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.path, str) or not self.path.startswith("/"):
+        if self.content_id is not None:
+            _whole(self.content_id, "content_id", 1)
+            if self.path != "":
+                raise RequestError("similar takes a file path or a content id, not both.")
+        elif not isinstance(self.path, str) or not self.path.startswith("/"):
             raise RequestError(f"similar needs an absolute file path, not {self.path!r}.")
         _ensure_options(self)
 
 
 @dataclass(frozen=True)
 class StatusRequest(Request):
+    """The daemon's state and the catalog's counts: cheap enough to poll. `duplicates` adds the duplicate
+    groups' summary (`imgd status` shows it), which the daemon regroups only after the library changed."""
+
     op: ClassVar[str] = "status"
+    duplicates: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.duplicates, bool):
+            raise RequestError(f"'duplicates' must be true or false, not {self.duplicates!r}.")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .backend import Backend, Hit, parse_options, parse_query
+from .backend import Backend, Hit, content_of, parse_options, parse_query
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 24  # results a page: one screenful of the grid
@@ -176,10 +176,10 @@ def build_app(
         return await answer(request, lambda options: backend.search(terms, options))
 
     async def similar(request: Request) -> Response:
-        path = await run(backend.resolve, request.path_params["item"])
-        if path is None:
+        content_id = content_of(request.path_params["item"])
+        if content_id is None:
             return _error("That image is no longer in the catalog.", 404)
-        return await answer(request, lambda options: backend.similar(path, options))
+        return await answer(request, lambda options: backend.similar(content_id, options))
 
     async def search_image(request: Request) -> Response:
         """A dropped or pasted picture: checked in memory, kept in a private temp file for the search only."""

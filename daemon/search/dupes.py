@@ -2,7 +2,7 @@
 
 Pairs of contents come from the pair join (pairs.py) over the library, or from the daemon's tracker
 (service/dupetracker.py), which keeps them current; both score every pair exactly alike, so both
-paths list the same groups.
+paths list the same groups. Groups hold files, each named by path and content id.
 
 Grouping is complete linkage to the keeper: a group is a keeper and the images that are each at least
 `threshold` similar to that keeper. Connected components would chain a slow pan or a series of edits
@@ -48,6 +48,7 @@ class DupeMember:
     taken: str | None
     score: float
     same_content: bool  # byte-identical to the keeper (an exact copy)
+    content_id: int  # what the gallery names the file by, so it need not look the path up again
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -58,6 +59,7 @@ class DupeMember:
             "taken": self.taken,
             "score": round(self.score, 6),
             "same_content": self.same_content,
+            "content_id": self.content_id,
         }
 
 
@@ -169,7 +171,9 @@ def _group(contents: list[int], scores: Mapping[int, float], files: Mapping[int,
         score = 1.0 if cid == keeper else scores[cid]
         for detail in sorted(files[cid], key=keeper_key):
             members.append(
-                DupeMember(detail.path, detail.size, detail.width, detail.height, detail.taken, score, cid == keeper)
+                DupeMember(
+                    detail.path, detail.size, detail.width, detail.height, detail.taken, score, cid == keeper, cid
+                )
             )
     return DupeGroup("exact" if len(contents) == 1 else "near", tuple(members))
 

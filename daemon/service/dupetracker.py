@@ -1,4 +1,5 @@
-"""The daemon's live duplicates: near-duplicate pairs kept current as contents come and go."""
+"""The daemon's live duplicates: near-duplicate pairs kept current as contents come and go, and the
+status line's summary of them, regrouped only when the library changed (so polling costs no grouping)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..search.dupes import DEFAULT_THRESHOLD, PairSource
+from ..search.dupes import DEFAULT_THRESHOLD, PairSource, find_groups, summary
 from ..search.pairs import MARGIN, Pair, library_pairs, scored
+from ..store.catalog import Catalog
 from ..store.index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -23,6 +27,13 @@ NEIGHBOUR_LIMIT = 1000  # near-duplicates kept per content by the daemon: a boun
 class _Events:
     added: dict[int, np.ndarray] = field(default_factory=dict)
     removed: set[int] = field(default_factory=set)
+
+
+def library_state(catalog: Catalog) -> tuple[object, ...]:
+    """What duplicate groups depend on besides the pairs, in one cheap read: contents and metadata
+    (the generations) and live, missing and failed files (the counts)."""
+    with catalog.snapshot():
+        return (*catalog.state(), *sorted(catalog.counts().items()))
 
 
 class DupeTracker:
@@ -44,6 +55,8 @@ class DupeTracker:
         self.floor = floor
         self._load_vectors = load_vectors
         self._neighbours: dict[int, dict[int, float]] = {}
+        self._version = 0  # counts changes to the pairs: a summary made before one is stale
+        self._summary: tuple[tuple[object, ...], dict[str, Any]] | None = None
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._pending: _Events | None = _Events()
@@ -144,6 +157,7 @@ class DupeTracker:
     def _link(self, a: int, b: int, score: float) -> None:
         self._neighbours.setdefault(a, {})[b] = score
         self._neighbours.setdefault(b, {})[a] = score
+        self._version += 1
 
     def _unlink(self, cid: int) -> None:
         for other in self._neighbours.pop(cid, {}):
@@ -152,6 +166,7 @@ class DupeTracker:
                 links.pop(cid, None)
                 if not links:
                     del self._neighbours[other]
+            self._version += 1
 
     # -- answers (any thread) -----------------------------------------------------------------------
 
@@ -179,3 +194,24 @@ class DupeTracker:
     def pair_count(self) -> int:
         with self._lock:
             return sum(len(links) for links in self._neighbours.values()) // 2
+
+    def summary(self, catalog_path: Path, threshold: float) -> dict[str, Any]:
+        """`imgd status`'s duplicates: groups at threshold and the bytes besides their keepers, without
+        waiting for the first pass. Regrouped (a stat of every member) only when the pairs or the library
+        changed since the last summary; a rename alone leaves it as it was."""
+        if not self.ready:
+            return {"computing": True}
+        if self.error is not None:
+            return {"error": self.error}
+        catalog = Catalog(catalog_path, readonly=True)
+        try:
+            key = (threshold, self._version, *library_state(catalog))  # read before the groups: stale, never wrong
+            kept = self._summary
+            if kept is not None and kept[0] == key:
+                return dict(kept[1])
+            groups = find_groups(catalog, threshold, pair_source=self.pairs)
+        finally:
+            catalog.close()
+        value = {"threshold": threshold, **summary(groups)}
+        self._summary = (key, value)
+        return dict(value)

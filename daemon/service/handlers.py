@@ -28,7 +28,7 @@ class Context(Protocol):
     @property
     def searcher(self) -> Searcher: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self, duplicates: bool = False) -> dict[str, Any]: ...
 
 
 Handler = Callable[[Context, Any], dict[str, Any]]
@@ -57,7 +57,7 @@ def _similar(context: Context, request: SimilarRequest) -> dict[str, Any]:
 
 @handler(StatusRequest.op)
 def _status(context: Context, request: StatusRequest) -> dict[str, Any]:
-    return {"status": context.status()}
+    return {"status": context.status(duplicates=request.duplicates)}
 
 
 @handler(FailedRequest.op)
@@ -101,7 +101,8 @@ class LocalContext:
             self._searcher = open_searcher(self.config, self._load_model)
         return self._searcher
 
-    def status(self) -> dict[str, Any]:
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        """What the catalog holds; without a daemon there is no duplicates summary to show."""
         from .library import catalog_status
 
         return catalog_status(self.config)

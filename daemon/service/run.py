@@ -22,8 +22,7 @@ from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
 from ..ingest.worker import Worker
-from ..search.dupes import catalog_vectors, find_groups
-from ..search.dupes import summary as dupes_summary
+from ..search.dupes import catalog_vectors
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
@@ -130,7 +129,8 @@ class Daemon:
 
     # -- queries (the handler table asks these; see handlers.Context) ---------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        """The catalog's counts and the daemon's state; `duplicates` adds the summary `imgd status` shows."""
         info = catalog_status(self.config)
         change = (info.get("model") or {}).get("change")
         if change and (under_way := self.library.engine.change) is not None:
@@ -156,25 +156,16 @@ class Daemon:
                 **({"change": change} if change else {}),
             },
             search=self.library.index.describe(),
-            dupes=self._dupes_status(),
+            **({"dupes": self._dupes_summary()} if duplicates else {}),
             last_persist=self.last_persist,
             inotify=inotify_usage(),
             last_error=stats.last_error,
         )
         return info
 
-    def _dupes_status(self) -> dict[str, Any]:
-        """Duplicate groups at the configured threshold, from the tracker's pairs (no waiting for it)."""
-        if not self.dupes.ready:
-            return {"computing": True}
-        if self.dupes.error is not None:
-            return {"error": self.dupes.error}
-        catalog = Catalog(self.config.catalog_path, readonly=True)
-        try:
-            groups = find_groups(catalog, self.config.dupes_threshold, pair_source=self.dupes.pairs)
-        finally:
-            catalog.close()
-        return {"threshold": self.config.dupes_threshold, **dupes_summary(groups)}
+    def _dupes_summary(self) -> dict[str, Any]:
+        """Groups at the configured threshold from the tracker's pairs, regrouped only after a change."""
+        return self.dupes.summary(self.config.catalog_path, self.config.dupes_threshold)
 
     # -- lifecycle --------------------------------------------------------------------------
 

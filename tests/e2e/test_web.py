@@ -854,6 +854,35 @@ def test_dupes_lists_groups_keeper_first_by_id_behind_the_token(gallery, dupes_l
     assert [g["kind"] for g in strict["groups"]] == ["exact"]
 
 
+def test_similar_and_dupes_name_their_files_without_a_catalog_read_per_file(gallery, dupes_library, monkeypatch):
+    """Answers carry content ids: "more like this" sends the picked one's, and duplicate members come
+    with theirs, so the gallery looks up no path and reads its catalog for no member."""
+    from imgd.daemon.store.catalog import Catalog
+
+    browser = Browser(gallery)
+    browser.log_in()
+    picked = next(h for h in ids_of(browser) if h["name"] == "img0.jpg")
+    reads: list[str] = []
+    readers = gallery.backend._readers
+    get = readers.get
+    monkeypatch.setattr(readers, "get", lambda: reads.append("gallery catalog") or get())
+    get_file = Catalog.get_file
+    monkeypatch.setattr(Catalog, "get_file", lambda self, path: reads.append(path) or get_file(self, path))
+
+    similar = browser.get(f"/api/similar/{picked['id']}").json()["hits"]
+    groups = browser.get(f"/api/dupes?threshold={TINY_THRESHOLD}").json()["groups"]
+
+    assert reads == []
+    assert {h["name"] for h in similar} >= {f"img{i}.jpg" for i in range(2, 6)} and "img0.jpg" not in {
+        h["name"] for h in similar
+    }
+    members = [m for g in groups for m in g["members"]]
+    assert len(groups) == 2 and len(members) == 4
+    monkeypatch.undo()
+    for member in members:  # each id names its file
+        assert browser.get(f"/api/item/{member['id']}").json()["name"] == member["name"]
+
+
 @pytest.mark.parametrize("threshold", ["0", "1.5", "nan", "high"])
 def test_a_bad_dupes_threshold_is_one_sentence(browser, threshold):
     reply = browser.get(f"/api/dupes?threshold={threshold}")

@@ -34,7 +34,9 @@ def test_requests_survive_the_socket_unchanged():
     )
     assert roundtrip(search) == search
     assert roundtrip(SimilarRequest(path="/p/a.jpg")) == SimilarRequest(path="/p/a.jpg")
+    assert roundtrip(SimilarRequest(content_id=42)) == SimilarRequest(content_id=42)
     assert roundtrip(StatusRequest()) == StatusRequest()
+    assert roundtrip(StatusRequest(duplicates=True)).duplicates is True
 
 
 def test_dates_and_types_are_normalised():
@@ -62,6 +64,9 @@ def test_dates_and_types_are_normalised():
         (lambda: SearchRequest(terms=()), "the query is empty"),
         (lambda: SearchRequest(terms=(Term("text", "dog", -1),)), "only negative terms"),
         (lambda: SimilarRequest(path="a.jpg"), "absolute file path"),
+        (lambda: SimilarRequest(path="/p/a.jpg", content_id=3), "a file path or a content id, not both"),
+        (lambda: SimilarRequest(content_id=0), "content_id must be a whole number of at least 1"),
+        (lambda: StatusRequest(duplicates="yes"), "'duplicates' must be true or false"),
     ],
 )
 def test_bad_values_are_refused_with_one_sentence(build, message):
