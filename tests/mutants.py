@@ -531,6 +531,22 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_web.py::test_similar_and_dupes_name_their_files_without_a_catalog_read_per_file",),
         "duplicate members come without their content id: the gallery cannot name them without the catalog",
     ),
+    Mutation(
+        "cli-errors-name-fields",
+        "cli/wording.py",
+        "return exc.worded(FLAGS) if isinstance(exc, RequestError) else str(exc)",
+        "return str(exc)",
+        ("tests/integration/test_cli.py::test_request_errors_name_the_flags_the_user_typed",),
+        "the command line says a request field (after) where the user typed a flag (--after)",
+    ),
+    Mutation(
+        "gallery-errors-name-fields",
+        "web/backend.py",
+        "text = (exc.worded(CONTROLS) if isinstance(exc, RequestError) else str(exc)).strip()",
+        "text = str(exc).strip()",
+        ("tests/e2e/test_web.py::test_request_errors_name_the_page_controls_never_a_command_line_flag",),
+        "the gallery names request fields instead of its own controls",
+    ),
 ]
 
 

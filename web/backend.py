@@ -41,6 +41,21 @@ if TYPE_CHECKING:  # the model loads only when no daemon answers
 ID_PATTERN = re.compile(r"(\d{1,18})-([0-9a-f]{16})")
 
 
+# The request fields as the gallery's controls name them (index.html): errors name fields, never flags.
+CONTROLS = {
+    "after": "taken from",
+    "before": "taken before",
+    "camera": "camera",
+    "folders": "in folder",
+    "types": "file type",
+    "min_size": "min size",
+    "min_score": "min score",
+    "sort": "order",
+    "k": "the number of results",
+    "threshold": "the threshold",
+}
+
+
 def path_tag(path: str) -> str:
     return hashlib.blake2b(os.fsencode(path), digest_size=8).hexdigest()
 
@@ -49,6 +64,13 @@ def content_of(item_id: str) -> int | None:
     """The content id an item id names, or None for a malformed one (no catalog read)."""
     match = ID_PATTERN.fullmatch(item_id)
     return int(match.group(1)) if match is not None else None
+
+
+def said(exc: Exception) -> str:
+    """An error as one sentence for the page: request fields named as the gallery's controls."""
+    text = (exc.worded(CONTROLS) if isinstance(exc, RequestError) else str(exc)).strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def parse_query(text: str) -> tuple[Term, ...]:

@@ -256,6 +256,26 @@ def test_status_reports_a_model_change_under_way(browser, library):
     assert status["change"] == {"to": "another-model", "dim": 48, "done": 2, "total": 6}
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("after=June", "Taken from: 'June' is not a date; write YYYY, YYYY-MM or YYYY-MM-DD."),
+        (
+            "after=2024&before=2023",
+            "Taken from 2024-01-01 is not earlier than taken before 2023-01-01; nothing can match.",
+        ),
+        ("min_size=big", "Min size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."),
+        ("type=raw", "File type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic."),
+        ("min_score=2", "Min score is a cosine similarity from -1 to 1, not 2.0."),
+        ("sort=size", "Order must be one of score, date, path, not 'size'."),
+    ],
+)
+def test_request_errors_name_the_page_controls_never_a_command_line_flag(browser, query, message):
+    for route in ("/api/search?q=beach&", "/api/dupes?"):
+        reply = browser.get(route + query)
+        assert (reply.status, reply.json()["error"]) == (400, message), route
+
+
 # -- what cannot be reached -----------------------------------------------------------------------
 
 
