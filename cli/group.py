@@ -12,6 +12,8 @@ from imgd.daemon import config as config_module
 from imgd.daemon.config import Config
 from imgd.daemon.errors import ImgdError
 
+from . import wording
+
 EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
 EXIT_READER_GONE = 128 + signal.SIGPIPE  # 141: what the shell reports for grep when its reader left
@@ -130,7 +132,7 @@ class ImgdGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ImgdError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(wording.message(exc)) from None
         except KeyboardInterrupt:
             click.echo("imgd: interrupted", err=True)
             ctx.exit(130)

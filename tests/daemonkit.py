@@ -94,8 +94,8 @@ class DaemonProcess:
         except (DaemonNotRunning, ImgdError):
             return False
 
-    def status(self) -> dict[str, Any]:
-        return client.status(self.socket, timeout=30)
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        return client.status(self.socket, timeout=30, duplicates=duplicates)
 
     def wait_idle(self, timeout: float = 120.0) -> dict[str, Any]:
         """Idle twice in a row, so a burst still arriving is not mistaken for the end."""

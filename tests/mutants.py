@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = {"daemon": "daemon", "cli": "cli"}  # imgd.<name> -> folder, as pyproject.toml maps them
+PACKAGES = {"daemon": "daemon", "cli": "cli", "web": "web"}  # imgd.<name> -> folder, as pyproject.toml maps them
 TIMEOUT = 900.0
 SKIP = ("benchmarks/",)  # no test imports them, and benchmark runs leave large files there
 
@@ -53,6 +53,7 @@ CHANGE = "tests/integration/test_modelchange.py::"
 FILTERS = "tests/unit/test_filters.py::test_clause_and_match_agree"
 SERVICE = "tests/e2e/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
 IMPORTS = "tests/unit/test_imports.py::"
+STATUS_COST = LIVE + "test_the_gallery_status_poll_costs_no_grouping_and_no_stat_and_imgd_status_regroups_once_a_change"
 
 MUTATIONS: list[Mutation] = [
     # -- the mutation review's table (issue 16) ------------------------------------------------
@@ -477,6 +478,74 @@ MUTATIONS: list[Mutation] = [
             "tests/integration/test_wheel.py::test_the_wheel_holds_every_module_of_every_package_folder_and_the_static_files",
         ),
         "a subpackage left out of pyproject.toml's list: an editable install still finds it, the wheel does not",
+    ),
+    # -- requests carry what callers already hold (issue 20, point 4) ------------------------------
+    Mutation(
+        "status-poll-regroups",
+        "daemon/service/handlers.py",
+        'return {"status": context.status(duplicates=request.duplicates)}',
+        'return {"status": context.status(duplicates=True)}',
+        (STATUS_COST,),
+        "every status, the gallery's 2 s poll included, regroups the duplicates and stats every member file",
+    ),
+    Mutation(
+        "gallery-status-asks-duplicates",
+        "web/backend.py",
+        'info = dict(self._call(StatusRequest())["status"])',
+        'info = dict(self._call(StatusRequest(duplicates=True))["status"])',
+        (STATUS_COST,),
+        "the gallery's status poll asks for the duplicates summary it never shows",
+    ),
+    Mutation(
+        "status-summary-regrouped-each-time",
+        "daemon/service/dupetracker.py",
+        "if kept is not None and kept[0] == key:",
+        "if False:",
+        (STATUS_COST,),
+        "`imgd status` regroups the duplicates on every call, the library unchanged",
+    ),
+    Mutation(
+        "status-summary-never-refreshed",
+        "daemon/service/dupetracker.py",
+        "key = (threshold, self._version, *library_state(catalog))",
+        "key = (threshold,)",
+        (STATUS_COST,),
+        "`imgd status` keeps showing the duplicates of a library that has changed since",
+    ),
+    Mutation(
+        "similar-by-id-ignored",
+        "daemon/search/query.py",
+        "            if request.content_id is not None:\n",
+        "            if False:\n",
+        (
+            "tests/e2e/test_web.py::test_more_like_this_leaves_the_picked_image_and_its_copies_out",
+            "tests/e2e/test_web.py::test_similar_and_dupes_name_their_files_without_a_catalog_read_per_file",
+        ),
+        "`similar` by content id (the gallery's) is answered as a path, which it does not have",
+    ),
+    Mutation(
+        "dupe-member-ids-dropped",
+        "daemon/search/dupes.py",
+        '            "content_id": self.content_id,\n',
+        "",
+        ("tests/e2e/test_web.py::test_similar_and_dupes_name_their_files_without_a_catalog_read_per_file",),
+        "duplicate members come without their content id: the gallery cannot name them without the catalog",
+    ),
+    Mutation(
+        "cli-errors-name-fields",
+        "cli/wording.py",
+        "return exc.worded(FLAGS) if isinstance(exc, RequestError) else str(exc)",
+        "return str(exc)",
+        ("tests/integration/test_cli.py::test_request_errors_name_the_flags_the_user_typed",),
+        "the command line says a request field (after) where the user typed a flag (--after)",
+    ),
+    Mutation(
+        "gallery-errors-name-fields",
+        "web/backend.py",
+        "text = (exc.worded(CONTROLS) if isinstance(exc, RequestError) else str(exc)).strip()",
+        "text = str(exc).strip()",
+        ("tests/e2e/test_web.py::test_request_errors_name_the_page_controls_never_a_command_line_flag",),
+        "the gallery names request fields instead of its own controls",
     ),
 ]
 

@@ -19,7 +19,7 @@ from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogError, ImageReadError
 from ..ingest import imaging
-from ..protocol import Filters, Options, SearchRequest, SimilarRequest, Term
+from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRow, FileStat
@@ -195,8 +195,18 @@ class Searcher:
     def similar(self, request: SimilarRequest) -> list[dict[str, Any]]:
         with self._switch.shared():
             self._require_images()
-            vector, content_id = self.image_vector(request.path)
+            if request.content_id is not None:
+                vector, content_id = self.content_vector(request.content_id), request.content_id
+            else:
+                vector, content_id = self.image_vector(request.path)
             return self.run(vector, request.options, exclude=frozenset({content_id} - {None}))
+
+    def content_vector(self, content_id: int) -> np.ndarray:
+        """A catalogued content's stored vector: no path, no file, no image model."""
+        vector = self.catalog.vector(content_id)
+        if vector is None:
+            raise RequestError("that image is no longer in the catalog.")
+        return vector
 
     def _require_images(self) -> None:
         if len(self.index) == 0:

@@ -22,13 +22,11 @@ from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
 from ..ingest.worker import Worker
-from ..protocol import Request
-from ..search.dupes import DupeTracker, catalog_vectors, find_groups
-from ..search.dupes import summary as dupes_summary
+from ..search.dupes import catalog_vectors
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
-from .handlers import answer
+from .dupetracker import DupeTracker
 from .library import catalog_status, open_library
 from .server import QueryServer
 
@@ -129,13 +127,10 @@ class Daemon:
         sd_notify(f"STATUS=switched to model {self.embedder.name}")
         return dropped
 
-    # -- queries ----------------------------------------------------------------------------
+    # -- queries (the handler table asks these; see handlers.Context) ---------------------------
 
-    def handle(self, request: Request) -> dict[str, Any]:
-        """Answer one query-socket request: the same handlers as the direct path (handlers.answer)."""
-        return answer(self, request)
-
-    def status(self) -> dict[str, Any]:
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        """The catalog's counts and the daemon's state; `duplicates` adds the summary `imgd status` shows."""
         info = catalog_status(self.config)
         change = (info.get("model") or {}).get("change")
         if change and (under_way := self.library.engine.change) is not None:
@@ -161,25 +156,16 @@ class Daemon:
                 **({"change": change} if change else {}),
             },
             search=self.library.index.describe(),
-            dupes=self._dupes_status(),
+            **({"dupes": self._dupes_summary()} if duplicates else {}),
             last_persist=self.last_persist,
             inotify=inotify_usage(),
             last_error=stats.last_error,
         )
         return info
 
-    def _dupes_status(self) -> dict[str, Any]:
-        """Duplicate groups at the configured threshold, from the tracker's pairs (no waiting for it)."""
-        if not self.dupes.ready:
-            return {"computing": True}
-        if self.dupes.error is not None:
-            return {"error": self.dupes.error}
-        catalog = Catalog(self.config.catalog_path, readonly=True)
-        try:
-            groups = find_groups(catalog, self.config.dupes_threshold, pair_source=self.dupes.pairs)
-        finally:
-            catalog.close()
-        return {"threshold": self.config.dupes_threshold, **dupes_summary(groups)}
+    def _dupes_summary(self) -> dict[str, Any]:
+        """Groups at the configured threshold from the tracker's pairs, regrouped only after a change."""
+        return self.dupes.summary(self.config.catalog_path, self.config.dupes_threshold)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -215,7 +201,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
-        self.server = QueryServer(self.config.socket, self.handle)
+        self.server = QueryServer(self.config.socket, self)
         warm = getattr(self.embedder, "warm", None)
         if warm is not None:
             warm()  # open the sessions now: the first query should not wait for them

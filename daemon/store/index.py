@@ -26,17 +26,16 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import ivf
 from .catalog import Catalog
+from .ivf import nearest_centroids, train_centroids  # noqa: F401 - the pair join's blocking (search/pairs.py)
 
 log = logging.getLogger(__name__)
 
@@ -494,94 +493,3 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-# -- pairs above a threshold (duplicate finding) ---------------------------------------------
-
-PAIRS_EXACT_LIMIT = 16_384  # below this many vectors every pair is compared (~1 s here)
-PAIRS_PROBES = 4  # lists each vector is compared against in the blocked pass
-PAIRS_PCA_DIM = 128  # the blocking (k-means, list choice) works in this many PCA dimensions
-_PAIRS_ROWS = 2048  # rows of one similarity block: 2048 x 16k float32 = 128 MB at most
-
-
-def similar_pairs(vectors: np.ndarray, threshold: float, probes: int = PAIRS_PROBES) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs (i < j) of unit vectors whose inner product is at least threshold.
-
-    Small sets compare every pair. Larger ones are blocked like an IVF index: k-means lists in a PCA
-    projection, each vector compared (one matrix product per list) with the members of its `probes`
-    nearest lists, so a pair is found when either one's list is among the other's nearest. Near
-    duplicates sit far closer than lists are wide, so this misses few of them (benchmarks/bench_dupes.py
-    measures the recall) for n*probes*n/nlist products instead of n*n.
-    `vectors` may be float16 (the catalog's precision, half the memory); blocks are multiplied in float32.
-    """
-    vectors = np.asarray(vectors)
-    if len(vectors) <= PAIRS_EXACT_LIMIT:
-        return _pairs_exact(vectors, threshold)
-    return _pairs_blocked(vectors, threshold, probes)
-
-
-def _pairs_exact(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def rows_from(start: int) -> tuple[np.ndarray, np.ndarray]:
-        block = data[start : start + _PAIRS_ROWS] @ data[start:].T
-        rows, cols = np.nonzero(block >= threshold)
-        keep = cols > rows  # the block's columns begin at its own first row: the upper triangle
-        return rows[keep] + start, cols[keep] + start
-
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        found = list(pool.map(rows_from, range(0, len(data), _PAIRS_ROWS)))
-    return _joined([f for f, _ in found]), _joined([s for _, s in found])
-
-
-def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[np.ndarray, np.ndarray]:
-    count, dim = vectors.shape
-    rng = np.random.default_rng(count)
-    nlist = int(max(16, round((2 * count * probes) ** 0.5)))  # balances list choice against products
-    sample = vectors[np.sort(rng.choice(count, size=min(count, 40 * nlist), replace=False))].astype(np.float32)
-    mean = sample.mean(axis=0)
-    # Principal axes from the sample's covariance (numpy's eigh: FAISS's PCAMatrix takes seconds here).
-    axes = np.linalg.eigh(np.cov(sample - mean, rowvar=False))[1][:, ::-1][:, : min(PAIRS_PCA_DIM, dim)]
-    axes = np.ascontiguousarray(axes, dtype=np.float32)
-    kmeans = faiss.Kmeans(axes.shape[1], nlist, niter=6, max_points_per_centroid=40, seed=1, verbose=False)
-    kmeans.train((sample - mean) @ axes)
-    del sample
-    lists = np.empty((count, probes), np.int64)
-    for start in range(0, count, 100_000):
-        part = (vectors[start : start + 100_000].astype(np.float32) - mean) @ axes
-        lists[start : start + 100_000] = faiss.knn(part, kmeans.centroids, probes)[1]
-    primary = lists[:, 0]
-    member_order = np.argsort(primary, kind="stable")
-    member_bounds = np.searchsorted(primary[member_order], np.arange(nlist + 1))
-    probed = lists.ravel()
-    query_order = np.argsort(probed, kind="stable") // probes  # row of each (row, list) pair, by list
-    query_bounds = np.searchsorted(np.sort(probed), np.arange(nlist + 1))
-
-    def one_list(number: int) -> tuple[np.ndarray, np.ndarray]:
-        members = member_order[member_bounds[number] : member_bounds[number + 1]]
-        queries = query_order[query_bounds[number] : query_bounds[number + 1]]
-        firsts, seconds = [], []
-        if len(members):
-            stored = vectors[members].astype(np.float32)
-            for start in range(0, len(queries), _PAIRS_ROWS):
-                rows = queries[start : start + _PAIRS_ROWS]
-                hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
-                first, second = rows[hit_rows], members[hit_cols]
-                keep = first != second
-                firsts.append(np.minimum(first[keep], second[keep]))
-                seconds.append(np.maximum(first[keep], second[keep]))
-        return _joined(firsts), _joined(seconds)
-
-    # One list per task, each product single-threaded: BLAS threads that spin-wait between small
-    # products made this 3x slower on a busy 2-core machine than one thread (benchmarks/RESULTS.md).
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        found = list(pool.map(one_list, range(nlist)))
-    firsts = [f for f, _ in found]
-    seconds = [s for _, s in found]
-    first, second = _joined(firsts), _joined(seconds)
-    unique = np.unique(first * count + second)  # a pair found from both sides, or through two lists
-    return unique // count, unique % count
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)

@@ -256,6 +256,26 @@ def test_status_reports_a_model_change_under_way(browser, library):
     assert status["change"] == {"to": "another-model", "dim": 48, "done": 2, "total": 6}
 
 
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        ("after=June", "Taken from: 'June' is not a date; write YYYY, YYYY-MM or YYYY-MM-DD."),
+        (
+            "after=2024&before=2023",
+            "Taken from 2024-01-01 is not earlier than taken before 2023-01-01; nothing can match.",
+        ),
+        ("min_size=big", "Min size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."),
+        ("type=raw", "File type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic."),
+        ("min_score=2", "Min score is a cosine similarity from -1 to 1, not 2.0."),
+        ("sort=size", "Order must be one of score, date, path, not 'size'."),
+    ],
+)
+def test_request_errors_name_the_page_controls_never_a_command_line_flag(browser, query, message):
+    for route in ("/api/search?q=beach&", "/api/dupes?"):
+        reply = browser.get(route + query)
+        assert (reply.status, reply.json()["error"]) == (400, message), route
+
+
 # -- what cannot be reached -----------------------------------------------------------------------
 
 
@@ -852,6 +872,35 @@ def test_dupes_lists_groups_keeper_first_by_id_behind_the_token(gallery, dupes_l
     # Exact copies group at any threshold; near ones only from theirs.
     strict = browser.get(f"/api/dupes?threshold={(1 + near[1]['score']) / 2}").json()
     assert [g["kind"] for g in strict["groups"]] == ["exact"]
+
+
+def test_similar_and_dupes_name_their_files_without_a_catalog_read_per_file(gallery, dupes_library, monkeypatch):
+    """Answers carry content ids: "more like this" sends the picked one's, and duplicate members come
+    with theirs, so the gallery looks up no path and reads its catalog for no member."""
+    from imgd.daemon.store.catalog import Catalog
+
+    browser = Browser(gallery)
+    browser.log_in()
+    picked = next(h for h in ids_of(browser) if h["name"] == "img0.jpg")
+    reads: list[str] = []
+    readers = gallery.backend._readers
+    get = readers.get
+    monkeypatch.setattr(readers, "get", lambda: reads.append("gallery catalog") or get())
+    get_file = Catalog.get_file
+    monkeypatch.setattr(Catalog, "get_file", lambda self, path: reads.append(path) or get_file(self, path))
+
+    similar = browser.get(f"/api/similar/{picked['id']}").json()["hits"]
+    groups = browser.get(f"/api/dupes?threshold={TINY_THRESHOLD}").json()["groups"]
+
+    assert reads == []
+    assert {h["name"] for h in similar} >= {f"img{i}.jpg" for i in range(2, 6)} and "img0.jpg" not in {
+        h["name"] for h in similar
+    }
+    members = [m for g in groups for m in g["members"]]
+    assert len(groups) == 2 and len(members) == 4
+    monkeypatch.undo()
+    for member in members:  # each id names its file
+        assert browser.get(f"/api/item/{member['id']}").json()["name"] == member["name"]
 
 
 @pytest.mark.parametrize("threshold", ["0", "1.5", "nan", "high"])

@@ -122,18 +122,16 @@ def test_search_asks_the_running_daemon_and_falls_back_without_one(runner, base_
     """The daemon's answers come from the indexed library; the CLI is pointed at an empty state folder,
     so only the daemon can answer: a silent fallback to the direct path would fail instead."""
     from imgd.daemon.config import load
-    from imgd.daemon.service.handlers import LocalContext, answer
+    from imgd.daemon.service.handlers import LocalContext
     from imgd.daemon.service.server import QueryServer
 
+    # The server hands each request to the handler table, as `imgd run` does, here over the indexed library.
     library = LocalContext(load(None, {"state_dir": base_args[1]}, env={}), lambda name: embedder)
-
-    def handle(request):  # what `imgd run` does with a request (Daemon.handle), over the indexed library
-        return answer(library, request)
 
     sock = tmp_path / "run" / "imgd.sock"
     empty = ["--state-dir", str(tmp_path / "empty-state")]
     expected = runner.invoke(cli, [*base_args, "search", "--direct", "-k", "3", "a red car"])
-    server = QueryServer(sock, handle)
+    server = QueryServer(sock, library)
     server.start()
     try:
         answered = runner.invoke(cli, [*empty, "search", "-k", "3", "a red car"], env={"IMGD_SOCKET": str(sock)})
@@ -426,3 +424,34 @@ def test_search_says_when_it_ignores_a_different_model(runner, base_args, indexe
     assert ignored.stderr == f"imgd: searching with the catalog's model {tiny_model}, not --model {other}.\n"
     assert same.exit_code == 0 and same.stderr == ""
     assert ignored.stdout == same.stdout
+
+
+# The request errors name fields (daemon/protocol.py); the command line names its flags, word for word
+# what it printed before the protocol stopped naming them.
+FLAG_ERRORS = [
+    (["search", "--after", "June", "x"], "--after: 'June' is not a date; write YYYY, YYYY-MM or YYYY-MM-DD."),
+    (["search", "--before", "2024-13", "x"], "--before: '2024-13' is not a real date."),
+    (
+        ["search", "--after", "2024", "--before", "2023", "x"],
+        "--after 2024-01-01 is not earlier than --before 2023-01-01; nothing can match.",
+    ),
+    (["search", "--type", "raw", "x"], "--type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic."),
+    (
+        ["search", "--min-size", "big", "x"],
+        "--min-size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP.",
+    ),
+    (["search", "--min-score", "2", "x"], "--min-score is a cosine similarity from -1 to 1, not 2.0."),
+    (["search", "--min-score", "nan", "x"], "--min-score must be a finite number, not nan."),
+    (["search", "--camera", " ", "x"], "--camera must be a non-empty string."),
+    (["similar", "--after", "June", "/x.jpg"], "--after: 'June' is not a date; write YYYY, YYYY-MM or YYYY-MM-DD."),
+    (["dupes", "--threshold", "1.5"], "--threshold is a cosine similarity above 0 and at most 1, not 1.5."),
+    (["dupes", "--threshold", "nan"], "--threshold must be a finite number, not nan."),
+    (["dupes", "--burst-gap", "0"], "--burst-gap is a number of seconds above 0 and at most 3600, not 0."),
+    (["dupes", "--burst-gap", "inf"], "--burst-gap must be a finite number, not inf."),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), FLAG_ERRORS)
+def test_request_errors_name_the_flags_the_user_typed(runner, tmp_path, args, message):
+    result = runner.invoke(cli, ["--state-dir", str(tmp_path), *args])
+    assert (result.exit_code, result.output) == (2, f"Error: {message}\n")

@@ -15,20 +15,13 @@ import pytest
 from conftest import picture
 from daemonkit import IMGD, DaemonProcess
 from imgd.daemon.config import Config
-from imgd.daemon.search.dupes import (
-    DupeTracker,
-    build_bursts,
-    build_groups,
-    catalog_vectors,
-    exact_scores,
-    find_groups,
-    library_pairs,
-    under,
-)
+from imgd.daemon.search import pairs as pairs_module
+from imgd.daemon.search.dupes import build_bursts, build_groups, catalog_vectors, find_groups, under
+from imgd.daemon.search.pairs import exact_scores, library_pairs, similar_pairs
+from imgd.daemon.service.dupetracker import DupeTracker
 from imgd.daemon.service.library import open_library
-from imgd.daemon.store import index as index_module
 from imgd.daemon.store.catalog import Catalog
-from imgd.daemon.store.index import VectorIndex, similar_pairs
+from imgd.daemon.store.index import VectorIndex
 from imgd.daemon.store.records import FileDetail
 from PIL import Image, ImageEnhance
 
@@ -68,7 +61,7 @@ def test_exact_pairs_match_brute_force() -> None:
 
 def test_blocked_pairs_find_planted_near_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the exact limit the lists block the search; near-copies (0.99) sit well inside a list's reach."""
-    monkeypatch.setattr(index_module, "PAIRS_EXACT_LIMIT", 100)
+    monkeypatch.setattr(pairs_module, "PAIRS_EXACT_LIMIT", 100)
     vectors, planted_pairs = planted(3000, 150)
     first, second = similar_pairs(vectors, 0.97)
     found = set(zip(first.tolist(), second.tolist(), strict=True))
@@ -380,7 +373,8 @@ def test_daemon_keeps_groups_current_and_answers_like_the_direct_path(tmp_path: 
         ]
         assert both_ways(daemon, "-0", "--in", str(photos / "sub"), "--not-keeper") == f"{photos}/sub/a-copy.jpg\0"
         assert len(both_ways(daemon, "--jsonl").splitlines()) == 2
-        status = daemon.status()["dupes"]
+        assert "dupes" not in daemon.status()  # the cheap status a poll asks for
+        status = daemon.status(duplicates=True)["dupes"]
         assert status == {"threshold": TINY_THRESHOLD, "groups": 2, "reclaimable": len(data) + groups[1]["reclaimable"]}
 
         # A moved member: its group follows it. A new near copy joins at once (one range search).

@@ -303,3 +303,64 @@ def test_the_service_exits_non_zero_when_its_indexing_thread_dies(make_config, e
     assert code == 1
     assert "the indexing thread stopped unexpectedly" in caplog.text
     assert not daemon.config.socket.exists(), "the socket is removed on the way out"
+
+
+# -- what a status costs ------------------------------------------------------------------------
+
+
+def test_the_gallery_status_poll_costs_no_grouping_and_no_stat_and_imgd_status_regroups_once_a_change(
+    live, pics, monkeypatch
+):
+    """The gallery polls the status every 2 s: the daemon answers it without grouping duplicates or
+    statting a picture. `imgd status` shows the duplicates summary: grouped once, then again only once
+    the library changed."""
+    from imgd.daemon.protocol import StatusRequest
+    from imgd.daemon.search import dupes
+    from imgd.daemon.service.handlers import answer
+    from imgd.daemon.service.server import QueryServer
+    from imgd.web.backend import Backend
+
+    (pics / "a.jpg").write_bytes(jpeg(1))
+    shutil.copyfile(pics / "a.jpg", pics / "a copy.jpg")
+    (pics / "b.jpg").write_bytes(jpeg(2))
+    (pics / "c.jpg").write_bytes(jpeg(3))
+    running = live([pics], dupes_threshold=0.9993)  # the tiny model's threshold (tests/test_dupes.py)
+    running.wait_idle()
+    daemon = running.daemon
+    daemon.dupes.start()  # as Daemon.run does (Live starts the watcher, worker and loop only)
+    assert daemon.dupes.wait_ready(60)
+
+    groupings: list[int] = []
+    group = dupes.build_groups
+    monkeypatch.setattr(dupes, "build_groups", lambda *a, **k: groupings.append(1) or group(*a, **k))
+    pictures: list[str] = []
+    stat = os.stat
+
+    def counted_stat(path: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+        if isinstance(path, str | bytes | os.PathLike) and os.fsdecode(path).startswith(f"{pics}{os.sep}"):
+            pictures.append(os.fsdecode(path))
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", counted_stat)  # os.path.isfile and Path.stat go through it too
+
+    server = QueryServer(daemon.config.socket, daemon)
+    server.start()
+    backend = Backend(daemon.config, lambda name: pytest.fail("the gallery loaded a model although the daemon runs"))
+    try:
+        polls = [backend.status() for _ in range(3)]
+    finally:
+        backend.close()
+        server.stop()
+    assert all(p["daemon"]["running"] and p["counts"]["files"] == 4 for p in polls)
+    assert "dupes" not in polls[0]
+    assert groupings == [] and pictures == [], "the gallery's status poll grouped duplicates or statted pictures"
+
+    first = answer(daemon, StatusRequest(duplicates=True))["status"]["dupes"]
+    again = answer(daemon, StatusRequest(duplicates=True))["status"]["dupes"]
+    assert first == again == {"threshold": daemon.config.dupes_threshold, "groups": 1, "reclaimable": len(jpeg(1))}
+    assert len(groupings) == 1, "an unchanged library was grouped again"
+
+    shutil.copyfile(pics / "b.jpg", pics / "b copy.jpg")  # a new exact copy: no new content, one more file
+    running.wait_idle()
+    changed = answer(daemon, StatusRequest(duplicates=True))["status"]["dupes"]
+    assert changed["groups"] == 2 and len(groupings) == 2

@@ -13,11 +13,21 @@ from imgd.daemon.errors import ImgdError
 from imgd.daemon.service.server import QueryServer
 
 
-def answering(name: str):
-    def handler(message: dict[str, Any]) -> dict[str, Any]:
-        return {"status": {"server": name}}
+class Answering:
+    """A context for the handler table whose status names its server."""
 
-    return handler
+    config = None
+    dupes = None
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        return {"server": self.name}
+
+
+def answering(name: str) -> Answering:
+    return Answering(name)
 
 
 @pytest.fixture
