@@ -547,6 +547,43 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_web.py::test_request_errors_name_the_page_controls_never_a_command_line_flag",),
         "the gallery names request fields instead of its own controls",
     ),
+    # -- vector ids apart from content ids (issue 20, point 8) ----------------------------------------
+    Mutation(
+        "search-vector-id-as-content",
+        "daemon/search/query.py",
+        "content_id = owners.get(vector_id)",
+        "content_id = vector_id",
+        ("tests/integration/test_query.py",),
+        "search takes the index's vector ids for content ids: wrong files, or none, answer",
+    ),
+    Mutation(
+        "dupes-tracker-vector-ids-as-contents",
+        "daemon/service/run.py",
+        "owners=lambda vector_ids: self.searcher.catalog.contents_of(vector_ids),",
+        "owners=None,",
+        ("tests/integration/test_dupes.py::test_daemon_keeps_groups_current_and_answers_like_the_direct_path",),
+        "the daemon's duplicate pairs name vectors where groups need contents",
+    ),
+    Mutation(
+        "migration-renumbers-vectors",
+        "daemon/store/migrations.py",
+        "INSERT INTO vectors(id, content_id, at, vector) SELECT id, id, 0, vector FROM contents;",
+        "INSERT INTO vectors(content_id, at, vector) SELECT id, 0, vector FROM contents ORDER BY id DESC;",
+        (
+            "tests/integration/test_kept_catalogs.py::test_a_kept_catalog_upgrades_to_vector_ids_in_place_and_answers_as_before",
+        ),
+        "the upgrade gives vectors new ids: every saved index file names the wrong vectors and is rebuilt",
+    ),
+    Mutation(
+        "reader-sees-old-schema-raw",
+        "daemon/store/catalog.py",
+        "                migrations.read_as_latest(self.conn, self.schema_version)",
+        "                pass",
+        (
+            "tests/integration/test_kept_catalogs.py::test_a_reader_answers_an_unmigrated_kept_catalog_as_its_own_release_did",
+        ),
+        "a search without the daemon over a catalog of an older schema fails: no vectors table",
+    ),
 ]
 
 

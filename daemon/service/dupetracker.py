@@ -29,6 +29,18 @@ class _Events:
     removed: set[int] = field(default_factory=set)
 
 
+def library_vectors(catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """(vector ids, float16 vectors) of the whole library: what the tracker pairs, in the index's ids."""
+    id_parts, vector_parts = [], []
+    for chunk_ids, chunk in catalog.iter_vectors():
+        id_parts.append(chunk_ids)
+        vector_parts.append(chunk.astype(np.float16))
+    if not id_parts:
+        dim = int(catalog.model_info()[1]) if catalog.model_info() else 0
+        return np.empty(0, np.int64), np.empty((0, dim), np.float16)
+    return np.concatenate(id_parts), np.vstack(vector_parts)
+
+
 def library_state(catalog: Catalog) -> tuple[object, ...]:
     """What duplicate groups depend on besides the pairs, in one cheap read: contents and metadata
     (the generations) and live, missing and failed files (the counts)."""
@@ -43,6 +55,9 @@ class DupeTracker:
     meanwhile are queued and applied once it is done. After that, a new content costs one range search
     over the live index and a removed one a dictionary deletion. Moves and extra copies change no
     content, so they need no upkeep here: files are read from the catalog when groups are listed.
+    The pairs are kept between the index's vector ids, the only ids its events carry (a removed
+    vector's content is gone from the catalog by then); `owners` maps them to contents when pairs are
+    asked for (None: the ids are content ids already).
     """
 
     def __init__(
@@ -50,8 +65,10 @@ class DupeTracker:
         index: VectorIndex,
         load_vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
         floor: float = DEFAULT_THRESHOLD,
+        owners: Callable[[Iterable[int]], dict[int, int]] | None = None,
     ) -> None:
         self.index = index
+        self._owners = owners
         self.floor = floor
         self._load_vectors = load_vectors
         self._neighbours: dict[int, dict[int, float]] = {}
@@ -179,17 +196,29 @@ class DupeTracker:
         return self.pairs if self.wait_ready(TRACKER_WAIT) and self.serves(threshold) else None
 
     def pairs(self, threshold: float, scope: np.ndarray | None = None) -> list[Pair]:
-        """Pairs at or above threshold (not below the floor), both ends in scope if one is given."""
+        """Pairs of contents at or above threshold (not below the floor), both ends in scope (content ids) if
+        one is given; two contents paired by several of their vectors count once, at their best score."""
         if threshold < self.floor:
             raise ValueError(f"threshold {threshold} is below the tracked floor {self.floor}")
-        allowed = set(scope.tolist()) if scope is not None else None
         with self._lock:
-            return [
+            found = [
                 (a, b, score)
                 for a, links in self._neighbours.items()
                 for b, score in links.items()
-                if a < b and score >= threshold and (allowed is None or (a in allowed and b in allowed))
+                if a < b and score >= threshold
             ]
+        if self._owners is not None:
+            owner = self._owners({v for a, b, _ in found for v in (a, b)})
+            best: dict[tuple[int, int], float] = {}
+            for a, b, score in found:
+                first, second = owner.get(a), owner.get(b)
+                if first is None or second is None or first == second:
+                    continue  # removed meanwhile, or two moments of one content
+                key = (min(first, second), max(first, second))
+                best[key] = max(score, best.get(key, score))
+            found = [(a, b, score) for (a, b), score in best.items()]
+        allowed = set(scope.tolist()) if scope is not None else None
+        return [(a, b, s) for a, b, s in found if allowed is None or (a in allowed and b in allowed)]
 
     def pair_count(self) -> int:
         with self._lock:

@@ -22,11 +22,10 @@ from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
 from ..ingest.worker import Worker
-from ..search.dupes import catalog_vectors
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
-from .dupetracker import DupeTracker
+from .dupetracker import DupeTracker, library_vectors
 from .library import catalog_status, open_library
 from .server import QueryServer
 
@@ -113,7 +112,12 @@ class Daemon:
 
     def _track_dupes(self) -> DupeTracker:
         """Near-duplicate pairs, computed once in the background and then kept current on every index change."""
-        tracker = DupeTracker(self.library.index, lambda: _library_vectors(self.config), self.config.dupes_threshold)
+        tracker = DupeTracker(
+            self.library.index,
+            lambda: _library_vectors(self.config),
+            self.config.dupes_threshold,
+            owners=lambda vector_ids: self.searcher.catalog.contents_of(vector_ids),
+        )
         self.library.index.listeners.append(tracker)
         return tracker
 
@@ -271,7 +275,7 @@ class Daemon:
 def _library_vectors(config: Config) -> tuple[Any, Any]:
     catalog = Catalog(config.catalog_path, readonly=True)
     try:
-        return catalog_vectors(catalog)
+        return library_vectors(catalog)
     finally:
         catalog.close()
 
