@@ -584,6 +584,29 @@ MUTATIONS: list[Mutation] = [
         ),
         "a search without the daemon over a catalog of an older schema fails: no vectors table",
     ),
+    # -- scale (issue 21) ---------------------------------------------------------------------------
+    Mutation(
+        "orphans-scanned-per-event",
+        "daemon/ingest/engine.py",
+        "unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})",
+        "unreferenced = self.catalog.orphan_ids()",
+        (
+            "tests/integration/test_engine.py::"
+            "test_single_changes_look_only_at_the_contents_they_release_never_the_whole_library",
+        ),
+        "every removal, move and edit scans every content for orphans: an hour to delete 10k files at 1M",
+    ),
+    Mutation(
+        "move-over-file-keeps-old-content",
+        "daemon/ingest/engine.py",
+        "candidates = [record.content_id for record in replaced if record.content_id is not None]",
+        "candidates = []",
+        (
+            "tests/integration/test_engine.py::"
+            "test_single_changes_look_only_at_the_contents_they_release_never_the_whole_library",
+        ),
+        "a rename over an existing file leaves that file's old content (and its vector) in the catalog",
+    ),
 ]
 
 

@@ -333,14 +333,23 @@ class Engine(MediaBackfill, ModelSwitch):
             return True
         return next(self.catalog.files_under(root), None) is not None
 
-    def _drop_orphans(self, released: dict[int, list[str]] | None = None) -> None:
+    def _drop_orphans(
+        self, released: dict[int, list[str]] | None = None, candidates: Iterable[int] | None = None
+    ) -> None:
         """Drop the contents no path points at once they have been unreferenced for orphan_grace seconds.
 
         released: content id -> paths just removed, remembered so a later match logs as a move.
+        candidates: the contents a single change may have left without a path; with `released` and the
+        contents already held they are all that is looked at, so an event costs what it released. None
+        (a reconcile, which walks the library anyway) looks at every content.
         """
         now = self.monotonic()
         with self.catalog.transaction():
-            held = {cid: self._released.get(cid) or _Released(now) for cid in self.catalog.orphan_ids()}
+            if candidates is None:
+                unreferenced = self.catalog.orphan_ids()
+            else:
+                unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})
+            held = {cid: self._released.get(cid) or _Released(now) for cid in unreferenced}
             for content_id, paths in (released or {}).items():
                 if content_id in held:
                     held[content_id].paths.extend(paths)
@@ -363,7 +372,7 @@ class Engine(MediaBackfill, ModelSwitch):
         if self._released:
             first = min(entry.since for entry in self._released.values())
             if self.monotonic() - first >= self.orphan_grace:
-                self._drop_orphans()
+                self._drop_orphans(candidates=())
         return len(self._released)
 
     # -- single changes (the daemon's worker) ---------------------------------------------
@@ -422,19 +431,22 @@ class Engine(MediaBackfill, ModelSwitch):
                     if count:
                         log.info("removed %d files under %s", count, display_path(path))
                     removed += count
-        self._drop_orphans(released)
+        self._drop_orphans(released, candidates=())
         return removed
 
     def move(self, src: str, dest: str, is_dir: bool) -> int:
         """Rewrite paths for a rename; the content keeps its vector."""
         with self.catalog.transaction():
+            # A rename over existing files orphans their contents: those are all that can be released.
+            replaced = self.catalog.files_under(dest) if is_dir else filter(None, [self.catalog.get_file(dest)])
+            candidates = [record.content_id for record in replaced if record.content_id is not None]
             if is_dir:
                 moved = self.catalog.move_under(src, dest)
             else:
                 moved = int(self.catalog.move_file(src, dest))
         if moved:
             log.info("moved %s -> %s", display_path(src), display_path(dest))
-        self._drop_orphans()  # a rename over an existing file orphaned the old content
+        self._drop_orphans(candidates=candidates)  # a rename over an existing file orphaned the old content
         return moved
 
     def upsert(
@@ -463,8 +475,8 @@ class Engine(MediaBackfill, ModelSwitch):
         summary = self.ingest(items, gone_contents, progress=progress)
         if gone:
             summary.removed += self.forget(gone)
-        else:
-            self._drop_orphans()  # an edited file's old content may be unreferenced now
+        # An edited file's old content may be unreferenced now.
+        self._drop_orphans(candidates=[record.content_id for _, record in items if record and record.content_id])
         return summary
 
     def save_index(self) -> bool:

@@ -453,6 +453,19 @@ class Catalog(NextVectors, MediaRows, Selection):
             )
         ]
 
+    def orphans_among(self, content_ids: Iterable[int]) -> list[int]:
+        """Those of the given contents no path points at any more: the per-event form of orphan_ids, which
+        costs what the event released, not what the library holds."""
+        ids = sorted({int(i) for i in content_ids})
+        return [
+            r[0]
+            for r in self._rows_for_ids(
+                "SELECT id FROM contents WHERE id IN ({}) "
+                "AND NOT EXISTS (SELECT 1 FROM files WHERE files.content_id = contents.id)",
+                ids,
+            )
+        ]
+
     def delete_orphans(self) -> list[int]:
         """Drop contents no path points at any more; returns their vectors' ids, for the index."""
         return self.delete_contents(self.orphan_ids())
