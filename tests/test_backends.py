@@ -180,8 +180,8 @@ def test_auto_measures_once_then_again_when_a_key_part_changes(tiny_model, state
     assert load(tiny_model, state, "auto").backend == "openvino"
     assert load(tiny_model, state, "auto").backend == "openvino"
     assert len(timed) == 2  # the second start read the record
-    real_key = choice.machine_key
-    monkeypatch.setattr(choice, "machine_key", lambda fp: {**real_key(fp), "openvino": "2099.1"})
+    real_version = choice.version
+    monkeypatch.setattr(choice, "version", lambda name: "2099.1" if name == "openvino" else real_version(name))
     timed.clear()
     fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 5.0})
     assert load(tiny_model, state, "auto").backend == "onnx"
@@ -189,9 +189,15 @@ def test_auto_measures_once_then_again_when_a_key_part_changes(tiny_model, state
 
 
 def test_auto_leaves_out_a_backend_whose_vectors_disagree(tiny_model, state, monkeypatch):
+    """Wrong on the measurement's batch alone, so the choice's own check is what leaves it out."""
     fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 40.0})
     real = openvino.OvSession.run
-    monkeypatch.setattr(openvino.OvSession, "run", lambda self, o, i: [real(self, o, i)[0][::-1].copy()])
+
+    def skewed(self, outputs, inputs):
+        found = real(self, outputs, inputs)[0]
+        return [found[::-1].copy() if len(found) == choice.PROBE_BATCH else found]
+
+    monkeypatch.setattr(openvino.OvSession, "run", skewed)
     embedder = load(tiny_model, state, "auto")
     assert embedder.backend == "onnx"
     (record,) = export_folder(state).glob("backend-*.json")
