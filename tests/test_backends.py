@@ -224,6 +224,23 @@ def test_recorded_backend_that_fails_to_load_gives_way_to_the_next_with_one_line
     assert vectors(embedder)[0].shape == (6, embedder.dim)
 
 
+def test_config_and_status_say_which_backend_auto_runs_and_why(tiny_model, state, monkeypatch):
+    from click.testing import CliRunner
+    from imgd.cli.main import cli
+    from imgd.cli.render import status_lines
+
+    args = ["--state-dir", str(state), "--model", str(tiny_model), "--backend", "auto", "config"]
+    assert "# backend in use" not in CliRunner().invoke(cli, args).output  # nothing measured yet
+    fake_speeds(monkeypatch, {"onnx": 21.2, "openvino": 40.7})
+    embedder = load(tiny_model, state, "auto")
+    precision = embedder.precision
+    said = f"openvino {precision}: 40.7 img/s vs onnx float32 21.2 on this CPU"
+    assert embedder.reason == said
+    assert f"# backend in use (auto, measured here): {said}" in CliRunner().invoke(cli, args).output
+    model = {"name": "m", "dim": 32, "backend": "openvino", "device": "cpu", "precision": precision, "reason": said}
+    assert f"backend: {said}" in status_lines({"model": model})
+
+
 # -- no torch in a serving process, also on the first run -------------------------------------
 
 

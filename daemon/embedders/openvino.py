@@ -132,6 +132,7 @@ class OpenVinoRuntime:
         if not isinstance(recorded, dict) or recorded.get("key") != key:
             return None
         try:
+            # Read, not mapped: importing from a shared memory-mapped tensor crashed (OpenVINO 2026.4).
             data = blob.read_bytes()
             if len(data) != recorded.get("size"):
                 raise ValueError(f"{len(data)} bytes where {recorded.get('size')} were written")
