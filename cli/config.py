@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from imgd.daemon import config as config_module
 
@@ -13,4 +15,11 @@ from .group import get_config
 @click.pass_context
 def config_command(ctx: click.Context, defaults: bool) -> None:
     """Print every setting as TOML, with its meaning and environment variable."""
-    click.echo(config_module.to_toml(None if defaults else get_config(ctx)), nl=False)
+    config = None if defaults else get_config(ctx)
+    click.echo(config_module.to_toml(config), nl=False)
+    if config is not None and config.backend == "auto":
+        from imgd.daemon.embedders.choice import recorded_reason
+
+        reason = recorded_reason(Path(config.state_dir) / "models", config.model)
+        if reason:
+            click.echo(f"# backend in use (auto, measured here): {reason}")

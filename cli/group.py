@@ -74,8 +74,8 @@ def global_options() -> list[click.Option]:
         ),
         click.Option(
             ["--backend", "backend"],
-            type=click.Choice(["auto", "torch", "onnx"]),
-            help="What runs the model: ONNX Runtime or torch (env IMGD_BACKEND; default auto: ONNX where it can).",
+            type=click.Choice(["auto", "torch", "onnx", "openvino"]),
+            help="What runs the model: ONNX Runtime, OpenVINO or torch (env IMGD_BACKEND; default auto: fastest here).",
             callback=_remember,
             **common,
         ),

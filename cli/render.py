@@ -212,6 +212,8 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         if model.get("image_loaded") is False:
             detail += ", image model freed while idle"
         lines.append(f"model: {model.get('name')} ({model.get('dim')} dims{', ' + detail if detail else ''})")
+        if model.get("reason"):
+            lines.append(f"backend: {model['reason']}")
         if model.get("text"):
             lines.append(f"text model: {model['text']}")
         change = model.get("change")

@@ -607,6 +607,69 @@ MUTATIONS: list[Mutation] = [
         ),
         "a rename over an existing file leaves that file's old content (and its vector) in the catalog",
     ),
+    # -- the runtimes: OpenVINO's cache, auto's measured choice, the export in a child (issue 22) --
+    Mutation(
+        "openvino-cache-served-unprobed",
+        "daemon/embedders/openvino.py",
+        "            if score >= self.threshold:\n                return cached\n",
+        "            return cached\n",
+        (
+            "tests/integration/test_backends.py::test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served",
+        ),
+        "a cached compiled tower is served without checking it still gives the recorded probe vector",
+    ),
+    Mutation(
+        "openvino-compile-unverified",
+        "daemon/embedders/openvino.py",
+        "        self._verify(path, threads, tower, session)\n",
+        "",
+        ("tests/integration/test_backends.py::test_openvino_that_disagrees_with_fp32_is_refused_and_not_cached",),
+        "a freshly compiled tower serves (and is cached) without agreeing with ONNX Runtime fp32",
+    ),
+    Mutation(
+        "openvino-cache-never-written",
+        "daemon/embedders/openvino.py",
+        "        self._save(session, blob, note, key)\n",
+        "",
+        (
+            "tests/integration/test_backends.py::test_openvino_serves_the_onnx_backends_vectors_and_caches_its_compiled_towers",
+        ),
+        "every start compiles the towers again (seconds for ViT-B/32) instead of loading the cache",
+    ),
+    Mutation(
+        "auto-not-keyed-by-library-version",
+        "daemon/embedders/choice.py",
+        '        "openvino": version("openvino"),\n',
+        "",
+        ("tests/integration/test_backends.py::test_auto_measures_once_then_again_when_a_key_part_changes",),
+        "a new OpenVINO keeps the choice measured with the old one",
+    ),
+    Mutation(
+        "auto-ignores-fidelity",
+        "daemon/embedders/choice.py",
+        "if worst < MIN_COSINE or not np.array_equal(ranked, np.arange(len(reference))):",
+        "if False:",
+        ("tests/integration/test_backends.py::test_auto_leaves_out_a_backend_whose_vectors_disagree",),
+        "auto serves the fastest runtime even when its vectors disagree with fp32",
+    ),
+    Mutation(
+        "auto-no-fallback",
+        "daemon/embedders/choice.py",
+        "    for i, chosen in enumerate(order):",
+        "    for i, chosen in enumerate(order[:1]):",
+        (
+            "tests/integration/test_backends.py::test_recorded_backend_that_fails_to_load_gives_way_to_the_next_with_one_line",
+        ),
+        "a recorded backend that fails to load is an error instead of giving way to the next",
+    ),
+    Mutation(
+        "export-in-the-serving-process",
+        "daemon/embedders/prepare.py",
+        "IN_CHILD = True",
+        "IN_CHILD = False",
+        ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
+        "a daemon that exports on its first run keeps torch loaded (1.7 GB) for its whole life",
+    ),
 ]
 
 

@@ -157,6 +157,7 @@ class Daemon:
                 "backend": getattr(self.embedder, "backend", None),
                 "text": getattr(self.embedder, "text_name", None),
                 "image_loaded": getattr(self.embedder, "image_loaded", True),
+                **({"reason": reason} if (reason := getattr(self.embedder, "reason", None)) else {}),
                 **({"change": change} if change else {}),
             },
             search=self.library.index.describe(),

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import picture
-from imgd.daemon.embedders import export, load_embedder, onnx
+from imgd.daemon.embedders import export, load_embedder, onnx, prepare
 from imgd.daemon.embedders.store import ModelStore
 from imgd.daemon.errors import ModelUnavailable
 from imgd.daemon.ingest import imaging
@@ -21,6 +21,15 @@ from PIL import Image
 
 HEAVY = ("torch", "transformers", "sentence_transformers")
 TEXTS = ["a dog on the beach", "Ein Hund am Strand, ¿dónde está? 東京", " ".join(["a long caption"] * 60)]
+
+
+@pytest.fixture(autouse=True)
+def export_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process has torch loaded already: exporting here saves a child's start-up per export.
+
+    tests/test_backends.py covers the child; the subprocess tests below use it too.
+    """
+    monkeypatch.setattr(prepare, "IN_CHILD", False)
 
 
 @pytest.fixture
@@ -202,7 +211,7 @@ def test_onnx_embedder_frees_and_reloads_the_image_model(tiny_model, onnx_state)
     again = embedder.encode_images([embedder.prepare(picture(5))])
     assert embedder.image_loaded and embedder.image_loads == 2
     np.testing.assert_allclose(first, again, atol=1e-6)
-    assert onnx.OnnxEmbedder.backend == "onnx"
+    assert embedder.backend == "onnx" and isinstance(embedder, onnx.OnnxEmbedder)
 
 
 # -- the catalog knows its vectors by fingerprint --------------------------------------------
