@@ -70,7 +70,7 @@ def quality(args: argparse.Namespace) -> dict[str, object]:
     import corpus
     from imgd.daemon.embedders import load_embedder
     from imgd.daemon.ingest import imaging
-    from imgd.daemon.search.dupes import exact_scores
+    from imgd.daemon.search.pairs import exact_scores
 
     embedder = load_embedder(str(args.model), device="cpu", batch_size=16)
     images, family, kinds = [], [], []
@@ -189,7 +189,7 @@ def pair_recall(vectors: np.ndarray, found: set[tuple[int, int]], threshold: flo
 
 
 def scale(args: argparse.Namespace) -> list[dict[str, object]]:
-    from imgd.daemon.search.dupes import MARGIN, exact_scores, library_pairs
+    from imgd.daemon.search.pairs import MARGIN, exact_scores, library_pairs
     from imgd.daemon.store.index import VectorIndex
 
     results = []

@@ -41,7 +41,8 @@ def stored_vectors(state_dir: Path) -> dict[str, tuple[str, np.ndarray]]:
     conn = sqlite3.connect(f"file:{state_dir / 'catalog.db'}?mode=ro", uri=True)
     try:
         rows = conn.execute(
-            "SELECT f.path, c.hash, c.vector FROM files f JOIN contents c ON f.content_id = c.id WHERE f.status = 'ok'"
+            "SELECT f.path, c.hash, v.vector FROM files f JOIN contents c ON f.content_id = c.id "
+            "JOIN vectors v ON v.content_id = c.id WHERE f.status = 'ok'"
         ).fetchall()
     finally:
         conn.close()

@@ -1,7 +1,7 @@
 """The long reliability run: 50+ SIGKILLs, every hostile input, a 10,000-file burst, 100,000 folders,
 and the ways people move files (sync tools' hidden temp names, organisers, two watched roots, replaced roots).
 
-It drives the same scenarios as tests/faults (tests/faults/faultkit.py) with long-run sizes, each in a
+It drives the same scenarios as tests/e2e/faults (tests/e2e/faults/faultkit.py) with long-run sizes, each in a
 fresh folder against a real `imgd run` subprocess, and every scenario ends with
 daemonkit.check_invariants: catalog == disk, each path once, one vector per content, the saved index
 == the catalog, every image finds itself first, and every catalogued file fresh (same bytes). The
@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "faults")]
+sys.path[:0] = [str(REPO / "tests"), str(REPO / "tests" / "e2e" / "faults")]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import faultkit  # noqa: E402

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from imgd.daemon import config as config_module
 
@@ -19,4 +21,11 @@ def config_command(ctx: click.Context, defaults: bool) -> None:
     from imgd.daemon.service.library import with_catalog_model
 
     # The model in effect is the catalog's when none is named, as for every other command.
-    click.echo(config_module.to_toml(with_catalog_model(get_config(ctx))), nl=False)
+    config = with_catalog_model(get_config(ctx))
+    click.echo(config_module.to_toml(config), nl=False)
+    if config.backend == "auto":
+        from imgd.daemon.embedders.choice import recorded_reason
+
+        reason = recorded_reason(Path(config.state_dir) / "models", config.model)
+        if reason:
+            click.echo(f"# backend in use (auto, measured here): {reason}")

@@ -80,7 +80,7 @@ def dupes(
         burst_gap=burst_gap,
     )
     reply = ask(ctx, config, request, direct)
-    groups = reply["groups"]
+    groups = render.dupe_groups(reply["groups"])
     paths = [
         m["path"]
         for g in groups

@@ -12,6 +12,8 @@ from imgd.daemon import config as config_module
 from imgd.daemon.config import Config
 from imgd.daemon.errors import ImgdError
 
+from . import wording
+
 EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
 EXIT_READER_GONE = 128 + signal.SIGPIPE  # 141: what the shell reports for grep when its reader left
@@ -72,8 +74,8 @@ def global_options() -> list[click.Option]:
         ),
         click.Option(
             ["--backend", "backend"],
-            type=click.Choice(["auto", "torch", "onnx"]),
-            help="What runs the model: ONNX Runtime or torch (env IMGD_BACKEND; default auto: ONNX where it can).",
+            type=click.Choice(["auto", "torch", "onnx", "openvino"]),
+            help="What runs the model: ONNX Runtime, OpenVINO or torch (env IMGD_BACKEND; default auto: fastest here).",
             callback=_remember,
             **common,
         ),
@@ -130,7 +132,7 @@ class ImgdGroup(click.Group):
         try:
             return super().invoke(ctx)
         except ImgdError as exc:
-            raise UserError(str(exc)) from None
+            raise UserError(wording.message(exc)) from None
         except KeyboardInterrupt:
             click.echo("imgd: interrupted", err=True)
             ctx.exit(130)

@@ -141,6 +141,17 @@ def _ago(stamp: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+DUPE_MEMBER_FIELDS = ("path", "size", "width", "height", "taken", "score", "same_content")
+
+
+def dupe_groups(groups: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Groups as `imgd dupes` prints them: members without the content ids the gallery names files by."""
+    return [
+        {**group, "members": [{k: m[k] for k in DUPE_MEMBER_FIELDS if k in m} for m in group["members"]]}
+        for group in groups
+    ]
+
+
 def dupes_lines(groups: Iterable[Mapping[str, Any]]) -> list[str]:
     """Each group: a heading, then `keep`/blank, score to the keeper, dimensions, size, path; a blank line between.
 
@@ -252,6 +263,8 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         if model.get("image_loaded") is False:
             detail += ", image model freed while idle"
         lines.append(f"model: {model.get('name')} ({model.get('dim')} dims{', ' + detail if detail else ''})")
+        if model.get("reason"):
+            lines.append(f"backend: {model['reason']}")
         if model.get("text"):
             lines.append(f"text model: {model['text']}")
         change = model.get("change")

@@ -23,7 +23,7 @@ def status(ctx: click.Context, as_json: bool, failed: bool) -> None:
     if failed:
         ctx.invoke(failed_command, as_json=as_json)
         return
-    info = ask(ctx, get_config(ctx), StatusRequest())["status"]
+    info = ask(ctx, get_config(ctx), StatusRequest(duplicates=True))["status"]
     if as_json:
         click.echo(json.dumps(info, indent=2, default=str))
     else:

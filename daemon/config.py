@@ -235,9 +235,9 @@ KEYS: tuple[Key, ...] = (
     Key(
         "backend",
         "model.backend",
-        _choice("auto", "torch", "onnx"),
+        _choice("auto", "torch", "onnx", "openvino"),
         "auto",
-        "what runs the model; auto = ONNX Runtime where it can, else torch (--backend)",
+        "what runs the model; auto = the fastest of ONNX Runtime and OpenVINO, measured here (--backend)",
     ),
     Key("text_model", "model.text", "text", None, "a separate text model for queries (--text-model)"),
     Key(

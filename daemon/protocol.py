@@ -2,6 +2,8 @@
 
 A request is a frozen dataclass that checks itself when built, so a request typed on the command line,
 read from the socket or made by the web UI meets the same limits with the same one-line messages.
+A message names the request's fields (`after`, `folders`), never a command-line flag: the CLI and the
+gallery each word it in their own terms (RequestError.worded).
 Stdlib only: `imgd search` through the daemon imports this and nothing heavy.
 """
 
@@ -11,12 +13,13 @@ import dataclasses
 import datetime as dt
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import ImgdError
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: similar by content id, status without duplicates unless asked
 MAX_K = 1000
 MAX_TERMS = 32
 ORIENTATIONS = ("landscape", "portrait", "square")
@@ -26,8 +29,23 @@ _TYPE_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "tif": "tiff", "heif": "heic"}
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
 
 
+Naming = Callable[[str], str]  # how a caller names a request field: "after" -> "--after"
+Wording = Callable[[Naming], str]  # a message, given how to name the fields it mentions
+
+
 class RequestError(ImgdError):
-    """A request that cannot be answered as asked: a bad value, a missing part."""
+    """A request that cannot be answered as asked: a bad value, a missing part.
+
+    A message about fields is a function of how each field is named; str() names them by field.
+    """
+
+    def __init__(self, message: str | Wording) -> None:
+        self._wording: Wording = message if callable(message) else (lambda _name: message)
+        super().__init__(self.worded({}))
+
+    def worded(self, names: Mapping[str, str]) -> str:
+        """The message with each field named as `names` says (a field it leaves out keeps its own name)."""
+        return self._wording(lambda name: names.get(name, name))
 
 
 _WEIGHT = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?):(.*)$", re.IGNORECASE)
@@ -60,46 +78,62 @@ def min_size(text: str) -> dict[str, int]:
         return {"min_side": int(value)}
     except ValueError:
         raise RequestError(
-            f"--min-size: '{text}' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."
+            lambda name: f"{name('min_size')}: '{text}' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."
         ) from None
 
 
-def parse_date(text: str, what: str) -> str:
+def parse_date(text: str, field_name: str) -> str:
     """YYYY, YYYY-MM or YYYY-MM-DD -> the first day of that period as YYYY-MM-DD."""
     match = _DATE.match(text.strip()) if isinstance(text, str) else None
     if not match:
-        raise RequestError(f"{what}: '{text}' is not a date; write YYYY, YYYY-MM or YYYY-MM-DD.")
+        raise RequestError(
+            lambda name: f"{name(field_name)}: '{text}' is not a date; write YYYY, YYYY-MM or YYYY-MM-DD."
+        )
     year, month, day = int(match[1]), int(match[2] or 1), int(match[3] or 1)
     try:
         return dt.date(year, month, day).isoformat()
     except ValueError:
-        raise RequestError(f"{what}: '{text}' is not a real date.") from None
+        raise RequestError(lambda name: f"{name(field_name)}: '{text}' is not a real date.") from None
 
 
 def file_type(name: str) -> str:
     key = name.strip().lower().lstrip(".")
     key = _TYPE_ALIASES.get(key, key)
     if key not in FILE_TYPES:
-        raise RequestError(f"--type: unknown file type '{name}'; use {', '.join(FILE_TYPES)}.")
+        raise RequestError(
+            lambda naming: f"{naming('types')}: unknown file type '{name}'; use {', '.join(FILE_TYPES)}."
+        )
     return key
 
 
-def _number(value: Any, what: str) -> float:
+def _field(field_name: str) -> Wording:
+    """The field `field_name` in a message, named as the caller names it."""
+    return lambda name: name(field_name)
+
+
+What = str | Wording  # what a value is: a description kept as it is ("a text term"), or a _field
+
+
+def _named(what: What, name: Naming) -> str:
+    return what if isinstance(what, str) else what(name)
+
+
+def _number(value: Any, what: What) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise RequestError(f"{what} must be a finite number, not {value!r}.")
+        raise RequestError(lambda name: f"{_named(what, name)} must be a finite number, not {value!r}.")
     return float(value)
 
 
-def _whole(value: Any, what: str, low: int, high: int | None = None) -> int:
+def _whole(value: Any, what: What, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
         bound = f"from {low} to {high}" if high is not None else f"of at least {low}"
-        raise RequestError(f"{what} must be a whole number {bound}, not {value!r}.")
+        raise RequestError(lambda name: f"{_named(what, name)} must be a whole number {bound}, not {value!r}.")
     return value
 
 
-def _text(value: Any, what: str) -> str:
+def _text(value: Any, what: What) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise RequestError(f"{what} must be a non-empty string.")
+        raise RequestError(lambda name: f"{_named(what, name)} must be a non-empty string.")
     return value
 
 
@@ -138,18 +172,23 @@ class Filters:
 
     def __post_init__(self) -> None:
         folders = tuple(self.folders)
-        for folder in folders:
-            if not isinstance(folder, str) or not folder.startswith("/"):
-                raise RequestError(f"--in needs absolute folders, not {folder!r}.")
+        relative = [f for f in folders if not isinstance(f, str) or not f.startswith("/")]
+        if relative:
+            raise RequestError(lambda name: f"{name('folders')} needs absolute folders, not {relative[0]!r}.")
         object.__setattr__(self, "folders", folders)
         if self.after is not None:
-            object.__setattr__(self, "after", parse_date(self.after, "--after"))
+            object.__setattr__(self, "after", parse_date(self.after, "after"))
         if self.before is not None:
-            object.__setattr__(self, "before", parse_date(self.before, "--before"))
+            object.__setattr__(self, "before", parse_date(self.before, "before"))
         if self.after and self.before and self.after >= self.before:
-            raise RequestError(f"--after {self.after} is not earlier than --before {self.before}; nothing can match.")
+            after, before = self.after, self.before
+            raise RequestError(
+                lambda name: (
+                    f"{name('after')} {after} is not earlier than {name('before')} {before}; nothing can match."
+                )
+            )
         if self.camera is not None:
-            object.__setattr__(self, "camera", _text(self.camera, "--camera").strip())
+            object.__setattr__(self, "camera", _text(self.camera, _field("camera")).strip())
         object.__setattr__(self, "types", tuple(sorted({file_type(t) for t in self.types})))
         if self.orientation is not None and self.orientation not in ORIENTATIONS:
             raise RequestError(f"orientation must be one of {', '.join(ORIENTATIONS)}, not {self.orientation!r}.")
@@ -172,14 +211,17 @@ class Options:
     sort: str = "score"
 
     def __post_init__(self) -> None:
-        _whole(self.k, "k (-k/--top-k)", 1, MAX_K)
+        _whole(self.k, _field("k"), 1, MAX_K)
         if self.min_score is not None:
-            score = _number(self.min_score, "--min-score")
+            score = _number(self.min_score, _field("min_score"))
             if not -1.0 <= score <= 1.0:
-                raise RequestError(f"--min-score is a cosine similarity from -1 to 1, not {score}.")
+                raise RequestError(
+                    lambda name: f"{name('min_score')} is a cosine similarity from -1 to 1, not {score}."
+                )
             object.__setattr__(self, "min_score", score)
         if self.sort not in SORTS:
-            raise RequestError(f"--sort must be one of {', '.join(SORTS)}, not {self.sort!r}.")
+            sort = self.sort
+            raise RequestError(lambda name: f"{name('sort')} must be one of {', '.join(SORTS)}, not {sort!r}.")
         if not isinstance(self.filters, Filters):
             object.__setattr__(self, "filters", _build(Filters, self.filters, "filters"))
 
@@ -207,7 +249,7 @@ class SearchRequest(Request):
             raise RequestError("'terms' must be a list.")
         terms = tuple(t if isinstance(t, Term) else _build(Term, t, "term") for t in self.terms)
         if not terms:
-            raise RequestError("the query is empty; give a text, --like IMAGE, or both.")
+            raise RequestError("the query is empty; give a text or an image term.")
         if len(terms) > MAX_TERMS:
             raise RequestError(f"a query holds at most {MAX_TERMS} terms, not {len(terms)}.")
         if all(t.weight < 0 for t in terms):
@@ -218,21 +260,35 @@ class SearchRequest(Request):
 
 @dataclass(frozen=True)
 class SimilarRequest(Request):
-    """More like this file: its stored vector when catalogued (itself and its copies left out), else embedded."""
+    """More like this file or content: its stored vector when catalogued (itself and its copies left out),
+    else the file embedded. A caller that holds a content id (the gallery) sends it instead of a path."""
 
     op: ClassVar[str] = "similar"
     path: str = ""
     options: Options = field(default_factory=Options)
+    content_id: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.path, str) or not self.path.startswith("/"):
+        if self.content_id is not None:
+            _whole(self.content_id, _field("content_id"), 1)
+            if self.path != "":
+                raise RequestError("similar takes a file path or a content id, not both.")
+        elif not isinstance(self.path, str) or not self.path.startswith("/"):
             raise RequestError(f"similar needs an absolute file path, not {self.path!r}.")
         _ensure_options(self)
 
 
 @dataclass(frozen=True)
 class StatusRequest(Request):
+    """The daemon's state and the catalog's counts: cheap enough to poll. `duplicates` adds the duplicate
+    groups' summary (`imgd status` shows it), which the daemon regroups only after the library changed."""
+
     op: ClassVar[str] = "status"
+    duplicates: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.duplicates, bool):
+            raise RequestError(f"'duplicates' must be true or false, not {self.duplicates!r}.")
 
 
 @dataclass(frozen=True)
@@ -303,18 +359,23 @@ class DupesRequest(Request):
     def __post_init__(self) -> None:
         if not isinstance(self.bursts, bool):
             raise RequestError(f"'bursts' must be true or false, not {self.bursts!r}.")
-        gap = _number(self.burst_gap, "--burst-gap")
+        gap = _number(self.burst_gap, _field("burst_gap"))
         if not 0.0 < gap <= 3600.0:
-            raise RequestError(f"--burst-gap is a number of seconds above 0 and at most 3600, not {gap:g}.")
+            raise RequestError(
+                lambda name: f"{name('burst_gap')} is a number of seconds above 0 and at most 3600, not {gap:g}."
+            )
         object.__setattr__(self, "burst_gap", gap)
         if self.threshold is not None:
-            threshold = _number(self.threshold, "--threshold")
+            threshold = _number(self.threshold, _field("threshold"))
             if not 0.0 < threshold <= 1.0:
-                raise RequestError(f"--threshold is a cosine similarity above 0 and at most 1, not {threshold}.")
+                raise RequestError(
+                    lambda name: f"{name('threshold')} is a cosine similarity above 0 and at most 1, not {threshold}."
+                )
             object.__setattr__(self, "threshold", threshold)
         if not isinstance(self.filters, Filters):
             object.__setattr__(self, "filters", _build(Filters, self.filters, "filters"))
         within = tuple(self.within) if isinstance(self.within, list | tuple) else None
         if within is None or not all(isinstance(f, str) and f.startswith("/") for f in within):
-            raise RequestError(f"--in needs absolute folders, not {self.within!r}.")
+            given = self.within
+            raise RequestError(lambda name: f"{name('within')} needs absolute folders, not {given!r}.")
         object.__setattr__(self, "within", within)

@@ -69,10 +69,14 @@ def text_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def exported_models(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, text_model: Path) -> Path:
     """A models folder with the tiny CLIP and the text model exported to ONNX, made once per session."""
-    from imgd.daemon.embedders import load_embedder
+    from imgd.daemon.embedders import load_embedder, prepare
 
     state = tmp_path_factory.mktemp("onnx-state")
-    load_embedder(str(tiny_model), device="cpu", backend="onnx", state_dir=state, text_model=str(text_model))
+    prepare.IN_CHILD = False  # torch is loaded here already; a child would start it again (tests/test_backends.py)
+    try:
+        load_embedder(str(tiny_model), device="cpu", backend="onnx", state_dir=state, text_model=str(text_model))
+    finally:
+        prepare.IN_CHILD = True
     return state / "models"
 
 
@@ -88,7 +92,7 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "xdg-run"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    # Exporting to ONNX takes seconds per state folder; tests/test_embedders.py covers that backend.
+    # Exporting to ONNX takes seconds per state folder; tests/integration/test_embedders.py covers that backend.
     monkeypatch.setenv("IMGD_BACKEND", "torch")
 
 

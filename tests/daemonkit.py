@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from imgd.daemon.api import client
 from imgd.daemon.errors import DaemonNotRunning, ImgdError
@@ -33,7 +33,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
 
 
 class DaemonProcess:
-    """One `imgd run` child with its own state folder, runtime folder and log file."""
+    """One `imgd run` child with its own state folder, runtime folder and log file.
+
+    Use it as a context manager: `with DaemonProcess(...) as daemon: daemon.start(); ...`. The block
+    starts the child itself (when, and how often, is the test's business); leaving it, by the end or
+    by a failed assertion, kills whatever child is still running, so no test leaves a daemon behind.
+    """
 
     def __init__(self, tmp: Path, model: Path, roots: list[Path], **env: str) -> None:
         self.state_dir = tmp / "state"
@@ -61,6 +66,12 @@ class DaemonProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.flags = ["-v"]  # before `run`: -v logs each file's decision, -vv events and timings too
 
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(signal.SIGKILL)  # a test that wanted a clean stop has asserted its exit code already
+
     @property
     def socket(self) -> Path:
         return default_socket(self.state_dir, str(self.runtime))
@@ -84,8 +95,8 @@ class DaemonProcess:
         except (DaemonNotRunning, ImgdError):
             return False
 
-    def status(self) -> dict[str, Any]:
-        return client.status(self.socket, timeout=30)
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        return client.status(self.socket, timeout=30, duplicates=duplicates)
 
     def wait_idle(self, timeout: float = 120.0) -> dict[str, Any]:
         """Idle twice in a row, so a burst still arriving is not mistaken for the end."""
@@ -229,11 +240,18 @@ def check_invariants(
             media = sorted(r[0] for r in catalog.conn.execute("SELECT content_id FROM media"))
             assert media == sorted(contents.tolist()), "a content without its metadata row, or a row without content"
             dim = int(catalog.get_meta("dim") or 0)
-            sizes = {row[0] for row in catalog.conn.execute("SELECT length(vector) FROM contents")}
-            assert sizes <= {dim * 2}, "a content without exactly one vector"
+            per_content = catalog.conn.execute(
+                "SELECT content_id, count(*), min(length(vector)), max(length(vector)) FROM vectors GROUP BY content_id"
+            ).fetchall()
+            assert sorted(r[0] for r in per_content) == sorted(contents.tolist()), "a content without its vector"
+            assert {(n, lo, hi) for _, n, lo, hi in per_content} <= {(1, dim * 2, dim * 2)}, (
+                "a photo without exactly one vector of the model's size"
+            )
             index, header = VectorIndex.read(state_dir / "index.faiss")
             assert header.generation == catalog.generation, "saved index is stale after a clean stop"
-            assert sorted(index.ids().tolist()) == sorted(contents.tolist()), "index and catalog hold other vectors"
+            assert sorted(index.ids().tolist()) == sorted(catalog.vector_ids().tolist()), (
+                "index and catalog hold other vectors"
+            )
             ids = np.empty(0, dtype=np.int64)
             for chunk_ids, vectors in catalog.iter_vectors():
                 ids = np.concatenate([ids, chunk_ids])

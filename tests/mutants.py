@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = {"daemon": "daemon", "cli": "cli"}  # imgd.<name> -> folder, as pyproject.toml maps them
+PACKAGES = {"daemon": "daemon", "cli": "cli", "web": "web"}  # imgd.<name> -> folder, as pyproject.toml maps them
 TIMEOUT = 900.0
 SKIP = ("benchmarks/",)  # no test imports them, and benchmark runs leave large files there
 
@@ -48,10 +48,12 @@ class Mutation:
     also: tuple[tuple[str, str, str], ...] = ()  # more (file, original, replacement) edits, applied together
 
 
-LIVE = "tests/test_live.py::"
-CHANGE = "tests/test_modelchange.py::"
-FILTERS = "tests/test_filters.py::test_clause_and_match_agree"
-SERVICE = "tests/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
+LIVE = "tests/integration/test_live.py::"
+CHANGE = "tests/integration/test_modelchange.py::"
+FILTERS = "tests/unit/test_filters.py::test_clause_and_match_agree"
+SERVICE = "tests/e2e/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
+IMPORTS = "tests/unit/test_imports.py::"
+STATUS_COST = LIVE + "test_the_gallery_status_poll_costs_no_grouping_and_no_stat_and_imgd_status_regroups_once_a_change"
 
 MUTATIONS: list[Mutation] = [
     # -- the mutation review's table (issue 16) ------------------------------------------------
@@ -77,7 +79,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/scanner.py",
         "fnmatch.fnmatchcase(lowered, pattern.lower())",
         "fnmatch.fnmatchcase(name, pattern)",
-        ("tests/test_engine.py::test_excluded_and_temporary_names_are_ignored",),
+        ("tests/integration/test_engine.py::test_excluded_and_temporary_names_are_ignored",),
         "exclude globs matched case-sensitively (README: case-insensitive)",
     ),
     Mutation(
@@ -93,7 +95,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/api/facade.py",
         "reply = client.request(self.socket, request.to_message(), timeout=timeout)",
         'raise DaemonNotRunning("mutant: the daemon is never asked")',
-        ("tests/test_cli.py::test_search_asks_the_running_daemon_and_falls_back_without_one",),
+        ("tests/integration/test_cli.py::test_search_asks_the_running_daemon_and_falls_back_without_one",),
         "`imgd search` silently answers directly even with a daemon running",
     ),
     Mutation(
@@ -101,7 +103,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/index.py",
         " or header.generation > generation:",
         ":",
-        ("tests/test_index.py::test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt",),
+        ("tests/unit/test_index.py::test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt",),
         "an index file newer than the catalog (a restored backup) is patched instead of rebuilt",
     ),
     Mutation(
@@ -118,8 +120,8 @@ MUTATIONS: list[Mutation] = [
         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)",
         "pass",
         (
-            "tests/test_library.py::test_a_second_writer_on_one_state_folder_is_refused_until_the_first_closes",
-            "tests/test_library.py::test_imgd_index_while_another_writer_holds_the_catalog_stops_with_one_line",
+            "tests/integration/test_library.py::test_a_second_writer_on_one_state_folder_is_refused_until_the_first_closes",
+            "tests/integration/test_library.py::test_imgd_index_while_another_writer_holds_the_catalog_stops_with_one_line",
         ),
         "two writers on one catalog",
     ),
@@ -128,7 +130,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/server.py",
         'raise ImgdError(f"another imgd daemon already answers on {path}; stop it first.")',
         "path.unlink()",
-        ("tests/test_server.py::test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_answering",),
+        ("tests/unit/test_server.py::test_a_second_server_on_a_live_socket_is_refused_and_the_first_keeps_answering",),
         "a second daemon unlinks the live one's socket instead of refusing to start",
     ),
     # -- README promises (issue 16's second list) ----------------------------------------------
@@ -137,7 +139,7 @@ MUTATIONS: list[Mutation] = [
         "cli/index.py",
         "with render.progress_bar(not quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):",
         "with render.progress_bar(False) as (on_total, progress):",
-        ("tests/test_cli.py::test_index_draws_a_progress_bar_on_a_terminal_only",),
+        ("tests/integration/test_cli.py::test_index_draws_a_progress_bar_on_a_terminal_only",),
         "`imgd index` draws no progress bar on a terminal",
     ),
     Mutation(
@@ -145,7 +147,7 @@ MUTATIONS: list[Mutation] = [
         "cli/group.py",
         "ctx.meta[VERBOSITY_KEY] = ctx.meta.get(VERBOSITY_KEY, 0) + sign * (value or 0)",
         "ctx.meta[VERBOSITY_KEY] = 0",
-        ("tests/test_cli.py::test_global_verbose_and_quiet_set_how_much_is_logged",),
+        ("tests/integration/test_cli.py::test_global_verbose_and_quiet_set_how_much_is_logged",),
         "global -v/-q change nothing",
     ),
     Mutation(
@@ -153,7 +155,7 @@ MUTATIONS: list[Mutation] = [
         "cli/group.py",
         "    exit_code = EXIT_ERROR\n",
         "    exit_code = 1\n",
-        ("tests/test_cli.py::test_user_errors_are_one_line_without_traceback",),
+        ("tests/integration/test_cli.py::test_user_errors_are_one_line_without_traceback",),
         "a bad path exits 1 (grep's 'no match') instead of 2",
     ),
     Mutation(
@@ -161,7 +163,7 @@ MUTATIONS: list[Mutation] = [
         "cli/output.py",
         "            ctx.exit(none_exit)\n",
         "            pass\n",
-        ("tests/test_cli.py::test_empty_catalog_and_no_match_exit_non_zero_with_a_message",),
+        ("tests/integration/test_cli.py::test_empty_catalog_and_no_match_exit_non_zero_with_a_message",),
         "a listing with nothing to show exits 0 instead of grep's 1 (the one output function every listing ends in)",
     ),
     Mutation(
@@ -169,7 +171,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/scanner.py",
         "if entry.is_dir(follow_symlinks=follow_symlinks):",
         "if entry.is_dir(follow_symlinks=False):",
-        ("tests/test_engine.py::test_follow_symlinks_indexes_linked_files_and_folders_once_despite_loops",),
+        ("tests/integration/test_engine.py::test_follow_symlinks_indexes_linked_files_and_folders_once_despite_loops",),
         "follow_symlinks = true does not enter linked folders",
     ),
     Mutation(
@@ -265,7 +267,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/embedders/torch.py",
         'return "bfloat16" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"',
         'return "float32"',
-        ("tests/test_config.py::test_precision_auto_is_bfloat16_only_where_the_cpu_does_it_natively",),
+        (
+            "tests/integration/test_config_model.py::test_precision_auto_is_bfloat16_only_where_the_cpu_does_it_natively",
+        ),
         "precision = auto never uses a CPU's native bfloat16",
     ),
     Mutation(
@@ -273,7 +277,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/config.py",
         "return self.decode_threads or max(1, os.cpu_count() or 1)",
         "return self.decode_threads or 1",
-        ("tests/test_config.py::test_decode_threads_zero_means_one_per_core",),
+        ("tests/integration/test_config_model.py::test_decode_threads_zero_means_one_per_core",),
         "decode_threads = 0 gives one thread, not one per core",
     ),
     Mutation(
@@ -281,7 +285,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/embedders/torch.py",
         'raise ConnectionError("not in the local cache and the model hub cannot be reached") from None',
         "pass",
-        ("tests/test_cli.py::test_an_unreachable_model_hub_is_one_sentence",),
+        ("tests/integration/test_cli.py::test_an_unreachable_model_hub_is_one_sentence",),
         "an unreachable hub is not named as the reason",
     ),
     # -- tests whose names promised more than they checked -------------------------------------
@@ -290,7 +294,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/index.py",
         "if index.catalog_id is None or index.catalog_id != catalog.catalog_id or header.generation > generation:",
         "if True:",
-        ("tests/test_index.py::test_an_older_save_of_the_same_catalog_is_patched_to_match_it",),
+        ("tests/unit/test_index.py::test_an_older_save_of_the_same_catalog_is_patched_to_match_it",),
         "an older save of the same catalog is rebuilt instead of patched",
     ),
     Mutation(
@@ -298,7 +302,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "if self._known(result.digest):",
         "if False:",
-        ("tests/test_imaging.py::test_known_content_is_hashed_but_not_decoded",),
+        ("tests/integration/test_imaging.py::test_known_content_is_hashed_but_not_decoded",),
         "content already in the catalog is decoded again",
     ),
     Mutation(
@@ -306,7 +310,7 @@ MUTATIONS: list[Mutation] = [
         "cli/unit.py",
         "return done.returncode == 0",
         "return True",
-        ("tests/test_unit.py::test_sandbox_probe_follows_what_unshare_says",),
+        ("tests/e2e/test_unit.py::test_sandbox_probe_follows_what_unshare_says",),
         "the sandbox probe ignores what unshare says",
     ),
     # -- changing the model without losing search (issue 15) --------------------------------------
@@ -389,7 +393,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/paths.py",
         "path.startswith(folder.rstrip(os.sep) + os.sep)",
         "path.startswith(folder.rstrip(os.sep))",
-        ("tests/test_paths.py",),
+        ("tests/unit/test_paths.py",),
         "a file in /pics-old counts as under /pics (search --in, dupes --in, deletes of a folder, roots)",
     ),
     Mutation(
@@ -397,7 +401,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/records.py",
         "return (self.size, self.mtime_ns) == (stat.size, stat.mtime_ns)",
         "return self.size == stat.size",
-        ("tests/test_records.py",),
+        ("tests/unit/test_records.py",),
         "a file rewritten with the same size counts as unchanged and keeps its old vector",
     ),
     Mutation(
@@ -405,7 +409,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/records.py",
         'if indexed and self.status != "ok":',
         "if False:",
-        ("tests/test_engine.py::test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again",),
+        ("tests/integration/test_engine.py::test_a_failed_file_waits_for_a_change_or_an_event_then_is_tried_again",),
         "a file made readable by chmod stays failed until its bytes change",
     ),
     Mutation(
@@ -413,7 +417,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/records.py",
         "def unchanged(self, stat: FileStat, indexed: bool = False)",
         "def unchanged(self, stat: FileStat, indexed: bool = True)",
-        ("tests/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
+        ("tests/integration/test_engine.py::test_second_run_changes_nothing_and_does_not_retry_failures",),
         "every reconcile (each daemon start, each interval) reads every broken file again",
     ),
     Mutation(
@@ -421,7 +425,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "if record is None or not record.unchanged(stat):",
         "if True:",
-        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        ("tests/integration/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
         "a folder renamed within the roots has every file read and hashed again",
     ),
     Mutation(
@@ -429,7 +433,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "stats = [s for s in scan(path, self.filter, follow) if not self.filter.excluded_path(s.path, root)]",
         "stats = list(scan(path, self.filter, follow))",
-        ("tests/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
+        ("tests/integration/test_engine.py::test_changed_names_the_new_and_changed_wanted_files_below_a_folder",),
         "an exclude pattern with a / (relative to the root) lets in files of a folder that moved in",
     ),
     Mutation(
@@ -437,7 +441,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/engine.py",
         "return root if root in self.missing_roots else None",
         "return None",
-        ("tests/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
+        ("tests/integration/test_engine.py::test_a_missing_root_is_named_for_paths_in_it_until_it_is_back",),
         "a file copied into a remounted root waits for the next periodic reconcile",
     ),
     # -- the first hour, tried again (issue 25) -------------------------------------------------
@@ -447,7 +451,7 @@ MUTATIONS: list[Mutation] = [
         'path = Path(runtime) / "imgd" / f"{state_key(state_dir)}.sock"',
         'path = Path(runtime) / "imgd" / "imgd.sock"',
         (
-            "tests/test_two_libraries.py::test_each_state_folder_is_answered_by_its_own_daemon_and_a_mismatch_answers_directly",
+            "tests/e2e/test_two_libraries.py::test_each_state_folder_is_answered_by_its_own_daemon_and_a_mismatch_answers_directly",
         ),
         "one socket per user: a second library's daemon cannot start, and its commands reach the first's",
     ),
@@ -457,7 +461,7 @@ MUTATIONS: list[Mutation] = [
         "if served is None or served == state_folder(self.config.state_dir):",
         "if True:",
         (
-            "tests/test_two_libraries.py::test_each_state_folder_is_answered_by_its_own_daemon_and_a_mismatch_answers_directly",
+            "tests/e2e/test_two_libraries.py::test_each_state_folder_is_answered_by_its_own_daemon_and_a_mismatch_answers_directly",
         ),
         "a daemon serving another state folder answers for this one, silently",
     ),
@@ -466,7 +470,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/run.py",
         "    lock.acquire()\n    try:\n        check_socket_free(config)\n",
         "    try:\n        check_socket_free(config)\n",
-        ("tests/test_first_hour.py::test_a_second_imgd_run_is_refused_by_the_lock_before_it_loads_the_model",),
+        (
+            "tests/integration/test_first_hour.py::test_a_second_imgd_run_is_refused_by_the_lock_before_it_loads_the_model",
+        ),
         "a second `imgd run` loads the model for seconds before learning the state folder is taken",
         also=(("daemon/service/run.py", "previous, lock=lock)", "previous, lock=None)"),),
     ),
@@ -476,7 +482,7 @@ MUTATIONS: list[Mutation] = [
         "        check_socket_free(config)\n",
         "",
         (
-            "tests/test_first_hour.py::"
+            "tests/integration/test_first_hour.py::"
             "test_a_second_imgd_run_on_a_socket_another_daemon_answers_is_refused_before_the_model",
         ),
         "a daemon on a socket another answers loads the model first, then fails with no hint of the socket key",
@@ -487,7 +493,7 @@ MUTATIONS: list[Mutation] = [
         "return int(pid) if holder == RUN and pid.isdigit() else None",
         "return None",
         (
-            "tests/test_first_hour.py::"
+            "tests/integration/test_first_hour.py::"
             "test_status_says_a_daemon_is_starting_while_it_holds_the_state_folder_and_does_not_answer_yet",
         ),
         "`imgd status` says `not running` while the daemon prepares its model",
@@ -497,7 +503,9 @@ MUTATIONS: list[Mutation] = [
         "cli/options.py",
         "        if not os.path.isdir(path):\n",
         "        if False:\n",
-        ("tests/test_first_hour.py::test_a_folder_that_is_not_there_is_an_error_not_a_search_that_finds_nothing",),
+        (
+            "tests/integration/test_first_hour.py::test_a_folder_that_is_not_there_is_an_error_not_a_search_that_finds_nothing",
+        ),
         "`--in /nonexistent` exits 1 (no match) where a bad path is exit 2",
     ),
     Mutation(
@@ -505,7 +513,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/embedders/torch.py",
         "if not local and looks_like_path(model):",
         'if not local and looks_like_path(model) and model.count("/") != 1:',
-        ("tests/test_first_hour.py::test_a_relative_model_path_is_a_folder_not_a_hub_name",),
+        ("tests/integration/test_first_hour.py::test_a_relative_model_path_is_a_folder_not_a_hub_name",),
         "`--model ./nomodel` is looked up on the hub, and the error speaks of the network",
     ),
     Mutation(
@@ -513,15 +521,15 @@ MUTATIONS: list[Mutation] = [
         "cli/output.py",
         "if summary is not None and not quiet(ctx):",
         "if summary is not None:",
-        ("tests/test_first_hour.py::test_quiet_dupes_prints_its_groups_and_no_summary",),
+        ("tests/integration/test_first_hour.py::test_quiet_dupes_prints_its_groups_and_no_summary",),
         "`imgd dupes -q` still prints its summary line",
     ),
     Mutation(
         "config-shows-the-default-model",
         "cli/config.py",
-        "to_toml(with_catalog_model(get_config(ctx)))",
-        "to_toml(get_config(ctx))",
-        ("tests/test_first_hour.py::test_imgd_config_shows_the_model_in_effect_the_catalogs",),
+        "config = with_catalog_model(get_config(ctx))",
+        "config = get_config(ctx)",
+        ("tests/integration/test_first_hour.py::test_imgd_config_shows_the_model_in_effect_the_catalogs",),
         "`imgd config` prints the default model where the catalog's is the one in effect",
     ),
     Mutation(
@@ -529,7 +537,7 @@ MUTATIONS: list[Mutation] = [
         "cli/main.py",
         '@click.version_option(package_name="imgd", prog_name="imgd", message="%(prog)s %(version)s")\n',
         "",
-        ("tests/test_first_hour.py::test_imgd_version_prints_the_version",),
+        ("tests/integration/test_first_hour.py::test_imgd_version_prints_the_version",),
         "`imgd --version` is an unknown option",
     ),
     Mutation(
@@ -537,7 +545,9 @@ MUTATIONS: list[Mutation] = [
         "cli/dupes.py",
         "[render.dupes_record(group) for group in groups],",
         "groups,",
-        ("tests/test_first_hour.py::test_dupes_rows_give_taken_as_search_does_iso_8601_with_the_file_time_fallback",),
+        (
+            "tests/integration/test_first_hour.py::test_dupes_rows_give_taken_as_search_does_iso_8601_with_the_file_time_fallback",
+        ),
         "`dupes --json` gives `taken` as the catalog's text, null without EXIF, unlike every other listing",
     ),
     Mutation(
@@ -545,7 +555,7 @@ MUTATIONS: list[Mutation] = [
         "cli/render.py",
         "return [text.rjust(width) for text in texts]",
         "return texts",
-        ("tests/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
+        ("tests/integration/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
         "a negative score shifts its line's columns",
     ),
     Mutation(
@@ -553,7 +563,7 @@ MUTATIONS: list[Mutation] = [
         "cli/render.py",
         "{dims:<{dims_width}}",
         "{dims}",
-        ("tests/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
+        ("tests/integration/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
         "short dimensions (80x80) shift the size and path columns",
     ),
     Mutation(
@@ -561,8 +571,234 @@ MUTATIONS: list[Mutation] = [
         "cli/render.py",
         'return f"{count} {noun}" if count == 1 else f"{count} {noun}s"',
         'return f"{count} {noun}s"',
-        ("tests/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
+        ("tests/integration/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
         "`1 images besides the keepers`",
+    ),
+    # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
+    Mutation(
+        "engine-imports-click",
+        "daemon/verbosity.py",
+        "from __future__ import annotations\n",
+        "from __future__ import annotations\n\nimport click  # noqa: F401\n",
+        (IMPORTS + "test_the_engine_never_imports_click_the_cli_or_the_gallery",),
+        "the engine imports the CLI's toolkit",
+    ),
+    Mutation(
+        "import-cycle-in-a-function",
+        "daemon/store/migrations.py",
+        "def current_version(conn: sqlite3.Connection) -> int:\n",
+        "def current_version(conn: sqlite3.Connection) -> int:\n    from .catalog import Catalog  # noqa: F401\n\n",
+        (IMPORTS + "test_there_is_no_import_cycle",),
+        "a function-level import closes a cycle (catalog -> migrations -> catalog)",
+    ),
+    Mutation(
+        "store-imports-ingest",
+        "daemon/store/index.py",
+        "from .catalog import Catalog\n",
+        "from ..ingest import imaging  # noqa: F401\nfrom .catalog import Catalog\n",
+        (IMPORTS + "test_imports_flow_down_the_layers",),
+        "the store reaches up into ingest",
+    ),
+    Mutation(
+        "wheel-without-a-subpackage",
+        "pyproject.toml",
+        '    "imgd.daemon.search",\n',
+        "",
+        (
+            "tests/integration/test_wheel.py::test_the_wheel_holds_every_module_of_every_package_folder_and_the_static_files",
+        ),
+        "a subpackage left out of pyproject.toml's list: an editable install still finds it, the wheel does not",
+    ),
+    # -- requests carry what callers already hold (issue 20, point 4) ------------------------------
+    Mutation(
+        "status-poll-regroups",
+        "daemon/service/handlers.py",
+        'return {"status": context.status(duplicates=request.duplicates)}',
+        'return {"status": context.status(duplicates=True)}',
+        (STATUS_COST,),
+        "every status, the gallery's 2 s poll included, regroups the duplicates and stats every member file",
+    ),
+    Mutation(
+        "gallery-status-asks-duplicates",
+        "web/backend.py",
+        'info = dict(self._call(StatusRequest())["status"])',
+        'info = dict(self._call(StatusRequest(duplicates=True))["status"])',
+        (STATUS_COST,),
+        "the gallery's status poll asks for the duplicates summary it never shows",
+    ),
+    Mutation(
+        "status-summary-regrouped-each-time",
+        "daemon/service/dupetracker.py",
+        "if kept is not None and kept[0] == key:",
+        "if False:",
+        (STATUS_COST,),
+        "`imgd status` regroups the duplicates on every call, the library unchanged",
+    ),
+    Mutation(
+        "status-summary-never-refreshed",
+        "daemon/service/dupetracker.py",
+        "key = (threshold, self._version, *library_state(catalog))",
+        "key = (threshold,)",
+        (STATUS_COST,),
+        "`imgd status` keeps showing the duplicates of a library that has changed since",
+    ),
+    Mutation(
+        "similar-by-id-ignored",
+        "daemon/search/query.py",
+        "            if request.content_id is not None:\n",
+        "            if False:\n",
+        (
+            "tests/e2e/test_web.py::test_more_like_this_leaves_the_picked_image_and_its_copies_out",
+            "tests/e2e/test_web.py::test_similar_and_dupes_name_their_files_without_a_catalog_read_per_file",
+        ),
+        "`similar` by content id (the gallery's) is answered as a path, which it does not have",
+    ),
+    Mutation(
+        "dupe-member-ids-dropped",
+        "daemon/search/dupes.py",
+        '            "content_id": self.content_id,\n',
+        "",
+        ("tests/e2e/test_web.py::test_similar_and_dupes_name_their_files_without_a_catalog_read_per_file",),
+        "duplicate members come without their content id: the gallery cannot name them without the catalog",
+    ),
+    Mutation(
+        "cli-errors-name-fields",
+        "cli/wording.py",
+        "return exc.worded(FLAGS) if isinstance(exc, RequestError) else str(exc)",
+        "return str(exc)",
+        ("tests/integration/test_cli.py::test_request_errors_name_the_flags_the_user_typed",),
+        "the command line says a request field (after) where the user typed a flag (--after)",
+    ),
+    Mutation(
+        "gallery-errors-name-fields",
+        "web/backend.py",
+        "text = (exc.worded(CONTROLS) if isinstance(exc, RequestError) else str(exc)).strip()",
+        "text = str(exc).strip()",
+        ("tests/e2e/test_web.py::test_request_errors_name_the_page_controls_never_a_command_line_flag",),
+        "the gallery names request fields instead of its own controls",
+    ),
+    # -- vector ids apart from content ids (issue 20, point 8) ----------------------------------------
+    Mutation(
+        "search-vector-id-as-content",
+        "daemon/search/query.py",
+        "content_id = owners.get(vector_id)",
+        "content_id = vector_id",
+        ("tests/integration/test_query.py",),
+        "search takes the index's vector ids for content ids: wrong files, or none, answer",
+    ),
+    Mutation(
+        "dupes-tracker-vector-ids-as-contents",
+        "daemon/service/run.py",
+        "owners=lambda vector_ids: self.searcher.catalog.contents_of(vector_ids),",
+        "owners=None,",
+        ("tests/integration/test_dupes.py::test_daemon_keeps_groups_current_and_answers_like_the_direct_path",),
+        "the daemon's duplicate pairs name vectors where groups need contents",
+    ),
+    Mutation(
+        "migration-renumbers-vectors",
+        "daemon/store/migrations.py",
+        "INSERT INTO vectors(id, content_id, at, vector) SELECT id, id, 0, vector FROM contents;",
+        "INSERT INTO vectors(content_id, at, vector) SELECT id, 0, vector FROM contents ORDER BY id DESC;",
+        (
+            "tests/integration/test_kept_catalogs.py::test_a_kept_catalog_upgrades_to_vector_ids_in_place_and_answers_as_before",
+        ),
+        "the upgrade gives vectors new ids: every saved index file names the wrong vectors and is rebuilt",
+    ),
+    Mutation(
+        "reader-sees-old-schema-raw",
+        "daemon/store/catalog.py",
+        "                migrations.read_as_latest(self.conn, self.schema_version)",
+        "                pass",
+        (
+            "tests/integration/test_kept_catalogs.py::test_a_reader_answers_an_unmigrated_kept_catalog_as_its_own_release_did",
+        ),
+        "a search without the daemon over a catalog of an older schema fails: no vectors table",
+    ),
+    # -- scale (issue 21) ---------------------------------------------------------------------------
+    Mutation(
+        "orphans-scanned-per-event",
+        "daemon/ingest/engine.py",
+        "unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})",
+        "unreferenced = self.catalog.orphan_ids()",
+        (
+            "tests/integration/test_engine.py::"
+            "test_single_changes_look_only_at_the_contents_they_release_never_the_whole_library",
+        ),
+        "every removal, move and edit scans every content for orphans: an hour to delete 10k files at 1M",
+    ),
+    Mutation(
+        "move-over-file-keeps-old-content",
+        "daemon/ingest/engine.py",
+        "candidates = [record.content_id for record in replaced if record.content_id is not None]",
+        "candidates = []",
+        (
+            "tests/integration/test_engine.py::"
+            "test_single_changes_look_only_at_the_contents_they_release_never_the_whole_library",
+        ),
+        "a rename over an existing file leaves that file's old content (and its vector) in the catalog",
+    ),
+    # -- the runtimes: OpenVINO's cache, auto's measured choice, the export in a child (issue 22) --
+    Mutation(
+        "openvino-cache-served-unprobed",
+        "daemon/embedders/openvino.py",
+        "            if score >= self.threshold:\n                return cached\n",
+        "            return cached\n",
+        (
+            "tests/integration/test_backends.py::test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served",
+        ),
+        "a cached compiled tower is served without checking it still gives the recorded probe vector",
+    ),
+    Mutation(
+        "openvino-compile-unverified",
+        "daemon/embedders/openvino.py",
+        "        self._verify(path, threads, tower, session)\n",
+        "",
+        ("tests/integration/test_backends.py::test_openvino_that_disagrees_with_fp32_is_refused_and_not_cached",),
+        "a freshly compiled tower serves (and is cached) without agreeing with ONNX Runtime fp32",
+    ),
+    Mutation(
+        "openvino-cache-never-written",
+        "daemon/embedders/openvino.py",
+        "        self._save(session, blob, note, key)\n",
+        "",
+        (
+            "tests/integration/test_backends.py::test_openvino_serves_the_onnx_backends_vectors_and_caches_its_compiled_towers",
+        ),
+        "every start compiles the towers again (seconds for ViT-B/32) instead of loading the cache",
+    ),
+    Mutation(
+        "auto-not-keyed-by-library-version",
+        "daemon/embedders/choice.py",
+        '        "openvino": version("openvino"),\n',
+        "",
+        ("tests/integration/test_backends.py::test_auto_measures_once_then_again_when_a_key_part_changes",),
+        "a new OpenVINO keeps the choice measured with the old one",
+    ),
+    Mutation(
+        "auto-ignores-fidelity",
+        "daemon/embedders/choice.py",
+        "if worst < MIN_COSINE or not np.array_equal(ranked, np.arange(len(reference))):",
+        "if False:",
+        ("tests/integration/test_backends.py::test_auto_leaves_out_a_backend_whose_vectors_disagree",),
+        "auto serves the fastest runtime even when its vectors disagree with fp32",
+    ),
+    Mutation(
+        "auto-no-fallback",
+        "daemon/embedders/choice.py",
+        "    for i, chosen in enumerate(order):",
+        "    for i, chosen in enumerate(order[:1]):",
+        (
+            "tests/integration/test_backends.py::test_recorded_backend_that_fails_to_load_gives_way_to_the_next_with_one_line",
+        ),
+        "a recorded backend that fails to load is an error instead of giving way to the next",
+    ),
+    Mutation(
+        "export-in-the-serving-process",
+        "daemon/embedders/prepare.py",
+        "IN_CHILD = True",
+        "IN_CHILD = False",
+        ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
+        "a daemon that exports on its first run keeps torch loaded (1.7 GB) for its whole life",
     ),
 ]
 

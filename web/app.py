@@ -33,7 +33,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .backend import Backend, Hit, parse_options, parse_query
+from .backend import Backend, Hit, content_of, parse_options, parse_query, said
 
 STATIC = Path(__file__).parent / "static"
 PAGE = 24  # results a page: one screenful of the grid
@@ -102,12 +102,6 @@ def _error(message: str, status: int) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def _sentence(text: str) -> str:
-    text = text.strip()
-    text = text[:1].upper() + text[1:]
-    return text if text.endswith((".", "!", "?")) else text + "."
-
-
 def _hits_page(hits: list[Hit], offset: int, limit: int) -> dict[str, Any]:
     page = hits[offset : offset + limit]
     return {
@@ -163,9 +157,9 @@ def build_app(
         except ImageReadError as exc:
             return _error(exc.reason[:1].upper() + exc.reason[1:] + ".", 400)
         except (RequestError, ValueError) as exc:
-            return _error(_sentence(str(exc)), 400)
+            return _error(said(exc), 400)
         except ImgdError as exc:
-            return _error(_sentence(str(exc)), 409)
+            return _error(said(exc), 409)
         return JSONResponse(_hits_page(hits, offset, limit))
 
     async def search(request: Request) -> Response:
@@ -176,10 +170,10 @@ def build_app(
         return await answer(request, lambda options: backend.search(terms, options))
 
     async def similar(request: Request) -> Response:
-        path = await run(backend.resolve, request.path_params["item"])
-        if path is None:
+        content_id = content_of(request.path_params["item"])
+        if content_id is None:
             return _error("That image is no longer in the catalog.", 404)
-        return await answer(request, lambda options: backend.similar(path, options))
+        return await answer(request, lambda options: backend.similar(content_id, options))
 
     async def search_image(request: Request) -> Response:
         """A dropped or pasted picture: checked in memory, kept in a private temp file for the search only."""
@@ -222,9 +216,9 @@ def build_app(
             filters = parse_options(request.query_params, 1).filters
             used, groups = await run(backend.dupes, threshold, filters)
         except (RequestError, ValueError) as exc:
-            return _error(_sentence(str(exc)), 400)
+            return _error(said(exc), 400)
         except ImgdError as exc:
-            return _error(_sentence(str(exc)), 409)
+            return _error(said(exc), 409)
         return JSONResponse(
             {
                 "threshold": used,

@@ -3,7 +3,8 @@
 The facade asks the running daemon over its socket and answers in-process when none runs, so the
 gallery gives the answers `imgd search` gives. Files are named to the browser by catalog id only:
 "<content id>-<hash of the path>". An id is resolved against the catalog's live paths of that
-content, so no path from a request is ever opened.
+content, so no path from a request is ever opened. Answers carry content ids, so naming their files
+costs no catalog read; "more like this" sends the content id itself.
 """
 
 from __future__ import annotations
@@ -40,8 +41,36 @@ if TYPE_CHECKING:  # the model loads only when no daemon answers
 ID_PATTERN = re.compile(r"(\d{1,18})-([0-9a-f]{16})")
 
 
+# The request fields as the gallery's controls name them (index.html): errors name fields, never flags.
+CONTROLS = {
+    "after": "taken from",
+    "before": "taken before",
+    "camera": "camera",
+    "folders": "in folder",
+    "types": "file type",
+    "min_size": "min size",
+    "min_score": "min score",
+    "sort": "order",
+    "k": "the number of results",
+    "threshold": "the threshold",
+}
+
+
 def path_tag(path: str) -> str:
     return hashlib.blake2b(os.fsencode(path), digest_size=8).hexdigest()
+
+
+def content_of(item_id: str) -> int | None:
+    """The content id an item id names, or None for a malformed one (no catalog read)."""
+    match = ID_PATTERN.fullmatch(item_id)
+    return int(match.group(1)) if match is not None else None
+
+
+def said(exc: Exception) -> str:
+    """An error as one sentence for the page: request fields named as the gallery's controls."""
+    text = (exc.worded(CONTROLS) if isinstance(exc, RequestError) else str(exc)).strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
 
 
 def parse_query(text: str) -> tuple[Term, ...]:
@@ -162,35 +191,32 @@ class Backend:
     def search(self, terms: tuple[Term, ...], options: Options) -> list[Hit]:
         return self._hits(self._call(SearchRequest(terms=terms, options=options)))
 
-    def similar(self, path: str, options: Options) -> list[Hit]:
-        return self._hits(self._call(SimilarRequest(path=path, options=options)))
+    def similar(self, content_id: int, options: Options) -> list[Hit]:
+        """More like a catalogued picture, by the content id the page holds: no path to look up."""
+        return self._hits(self._call(SimilarRequest(content_id=content_id, options=options)))
 
     def dupes(self, threshold: float | None, filters: Filters) -> tuple[float, list[DupeSet]]:
         """The groups `imgd dupes` lists for the same threshold and filters, members named by id."""
         reply = self._call(DupesRequest(threshold=threshold, filters=filters))
         sets = []
         for group in reply["groups"]:
-            members = []
-            for m in group["members"]:
-                record = self.catalog.get_file(m["path"])
-                if record is None or record.status != "ok" or record.content_id is None:
-                    continue  # removed since the answer was made
-                members.append(
-                    DupeFile(
-                        f"{record.content_id}-{path_tag(m['path'])}",
-                        m["path"],
-                        float(m["score"]),
-                        int(m["size"]),
-                        int(m["width"]),
-                        int(m["height"]),
-                        bool(m["same_content"]),
-                    )
+            members = tuple(
+                DupeFile(
+                    f"{m['content_id']}-{path_tag(m['path'])}",
+                    m["path"],
+                    float(m["score"]),
+                    int(m["size"]),
+                    int(m["width"]),
+                    int(m["height"]),
+                    bool(m["same_content"]),
                 )
-            if len(members) > 1 and members[0].path == group["keeper"]:
-                sets.append(DupeSet(group["kind"], int(group["reclaimable"]), tuple(members)))
+                for m in group["members"]
+            )
+            sets.append(DupeSet(group["kind"], int(group["reclaimable"]), members))
         return float(reply["threshold"]), sets
 
     def status(self) -> dict[str, Any]:
+        """The page's status line: the cheap status (no duplicate grouping, no file stat in the daemon)."""
         info = dict(self._call(StatusRequest())["status"])
         newest = None
         if self.config.catalog_path.exists():

@@ -61,5 +61,6 @@ def search(socket_path: Path, k: int, text: str | None = None, image: str | None
     return list(request(socket_path, SearchRequest(terms=(term,), options=Options(k=k)).to_message())["hits"])
 
 
-def status(socket_path: Path, timeout: float = 10.0) -> dict[str, Any]:
-    return dict(request(socket_path, StatusRequest().to_message(), timeout=timeout)["status"])
+def status(socket_path: Path, timeout: float = 10.0, duplicates: bool = False) -> dict[str, Any]:
+    """The daemon's status; `duplicates` adds the duplicates summary `imgd status` shows."""
+    return dict(request(socket_path, StatusRequest(duplicates=duplicates).to_message(), timeout=timeout)["status"])

@@ -1,18 +1,21 @@
-"""The model backends behind one Embedder protocol: sentence-transformers/torch (torch.py) and ONNX
-Runtime (onnx.py, fed by export.py). `load_embedder` picks one by `[model] backend`.
+"""The model backends behind one Embedder protocol: sentence-transformers/torch (torch.py), ONNX
+Runtime (onnx.py) and OpenVINO (openvino.py), both fed by export.py in a child process (prepare.py).
+`load_embedder` picks one by `[model] backend`; `auto` serves what choice.py measured fastest here.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from ..errors import ModelUnavailable
 from .base import Embedder, model_key, normalise
 
 __all__ = ["BACKENDS", "Embedder", "load_embedder", "model_key", "normalise"]
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "openvino")
+EXPORTED = {"onnx": "ONNX", "openvino": "OpenVINO"}
 
 log = logging.getLogger(__name__)
 
@@ -26,26 +29,40 @@ def load_embedder(
     state_dir: Path | None = None,
     text_model: str | None = None,
 ) -> Embedder:
-    """The model for `backend`; `auto` takes ONNX where its files exist or can be made, else torch.
+    """The model for `backend`; `auto` takes the runtime measured fastest here, torch only where no export can be made.
 
-    ONNX files live under state_dir, so without one only torch is possible.
+    Exported files live under state_dir, so without one only torch is possible. `precision` applies
+    to torch, and to a named openvino; `auto` lets the measurement decide.
     """
     if backend not in BACKENDS:
         raise ModelUnavailable(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
     text_model = text_model or None
-    if backend == "onnx" and state_dir is None:
-        raise ModelUnavailable("the ONNX backend needs a state folder to keep its exported model in.")
-    if backend == "onnx" and device == "cuda":
-        raise ModelUnavailable("the ONNX backend runs on the CPU; use --backend torch with --device cuda.")
+    named = EXPORTED.get(backend)
+    if named and state_dir is None:
+        raise ModelUnavailable(f"the {named} backend needs a state folder to keep its exported model in.")
+    if named and device == "cuda":
+        raise ModelUnavailable(f"the {named} backend runs on the CPU; use --backend torch with --device cuda.")
     preloaded = fingerprint = None
     if backend != "torch" and state_dir is not None and device != "cuda":
         from .onnx import OnnxUnavailable, load_onnx
 
+        def load(runtime: Any = None) -> Embedder:
+            return load_onnx(model, state_dir, batch_size=batch_size, text_model=text_model, runtime=runtime)
+
         try:
-            return load_onnx(model, state_dir, batch_size=batch_size, text_model=text_model)
+            if backend == "openvino":
+                from .choice import make_runtime
+
+                return load(make_runtime("openvino", precision))
+            embedder = load()  # exports first where need be; sessions open on first use
+            if backend == "onnx" or embedder.fingerprint is None:
+                return embedder
+            from .choice import load_auto
+
+            return load_auto(load, Path(state_dir) / "models", embedder.fingerprint)
         except OnnxUnavailable as exc:
-            if backend == "onnx":
-                raise ModelUnavailable(f"cannot use the ONNX backend: {exc}; try --backend torch.") from None
+            if named:
+                raise ModelUnavailable(f"cannot use the {named} backend: {exc}; try --backend torch.") from None
             log.warning("%s; using the torch backend", exc)
             preloaded, fingerprint = exc.st_model, exc.fingerprint
     from .torch import ClipEmbedder

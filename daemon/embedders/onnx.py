@@ -23,12 +23,15 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelUnavailable
+from . import prepare
 from .base import check_text_dim, model_key, normalise
-from .preprocess import PROBE_TEXTS, ImagePrep, TextPrep, probe_image
-from .runtime import PROBE_COSINE, OnnxUnavailable, cosines, make_session
+from .preprocess import PROBE_SIZES, PROBE_TEXTS, ImagePrep, TextPrep, probe_image
+from .runtime import OnnxUnavailable, OrtRuntime, RuntimeRefused, cosines
 from .store import ModelStore
 
 log = logging.getLogger(__name__)
+
+RUNTIMES = {"onnx": "ONNX", "openvino": "OpenVINO"}
 
 
 def _release_heap() -> None:
@@ -48,12 +51,14 @@ class Tower:
         manifest: dict[str, Any],
         repair: Callable[[], tuple[Path, dict[str, Any]]] | None,
         threads: int,
+        runtime: Any = None,
     ) -> None:
         self.kind = kind
         self.folder = folder
         self.manifest = manifest
         self.repair = repair
         self.threads = threads
+        self.runtime = runtime or OrtRuntime()
         self.session: Any = None
         self.lock = threading.Lock()
         self.text: TextPrep | None = None
@@ -81,18 +86,26 @@ class Tower:
             self.session = self._open()
         return normalise(self.session.run(None, self.inputs(items))[0])
 
-    def _probe(self, session: Any) -> float:
+    def probe(self, session: Any) -> float:
+        """The cosine of the session's vector for the recorded probe with the vector recorded at export."""
         part = self.manifest[self.kind]
         item = self.image.prepare(probe_image()) if self.kind == "image" and self.image else PROBE_TEXTS[0]
         got = session.run(None, self.inputs([item]))[0]
         return float(cosines(got, np.asarray([part["probe"]], dtype=np.float32))[0])
 
+    def probe_inputs(self) -> dict[str, np.ndarray]:
+        """The export's probe set, images of every shape or texts of every kind, as one batch."""
+        if self.kind == "image" and self.image is not None:
+            return self.inputs([self.image.prepare(probe_image(seed, size)) for seed, size in enumerate(PROBE_SIZES)])
+        return self.inputs(list(PROBE_TEXTS))
+
     def _open(self) -> Any:
         path = self.folder / f"{self.kind}.onnx"
         try:
-            session = make_session(path, self.threads)
-            score = self._probe(session)
-            problem = None if score >= PROBE_COSINE else f"probe cosine {score:.6f}"
+            session, problem = self.runtime.open(path, self.threads, self), None
+        except RuntimeRefused as exc:  # the files are sound: exporting them again would not help
+            named = RUNTIMES[self.runtime.name]
+            raise ModelUnavailable(f"cannot use the {named} backend: {exc}; try --backend onnx.") from None
         except Exception as exc:  # noqa: BLE001 - a damaged file fails in many ways; all mean rebuild
             session, problem = None, str(exc).strip().splitlines()[0][:120] if str(exc).strip() else repr(exc)
         if problem is None:
@@ -115,11 +128,9 @@ class Tower:
 
 
 class OnnxEmbedder:
-    """An exported CLIP model (and an optional separate text model) served by ONNX Runtime on the CPU."""
+    """An exported CLIP model (and an optional separate text model) served by ONNX Runtime or OpenVINO on the CPU."""
 
-    backend = "onnx"
     device = "cpu"
-    precision = "float32"
 
     def __init__(
         self,
@@ -133,6 +144,9 @@ class OnnxEmbedder:
         self.text_name = text_name
         self.fingerprint: str | None = image.manifest["fingerprint"]
         self.dim = int(image.manifest["dim"])
+        self.backend: str = image.runtime.name
+        self.precision: str = image.runtime.precision
+        self.reason: str | None = None  # why this backend runs, when `auto` measured it
         self.batch_size = batch_size
         self._image = image
         self._text = text
@@ -184,7 +198,7 @@ class OnnxEmbedder:
         return self._image.release()
 
 
-def _exported(store: ModelStore, model: str, tower: str, device: str) -> tuple[Path, dict[str, Any]]:
+def _exported(store: ModelStore, model: str, tower: str) -> tuple[Path, dict[str, Any]]:
     """The export holding `tower` for `model`: found by the name note without torch, else made now."""
     key = model_key(model)
     fingerprint = store.lookup(key)
@@ -192,9 +206,7 @@ def _exported(store: ModelStore, model: str, tower: str, device: str) -> tuple[P
         manifest = store.manifest(fingerprint)
         if manifest is not None and tower in manifest:
             return store.folder(fingerprint), manifest
-    from .export import ensure_exported  # torch from here on: first use, or the files changed
-
-    return ensure_exported(store, model, device)
+    return prepare.export(store, model)  # first use, or the files changed: torch, in a child process
 
 
 def load_onnx(
@@ -204,36 +216,38 @@ def load_onnx(
     text_model: str | None = None,
     threads: int = 0,
     device: str = "cpu",
+    runtime: Any = None,
 ) -> OnnxEmbedder:
-    """Open the exported towers of `model` (and `text_model`), exporting them first if need be."""
+    """Open the exported towers of `model` (and `text_model`), exporting them first if need be.
+
+    `runtime` serves them: ONNX Runtime fp32 by default, or an OpenVinoRuntime.
+    """
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise OnnxUnavailable("onnxruntime is not installed") from None
     store = ModelStore(Path(state_dir) / "models")
-    folder, manifest = _exported(store, model, "image", device)
+    folder, manifest = _exported(store, model, "image")
     if "image" not in manifest:
         raise ModelUnavailable(f"model '{model}' cannot embed images; imgd needs a CLIP model such as clip-ViT-B-32.")
 
     def repair_for(name: str) -> Callable[[], tuple[Path, dict[str, Any]]]:
         def repair() -> tuple[Path, dict[str, Any]]:
-            from .export import ensure_exported
-
-            return ensure_exported(store, name, device, force=True)
+            return prepare.export(store, name, force=True)
 
         return repair
 
-    image = Tower("image", folder, manifest, repair_for(model), threads)
+    image = Tower("image", folder, manifest, repair_for(model), threads, runtime)
     if text_model:
-        text_folder, text_manifest = _exported(store, text_model, "text", device)
+        text_folder, text_manifest = _exported(store, text_model, "text")
         if "text" not in text_manifest:
             raise ModelUnavailable(f"text model '{text_model}' cannot embed text.")
         check_text_dim(text_model, int(text_manifest["dim"]), model, int(manifest["dim"]))
-        text = Tower("text", text_folder, text_manifest, repair_for(text_model), threads)
+        text = Tower("text", text_folder, text_manifest, repair_for(text_model), threads, runtime)
     else:
         if "text" not in manifest:
             raise ModelUnavailable(f"model '{model}' cannot embed text; imgd needs a CLIP model.")
-        text = Tower("text", folder, manifest, repair_for(model), threads)
+        text = Tower("text", folder, manifest, repair_for(model), threads, runtime)
     return OnnxEmbedder(
         model_key(model), image, text, batch_size=batch_size, text_name=model_key(text_model) if text_model else None
     )

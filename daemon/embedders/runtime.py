@@ -1,4 +1,4 @@
-"""ONNX Runtime helpers shared by the backend (onnx.py) and the export (export.py): sessions and the probe check.
+"""ONNX Runtime helpers shared by the backends (onnx.py, openvino.py) and the export: sessions and the probe check.
 
 Apart from both so neither imports the other at load time: the backend imports the export only when a
 model must be exported, and the export needs these to verify what it wrote.
@@ -7,7 +7,7 @@ model must be exported, and the export needs these to verify what it wrote.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,6 +23,24 @@ class OnnxUnavailable(Exception):
         super().__init__(message)
         self.st_model = st_model
         self.fingerprint = fingerprint
+
+
+class RuntimeRefused(OnnxUnavailable):
+    """A runtime cannot serve a sound export faithfully (missing, or its vectors disagree): not damage to repair."""
+
+
+class ProbeFailed(Exception):
+    """A session's vector for the recorded probe is not the recorded one: the files are damaged."""
+
+
+class Probed(Protocol):
+    """What a runtime needs from the tower it opens: the probe batch and the recorded-probe check."""
+
+    kind: str
+
+    def probe_inputs(self) -> dict[str, np.ndarray]: ...
+
+    def probe(self, session: Any) -> float: ...
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -41,3 +59,19 @@ def make_session(path: Path, threads: int = 0) -> Any:
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+class OrtRuntime:
+    """ONNX Runtime on the CPU at fp32: the reference every other runtime is checked against."""
+
+    name = "onnx"
+    precision = "float32"
+    threshold = PROBE_COSINE
+
+    def open(self, path: Path, threads: int, tower: Probed) -> Any:
+        """A session for the tower's file, refused (ProbeFailed) unless it gives the recorded probe vector."""
+        session = make_session(path, threads)
+        score = tower.probe(session)
+        if score < self.threshold:
+            raise ProbeFailed(f"probe cosine {score:.6f}")
+        return session

@@ -6,17 +6,13 @@ by `query.Searcher` from any thread with its own read-only catalog connections.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Collection, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
@@ -29,32 +25,17 @@ from ..store.index import VectorIndex
 from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
 from ..verbosity import DETAIL
 from . import imaging
+from .backfill import MediaBackfill
 from .modelchange import ModelChange
+from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
+from .switch import ModelSwitch
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-R = TypeVar("R")
 FIRST_BATCH = 8  # images in the first forward pass of a run; later ones use config.batch_size
-MEDIA_BATCH = 32  # contents whose headers backfill_media reads per call (a few ms each)
 
 ProgressFn = Callable[[int], None]
-
-
-class Stopped(Exception):
-    """The daemon is shutting down; work in flight is abandoned and redone at the next start."""
-
-
-def bounded_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], window: int) -> Iterator[R]:
-    """Like pool.map, in order, but with at most `window` items in flight so memory stays flat."""
-    pending: deque[Future[R]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
 
 
 @dataclass
@@ -78,7 +59,7 @@ class _Released:
     paths: list[str] = field(default_factory=list)  # where it was, for the "moved" log line
 
 
-class Engine:
+class Engine(MediaBackfill, ModelSwitch):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(
@@ -205,7 +186,7 @@ class Engine:
             for position, item in enumerate(batch):
                 content_id = self.catalog.content_id(item.digest)
                 if content_id is None:
-                    content_id = self.catalog.add_content(
+                    content_id, vector_id = self.catalog.add_photo(
                         item.digest,
                         vectors[position],
                         item.width,
@@ -213,7 +194,7 @@ class Engine:
                         item.meta,
                         next_vector=next_vectors[position] if next_vectors is not None else None,
                     )
-                    new_ids.append(content_id)
+                    new_ids.append(vector_id)
                     new_vectors.append(vectors[position])
                 self._record(item, content_id, gone_contents, summary)
             for item in cheap:
@@ -352,14 +333,23 @@ class Engine:
             return True
         return next(self.catalog.files_under(root), None) is not None
 
-    def _drop_orphans(self, released: dict[int, list[str]] | None = None) -> None:
+    def _drop_orphans(
+        self, released: dict[int, list[str]] | None = None, candidates: Iterable[int] | None = None
+    ) -> None:
         """Drop the contents no path points at once they have been unreferenced for orphan_grace seconds.
 
         released: content id -> paths just removed, remembered so a later match logs as a move.
+        candidates: the contents a single change may have left without a path; with `released` and the
+        contents already held they are all that is looked at, so an event costs what it released. None
+        (a reconcile, which walks the library anyway) looks at every content.
         """
         now = self.monotonic()
         with self.catalog.transaction():
-            held = {cid: self._released.get(cid) or _Released(now) for cid in self.catalog.orphan_ids()}
+            if candidates is None:
+                unreferenced = self.catalog.orphan_ids()
+            else:
+                unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})
+            held = {cid: self._released.get(cid) or _Released(now) for cid in unreferenced}
             for content_id, paths in (released or {}).items():
                 if content_id in held:
                     held[content_id].paths.extend(paths)
@@ -367,10 +357,10 @@ class Engine:
             for content_id in expired:
                 del held[content_id]
             self._released = held
-            self.catalog.delete_contents(expired)
+            dropped = self.catalog.delete_contents(expired)
             generation = self.catalog.generation
-        if expired:
-            self.index.remove(expired, generation)
+        if dropped:
+            self.index.remove(dropped, generation)
 
     @property
     def held_contents(self) -> int:
@@ -382,7 +372,7 @@ class Engine:
         if self._released:
             first = min(entry.since for entry in self._released.values())
             if self.monotonic() - first >= self.orphan_grace:
-                self._drop_orphans()
+                self._drop_orphans(candidates=())
         return len(self._released)
 
     # -- single changes (the daemon's worker) ---------------------------------------------
@@ -441,19 +431,22 @@ class Engine:
                     if count:
                         log.info("removed %d files under %s", count, display_path(path))
                     removed += count
-        self._drop_orphans(released)
+        self._drop_orphans(released, candidates=())
         return removed
 
     def move(self, src: str, dest: str, is_dir: bool) -> int:
         """Rewrite paths for a rename; the content keeps its vector."""
         with self.catalog.transaction():
+            # A rename over existing files orphans their contents: those are all that can be released.
+            replaced = self.catalog.files_under(dest) if is_dir else filter(None, [self.catalog.get_file(dest)])
+            candidates = [record.content_id for record in replaced if record.content_id is not None]
             if is_dir:
                 moved = self.catalog.move_under(src, dest)
             else:
                 moved = int(self.catalog.move_file(src, dest))
         if moved:
             log.info("moved %s -> %s", display_path(src), display_path(dest))
-        self._drop_orphans()  # a rename over an existing file orphaned the old content
+        self._drop_orphans(candidates=candidates)  # a rename over an existing file orphaned the old content
         return moved
 
     def upsert(
@@ -482,101 +475,9 @@ class Engine:
         summary = self.ingest(items, gone_contents, progress=progress)
         if gone:
             summary.removed += self.forget(gone)
-        else:
-            self._drop_orphans()  # an edited file's old content may be unreferenced now
+        # An edited file's old content may be unreferenced now.
+        self._drop_orphans(candidates=[record.content_id for _, record in items if record and record.content_id])
         return summary
-
-    # -- metadata of catalogs indexed before it was kept ------------------------------------
-
-    def backfill_media(self, limit: int = MEDIA_BATCH) -> int:
-        """Read the headers of up to `limit` contents whose metadata is missing; returns how many were tried.
-
-        No pixel is decoded and nothing is embedded. A content none of whose files can be read now
-        keeps its row (and its vector) and is tried again by the next run; 0 means none is left.
-        """
-        backlog = self.catalog.media_backlog(self._media_after, limit)
-        if not backlog:
-            return 0
-        found = list(bounded_map(self._pool, self._probe, backlog, window=max(limit, 1)))
-        with self.catalog.transaction():
-            for content_id, meta in found:
-                if meta is not None:
-                    self.catalog.set_media(content_id, meta)
-        self._media_after = backlog[-1][0]
-        return len(backlog)
-
-    def backfill_all_media(self, progress: ProgressFn | None = None) -> int:
-        """backfill_media until nothing is left (`imgd index`); returns how many contents were tried."""
-        tried = 0
-        while count := self.backfill_media():
-            if self.should_stop():
-                raise Stopped
-            tried += count
-            if progress:
-                progress(count)
-        if tried:
-            log.info("read the metadata of %d images indexed before imgd kept it", tried)
-        return tried
-
-    def _probe(self, item: tuple[int, list[FileStat]]) -> tuple[int, ImageMeta | None]:
-        content_id, stats = item
-        for stat in stats:
-            try:
-                return content_id, imaging.probe(stat.path, (stat.size, stat.mtime_ns))
-            except ImageReadError as exc:
-                log.debug("cannot read metadata of %s: %s", display_path(stat.path), exc.reason)
-        return content_id, None
-
-    # -- a model change ---------------------------------------------------------------------
-
-    def begin_change(self, embedder: Embedder) -> ModelChange:
-        """Start (or go on with) re-embedding everything with `embedder` beside the live vectors."""
-        self.change = ModelChange(self.catalog, embedder, self._pool, self.config.max_image_pixels)
-        return self.change
-
-    def reembed_step(self) -> int:
-        """One batch of the change (newest images first); 0 once every image has been tried."""
-        if self.change is None:
-            return 0
-        if self.should_stop():
-            raise Stopped
-        return self.change.step(self.config.batch_size)
-
-    def finish_change(
-        self, exclusive: Callable[[Embedder], AbstractContextManager[object]] = lambda _: nullcontext()
-    ) -> list[int]:
-        """Make the new model's vectors live: index built first, then catalog, index and model in one step.
-
-        `exclusive(new_model)` holds searches off for that step (the daemon's searcher), so no search
-        mixes a query of one model with vectors of the other: from the commit to the swap, not while
-        the catalog rewrites its vectors (readers see the old ones until the commit). Returns the contents
-        dropped because none of their files could be read again; the next reconcile embeds their files.
-        """
-        change = self.change
-        if change is None:
-            return []
-        started = time.monotonic()
-        fresh = VectorIndex.build(self.catalog, change.embedder.dim, change.catalog.iter_next_vectors())
-        with contextlib.ExitStack() as held:
-            with self.catalog.transaction():
-                # Every vector is rewritten here, unseen by searches until the commit (seconds at 1M) ...
-                dropped = self.catalog.finish_model_change()
-                # ... so they are held off only from just before it until index and model follow.
-                waited = time.monotonic()
-                held.enter_context(exclusive(change.embedder))
-                log.debug("searches waited %.2fs for those in flight", time.monotonic() - waited)
-            self.index.adopt(fresh, self.catalog)
-            self.embedder = change.embedder
-            self.change = None
-        gone = set(dropped)
-        self._released = {cid: entry for cid, entry in self._released.items() if cid not in gone}
-        log.info(
-            "switched to model %s in %.1fs: %s",
-            display_path(change.name),
-            time.monotonic() - started,
-            change.summary(dropped),
-        )
-        return dropped
 
     def save_index(self) -> bool:
         """Persist the index if it changed; the catalog is already durable."""

@@ -1,10 +1,8 @@
 """Duplicates: exact copies (several files, one content) and near-duplicates (cosine >= a threshold).
 
-Pairs of contents come from the index module: all pairs of the library at once (`similar_pairs`), or one
-range search per new content in the daemon (`DupeTracker`). Candidates are found with float32 products
-a little below the threshold and then scored exactly: a float64 dot product of two float16 vectors (what
-the catalog stores) is exact whatever the summation order, so the daemon and the direct path score
-every pair to the last bit alike and list the same groups.
+Pairs of contents come from the pair join (pairs.py) over the library, or from the daemon's tracker
+(service/dupetracker.py), which keeps them current; both score every pair exactly alike, so both
+paths list the same groups. Groups hold files, each named by path and content id.
 
 Grouping is complete linkage to the keeper: a group is a keeper and the images that are each at least
 `threshold` similar to that keeper. Connected components would chain a slow pan or a series of edits
@@ -17,61 +15,23 @@ keeper, takes its neighbours, and the rest are grouped again the same way.
 from __future__ import annotations
 
 import datetime
-import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
 from ..paths import is_under
 from ..protocol import DupesRequest
 from ..store.catalog import Catalog
-from ..store.index import VectorIndex, similar_pairs
 from ..store.records import FileDetail
-from .query import Searcher, path_passes
-
-log = logging.getLogger(__name__)
+from .pairs import Pair, exact_scores, library_pairs
+from .query import path_passes
 
 DEFAULT_THRESHOLD = 0.975  # the config default too; measured in benchmarks/RESULTS.md (duplicates)
-MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
-TRACKER_WAIT = 90.0  # seconds a request waits for the daemon's first pass before computing itself (client: 120 s)
 BURST_GAP = 3.0  # seconds between two shots of one burst, at most
 BURST_THRESHOLD = 0.90  # cosine between consecutive shots: a burst's frames differ more than copies do
-NEIGHBOUR_LIMIT = 1000  # near-duplicates kept per content by the daemon: a bound for a too-low threshold
-
-Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
-
-
-def exact_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """Row-wise cosine of float16-valued unit vectors, exactly.
-
-    Each product of two float16 values is exact in float64 (22 significant bits), and every partial sum
-    of a unit-vector dot product is a multiple of 2**-48 below ~1 in size, so it fits float64's 53 bits:
-    no rounding anywhere, so no dependence on how a BLAS orders the sum.
-    """
-    a = np.asarray(first, dtype=np.float16).astype(np.float64)
-    b = np.asarray(second, dtype=np.float16).astype(np.float64)
-    if a.ndim == 1:
-        a, b = a[None], b[None]
-    return np.einsum("ij,ij->i", a, b)
-
-
-def library_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float) -> list[Pair]:
-    """Every pair of the given contents at or above threshold, exactly scored."""
-    ids = np.asarray(ids, dtype=np.int64)
-    vectors = np.asarray(vectors, dtype=np.float16)
-    firsts, seconds = similar_pairs(vectors, threshold - MARGIN)
-    return _scored(ids[firsts], ids[seconds], vectors[firsts], vectors[seconds], threshold)
-
-
-def _scored(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray, threshold: float) -> list[Pair]:
-    scores = exact_scores(va, vb)
-    keep = scores >= threshold
-    low, high = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
-    return list(zip(low.tolist(), high.tolist(), scores[keep].tolist(), strict=True))
 
 
 # -- groups ---------------------------------------------------------------------------------
@@ -88,6 +48,7 @@ class DupeMember:
     taken: str | None
     score: float
     same_content: bool  # byte-identical to the keeper (an exact copy)
+    content_id: int  # what the gallery names the file by, so it need not look the path up again
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -98,6 +59,7 @@ class DupeMember:
             "taken": self.taken,
             "score": round(self.score, 6),
             "same_content": self.same_content,
+            "content_id": self.content_id,
         }
 
 
@@ -209,7 +171,9 @@ def _group(contents: list[int], scores: Mapping[int, float], files: Mapping[int,
         score = 1.0 if cid == keeper else scores[cid]
         for detail in sorted(files[cid], key=keeper_key):
             members.append(
-                DupeMember(detail.path, detail.size, detail.width, detail.height, detail.taken, score, cid == keeper)
+                DupeMember(
+                    detail.path, detail.size, detail.width, detail.height, detail.taken, score, cid == keeper, cid
+                )
             )
     return DupeGroup("exact" if len(contents) == 1 else "near", tuple(members))
 
@@ -279,20 +243,12 @@ def under(path: str, folders: Sequence[str]) -> bool:
 
 
 def catalog_vectors(catalog: Catalog, ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, float16 vectors) of the given contents, or of all: half the memory of float32 (1 GB at 1M)."""
-    if ids is not None:
-        ids = np.asarray(ids, dtype=np.int64)
-        parts = [catalog.vectors_for(ids[s : s + 20_000]).astype(np.float16) for s in range(0, len(ids), 20_000)]
-        dim = int(catalog.model_info()[1]) if catalog.model_info() else 0
-        return ids, np.vstack(parts) if parts else np.empty((0, dim), np.float16)
-    id_parts, vector_parts = [], []
-    for chunk_ids, chunk in catalog.iter_vectors():
-        id_parts.append(chunk_ids)
-        vector_parts.append(chunk.astype(np.float16))
-    if not id_parts:
-        dim = int(catalog.model_info()[1]) if catalog.model_info() else 0
-        return np.empty(0, np.int64), np.empty((0, dim), np.float16)
-    return np.concatenate(id_parts), np.vstack(vector_parts)
+    """(content ids, float16 vectors) of the given contents, or of all, each by its (first) vector: half
+    the memory of float32 (1 GB at 1M). Duplicates are a relation of contents, not of vectors."""
+    ids = catalog.content_ids() if ids is None else np.asarray(ids, dtype=np.int64)
+    parts = [catalog.vectors_for(ids[s : s + 20_000]).astype(np.float16) for s in range(0, len(ids), 20_000)]
+    dim = int(catalog.model_info()[1]) if catalog.model_info() else 0
+    return ids, np.vstack(parts) if parts else np.empty((0, dim), np.float16)
 
 
 PairSource = Callable[[float, np.ndarray | None], list[Pair]]
@@ -371,196 +327,25 @@ def summary(groups: Sequence[DupeGroup]) -> dict[str, int]:
     return {"groups": len(groups), "reclaimable": sum(g.reclaimable for g in groups)}
 
 
-# -- the daemon's running answer --------------------------------------------------------------
-
-
-@dataclass
-class _Events:
-    added: dict[int, np.ndarray] = field(default_factory=dict)
-    removed: set[int] = field(default_factory=set)
-
-
-class DupeTracker:
-    """Near-duplicate pairs of the whole library at or above `floor`, kept current as contents come and go.
-
-    The first answer is computed from the catalog in a background thread; contents added or removed
-    meanwhile are queued and applied once it is done. After that, a new content costs one range search
-    over the live index and a removed one a dictionary deletion. Moves and extra copies change no
-    content, so they need no upkeep here: files are read from the catalog when groups are listed.
-    """
-
-    def __init__(
-        self,
-        index: VectorIndex,
-        load_vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
-        floor: float = DEFAULT_THRESHOLD,
-    ) -> None:
-        self.index = index
-        self.floor = floor
-        self._load_vectors = load_vectors
-        self._neighbours: dict[int, dict[int, float]] = {}
-        self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._pending: _Events | None = _Events()
-        self._thread: threading.Thread | None = None
-        self.error: str | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._build_logged, name="imgd-dupes", daemon=True)
-        self._thread.start()
-
-    def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
-
-    def wait_ready(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
-
-    @property
-    def ready(self) -> bool:
-        return self._ready.is_set()
-
-    def _build_logged(self) -> None:
-        try:
-            self.build()
-        except Exception as exc:  # noqa: BLE001 - dupes falls back to computing on request
-            self.error = f"{type(exc).__name__}: {exc}"
-            log.exception("finding duplicates failed; `imgd dupes` computes them on request")
-        finally:
-            self._ready.set()
-
-    def build(self) -> None:
-        """Pairs of the whole library, then the changes made while they were computed."""
-        ids, vectors = self._load_vectors()
-        pairs = library_pairs(ids, vectors, self.floor)
-        del vectors
-        with self._lock:
-            for a, b, score in pairs:
-                self._link(a, b, score)
-            events, self._pending = self._pending, None
-        if events is not None:
-            self._apply(events)
-        self._ready.set()
-        log.info("duplicates: %d pairs among %d images", self.pair_count(), len(ids))
-
-    # -- upkeep (the worker thread) -------------------------------------------------------------
-
-    def on_added(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """New contents, already in the index: one range search each."""
-        with self._lock:
-            if self._pending is not None:
-                for cid, vector in zip(np.asarray(ids).tolist(), vectors, strict=True):
-                    self._pending.added[int(cid)] = np.asarray(vector, dtype=np.float16)
-                return
-        self._add(np.asarray(ids, dtype=np.int64), np.asarray(vectors, dtype=np.float16))
-
-    def on_removed(self, ids: Iterable[int]) -> None:
-        with self._lock:
-            if self._pending is not None:
-                for cid in ids:
-                    self._pending.added.pop(int(cid), None)
-                    self._pending.removed.add(int(cid))
-                return
-            for cid in ids:
-                self._unlink(int(cid))
-
-    def _apply(self, events: _Events) -> None:
-        with self._lock:
-            for cid in events.removed:
-                self._unlink(cid)
-        if events.added:
-            ids = np.fromiter(events.added, dtype=np.int64, count=len(events.added))
-            self._add(ids, np.vstack(list(events.added.values())))
-
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        if len(ids) == 0:
-            return
-        found = self.index.range_search(vectors.astype(np.float32), self.floor - MARGIN, limit=NEIGHBOUR_LIMIT + 1)
-        firsts = np.fromiter(
-            (position for position, hits in enumerate(found) for other, _ in hits if other != ids[position]), np.int64
-        )
-        seconds = np.fromiter(
-            (other for position, hits in enumerate(found) for other, _ in hits if other != ids[position]), np.int64
-        )
-        pairs: list[Pair] = []
-        if len(seconds):
-            # Stored vectors are the catalog's float16 values, so the exact score matches the direct path's;
-            # one batch lookup (ids removed since the range search, a queued change, drop out).
-            present, stored = self.index.reconstruct_many(np.unique(seconds))
-            rows = np.isin(seconds, present)
-            others = stored[np.searchsorted(present, seconds[rows])]
-            pairs = _scored(ids[firsts[rows]], seconds[rows], vectors[firsts[rows]], others, self.floor)
-        with self._lock:
-            for a, b, score in pairs:
-                self._link(a, b, score)
-
-    def _link(self, a: int, b: int, score: float) -> None:
-        self._neighbours.setdefault(a, {})[b] = score
-        self._neighbours.setdefault(b, {})[a] = score
-
-    def _unlink(self, cid: int) -> None:
-        for other in self._neighbours.pop(cid, {}):
-            links = self._neighbours.get(other)
-            if links is not None:
-                links.pop(cid, None)
-                if not links:
-                    del self._neighbours[other]
-
-    # -- answers (any thread) -----------------------------------------------------------------------
-
-    def serves(self, threshold: float) -> bool:
-        """Can this threshold be answered from memory? (Lower ones are computed on request.)"""
-        return self.ready and self.error is None and threshold >= self.floor
-
-    def pairs(self, threshold: float, scope: np.ndarray | None = None) -> list[Pair]:
-        """Pairs at or above threshold (not below the floor), both ends in scope if one is given."""
-        if threshold < self.floor:
-            raise ValueError(f"threshold {threshold} is below the tracked floor {self.floor}")
-        allowed = set(scope.tolist()) if scope is not None else None
-        with self._lock:
-            return [
-                (a, b, score)
-                for a, links in self._neighbours.items()
-                for b, score in links.items()
-                if a < b and score >= threshold and (allowed is None or (a in allowed and b in allowed))
-            ]
-
-    def pair_count(self) -> int:
-        with self._lock:
-            return sum(len(links) for links in self._neighbours.values()) // 2
-
-
-# -- the request handler (daemon and direct path alike) -----------------------------------------
-
-
-def answer(config: Config, request: DupesRequest, searcher: Searcher | None, tracker: DupeTracker | None) -> dict:
-    """The `dupes` operation: groups as dicts, from the tracker when it can serve, else computed here."""
-    threshold = request.threshold if request.threshold is not None else config.dupes_threshold
+def request_groups(
+    catalog_path: Path,
+    request: DupesRequest,
+    threshold: float,
+    allowed: np.ndarray | None,
+    pair_source: PairSource | None,
+) -> list[DupeGroup]:
+    """The groups a `dupes` request asks for: near and exact ones, then bursts if asked, from one read-only catalog."""
     filters = request.filters
-    allowed = searcher.allowed(filters) if filters.active and searcher is not None else None
-    source: PairSource | None = None
-    if tracker is not None and tracker.wait_ready(TRACKER_WAIT) and tracker.serves(threshold):
-        source = tracker.pairs
-    catalog = Catalog(config.catalog_path, readonly=True)
+    keep_path = (lambda p: path_passes(filters, p)) if filters.active else None
+    catalog = Catalog(catalog_path, readonly=True)
     try:
         groups = find_groups(
-            catalog,
-            threshold,
-            allowed=allowed,
-            keep_path=(lambda p: path_passes(filters, p)) if filters.active else None,
-            within=request.within,
-            pair_source=source,
+            catalog, threshold, allowed=allowed, keep_path=keep_path, within=request.within, pair_source=pair_source
         )
         if request.bursts:
             groups += find_bursts(
-                catalog,
-                request.burst_gap,
-                allowed=allowed,
-                keep_path=(lambda p: path_passes(filters, p)) if filters.active else None,
-                within=request.within,
+                catalog, request.burst_gap, allowed=allowed, keep_path=keep_path, within=request.within
             )
     finally:
         catalog.close()
-    return {"threshold": threshold, "groups": [g.as_dict() for g in groups]}
+    return groups

@@ -19,7 +19,7 @@ from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogError, ImageReadError
 from ..ingest import imaging
-from ..protocol import Filters, Options, SearchRequest, SimilarRequest, Term
+from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRow, FileStat
@@ -195,8 +195,18 @@ class Searcher:
     def similar(self, request: SimilarRequest) -> list[dict[str, Any]]:
         with self._switch.shared():
             self._require_images()
-            vector, content_id = self.image_vector(request.path)
+            if request.content_id is not None:
+                vector, content_id = self.content_vector(request.content_id), request.content_id
+            else:
+                vector, content_id = self.image_vector(request.path)
             return self.run(vector, request.options, exclude=frozenset({content_id} - {None}))
+
+    def content_vector(self, content_id: int) -> np.ndarray:
+        """A catalogued content's stored vector: no path, no file, no image model."""
+        vector = self.catalog.vector(content_id)
+        if vector is None:
+            raise RequestError("that image is no longer in the catalog.")
+        return vector
 
     def _require_images(self) -> None:
         if len(self.index) == 0:
@@ -204,7 +214,7 @@ class Searcher:
 
     def run(self, query: np.ndarray, options: Options, exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
         """The k best live paths for a query vector under the options' filters, cut-off and order."""
-        allowed = self.allowed(options.filters)
+        allowed = self._allowed_vectors(options.filters)
         hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
         if options.auto_cut and hits:
             best = {content_id: score for score, _, content_id in reversed(hits)}  # each content's score
@@ -215,20 +225,32 @@ class Searcher:
         return self._present(hits, options.sort)
 
     def allowed(self, filters: Filters) -> np.ndarray | None:
-        """Content ids a filter lets through (None: no filter), cached per catalog state: people refine
-        the words of a query far more often than its filters."""
+        """Content ids a filter lets through (None: no filter), cached per catalog state."""
+        return self._selected(filters, "contents")
+
+    def _allowed_vectors(self, filters: Filters) -> np.ndarray | None:
+        """Vector ids of the contents a filter lets through (None: no filter): what the index searches."""
+        return self._selected(filters, "vectors")
+
+    def _selected(self, filters: Filters, kind: str) -> np.ndarray | None:
+        """A filter's selection of content or vector ids, cached per catalog state: people refine the words
+        of a query far more often than its filters."""
         if not filters.active:
             return None
         catalog = self.catalog
         # Backfilled metadata changes what a filter selects without a new generation: the state counts both.
-        key = (filters, *catalog.state())
+        key = (kind, filters, *catalog.state())
         with self._cache_lock:
             if key in self._filter_cache:
                 self._filter_cache.move_to_end(key)
                 return self._filter_cache[key]
-        ids = catalog.content_ids_matching(from_request(filters, catalog.cameras))
-        # A narrow filter's own vectors, scored directly: cheaper than any pass over the index.
-        vectors = catalog.vectors_for(ids) if len(ids) <= NARROW_SELECTION else None
+        chosen = from_request(filters, catalog.cameras)
+        if kind == "contents":
+            ids, vectors = catalog.content_ids_matching(chosen), None
+        else:
+            ids = catalog.vector_ids_matching(chosen)
+            # A narrow filter's own vectors, scored directly: cheaper than any pass over the index.
+            vectors = catalog.vectors_by_id(ids) if len(ids) <= NARROW_SELECTION else None
         with self._cache_lock:
             if vectors is not None:
                 self._narrow[ids.tobytes()] = vectors
@@ -239,7 +261,7 @@ class Searcher:
         return ids
 
     def _candidates(self, query: np.ndarray, fetch: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        """The fetch best (content id, score) pairs: from a narrow filter's own vectors, else the index."""
+        """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index."""
         vectors = self._narrow.get(allowed.tobytes()) if allowed is not None else None
         if vectors is None:
             return self.index.search(query, fetch, allowed)
@@ -252,7 +274,7 @@ class Searcher:
         if allowed is not None:
             rng = np.random.default_rng(len(allowed))
             picks = allowed if len(allowed) <= AUTO_CUT_SAMPLE else rng.choice(allowed, AUTO_CUT_SAMPLE, replace=False)
-            vectors = self.catalog.vectors_for(np.sort(picks))
+            vectors = self.catalog.vectors_by_id(np.sort(picks))
         else:
             vectors = self._library_sample()
         return vectors @ np.asarray(query, dtype=np.float32) if len(vectors) else np.zeros(1, dtype=np.float32)
@@ -264,10 +286,10 @@ class Searcher:
             cached = self._sample
         if cached is not None and abs(cached[0] - size) <= size // 10:
             return cached[1]
-        ids = self.catalog.content_ids()
+        ids = self.catalog.vector_ids()
         rng = np.random.default_rng(size)
         picks = ids if len(ids) <= AUTO_CUT_SAMPLE else rng.choice(ids, AUTO_CUT_SAMPLE, replace=False)
-        vectors = self.catalog.vectors_for(np.sort(picks))
+        vectors = self.catalog.vectors_by_id(np.sort(picks))
         with self._cache_lock:
             self._sample = (size, vectors)
         return vectors
@@ -286,14 +308,18 @@ class Searcher:
         limit = len(self.index) if allowed is None else len(allowed)
         while True:
             raw = self._candidates(query, fetch, allowed)
-            paths = self.catalog.paths_for(cid for cid, _ in raw)
+            owners = self.catalog.contents_of(vid for vid, _ in raw)
+            paths = self.catalog.paths_for(owners.values())
             hits: list[tuple[float, str, int]] = []
             contents = 0
-            for content_id, score in raw:
+            seen: set[int] = set()  # a content with several vectors (a video's frames) counts at its best
+            for vector_id, score in raw:
                 if threshold is not None and score < threshold:
                     return hits
-                if content_id in exclude:
+                content_id = owners.get(vector_id)
+                if content_id is None or content_id in exclude or content_id in seen:
                     continue
+                seen.add(content_id)
                 live = [p for p in paths.get(content_id, []) if path_passes(filters, p) and os.path.isfile(p)]
                 if not live:
                     continue

@@ -16,17 +16,19 @@ from ..protocol import DupesRequest, FailedRequest, Request, SearchRequest, Simi
 if TYPE_CHECKING:
     from ..embedders import Embedder
     from ..search.query import Searcher
+    from .dupetracker import DupeTracker
 
 
 class Context(Protocol):
     """What handlers need: the daemon provides it, and so does LocalContext without one."""
 
     config: Config
+    dupes: DupeTracker | None  # the daemon's live pairs; None: computed on request
 
     @property
     def searcher(self) -> Searcher: ...
 
-    def status(self) -> dict[str, Any]: ...
+    def status(self, duplicates: bool = False) -> dict[str, Any]: ...
 
 
 Handler = Callable[[Context, Any], dict[str, Any]]
@@ -55,7 +57,7 @@ def _similar(context: Context, request: SimilarRequest) -> dict[str, Any]:
 
 @handler(StatusRequest.op)
 def _status(context: Context, request: StatusRequest) -> dict[str, Any]:
-    return {"status": context.status()}
+    return {"status": context.status(duplicates=request.duplicates)}
 
 
 @handler(FailedRequest.op)
@@ -67,10 +69,14 @@ def _failed(context: Context, request: FailedRequest) -> dict[str, Any]:
 
 @handler(DupesRequest.op)
 def _dupes(context: Context, request: DupesRequest) -> dict[str, Any]:
-    from ..search import dupes
+    """Groups from the daemon's live pairs when they serve this threshold, else computed here."""
+    from ..search.dupes import request_groups
 
-    searcher = context.searcher if request.filters.active else None
-    return dupes.answer(context.config, request, searcher, getattr(context, "dupes", None))
+    threshold = request.threshold if request.threshold is not None else context.config.dupes_threshold
+    allowed = context.searcher.allowed(request.filters) if request.filters.active else None
+    source = context.dupes.source_for(threshold) if context.dupes is not None else None
+    groups = request_groups(context.config.catalog_path, request, threshold, allowed, source)
+    return {"threshold": threshold, "groups": [g.as_dict() for g in groups]}
 
 
 def answer(context: Context, request: Request) -> dict[str, Any]:
@@ -83,6 +89,7 @@ class LocalContext:
 
     def __init__(self, config: Config, load_model: Callable[[str], Embedder]) -> None:
         self.config = config
+        self.dupes: DupeTracker | None = None  # no daemon: pairs are computed on request
         self._load_model = load_model
         self._searcher: Searcher | None = None
 
@@ -94,7 +101,8 @@ class LocalContext:
             self._searcher = open_searcher(self.config, self._load_model)
         return self._searcher
 
-    def status(self) -> dict[str, Any]:
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        """What the catalog holds; without a daemon there is no duplicates summary to show."""
         from .library import catalog_status
 
         return catalog_status(self.config)

@@ -22,14 +22,11 @@ from ..embedders import Embedder
 from ..errors import ImgdError, display_path
 from ..ingest.watcher import Watcher
 from ..ingest.worker import Worker
-from ..paths import state_folder
-from ..protocol import Request, StatusRequest
-from ..search.dupes import DupeTracker, catalog_vectors, find_groups
-from ..search.dupes import summary as dupes_summary
+from ..protocol import StatusRequest
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
-from .handlers import answer
+from .dupetracker import DupeTracker, library_vectors
 from .library import RUN, WriterLock, catalog_status, ensure_state_dir, open_library
 from .server import QueryServer
 
@@ -117,7 +114,12 @@ class Daemon:
 
     def _track_dupes(self) -> DupeTracker:
         """Near-duplicate pairs, computed once in the background and then kept current on every index change."""
-        tracker = DupeTracker(self.library.index, lambda: _library_vectors(self.config), self.config.dupes_threshold)
+        tracker = DupeTracker(
+            self.library.index,
+            lambda: _library_vectors(self.config),
+            self.config.dupes_threshold,
+            owners=lambda vector_ids: self.searcher.catalog.contents_of(vector_ids),
+        )
         self.library.index.listeners.append(tracker)
         return tracker
 
@@ -131,16 +133,10 @@ class Daemon:
         sd_notify(f"STATUS=switched to model {self.embedder.name}")
         return dropped
 
-    # -- queries ----------------------------------------------------------------------------
+    # -- queries (the handler table asks these; see handlers.Context) ---------------------------
 
-    def handle(self, request: Request) -> dict[str, Any]:
-        """Answer one query-socket request: the same handlers as the direct path (handlers.answer).
-
-        Every reply names the state folder it comes from, so a client of another library refuses it.
-        """
-        return {**answer(self, request), "state_dir": state_folder(self.config.state_dir)}
-
-    def status(self) -> dict[str, Any]:
+    def status(self, duplicates: bool = False) -> dict[str, Any]:
+        """The catalog's counts and the daemon's state; `duplicates` adds the summary `imgd status` shows."""
         info = catalog_status(self.config)
         change = (info.get("model") or {}).get("change")
         if change and (under_way := self.library.engine.change) is not None:
@@ -163,28 +159,20 @@ class Daemon:
                 "backend": getattr(self.embedder, "backend", None),
                 "text": getattr(self.embedder, "text_name", None),
                 "image_loaded": getattr(self.embedder, "image_loaded", True),
+                **({"reason": reason} if (reason := getattr(self.embedder, "reason", None)) else {}),
                 **({"change": change} if change else {}),
             },
             search=self.library.index.describe(),
-            dupes=self._dupes_status(),
+            **({"dupes": self._dupes_summary()} if duplicates else {}),
             last_persist=self.last_persist,
             inotify=inotify_usage(),
             last_error=stats.last_error,
         )
         return info
 
-    def _dupes_status(self) -> dict[str, Any]:
-        """Duplicate groups at the configured threshold, from the tracker's pairs (no waiting for it)."""
-        if not self.dupes.ready:
-            return {"computing": True}
-        if self.dupes.error is not None:
-            return {"error": self.dupes.error}
-        catalog = Catalog(self.config.catalog_path, readonly=True)
-        try:
-            groups = find_groups(catalog, self.config.dupes_threshold, pair_source=self.dupes.pairs)
-        finally:
-            catalog.close()
-        return {"threshold": self.config.dupes_threshold, **dupes_summary(groups)}
+    def _dupes_summary(self) -> dict[str, Any]:
+        """Groups at the configured threshold from the tracker's pairs, regrouped only after a change."""
+        return self.dupes.summary(self.config.catalog_path, self.config.dupes_threshold)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -220,7 +208,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop_event.set())
         signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
-        self.server = QueryServer(self.config.socket, self.handle)
+        self.server = QueryServer(self.config.socket, self)
         warm = getattr(self.embedder, "warm", None)
         if warm is not None:
             warm()  # open the sessions now: the first query should not wait for them
@@ -290,7 +278,7 @@ class Daemon:
 def _library_vectors(config: Config) -> tuple[Any, Any]:
     catalog = Catalog(config.catalog_path, readonly=True)
     try:
-        return catalog_vectors(catalog)
+        return library_vectors(catalog)
     finally:
         catalog.close()
 

@@ -1,7 +1,8 @@
 """The daemon's query socket: line-delimited JSON over a Unix socket only its owner can open.
 
 Each connection gets a thread with a read deadline and a size cap, so a slow, vanished or hostile
-client costs one thread for a few seconds and never blocks indexing or other queries.
+client costs one thread for a few seconds and never blocks indexing or other queries. A request is
+parsed and handed to the handler table (handlers.answer) with the daemon as its context.
 """
 
 from __future__ import annotations
@@ -13,20 +14,19 @@ import os
 import socket
 import socketserver
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import ImgdError
-from ..protocol import PROTOCOL_VERSION, Request, parse
+from ..paths import state_folder
+from ..protocol import PROTOCOL_VERSION, parse
+from .handlers import Context, answer
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024
 READ_TIMEOUT = 5.0
 MAX_CLIENTS = 32
-
-Handler = Callable[[Request], dict[str, Any]]
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -75,9 +75,12 @@ class QueryServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     allow_reuse_address = False
 
-    def __init__(self, path: Path, handler: Handler) -> None:
+    def __init__(self, path: Path, context: Context) -> None:
         self.path = Path(path)
-        self.handler = handler
+        self.context = context
+        # Every reply names the state folder it comes from, so a client of another library refuses it.
+        config = getattr(context, "config", None)
+        self.serves = {"state_dir": state_folder(config.state_dir)} if config is not None else {}
         self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
         prepare_socket_path(self.path)
         old_umask = os.umask(0o177)
@@ -99,7 +102,7 @@ class QueryServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         if message.get("v") != PROTOCOL_VERSION:
             return _error(f"unsupported protocol version {message.get('v')!r}; this daemon speaks {PROTOCOL_VERSION}")
         try:
-            return {"v": PROTOCOL_VERSION, "ok": True, **self.handler(parse(message))}
+            return {"v": PROTOCOL_VERSION, "ok": True, **answer(self.context, parse(message)), **self.serves}
         except ImgdError as exc:
             return _error(str(exc))
         except Exception as exc:  # noqa: BLE001 - a query must never take the daemon down

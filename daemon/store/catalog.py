@@ -1,6 +1,7 @@
 """The catalog: the only module that opens SQLite, and the source of truth for paths and vectors.
 
-contents: one row per unique image content (id = FAISS id, BLAKE2b digest, float16 vector, size).
+contents: one row per unique image content (BLAKE2b digest, size); vectors: its float16 vectors,
+one per (content, time), each with its own id (the FAISS id).
 files:    one row per path (stored as raw bytes, so any file name round-trips) pointing at a content,
           or recording why the file failed, or that its folder is missing.
 media:    one narrow row per content: what its bytes say (media.py).
@@ -75,6 +76,8 @@ class Catalog(NextVectors, MediaRows, Selection):
             else:
                 self._check_readable()
             self.schema_version = migrations.current_version(self.conn)
+            if readonly:
+                migrations.read_as_latest(self.conn, self.schema_version)
         except sqlite3.DatabaseError as exc:
             raise CatalogError(f"{self.path}: catalog is damaged or not a database ({exc}); {RECOVERY_HINT}.") from None
         except OSError as exc:
@@ -164,6 +167,7 @@ class Catalog(NextVectors, MediaRows, Selection):
             if info is not None:
                 # Forget vectors but keep paths: every file is re-embedded by the next reconcile.
                 self.conn.execute("UPDATE files SET content_id = NULL, size = -1, mtime_ns = -1")
+                self.conn.execute("DELETE FROM vectors")
                 self.conn.execute("DELETE FROM contents")
                 self.conn.execute("DELETE FROM media")
                 self._clear_model_change()
@@ -252,21 +256,49 @@ class Catalog(NextVectors, MediaRows, Selection):
         return os.fsdecode(row[0]) if row else None
 
     def vector(self, content_id: int) -> np.ndarray | None:
-        row = self.conn.execute("SELECT vector FROM contents WHERE id = ?", (content_id,)).fetchone()
+        """A content's vector (its first, for a content with several)."""
+        row = self.conn.execute(
+            "SELECT vector FROM vectors WHERE content_id = ? ORDER BY at LIMIT 1", (content_id,)
+        ).fetchone()
         return np.frombuffer(row[0], dtype=np.float16).astype(np.float32) if row else None
 
     def vectors_for(self, content_ids: np.ndarray) -> np.ndarray:
-        """Float32 vectors of the given contents, in the given order (each must exist)."""
+        """Float32 vectors of the given contents (each one's first), in the given order (each must exist)."""
         ids = [int(i) for i in content_ids]
-        found = dict(self._rows_for_ids("SELECT id, vector FROM contents WHERE id IN ({})", ids))
+        found: dict[int, bytes] = {}
+        for cid, blob in self._rows_for_ids(
+            "SELECT content_id, vector FROM vectors WHERE content_id IN ({}) ORDER BY at DESC", ids
+        ):
+            found[cid] = blob  # the last row seen per content is its first in time
         return self._decode_vectors([found[i] for i in ids])
 
+    def vector_ids(self) -> np.ndarray:
+        """Every vector id: what the index holds."""
+        return np.fromiter((r[0] for r in self.conn.execute("SELECT id FROM vectors")), dtype=np.int64)
+
+    def vectors_by_id(self, vector_ids: np.ndarray) -> np.ndarray:
+        """Float32 vectors of the given vector ids, in the given order (each must exist)."""
+        ids = [int(i) for i in vector_ids]
+        found = dict(self._rows_for_ids("SELECT id, vector FROM vectors WHERE id IN ({})", ids))
+        return self._decode_vectors([found[i] for i in ids])
+
+    def contents_of(self, vector_ids: Iterable[int]) -> dict[int, int]:
+        """The content of each vector id still in the catalog."""
+        ids = list(dict.fromkeys(int(i) for i in vector_ids))
+        return dict(self._rows_for_ids("SELECT id, content_id FROM vectors WHERE id IN ({})", ids))
+
+    def vector_ids_of(self, content_ids: Iterable[int]) -> np.ndarray:
+        """Sorted ids of the vectors of the given contents."""
+        ids = list(dict.fromkeys(int(i) for i in content_ids))
+        rows = self._rows_for_ids("SELECT id FROM vectors WHERE content_id IN ({})", ids)
+        return np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64))
+
     def iter_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, float32 vectors) in id order, a chunk at a time, for rebuilding the index."""
+        """All (vector ids, float32 vectors) in id order, a chunk at a time, for rebuilding the index."""
         last = -1
         while True:
             rows = self.conn.execute(
-                "SELECT id, vector FROM contents WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)
+                "SELECT id, vector FROM vectors WHERE id > ? ORDER BY id LIMIT ?", (last, chunk)
             ).fetchall()
             if not rows:
                 return
@@ -317,21 +349,39 @@ class Catalog(NextVectors, MediaRows, Selection):
         meta: ImageMeta | None = None,
         next_vector: np.ndarray | None = None,
     ) -> int:
-        """A new content and its metadata row (without `meta`, the row waits for backfill_media to read it);
-        during a model change, `next_vector` is the new model's."""
-        blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
+        """A new content with one vector (a photo's); returns its content id (add_photo gives the vector id too)."""
+        return self.add_photo(digest, vector, width, height, meta, next_vector)[0]
+
+    def add_photo(
+        self,
+        digest: str,
+        vector: np.ndarray,
+        width: int,
+        height: int,
+        meta: ImageMeta | None = None,
+        next_vector: np.ndarray | None = None,
+    ) -> tuple[int, int]:
+        """A new content, its one vector and its metadata row (without `meta`, the row waits for
+        backfill_media to read it); during a model change, `next_vector` is the new model's.
+        Returns (content id, vector id)."""
         cursor = self.conn.execute(
-            "INSERT INTO contents(hash, width, height, vector) VALUES (?, ?, ?, ?)",
-            (digest, width, height, blob),
+            "INSERT INTO contents(hash, width, height) VALUES (?, ?, ?)",
+            (digest, width, height),
         )
         content_id = int(cursor.lastrowid)
+        blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
+        cursor = self.conn.execute(
+            "INSERT INTO vectors(content_id, at, vector) VALUES (?, 0, ?)",
+            (content_id, blob),
+        )
+        vector_id = int(cursor.lastrowid)
         self.conn.execute("INSERT INTO media(content_id, width, height) VALUES (?, ?, ?)", (content_id, width, height))
         if meta is not None:
             self.set_media(content_id, meta)
         if next_vector is not None:
-            self.add_next_vectors([content_id], np.asarray(next_vector)[None, :])
+            self._add_next_vector(vector_id, next_vector)
         self._bump_generation()
-        return content_id
+        return content_id, vector_id
 
     def set_file(self, path: str, size: int, mtime_ns: int, content_id: int) -> None:
         self.conn.execute(
@@ -403,11 +453,22 @@ class Catalog(NextVectors, MediaRows, Selection):
             )
         ]
 
+    def orphans_among(self, content_ids: Iterable[int]) -> list[int]:
+        """Those of the given contents no path points at any more: the per-event form of orphan_ids, which
+        costs what the event released, not what the library holds."""
+        ids = sorted({int(i) for i in content_ids})
+        return [
+            r[0]
+            for r in self._rows_for_ids(
+                "SELECT id FROM contents WHERE id IN ({}) "
+                "AND NOT EXISTS (SELECT 1 FROM files WHERE files.content_id = contents.id)",
+                ids,
+            )
+        ]
+
     def delete_orphans(self) -> list[int]:
-        """Drop contents no path points at any more; returns their ids for the index."""
-        ids = self.orphan_ids()
-        self.delete_contents(ids)
-        return ids
+        """Drop contents no path points at any more; returns their vectors' ids, for the index."""
+        return self.delete_contents(self.orphan_ids())
 
     def record_event(self, key: str) -> None:
         self.set_meta(key, str(time.time()))

@@ -128,8 +128,12 @@ class CatalogCore:
     # -- shared reads and writes --------------------------------------------------------------
 
     def count_contents(self) -> int:
-        """How many unique contents (vectors) the catalog holds."""
+        """How many unique contents (photos) the catalog holds."""
         return self.conn.execute("SELECT count(*) FROM contents").fetchone()[0]
+
+    def count_vectors(self) -> int:
+        """How many vectors the catalog holds: the index's size (a content has one or more)."""
+        return self.conn.execute("SELECT count(*) FROM vectors").fetchone()[0]
 
     def _any_missing(self) -> bool:
         return self.conn.execute("SELECT 1 FROM files WHERE status = 'missing'").fetchone() is not None
@@ -145,13 +149,23 @@ class CatalogCore:
         dim = dim or int(self.get_meta("dim") or 0)
         return np.frombuffer(b"".join(blobs), dtype=np.float16).reshape(len(blobs), dim).astype(np.float32)
 
-    def delete_contents(self, ids: list[int]) -> None:
-        """Drop contents with every row that hangs off them (metadata, a model change's vectors)."""
+    def delete_contents(self, ids: list[int]) -> list[int]:
+        """Drop contents with every row that hangs off them (vectors, metadata, a model change's vectors);
+        returns the ids of the vectors dropped, for the index."""
+        dropped: list[int] = []
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
+            vector_ids = [
+                r[0] for r in self.conn.execute(f"SELECT id FROM vectors WHERE content_id IN ({marks})", chunk)
+            ]
+            dropped.extend(vector_ids)
+            for part in range(0, len(vector_ids), 500):
+                some = vector_ids[part : part + 500]
+                self.conn.execute(f"DELETE FROM next_vectors WHERE vector_id IN ({','.join('?' * len(some))})", some)
+            self.conn.execute(f"DELETE FROM vectors WHERE content_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM contents WHERE id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM media WHERE content_id IN ({marks})", chunk)
-            self.conn.execute(f"DELETE FROM next_vectors WHERE content_id IN ({marks})", chunk)
         if ids:
             self._bump_generation()
+        return dropped

@@ -26,17 +26,16 @@ import struct
 import threading
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from . import ivf
 from .catalog import Catalog
+from .ivf import nearest_centroids, train_centroids  # noqa: F401 - the pair join's blocking (search/pairs.py)
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +68,7 @@ class IndexFileError(Exception):
 
 
 class VectorIndex:
-    """Inner-product search over L2-normalised vectors, keyed by catalog content id."""
+    """Inner-product search over L2-normalised vectors, keyed by catalog vector id (not content id)."""
 
     def __init__(self, dim: int, raw: faiss.Index | None = None) -> None:
         self.dim = dim
@@ -131,7 +130,7 @@ class VectorIndex:
             self.generation = generation
 
     def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
-        """Top-k (content id, cosine) pairs, best first; with `allowed`, only among those content ids.
+        """Top-k (vector id, cosine) pairs, best first; with `allowed`, only among those vector ids.
 
         A filter is applied inside the search through a FAISS ID selector (a bitmap), never to a top k
         found without it, so if k allowed vectors exist, k come back. IVF probes more lists under a
@@ -189,17 +188,17 @@ class VectorIndex:
             found.append(list(zip(ids[part][best].tolist(), scores[part][best].tolist(), strict=True)))
         return found
 
-    def reconstruct_many(self, content_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def reconstruct_many(self, vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The stored vectors of those ids the index holds, in one call: (ids found, vectors)."""
-        content_ids = np.ascontiguousarray(content_ids, dtype=np.int64)
+        vector_ids = np.ascontiguousarray(vector_ids, dtype=np.int64)
         with self._lock:
             try:
-                return content_ids, self._index.reconstruct_batch(content_ids)
+                return vector_ids, self._index.reconstruct_batch(vector_ids)
             except RuntimeError:  # some were removed meanwhile: look them up one by one
                 found = []
-                for content_id in content_ids.tolist():
+                for vector_id in vector_ids.tolist():
                     with contextlib.suppress(RuntimeError):
-                        found.append((content_id, self._index.reconstruct(content_id)))
+                        found.append((vector_id, self._index.reconstruct(vector_id)))
         if not found:
             return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
         return np.asarray([i for i, _ in found], dtype=np.int64), np.vstack([v for _, v in found])
@@ -208,9 +207,9 @@ class VectorIndex:
         with self._lock:
             return ivf.export(self._index, with_vectors=False)[0]
 
-    def reconstruct(self, content_id: int) -> np.ndarray:
+    def reconstruct(self, vector_id: int) -> np.ndarray:
         with self._lock:
-            return self._index.reconstruct(int(content_id))
+            return self._index.reconstruct(int(vector_id))
 
     def describe(self) -> dict[str, object]:
         """For `imgd status`."""
@@ -415,16 +414,16 @@ class VectorIndex:
     def catch_up(self, catalog: Catalog) -> tuple[int, int]:
         """Apply what the catalog did since this index was saved: the difference of the id sets is all of it.
 
-        Content ids are never reused within a catalog (AUTOINCREMENT) and a content's vector never
+        Vector ids are never reused within a catalog (AUTOINCREMENT) and a stored vector never
         changes, so an id present in both holds the same vector in both.
         """
-        live, have = catalog.content_ids(), self.ids()
+        live, have = catalog.vector_ids(), self.ids()
         gone = np.setdiff1d(have, live)
         new = np.setdiff1d(live, have)
         self.remove(gone)
         for start in range(0, len(new), 20_000):
             part = new[start : start + 20_000]
-            self.add(part, catalog.vectors_for(part))
+            self.add(part, catalog.vectors_by_id(part))
         self.generation = catalog.generation
         self.dirty = True
         return len(new), len(gone)
@@ -447,7 +446,7 @@ class VectorIndex:
         """The saved index if it matches the catalog exactly, else a fresh one built from the catalog."""
         try:
             index, header = cls.read(path)
-            generation, count = catalog.generation, catalog.count_contents()
+            generation, count = catalog.generation, catalog.count_vectors()
             if header.dim != dim:
                 raise IndexFileError(f"index file has {header.dim} dims, the model has {dim}")
             if header.generation == generation and header.count == count:
@@ -464,13 +463,13 @@ class VectorIndex:
             log.info("brought the saved index up to date with the catalog (+%d, -%d vectors)", added, removed)
             return index
         except IndexFileError as exc:
-            if catalog.count_contents() or Path(path).exists():
+            if catalog.count_vectors() or Path(path).exists():
                 log.info("rebuilding the index from the catalog: %s", exc)
             return cls.build(catalog, dim)
 
 
 def _bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
-    """A FAISS selector over content ids, with the bit array it reads (kept alive by the caller)."""
+    """A FAISS selector over vector ids, with the bit array it reads (kept alive by the caller)."""
     top = int(allowed.max()) + 1 if len(allowed) else 1
     mask = np.zeros(top, dtype=bool)
     mask[allowed] = True
@@ -494,94 +493,3 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-# -- pairs above a threshold (duplicate finding) ---------------------------------------------
-
-PAIRS_EXACT_LIMIT = 16_384  # below this many vectors every pair is compared (~1 s here)
-PAIRS_PROBES = 4  # lists each vector is compared against in the blocked pass
-PAIRS_PCA_DIM = 128  # the blocking (k-means, list choice) works in this many PCA dimensions
-_PAIRS_ROWS = 2048  # rows of one similarity block: 2048 x 16k float32 = 128 MB at most
-
-
-def similar_pairs(vectors: np.ndarray, threshold: float, probes: int = PAIRS_PROBES) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs (i < j) of unit vectors whose inner product is at least threshold.
-
-    Small sets compare every pair. Larger ones are blocked like an IVF index: k-means lists in a PCA
-    projection, each vector compared (one matrix product per list) with the members of its `probes`
-    nearest lists, so a pair is found when either one's list is among the other's nearest. Near
-    duplicates sit far closer than lists are wide, so this misses few of them (benchmarks/bench_dupes.py
-    measures the recall) for n*probes*n/nlist products instead of n*n.
-    `vectors` may be float16 (the catalog's precision, half the memory); blocks are multiplied in float32.
-    """
-    vectors = np.asarray(vectors)
-    if len(vectors) <= PAIRS_EXACT_LIMIT:
-        return _pairs_exact(vectors, threshold)
-    return _pairs_blocked(vectors, threshold, probes)
-
-
-def _pairs_exact(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    data = np.ascontiguousarray(vectors, dtype=np.float32)
-
-    def rows_from(start: int) -> tuple[np.ndarray, np.ndarray]:
-        block = data[start : start + _PAIRS_ROWS] @ data[start:].T
-        rows, cols = np.nonzero(block >= threshold)
-        keep = cols > rows  # the block's columns begin at its own first row: the upper triangle
-        return rows[keep] + start, cols[keep] + start
-
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        found = list(pool.map(rows_from, range(0, len(data), _PAIRS_ROWS)))
-    return _joined([f for f, _ in found]), _joined([s for _, s in found])
-
-
-def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[np.ndarray, np.ndarray]:
-    count, dim = vectors.shape
-    rng = np.random.default_rng(count)
-    nlist = int(max(16, round((2 * count * probes) ** 0.5)))  # balances list choice against products
-    sample = vectors[np.sort(rng.choice(count, size=min(count, 40 * nlist), replace=False))].astype(np.float32)
-    mean = sample.mean(axis=0)
-    # Principal axes from the sample's covariance (numpy's eigh: FAISS's PCAMatrix takes seconds here).
-    axes = np.linalg.eigh(np.cov(sample - mean, rowvar=False))[1][:, ::-1][:, : min(PAIRS_PCA_DIM, dim)]
-    axes = np.ascontiguousarray(axes, dtype=np.float32)
-    kmeans = faiss.Kmeans(axes.shape[1], nlist, niter=6, max_points_per_centroid=40, seed=1, verbose=False)
-    kmeans.train((sample - mean) @ axes)
-    del sample
-    lists = np.empty((count, probes), np.int64)
-    for start in range(0, count, 100_000):
-        part = (vectors[start : start + 100_000].astype(np.float32) - mean) @ axes
-        lists[start : start + 100_000] = faiss.knn(part, kmeans.centroids, probes)[1]
-    primary = lists[:, 0]
-    member_order = np.argsort(primary, kind="stable")
-    member_bounds = np.searchsorted(primary[member_order], np.arange(nlist + 1))
-    probed = lists.ravel()
-    query_order = np.argsort(probed, kind="stable") // probes  # row of each (row, list) pair, by list
-    query_bounds = np.searchsorted(np.sort(probed), np.arange(nlist + 1))
-
-    def one_list(number: int) -> tuple[np.ndarray, np.ndarray]:
-        members = member_order[member_bounds[number] : member_bounds[number + 1]]
-        queries = query_order[query_bounds[number] : query_bounds[number + 1]]
-        firsts, seconds = [], []
-        if len(members):
-            stored = vectors[members].astype(np.float32)
-            for start in range(0, len(queries), _PAIRS_ROWS):
-                rows = queries[start : start + _PAIRS_ROWS]
-                hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
-                first, second = rows[hit_rows], members[hit_cols]
-                keep = first != second
-                firsts.append(np.minimum(first[keep], second[keep]))
-                seconds.append(np.maximum(first[keep], second[keep]))
-        return _joined(firsts), _joined(seconds)
-
-    # One list per task, each product single-threaded: BLAS threads that spin-wait between small
-    # products made this 3x slower on a busy 2-core machine than one thread (benchmarks/RESULTS.md).
-    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        found = list(pool.map(one_list, range(nlist)))
-    firsts = [f for f, _ in found]
-    seconds = [s for _, s in found]
-    first, second = _joined(firsts), _joined(seconds)
-    unique = np.unique(first * count + second)  # a pair found from both sides, or through two lists
-    return unique // count, unique % count
-
-
-def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)

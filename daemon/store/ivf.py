@@ -162,3 +162,27 @@ def probe(
     n = min(index.nlist, nprobe * rounds)
     scores, ids = index.search(query, k, params=faiss.SearchParametersIVF(nprobe=n, sel=sel))
     return scores, ids, n
+
+
+# -- clustering alone, for the pair join's blocking (search/pairs.py, through index.py) --------------
+
+
+def train_centroids(
+    points: np.ndarray, count: int, iterations: int, seed: int, max_points_per_centroid: int
+) -> np.ndarray:
+    """k-means centroids (L2) of float32 points."""
+    kmeans = faiss.Kmeans(
+        points.shape[1],
+        count,
+        niter=iterations,
+        max_points_per_centroid=max_points_per_centroid,
+        seed=seed,
+        verbose=False,
+    )
+    kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
+    return kmeans.centroids
+
+
+def nearest_centroids(points: np.ndarray, centroids: np.ndarray, k: int) -> np.ndarray:
+    """Row numbers of each point's k nearest centroids (L2), nearest first."""
+    return faiss.knn(np.ascontiguousarray(points, dtype=np.float32), centroids, k)[1]

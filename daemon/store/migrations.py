@@ -116,6 +116,58 @@ def _next_vectors(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(4, "vectors: their own ids, per (content, time); the index is keyed by vector id")
+def _vectors(conn: sqlite3.Connection) -> None:
+    # Several vectors per content are coming (a video's frames), so a vector gets an id of its own
+    # and contents lose their vector column. Each existing vector keeps its content's id as its own
+    # vector id, so every index file saved before the upgrade still names the right vectors and is
+    # neither rebuilt nor re-embedded. New vector ids start 1000 above every content id ever given:
+    # from then on a vector's id differs from its content's, so code that takes one kind of id for the
+    # other cannot pass its tests by coincidence (the index's filter bitmap grows by 1000 bits).
+    # `at`: seconds into the content (0 for a photo).
+    _run(
+        conn,
+        """
+        CREATE TABLE vectors (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            content_id INTEGER NOT NULL REFERENCES contents(id),
+            at REAL NOT NULL DEFAULT 0,
+            vector BLOB NOT NULL
+        );
+        INSERT INTO vectors(id, content_id, at, vector) SELECT id, id, 0, vector FROM contents;
+        CREATE UNIQUE INDEX vectors_content ON vectors(content_id, at);
+        DELETE FROM sqlite_sequence WHERE name = 'vectors';
+        INSERT INTO sqlite_sequence(name, seq)
+            VALUES ('vectors', coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'contents'), 0) + 1000);
+        ALTER TABLE contents DROP COLUMN vector;
+        CREATE TABLE next_vectors_by_vector (
+            vector_id INTEGER PRIMARY KEY REFERENCES vectors(id),
+            vector BLOB NOT NULL
+        );
+        INSERT INTO next_vectors_by_vector(vector_id, vector) SELECT content_id, vector FROM next_vectors;
+        DROP TABLE next_vectors;
+        ALTER TABLE next_vectors_by_vector RENAME TO next_vectors
+        """,
+    )
+
+
+# What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
+# tables of schema 4: views in its own temp schema, over the older tables, under the new names.
+READ_AS_LATEST = {
+    1: ["CREATE TEMP VIEW vectors AS SELECT id, id AS content_id, 0.0 AS at, vector FROM main.contents"],
+    3: ["CREATE TEMP VIEW next_vectors AS SELECT content_id AS vector_id, vector FROM main.next_vectors"],
+}
+
+
+def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
+    """Make a read-only connection to a catalog of an older schema read like the latest one."""
+    if version < 4:
+        for since, statements in READ_AS_LATEST.items():
+            if version >= since:
+                for statement in statements:
+                    conn.execute(statement)
+
+
 LATEST = MIGRATIONS[-1].version
 
 

@@ -61,16 +61,17 @@ class NextVectors(CatalogCore):
         return dropped
 
     def model_change_progress(self) -> tuple[int, int]:
-        """(contents with the new model's vector, all contents)."""
+        """(vectors with the new model's vector, all vectors): one each per photo."""
         done = self.conn.execute("SELECT count(*) FROM next_vectors").fetchone()[0]
-        return done, self.count_contents()
+        return done, self.count_vectors()
 
     def reembed_order(self) -> np.ndarray:
-        """Contents without the new model's vector, newest first (EXIF time, else their newest file's mtime):
-        the photos people look for first are searchable with the new model first (after the switch)."""
+        """Contents with a vector still without the new model's, newest first (EXIF time, else their newest
+        file's mtime): the photos people look for first are searchable with the new model first (after the switch)."""
         rows = self.conn.execute(
             "SELECT m.content_id FROM media m "
-            "WHERE NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.content_id = m.content_id) "
+            "WHERE EXISTS (SELECT 1 FROM vectors v WHERE v.content_id = m.content_id "
+            "AND NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.vector_id = v.id)) "
             "ORDER BY coalesce(CAST(strftime('%s', m.taken) AS INTEGER), "
             "(SELECT max(f.mtime_ns) FROM files f WHERE f.content_id = m.content_id) / 1000000000) DESC, "
             "m.content_id DESC"
@@ -78,24 +79,30 @@ class NextVectors(CatalogCore):
         return np.fromiter((r[0] for r in rows), dtype=np.int64)
 
     def add_next_vectors(self, content_ids: Iterable[int], vectors: np.ndarray) -> int:
-        """Store the new model's vectors of contents that still exist; returns how many were stored."""
+        """Store the new model's vectors of photos (a content's vector at time 0) that still exist; returns
+        how many were stored."""
         stored = 0
         for content_id, vector in zip(content_ids, vectors, strict=True):
             blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
             stored += self.conn.execute(
-                "INSERT OR REPLACE INTO next_vectors(content_id, vector) SELECT id, ? FROM contents WHERE id = ?",
+                "INSERT OR REPLACE INTO next_vectors(vector_id, vector) "
+                "SELECT id, ? FROM vectors WHERE content_id = ? AND at = 0",
                 (blob, int(content_id)),
             ).rowcount
         return stored
 
+    def _add_next_vector(self, vector_id: int, vector: np.ndarray) -> None:
+        blob = np.ascontiguousarray(vector, dtype=np.float16).tobytes()
+        self.conn.execute("INSERT OR REPLACE INTO next_vectors(vector_id, vector) VALUES (?, ?)", (vector_id, blob))
+
     def iter_next_vectors(self, chunk: int = 20000) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All of the new model's (ids, float32 vectors) in id order, for building its index before the switch."""
+        """All of the new model's (vector ids, float32 vectors) in id order, for its index before the switch."""
         change = self.model_change()
         dim = change[1] if change else 0
         last = -1
         while True:
             rows = self.conn.execute(
-                "SELECT content_id, vector FROM next_vectors WHERE content_id > ? ORDER BY content_id LIMIT ?",
+                "SELECT vector_id, vector FROM next_vectors WHERE vector_id > ? ORDER BY vector_id LIMIT ?",
                 (last, chunk),
             ).fetchall()
             if not rows:
@@ -107,7 +114,7 @@ class NextVectors(CatalogCore):
     def finish_model_change(self) -> list[int]:
         """Make the new model's vectors the live ones, in one transaction; returns the contents dropped.
 
-        A content without a new vector (none of its files could be read again) is dropped and its
+        A content with a vector still without a new one (none of its files could be read again) is dropped and its
         files are kept with an unknown size, so the next reconcile embeds them anew if they are back.
         The catalog gets a new identity: an index file saved before the switch holds the old vectors
         under the same ids, and must be rebuilt, never patched.
@@ -120,7 +127,8 @@ class NextVectors(CatalogCore):
             dropped = [
                 r[0]
                 for r in self.conn.execute(
-                    "SELECT id FROM contents WHERE NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.content_id = id)"
+                    "SELECT DISTINCT v.content_id FROM vectors v "
+                    "WHERE NOT EXISTS (SELECT 1 FROM next_vectors n WHERE n.vector_id = v.id)"
                 )
             ]
             for start in range(0, len(dropped), 500):
@@ -131,9 +139,7 @@ class NextVectors(CatalogCore):
                     chunk,
                 )
             self.delete_contents(dropped)
-            self.conn.execute(
-                "UPDATE contents SET vector = n.vector FROM next_vectors n WHERE n.content_id = contents.id"
-            )
+            self.conn.execute("UPDATE vectors SET vector = n.vector FROM next_vectors n WHERE n.vector_id = vectors.id")
             self._clear_model_change()
             self._record_model(name, dim, fingerprint)
             self.set_meta("catalog_id", uuid.uuid4().hex)

@@ -1,4 +1,4 @@
-"""Filters as the catalog sees them: conditions with a SQL clause, run as one query of content ids.
+"""Filters as the catalog sees them: conditions with a SQL clause, run as one query of content (or vector) ids.
 
 A filter is one rule written twice: `clause()` in SQL over `f` (a live files row) and `m` (its
 content's media row), `match()` in Python over a FileRow holding the same columns (beets'
@@ -66,6 +66,18 @@ class Selection(CatalogCore):
 
     def content_ids_matching(self, filters: Sequence[Filter] = ()) -> np.ndarray:
         """Sorted ids of the contents with a live file that passes every filter."""
+        query, args = self._matching(filters)
+        ids = np.fromiter((r[0] for r in self.conn.execute(query, args)), dtype=np.int64)
+        return np.unique(ids)
+
+    def vector_ids_matching(self, filters: Sequence[Filter] = ()) -> np.ndarray:
+        """Sorted ids of the vectors of those contents: what the index is searched among."""
+        query, args = self._matching(filters)
+        rows = self.conn.execute(f"SELECT v.id FROM vectors v WHERE v.content_id IN ({query})", args)
+        return np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64))
+
+    def _matching(self, filters: Sequence[Filter]) -> Clause:
+        """The query of the ids of the contents with a live file that passes every filter."""
         self._require_media()
         on_path = [f.clause() for f in filters if f.scope == PATH]
         on_file = [f for f in filters if f.scope == FILE]
@@ -87,8 +99,7 @@ class Selection(CatalogCore):
                 parts.append((live, []))
             sql, args = _joined(parts)
             query = f"SELECT m.content_id FROM media m {sql}"
-        ids = np.fromiter((r[0] for r in self.conn.execute(query.rstrip(), args)), dtype=np.int64)
-        return np.unique(ids)
+        return query.rstrip(), args
 
 
 def _joined(clauses: Sequence[Clause]) -> Clause:

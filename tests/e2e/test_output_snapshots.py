@@ -45,7 +45,7 @@ SNAPSHOTS = Path(__file__).parent / "output_snapshots"
 # Read at import: the isolated_env fixture (tests/conftest.py) clears every IMGD_* variable per test.
 UPDATE = os.environ.get("IMGD_UPDATE_SNAPSHOTS") == "1"
 
-# Where the tiny random model tells copies from unrelated pictures (tests/test_dupes.py, TINY_THRESHOLD);
+# Where the tiny random model tells copies from unrelated pictures (tests/integration/test_dupes.py, TINY_THRESHOLD);
 # at the default 0.975 it calls every picture a copy of every other (the `dupes_default` case shows that).
 THRESHOLD = "0.9993"
 MTIME_START = 1_650_000_000  # 2022-04-15 05:20:00 UTC; the files' mtimes are a day apart from there
@@ -189,7 +189,7 @@ def build_pictures(root: Path) -> None:
         "photos/café ☕.jpg": jpeg(original(6), exif("2023:08:09 07:08:09", "Apple", "iPhone 15", "-07:00")),
         "photos/broken.png": b"<html>not a png</html>",
     }
-    # A burst: three shots a second apart, a fourth a minute later (as in tests/test_dupes.py).
+    # A burst: three shots a second apart, a fourth a minute later (as in tests/integration/test_dupes.py).
     for i, when in enumerate(("10:00:00", "10:00:01", "10:00:02", "10:01:00")):
         frame = ImageEnhance.Brightness(original(5)).enhance(1.0 + 0.06 * i)
         files[f"shots/IMG_{i:04d}.jpg"] = jpeg(frame, exif(f"2024:05:01 {when}", "SONY", "ILCE-7M3"))
@@ -406,9 +406,8 @@ def test_through_the_daemon(library: Library) -> None:
     """A daemon over a copy of the state answers like the direct path, byte for byte; its status too."""
     home = library.root / "daemon"
     shutil.copytree(library.root / "state", home / "state")
-    daemon = DaemonProcess(home, library.model, [library.root / "pics"], OMP_NUM_THREADS="1")
-    daemon.start()
-    try:
+    with DaemonProcess(home, library.model, [library.root / "pics"], OMP_NUM_THREADS="1") as daemon:
+        daemon.start()
         daemon.wait_idle()
         # The daemon's own state folder (a command asks only the daemon of its state folder), with a model this
         # process cannot load (ONNX on CUDA is refused at once): a search only the daemon can answer.
@@ -426,7 +425,6 @@ def test_through_the_daemon(library: Library) -> None:
         ours = {"IMGD_STATE_DIR": str(daemon.state_dir), "XDG_RUNTIME_DIR": str(daemon.runtime)}
         for status_case in DAEMON_STATUS_CASES:
             check(status_case.name, run(library, status_case, env=ours))
-    finally:
         assert daemon.stop() == 0, daemon.log()
 
 

@@ -1,0 +1,188 @@
+"""`[model] backend = auto`: the fastest runtime that keeps the vectors faithful, measured on this machine.
+
+The first time a model is served on a machine, each candidate (ONNX Runtime fp32, OpenVINO at its own
+precision, OpenVINO fp32) embeds the same probe batch; the fastest whose vectors agree with ONNX
+Runtime fp32 (min cosine >= 0.999, each probe nearest its own reference) is recorded under a key of
+the CPU model, core count, library versions and weights fingerprint, and served from then on without
+measuring. A changed key part means a new measurement. A recorded backend that fails to load gives
+way to the next fastest, with one log line. torch is never a candidate: it runs only when named.
+
+    models/<fingerprint>/backend-<hash of the key>.json  {key, results: [{backend, precision, images_per_s,
+                                                          min_cosine} or {backend, precision, error}], pick}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelUnavailable
+from .base import normalise
+from .openvino import cpu_model, version
+from .preprocess import probe_image
+from .runtime import OnnxUnavailable, OrtRuntime, cosines
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = (("onnx", "float32"), ("openvino", "auto"), ("openvino", "float32"))
+PROBE_BATCH = 8  # enough to reach the steady per-image cost, small enough to keep the first run short
+MIN_COSINE = 0.999
+TIMED_RUNS = 2
+# A one-batch timing on a busy machine varies by ~10%; within that, ONNX Runtime starts faster and holds less.
+MARGIN = 1.1
+
+
+def make_runtime(backend: str, precision: str = "auto") -> Any:
+    """The runtime object a backend name stands for; RuntimeRefused when its library is missing."""
+    if backend == "onnx":
+        return OrtRuntime()
+    from .openvino import OpenVinoRuntime
+
+    return OpenVinoRuntime(precision)
+
+
+def machine_key(fingerprint: str) -> dict[str, Any]:
+    """What a measurement depends on: a change in any part measures again."""
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "onnxruntime": version("onnxruntime"),
+        "openvino": version("openvino"),
+        "fingerprint": fingerprint,
+    }
+
+
+def record_path(models: Path, key: dict[str, Any]) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return Path(models) / str(key["fingerprint"]) / f"backend-{digest}.json"
+
+
+def read_record(models: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+    """The measurement recorded for exactly this key, or None."""
+    try:
+        record = json.loads(record_path(models, key).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict) or record.get("key") != key or not isinstance(record.get("results"), list):
+        return None
+    return record
+
+
+def ranking(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidates that passed, fastest first; ONNX Runtime keeps first place unless beaten by MARGIN."""
+    passed = [r for r in record["results"] if "error" not in r]
+    return sorted(passed, key=lambda r: -float(r["images_per_s"]) * (MARGIN if r["backend"] == "onnx" else 1.0))
+
+
+def reason(record: dict[str, Any], chosen: dict[str, Any]) -> str:
+    """One line saying why `chosen` runs: its speed against the others measured on this CPU."""
+    others = [r for r in ranking(record) if r is not chosen and r != chosen]
+    line = f"{chosen['backend']} {chosen['precision']}: {chosen['images_per_s']:.1f} img/s"
+    if others:
+        line += " vs " + ", ".join(f"{r['backend']} {r['precision']} {r['images_per_s']:.1f}" for r in others)
+    return line + " on this CPU"
+
+
+def _time(embedder: Any, pixels: list[Any]) -> tuple[float, np.ndarray]:
+    """Images per second on the probe batch (best of a few runs after a warm-up) and the vectors."""
+    vectors = embedder.encode_images(pixels)  # opens (compiles, verifies) the tower and warms it
+    best = float("inf")
+    for _ in range(TIMED_RUNS):
+        started = time.perf_counter()
+        embedder.encode_images(pixels)
+        best = min(best, time.perf_counter() - started)
+    return len(pixels) / max(best, 1e-9), vectors
+
+
+def measure(load: Callable[[Any], Any], models: Path, key: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Time every candidate through `load(runtime)`; record the results; return them and the fastest's embedder."""
+    log.warning("measuring which runtime is fastest on this CPU (once)")
+    results: list[dict[str, Any]] = []
+    embedders: dict[int, Any] = {}
+    reference: np.ndarray | None = None
+    pixels: list[Any] = []
+    seen: set[tuple[str, str]] = set()
+    for backend, precision in CANDIDATES:
+        entry: dict[str, Any] = {"backend": backend, "precision": precision}
+        try:
+            runtime = make_runtime(backend, precision)
+            entry["precision"] = runtime.precision
+            if (backend, runtime.precision) in seen:
+                continue  # OpenVINO's own precision is fp32 on this CPU: measured once
+            seen.add((backend, runtime.precision))
+            embedder = load(runtime)
+            if not pixels:
+                pixels = [embedder.prepare(probe_image(seed)) for seed in range(PROBE_BATCH)]
+            speed, vectors = _time(embedder, pixels)
+        except (OnnxUnavailable, ModelUnavailable) as exc:  # a candidate that cannot serve is left out
+            results.append({**entry, "error": str(exc)})
+            continue
+        if reference is None:
+            reference = vectors  # the first candidate is ONNX Runtime fp32, the reference
+        worst = float(cosines(vectors, reference).min())
+        ranked = np.argmax(normalise(vectors) @ normalise(reference).T, axis=1)
+        entry.update(images_per_s=round(speed, 2), min_cosine=round(worst, 6))
+        if worst < MIN_COSINE or not np.array_equal(ranked, np.arange(len(reference))):
+            entry["error"] = f"vectors disagree with fp32 (min cosine {worst:.6f})"
+        else:
+            embedders[len(results)] = embedder
+        results.append(entry)
+    record = {"key": key, "results": results, "measured_at": time.time()}
+    best = ranking(record)
+    if not best:
+        raise OnnxUnavailable("no runtime gave faithful vectors: " + "; ".join(r["error"] for r in results))
+    record["pick"] = {"backend": best[0]["backend"], "precision": best[0]["precision"]}
+    _write(record_path(models, key), record)
+    log.info("backend: %s", reason(record, best[0]))
+    return record, embedders[results.index(best[0])]
+
+
+def _write(path: Path, record: dict[str, Any]) -> None:
+    try:
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("could not record the backend measurement in %s (%s)", path, exc)
+
+
+def recorded_reason(models: Path, model: str) -> str | None:
+    """What `auto` serves for `model` on this machine and why, from the record alone; None before a measurement."""
+    from .base import model_key
+    from .store import ModelStore
+
+    fingerprint = ModelStore(models).lookup(model_key(model))
+    record = read_record(models, machine_key(fingerprint)) if fingerprint else None
+    best = ranking(record) if record else []
+    return reason(record, best[0]) if record and best else None
+
+
+def load_auto(load: Callable[[Any], Any], models: Path, fingerprint: str) -> Any:
+    """The recorded fastest backend for this machine and model (measuring it first if need be)."""
+    key = machine_key(fingerprint)
+    record = read_record(models, key)
+    if record is None:
+        record, embedder = measure(load, models, key)
+        embedder.reason = reason(record, ranking(record)[0])
+        return embedder
+    order = ranking(record)
+    for i, chosen in enumerate(order):
+        try:
+            embedder = load(make_runtime(chosen["backend"], chosen["precision"]))
+        except OnnxUnavailable as exc:
+            following = order[i + 1] if i + 1 < len(order) else None
+            if following is None:
+                raise
+            log.warning("%s failed to load (%s); using %s", chosen["backend"], exc, following["backend"])
+            continue
+        embedder.reason = reason(record, chosen)
+        return embedder
+    raise OnnxUnavailable("no measured backend is recorded for this model")

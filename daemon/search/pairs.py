@@ -1,0 +1,137 @@
+"""The pair join: every pair of contents at or above a cosine, exactly scored.
+
+Candidates are found with float32 products a little below the threshold and then scored exactly: a
+float64 dot product of two float16 vectors (what the catalog stores) is exact whatever the summation
+order, so the daemon's tracker (one range search per new content) and the whole-library join here
+score every pair to the last bit alike, and both paths list the same groups.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from ..store.index import nearest_centroids, train_centroids
+
+MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
+PAIRS_EXACT_LIMIT = 16_384  # below this many vectors every pair is compared (~1 s here)
+PAIRS_PROBES = 4  # lists each vector is compared against in the blocked pass
+PAIRS_PCA_DIM = 128  # the blocking (k-means, list choice) works in this many PCA dimensions
+_PAIRS_ROWS = 2048  # rows of one similarity block: 2048 x 16k float32 = 128 MB at most
+
+Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
+
+
+def exact_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of float16-valued unit vectors, exactly.
+
+    Each product of two float16 values is exact in float64 (22 significant bits), and every partial sum
+    of a unit-vector dot product is a multiple of 2**-48 below ~1 in size, so it fits float64's 53 bits:
+    no rounding anywhere, so no dependence on how a BLAS orders the sum.
+    """
+    a = np.asarray(first, dtype=np.float16).astype(np.float64)
+    b = np.asarray(second, dtype=np.float16).astype(np.float64)
+    if a.ndim == 1:
+        a, b = a[None], b[None]
+    return np.einsum("ij,ij->i", a, b)
+
+
+def library_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float) -> list[Pair]:
+    """Every pair of the given contents at or above threshold, exactly scored."""
+    ids = np.asarray(ids, dtype=np.int64)
+    vectors = np.asarray(vectors, dtype=np.float16)
+    firsts, seconds = similar_pairs(vectors, threshold - MARGIN)
+    return scored(ids[firsts], ids[seconds], vectors[firsts], vectors[seconds], threshold)
+
+
+def scored(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray, threshold: float) -> list[Pair]:
+    """The candidate pairs (a[i], b[i]) whose exact score reaches threshold, lower id first."""
+    scores = exact_scores(va, vb)
+    keep = scores >= threshold
+    low, high = np.minimum(a, b)[keep], np.maximum(a, b)[keep]
+    return list(zip(low.tolist(), high.tolist(), scores[keep].tolist(), strict=True))
+
+
+def similar_pairs(vectors: np.ndarray, threshold: float, probes: int = PAIRS_PROBES) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (i < j) of unit vectors whose inner product is at least threshold.
+
+    Small sets compare every pair. Larger ones are blocked like an IVF index: k-means lists in a PCA
+    projection, each vector compared (one matrix product per list) with the members of its `probes`
+    nearest lists, so a pair is found when either one's list is among the other's nearest. Near
+    duplicates sit far closer than lists are wide, so this misses few of them (benchmarks/bench_dupes.py
+    measures the recall) for n*probes*n/nlist products instead of n*n.
+    `vectors` may be float16 (the catalog's precision, half the memory); blocks are multiplied in float32.
+    """
+    vectors = np.asarray(vectors)
+    if len(vectors) <= PAIRS_EXACT_LIMIT:
+        return _pairs_exact(vectors, threshold)
+    return _pairs_blocked(vectors, threshold, probes)
+
+
+def _pairs_exact(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    data = np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def rows_from(start: int) -> tuple[np.ndarray, np.ndarray]:
+        block = data[start : start + _PAIRS_ROWS] @ data[start:].T
+        rows, cols = np.nonzero(block >= threshold)
+        keep = cols > rows  # the block's columns begin at its own first row: the upper triangle
+        return rows[keep] + start, cols[keep] + start
+
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        found = list(pool.map(rows_from, range(0, len(data), _PAIRS_ROWS)))
+    return _joined([f for f, _ in found]), _joined([s for _, s in found])
+
+
+def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[np.ndarray, np.ndarray]:
+    count, dim = vectors.shape
+    rng = np.random.default_rng(count)
+    nlist = int(max(16, round((2 * count * probes) ** 0.5)))  # balances list choice against products
+    sample = vectors[np.sort(rng.choice(count, size=min(count, 40 * nlist), replace=False))].astype(np.float32)
+    mean = sample.mean(axis=0)
+    # Principal axes from the sample's covariance (numpy's eigh: FAISS's PCAMatrix takes seconds here).
+    axes = np.linalg.eigh(np.cov(sample - mean, rowvar=False))[1][:, ::-1][:, : min(PAIRS_PCA_DIM, dim)]
+    axes = np.ascontiguousarray(axes, dtype=np.float32)
+    centroids = train_centroids((sample - mean) @ axes, nlist, iterations=6, seed=1, max_points_per_centroid=40)
+    del sample
+    lists = np.empty((count, probes), np.int64)
+    for start in range(0, count, 100_000):
+        part = (vectors[start : start + 100_000].astype(np.float32) - mean) @ axes
+        lists[start : start + 100_000] = nearest_centroids(part, centroids, probes)
+    primary = lists[:, 0]
+    member_order = np.argsort(primary, kind="stable")
+    member_bounds = np.searchsorted(primary[member_order], np.arange(nlist + 1))
+    probed = lists.ravel()
+    query_order = np.argsort(probed, kind="stable") // probes  # row of each (row, list) pair, by list
+    query_bounds = np.searchsorted(np.sort(probed), np.arange(nlist + 1))
+
+    def one_list(number: int) -> tuple[np.ndarray, np.ndarray]:
+        members = member_order[member_bounds[number] : member_bounds[number + 1]]
+        queries = query_order[query_bounds[number] : query_bounds[number + 1]]
+        firsts, seconds = [], []
+        if len(members):
+            stored = vectors[members].astype(np.float32)
+            for start in range(0, len(queries), _PAIRS_ROWS):
+                rows = queries[start : start + _PAIRS_ROWS]
+                hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
+                first, second = rows[hit_rows], members[hit_cols]
+                keep = first != second
+                firsts.append(np.minimum(first[keep], second[keep]))
+                seconds.append(np.maximum(first[keep], second[keep]))
+        return _joined(firsts), _joined(seconds)
+
+    # One list per task, each product single-threaded: BLAS threads that spin-wait between small
+    # products made this 3x slower on a busy 2-core machine than one thread (benchmarks/RESULTS.md).
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        found = list(pool.map(one_list, range(nlist)))
+    firsts = [f for f, _ in found]
+    seconds = [s for _, s in found]
+    first, second = _joined(firsts), _joined(seconds)
+    unique = np.unique(first * count + second)  # a pair found from both sides, or through two lists
+    return unique // count, unique % count
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)

@@ -1,0 +1,275 @@
+"""The OpenVINO backend and its compiled cache, `auto`'s measured choice, and the export in a child process."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import picture, write_image
+from imgd.daemon.embedders import choice, load_embedder, openvino, prepare
+from imgd.daemon.embedders.runtime import RuntimeRefused
+from imgd.daemon.errors import ModelUnavailable
+
+pytest.importorskip("openvino")
+
+TEXTS = ["a dog on the beach", "Ein Hund am Strand, ¿dónde está? 東京"]
+
+
+@pytest.fixture
+def state(exported_models: Path, tmp_path: Path) -> Path:
+    """A state folder of its own holding a copy of the session's ONNX export, free to damage."""
+    folder = tmp_path / "state"
+    shutil.copytree(exported_models, folder / "models")
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def export_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any export these tests cause runs here (torch is loaded already); the child has its own test."""
+    monkeypatch.setattr(prepare, "IN_CHILD", False)
+
+
+def load(model: Path, state: Path, backend: str, **kwargs: object):
+    return load_embedder(str(model), device="cpu", backend=backend, state_dir=state, **kwargs)
+
+
+def export_folder(state: Path) -> Path:
+    (folder,) = [
+        p for p in (state / "models").iterdir() if (p / "manifest.json").exists() and (p / "image.onnx").exists()
+    ]
+    return folder
+
+
+def vectors(embedder) -> tuple[np.ndarray, np.ndarray]:
+    images = [embedder.prepare(picture(seed, (120, 90))) for seed in range(6)]
+    return embedder.encode_images(images), embedder.encode_texts(TEXTS)
+
+
+# -- OpenVINO ---------------------------------------------------------------------------------
+
+
+def test_openvino_serves_the_onnx_backends_vectors_and_caches_its_compiled_towers(tiny_model, state):
+    ov = load(tiny_model, state, "openvino")
+    onnx = load(tiny_model, state, "onnx")
+    assert (ov.backend, onnx.backend) == ("openvino", "onnx")
+    assert ov.precision == openvino.native_precision(openvino.OpenVinoRuntime().core)
+    (ov_images, ov_texts), (images, texts) = vectors(ov), vectors(onnx)
+    assert np.sum(ov_images * images, axis=1).min() >= 0.999
+    assert np.sum(ov_texts * texts, axis=1).min() >= 0.999
+    folder = export_folder(state)
+    for tower in ("image", "text"):
+        note = json.loads((folder / f"{tower}.{ov.precision}.json").read_text())
+        assert note["size"] == (folder / f"{tower}.{ov.precision}.ov").stat().st_size > 0
+        assert note["key"]["cpu"] == openvino.cpu_model()
+
+
+def test_openvino_warm_start_imports_the_cache_without_compiling(tiny_model, state, monkeypatch):
+    first = vectors(load(tiny_model, state, "openvino"))
+
+    def no_compile(*args: object, **kwargs: object):
+        raise AssertionError("compiled again although the cache is whole")
+
+    monkeypatch.setattr(openvino.OpenVinoRuntime, "_verify", no_compile)
+    again = vectors(load(tiny_model, state, "openvino"))
+    np.testing.assert_allclose(first[0], again[0], atol=1e-5)
+    np.testing.assert_allclose(first[1], again[1], atol=1e-5)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncate", "garbage", "stale-key"])
+def test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified(tiny_model, state, damage, monkeypatch, caplog):
+    good = vectors(load(tiny_model, state, "openvino"))[0]
+    folder = export_folder(state)
+    (blob,) = folder.glob("image.*.ov")
+    note = blob.with_suffix(".json")
+    if damage == "missing":
+        blob.unlink()
+    elif damage == "truncate":
+        blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
+    elif damage == "garbage":
+        blob.write_bytes(b"\0" * blob.stat().st_size)  # same size: only loading it tells
+    else:
+        recorded = json.loads(note.read_text())
+        note.write_text(json.dumps({**recorded, "key": {**recorded["key"], "openvino": "0.0"}}))
+    verified = []
+    real = openvino.OpenVinoRuntime._verify
+    monkeypatch.setattr(openvino.OpenVinoRuntime, "_verify", lambda *a: verified.append(a[3].kind) or real(*a))
+    with caplog.at_level(logging.WARNING):
+        rebuilt = vectors(load(tiny_model, state, "openvino"))[0]
+    assert verified == ["image"]
+    np.testing.assert_allclose(rebuilt, good, atol=1e-5)
+    assert json.loads(note.read_text())["size"] == blob.stat().st_size
+    assert json.loads(note.read_text())["key"]["openvino"] == openvino.version("openvino")
+    if damage in ("truncate", "garbage"):
+        assert "is damaged" in caplog.text
+
+
+def test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served(tiny_model, state, monkeypatch):
+    load(tiny_model, state, "openvino").encode_images([])
+    real = openvino.OvSession.run
+    calls = []
+
+    def skewed(self, outputs, inputs):
+        calls.append(1)
+        vectors = real(self, outputs, inputs)[0]
+        return [vectors[:, ::-1].copy()] if len(calls) == 1 else [vectors]  # the cached blob's first answer
+
+    monkeypatch.setattr(openvino.OvSession, "run", skewed)
+    compiled = []
+    real_verify = openvino.OpenVinoRuntime._verify
+    monkeypatch.setattr(openvino.OpenVinoRuntime, "_verify", lambda *a: compiled.append(1) or real_verify(*a))
+    embedder = load(tiny_model, state, "openvino")
+    served = embedder.encode_images([embedder.prepare(picture(3))])
+    assert compiled == [1]
+    want = load(tiny_model, state, "onnx").encode_images([embedder.prepare(picture(3))])
+    assert float(served[0] @ want[0]) >= 0.999
+
+
+def test_openvino_that_disagrees_with_fp32_is_refused_and_not_cached(tiny_model, state, monkeypatch):
+    real = openvino.OvSession.run
+    monkeypatch.setattr(openvino.OvSession, "run", lambda self, o, i: [real(self, o, i)[0][::-1].copy()])
+    with pytest.raises(ModelUnavailable, match=r"cannot use the OpenVINO backend: OpenVINO \w+ disagrees with fp32"):
+        load(tiny_model, state, "openvino").encode_images([])
+    assert not list(export_folder(state).glob("*.ov"))
+
+
+def test_openvino_backend_is_a_config_choice(make_config):
+    assert make_config(backend="openvino").backend == "openvino"
+
+
+# -- auto: measured, recorded, re-measured, fallen back from ---------------------------------
+
+
+def fake_speeds(monkeypatch: pytest.MonkeyPatch, speeds: dict[str, float]) -> list[str]:
+    """Replace the clock, not the backends: each candidate still loads and embeds the probe batch."""
+    timed: list[str] = []
+    real = choice._time
+
+    def timing(embedder, pixels):
+        _speed, found = real(embedder, pixels)
+        timed.append(embedder.backend)
+        return speeds[embedder.backend], found
+
+    monkeypatch.setattr(choice, "_time", timing)
+    return timed
+
+
+@pytest.mark.parametrize("fastest", ["openvino", "onnx"])
+def test_auto_serves_the_fastest_measured_backend_and_records_why(tiny_model, state, monkeypatch, fastest):
+    timed = fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 40.0 if fastest == "openvino" else 10.0})
+    embedder = load(tiny_model, state, "auto")
+    assert embedder.backend == fastest
+    assert "torch" not in timed and set(timed) == {"onnx", "openvino"}
+    slower = "onnx" if fastest == "openvino" else "openvino"
+    assert embedder.reason.startswith(f"{fastest} ") and f" vs {slower} " in embedder.reason
+    (record,) = export_folder(state).glob("backend-*.json")
+    saved = json.loads(record.read_text())
+    assert saved["pick"]["backend"] == fastest
+    assert saved["key"] == choice.machine_key(embedder.fingerprint)
+    assert all(r["min_cosine"] >= 0.999 for r in saved["results"])
+
+
+def test_auto_measures_once_then_again_when_a_key_part_changes(tiny_model, state, monkeypatch):
+    timed = fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 40.0})
+    assert load(tiny_model, state, "auto").backend == "openvino"
+    assert load(tiny_model, state, "auto").backend == "openvino"
+    assert len(timed) == 2  # the second start read the record
+    real_version = choice.version
+    monkeypatch.setattr(choice, "version", lambda name: "2099.1" if name == "openvino" else real_version(name))
+    timed.clear()
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 5.0})
+    assert load(tiny_model, state, "auto").backend == "onnx"
+    assert len(list(export_folder(state).glob("backend-*.json"))) == 2
+
+
+def test_auto_leaves_out_a_backend_whose_vectors_disagree(tiny_model, state, monkeypatch):
+    """Wrong on the measurement's batch alone, so the choice's own check is what leaves it out."""
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 40.0})
+    real = openvino.OvSession.run
+
+    def skewed(self, outputs, inputs):
+        found = real(self, outputs, inputs)[0]
+        return [found[::-1].copy() if len(found) == choice.PROBE_BATCH else found]
+
+    monkeypatch.setattr(openvino.OvSession, "run", skewed)
+    embedder = load(tiny_model, state, "auto")
+    assert embedder.backend == "onnx"
+    (record,) = export_folder(state).glob("backend-*.json")
+    results = json.loads(record.read_text())["results"]
+    assert [r["backend"] for r in results if "error" in r] == ["openvino"]
+
+
+def test_recorded_backend_that_fails_to_load_gives_way_to_the_next_with_one_line(
+    tiny_model, state, monkeypatch, caplog
+):
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 40.0})
+    assert load(tiny_model, state, "auto").backend == "openvino"
+
+    def broken(precision: str = "auto") -> object:
+        raise RuntimeRefused("openvino is not installed (pip install openvino)")
+
+    monkeypatch.setattr(openvino, "OpenVinoRuntime", broken)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        embedder = load(tiny_model, state, "auto")
+    assert embedder.backend == "onnx"
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lines == ["openvino failed to load (openvino is not installed (pip install openvino)); using onnx"]
+    assert vectors(embedder)[0].shape == (6, embedder.dim)
+
+
+def test_config_and_status_say_which_backend_auto_runs_and_why(tiny_model, state, monkeypatch):
+    from click.testing import CliRunner
+    from imgd.cli.main import cli
+    from imgd.cli.render import status_lines
+
+    args = ["--state-dir", str(state), "--model", str(tiny_model), "--backend", "auto", "config"]
+    assert "# backend in use" not in CliRunner().invoke(cli, args).output  # nothing measured yet
+    fake_speeds(monkeypatch, {"onnx": 21.2, "openvino": 40.7})
+    embedder = load(tiny_model, state, "auto")
+    precision = embedder.precision
+    said = f"openvino {precision}: 40.7 img/s vs onnx float32 21.2 on this CPU"
+    assert embedder.reason == said
+    assert f"# backend in use (auto, measured here): {said}" in CliRunner().invoke(cli, args).output
+    model = {"name": "m", "dim": 32, "backend": "openvino", "device": "cpu", "precision": precision, "reason": said}
+    assert f"backend: {said}" in status_lines({"model": model})
+
+
+# -- no torch in a serving process, also on the first run -------------------------------------
+
+
+@pytest.mark.slow
+def test_first_run_exports_in_a_child_and_never_imports_torch(tiny_model, tmp_path):
+    pics = tmp_path / "pics"
+    for seed in range(3):
+        write_image(pics / f"p{seed}.png", seed)
+    env = {
+        **os.environ,
+        "IMGD_BACKEND": "auto",
+        "IMGD_STATE_DIR": str(tmp_path / "state"),
+        "IMGD_MODEL": str(tiny_model),
+        "IMGD_DEVICE": "cpu",
+        "PYTHONPROFILEIMPORTTIME": "1",
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "imgd.cli.main", "index", str(pics)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "3 added" in result.stderr
+    assert "preparing model" in result.stderr
+    imported = [
+        line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
+    ]
+    assert "onnxruntime" in imported  # the log is this process's own
+    assert [m for m in imported if m.split(".")[0] in ("torch", "transformers", "sentence_transformers")] == []
+    assert list((tmp_path / "state" / "models").glob("*/backend-*.json"))  # and auto measured
