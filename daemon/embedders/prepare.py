@@ -32,7 +32,7 @@ def export(store: ModelStore, model: str, force: bool = False) -> tuple[Path, di
         from .export import ensure_exported
 
         return ensure_exported(store, model, "cpu", force=force)
-    log.warning("preparing model '%s' for this machine, once (about 15 s for clip-ViT-B-32)", model)
+    log.info("preparing model '%s' for this machine, once (about 15 s for clip-ViT-B-32)", model)
     started = time.monotonic()
     command = [sys.executable, "-m", "imgd.daemon.embedders.prepare", model, str(store.root)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

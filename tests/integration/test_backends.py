@@ -258,7 +258,7 @@ def test_first_run_exports_in_a_child_and_never_imports_torch(tiny_model, tmp_pa
         "PYTHONPROFILEIMPORTTIME": "1",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "imgd.cli.main", "index", str(pics)],
+        [sys.executable, "-m", "imgd.cli.main", "-v", "index", str(pics)],  # -v: the "preparing" line is INFO
         env=env,
         capture_output=True,
         text=True,
