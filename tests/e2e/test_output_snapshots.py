@@ -65,7 +65,8 @@ STATUS_TEXT = {
     "catalog": (r"on disk: catalog \d+(?:\.\d)? \w+,", "on disk: catalog <catalog>,"),
 }
 STATUS = ("pid", "uptime_s", "last_persist", "last_reconcile", "rate", "eta_s", "used", "max")
-# A daemon holds its catalog open for writing: the size on disk then counts a write-ahead log of any length.
+# The size on disk counts the catalog's write-ahead log, of any length while a connection is open (the
+# daemon's, or a reader left open by an earlier case in this process): a run-to-run figure.
 DAEMON_STATUS = (*STATUS, "catalog")
 
 
@@ -137,8 +138,8 @@ CASES = [
     case("failed_text", "failed"),
     case("failed_json", "failed", "--json"),
     case("status_failed", "status", "--failed"),
-    case("status_text", "status", volatile=STATUS),
-    case("status_json", "status", "--json", volatile=STATUS),
+    case("status_text", "status", volatile=DAEMON_STATUS),
+    case("status_json", "status", "--json", volatile=DAEMON_STATUS),
     case("config", "config"),
     case("config_defaults", "config", "--defaults"),
 ]

@@ -155,8 +155,10 @@ def test_export_that_disagrees_with_torch_is_refused(tiny_model, tmp_path, monke
     assert "using the torch backend" in caplog.text
 
 
-def test_auto_backend_prefers_onnx_where_it_can(tiny_model, onnx_state):
-    assert load_embedder(str(tiny_model), device="cpu", backend="auto", state_dir=onnx_state).backend == "onnx"
+def test_auto_backend_serves_an_export_where_it_can(tiny_model, onnx_state):
+    # Which exported runtime is measured here (tests/integration/test_backends.py pins the timings).
+    chosen = load_embedder(str(tiny_model), device="cpu", backend="auto", state_dir=onnx_state).backend
+    assert chosen in ("onnx", "openvino")
     assert load_embedder(str(tiny_model), device="cpu", backend="auto").backend == "torch"  # nowhere to export to
 
 
