@@ -729,7 +729,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "move-over-file-keeps-old-content",
         "daemon/ingest/engine.py",
-        "candidates = [record.content_id for record in replaced if record.content_id is not None]",
+        "candidates = [record.content_id for record in touched if record and record.content_id is not None]",
         "candidates = []",
         (
             "tests/integration/test_engine.py::"

@@ -437,9 +437,13 @@ class Engine(MediaBackfill, ModelSwitch):
     def move(self, src: str, dest: str, is_dir: bool) -> int:
         """Rewrite paths for a rename; the content keeps its vector."""
         with self.catalog.transaction():
-            # A rename over existing files orphans their contents: those are all that can be released.
-            replaced = self.catalog.files_under(dest) if is_dir else filter(None, [self.catalog.get_file(dest)])
-            candidates = [record.content_id for record in replaced if record.content_id is not None]
+            # What a rename can release: the contents of files it replaces at dest, and of those it moves,
+            # should their rows not arrive (the move itself costs as much as these lookups).
+            touched = [
+                *(self.catalog.files_under(dest) if is_dir else [self.catalog.get_file(dest)]),
+                *(self.catalog.files_under(src) if is_dir else [self.catalog.get_file(src)]),
+            ]
+            candidates = [record.content_id for record in touched if record and record.content_id is not None]
             if is_dir:
                 moved = self.catalog.move_under(src, dest)
             else:

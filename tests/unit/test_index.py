@@ -582,7 +582,7 @@ def test_a_stale_file_of_another_catalog_or_from_the_future_is_rebuilt(
         # other pictures by now, so the file holds other vectors under the catalog's own ids (patching
         # it would keep them; only a rebuild gives the catalog's).
         foreign = VectorIndex(DIM)
-        foreign.add(catalog.content_ids(), units(catalog.count_contents(), seed=42))
+        foreign.add(catalog.vector_ids(), units(catalog.count_vectors(), seed=42))
         foreign.generation = catalog.generation + 5
         foreign.catalog_id = catalog.catalog_id
     foreign.save(index_path)
