@@ -12,7 +12,6 @@ the v2 and v3 catalogs are kept too: the upgrade keeps each vector's id, so they
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from click.testing import CliRunner
 from imgd.cli.main import cli
 from imgd.daemon.service.library import open_library
 from imgd.daemon.store.catalog import SCHEMA_VERSION, Catalog
+from test_migrations import relocate
 
 DATA = Path(__file__).parents[1] / "data"
 KEPT = {  # name: (catalog file, index file or None, the folder its images were in when it was made)
@@ -81,16 +81,7 @@ def kept(request, tmp_path: Path, state_dir: Path, tiny_model: Path, wide_model:
     shutil.copyfile(DATA / catalog_file, copy.catalog)
     if index_file:
         shutil.copyfile(DATA / index_file, state_dir / "index.faiss")
-    shutil.copytree(DATA / "v1-images", copy.images)
-    conn = sqlite3.connect(copy.catalog)
-    with conn:
-        for path, mtime_ns in conn.execute("SELECT path, mtime_ns FROM files").fetchall():
-            moved = os.fsencode(copy.images) + path[len(root) :]
-            conn.execute("UPDATE files SET path = ? WHERE path = ?", (moved, path))
-            os.utime(moved, ns=(mtime_ns, mtime_ns))
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'model'", (str(tiny_model),))
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'next_model'", (str(wide_model),))
-    conn.close()
+    relocate(copy.catalog, copy.images, root, {"model": str(tiny_model), "next_model": str(wide_model)})
     return copy
 
 

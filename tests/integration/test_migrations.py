@@ -61,16 +61,23 @@ def v1(tmp_path: Path, state_dir: Path, tiny_model: Path) -> V1Copy:
     """
     copy = V1Copy(state_dir, tmp_path / "images")
     shutil.copyfile(DATA / "catalog-v1.db", copy.catalog)
-    shutil.copytree(DATA / "v1-images", copy.images)
-    conn = sqlite3.connect(copy.catalog)
+    relocate(copy.catalog, copy.images, V1_ROOT, {"model": str(tiny_model)})
+    return copy
+
+
+def relocate(catalog: Path, images: Path, root: str, meta: dict[str, str]) -> None:
+    """Copy the kept images to `images` and point a kept catalog's paths there from `root`, each file with
+    the mtime its row records (so a reconcile finds nothing changed); then set the given meta keys."""
+    shutil.copytree(DATA / "v1-images", images)
+    conn = sqlite3.connect(catalog)
     with conn:
         for path, mtime_ns in conn.execute("SELECT path, mtime_ns FROM files").fetchall():
-            moved = os.fsencode(copy.images) + path[len(V1_ROOT) :]
+            moved = os.fsencode(images) + path[len(root) :]
             conn.execute("UPDATE files SET path = ? WHERE path = ?", (moved, path))
             os.utime(moved, ns=(mtime_ns, mtime_ns))
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'model'", (str(tiny_model),))
+        for key, value in meta.items():
+            conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
     conn.close()
-    return copy
 
 
 def snapshot(path: Path) -> dict[str, object]:
