@@ -32,7 +32,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "$RECYCLE.BIN",
 )
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (
+PHOTO_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
     ".jpeg",
     ".jpe",
@@ -45,6 +45,24 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".heic",
     ".heif",
 )
+# Camera RAW files, read through LibRaw (rawpy).
+RAW_EXTENSIONS: tuple[str, ...] = (
+    ".cr2",
+    ".cr3",
+    ".nef",
+    ".nrw",
+    ".arw",
+    ".raf",
+    ".orf",
+    ".rw2",
+    ".dng",
+    ".pef",
+    ".srw",
+)
+# Videos, read through FFmpeg (PyAV); a MOV beside a photo of the same stem is a live photo's other half.
+VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi")
+
+IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_EXTENSIONS  # what the scanner and the watcher index
 
 
 def _xdg(var: str, fallback: str) -> Path:
