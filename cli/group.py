@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from imgd.daemon.config import Config
 from imgd.daemon.errors import ImgdError
 
 from . import wording
+from .preview import MODES as PREVIEW_MODES
 
 EXIT_NO_MATCH = 1
 EXIT_ERROR = 2
@@ -128,6 +130,9 @@ class ImgdGroup(click.Group):
         add_global_options(cmd)
         super().add_command(cmd, name)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, preview_equals(args))
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -138,6 +143,30 @@ class ImgdGroup(click.Group):
             ctx.exit(130)
         except BrokenPipeError:
             reader_gone()
+
+
+def preview_equals(args: list[str]) -> list[str]:
+    """`args` with each bare `--preview` written `--preview=auto`, and every mode checked.
+
+    `--preview` takes its mode after `=` only, so the word after a bare one is a term or a path, never
+    swallowed as a mode. A word there that is a mode or nearly one (`--preview block`, the old spelling)
+    is refused in one sentence rather than searched for; words after `--` are terms, left as they are.
+    """
+    out = list(args)
+    for i, arg in enumerate(out):
+        if arg == "--":
+            break
+        if arg == "--preview":
+            following = out[i + 1] if i + 1 < len(out) else ""
+            if mode := difflib.get_close_matches(following, PREVIEW_MODES, n=1, cutoff=0.8):
+                raise UserError(
+                    f"--preview takes its mode after '=' (--preview={mode[0]}); to search for "
+                    f"{following!r}, write it before --preview."
+                )
+            out[i] = "--preview=auto"
+        elif arg.startswith("--preview=") and (mode := arg.partition("=")[2]) not in PREVIEW_MODES:
+            raise UserError(f"--preview= takes one of {', '.join(PREVIEW_MODES)}, not {mode!r}.")
+    return out
 
 
 def reader_gone() -> None:

@@ -41,25 +41,25 @@ _ITERM_PROGRAMS = ("iTerm.app", "WezTerm", "mintty")
 _SIXEL_TERMS = ("foot", "foot-extra", "mlterm", "yaft-256color", "contour")
 
 
+class _EqualsOption(click.Option):
+    """An option whose value follows `=`: its help shows `--preview[=MODE]`, as it is written."""
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        return None if record is None else (record[0].replace(" =", "[=", 1) + "]", record[1])
+
+
+# `--preview=MODE` only: the group (group.py) turns a bare `--preview` into `--preview=auto` before
+# parsing, so the word after it is always a term or a path, never taken as a mode.
 option = click.option(
     "--preview",
     "preview_mode",
-    is_flag=False,
-    flag_value="auto",
     default=None,
-    metavar="[auto|kitty|iterm|sixel|blocks|off]",
-    help="Draw a thumbnail beside each result (bare: detect the terminal; default: [search] preview).",
+    metavar="=MODE",
+    cls=_EqualsOption,
+    help=f"Draw a thumbnail beside each result; MODE is one of {', '.join(MODES)} "
+    "(bare --preview: auto, drawing on any terminal; default: [search] preview).",
 )
-
-
-def split_value(value: str | None) -> tuple[str | None, str | None]:
-    """The mode of `--preview [MODE]`, and the word Click took as its value when it is not a mode.
-
-    `imgd search --preview "a dog"` hands "a dog" to --preview: it is a search term, and --preview is bare.
-    """
-    if value is None or value in MODES:
-        return value, None
-    return "auto", value
 
 
 def detect(env: Mapping[str, str]) -> str | None:

@@ -71,8 +71,6 @@ def search(
     """
     config = get_config(ctx)
     _note_ignored_model(ctx, config)
-    preview_mode, stray = preview.split_value(preview_mode)
-    terms = (stray, *terms) if stray is not None else terms  # `--preview "a dog"`: the text, not a mode
     parsed = [
         *(parse_term("text", t) for t in terms),
         *(parse_term("image", t) for t in (*like, *image)),
@@ -99,11 +97,6 @@ def similar(
     """
     config = get_config(ctx)
     _note_ignored_model(ctx, config)
-    preview_mode, stray = preview.split_value(preview_mode)
-    if stray is not None:  # `--preview PATH`: the path, not a mode
-        if path is not None:
-            raise click.UsageError(f"--preview takes one of {', '.join(preview.MODES)}, not {stray!r}.")
-        path = stray
     if path is None:
         raise click.UsageError("give the PATH of an image to find more like it.")
     request = SimilarRequest(path=os.path.abspath(os.path.expanduser(path)), options=build_options(config, **given))

@@ -2,7 +2,7 @@
 
 A demo library of drawn scenes is indexed with the random-weight test model (tests/clipkit.py),
 so the ranking in the pictures is arbitrary; everything else is what imgd shows. The terminal
-picture is a real tmux pane running `imgd search --preview blocks`, read back with
+picture is a real tmux pane running `imgd search --preview=blocks`, read back with
 `capture-pane -e` and drawn cell by cell.
 
     .venv/bin/python docs/screenshots.py            # writes docs/gallery.png, docs/terminal-preview.png
@@ -154,8 +154,8 @@ def terminal_shot(browser, state: Path, model: Path, tmp: Path) -> bytes:
     socket = str(tmp / "tmux.sock")
     tmux = ["tmux", "-S", socket]
     command = (
-        f"printf '$ imgd search --preview blocks -k 3 \"{QUERY}\"\\n'; "
-        f"{' '.join(IMGD)} --state-dir {state} --model {model} search --direct --preview blocks -k 3 '{QUERY}'; "
+        f"printf '$ imgd search --preview=blocks -k 3 \"{QUERY}\"\\n'; "
+        f"{' '.join(IMGD)} --state-dir {state} --model {model} search --direct --preview=blocks -k 3 '{QUERY}'; "
         "sleep 600"
     )
     env = {**os.environ, "TERM": "xterm-256color", "COLORTERM": "truecolor"}

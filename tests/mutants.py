@@ -574,6 +574,22 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_first_hour.py::test_dupes_text_lines_up_its_columns_and_counts_in_words",),
         "`1 images besides the keepers`",
     ),
+    Mutation(
+        "preview-swallows-the-next-word",
+        "cli/group.py",
+        "        return super().parse_args(ctx, preview_equals(args))",
+        "        return super().parse_args(ctx, args)",
+        ("tests/e2e/test_preview.py::test_a_preview_mode_is_never_a_search_term",),
+        "`--preview block` searches for 'block' with a bare --preview, and `--preview=block` reaches the search",
+    ),
+    Mutation(
+        "preview-old-spelling-searched",
+        "cli/group.py",
+        "            if mode := difflib.get_close_matches(following, PREVIEW_MODES, n=1, cutoff=0.8):",
+        "            if mode := []:",
+        ("tests/e2e/test_preview.py::test_a_preview_mode_is_never_a_search_term",),
+        "`imgd search red --preview block` quietly searches for 'red block'",
+    ),
     # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
     Mutation(
         "engine-imports-click",

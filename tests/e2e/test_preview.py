@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import picture, write_image
 from imgd.cli import preview
+from imgd.cli.group import preview_equals
 from imgd.cli.main import cli
 from PIL import Image
 
@@ -250,7 +251,7 @@ def run_in_pty(args: list[str], env: dict[str, str], cell: tuple[int, int] = (10
     ("how", "env", "decoder"),
     [
         (["--preview"], {"TERM": "xterm-kitty", "KITTY_WINDOW_ID": "3"}, kitty_images),
-        (["--preview", "iterm"], {"TERM": "xterm-256color"}, iterm_images),
+        (["--preview=iterm"], {"TERM": "xterm-256color"}, iterm_images),
         ([], {"TERM": "foot", "IMGD_PREVIEW": "auto"}, sixel_images),  # the config key, on a sixel terminal
     ],
 )
@@ -311,7 +312,7 @@ def test_a_pipe_gets_plain_lines_whatever_the_flag_says(library, tmp_path):
     env = child_env(tmp_path, TERM="xterm-kitty", KITTY_WINDOW_ID="1", IMGD_PREVIEW="kitty")
 
     piped = subprocess.run(
-        [*IMGD, *base, "search", "--direct", "-k", "2", "--preview", "kitty", "a red car"],
+        [*IMGD, *base, "search", "--direct", "-k", "2", "--preview=kitty", "a red car"],
         capture_output=True,
         env=env,
         check=True,
@@ -331,11 +332,40 @@ def test_a_bare_preview_before_the_query_still_reads_the_query(library):
     plain = runner.invoke(cli, [*base, "search", "--direct", "-k", "2", "a red car"])
     similar = runner.invoke(cli, [*base, "similar", "--direct", "-k", "2", "--preview", str(pics / "img1.jpg")])
     similar_plain = runner.invoke(cli, [*base, "similar", "--direct", "-k", "2", str(pics / "img1.jpg")])
-    wrong = runner.invoke(cli, [*base, "similar", "--direct", "--preview", "sparkly", str(pics / "img1.jpg")])
+    last = runner.invoke(cli, [*base, "search", "--direct", "-k", "2", "a red car", "--preview"])
 
     assert bare.exit_code == 0 and bare.stdout == plain.stdout and ESC not in bare.stdout
     assert similar.exit_code == 0 and similar.stdout == similar_plain.stdout and len(similar.stdout.splitlines()) == 2
-    assert wrong.exit_code == 2 and "--preview takes one of" in wrong.stderr and "Traceback" not in wrong.output
+    assert last.exit_code == 0 and last.stdout == plain.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["red", "--preview", "block"], "--preview takes its mode after '=' (--preview=blocks); to search for 'block'"),
+        (["red", "--preview", "kitty"], "(--preview=kitty); to search for 'kitty', write it before --preview."),
+        (["red", "--preview=block"], "--preview= takes one of auto, off, kitty, iterm, sixel, blocks, not 'block'."),
+        (["red", "--preview="], "--preview= takes one of auto, off, kitty, iterm, sixel, blocks, not ''."),
+    ],
+)
+def test_a_preview_mode_is_never_a_search_term(tmp_path, args, message):
+    """`--preview block` searched for "red block": a mode, or nearly one, after a bare --preview is refused."""
+    result = CliRunner().invoke(cli, ["--state-dir", str(tmp_path), "search", *args])
+
+    assert result.exit_code == 2
+    assert result.stderr == f"Error: {result.stderr.removeprefix('Error: ').splitlines()[0]}\n"  # one line
+    assert message in result.stderr and "Traceback" not in result.output
+
+
+def test_words_after_a_double_dash_are_terms_even_when_they_read_as_options():
+    assert preview_equals(["search", "--preview", "red", "--", "--preview", "kitty"]) == [
+        "search",
+        "--preview=auto",
+        "red",
+        "--",
+        "--preview",
+        "kitty",
+    ]
 
 
 def test_the_preview_and_cache_keys_are_read_and_checked(tmp_path):
