@@ -590,6 +590,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_preview.py::test_a_preview_mode_is_never_a_search_term",),
         "`imgd search red --preview block` quietly searches for 'red block'",
     ),
+    Mutation(
+        "moved-onto-itself",
+        "daemon/ingest/engine.py",
+        "        if held and stat.path in held:",
+        "        if False:",
+        (LIVE + "test_a_folder_moved_out_and_back_is_never_logged_as_moved_onto_itself",),
+        "a folder moved out of the library and back logs `moved A -> A` for each of its files",
+    ),
     # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
     Mutation(
         "engine-imports-click",

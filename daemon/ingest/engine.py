@@ -221,6 +221,9 @@ class Engine(MediaBackfill, ModelSwitch):
         # "indexed" and "updated" mean a forward pass; known bytes at a new place say they were not embedded.
         reused = "" if item.image is not None else " (bytes already indexed, not embedded)"
         self.catalog.set_file(stat.path, stat.size, stat.mtime_ns, content_id)
+        held = gone_contents.get(content_id)
+        if held and stat.path in held:  # back where it was (a folder moved out and in again): not a move
+            held.remove(stat.path)
         if previous is not None and previous.status == "ok":
             if previous.content_id == content_id:
                 summary.unchanged += 1

@@ -146,6 +146,27 @@ def test_a_renamed_file_keeps_its_vector_and_is_never_re_embedded(live, pics, em
     assert encoded == [], "a single-file rename must not embed anything"
 
 
+def test_a_folder_moved_out_and_back_is_never_logged_as_moved_onto_itself(live, tmp_path, pics, embeddings, caplog):
+    """A subfolder taken out of the library and put back soon after: its files are back, not `moved A -> A`."""
+    write_image(pics / "sub" / "a.jpg", seed=11)
+    running = live([pics])
+    running.wait_idle()
+    kept = running.content(pics / "sub" / "a.jpg")
+    embeddings.clear()
+
+    with caplog.at_level(logging.INFO, logger="imgd"):
+        shutil.move(pics / "sub", tmp_path / "away")
+        wait_until(lambda: running.content(pics / "sub" / "a.jpg") is None, timeout=30, what="the folder gone")
+        shutil.move(tmp_path / "away", pics / "sub")  # within the orphan grace: the content is still held
+        wait_until(lambda: running.content(pics / "sub" / "a.jpg") is not None, timeout=30, what="the folder back")
+        running.wait_idle()
+
+    assert running.content(pics / "sub" / "a.jpg") == kept and embeddings == [], "the held content is reused"
+    lines = [r.getMessage() for r in caplog.records if str(pics / "sub" / "a.jpg") in r.getMessage()]
+    assert not [line for line in lines if line.startswith("moved")], lines
+    assert lines[-1] == f"added {pics / 'sub' / 'a.jpg'} (bytes already indexed, not embedded)", lines
+
+
 @pytest.mark.slow
 def test_a_slowly_written_file_is_read_once_after_it_settles(live, pics, monkeypatch):
     running = live([pics], settle_seconds=0.8)
