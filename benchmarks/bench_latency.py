@@ -27,6 +27,7 @@ from clipkit import build_clip  # noqa: E402
 from conftest import picture  # noqa: E402
 from imgd.daemon.api import client  # noqa: E402
 from imgd.daemon.errors import ImgdError  # noqa: E402
+from imgd.daemon.paths import default_socket  # noqa: E402
 from imgd.daemon.store.catalog import Catalog  # noqa: E402
 
 
@@ -52,7 +53,7 @@ def main() -> None:
         }
         if args.settle is not None:
             env["IMGD_SETTLE_SECONDS"] = str(args.settle)
-        sock = tmp_path / "run" / "imgd" / "imgd.sock"
+        sock = default_socket(state, env["XDG_RUNTIME_DIR"])  # the daemon's, as imgd names it
         log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115
         daemon = subprocess.Popen([imgd, "run", str(pics)], env=env, stdout=log, stderr=subprocess.STDOUT)
         latencies = []

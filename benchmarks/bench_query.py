@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 import common  # noqa: E402
 from bench_search import Mixture  # noqa: E402
 from clipkit import build_clip, whole_words  # noqa: E402
+from imgd.daemon.paths import default_socket  # noqa: E402
 from imgd.daemon.store.catalog import Catalog  # noqa: E402
 
 
@@ -168,7 +169,8 @@ def run_backend(
         timed([imgd, "search", queries.pop()], env)  # warm up: the first query loads the text path
         via_daemon = [timed([imgd, "search", query], env)[0] for query in queries[: args.runs]]
         cached = [timed([imgd, "search", queries[0]], env)[0] for _ in range(5)]
-        one, three = combined_terms(Path(env["XDG_RUNTIME_DIR"]) / "imgd" / "imgd.sock", queries[:3], args.runs)
+        sock = default_socket(Path(env["IMGD_STATE_DIR"]), env["XDG_RUNTIME_DIR"])  # the daemon's, as imgd names it
+        one, three = combined_terms(sock, queries[:3], args.runs)
         floor = [timed([imgd, "--help"], env)[0] for _ in range(10)]  # start-up of the Click CLI alone
         direct = [timed([imgd, "search", "--direct", query], env)[0] for query in queries[args.runs :]]
         lines.append(f"  daemon memory after the searches: {memory(daemon.pid)}")
