@@ -169,6 +169,34 @@ def preview_equals(args: list[str]) -> list[str]:
     return out
 
 
+RETRY_INTERRUPT_S = 0.05
+
+
+def never_ignore_ctrl_c() -> None:
+    """Make a Ctrl-C that lands in a finaliser still end the command, with exit 130 as anywhere else.
+
+    Python raises KeyboardInterrupt wherever the main thread is; inside a `__del__` (the regex module's,
+    while the model loads) it is "ignored": printed as a traceback, and the command runs on to the end.
+    The hook swallows that one quietly and raises it again a moment later from a timer (SIGALRM), once
+    the finaliser has returned; a hook cannot raise itself, and a signal sent from it would land in it.
+    """
+
+    def hook(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, RETRY_INTERRUPT_S)
+        else:
+            sys.__unraisablehook__(unraisable)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        if frame is not None and frame.f_code is hook.__code__:  # still in the hook: it would be lost
+            signal.setitimer(signal.ITIMER_REAL, RETRY_INTERRUPT_S)
+            return
+        raise KeyboardInterrupt
+
+    sys.unraisablehook = hook
+    signal.signal(signal.SIGALRM, interrupt)
+
+
 def reader_gone() -> None:
     """The reader of our output left (`imgd search ... | head -1`): stop quietly, as grep does.
 

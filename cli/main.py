@@ -13,7 +13,7 @@ import click
 
 from .config import config_command
 from .dupes import dupes
-from .group import ImgdGroup, options
+from .group import ImgdGroup, never_ignore_ctrl_c, options
 from .index import index
 from .run import run
 from .search import search, similar
@@ -39,6 +39,7 @@ for command in (index, search, similar, dupes, status, failed_command, config_co
 
 def main() -> None:
     """Run imgd as the `imgd` command (pyproject's entry point)."""
+    never_ignore_ctrl_c()
     cli(prog_name="imgd")
 
 

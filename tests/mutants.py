@@ -598,6 +598,16 @@ MUTATIONS: list[Mutation] = [
         (LIVE + "test_a_folder_moved_out_and_back_is_never_logged_as_moved_onto_itself",),
         "a folder moved out of the library and back logs `moved A -> A` for each of its files",
     ),
+    Mutation(
+        "ctrl-c-ignored-in-a-finaliser",
+        "cli/group.py",
+        "            signal.setitimer(signal.ITIMER_REAL, RETRY_INTERRUPT_S)\n        else:",
+        "            pass\n        else:",
+        (
+            "tests/integration/test_first_hour.py::test_ctrl_c_landing_in_a_finaliser_while_the_model_loads_still_ends_imgd_index",
+        ),
+        "a Ctrl-C that lands in a __del__ while the model loads is swallowed, and the index runs on to exit 0",
+    ),
     # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
     Mutation(
         "engine-imports-click",

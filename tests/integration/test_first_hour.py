@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from click.testing import CliRunner
 from conftest import write_image
+from daemonkit import wait_until
 from imgd.cli.main import cli
 from imgd.daemon.config import load
 from imgd.daemon.service.library import RUN, WriterLock
@@ -101,6 +107,109 @@ def test_imgd_index_refused_by_a_running_daemon_is_told_to_stop_it(tmp_path: Pat
         lock.release()
     assert result.exit_code == 2
     assert "the daemon, which indexes its folders itself; stop it first to run `imgd index` by hand" in result.stderr
+
+
+# -- Ctrl-C while the model loads: exit 130 in one line, always ------------------------------------
+
+# `imgd index` as the console script runs it, with the model's loading first dropping an object whose
+# __del__ receives a real SIGINT: what the regex module's __del__ did once in five tries. Python prints
+# "Exception ignored" for an exception raised in a __del__ and goes on, so the index ran to the end.
+INTERRUPTED_IN_A_DEL = """
+import os, signal, sys, time
+import imgd.daemon.embedders as embedders
+
+class Finalised:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the KeyboardInterrupt is raised here, inside __del__
+            pass
+
+real = embedders.load_embedder
+
+def load_embedder(*args, **kwargs):
+    Finalised()  # dropped at once
+    return real(*args, **kwargs)
+
+embedders.load_embedder = load_embedder
+sys.argv = ["imgd", *sys.argv[1:]]
+from imgd.cli.main import main
+main()
+"""
+
+
+def interrupt_env(tmp_path: Path, model: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+        "IMGD_STATE_DIR": str(tmp_path / "state"),
+        "IMGD_MODEL": str(model),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+
+@pytest.mark.slow
+def test_ctrl_c_landing_in_a_finaliser_while_the_model_loads_still_ends_imgd_index(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    write_image(tmp_path / "pics" / "a.jpg", seed=1)
+    script = tmp_path / "imgd_interrupted.py"
+    script.write_text(INTERRUPTED_IN_A_DEL)
+
+    done = subprocess.run(
+        [sys.executable, str(script), "index", str(tmp_path / "pics")],
+        env=interrupt_env(tmp_path, tiny_model),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert (done.returncode, done.stderr) == (130, "imgd: interrupted\n"), done.stderr
+    assert done.stdout == ""
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_first_export_ends_imgd_index_in_one_line(tmp_path: Path, tiny_model: Path) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: imgd and the child exporting the model."""
+    write_image(tmp_path / "pics" / "a.jpg", seed=1)
+    env = {**interrupt_env(tmp_path, tiny_model), "IMGD_BACKEND": "onnx"}
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imgd.cli.main", "index", str(tmp_path / "pics")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        # The export's child imports torch for seconds: interrupt once it has started.
+        wait_until(lambda: any(psutil_children(proc.pid)), timeout=60, what="the export's child")
+        os.killpg(proc.pid, signal.SIGINT)
+        interrupted = time.monotonic()
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (proc.returncode, stderr, stdout) == (130, "imgd: interrupted\n", ""), stderr
+    assert time.monotonic() - interrupted < 10 and started
+    assert not psutil_children(proc.pid), "the export's child ends with imgd"
+
+
+def psutil_children(pid: int) -> list[int]:
+    """The processes whose parent is `pid`, from /proc."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry.name))
+    return children
 
 
 # -- options that did the wrong thing quietly -------------------------------------------------
