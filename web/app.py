@@ -246,6 +246,18 @@ def build_app(
             }
         )
 
+    async def recent(request: Request) -> Response:
+        """The newest pictures, by time taken: what the page shows before the first search."""
+        try:
+            offset = _int(request, "offset", 0, 0, 10**9)
+            limit = _int(request, "limit", PAGE, 1, MAX_RESULTS)
+            hits, more = await run(backend.recent, offset, limit)
+        except ValueError as exc:
+            return _error(said(exc), 400)
+        except ImgdError as exc:
+            return _error(said(exc), 409)
+        return JSONResponse({"hits": hits, "more": more})
+
     async def thumbnail(request: Request, side: int) -> Response:
         path = await run(backend.resolve, request.path_params["item"])
         if path is None:
@@ -323,6 +335,7 @@ def build_app(
         Route("/api/similar/{item}", similar),
         Route("/api/search-image", search_image, methods=["POST"]),
         Route("/api/dupes", dupes),
+        Route("/api/recent", recent),
         Route("/api/item/{item}", item),
         Route("/api/status", status),
         Route("/thumb/{item}", grid_thumb),

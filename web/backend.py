@@ -98,7 +98,7 @@ def parse_options(params: Mapping[str, str], k: int) -> Options:
     filters: dict[str, Any] = {}
     folder = params.get("in", "").strip()
     if folder:
-        filters["folders"] = (os.path.abspath(os.path.expanduser(folder)),)
+        filters["folders"] = (in_folder(folder),)
     types = params.get("type", "").strip()
     if types:
         filters["types"] = tuple(t for t in types.split(",") if t.strip())
@@ -121,6 +121,16 @@ def parse_options(params: Mapping[str, str], k: int) -> Options:
         min_score=min_score,
         sort=params.get("sort") or "score",
     )
+
+
+def in_folder(text: str) -> str:
+    """The "in folder" box: an absolute folder that is there (a relative one would be the gallery's own)."""
+    folder = os.path.expanduser(text)
+    if not os.path.isabs(folder):
+        raise RequestError(f"The folder must be a whole path from /, such as /home/me/Pictures, not '{text}'.")
+    if not os.path.isdir(folder):
+        raise RequestError(f"There is no folder {folder}.")
+    return os.path.normpath(folder)
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,23 @@ class Backend:
             )
             sets.append(DupeSet(group["kind"], int(group["reclaimable"]), members))
         return float(reply["threshold"]), sets
+
+    def recent(self, offset: int, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A page of the newest pictures, what the page opens on, and whether more follow."""
+        if not self.config.catalog_path.exists():
+            return [], False
+        rows = self.catalog.recent(offset, limit + 1)
+        return [
+            {
+                "id": f"{cid}-{path_tag(path)}",
+                "score": None,
+                "name": os.path.basename(path),
+                "width": width,
+                "height": height,
+                "taken": taken,
+            }
+            for cid, path, width, height, taken in rows[:limit]
+        ], len(rows) > limit
 
     def status(self) -> dict[str, Any]:
         """The page's status line: the cheap status (no duplicate grouping, no file stat in the daemon)."""

@@ -112,6 +112,21 @@ class MediaRows(CatalogCore):
             found[cid].append(FileDetail(os.fsdecode(path), cid, size, width, height, taken, camera))
         return found
 
+    def recent(self, offset: int, limit: int) -> list[tuple[int, str, int, int, str]]:
+        """The newest pictures first, (content id, path, width, height, time): by time taken, the file's mtime
+        standing in, one path per content. The gallery opens on them; a page load, not per file or event."""
+        if self.schema_version < 2:
+            return []
+        rows = self.conn.execute(
+            "SELECT f.content_id, min(f.path), m.width, m.height, "
+            "max(coalesce(m.taken, datetime(f.mtime_ns / 1000000000, 'unixepoch', 'localtime'))) AS at "
+            "FROM files f JOIN media m ON m.content_id = f.content_id "
+            "WHERE f.content_id IS NOT NULL AND f.status = 'ok' GROUP BY f.content_id "
+            "ORDER BY at DESC, f.content_id DESC LIMIT ? OFFSET ?",
+            (limit, offset),
+        )
+        return [(cid, os.fsdecode(path), width, height, at or "") for cid, path, width, height, at in rows]
+
     def capture_times(self) -> list[tuple[int, str, str]]:
         """(content id, EXIF capture time, camera) of every content that has a capture time: burst candidates."""
         if self.schema_version < 2:

@@ -752,6 +752,80 @@ def test_a_person_searches_browses_and_drops_a_picture(chromium, gallery, librar
     assert everything_under(gallery.upload_dir) == set()
 
 
+@pytest.mark.parametrize(
+    ("folder", "message"),
+    [
+        ("pics", "The folder must be a whole path from /, such as /home/me/Pictures, not 'pics'."),
+        ("/no/such/folder", "There is no folder /no/such/folder."),
+    ],
+)
+def test_the_in_folder_box_takes_a_whole_path_that_is_there_or_says_why_not(browser, library, folder, message):
+    """A relative folder was the gallery's own working folder: a search that silently found nothing."""
+    for route in ("/api/search?q=beach&", "/api/dupes?"):
+        reply = browser.get(f"{route}in={quote(folder)}")
+        assert (reply.status, reply.json()["error"]) == (400, message), route
+    pics, _ = library
+    assert len(browser.get(f"/api/search?q=beach&in={quote(str(pics / 'sub'))}").json()["hits"]) == 1
+
+
+CAMERA_NAMES = [f"IMG_2023011{i}_12000{i}.jpg" for i in range(5)]  # the names phones give, 23 letters
+
+
+@pytest.mark.slow
+def test_the_gallery_opens_on_the_newest_pictures_with_their_whole_names(chromium, tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    for i, name in enumerate(CAMERA_NAMES):
+        write_image(pics / name, seed=i, size=(320, 240))
+        os.utime(pics / name, (1_600_000_000 + i * 86400, 1_600_000_000 + i * 86400))  # a day apart, no EXIF
+    shutil.copy(pics / CAMERA_NAMES[0], pics / "copy.jpg")  # the same picture: shown once
+    os.utime(pics / "copy.jpg", (1_500_000_000, 1_500_000_000))
+    state = tmp_path / "state"
+    args = ["--state-dir", str(state), "--model", str(tiny_model)]
+    assert CliRunner().invoke(cli, [*args, "index", str(pics)]).exit_code == 0
+    config = config_module.load(None, {"state_dir": state, "model": str(tiny_model), "device": "cpu"}, env={})
+    server = Gallery(config, lambda name: load_embedder(name, device="cpu", batch_size=8), port=0)
+    server.start()
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(server.url)
+
+        thumbnails_shown(page, 5)  # before any search: the pictures, newest first, each once
+        names = page.locator("#grid .card .name")
+        assert names.all_inner_texts() == CAMERA_NAMES[::-1]
+        assert page.locator("#grid .card .score").first.inner_text() == "2020-09-17"  # the day, not a score
+        assert "most recent" in page.inner_text("#message")
+        cut = page.evaluate(
+            "() => [...document.querySelectorAll('#grid .card .name')]"
+            ".filter(name => name.scrollWidth > name.clientWidth).length"
+        )
+        assert cut == 0, "a camera's file name fits its card whole"
+        clipped = page.evaluate(
+            """() => [...document.querySelectorAll('#filters input[placeholder]')].filter(input => {
+                 if (input.offsetParent === null) return false;  // hidden: the duplicates' threshold
+                 const style = getComputedStyle(input);
+                 const context = document.createElement('canvas').getContext('2d');
+                 context.font = `${style.fontSize} ${style.fontFamily}`;
+                 const arrows = input.type === 'number' ? 20 : 0;  // the number box's up and down arrows
+                 const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+                 return context.measureText(input.placeholder).width + arrows > room;
+               }).map(input => input.name)"""
+        )
+        assert clipped == [], "every box shows its whole placeholder"
+
+        page.fill("#filters input[name=in]", "pics")
+        page.fill("#q", "a red car")
+        page.press("#q", "Enter")
+        page.wait_for_function("() => document.getElementById('message').classList.contains('error')")
+        assert page.inner_text("#message").startswith("The folder must be a whole path from /")
+    finally:
+        context.close()
+        server.stop()
+    assert errors == [], errors
+
+
 @pytest.mark.slow
 def test_the_status_line_follows_the_daemon_while_it_works(chromium, tmp_path, tiny_model):
     pics = tmp_path / "pics"
@@ -937,7 +1011,7 @@ def test_a_person_reviews_duplicates_keeper_first_and_opens_one(chromium, galler
         assert cards.nth(0).get_attribute("class").split() == ["card", "keeper"]
         assert cards.nth(0).locator(".badge").inner_text() == "keeper"
         assert cards.nth(0).locator(".name").inner_text() == "img1.jpg"
-        assert cards.nth(0).locator(".facts").inner_text().startswith("640 × 480 · ")
+        assert re.fullmatch(r"640 × 480 · \d+\.\d KiB", cards.nth(0).locator(".facts").inner_text())  # as the CLI
         assert cards.nth(1).locator(".name").inner_text() == "img1 small.jpg"
         assert re.fullmatch(r"[01]\.\d{4}", cards.nth(1).locator(".score").inner_text())  # its score, not "copy"
         assert float(cards.nth(1).locator(".score").inner_text()) >= TINY_THRESHOLD

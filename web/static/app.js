@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const grid = $("grid"), message = $("message"), viewer = $("viewer");
 
 const state = {
-  kind: null,      // "text" | "similar" | "image" | "dupes"
+  kind: null,      // "recent" | "text" | "similar" | "image" | "dupes"
   query: null,     // the text, or the id "more like this" started from
   hits: [],        // every result shown so far (image searches hold all of theirs here)
   pending: [],     // image-search results not drawn yet
@@ -56,7 +56,11 @@ function card(hit, index) {
   const caption = document.createElement("figcaption");
   const score = document.createElement("span");
   score.className = "score";
-  score.textContent = hit.score.toFixed(3);
+  if (hit.score === null) {  // the newest pictures, before any search: the day each was taken
+    score.textContent = (hit.taken || "").slice(0, 10);
+    score.title = hit.taken ? `taken ${hit.taken}` : "";
+  }
+  else score.textContent = hit.score.toFixed(3);
   const name = document.createElement("span");
   name.className = "name";
   name.textContent = hit.name;
@@ -66,7 +70,10 @@ function card(hit, index) {
   more.type = "button";
   more.textContent = "More like this";
   more.addEventListener("click", (event) => { event.stopPropagation(); similar(hit.id); });
-  caption.append(score, name, more);
+  const line = document.createElement("span");
+  line.className = "line";
+  line.append(score, more);
+  caption.append(name, line);  // the name on a line of its own: IMG_20230110_120000.jpg whole, not "IMG…"
   figure.append(img, caption);
   figure.addEventListener("click", () => openViewer(index));
   return figure;
@@ -145,15 +152,19 @@ async function nextPage() {
   params.set("offset", offset);
   params.set("limit", PAGE);
   if (state.kind === "text") params.set("q", state.query);
-  const url = state.kind === "text"
-    ? `/api/search?${params}`
-    : `/api/similar/${encodeURIComponent(state.query)}?${params}`;
+  const url = state.kind === "recent"
+    ? `/api/recent?offset=${offset}&limit=${PAGE}`
+    : state.kind === "text"
+      ? `/api/search?${params}`
+      : `/api/similar/${encodeURIComponent(state.query)}?${params}`;
   try {
     const page = await getJSON(url);
     if (generation !== state.generation) return;
     draw(page.hits);
     state.more = page.more && page.hits.length > 0;
-    if (!state.hits.length) say("No matching images on disk.");
+    if (!state.hits.length) {
+      say(state.kind === "recent" ? "No pictures in the catalog yet." : "No matching images on disk.");
+    }
   } catch (error) {
     if (generation === state.generation) { say(error.message, true); state.more = false; }
   } finally {
@@ -198,9 +209,15 @@ function fillScreen() {
   if (state.more && !state.loading && box.top < window.innerHeight + AHEAD) nextPage();
 }
 
+function recent() {
+  history.replaceState(null, "", location.pathname);
+  reset("recent", null, "The most recent pictures. Search above, or drop a picture to find ones like it.");
+  nextPage();
+}
+
 function search(text) {
   text = text.trim();
-  if (!text) return;
+  if (!text) { recent(); return; }
   history.replaceState(null, "", `#q=${encodeURIComponent(text)}`);
   reset("text", text, "");
   nextPage();
@@ -237,9 +254,9 @@ async function searchByPicture(file) {
 // -- the full view -----------------------------------------------------------------------------
 
 function formatBytes(n) {
-  const units = ["B", "KB", "MB", "GB"];
+  const units = ["B", "KiB", "MiB", "GiB"];  // as the command line says them
   let i = 0;
-  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  while (n >= 1024 && i < units.length - 1) { n /= 1024; i += 1; }
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
@@ -264,7 +281,7 @@ async function openViewer(index) {
       ["Pixels", info.width ? `${info.width} × ${info.height}` : "—"],
       ["Size", formatBytes(info.bytes)],
       ["Modified", new Date(info.modified * 1000).toLocaleString()],
-      [state.kind === "dupes" ? "Score to keeper" : "Score", hit.score.toFixed(4)],
+      ...(hit.score === null ? [] : [[state.kind === "dupes" ? "Score to keeper" : "Score", hit.score.toFixed(4)]]),
     ];
     for (const [label, value] of rows) {
       const dt = document.createElement("dt");
@@ -412,5 +429,6 @@ function fromHash() {
   if (params.get("q")) { $("q").value = params.get("q"); search(params.get("q")); }
   else if (params.get("similar")) similar(params.get("similar"));
   else if (params.has("dupes")) dupes();
+  else recent();
 }
 fromHash();
