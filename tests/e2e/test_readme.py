@@ -7,6 +7,7 @@ command that changes, or output that no longer matches what the README says, fai
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import signal
@@ -59,6 +60,39 @@ def test_the_readme_documents_the_main_commands():
     for verb in ("imgd index ", "imgd search ", "imgd run ", "imgd status", "imgd failed", "imgd service install"):
         assert any(line.startswith(verb) for line in lines), (verb, lines)
     assert any("tests/clipkit.py" in line for line in readme_commands())
+
+
+def main_job() -> str:
+    """The README's first command line: install, index a folder, search it."""
+    return re.findall(r"^```sh\n(.*?)\n", README.read_text(), flags=re.M)[0]
+
+
+@pytest.mark.slow
+def test_the_main_job_indexes_the_folder_the_user_names_where_there_is_no_pictures_folder(
+    tmp_path: Path, tiny_model: Path
+) -> None:
+    """A newcomer without ~/Pictures got an error from the very first command."""
+    home, photos = tmp_path / "home", tmp_path / "my photos"
+    home.mkdir()
+    write_image(photos / "a.jpg", seed=1)
+    (home / ".venv").symlink_to(VENV_BIN.parent)
+    # The line as written, less its installation: the venv is this one.
+    line = " && ".join(part for part in main_job().split(" && ") if "pip install" not in part)
+    line = line.replace("python3 -m venv .venv && ", "").replace("; python3 -m venv .venv", ";")
+    env = {
+        "HOME": str(home),
+        "PATH": f"{VENV_BIN}:/usr/bin:/bin",
+        "PICS": str(photos),
+        **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"},  # this checkout's imgd, where one is set
+        "IMGD_MODEL": str(tiny_model),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "HF_HUB_OFFLINE": "1",
+    }
+
+    done = subprocess.run(["bash", "-c", line], env=env, cwd=home, capture_output=True, text=True, timeout=300)
+
+    assert done.returncode == 0, f"{line}\n{done.stderr}"
+    assert done.stdout.splitlines()[0].endswith(f"  {photos / 'a.jpg'}")
 
 
 @pytest.mark.slow
