@@ -92,7 +92,8 @@ def _load_advice(model: str, local: bool, exc: Exception) -> str:
     return (
         f"could not load model '{model}' ({reason}). If this machine is offline, download it on a "
         f"networked machine (SentenceTransformer('{model}').save('clip-model')), copy the folder "
-        "here and pass --model /path/to/clip-model (or set IMGD_MODEL)."
+        "here and pass --model /path/to/clip-model (or set IMGD_MODEL). To try imgd without it, build the "
+        "random-weight test model as the README's Set up says (python tests/clipkit.py ~/imgd-models/tiny-clip)."
     )
 
 

@@ -228,6 +228,7 @@ def test_an_unreachable_model_hub_is_one_sentence(tmp_path):
     assert len(lines) == 1, result.stderr
     assert "could not load model 'clip-ViT-B-32'" in lines[0] and "hub cannot be reached" in lines[0]
     assert "--model /path/to/clip-model" in lines[0]
+    assert "as the README's Set up says (python tests/clipkit.py ~/imgd-models/tiny-clip)." in lines[0]  # offline
 
 
 def test_invalid_config_names_the_key(runner, tmp_path):
