@@ -1,7 +1,8 @@
 """Make the README's screenshots: the gallery in headless Chromium and a terminal preview in tmux.
 
-A demo library of drawn scenes is indexed with the random-weight test model (tests/clipkit.py),
-so the ranking in the pictures is arbitrary; everything else is what imgd shows. The terminal
+A demo library of coloured shapes (tests/shapekit.py) is indexed with the trained shapes model
+(tests/models/shapes-clip) and searched for what that model knows, "a red circle": the pictures show
+imgd answering a question well, as it does with a real CLIP model on real photos. The terminal
 picture is a real tmux pane running `imgd search --preview=blocks`, read back with
 `capture-pane -e` and drawn cell by cell.
 
@@ -25,89 +26,27 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 import browserkit  # noqa: E402
-from clipkit import build_clip  # noqa: E402
-from PIL import Image, ImageDraw, ImageFilter  # noqa: E402
+from PIL import Image  # noqa: E402
+from shapekit import CLASSES, shape_image  # noqa: E402
 
 IMGD = [sys.executable, "-m", "imgd.cli.main"]
-QUERY = "sunset by the sea"
-SCENES = ("sunset", "mountains", "forest", "beach", "night", "flowers")
+MODEL = ROOT / "tests" / "models" / "shapes-clip"  # trained on shapekit's pictures: it knows what it is asked
+QUERY = "a red circle"
+PER_CLASS = 4  # pictures of each colour and shape: 120 in all
 
 
-def scene(kind: str, seed: int, size: tuple[int, int] = (1600, 1200)) -> Image.Image:
-    """A simple drawn landscape of the given kind, varied by seed."""
-    rng = random.Random(seed)
-    width, height = size
-    image = Image.new("RGB", size)
-    draw = ImageDraw.Draw(image)
-    top, bottom = {
-        "sunset": ((70, 40, 120), (250, 140, 60)),
-        "mountains": ((90, 150, 230), (200, 225, 250)),
-        "forest": ((120, 170, 210), (210, 230, 200)),
-        "beach": ((60, 150, 235), (190, 225, 250)),
-        "night": ((5, 8, 30), (30, 40, 90)),
-        "flowers": ((140, 190, 240), (220, 235, 250)),
-    }[kind]
-    horizon = int(height * rng.uniform(0.5, 0.7))
-    for y in range(horizon):
-        t = y / horizon
-        draw.line([(0, y), (width, y)], fill=tuple(int(a + (b - a) * t) for a, b in zip(top, bottom, strict=True)))
-    if kind == "sunset":
-        r = rng.randint(90, 160)
-        cx = rng.randint(r, width - r)
-        draw.ellipse((cx - r, horizon - r, cx + r, horizon + r), fill=(255, 200, 90))
-        draw.rectangle((0, horizon, width, height), fill=(40, 40, 90))
-        for _ in range(40):
-            y = rng.randint(horizon, height)
-            draw.line([(cx - rng.randint(20, 200), y), (cx + rng.randint(20, 200), y)], fill=(250, 170, 80), width=4)
-    elif kind == "mountains":
-        draw.rectangle((0, horizon, width, height), fill=(70, 110, 60))
-        for _ in range(5):
-            x = rng.randint(-200, width)
-            peak = rng.randint(height // 6, horizon - 50)
-            w = rng.randint(300, 700)
-            draw.polygon([(x, horizon), (x + w // 2, peak), (x + w, horizon)], fill=(110, 110, 125))
-            draw.polygon(
-                [(x + w // 2 - w // 10, peak + 60), (x + w // 2, peak), (x + w // 2 + w // 10, peak + 60)],
-                fill=(245, 245, 250),
-            )
-    elif kind == "forest":
-        draw.rectangle((0, horizon, width, height), fill=(50, 90, 40))
-        for _ in range(30):
-            x, h = rng.randint(0, width), rng.randint(200, 600)
-            y = rng.randint(horizon, height)
-            draw.polygon([(x - h // 5, y), (x, y - h), (x + h // 5, y)], fill=(20, rng.randint(60, 100), 30))
-    elif kind == "beach":
-        sea = horizon + (height - horizon) // 2
-        draw.rectangle((0, horizon, width, sea), fill=(30, 110, 170))
-        draw.rectangle((0, sea, width, height), fill=(230, 210, 160))
-        for _ in range(6):
-            x = rng.randint(0, width)
-            draw.line([(x, sea), (x + rng.randint(-40, 40), sea - 200)], fill=(90, 60, 30), width=10)
-    elif kind == "night":
-        draw.rectangle((0, horizon, width, height), fill=(15, 15, 25))
-        for _ in range(12):
-            x, w, h = rng.randint(0, width), rng.randint(80, 220), rng.randint(200, 700)
-            draw.rectangle((x, horizon - h, x + w, height), fill=(25, 25, 40))
-            for _ in range(25):
-                wx, wy = rng.randint(x + 5, x + w - 20), rng.randint(horizon - h + 10, height - 20)
-                draw.rectangle((wx, wy, wx + 12, wy + 16), fill=(250, 220, 120))
-    else:
-        draw.rectangle((0, horizon, width, height), fill=(60, 130, 50))
-        for _ in range(80):
-            x, y, r = rng.randint(0, width), rng.randint(horizon, height), rng.randint(10, 35)
-            colour = rng.choice([(230, 60, 80), (250, 210, 60), (240, 240, 250), (180, 90, 220)])
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-    return image.filter(ImageFilter.GaussianBlur(2))
-
-
-def make_library(pics: Path, count: int = 24) -> None:
-    for i in range(count):
-        kind = SCENES[i % len(SCENES)]
+def make_library(pics: Path) -> None:
+    """Coloured shapes as shapekit draws them, named and dated as a camera would, so names say nothing."""
+    pics.mkdir(parents=True, exist_ok=True)
+    order = random.Random(25)
+    pictures = [(colour, shape, n) for colour, shape in CLASSES for n in range(PER_CLASS)]
+    order.shuffle(pictures)
+    for i, (colour, shape, n) in enumerate(pictures):
         exif = Image.Exif()
         exif[0x010F], exif[0x0110] = "Fujifilm", "X-T5"
-        exif[0x0132] = f"2024:0{1 + i % 9}:{10 + i % 18:02d} 17:{i:02d}:00"
-        pics.mkdir(parents=True, exist_ok=True)
-        scene(kind, i).save(pics / f"{kind}-{i:02d}.jpg", quality=88, exif=exif.tobytes())
+        exif[0x0132] = f"2024:0{1 + i % 9}:{10 + i % 18:02d} 17:{i % 60:02d}:00"
+        image = shape_image(colour, shape, seed=n, size=(640, 480))
+        image.save(pics / f"DSCF{4100 + i:04d}.jpg", quality=90, exif=exif.tobytes())
 
 
 def small_png(data: bytes, path: Path, colours: int = 256) -> None:
@@ -193,7 +132,7 @@ def main() -> None:
     out = ROOT / "docs"
     with tempfile.TemporaryDirectory(prefix="imgd-shots-") as tmp:
         tmp_path = Path(tmp)
-        model = build_clip(tmp_path / "tiny-clip")
+        model = MODEL
         pics, state = tmp_path / "Pictures", tmp_path / "state"
         make_library(pics)
         subprocess.run([*IMGD, "--state-dir", str(state), "--model", str(model), "index", str(pics)], check=True)
@@ -204,8 +143,13 @@ def main() -> None:
             with browserkit.chromium() as browser:
                 page = browser.new_page(viewport={"width": 1200, "height": 760})
                 page.goto(gallery.url)
+                page.wait_for_function("() => document.querySelectorAll('#grid .card').length > 0")  # the newest
                 page.fill("#q", QUERY)
                 page.press("#q", "Enter")
+                page.wait_for_function(  # the answers, with their scores, in place of the newest pictures
+                    "() => /^-?\\d\\.\\d{3}$/.test((document.querySelector('#grid .card .score') || {}).textContent)",
+                    timeout=300_000,  # the first search loads the model (and, once, prepares it for this machine)
+                )
                 page.wait_for_function(
                     "() => { const i = [...document.querySelectorAll('#grid .card img')];"
                     " return i.length >= 18 && i.every(x => x.complete && x.naturalWidth > 0); }"

@@ -105,3 +105,20 @@ def test_write_corpus_writes_the_labelled_pictures_corpus_images_makes(tmp_path:
     with Image.open(rows[7][0]) as written:
         assert np.array_equal(np.asarray(written), np.asarray(again[7][0]))  # PNG: the same pixels
     assert not np.array_equal(np.asarray(again[0][0]), np.asarray(shapekit.corpus_images(1, seed=5)[0][0]))
+
+
+def test_the_readme_screenshots_show_the_shapes_model_answering_a_query_it_knows(
+    corpus: Corpus, shapes_model: Path
+) -> None:
+    """The README's first pictures once showed a random model answering "sunset by the sea" with flowers."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "screenshots.py"
+    spec = importlib.util.spec_from_file_location("screenshots", path)
+    assert spec is not None and spec.loader is not None
+    screenshots = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(screenshots)
+
+    assert screenshots.MODEL.resolve() == shapes_model.resolve()
+    colour, shape = screenshots.QUERY.split()[-2:]
+    assert precision_at_10(corpus, screenshots.QUERY, colour, shape) == 1.0
