@@ -656,6 +656,34 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_web.py::test_a_person_reviews_duplicates_keeper_first_and_opens_one",),
         "the gallery says KB where the command line says KiB for the same file",
     ),
+    Mutation(
+        "readme-indexes-pictures-only",
+        "README.md",
+        '.venv/bin/imgd index "$PICS"',
+        ".venv/bin/imgd index ~/Pictures",
+        (
+            "tests/e2e/test_readme.py::test_the_main_job_indexes_the_folder_the_user_names_where_there_is_no_pictures_folder",
+        ),
+        "the README's first command fails for a newcomer without ~/Pictures",
+    ),
+    Mutation(
+        "hub-error-without-offline-route",
+        "daemon/embedders/torch.py",
+        '"random-weight test model as the README\'s Set up says (python tests/clipkit.py ~/imgd-models/tiny-clip)."',
+        '""',
+        ("tests/integration/test_cli.py::test_an_unreachable_model_hub_is_one_sentence",),
+        "a machine without the hub is told to copy a model over, never that it can try imgd offline",
+    ),
+    Mutation(
+        "screenshots-with-the-random-model",
+        "docs/screenshots.py",
+        'QUERY = "a red circle"',
+        'QUERY = "sunset by the sea"',
+        (
+            "tests/integration/test_shapes_model.py::test_the_readme_screenshots_show_the_shapes_model_answering_a_query_it_knows",
+        ),
+        "the README's screenshots ask what the model does not know, and search looks broken",
+    ),
     # -- the house by role: imports flow down, the wheel holds every room (issue 20) ---------------
     Mutation(
         "engine-imports-click",
