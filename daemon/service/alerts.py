@@ -102,7 +102,8 @@ class Matcher:
 
     def __init__(self, names: list[str], vectors: np.ndarray, thresholds: np.ndarray) -> None:
         self.names = names
-        self.vectors = np.asarray(vectors, dtype=np.float32).reshape(len(names), -1)
+        vectors = np.asarray(vectors, dtype=np.float32)
+        self.vectors = vectors.reshape(len(names), -1) if names else vectors.reshape(0, 0)
         self.thresholds = np.asarray(thresholds, dtype=np.float32)
 
     def matches(self, vectors: np.ndarray) -> list[tuple[str, float]]:
@@ -223,12 +224,12 @@ class AlertService:
         if self._writer is not None:
             self._writer.close()
 
-    def reload(self) -> None:
-        """Read the saved searches again (one was added or removed); vectors are encoded on first need."""
+    def reload(self, new_model: bool = False) -> None:
+        """Read the saved searches again (one was added or removed; `new_model`: every vector is stale)."""
         saved = {s.name: s for s in load_saved(self.config)}
         with self._lock:
             self._saved = saved
-            self._vectors = {name: v for name, v in self._vectors.items() if name in saved}
+            self._vectors = {name: v for name, v in self._vectors.items() if name in saved and not new_model}
             self._cuts.clear()
 
     def _run(self) -> None:

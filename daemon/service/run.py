@@ -135,6 +135,8 @@ class Daemon:
         old, self.dupes = self.dupes, self._track_dupes()
         self.library.index.listeners.remove(old)
         self.dupes.start()  # pairs under the new model: another space, other neighbours
+        if self.alerts is not None:
+            self.alerts.reload(new_model=True)  # saved searches' query vectors: encoded again
         self.persist()  # the saved file holds the old vectors; the catalog has a new identity now
         sd_notify(f"STATUS=switched to model {self.embedder.name}")
         return dropped
