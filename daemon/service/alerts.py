@@ -72,7 +72,7 @@ class Saved:
     def min_score(self) -> float | None:
         return self.query.options.min_score
 
-    def describe(self, threshold: float | None = None) -> dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """What `imgd alert list` and `show` print."""
         terms = [{"kind": term.kind, "value": term.value, "weight": term.weight} for term in self.query.terms]
         return {
@@ -81,7 +81,6 @@ class Saved:
             "query": self.query.to_message(),
             **self.action,
             "min_score": self.min_score,
-            "threshold": threshold,
         }
 
 

@@ -101,6 +101,7 @@ def test_saved_searches_and_their_log_round_trip_and_the_log_stays_short(tmp_pat
         rows.log_action(catalog, "reds", f"/p{i}", 0.5, "move", "ok")
     log = rows.action_log(catalog, "reds", limit=500)
     assert len(log) == rows.LOG_KEEP and log[-1]["path"] == f"/p{rows.LOG_KEEP + 4}"
+    assert catalog.conn.execute("SELECT count(*) FROM alert_log").fetchone()[0] == rows.LOG_KEEP  # trimmed
     assert rows.remove(catalog, "reds") and not rows.saved(catalog) and not rows.remove(catalog, "reds")
     catalog.close()
 
