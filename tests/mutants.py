@@ -806,7 +806,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/events.py",
         "                self._dropped += 1",
         "                pass",
-        ("tests/unit/test_alerts.py::test_a_stalled_reader_is_told_how_many_it_missed_and_never_slows_the_publisher",),
+        ("tests/unit/test_alert_parts.py::test_a_stalled_reader_is_told_how_many_it_missed_and_never_slows_the_publisher",),
         "a reader that fell behind is never told how many events it missed",
     ),
     Mutation(
@@ -814,7 +814,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/actions.py",
         "        _rename_noreplace(src, dest)",
         "        os.replace(src, dest)",
-        ("tests/unit/test_alerts.py::test_file_actions_never_overwrite_and_a_move_is_a_rename",),
+        ("tests/unit/test_alert_parts.py::test_file_actions_never_overwrite_and_a_move_is_a_rename",),
         "a saved search's move replaces a file of the same name in the folder",
     ),
     Mutation(
@@ -823,7 +823,7 @@ MUTATIONS: list[Mutation] = [
         "        _rename_noreplace(src, dest)",
         "        _copy_new(src, dest)\n        os.unlink(src)",
         (
-            "tests/unit/test_alerts.py::test_file_actions_never_overwrite_and_a_move_is_a_rename",
+            "tests/unit/test_alert_parts.py::test_file_actions_never_overwrite_and_a_move_is_a_rename",
             "tests/e2e/test_alerts.py::test_a_saved_search_moves_a_red_circle_not_a_blue_square_and_keeps_its_vector",
         ),
         "a move is a copy and a delete: the daemon sees a new file and a removal, not a move",
@@ -833,7 +833,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/actions.py",
         "            os.killpg(proc.pid, signal.SIGKILL)",
         "            proc.kill()",
-        ("tests/unit/test_alerts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",),
+        ("tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",),
         "a hook past its limit is killed but its children run on, holding its output open",
     ),
     Mutation(
@@ -841,7 +841,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/actions.py",
         "            [*command, path],",
         "            list(command),",
-        ("tests/unit/test_alerts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",),
+        ("tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",),
         "a hook is not told which picture matched",
     ),
     Mutation(
@@ -850,7 +850,7 @@ MUTATIONS: list[Mutation] = [
         "np.flatnonzero(best >= self.thresholds)",
         "np.flatnonzero(best >= -1.0)",
         (
-            "tests/unit/test_alerts.py::test_the_matcher_scores_every_saved_search_at_once_and_a_video_at_its_best_frame",
+            "tests/unit/test_alert_parts.py::test_the_matcher_scores_every_saved_search_at_once_and_a_video_at_its_best_frame",
             "tests/e2e/test_alerts.py::test_a_saved_search_moves_a_red_circle_not_a_blue_square_and_keeps_its_vector",
         ),
         "every saved search matches every new picture",
@@ -861,7 +861,7 @@ MUTATIONS: list[Mutation] = [
         "best = (np.asarray(vectors, dtype=np.float32) @ self.vectors.T).max(axis=0)",
         "best = (np.asarray(vectors, dtype=np.float32) @ self.vectors.T)[0]",
         (
-            "tests/unit/test_alerts.py::test_the_matcher_scores_every_saved_search_at_once_and_a_video_at_its_best_frame",
+            "tests/unit/test_alert_parts.py::test_the_matcher_scores_every_saved_search_at_once_and_a_video_at_its_best_frame",
         ),
         "a video matches on its first frame, not its best",
     ),
@@ -870,7 +870,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/alerts.py",
         "f\"WHERE f.path = ? AND f.status = 'ok' AND {sql}\"",
         "f\"WHERE f.path = ? AND f.status = 'ok' AND ({sql} OR 1)\"",
-        ("tests/unit/test_alerts.py::test_filters_are_checked_on_the_one_files_row",),
+        ("tests/unit/test_alert_parts.py::test_filters_are_checked_on_the_one_files_row",),
         "a saved search's filters let every new picture through",
     ),
     Mutation(
@@ -878,7 +878,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/alerts.py",
         "(row.lastrowid - LOG_KEEP,)",
         "(row.lastrowid - LOG_KEEP * 100,)",
-        ("tests/unit/test_alerts.py::test_saved_searches_and_their_log_round_trip_and_the_log_stays_short",),
+        ("tests/unit/test_alert_parts.py::test_saved_searches_and_their_log_round_trip_and_the_log_stays_short",),
         "the action log grows without bound",
     ),
     Mutation(
@@ -886,7 +886,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/migrations.py",
         "    if version < 5:  # no saved searches yet",
         "    if version < 0:  # no saved searches yet",
-        ("tests/unit/test_alerts.py::test_an_older_catalog_opened_read_only_has_no_saved_searches",),
+        ("tests/unit/test_alert_parts.py::test_an_older_catalog_opened_read_only_has_no_saved_searches",),
         "`imgd alert list` on an older catalog, opened read-only, fails on the missing tables",
     ),
 ]

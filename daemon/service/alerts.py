@@ -298,13 +298,13 @@ class AlertService:
         target = path
         if saved.file_action is not None and saved.folder is not None:
             done = actions.place(saved.file_action, path, saved.folder)
-            self._record(saved, path, score, saved.file_action, done)
+            self._record(saved, done.path, score, saved.file_action, done)  # where it is now
             if done.outcome != "ok":
                 return
             target = done.path
         if saved.command:
             done = actions.run_hook(saved.command, target, score, saved.name, saved.timeout)
-            self._record(saved, target, score, "exec", done)
+            self._record(saved, done.path, score, "exec", done)
 
     def _record(self, saved: Saved, path: str, score: float, action: str, done: actions.Outcome) -> None:
         level = logging.INFO if done.outcome == "ok" else logging.WARNING

@@ -40,6 +40,7 @@ class Library:
     def __init__(self, tmp: Path, daemon: DaemonProcess, root: Path, events_path: Path) -> None:
         self.tmp, self.daemon, self.root, self.events_path = tmp, daemon, root, events_path
         self.inbox, self.sorted = root / "inbox", root / "sorted"
+        self.direct_list = ""  # `imgd alert list --json` answered without a daemon
 
     def imgd(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -83,6 +84,7 @@ def library(tmp_path_factory: pytest.TempPathFactory, shapes_model: Path) -> Ite
         added = lib.imgd("alert", "add", "reds", "a red circle", "--move-to", str(lib.sorted), "--min-score", MIN)
         assert added.returncode == 0, added.stderr
         put(lib.inbox / "early.png", "red", "circle", 7)  # arrives while the daemon is stopped
+        lib.direct_list = lib.imgd("alert", "list", "--json").stdout
         daemon.start()
         with open(lib.events_path, "wb") as out:
             reader = subprocess.Popen([*IMGD, "events", "--jsonl"], env=daemon.env, stdout=out, stderr=subprocess.PIPE)
@@ -179,6 +181,9 @@ def test_alert_test_acts_on_nothing(library: Library) -> None:
     assert (sorted(os.listdir(library.sorted)), len(library.log("reds"))) == before
     listed = json.loads(library.imgd("alert", "list", "--json").stdout)
     assert "reds" in {item["name"] for item in listed}
+    # The daemon and the direct path (before it started) describe a saved search alike.
+    (direct,) = json.loads(library.direct_list)
+    assert direct == next(item for item in listed if item["name"] == "reds")
 
 
 @pytest.mark.parametrize(
