@@ -806,7 +806,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/events.py",
         "                self._dropped += 1",
         "                pass",
-        ("tests/unit/test_alert_parts.py::test_a_stalled_reader_is_told_how_many_it_missed_and_never_slows_the_publisher",),
+        (
+            "tests/unit/test_alert_parts.py::test_a_stalled_reader_is_told_how_many_it_missed_and_never_slows_the_publisher",
+        ),
         "a reader that fell behind is never told how many events it missed",
     ),
     Mutation(
@@ -833,7 +835,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/actions.py",
         "            os.killpg(proc.pid, signal.SIGKILL)",
         "            proc.kill()",
-        ("tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",),
+        (
+            "tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",
+        ),
         "a hook past its limit is killed but its children run on, holding its output open",
     ),
     Mutation(
@@ -841,7 +845,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/service/actions.py",
         "            [*command, path],",
         "            list(command),",
-        ("tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",),
+        (
+            "tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",
+        ),
         "a hook is not told which picture matched",
     ),
     Mutation(
@@ -888,6 +894,14 @@ MUTATIONS: list[Mutation] = [
         "    if version < 0:  # no saved searches yet",
         ("tests/unit/test_alert_parts.py::test_an_older_catalog_opened_read_only_has_no_saved_searches",),
         "`imgd alert list` on an older catalog, opened read-only, fails on the missing tables",
+    ),
+    Mutation(
+        "alert-gallery-shows-failures",
+        "web/backend.py",
+        'record = self.catalog.get_file(entry["path"]) if entry["outcome"] == "ok" else None',
+        'record = self.catalog.get_file(entry["path"])',
+        ("tests/e2e/test_web.py::test_saved_searches_are_listed_with_their_recent_matches_by_id_and_nothing_to_run",),
+        "the gallery shows a picture a saved search failed on as one of its matches",
     ),
 ]
 
