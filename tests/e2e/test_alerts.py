@@ -181,6 +181,15 @@ def test_alert_test_acts_on_nothing(library: Library) -> None:
     assert (sorted(os.listdir(library.sorted)), len(library.log("reds"))) == before
     listed = json.loads(library.imgd("alert", "list", "--json").stdout)
     assert "reds" in {item["name"] for item in listed}
+    # Without --min-score the threshold is where --auto ends the query over the library: what `search --auto`
+    # finds, all of it red circles (every one of them sorted by `reds` by now).
+    assert library.imgd("alert", "add", "autoreds", "a red circle").returncode == 0
+    auto = library.imgd("alert", "test", "autoreds", "-f")
+    assert auto.returncode == 0 and "threshold" in auto.stderr, auto.stderr
+    searched = library.imgd("search", "a red circle", "--auto", "-f").stdout.splitlines()
+    assert set(auto.stdout.splitlines()) == set(searched)
+    assert searched and set(searched) <= {str(p) for p in library.sorted.iterdir()}
+    assert library.imgd("alert", "remove", "autoreds").returncode == 0
     # The daemon and the direct path (before it started) describe a saved search alike.
     (direct,) = json.loads(library.direct_list)
     assert direct == next(item for item in listed if item["name"] == "reds")
