@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import click
 
+from .alert import alert, events
 from .config import config_command
 from .dupes import dupes
 from .group import ImgdGroup, never_ignore_ctrl_c, options
@@ -33,7 +34,20 @@ def cli(ctx: click.Context) -> None:
     ctx.obj = options(ctx)  # the same dict: options given after the subcommand land in it too
 
 
-for command in (index, search, similar, dupes, status, failed_command, config_command, web, run, service):
+for command in (
+    index,
+    search,
+    similar,
+    dupes,
+    status,
+    failed_command,
+    config_command,
+    web,
+    run,
+    service,
+    alert,
+    events,
+):
     cli.add_command(command)
 
 

@@ -910,6 +910,109 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
         "a daemon that exports on its first run keeps torch loaded (1.7 GB) for its whole life",
     ),
+    # -- saved searches and events (issue 24) --
+    Mutation(
+        "alert-bus-forgets-drops",
+        "daemon/service/events.py",
+        "                self._dropped += 1",
+        "                pass",
+        (
+            "tests/unit/test_alert_parts.py::test_a_stalled_reader_is_told_how_many_it_missed_and_never_slows_the_publisher",
+        ),
+        "a reader that fell behind is never told how many events it missed",
+    ),
+    Mutation(
+        "alert-move-overwrites",
+        "daemon/service/actions.py",
+        "        _rename_noreplace(src, dest)",
+        "        os.replace(src, dest)",
+        ("tests/unit/test_alert_parts.py::test_file_actions_never_overwrite_and_a_move_is_a_rename",),
+        "a saved search's move replaces a file of the same name in the folder",
+    ),
+    Mutation(
+        "alert-move-is-a-copy",
+        "daemon/service/actions.py",
+        "        _rename_noreplace(src, dest)",
+        "        _copy_new(src, dest)\n        os.unlink(src)",
+        (
+            "tests/unit/test_alert_parts.py::test_file_actions_never_overwrite_and_a_move_is_a_rename",
+            "tests/e2e/test_alerts.py::test_a_saved_search_moves_a_red_circle_not_a_blue_square_and_keeps_its_vector",
+        ),
+        "a move is a copy and a delete: the daemon sees a new file and a removal, not a move",
+    ),
+    Mutation(
+        "alert-hook-children-survive",
+        "daemon/service/actions.py",
+        "            os.killpg(proc.pid, signal.SIGKILL)",
+        "            proc.kill()",
+        (
+            "tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",
+        ),
+        "a hook past its limit is killed but its children run on, holding its output open",
+    ),
+    Mutation(
+        "alert-hook-without-path",
+        "daemon/service/actions.py",
+        "            [*command, path],",
+        "            list(command),",
+        (
+            "tests/unit/test_alert_parts.py::test_a_hook_gets_the_path_and_score_and_a_hanging_one_is_killed_at_its_limit",
+        ),
+        "a hook is not told which picture matched",
+    ),
+    Mutation(
+        "alert-threshold-ignored",
+        "daemon/service/alerts.py",
+        "np.flatnonzero(best >= self.thresholds)",
+        "np.flatnonzero(best >= -1.0)",
+        (
+            "tests/unit/test_alert_parts.py::test_the_matcher_scores_every_saved_search_at_once_and_a_video_at_its_best_frame",
+            "tests/e2e/test_alerts.py::test_a_saved_search_moves_a_red_circle_not_a_blue_square_and_keeps_its_vector",
+        ),
+        "every saved search matches every new picture",
+    ),
+    Mutation(
+        "alert-video-first-frame",
+        "daemon/service/alerts.py",
+        "best = (np.asarray(vectors, dtype=np.float32) @ self.vectors.T).max(axis=0)",
+        "best = (np.asarray(vectors, dtype=np.float32) @ self.vectors.T)[0]",
+        (
+            "tests/unit/test_alert_parts.py::test_the_matcher_scores_every_saved_search_at_once_and_a_video_at_its_best_frame",
+        ),
+        "a video matches on its first frame, not its best",
+    ),
+    Mutation(
+        "alert-filters-unchecked",
+        "daemon/store/alerts.py",
+        "f\"WHERE f.path = ? AND f.status = 'ok' AND {sql}\"",
+        "f\"WHERE f.path = ? AND f.status = 'ok' AND ({sql} OR 1)\"",
+        ("tests/unit/test_alert_parts.py::test_filters_are_checked_on_the_one_files_row",),
+        "a saved search's filters let every new picture through",
+    ),
+    Mutation(
+        "alert-log-grows",
+        "daemon/store/alerts.py",
+        "(row.lastrowid - LOG_KEEP,)",
+        "(row.lastrowid - LOG_KEEP * 100,)",
+        ("tests/unit/test_alert_parts.py::test_saved_searches_and_their_log_round_trip_and_the_log_stays_short",),
+        "the action log grows without bound",
+    ),
+    Mutation(
+        "alert-old-catalog-unreadable",
+        "daemon/store/migrations.py",
+        "    if version < 5:  # no saved searches yet",
+        "    if version < 0:  # no saved searches yet",
+        ("tests/unit/test_alert_parts.py::test_an_older_catalog_opened_read_only_has_no_saved_searches",),
+        "`imgd alert list` on an older catalog, opened read-only, fails on the missing tables",
+    ),
+    Mutation(
+        "alert-gallery-shows-failures",
+        "web/backend.py",
+        'record = self.catalog.get_file(entry["path"]) if entry["outcome"] == "ok" else None',
+        'record = self.catalog.get_file(entry["path"])',
+        ("tests/e2e/test_web.py::test_saved_searches_are_listed_with_their_recent_matches_by_id_and_nothing_to_run",),
+        "the gallery shows a picture a saved search failed on as one of its matches",
+    ),
 ]
 
 

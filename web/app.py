@@ -326,6 +326,13 @@ def build_app(
             }
         )
 
+    async def alerts(request: Request) -> Response:
+        """The saved searches and what they matched lately; the gallery creates and changes none."""
+        try:
+            return JSONResponse(await run(backend.alerts))
+        except ImgdError as exc:
+            return _error(said(exc), 409)
+
     async def page(request: Request) -> Response:
         return FileResponse(STATIC / "index.html", media_type="text/html")
 
@@ -338,6 +345,7 @@ def build_app(
         Route("/api/recent", recent),
         Route("/api/item/{item}", item),
         Route("/api/status", status),
+        Route("/api/alerts", alerts),
         Route("/thumb/{item}", grid_thumb),
         Route("/view/{item}", view_thumb),
         Route("/original/{item}", original),

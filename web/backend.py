@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from imgd.daemon.alertprotocol import AlertListRequest, AlertLogRequest
 from imgd.daemon.api.facade import Api
 from imgd.daemon.config import Config
 from imgd.daemon.errors import CatalogError
@@ -253,6 +254,37 @@ class Backend:
                 newest = None
         info["newest"] = newest
         return info
+
+    def alerts(self) -> dict[str, Any]:
+        """The saved searches and their recent matches, read-only: no command, no folder, pictures by id."""
+        saved = self._call(AlertListRequest())["alerts"]
+        log = self._call(AlertLogRequest(limit=200))["log"]
+        recent: dict[str, list[dict[str, Any]]] = {item["name"]: [] for item in saved}
+        seen: set[tuple[str, str]] = set()
+        for entry in reversed(log):  # newest first
+            record = self.catalog.get_file(entry["path"]) if entry["outcome"] == "ok" else None
+            if entry["name"] not in recent or record is None or record.content_id is None:
+                continue
+            item_id = f"{record.content_id}-{path_tag(entry['path'])}"
+            if (entry["name"], item_id) not in seen and len(recent[entry["name"]]) < 24:
+                seen.add((entry["name"], item_id))
+                name = os.path.basename(entry["path"])
+                recent[entry["name"]].append({"id": item_id, "score": round(entry["score"], 4), "name": name})
+        return {
+            "alerts": [
+                {
+                    "name": item["name"],
+                    "query": ", ".join(
+                        (f"{t['weight']:g}:" if t["weight"] != 1 else "")
+                        + (t["value"] if t["kind"] == "text" else "(a picture)")
+                        for t in item["terms"]
+                    ),
+                    "acts": [kind for kind in (item["file_action"], "exec" if item["command"] else None) if kind],
+                    "recent": recent[item["name"]],
+                }
+                for item in saved
+            ]
+        }
 
     def close(self) -> None:
         self._readers.close_mine()

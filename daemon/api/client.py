@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..alertprotocol import EventsRequest
 from ..errors import DaemonNotRunning, ImgdError, ProtocolError
 from ..protocol import PROTOCOL_VERSION, Options, SearchRequest, StatusRequest, Term
 
@@ -64,3 +67,31 @@ def search(socket_path: Path, k: int, text: str | None = None, image: str | None
 def status(socket_path: Path, timeout: float = 10.0, duplicates: bool = False) -> dict[str, Any]:
     """The daemon's status; `duplicates` adds the duplicates summary `imgd status` shows."""
     return dict(request(socket_path, StatusRequest(duplicates=duplicates).to_message(), timeout=timeout)["status"])
+
+
+def events(socket_path: Path) -> Iterator[dict[str, Any]]:
+    """The daemon's events as they happen, one dict each, until the daemon stops (or the caller does)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(2.0)
+    try:
+        try:
+            sock.connect(str(socket_path))
+        except OSError as exc:
+            raise DaemonNotRunning(f"no imgd daemon answers on {socket_path} ({exc})") from None
+        sock.sendall(json.dumps({"v": PROTOCOL_VERSION, **EventsRequest().to_message()}).encode() + b"\n")
+        sock.settimeout(None)
+        reader = sock.makefile("rb")
+        header = reader.readline(MAX_MESSAGE)
+        try:
+            reply = json.loads(header) if header else None
+        except ValueError:
+            raise ProtocolError("the daemon sent a reply that is not JSON") from None
+        if not isinstance(reply, dict) or reply.get("v") != PROTOCOL_VERSION:
+            raise ProtocolError("the daemon speaks another protocol version; restart it after upgrading imgd")
+        if not reply.get("ok"):
+            raise ImgdError(str(reply.get("error") or "the daemon reported an unknown error"))
+        for line in reader:
+            with contextlib.suppress(ValueError):
+                yield json.loads(line)
+    finally:
+        sock.close()

@@ -26,6 +26,7 @@ from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
 from ..verbosity import DETAIL
 from . import imaging
 from .backfill import MediaBackfill
+from .events import EventSource
 from .modelchange import ModelChange
 from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
@@ -59,7 +60,7 @@ class _Released:
     paths: list[str] = field(default_factory=list)  # where it was, for the "moved" log line
 
 
-class Engine(MediaBackfill, ModelSwitch):
+class Engine(MediaBackfill, ModelSwitch, EventSource):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(
@@ -211,6 +212,7 @@ class Engine(MediaBackfill, ModelSwitch):
             self.index.add(np.asarray(new_ids, dtype=np.int64), np.vstack(new_vectors), generation)
         else:
             self.index.generation = generation
+        self._flush_events()
         if retry:
             summary.merge(self.ingest([(item.stat, item.previous) for item in retry], gone_contents))
 
@@ -224,22 +226,23 @@ class Engine(MediaBackfill, ModelSwitch):
         held = gone_contents.get(content_id)
         if held and stat.path in held:  # back where it was (a folder moved out and in again): not a move
             held.remove(stat.path)
+        embedded = {"id": content_id, "embedded": item.image is not None}
         if previous is not None and previous.status == "ok":
             if previous.content_id == content_id:
                 summary.unchanged += 1
             else:
                 summary.updated += 1
                 log.info("updated %s%s", display_path(stat.path), reused)
+                self._event("updated", stat.path, **embedded)
         elif gone_contents.get(content_id):
             old = gone_contents[content_id].pop()
             summary.moved += 1
             log.info("moved %s -> %s", display_path(old), display_path(stat.path))
-        elif reused:
-            summary.added += 1
-            log.info("added %s%s", display_path(stat.path), reused)
+            self._event("moved", stat.path, source=old, id=content_id)
         else:
             summary.added += 1
-            log.info("indexed %s", display_path(stat.path))
+            log.info("added %s%s" if reused else "indexed %s%s", display_path(stat.path), reused)
+            self._event("indexed", stat.path, **embedded)
 
     def _record_failure(self, item: _Loaded, summary: IndexSummary) -> None:
         stat = item.stat
@@ -249,11 +252,13 @@ class Engine(MediaBackfill, ModelSwitch):
             if self.catalog.remove_file(stat.path):
                 summary.removed += 1
                 log.info("removed %s", display_path(stat.path))
+                self._event("removed", stat.path)
             return
         self.catalog.set_failed(stat.path, stat.size, stat.mtime_ns, item.error or "unknown error")
         summary.failed += 1
         summary.failures.append((stat.path, item.error or ""))
         log.warning("skipping %s: %s", display_path(stat.path), item.error)
+        self._event("failed", stat.path, error=item.error or "unknown error")
 
     # -- reconcile --------------------------------------------------------------------------
 
@@ -315,6 +320,7 @@ class Engine(MediaBackfill, ModelSwitch):
                 if record.path not in moved_away or record.content_id is None:
                     summary.removed += 1
                     log.info("removed %s", display_path(record.path))
+                    self._event("removed", record.path)
             expired = self.catalog.drop_expired_missing(now - self.config.missing_grace)
             if expired:
                 log.info("dropped %d entries missing for longer than the grace period", expired)
@@ -364,6 +370,7 @@ class Engine(MediaBackfill, ModelSwitch):
             generation = self.catalog.generation
         if dropped:
             self.index.remove(dropped, generation)
+        self._flush_events()  # the end of every change: what it did to files is committed now
 
     @property
     def held_contents(self) -> int:
@@ -424,6 +431,7 @@ class Engine(MediaBackfill, ModelSwitch):
                 if folder:
                     leaving.extend(self.catalog.files_under(path))
                 for gone in leaving:
+                    self._event("removed", gone.path)
                     if gone.content_id is not None:
                         released.setdefault(gone.content_id, []).append(gone.path)
                 if self.catalog.remove_file(path):
@@ -453,6 +461,7 @@ class Engine(MediaBackfill, ModelSwitch):
                 moved = int(self.catalog.move_file(src, dest))
         if moved:
             log.info("moved %s -> %s", display_path(src), display_path(dest))
+            self._event("moved", dest, source=src, **({"folder": True} if is_dir else {}))
         self._drop_orphans(candidates=candidates)  # a rename over an existing file orphaned the old content
         return moved
 

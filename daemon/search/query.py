@@ -224,6 +224,23 @@ class Searcher:
             hits = [hit for hit in hits if hit[2] in keep]
         return self._present(hits, options.sort)
 
+    def cut_score(self, query: np.ndarray, filters: Filters, k: int = 200) -> float | None:
+        """The score where `auto` ends this query's answers over the library now: midway between the last
+        answer it keeps and the first it leaves (a saved search's default threshold); None: no images."""
+        with self._switch.shared():
+            if len(self.index) == 0:
+                return None
+            allowed = self._allowed_vectors(filters)
+            hits = self._live_hits(query, k, filters, allowed, frozenset(), None)
+            best = {content_id: score for score, _, content_id in reversed(hits)}
+            scores = np.array(sorted(best.values(), reverse=True), dtype=np.float32)
+            if not len(scores):
+                return None
+            keep = auto_cut(scores, self._background(query, allowed))
+            if keep == 0:  # nothing stands out yet: a picture must beat the best of the library
+                return float(scores[0])
+            return float((scores[keep - 1] + scores[keep]) / 2) if keep < len(scores) else float(scores[-1])
+
     def allowed(self, filters: Filters) -> np.ndarray | None:
         """Content ids a filter lets through (None: no filter), cached per catalog state."""
         return self._selected(filters, "contents")

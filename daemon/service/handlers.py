@@ -10,12 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..alertprotocol import AlertAddRequest, AlertListRequest, AlertLogRequest, AlertNameRequest, EventsRequest
 from ..config import Config
+from ..errors import ImgdError
 from ..protocol import DupesRequest, FailedRequest, Request, SearchRequest, SimilarRequest, StatusRequest
 
 if TYPE_CHECKING:
     from ..embedders import Embedder
     from ..search.query import Searcher
+    from .alerts import AlertService
     from .dupetracker import DupeTracker
 
 
@@ -24,6 +27,7 @@ class Context(Protocol):
 
     config: Config
     dupes: DupeTracker | None  # the daemon's live pairs; None: computed on request
+    alerts: AlertService | None  # the daemon's saved-search thread, told of changes; None: no daemon
 
     @property
     def searcher(self) -> Searcher: ...
@@ -79,6 +83,52 @@ def _dupes(context: Context, request: DupesRequest) -> dict[str, Any]:
     return {"threshold": threshold, "groups": [g.as_dict() for g in groups]}
 
 
+@handler(AlertAddRequest.op)
+def _alert_add(context: Context, request: AlertAddRequest) -> dict[str, Any]:
+    from . import alerts
+
+    added = alerts.add(context.config, context.searcher, request)
+    if context.alerts is not None:
+        context.alerts.reload()
+    return added
+
+
+@handler(AlertListRequest.op)
+def _alert_list(context: Context, request: AlertListRequest) -> dict[str, Any]:
+    from . import alerts
+
+    return {"alerts": [saved.describe() for saved in alerts.load_saved(context.config)]}
+
+
+@handler(AlertNameRequest.op)
+def _alert(context: Context, request: AlertNameRequest) -> dict[str, Any]:
+    """Show, remove or test one saved search."""
+    from . import alerts
+
+    if request.verb == "remove":
+        removed = alerts.remove(context.config, request.name)
+        if context.alerts is not None:
+            context.alerts.reload()
+        return removed
+    if request.verb == "test":
+        return alerts.test(context.config, context.searcher, request.name)
+    shown = alerts.find(context.config, request.name).describe()
+    return {"alert": shown, "log": alerts.action_log(context.config, request.name, 10)}
+
+
+@handler(AlertLogRequest.op)
+def _alert_log(context: Context, request: AlertLogRequest) -> dict[str, Any]:
+    from . import alerts
+
+    return {"log": alerts.action_log(context.config, request.name, request.limit)}
+
+
+@handler(EventsRequest.op)
+def _events(context: Context, request: EventsRequest) -> dict[str, Any]:
+    """Only a daemon has events, and its server streams them before this table is asked."""
+    raise ImgdError("no imgd daemon runs, so there are no events to follow; start one with `imgd run DIR`.")
+
+
 def answer(context: Context, request: Request) -> dict[str, Any]:
     """Dispatch one typed request to its handler; the socket server and the direct path both call this."""
     return HANDLERS[request.op](context, request)
@@ -90,6 +140,7 @@ class LocalContext:
     def __init__(self, config: Config, load_model: Callable[[str], Embedder]) -> None:
         self.config = config
         self.dupes: DupeTracker | None = None  # no daemon: pairs are computed on request
+        self.alerts: AlertService | None = None  # no daemon: saved searches are only stored and tested
         self._load_model = load_model
         self._searcher: Searcher | None = None
 

@@ -26,7 +26,9 @@ from ..protocol import StatusRequest
 from ..search.query import Searcher
 from ..store.catalog import Catalog
 from ..store.records import Change
+from .alerts import AlertService
 from .dupetracker import DupeTracker, library_vectors
+from .events import DEFAULT_BUFFER, EventBus
 from .library import RUN, WriterLock, catalog_status, ensure_state_dir, open_library
 from .server import QueryServer
 
@@ -104,6 +106,10 @@ class Daemon:
         self.library.index.rebuild_if_due()
         self.searcher = Searcher(config, self.library.index, lambda: self.embedder)
         self.dupes = self._track_dupes()
+        # What the engine did, for `imgd events` and the saved searches; IMGD_EVENT_BUFFER: a test's small one.
+        self.bus = EventBus(int(os.environ.get("IMGD_EVENT_BUFFER") or DEFAULT_BUFFER))
+        engine.on_event = self.bus.publish
+        self.alerts: AlertService | None = AlertService(config, self.searcher, self.library.index, self.bus)
         self.server: QueryServer | None = None
         self.last_persist: float | None = config.index_path.stat().st_mtime if config.index_path.exists() else None
 
@@ -129,6 +135,8 @@ class Daemon:
         old, self.dupes = self.dupes, self._track_dupes()
         self.library.index.listeners.remove(old)
         self.dupes.start()  # pairs under the new model: another space, other neighbours
+        if self.alerts is not None:
+            self.alerts.reload(new_model=True)  # saved searches' query vectors: encoded again
         self.persist()  # the saved file holds the old vectors; the catalog has a new identity now
         sd_notify(f"STATUS=switched to model {self.embedder.name}")
         return dropped
@@ -216,6 +224,8 @@ class Daemon:
         try:
             self.watcher.start()
             self.dupes.start()
+            if self.alerts is not None:
+                self.alerts.start()  # before the catch-up: pictures that came while stopped are checked too
             self.worker.start(initial_reconcile=True)
             self.server.start()
             log.info(
@@ -269,6 +279,8 @@ class Daemon:
                 self.server.stop()
         self.watcher.stop()
         self.worker.stop()
+        if self.alerts is not None:
+            self.alerts.stop()
         self.library.index.close()  # a background index build would only delay the save
         self.persist()
         self.library.close()

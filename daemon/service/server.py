@@ -3,6 +3,8 @@
 Each connection gets a thread with a read deadline and a size cap, so a slow, vanished or hostile
 client costs one thread for a few seconds and never blocks indexing or other queries. A request is
 parsed and handed to the handler table (handlers.answer) with the daemon as its context.
+An `events` request is the one streaming reply: a header line, then one line per event from the
+daemon's event bus until the client leaves; a client that stops reading only fills its own buffer.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import select
 import socket
 import socketserver
 import threading
@@ -27,6 +30,7 @@ log = logging.getLogger(__name__)
 MAX_REQUEST = 64 * 1024
 READ_TIMEOUT = 5.0
 MAX_CLIENTS = 32
+STREAM_SEND_BUFFER = 4096  # bytes of events in flight to a stream's reader; the rest wait on the bus
 
 
 def _error(message: str) -> dict[str, Any]:
@@ -52,6 +56,9 @@ class _Connection(socketserver.StreamRequestHandler):
                 return
             if not line.strip():
                 return
+            if server.streams(line):
+                self._stream(server)
+                return
             self._reply(server.answer(line))
         finally:
             server.slots.release()
@@ -65,6 +72,31 @@ class _Connection(socketserver.StreamRequestHandler):
             for _ in range(64):
                 if not self.request.recv(65536):
                     break
+
+    def _stream(self, server: QueryServer) -> None:
+        """Send the bus's events a line each until the client goes; its reads set the pace, never the bus's."""
+        subscription = server.context.bus.subscribe()  # type: ignore[attr-defined]
+        try:
+            self.request.settimeout(None)  # a reader that stalls blocks only this thread; its buffer drops
+            self.request.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SEND_BUFFER)
+            self.wfile.write(
+                json.dumps({"v": PROTOCOL_VERSION, "ok": True, "stream": "events", **server.serves}).encode() + b"\n"
+            )
+            while not server.closing.is_set():
+                event = subscription.get(timeout=1.0)
+                if event is not None:
+                    self.wfile.write(json.dumps(event).encode() + b"\n")
+                elif self._client_gone():
+                    return
+        except OSError:
+            return
+        finally:
+            subscription.close()
+
+    def _client_gone(self) -> bool:
+        """Has the client closed its end? (It sends nothing after its request, so readable means gone.)"""
+        readable, _, _ = select.select([self.request], [], [], 0)
+        return bool(readable) and not self.request.recv(1, socket.MSG_PEEK)
 
     def _reply(self, message: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
@@ -82,6 +114,7 @@ class QueryServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         config = getattr(context, "config", None)
         self.serves = {"state_dir": state_folder(config.state_dir)} if config is not None else {}
         self.slots = threading.BoundedSemaphore(MAX_CLIENTS)
+        self.closing = threading.Event()  # ends the event streams
         prepare_socket_path(self.path)
         old_umask = os.umask(0o177)
         try:
@@ -90,6 +123,16 @@ class QueryServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
             os.umask(old_umask)
         os.chmod(self.path, 0o600)
         self._thread: threading.Thread | None = None
+
+    def streams(self, line: bytes) -> bool:
+        """Is this an `events` request a daemon with an event bus streams? (Anything else gets one reply.)"""
+        if b"events" not in line or getattr(self.context, "bus", None) is None:
+            return False
+        try:
+            message = json.loads(line)
+        except (ValueError, RecursionError):
+            return False
+        return isinstance(message, dict) and message.get("op") == "events" and message.get("v") == PROTOCOL_VERSION
 
     def answer(self, line: bytes) -> dict[str, Any]:
         """Parse and dispatch one request; every failure becomes an error reply."""
@@ -114,6 +157,7 @@ class QueryServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
         self._thread.start()
 
     def stop(self) -> None:
+        self.closing.set()
         self.shutdown()
         self.server_close()
         with contextlib.suppress(FileNotFoundError):

@@ -151,6 +151,33 @@ def _vectors(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(5, "alerts: saved searches that act on new pictures, and a short log of what they did")
+def _alerts(conn: sqlite3.Connection) -> None:
+    # In the catalog, not a file of their own: the daemon and the CLI then agree on them. `query`
+    # holds the whole search request as JSON, so filters added later come along without a column each.
+    _run(conn, ALERT_TABLES)
+
+
+ALERT_TABLES = """
+    CREATE TABLE IF NOT EXISTS alerts (
+        name TEXT PRIMARY KEY,
+        query TEXT NOT NULL,
+        action TEXT NOT NULL,
+        created REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS alert_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        name TEXT NOT NULL,
+        path TEXT NOT NULL,
+        score REAL NOT NULL,
+        action TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT
+    )
+"""
+
+
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
 # tables of schema 4: views in its own temp schema, over the older tables, under the new names.
 READ_AS_LATEST = {
@@ -166,6 +193,8 @@ def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
             if version >= since:
                 for statement in statements:
                     conn.execute(statement)
+    if version < 5:  # no saved searches yet: empty ones, in the connection's own temp schema
+        _run(conn, ALERT_TABLES.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"))
 
 
 LATEST = MIGRATIONS[-1].version

@@ -1041,3 +1041,57 @@ def test_a_person_reviews_duplicates_keeper_first_and_opens_one(chromium, galler
     finally:
         context.close()
     assert errors == [], errors
+
+
+def save_a_search_with_matches(library) -> None:
+    """A saved search `cars` that copied img2.jpg and ran a hook on it, and failed on img3.jpg."""
+    from imgd.daemon.protocol import SearchRequest, Term
+    from imgd.daemon.store import alerts as rows
+    from imgd.daemon.store.catalog import Catalog
+
+    pics, config = library
+    catalog = Catalog(config.catalog_path)
+    try:
+        query = SearchRequest(terms=(Term("text", "a red car"), Term("image", str(pics / "img1.jpg"), -1.0)))
+        action = {"command": ["secret-hook", "--token", "xyz"], "file_action": "copy", "folder": "/private/album"}
+        rows.save(catalog, "cars", query.to_message(), action)
+        rows.log_action(catalog, "cars", str(pics / "img2.jpg"), 0.31, "copy", "ok")
+        rows.log_action(catalog, "cars", str(pics / "img2.jpg"), 0.31, "exec", "ok")  # the same picture: shown once
+        rows.log_action(catalog, "cars", str(pics / "img3.jpg"), 0.29, "exec", "failed", "exit 1")
+    finally:
+        catalog.close()
+
+
+def test_saved_searches_are_listed_with_their_recent_matches_by_id_and_nothing_to_run(browser, library):
+    pics, _ = library
+    save_a_search_with_matches(library)
+
+    reply = browser.get("/api/alerts")
+
+    assert reply.status == 200, reply.body
+    (shown,) = reply.json()["alerts"]
+    assert shown["name"] == "cars" and shown["query"] == "a red car, -1:(a picture)"
+    assert shown["acts"] == ["copy", "exec"]
+    assert [(hit["name"], hit["score"]) for hit in shown["recent"]] == [("img2.jpg", 0.31)]
+    for secret in (b"secret-hook", b"xyz", b"/private/album", str(pics).encode()):
+        assert secret not in reply.body
+    assert browser.get(f"/thumb/{shown['recent'][0]['id']}").status == 200
+    assert browser.request("POST", "/api/alerts").status == 405  # read-only: nothing is created here
+
+
+@pytest.mark.slow
+def test_a_person_looks_at_the_saved_searches_and_their_matches(chromium, gallery, library):
+    save_a_search_with_matches(library)
+    page = chromium.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(gallery.url)
+        page.click("#alerts")
+        thumbnails_shown(page, 1)
+        assert page.inner_text("#grid h3").startswith("cars: a red car, -1:(a picture) (copy and exec)")
+        assert page.locator("#grid .card .name").all_inner_texts() == ["img2.jpg"]
+        assert not page.locator("#grid input, #grid form").count()  # nothing here makes or changes one
+        assert errors == []
+    finally:
+        page.context.close()

@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const grid = $("grid"), message = $("message"), viewer = $("viewer");
 
 const state = {
-  kind: null,      // "recent" | "text" | "similar" | "image" | "dupes"
+  kind: null,      // "recent" | "text" | "similar" | "image" | "dupes" | "alerts"
   query: null,     // the text, or the id "more like this" started from
   hits: [],        // every result shown so far (image searches hold all of theirs here)
   pending: [],     // image-search results not drawn yet
@@ -35,7 +35,7 @@ function reset(kind, query, label) {
   state.generation += 1;
   Object.assign(state, { kind, query, hits: [], pending: [], more: true, loading: false, groups: 0, current: -1 });
   grid.replaceChildren();
-  grid.classList.toggle("dupes", kind === "dupes");
+  grid.classList.toggle("dupes", kind === "dupes" || kind === "alerts");  // rows of thumbnails
   document.body.classList.toggle("dupes-mode", kind === "dupes");
   say(label);
   window.scrollTo(0, 0);
@@ -198,6 +198,37 @@ function dupes() {
   history.replaceState(null, "", "#dupes");
   reset("dupes", null, "Looking for duplicates…");
   nextPage();
+}
+
+async function savedSearches() {
+  // Read-only: saved searches are made with `imgd alert add`; the page shows them and what they matched.
+  closeViewer();
+  history.replaceState(null, "", "#alerts");
+  reset("alerts", null, "Loading saved searches…");
+  state.more = false;
+  const generation = state.generation;
+  try {
+    const body = await getJSON("/api/alerts");
+    if (generation !== state.generation) return;
+    for (const alert of body.alerts) {
+      const section = document.createElement("section");
+      section.className = "group";
+      const title = document.createElement("h3");
+      const acts = alert.acts.length ? alert.acts.join(" and ") : "log only";
+      title.textContent = `${alert.name}: ${alert.query} (${acts}), ${alert.recent.length} recent matches`;
+      const row = document.createElement("div");
+      row.className = "row";
+      for (const hit of alert.recent) {
+        row.append(card(hit, state.hits.length));
+        state.hits.push(hit);
+      }
+      section.append(title, row);
+      grid.append(section);
+    }
+    say(body.alerts.length ? "" : "No saved searches; add one with imgd alert add NAME QUERY.");
+  } catch (error) {
+    if (generation === state.generation) say(error.message, true);
+  }
 }
 
 const AHEAD = 600;  // px below the window where more results start loading
@@ -370,6 +401,7 @@ function rerun() {
   else if (state.kind === "dupes") dupes();
 }
 $("dupes").addEventListener("click", dupes);
+$("alerts").addEventListener("click", savedSearches);
 $("file").addEventListener("change", (event) => { searchByPicture(event.target.files[0]); event.target.value = ""; });
 $("v-close").addEventListener("click", closeViewer);
 $("v-prev").addEventListener("click", () => step(-1));
@@ -429,6 +461,7 @@ function fromHash() {
   if (params.get("q")) { $("q").value = params.get("q"); search(params.get("q")); }
   else if (params.get("similar")) similar(params.get("similar"));
   else if (params.has("dupes")) dupes();
+  else if (params.has("alerts")) savedSearches();
   else recent();
 }
 fromHash();
