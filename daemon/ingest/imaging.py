@@ -18,18 +18,18 @@ import warnings
 from datetime import datetime
 
 import numpy as np
+import pillow_jxl  # noqa: F401 - registers JPEG XL with Pillow (Pillow 13 reads AVIF itself)
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
+from ..config import RAW_EXTENSIONS
 from ..errors import ImageReadError
 from ..store.records import ImageMeta
 
-try:  # HEIC/HEIF only with the optional extra `imgd[heic]`
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-    HEIF_AVAILABLE = True
-except ImportError:  # pragma: no cover - depends on the extra
-    HEIF_AVAILABLE = False
+# HEIC/HEIF in the default install: importing pillow-heif costs ~0.1 s once per process, in the
+# daemon and `imgd index` only (searches through the daemon never import this module).
+register_heif_opener()
+HEIF_AVAILABLE = True
 
 # Truncated files must fail, not decode into a half-grey picture that gets indexed as if whole.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -87,6 +87,11 @@ def read_bytes(path: str) -> bytes:
         os.close(fd)
 
 
+def is_raw(path: str) -> bool:
+    """Is this a camera RAW file, by its name: decoded by LibRaw rather than Pillow."""
+    return os.path.splitext(path)[1].lower() in RAW_EXTENSIONS
+
+
 def digest_bytes(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=20).hexdigest()
 
@@ -139,6 +144,17 @@ def decode_with_meta(
     path: str, data: bytes, max_pixels: int, min_side: int = DRAFT_MIN_SIDE
 ) -> tuple[Image.Image, ImageMeta]:
     """decode(), and what the same opened image says about itself (no second read of the file)."""
+    if is_raw(path):
+        from . import raw  # here, not at the top: raw.py builds on this module
+
+        return raw.decode_with_meta(path, data, max_pixels, min_side)
+    return decode_picture(path, data, max_pixels, min_side)
+
+
+def decode_picture(
+    path: str, data: bytes, max_pixels: int, min_side: int = DRAFT_MIN_SIDE
+) -> tuple[Image.Image, ImageMeta]:
+    """decode_with_meta() through Pillow, whatever the name says (a RAW's embedded preview comes here)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -175,7 +191,7 @@ def decode_with_meta(
         raise ImageReadError(path, "not enough memory to decode") from None
 
 
-def _text(value: object) -> str | None:
+def text_value(value: object) -> str | None:
     """An EXIF string as cameras write it: NUL-padded, sometimes bytes, sometimes blank."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
@@ -185,9 +201,9 @@ def _text(value: object) -> str | None:
     return value[:200] or None
 
 
-def _taken(value: object) -> str | None:
+def taken_text(value: object) -> str | None:
     """EXIF DateTimeOriginal as "YYYY-MM-DD HH:MM:SS"; None when blank, zeroed or impossible."""
-    text = _text(value)
+    text = text_value(value)
     match = _EXIF_DATE.match(text or "")
     if not match:
         return None
@@ -199,7 +215,7 @@ def _taken(value: object) -> str | None:
 
 
 def _offset(value: object) -> str | None:
-    text = _text(value)
+    text = text_value(value)
     match = _EXIF_OFFSET.fullmatch(text or "")
     if not match or int(match[1]) > 14 or int(match[2]) > 59:
         return None
@@ -215,7 +231,7 @@ def _coordinate(value: object, ref: object, limit: float) -> float | None:
     if not 1 <= len(parts) <= 3 or not all(math.isfinite(part) and part >= 0 for part in parts):
         return None
     degrees = sum(part / 60**i for i, part in enumerate(parts))
-    if (_text(ref) or "").upper()[:1] in ("S", "W"):
+    if (text_value(ref) or "").upper()[:1] in ("S", "W"):
         degrees = -degrees
     return round(degrees, 7) if abs(degrees) <= limit else None
 
@@ -225,13 +241,13 @@ def read_meta(fmt: str | None, exif: Image.Exif, width: int, height: int) -> Ima
     kind = FORMAT_NAMES.get(fmt or "", (fmt or "").lower() or None)
     facts: dict[str, object] = {}
     with contextlib.suppress(Exception):
-        facts["make"] = _text(exif.get(MAKE))
-        facts["model"] = _text(exif.get(MODEL))
+        facts["make"] = text_value(exif.get(MAKE))
+        facts["model"] = text_value(exif.get(MODEL))
     with contextlib.suppress(Exception):
         sub = exif.get_ifd(EXIF_IFD)
-        facts["taken"] = _taken(sub.get(DATETIME_ORIGINAL))
+        facts["taken"] = taken_text(sub.get(DATETIME_ORIGINAL))
         facts["taken_offset"] = _offset(sub.get(OFFSET_TIME_ORIGINAL)) if facts["taken"] else None
-        facts["lens"] = _text(sub.get(LENS_MODEL))
+        facts["lens"] = text_value(sub.get(LENS_MODEL))
     with contextlib.suppress(Exception):
         gps = exif.get_ifd(GPS_IFD)
         lat = _coordinate(gps.get(GPS_LAT), gps.get(GPS_LAT_REF), 90.0)
@@ -252,9 +268,16 @@ def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
     try:
         if expected is not None and (info.st_size, info.st_mtime_ns) != expected:
             raise ImageReadError(path, "changed since it was indexed")
+        if is_raw(path):  # LibRaw parses the header from memory; RAW headers are not at the file's start
+            from . import raw
+
+            os.close(fd)
+            fd = -1
+            return raw.probe(path, read_bytes(path))
         handle = os.fdopen(fd, "rb")
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
     with handle:
         try:
