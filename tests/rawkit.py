@@ -113,3 +113,15 @@ def write_dng(path: Path, picture: Image.Image, **options: object) -> Path:
     """Write dng_bytes(picture, ...) to path."""
     path.write_bytes(dng_bytes(picture, **options))  # type: ignore[arg-type]
     return path
+
+
+def bomb_bytes(declared: int) -> bytes:
+    """A small DNG whose header declares a declared x declared picture (a RAW bomb, or a lie)."""
+    data = bytearray(dng_bytes(Image.new("RGB", (64, 48), (200, 30, 30))))
+    first = struct.unpack_from("<I", data, 4)[0]
+    for number in range(struct.unpack_from("<H", data, first)[0]):
+        at = first + 2 + 12 * number
+        tag, kind = struct.unpack_from("<HH", data, at)
+        if tag in (256, 257, 322, 323):  # width, length, tile width, tile length
+            struct.pack_into("<H" if kind == 3 else "<I", data, at + 8, declared)
+    return bytes(data)

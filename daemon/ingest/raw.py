@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -22,12 +23,14 @@ from PIL import Image
 
 from ..errors import ImageReadError
 from ..store.records import ImageMeta
-from . import imaging
+from . import exif
 
 # A preview whose short side reaches this is used as it is: the same floor the JPEG path draft-decodes
 # down to (imaging.DRAFT_MIN_SIDE), twice what a 224-pixel CLIP model looks at. Cameras embed 1620 px
 # or full-size previews; the 160 px thumbnails some also carry fall below it.
-MIN_PREVIEW_SIDE = imaging.DRAFT_MIN_SIDE
+MIN_PREVIEW_SIDE = 448
+# Pillow's decode of a preview (imaging.decode_picture), handed in: imaging dispatches RAWs to this module.
+PictureDecoder = Callable[[str, bytes, int, int], tuple[Image.Image, ImageMeta]]
 TIFF_HEADERS = (b"II*\x00", b"MM\x00*")
 # LibRaw's flip codes -> the turn that makes the sensor's picture upright (0 none, 3 half, 5 and 6 quarter turns).
 FLIP_TURNS = {3: Image.Transpose.ROTATE_180, 5: Image.Transpose.ROTATE_90, 6: Image.Transpose.ROTATE_270}
@@ -59,7 +62,9 @@ def _upright(raw: rawpy.RawPy) -> tuple[int, int]:
     return (height, width) if sizes.flip in (5, 6) else (width, height)
 
 
-def decode_with_meta(path: str, data: bytes, max_pixels: int, min_side: int) -> tuple[Image.Image, ImageMeta]:
+def decode_with_meta(
+    path: str, data: bytes, max_pixels: int, min_side: int, picture: PictureDecoder
+) -> tuple[Image.Image, ImageMeta]:
     """The RAW's picture upright in RGB (preview, else half-size demosaic) and what it says about itself."""
     raw = _opened(path, data)
     try:
@@ -70,7 +75,7 @@ def decode_with_meta(path: str, data: bytes, max_pixels: int, min_side: int) -> 
             raise ImageReadError(
                 path, f"image too large ({width}x{height} pixels, limit {max_pixels}); possible decompression bomb"
             )
-        image, preview_meta = _preview(path, raw, max_pixels, min_side)
+        image, preview_meta = _preview(path, raw, max_pixels, min_side, picture)
         if image is None:
             image = _demosaic(path, raw)
         meta = raw_meta(path, data, raw, (width, height), preview_meta)
@@ -82,7 +87,7 @@ def decode_with_meta(path: str, data: bytes, max_pixels: int, min_side: int) -> 
 
 
 def _preview(
-    path: str, raw: rawpy.RawPy, max_pixels: int, min_side: int
+    path: str, raw: rawpy.RawPy, max_pixels: int, min_side: int, picture: PictureDecoder
 ) -> tuple[Image.Image | None, ImageMeta | None]:
     """The embedded preview, upright, if there is one large enough; with what its own EXIF says."""
     try:
@@ -93,13 +98,13 @@ def _preview(
         try:
             with Image.open(io.BytesIO(thumb.data)) as header:
                 size = header.size
-                orientation = header.getexif().get(imaging.ORIENTATION_TAG, 1)
+                orientation = header.getexif().get(exif.ORIENTATION_TAG, 1)
         except Exception:  # noqa: BLE001 - a broken preview is no reason to give up on the RAW
             return None, None
         if min(size) < min(min_side, MIN_PREVIEW_SIDE):
             return None, None
         try:
-            image, meta = imaging.decode_picture(path, thumb.data, max_pixels, min_side)
+            image, meta = picture(path, thumb.data, max_pixels, min_side)
         except ImageReadError:
             return None, None
         if orientation in (None, 1):  # the preview is stored as the sensor saw it: turn it as the RAW says
@@ -135,11 +140,11 @@ def raw_meta(
     meta = ImageMeta(format=kind, width=width, height=height)
     if data[:4] in TIFF_HEADERS:
         with contextlib.suppress(Exception):
-            exif = Image.Exif()
-            exif.load(data)
-            meta = imaging.read_meta(None, exif, width, height)
+            tags = Image.Exif()
+            tags.load(data)
+            meta = exif.read_meta(None, tags, width, height)
             if meta.taken is None:  # some writers (DNG converters) put the date in the first directory
-                meta = replace(meta, taken=imaging.taken_text(exif.get(imaging.DATETIME_ORIGINAL)))
+                meta = replace(meta, taken=exif.taken_text(tags.get(exif.DATETIME_ORIGINAL)))
             meta = replace(meta, format=kind)
     if preview_meta is not None:
         facts = {
@@ -153,7 +158,7 @@ def raw_meta(
         meta = replace(meta, **facts)
     with contextlib.suppress(Exception):
         if meta.lens is None and raw.lens.model:
-            meta = replace(meta, lens=imaging.text_value(raw.lens.model))
+            meta = replace(meta, lens=exif.text_value(raw.lens.model))
         stamp = raw.other.timestamp
         if meta.taken is None and stamp.year > 1970:
             meta = replace(meta, taken=stamp.strftime("%Y-%m-%d %H:%M:%S"))

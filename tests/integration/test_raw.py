@@ -6,7 +6,6 @@ picture there, so which of the two was embedded says which path the decoder took
 
 from __future__ import annotations
 
-import struct
 import time
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from imgd.daemon.embedders import load_embedder
 from imgd.daemon.ingest import imaging, raw
 from imgd.daemon.protocol import Filters, Options, SearchRequest, Term
 from imgd.daemon.service.library import open_library, open_searcher
-from rawkit import dng_bytes, write_dng
+from rawkit import bomb_bytes, dng_bytes, write_dng
 from shapekit import shape_image
 
 
@@ -72,26 +71,14 @@ def test_avif_and_jpeg_xl_decode_through_pillow(tmp_path: Path, suffix: str, fmt
     assert (meta.format, meta.width, meta.height) == (suffix[1:], 640, 480)
 
 
-def bomb(declared: int) -> bytes:
-    """A small DNG whose header declares a declared x declared picture."""
-    data = bytearray(dng_bytes(shape_image("red", "circle", seed=1, size=(64, 48))))
-    first = struct.unpack_from("<I", data, 4)[0]
-    for number in range(struct.unpack_from("<H", data, first)[0]):
-        at = first + 2 + 12 * number
-        tag, kind = struct.unpack_from("<HH", data, at)
-        if tag in (256, 257, 322, 323):  # width, length, tile width, tile length
-            struct.pack_into("<H" if kind == 3 else "<I", data, at + 8, declared)
-    return bytes(data)
-
-
 def test_bad_raws_fail_with_one_line_each_and_the_run_goes_on(make_config, embedder, tmp_path: Path) -> None:
     pics = tmp_path / "pics"
     pics.mkdir()
     write_dng(pics / "good.dng", RED)
     (pics / "garbage.cr2").write_bytes(b"this is no raw file " * 50)
     (pics / "empty.nef").write_bytes(b"")
-    (pics / "bomb.dng").write_bytes(bomb(60000))
-    (pics / "short.dng").write_bytes(bomb(12000))  # declares 144 Mpx, under the limit, holds 6 KB
+    (pics / "bomb.dng").write_bytes(bomb_bytes(60000))
+    (pics / "short.dng").write_bytes(bomb_bytes(12000))  # declares 144 Mpx, under the limit, holds 6 KB
     (pics / "cut.arw").write_bytes(dng_bytes(RED)[:3000])
     lib = open_library(make_config(), embedder)
     try:
