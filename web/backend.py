@@ -132,6 +132,7 @@ class Hit:
     path: str
     width: int | None = None
     height: int | None = None
+    sibling: str | None = None  # the RAW or video listed through this photo
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class Backend:
                 row["path"],
                 row.get("width"),
                 row.get("height"),
+                row.get("sibling"),
             )
             for row in reply["hits"]
         ]

@@ -231,6 +231,20 @@ def test_the_full_view_details_come_from_the_file(browser, library):
     )
 
 
+def test_a_pair_is_one_result_whose_sibling_the_full_view_names(browser, library):
+    pics, config = library
+    from rawkit import write_dng
+
+    write_image(pics / "IMG_0009.JPG", seed=9, size=(640, 480), fmt="JPEG")
+    write_dng(pics / "IMG_0009.CR2", Image.new("RGB", (64, 48), "purple"))
+    CliRunner().invoke(cli, ["--state-dir", str(config.state_dir), "--model", config.model, "index", str(pics)])
+
+    hits = ids_of(browser, limit=48)
+    names = [h["name"] for h in hits]
+    assert "IMG_0009.JPG" in names and "IMG_0009.CR2" not in names
+    assert [(h["name"], h["sibling"]) for h in hits if "sibling" in h] == [("IMG_0009.JPG", "IMG_0009.CR2")]
+
+
 def test_status_reports_the_catalog_without_a_daemon(browser):
     status = browser.get("/api/status").json()
 
