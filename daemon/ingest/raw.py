@@ -156,12 +156,13 @@ def raw_meta(
             facts.pop("latitude", None)
             facts.pop("longitude", None)
         meta = replace(meta, **facts)
-    with contextlib.suppress(Exception):
-        if meta.lens is None and raw.lens.model:
-            meta = replace(meta, lens=exif.text_value(raw.lens.model))
-        stamp = raw.other.timestamp
-        if meta.taken is None and stamp.year > 1970:
-            meta = replace(meta, taken=stamp.strftime("%Y-%m-%d %H:%M:%S"))
+    if meta.taken is None:  # LibRaw's reading, last: rawpy unpacks the whole RAW to answer (20 ms at 2 Mpx)
+        with contextlib.suppress(Exception):
+            stamp = raw.other.timestamp
+            if stamp.year > 1970:
+                meta = replace(meta, taken=stamp.strftime("%Y-%m-%d %H:%M:%S"))
+            if meta.lens is None and raw.lens.model:
+                meta = replace(meta, lens=exif.text_value(raw.lens.model))
     return meta
 
 
