@@ -98,7 +98,20 @@ def json_text(value: object) -> str:
     return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
-HIT_FIELDS = ("rank", "score", "path", "id", "size", "width", "height", "type", "taken", "taken_source", "camera")
+HIT_FIELDS = (
+    "rank",
+    "score",
+    "path",
+    "sibling",
+    "id",
+    "size",
+    "width",
+    "height",
+    "type",
+    "taken",
+    "taken_source",
+    "camera",
+)
 
 
 def hit_record(hit: Mapping[str, Any]) -> dict[str, Any]:

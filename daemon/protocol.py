@@ -24,7 +24,9 @@ MAX_K = 1000
 MAX_TERMS = 32
 ORIENTATIONS = ("landscape", "portrait", "square")
 SORTS = ("score", "date", "path")
-FILE_TYPES = ("jpg", "png", "webp", "gif", "bmp", "tiff", "heic")  # what --type accepts
+RAW_TYPES = ("cr2", "cr3", "nef", "nrw", "arw", "raf", "orf", "rw2", "dng", "pef", "srw")
+# What --type accepts; "raw" stands for every RAW type.
+FILE_TYPES = ("jpg", "png", "webp", "gif", "bmp", "tiff", "heic", "avif", "jxl", "raw", *RAW_TYPES)
 _TYPE_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "tif": "tiff", "heif": "heic"}
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
 

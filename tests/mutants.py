@@ -53,6 +53,8 @@ CHANGE = "tests/integration/test_modelchange.py::"
 FILTERS = "tests/unit/test_filters.py::test_clause_and_match_agree"
 SERVICE = "tests/e2e/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
 IMPORTS = "tests/unit/test_imports.py::"
+SIBLINGS = "tests/integration/test_siblings.py::"
+RAW = "tests/integration/test_raw.py::"
 STATUS_COST = LIVE + "test_the_gallery_status_poll_costs_no_grouping_and_no_stat_and_imgd_status_regroups_once_a_change"
 
 MUTATIONS: list[Mutation] = [
@@ -1012,6 +1014,106 @@ MUTATIONS: list[Mutation] = [
         'record = self.catalog.get_file(entry["path"])',
         ("tests/e2e/test_web.py::test_saved_searches_are_listed_with_their_recent_matches_by_id_and_nothing_to_run",),
         "the gallery shows a picture a saved search failed on as one of its matches",
+    ),
+    # -- the whole library: RAW, AVIF/JXL, pairs (issue 23, stills) ---------------------------------
+    Mutation(
+        "pairs-listed-twice",
+        "daemon/ingest/pairing.py",
+        "return [s for s in stats if s.path not in paired and self.filter.is_indexed_name(s.path)]",
+        "return [s for s in stats if self.filter.is_indexed_name(s.path)]",
+        (SIBLINGS + "test_a_raw_and_jpeg_pair_is_one_photo_listed_once_through_the_jpeg",),
+        "a RAW beside its JPEG is embedded and listed as a second photo",
+    ),
+    Mutation(
+        "raw-embedded-though-paired",
+        "daemon/ingest/engine.py",
+        "            if path in paired or not self.filter.is_indexed_name(path):",
+        "            if not self.filter.is_indexed_name(path):",
+        (SIBLINGS + "test_a_jpeg_arriving_beside_an_indexed_raw_takes_it_over",),
+        "the RAW's own event embeds it again although its JPEG claims it",
+    ),
+    Mutation(
+        "lone-raw-not-freed",
+        "daemon/ingest/pairing.py",
+        "                            freed.append(member)",
+        "                            pass",
+        (SIBLINGS + "test_deleting_the_jpeg_makes_the_raw_a_lone_photo_that_is_embedded",),
+        "deleting the JPEG of a pair leaves its RAW unsearchable",
+    ),
+    Mutation(
+        "sibling-not-named",
+        "daemon/search/query.py",
+        '                row["sibling"] = siblings[path]',
+        "                pass",
+        (SIBLINGS + "test_a_raw_and_jpeg_pair_is_one_photo_listed_once_through_the_jpeg",),
+        "a pair's listing does not say where its RAW or video is",
+    ),
+    Mutation(
+        "pair-rule-case-sensitive",
+        "daemon/ingest/companions.py",
+        "return folder, os.path.splitext(name)[0].casefold()",
+        "return folder, os.path.splitext(name)[0]",
+        (SIBLINGS + "test_the_pairing_rule",),
+        "IMG_1.CR2 and img_1.jpg are not seen as one photo",
+    ),
+    Mutation(
+        "folder-move-loses-pairs",
+        "daemon/ingest/engine.py",
+        "                self.catalog.move_siblings_under(src, dest)  # pairs live in one folder: they move whole\n",
+        "",
+        (SIBLINGS + "test_renames_make_and_break_pairs",),
+        "a renamed folder's pairs are forgotten: its RAWs and videos are no longer named",
+    ),
+    Mutation(
+        "reconcile-keeps-stale-pairs",
+        "daemon/store/siblings.py",
+        "        with self.transaction():\n"
+        '            self.conn.execute("DELETE FROM siblings WHERE path >= ? AND path < ?", (lo, hi))\n',
+        "        with self.transaction():\n",
+        (SIBLINGS + "test_a_pair_made_while_nobody_watched_is_found_by_the_next_reconcile",),
+        "a pair broken while nobody watched stays recorded after the reconcile",
+    ),
+    Mutation(
+        "lone-video-indexed",
+        "daemon/ingest/pairing.py",
+        " and self.filter.is_indexed_name(s.path)]",
+        "]",
+        (SIBLINGS + "test_a_live_photo_is_its_still_with_the_video_as_sibling",),
+        "a video no photo claims is decoded as a picture and recorded as failed",
+    ),
+    Mutation(
+        "older-reader-without-siblings",
+        "daemon/store/migrations.py",
+        "    if version < 6:  # no pairs were known before schema 6",
+        "    if version < 0:",
+        (
+            "tests/integration/test_migrations.py::test_a_reader_searches_an_unmigrated_catalog_and_says_why_filters_wait",
+        ),
+        "a search straight from an older catalog (read-only, not upgraded) fails on the missing table",
+    ),
+    Mutation(
+        "raw-preview-ignored",
+        "daemon/ingest/raw.py",
+        "image, preview_meta = _preview(path, raw, max_pixels, min_side, picture)",
+        "image, preview_meta = None, None",
+        (RAW + "test_a_large_enough_embedded_preview_is_used_instead_of_demosaicing",),
+        "every RAW is demosaiced, though the camera embedded a preview worth using",
+    ),
+    Mutation(
+        "raw-small-preview-used",
+        "daemon/ingest/raw.py",
+        "        if min(size) < min(min_side, MIN_PREVIEW_SIDE):",
+        "        if False:",
+        (RAW + "test_a_preview_too_small_to_embed_well_falls_back_to_the_demosaic",),
+        "a 160-pixel thumbnail is embedded in place of the picture",
+    ),
+    Mutation(
+        "raw-bomb-unchecked",
+        "daemon/ingest/raw.py",
+        "        if width * height > max_pixels:",
+        "        if False:",
+        (RAW + "test_bad_raws_fail_with_one_line_each_and_the_run_goes_on",),
+        "a RAW declaring 3.6 gigapixels is handed to LibRaw to unpack",
     ),
 ]
 

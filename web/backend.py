@@ -143,6 +143,7 @@ class Hit:
     path: str
     width: int | None = None
     height: int | None = None
+    sibling: str | None = None  # the RAW or video listed through this photo
 
 
 @dataclass(frozen=True)
@@ -300,6 +301,7 @@ class Backend:
                 row["path"],
                 row.get("width"),
                 row.get("height"),
+                row.get("sibling"),
             )
             for row in reply["hits"]
         ]

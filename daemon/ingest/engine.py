@@ -28,6 +28,7 @@ from . import imaging
 from .backfill import MediaBackfill
 from .events import EventSource
 from .modelchange import ModelChange
+from .pairing import Pairing
 from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
 from .switch import ModelSwitch
@@ -60,7 +61,7 @@ class _Released:
     paths: list[str] = field(default_factory=list)  # where it was, for the "moved" log line
 
 
-class Engine(MediaBackfill, ModelSwitch, EventSource):
+class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(
@@ -293,7 +294,7 @@ class Engine(MediaBackfill, ModelSwitch, EventSource):
             if restored:
                 log.info("folder %s is back; checking its %d files", display_path(root), restored)
             known = {r.path: r for r in self.catalog.files_under(root)}
-            for stat in scan(root, self.filter, self.config.follow_symlinks):
+            for stat in self.walk_pairs(root):  # companions' rows, if they had any, go with the gone
                 if self.should_stop():
                     raise Stopped
                 record = known.pop(stat.path, None)
@@ -422,7 +423,7 @@ class Engine(MediaBackfill, ModelSwitch, EventSource):
 
     def forget(self, paths: Iterable[str], folder: bool = False) -> int:
         """Drop paths (or whole folders) that left the disk; their contents are held for orphan_grace."""
-        removed = 0
+        removed, paths = 0, list(paths)
         released: dict[int, list[str]] = {}
         with self.catalog.transaction():
             for path in paths:
@@ -439,10 +440,12 @@ class Engine(MediaBackfill, ModelSwitch, EventSource):
                     log.info("removed %s", display_path(path))
                 if folder:
                     count = self.catalog.remove_under(path)
+                    self.catalog.drop_siblings_under(path)
                     if count:
                         log.info("removed %d files under %s", count, display_path(path))
                     removed += count
         self._drop_orphans(released, candidates=())
+        self.free_pairs([] if folder else paths)  # a photo gone: its RAW stands alone
         return removed
 
     def move(self, src: str, dest: str, is_dir: bool) -> int:
@@ -457,12 +460,14 @@ class Engine(MediaBackfill, ModelSwitch, EventSource):
             candidates = [record.content_id for record in touched if record and record.content_id is not None]
             if is_dir:
                 moved = self.catalog.move_under(src, dest)
+                self.catalog.move_siblings_under(src, dest)  # pairs live in one folder: they move whole
             else:
                 moved = int(self.catalog.move_file(src, dest))
         if moved:
             log.info("moved %s -> %s", display_path(src), display_path(dest))
             self._event("moved", dest, source=src, **({"folder": True} if is_dir else {}))
         self._drop_orphans(candidates=candidates)  # a rename over an existing file orphaned the old content
+        self.free_pairs([] if is_dir else [src, dest])  # a rename may make or break a pair at either end
         return moved
 
     def upsert(
@@ -475,7 +480,8 @@ class Engine(MediaBackfill, ModelSwitch, EventSource):
         """
         items: list[tuple[FileStat, FileRecord | None]] = []
         gone: list[str] = []
-        for path in dict.fromkeys(paths):
+        paired, freed = self.settle_pairs(paths := list(paths))
+        for path in dict.fromkeys([*paths, *freed]):
             stat = stat_file(path, self.config.follow_symlinks)
             record = self.catalog.get_file(path)
             if stat is None:
@@ -485,6 +491,8 @@ class Engine(MediaBackfill, ModelSwitch, EventSource):
             # A failed file is tried again on any event: chmod or chown may have made it readable.
             if record is not None and record.unchanged(stat, indexed=True) and path not in recheck:
                 continue
+            if path in paired or not self.filter.is_indexed_name(path):
+                continue  # listed through its photo, never embedded; or a video no photo claims
             items.append((stat, record))
         # Held contents count as gone: their bytes turning up here is a move the watcher could not pair.
         gone_contents = {cid: entry.paths for cid, entry in self._released.items() if entry.paths}

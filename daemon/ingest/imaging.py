@@ -7,29 +7,27 @@ catalogs indexed before metadata was kept.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import math
 import os
-import re
 import stat
 import warnings
-from datetime import datetime
 
 import numpy as np
+import pillow_jxl  # noqa: F401 - registers JPEG XL with Pillow (Pillow 13 reads AVIF itself)
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from pillow_heif import register_heif_opener
 
+from ..config import RAW_EXTENSIONS
 from ..errors import ImageReadError
 from ..store.records import ImageMeta
+from . import raw
+from .exif import ORIENTATION_TAG, read_meta
 
-try:  # HEIC/HEIF only with the optional extra `imgd[heic]`
-    from pillow_heif import register_heif_opener
-
-    register_heif_opener()
-    HEIF_AVAILABLE = True
-except ImportError:  # pragma: no cover - depends on the extra
-    HEIF_AVAILABLE = False
+# HEIC/HEIF in the default install: importing pillow-heif costs ~50 ms once per process (after numpy and
+# Pillow), in the daemon, `imgd index` and direct searches (a search through the daemon never imports this).
+register_heif_opener()
+HEIF_AVAILABLE = True
 
 # Truncated files must fail, not decode into a half-grey picture that gets indexed as if whole.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -40,14 +38,6 @@ Image.MAX_IMAGE_PIXELS = None
 # The smallest side CLIP models look at; draft decoding never goes below twice this.
 DRAFT_MIN_SIDE = 448
 MAX_FILE_BYTES = 1 << 30
-ORIENTATION_TAG = 0x0112
-EXIF_IFD, GPS_IFD = 0x8769, 0x8825
-MAKE, MODEL = 0x010F, 0x0110
-DATETIME_ORIGINAL, OFFSET_TIME_ORIGINAL, LENS_MODEL = 0x9003, 0x9011, 0xA434
-GPS_LAT_REF, GPS_LAT, GPS_LON_REF, GPS_LON = 1, 2, 3, 4
-FORMAT_NAMES = {"MPO": "jpeg", "HEIF": "heic"}  # MPO is a phone JPEG with extra frames; HEIF covers .heic
-_EXIF_DATE = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
-_EXIF_OFFSET = re.compile(r"[+-](\d{2}):(\d{2})")
 
 
 def _open_regular(path: str) -> tuple[int, os.stat_result]:
@@ -85,6 +75,11 @@ def read_bytes(path: str) -> bytes:
         raise ImageReadError(path, f"read error ({exc.strerror})") from None
     finally:
         os.close(fd)
+
+
+def is_raw(path: str) -> bool:
+    """Is this a camera RAW file, by its name: decoded by LibRaw rather than Pillow."""
+    return os.path.splitext(path)[1].lower() in RAW_EXTENSIONS
 
 
 def digest_bytes(data: bytes) -> str:
@@ -139,6 +134,15 @@ def decode_with_meta(
     path: str, data: bytes, max_pixels: int, min_side: int = DRAFT_MIN_SIDE
 ) -> tuple[Image.Image, ImageMeta]:
     """decode(), and what the same opened image says about itself (no second read of the file)."""
+    if is_raw(path):
+        return raw.decode_with_meta(path, data, max_pixels, min_side, decode_picture)
+    return decode_picture(path, data, max_pixels, min_side)
+
+
+def decode_picture(
+    path: str, data: bytes, max_pixels: int, min_side: int = DRAFT_MIN_SIDE
+) -> tuple[Image.Image, ImageMeta]:
+    """decode_with_meta() through Pillow, whatever the name says (a RAW's embedded preview comes here)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -175,73 +179,6 @@ def decode_with_meta(
         raise ImageReadError(path, "not enough memory to decode") from None
 
 
-def _text(value: object) -> str | None:
-    """An EXIF string as cameras write it: NUL-padded, sometimes bytes, sometimes blank."""
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", "replace")
-    if not isinstance(value, str):
-        return None
-    value = value.replace("\x00", "").strip()
-    return value[:200] or None
-
-
-def _taken(value: object) -> str | None:
-    """EXIF DateTimeOriginal as "YYYY-MM-DD HH:MM:SS"; None when blank, zeroed or impossible."""
-    text = _text(value)
-    match = _EXIF_DATE.match(text or "")
-    if not match:
-        return None
-    try:
-        moment = datetime(*(int(part) for part in match.groups()))
-    except ValueError:  # "0000:00:00 00:00:00" and the like
-        return None
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _offset(value: object) -> str | None:
-    text = _text(value)
-    match = _EXIF_OFFSET.fullmatch(text or "")
-    if not match or int(match[1]) > 14 or int(match[2]) > 59:
-        return None
-    return text
-
-
-def _coordinate(value: object, ref: object, limit: float) -> float | None:
-    """Degrees from EXIF's (degrees, minutes, seconds) rationals, negative to the south and west."""
-    try:
-        parts = [float(part) for part in value] if isinstance(value, tuple | list) else [float(value)]
-    except (TypeError, ValueError, ZeroDivisionError):
-        return None
-    if not 1 <= len(parts) <= 3 or not all(math.isfinite(part) and part >= 0 for part in parts):
-        return None
-    degrees = sum(part / 60**i for i, part in enumerate(parts))
-    if (_text(ref) or "").upper()[:1] in ("S", "W"):
-        degrees = -degrees
-    return round(degrees, 7) if abs(degrees) <= limit else None
-
-
-def read_meta(fmt: str | None, exif: Image.Exif, width: int, height: int) -> ImageMeta:
-    """What EXIF says; a damaged or odd EXIF block gives fewer facts, never a failed image."""
-    kind = FORMAT_NAMES.get(fmt or "", (fmt or "").lower() or None)
-    facts: dict[str, object] = {}
-    with contextlib.suppress(Exception):
-        facts["make"] = _text(exif.get(MAKE))
-        facts["model"] = _text(exif.get(MODEL))
-    with contextlib.suppress(Exception):
-        sub = exif.get_ifd(EXIF_IFD)
-        facts["taken"] = _taken(sub.get(DATETIME_ORIGINAL))
-        facts["taken_offset"] = _offset(sub.get(OFFSET_TIME_ORIGINAL)) if facts["taken"] else None
-        facts["lens"] = _text(sub.get(LENS_MODEL))
-    with contextlib.suppress(Exception):
-        gps = exif.get_ifd(GPS_IFD)
-        lat = _coordinate(gps.get(GPS_LAT), gps.get(GPS_LAT_REF), 90.0)
-        lon = _coordinate(gps.get(GPS_LON), gps.get(GPS_LON_REF), 180.0)
-        # Receivers without a fix write 0/0 ("null island"): no position is better than a wrong one.
-        if lat is not None and lon is not None and (lat, lon) != (0.0, 0.0):
-            facts["latitude"], facts["longitude"] = lat, lon
-    return ImageMeta(format=kind, width=width, height=height, **facts)  # type: ignore[arg-type]
-
-
 def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
     """Metadata from the file's header alone: no pixel is decoded, and a JPEG is read only up to its image data.
 
@@ -252,9 +189,14 @@ def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
     try:
         if expected is not None and (info.st_size, info.st_mtime_ns) != expected:
             raise ImageReadError(path, "changed since it was indexed")
+        if is_raw(path):  # LibRaw parses the header from memory; RAW headers are not at the file's start
+            os.close(fd)
+            fd = -1
+            return raw.probe(path, read_bytes(path))
         handle = os.fdopen(fd, "rb")
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
     with handle:
         try:

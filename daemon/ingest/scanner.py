@@ -1,4 +1,4 @@
-"""Walk the watched folders: which names are images, which are excluded, and what is on disk now."""
+"""Walk the watched folders: which names are looked at (and indexed), which are excluded, and what is on disk now."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..config import IMAGE_EXTENSIONS
+from ..config import IMAGE_EXTENSIONS, WATCHED_EXTENSIONS
 from ..errors import display_path
 from ..store.records import FileStat
 from ..verbosity import DETAIL
@@ -22,7 +22,8 @@ class PathFilter:
     """Decides which names imgd looks at; shared by the scanner and the watcher."""
 
     excludes: tuple[str, ...]
-    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    extensions: tuple[str, ...] = WATCHED_EXTENSIONS  # what is indexed, and videos as live photos' halves
+    indexed: tuple[str, ...] = IMAGE_EXTENSIONS  # what is embedded when it stands alone
 
     def excluded_name(self, name: str) -> bool:
         lowered = name.lower()
@@ -38,7 +39,12 @@ class PathFilter:
         return any(fnmatch.fnmatchcase(rel, p) for p in self.excludes if "/" in p)
 
     def is_image_name(self, name: str) -> bool:
+        """Is this a name imgd looks at: one it indexes, or the other half of a photo?"""
         return os.path.splitext(name)[1].lower() in self.extensions
+
+    def is_indexed_name(self, name: str) -> bool:
+        """Is this a name imgd embeds when no photo beside it claims it (a lone video is not, here)?"""
+        return os.path.splitext(name)[1].lower() in self.indexed
 
     def wants(self, path: str, root: str) -> bool:
         return self.is_image_name(path) and not self.excluded_path(path, root)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..protocol import Filters
+from ..protocol import RAW_TYPES, Filters
 from ..store.core import prefix_range
 from ..store.records import FileRow
 from ..store.selection import FILE, PATH, Clause, Filter, any_live_file
@@ -134,7 +134,10 @@ class FileTypes(Filter):
     types: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "types", tuple(sorted({_TYPE_ALIASES.get(t.lower(), t.lower()) for t in self.types})))
+        stored = {_TYPE_ALIASES.get(t.lower(), t.lower()) for t in self.types}
+        if "raw" in stored:  # every camera RAW type; each is stored under its own extension
+            stored = (stored - {"raw"}) | set(RAW_TYPES)
+        object.__setattr__(self, "types", tuple(sorted(stored)))
 
     def clause(self) -> Clause:
         return f"m.format IN ({','.join('?' * len(self.types))})", list(self.types)

@@ -353,9 +353,13 @@ class Searcher:
         catalog = self.catalog
         # An older catalog opened read-only (the direct path) holds no metadata until a writer upgrades it.
         details = catalog.media_for(path for _, path, _ in hits) if catalog.schema_version >= 2 else {}
+        siblings = catalog.siblings_for(path for _, path, _ in hits)  # a RAW or a live photo's video beside it
         rows = []
         for score, path, content_id in hits:
-            row: dict[str, Any] = {"score": round(min(1.0, max(-1.0, score)), 6), "path": path, "id": content_id}
+            row: dict[str, Any] = {"score": round(min(1.0, max(-1.0, score)), 6), "path": path}
+            if path in siblings:
+                row["sibling"] = siblings[path]
+            row["id"] = content_id
             meta = details.get(path)
             if meta is not None:
                 camera = " ".join(part for part in (meta.make, meta.model) if part) or None

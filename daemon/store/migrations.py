@@ -178,6 +178,19 @@ ALERT_TABLES = """
 """
 
 
+@migration(6, "siblings: a RAW beside its JPEG, a live photo's video, listed through the photo")
+def _siblings(conn: sqlite3.Connection) -> None:
+    # A companion has no files row (never embedded, listed, counted or a duplicate): this table names
+    # the primary whose path lists it, looked up either way by one index.
+    _run(
+        conn,
+        """
+        CREATE TABLE siblings (path BLOB PRIMARY KEY, primary_path BLOB NOT NULL);
+        CREATE INDEX siblings_primary ON siblings(primary_path)
+        """,
+    )
+
+
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
 # tables of schema 4: views in its own temp schema, over the older tables, under the new names.
 READ_AS_LATEST = {
@@ -188,6 +201,8 @@ READ_AS_LATEST = {
 
 def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
     """Make a read-only connection to a catalog of an older schema read like the latest one."""
+    if version < 6:  # no pairs were known before schema 6
+        conn.execute("CREATE TEMP TABLE siblings (path BLOB PRIMARY KEY, primary_path BLOB NOT NULL)")
     if version < 4:
         for since, statements in READ_AS_LATEST.items():
             if version >= since:

@@ -231,6 +231,20 @@ def test_the_full_view_details_come_from_the_file(browser, library):
     )
 
 
+def test_a_pair_is_one_result_whose_sibling_the_full_view_names(browser, library):
+    pics, config = library
+    from rawkit import write_dng
+
+    write_image(pics / "IMG_0009.JPG", seed=9, size=(640, 480), fmt="JPEG")
+    write_dng(pics / "IMG_0009.CR2", Image.new("RGB", (64, 48), "purple"))
+    CliRunner().invoke(cli, ["--state-dir", str(config.state_dir), "--model", config.model, "index", str(pics)])
+
+    hits = ids_of(browser, limit=48)
+    names = [h["name"] for h in hits]
+    assert "IMG_0009.JPG" in names and "IMG_0009.CR2" not in names
+    assert [(h["name"], h["sibling"]) for h in hits if "sibling" in h] == [("IMG_0009.JPG", "IMG_0009.CR2")]
+
+
 def test_status_reports_the_catalog_without_a_daemon(browser):
     status = browser.get("/api/status").json()
 
@@ -265,7 +279,11 @@ def test_status_reports_a_model_change_under_way(browser, library):
             "Taken from 2024-01-01 is not earlier than taken before 2023-01-01; nothing can match.",
         ),
         ("min_size=big", "Min size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."),
-        ("type=raw", "File type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic."),
+        (
+            "type=psd",
+            "File type: unknown file type 'psd'; use jpg, png, webp, gif, bmp, tiff, heic, avif, jxl, raw, cr2, cr3, "
+            "nef, nrw, arw, raf, orf, rw2, dng, pef, srw.",
+        ),
         ("min_score=2", "Min score is a cosine similarity from -1 to 1, not 2.0."),
         ("sort=size", "Order must be one of score, date, path, not 'size'."),
     ],

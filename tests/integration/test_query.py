@@ -154,7 +154,7 @@ def test_every_output_format_lists_the_same_images(runner, base_args, library):
     [
         (["--after", "yesterday", "x"], "'yesterday' is not a date"),
         (["--after", "2024", "--before", "2023", "x"], "is not earlier than --before"),
-        (["--type", "raw", "x"], "unknown file type 'raw'"),
+        (["--type", "psd", "x"], "unknown file type 'psd'"),
         (["abc2:x", "2q:dog"], "'2q' in '2q:dog' is not a number"),
         (["--like", "/nonexistent/ref.jpg"], "no such file"),
         (["--min-size", "big", "x"], "is not a size"),

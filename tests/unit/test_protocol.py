@@ -53,7 +53,7 @@ def test_dates_and_types_are_normalised():
         (lambda: Filters(after="last week"), "'last week' is not a date"),
         (lambda: Filters(after="2023-02-30"), "not a real date"),
         (lambda: Filters(after="2024", before="2023"), "is not earlier than before"),
-        (lambda: Filters(types=("raw",)), "unknown file type 'raw'"),
+        (lambda: Filters(types=("psd",)), "unknown file type 'psd'"),
         (lambda: Filters(folders=("relative",)), "absolute folders"),
         (lambda: Filters(orientation="diagonal"), "orientation must be one of"),
         (lambda: Options(k=0), "from 1 to 1000"),
@@ -107,7 +107,11 @@ FIELD_ERRORS = [
     ),
     (lambda: Filters(folders=("rel",)), "folders needs absolute folders, not 'rel'."),
     (lambda: Filters(camera=" "), "camera must be a non-empty string."),
-    (lambda: Filters(types=("raw",)), "types: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic."),
+    (
+        lambda: Filters(types=("psd",)),
+        "types: unknown file type 'psd'; use jpg, png, webp, gif, bmp, tiff, heic, avif, jxl, raw, cr2, cr3, nef, "
+        "nrw, arw, raf, orf, rw2, dng, pef, srw.",
+    ),
     (lambda: min_size("big"), "min_size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."),
     (lambda: Options(k=0), "k must be a whole number from 1 to 1000, not 0."),
     (lambda: Options(min_score=2), "min_score is a cosine similarity from -1 to 1, not 2.0."),

@@ -314,6 +314,7 @@ async function openViewer(index) {
       ["Modified", new Date(info.modified * 1000).toLocaleString()],
       ...(hit.score === null ? [] : [[state.kind === "dupes" ? "Score to keeper" : "Score", hit.score.toFixed(4)]]),
     ];
+    if (hit.sibling) rows.splice(1, 0, ["Sibling", hit.sibling]);  // the RAW or live video beside it
     for (const [label, value] of rows) {
       const dt = document.createElement("dt");
       dt.textContent = label;
