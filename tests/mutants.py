@@ -717,7 +717,7 @@ MUTATIONS: list[Mutation] = [
     # -- scale (issue 21) ---------------------------------------------------------------------------
     Mutation(
         "orphans-scanned-per-event",
-        "daemon/ingest/engine.py",
+        "daemon/ingest/orphans.py",
         "unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})",
         "unreferenced = self.catalog.orphan_ids()",
         (
@@ -799,6 +799,53 @@ MUTATIONS: list[Mutation] = [
         "IN_CHILD = False",
         ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
         "a daemon that exports on its first run keeps torch loaded (1.7 GB) for its whole life",
+    ),
+    # -- scale: removals and moves in bulk (issue 21) ----------------------------------------------------
+    Mutation(
+        "removal-rechecks-held",
+        "daemon/ingest/orphans.py",
+        "unreferenced = set(self.catalog.orphans_among({*candidates, *(released or {})}))",
+        "unreferenced = set(self.catalog.orphans_among({*candidates, *(released or {}), *self._released}))",
+        (
+            "tests/integration/test_engine.py::"
+            "test_removals_in_a_row_look_only_at_what_each_released_and_drop_their_contents_together",
+        ),
+        "each of rm -rf's 10k events re-checks every content the earlier ones left held: quadratic in the folder",
+    ),
+    Mutation(
+        "held-dropped-one-index-removal-each",
+        "daemon/ingest/orphans.py",
+        "if recheck_held or now >= self._expire_at:",
+        "if True:",
+        (
+            "tests/integration/test_engine.py::"
+            "test_removals_in_a_row_look_only_at_what_each_released_and_drop_their_contents_together",
+        ),
+        "during a long removal each event drops its expired content with an index removal that scans every id",
+    ),
+    Mutation(
+        "held-expiry-unverified",
+        "daemon/ingest/orphans.py",
+        "expired = self.catalog.orphans_among(expired) if expired else []",
+        "pass",
+        ("tests/integration/test_engine.py::test_a_held_content_found_again_beside_a_removal_is_kept",),
+        "a content found again at a new path is dropped by a removal in the same batch: its file points at nothing",
+    ),
+    Mutation(
+        "removals-one-at-a-time",
+        "daemon/ingest/worker.py",
+        "                deletes.append(change)\n",
+        "                self._forget([change])\n",
+        ("tests/integration/test_worker.py::test_removals_queued_together_are_applied_in_one_call",),
+        "rm -rf of 10k files costs 10k transactions and orphan checks instead of a few batches",
+    ),
+    Mutation(
+        "folder-move-files-rehashed",
+        "daemon/ingest/watcher.py",
+        "        if event.is_synthetic:\n",
+        "        if False:\n",
+        ("tests/integration/test_live.py::test_a_moved_folder_reads_none_of_its_files_again",),
+        "mv of a 10k-file folder settles and re-reads every file in it as if written anew",
     ),
 ]
 
