@@ -718,8 +718,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "orphans-scanned-per-event",
         "daemon/ingest/orphans.py",
-        "unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})",
-        "unreferenced = self.catalog.orphan_ids()",
+        "unreferenced = set(self.catalog.orphans_among({*candidates, *(released or {}), *self._released}))",
+        "unreferenced = set(self.catalog.orphan_ids())",
         (
             "tests/integration/test_engine.py::"
             "test_single_changes_look_only_at_the_contents_they_release_never_the_whole_library",
@@ -846,6 +846,30 @@ MUTATIONS: list[Mutation] = [
         "        if False:\n",
         ("tests/integration/test_live.py::test_a_moved_folder_reads_none_of_its_files_again",),
         "mv of a 10k-file folder settles and re-reads every file in it as if written anew",
+    ),
+    Mutation(
+        "pairs-blocked-unstoppable",
+        "daemon/search/pairs.py",
+        "        if len(members) and not stopped():",
+        "        if len(members):",
+        ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
+        "a SIGTERM during the duplicates pass waits for every queued block: minutes at 1M, then SIGKILL",
+    ),
+    Mutation(
+        "pairs-exact-unstoppable",
+        "daemon/search/pairs.py",
+        "        if stopped():\n            return np.empty(0, np.int64), np.empty(0, np.int64)\n",
+        "",
+        ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
+        "a SIGTERM during a small library's duplicates pass waits for every block",
+    ),
+    Mutation(
+        "stopped-dupes-pass-serves-partial-pairs",
+        "daemon/service/dupetracker.py",
+        '            self.error = "stopped before the first pass was done"\n            return\n',
+        "            pass\n",
+        ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
+        "a pass cut short by a stop serves its partial pairs as the library's duplicates",
     ),
 ]
 

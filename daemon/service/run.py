@@ -128,6 +128,7 @@ class Daemon:
         dropped = self.library.engine.finish_change(self.searcher.switching)
         old, self.dupes = self.dupes, self._track_dupes()
         self.library.index.listeners.remove(old)
+        old.stop()
         self.dupes.start()  # pairs under the new model: another space, other neighbours
         self.persist()  # the saved file holds the old vectors; the catalog has a new identity now
         sd_notify(f"STATUS=switched to model {self.embedder.name}")
@@ -264,6 +265,7 @@ class Daemon:
     def shutdown(self) -> None:
         sd_notify("STOPPING=1")
         log.info("stopping: saving the index")
+        self.dupes.stop()  # its pass would hold the exit until every block is done
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.stop()
