@@ -871,6 +871,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
         "a pass cut short by a stop serves its partial pairs as the library's duplicates",
     ),
+    Mutation(
+        "index-close-waits-for-the-round",
+        "daemon/store/index.py",
+        "            builder.join(wait)\n",
+        "            builder.join()\n",
+        ("tests/unit/test_index.py::test_a_bounded_close_leaves_a_build_stuck_in_one_round_and_it_swaps_nothing_in",),
+        "SIGTERM during the start-up index build waits out a k-means round: tens of seconds at 1M, then SIGKILL",
+    ),
 ]
 
 

@@ -271,7 +271,7 @@ class Daemon:
                 self.server.stop()
         self.watcher.stop()
         self.worker.stop()
-        self.library.index.close()  # a background index build would only delay the save
+        self.library.index.close(wait=1.0)  # a background index build would only delay the save
         self.persist()
         self.library.close()
         log.info("stopped")
