@@ -829,9 +829,9 @@ MUTATIONS: list[Mutation] = [
     # -- scale (issue 21) ---------------------------------------------------------------------------
     Mutation(
         "orphans-scanned-per-event",
-        "daemon/ingest/engine.py",
-        "unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})",
-        "unreferenced = self.catalog.orphan_ids()",
+        "daemon/ingest/orphans.py",
+        "unreferenced = set(self.catalog.orphans_among({*candidates, *(released or {}), *self._released}))",
+        "unreferenced = set(self.catalog.orphan_ids())",
         (
             "tests/integration/test_engine.py::"
             "test_single_changes_look_only_at_the_contents_they_release_never_the_whole_library",
@@ -1114,6 +1114,85 @@ MUTATIONS: list[Mutation] = [
         "        if False:",
         (RAW + "test_bad_raws_fail_with_one_line_each_and_the_run_goes_on",),
         "a RAW declaring 3.6 gigapixels is handed to LibRaw to unpack",
+    ),
+    # -- scale: removals and moves in bulk (issue 21) ----------------------------------------------------
+    Mutation(
+        "removal-rechecks-held",
+        "daemon/ingest/orphans.py",
+        "unreferenced = set(self.catalog.orphans_among({*candidates, *(released or {})}))",
+        "unreferenced = set(self.catalog.orphans_among({*candidates, *(released or {}), *self._released}))",
+        (
+            "tests/integration/test_engine.py::"
+            "test_removals_in_a_row_look_only_at_what_each_released_and_drop_their_contents_together",
+        ),
+        "each of rm -rf's 10k events re-checks every content the earlier ones left held: quadratic in the folder",
+    ),
+    Mutation(
+        "held-dropped-one-index-removal-each",
+        "daemon/ingest/orphans.py",
+        "if recheck_held or now >= self._expire_at:",
+        "if True:",
+        (
+            "tests/integration/test_engine.py::"
+            "test_removals_in_a_row_look_only_at_what_each_released_and_drop_their_contents_together",
+        ),
+        "during a long removal each event drops its expired content with an index removal that scans every id",
+    ),
+    Mutation(
+        "held-expiry-unverified",
+        "daemon/ingest/orphans.py",
+        "expired = self.catalog.orphans_among(expired) if expired else []",
+        "pass",
+        ("tests/integration/test_engine.py::test_a_held_content_found_again_beside_a_removal_is_kept",),
+        "a content found again at a new path is dropped by a removal in the same batch: its file points at nothing",
+    ),
+    Mutation(
+        "removals-one-at-a-time",
+        "daemon/ingest/worker.py",
+        "                deletes.append(change)\n",
+        "                self._forget([change])\n",
+        ("tests/integration/test_worker.py::test_removals_queued_together_are_applied_in_one_call",),
+        "rm -rf of 10k files costs 10k transactions and orphan checks instead of a few batches",
+    ),
+    Mutation(
+        "folder-move-files-rehashed",
+        "daemon/ingest/watcher.py",
+        "        if event.is_synthetic:\n",
+        "        if False:\n",
+        ("tests/integration/test_live.py::test_a_moved_folder_reads_none_of_its_files_again",),
+        "mv of a 10k-file folder settles and re-reads every file in it as if written anew",
+    ),
+    Mutation(
+        "pairs-blocked-unstoppable",
+        "daemon/search/pairs.py",
+        "        if len(members) and not stopped():",
+        "        if len(members):",
+        ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
+        "a SIGTERM during the duplicates pass waits for every queued block: minutes at 1M, then SIGKILL",
+    ),
+    Mutation(
+        "pairs-exact-unstoppable",
+        "daemon/search/pairs.py",
+        "        if stopped():\n            return np.empty(0, np.int64), np.empty(0, np.int64)\n",
+        "",
+        ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
+        "a SIGTERM during a small library's duplicates pass waits for every block",
+    ),
+    Mutation(
+        "stopped-dupes-pass-serves-partial-pairs",
+        "daemon/service/dupetracker.py",
+        '            self.error = "stopped before the first pass was done"\n            return\n',
+        "            pass\n",
+        ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
+        "a pass cut short by a stop serves its partial pairs as the library's duplicates",
+    ),
+    Mutation(
+        "index-close-waits-for-the-round",
+        "daemon/store/index.py",
+        "            builder.join(wait)\n",
+        "            builder.join()\n",
+        ("tests/unit/test_index.py::test_a_bounded_close_leaves_a_build_stuck_in_one_round_and_it_swaps_nothing_in",),
+        "SIGTERM during the start-up index build waits out a k-means round: tens of seconds at 1M, then SIGKILL",
     ),
 ]
 

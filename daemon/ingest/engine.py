@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from . import imaging
 from .backfill import MediaBackfill
 from .events import EventSource
 from .modelchange import ModelChange
+from .orphans import OrphanHold, _Released
 from .pairing import Pairing
 from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
@@ -53,15 +54,7 @@ class _Loaded:
     next_image: object | None = None  # prepared for the new model, during a model change
 
 
-@dataclass
-class _Released:
-    """A content no path points at any more, held for a while in case its bytes turn up elsewhere."""
-
-    since: float  # monotonic time it was first seen unreferenced
-    paths: list[str] = field(default_factory=list)  # where it was, for the "moved" log line
-
-
-class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing):
+class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(
@@ -85,7 +78,8 @@ class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing):
         # 0 drops it at once, as a one-shot `imgd index` wants; the daemon's worker sets it.
         self.orphan_grace = 0.0
         self.monotonic: Callable[[], float] = time.monotonic
-        self._released: dict[int, _Released] = {}
+        self._released: dict[int, _Released] = {}  # in the order they were first held, the oldest first
+        self._expire_at = 0.0  # removals drop held contents no sooner than this (monotonic), in batches
         self.missing_roots: set[str] = set()  # roots the last reconcile found missing or empty
         self._readers = ThreadReaders(catalog.path)  # the decode threads' own connections
         self._media_after = 0  # backfill_media's place in the catalog: contents up to here were tried
@@ -343,49 +337,6 @@ class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing):
             return True
         return next(self.catalog.files_under(root), None) is not None
 
-    def _drop_orphans(
-        self, released: dict[int, list[str]] | None = None, candidates: Iterable[int] | None = None
-    ) -> None:
-        """Drop the contents no path points at once they have been unreferenced for orphan_grace seconds.
-
-        released: content id -> paths just removed, remembered so a later match logs as a move.
-        candidates: the contents a single change may have left without a path; with `released` and the
-        contents already held they are all that is looked at, so an event costs what it released. None
-        (a reconcile, which walks the library anyway) looks at every content.
-        """
-        now = self.monotonic()
-        with self.catalog.transaction():
-            if candidates is None:
-                unreferenced = self.catalog.orphan_ids()
-            else:
-                unreferenced = self.catalog.orphans_among({*candidates, *(released or {}), *self._released})
-            held = {cid: self._released.get(cid) or _Released(now) for cid in unreferenced}
-            for content_id, paths in (released or {}).items():
-                if content_id in held:
-                    held[content_id].paths.extend(paths)
-            expired = [cid for cid, entry in held.items() if now - entry.since >= self.orphan_grace]
-            for content_id in expired:
-                del held[content_id]
-            self._released = held
-            dropped = self.catalog.delete_contents(expired)
-            generation = self.catalog.generation
-        if dropped:
-            self.index.remove(dropped, generation)
-        self._flush_events()  # the end of every change: what it did to files is committed now
-
-    @property
-    def held_contents(self) -> int:
-        """Unreferenced contents waiting out orphan_grace."""
-        return len(self._released)
-
-    def release_orphans(self) -> int:
-        """Drop the held contents whose grace has run out; returns how many are still held."""
-        if self._released:
-            first = min(entry.since for entry in self._released.values())
-            if self.monotonic() - first >= self.orphan_grace:
-                self._drop_orphans(candidates=())
-        return len(self._released)
-
     # -- single changes (the daemon's worker) ---------------------------------------------
 
     def missing_root(self, path: str, roots: Sequence[str]) -> str | None:
@@ -444,7 +395,7 @@ class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing):
                     if count:
                         log.info("removed %d files under %s", count, display_path(path))
                     removed += count
-        self._drop_orphans(released, candidates=())
+        self._drop_orphans(released, candidates=(), recheck_held=False)
         self.free_pairs([] if folder else paths)  # a photo gone: its RAW stands alone
         return removed
 

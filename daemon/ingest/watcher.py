@@ -144,6 +144,10 @@ class ImageHandler(FileSystemEventHandler):
             self.changes.put(Change(ChangeKind.DELETE, path))
 
     def on_moved(self, event: FileSystemEvent) -> None:
+        if event.is_synthetic:
+            # watchdog walks a folder moved inside the watch and reports each file in it too: the folder's
+            # own move already carries their rows, and the worker walks the folder for anything else.
+            return
         src, dest = _text(event.src_path), _text(event.dest_path)
         is_dir = isinstance(event, DirMovedEvent)
         if not is_dir and not isinstance(event, FileMovedEvent):

@@ -166,12 +166,36 @@ class Worker:
         self._apply(change)
 
     def _drain(self) -> None:
+        deletes: list[Change] = []  # removals in a row: one catalog transaction, one orphan check
         while True:
             try:
                 change = self.changes.get_nowait()
             except queue.Empty:
-                return
+                break
+            if change.kind is ChangeKind.DELETE:
+                deletes.append(change)
+                continue
+            self._forget(deletes)
+            deletes = []
             self._apply(change)
+        self._forget(deletes)
+
+    def _forget(self, deletes: list[Change]) -> None:
+        """Apply removals together: `rm -rf` of 10k files is 10k events, queued faster than one at a time goes."""
+        if not deletes:
+            return
+        self.idle.clear()
+        self.engine.orphan_grace = self.orphan_grace()
+        for change in deletes:
+            log.debug("event: delete %s", display_path(change.path))
+            self._drop_pending(change.path, change.is_dir)
+        # Removals commute: files first, then folders (their rows below them), each in one call.
+        files = [change.path for change in deletes if not change.is_dir]
+        folders = [change.path for change in deletes if change.is_dir]
+        if files:
+            self.engine.forget(files)
+        if folders:
+            self.engine.forget(folders, folder=True)
 
     def _apply(self, change: Change) -> None:
         self.idle.clear()
@@ -184,8 +208,7 @@ class Worker:
         if change.kind is ChangeKind.UPSERT:
             self._pend(change.path, change.recheck)
         elif change.kind is ChangeKind.DELETE:
-            self._drop_pending(change.path, change.is_dir)
-            self.engine.forget([change.path], folder=change.is_dir)
+            self._forget([change])
         elif change.kind is ChangeKind.MOVE:
             self._move(change)
         elif change.kind is ChangeKind.RESCAN:

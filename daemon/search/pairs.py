@@ -9,6 +9,7 @@ score every pair to the last bit alike, and both paths list the same groups.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,6 +24,11 @@ PAIRS_PCA_DIM = 128  # the blocking (k-means, list choice) works in this many PC
 _PAIRS_ROWS = 2048  # rows of one similarity block: 2048 x 16k float32 = 128 MB at most
 
 Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
+Stopped = Callable[[], bool]  # asked between blocks: True ends the pass early (the daemon is stopping)
+
+
+def _never() -> bool:
+    return False
 
 
 def exact_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -39,11 +45,11 @@ def exact_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
-def library_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float) -> list[Pair]:
-    """Every pair of the given contents at or above threshold, exactly scored."""
+def library_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float, stopped: Stopped = _never) -> list[Pair]:
+    """Every pair of the given contents at or above threshold, exactly scored (some, if stopped early)."""
     ids = np.asarray(ids, dtype=np.int64)
     vectors = np.asarray(vectors, dtype=np.float16)
-    firsts, seconds = similar_pairs(vectors, threshold - MARGIN)
+    firsts, seconds = similar_pairs(vectors, threshold - MARGIN, stopped=stopped)
     return scored(ids[firsts], ids[seconds], vectors[firsts], vectors[seconds], threshold)
 
 
@@ -55,7 +61,9 @@ def scored(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray, thresho
     return list(zip(low.tolist(), high.tolist(), scores[keep].tolist(), strict=True))
 
 
-def similar_pairs(vectors: np.ndarray, threshold: float, probes: int = PAIRS_PROBES) -> tuple[np.ndarray, np.ndarray]:
+def similar_pairs(
+    vectors: np.ndarray, threshold: float, probes: int = PAIRS_PROBES, stopped: Stopped = _never
+) -> tuple[np.ndarray, np.ndarray]:
     """Row pairs (i < j) of unit vectors whose inner product is at least threshold.
 
     Small sets compare every pair. Larger ones are blocked like an IVF index: k-means lists in a PCA
@@ -64,17 +72,21 @@ def similar_pairs(vectors: np.ndarray, threshold: float, probes: int = PAIRS_PRO
     duplicates sit far closer than lists are wide, so this misses few of them (benchmarks/bench_dupes.py
     measures the recall) for n*probes*n/nlist products instead of n*n.
     `vectors` may be float16 (the catalog's precision, half the memory); blocks are multiplied in float32.
+    Each block asks `stopped` first: the pool's queued blocks would otherwise all run before the process
+    may exit (concurrent.futures joins its threads at exit), minutes at 1M.
     """
     vectors = np.asarray(vectors)
     if len(vectors) <= PAIRS_EXACT_LIMIT:
-        return _pairs_exact(vectors, threshold)
-    return _pairs_blocked(vectors, threshold, probes)
+        return _pairs_exact(vectors, threshold, stopped)
+    return _pairs_blocked(vectors, threshold, probes, stopped)
 
 
-def _pairs_exact(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def _pairs_exact(vectors: np.ndarray, threshold: float, stopped: Stopped) -> tuple[np.ndarray, np.ndarray]:
     data = np.ascontiguousarray(vectors, dtype=np.float32)
 
     def rows_from(start: int) -> tuple[np.ndarray, np.ndarray]:
+        if stopped():
+            return np.empty(0, np.int64), np.empty(0, np.int64)
         block = data[start : start + _PAIRS_ROWS] @ data[start:].T
         rows, cols = np.nonzero(block >= threshold)
         keep = cols > rows  # the block's columns begin at its own first row: the upper triangle
@@ -85,7 +97,9 @@ def _pairs_exact(vectors: np.ndarray, threshold: float) -> tuple[np.ndarray, np.
     return _joined([f for f, _ in found]), _joined([s for _, s in found])
 
 
-def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[np.ndarray, np.ndarray]:
+def _pairs_blocked(
+    vectors: np.ndarray, threshold: float, probes: int, stopped: Stopped
+) -> tuple[np.ndarray, np.ndarray]:
     count, dim = vectors.shape
     rng = np.random.default_rng(count)
     nlist = int(max(16, round((2 * count * probes) ** 0.5)))  # balances list choice against products
@@ -111,7 +125,7 @@ def _pairs_blocked(vectors: np.ndarray, threshold: float, probes: int) -> tuple[
         members = member_order[member_bounds[number] : member_bounds[number + 1]]
         queries = query_order[query_bounds[number] : query_bounds[number + 1]]
         firsts, seconds = [], []
-        if len(members):
+        if len(members) and not stopped():
             stored = vectors[members].astype(np.float32)
             for start in range(0, len(queries), _PAIRS_ROWS):
                 rows = queries[start : start + _PAIRS_ROWS]

@@ -78,6 +78,7 @@ class DupeTracker:
         self._ready = threading.Event()
         self._pending: _Events | None = _Events()
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
         self.error: str | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -85,6 +86,10 @@ class DupeTracker:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._build_logged, name="imgd-dupes", daemon=True)
         self._thread.start()
+
+    def stop(self) -> None:
+        """End the first pass early (the daemon is stopping): its blocks not yet begun are skipped."""
+        self._stop.set()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -109,8 +114,11 @@ class DupeTracker:
     def build(self) -> None:
         """Pairs of the whole library, then the changes made while they were computed."""
         ids, vectors = self._load_vectors()
-        pairs = library_pairs(ids, vectors, self.floor)
+        pairs = library_pairs(ids, vectors, self.floor, stopped=self._stop.is_set)
         del vectors
+        if self._stop.is_set():
+            self.error = "stopped before the first pass was done"
+            return
         with self._lock:
             for a, b, score in pairs:
                 self._link(a, b, score)

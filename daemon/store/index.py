@@ -324,13 +324,18 @@ class VectorIndex:
         if self.background and not self._closed:
             self.rebuild_if_due()
 
-    def close(self) -> None:
-        """Stop a background build (it checks between k-means rounds and add chunks) and wait for it."""
+    def close(self, wait: float | None = None) -> None:
+        """Stop a background build (it checks between k-means rounds and add chunks) and wait for it, at most
+        `wait` seconds: one k-means round at 1M takes longer than a SIGTERM may. Cancelled, it swaps nothing
+        in; a daemon thread, it does not hold the exit."""
         self._closed = True  # a late add (a worker that outlived its stop) must not start another build
         self._cancel.set()
         builder = self._builder
         if builder is not None:
-            builder.join()
+            builder.join(wait)
+            if builder.is_alive():
+                self._builder = None  # left to end with the process
+                log.info("left the index build to end with the process")
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -59,6 +59,26 @@ def test_exact_pairs_match_brute_force() -> None:
     assert set(zip(first.tolist(), second.tolist(), strict=True)) == brute_pairs(vectors, 0.9)
 
 
+@pytest.mark.parametrize("limit", [100, 100_000], ids=["blocked", "exact"])
+def test_a_stopped_pair_join_skips_the_blocks_not_yet_begun(monkeypatch: pytest.MonkeyPatch, limit: int) -> None:
+    """Issue 21: the daemon's first pass queues every block on a thread pool, and Python joins those threads
+    at exit: a SIGTERM waited for the whole pass (over 15 s at 1M). Asked between blocks, it ends at once."""
+    monkeypatch.setattr(pairs_module, "PAIRS_EXACT_LIMIT", limit)
+    monkeypatch.setattr(pairs_module, "_PAIRS_ROWS", 64)
+    vectors, planted_pairs = planted(3000, 150)
+    asked: list[int] = []
+    first, _ = similar_pairs(vectors, 0.97, stopped=lambda: asked.append(1) is None)
+    assert len(first) == 0 and asked, "a stopped join compared nothing more"
+    first, second = similar_pairs(vectors, 0.97)
+    assert planted_pairs & set(zip(first.tolist(), second.tolist(), strict=True))
+
+    tracker = DupeTracker(VectorIndex(32), lambda: (np.arange(3000), vectors), 0.97)
+    tracker.stop()
+    tracker.start()
+    tracker.join(30)
+    assert tracker.ready and tracker.pair_count() == 0 and not tracker.serves(0.97), "a stopped pass serves nothing"
+
+
 def test_blocked_pairs_find_planted_near_copies(monkeypatch: pytest.MonkeyPatch) -> None:
     """Past the exact limit the lists block the search; near-copies (0.99) sit well inside a list's reach."""
     monkeypatch.setattr(pairs_module, "PAIRS_EXACT_LIMIT", 100)

@@ -485,3 +485,68 @@ def test_single_changes_look_only_at_the_contents_they_release_never_the_whole_l
     left = set(catalog.content_ids().tolist())
     assert not {kinds["a"], kinds["b"], edited_before} & left, "a released content was kept"
     assert len(left) == 4 and len(library.index) == catalog.count_vectors() == 4
+
+
+def test_removals_in_a_row_look_only_at_what_each_released_and_drop_their_contents_together(
+    library, tmp_path, monkeypatch
+):
+    """Issue 21: `rm -rf` of a 10k-file folder is 10k events. Each re-checked every content still held from
+    the ones before (quadratic in the folder), and each content dropped cost one index removal, which scans
+    every stored id (the library's size, per event)."""
+    pics = tmp_path / "pics"
+    for seed in range(9):
+        write_image(pics / f"{seed}.jpg", seed=seed)
+    catalog, engine = library.catalog, library.engine
+    now = [100.0]
+    engine.monotonic = lambda: now[0]
+    engine.reconcile([pics])
+    contents = [catalog.get_file(str(pics / f"{seed}.jpg")).content_id for seed in range(9)]
+    engine.orphan_grace = 2.0
+    looked: list[list[int]] = []
+    real_among = catalog.orphans_among
+    monkeypatch.setattr(catalog, "orphans_among", lambda ids: looked.append(sorted(set(ids))) or real_among(ids))
+    removals: list[list[int]] = []
+    real_remove = library.index.remove
+    monkeypatch.setattr(
+        library.index, "remove", lambda ids, generation=None: removals.append(list(ids)) or real_remove(ids, generation)
+    )
+
+    for seed in range(9):  # one removal every half second, over twice the grace
+        (pics / f"{seed}.jpg").unlink()
+        first = len(looked)
+        engine.forget([str(pics / f"{seed}.jpg")])
+        assert looked[first] == [contents[seed]], "a removal looked at the contents held before it"
+        now[0] += 0.5
+
+    assert 1 <= len(removals) <= 2, f"dropped in {len(removals)} index removals, not together"
+    dropped = sum(len(ids) for ids in removals)
+    assert engine.held_contents == 9 - dropped and catalog.count_contents() == 9 - dropped
+    now[0] += 2.0
+    assert engine.release_orphans() == 0
+    assert catalog.count_contents() == len(library.index) == 0
+
+
+def test_a_held_content_found_again_beside_a_removal_is_kept(library, tmp_path):
+    """A batch that finds a held content's bytes at a new path and removes another file: the removal may
+    expire the held ones without looking at them all, so it checks those it drops are still unreferenced."""
+    pics, other = tmp_path / "pics", tmp_path / "other"
+    write_image(pics / "a.jpg", seed=1)
+    write_image(pics / "b.jpg", seed=2)
+    engine, catalog = library.engine, library.catalog
+    now = [100.0]
+    engine.monotonic = lambda: now[0]
+    engine.reconcile([pics])
+    moved = catalog.get_file(str(pics / "a.jpg")).content_id
+    engine.orphan_grace = 2.0
+    other.mkdir()
+    os.rename(pics / "a.jpg", other / "a.jpg")
+    engine.forget([str(pics / "a.jpg")])  # held from 100
+    now[0] += 3.0
+    (pics / "b.jpg").unlink()
+
+    summary = engine.upsert([str(other / "a.jpg"), str(pics / "b.jpg")])
+
+    assert (summary.moved, summary.removed) == (1, 1)
+    assert catalog.get_file(str(other / "a.jpg")).content_id == moved
+    assert moved in catalog.content_ids().tolist(), "the moved file's content was dropped"
+    assert set(catalog.vector_ids_of([moved]).tolist()) <= set(library.index.ids().tolist())

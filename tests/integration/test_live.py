@@ -167,6 +167,28 @@ def test_a_folder_moved_out_and_back_is_never_logged_as_moved_onto_itself(live, 
     assert lines[-1] == f"added {pics / 'sub' / 'a.jpg'} (bytes already indexed, not embedded)", lines
 
 
+def test_a_moved_folder_reads_none_of_its_files_again(live, pics, monkeypatch):
+    """Issue 21: watchdog reports each file of a folder moved inside the watch as a move of its own after the
+    folder's; taken at its word each became a write to settle and hash (a 10k-file `mv` re-read 10k files)."""
+    for seed in range(12):
+        write_image(pics / "trip" / "day" / f"{seed}.jpg", seed=seed, size=(40, 30))
+    running = live([pics])
+    running.wait_idle()
+    before = {seed: running.content(pics / "trip" / "day" / f"{seed}.jpg") for seed in range(12)}
+    reads: list[str] = []
+    real_read = imaging.read_bytes
+    monkeypatch.setattr(imaging, "read_bytes", lambda path: reads.append(path) or real_read(path))
+
+    os.rename(pics / "trip", pics / "2024 trip")
+    wait_until(lambda: running.content(pics / "2024 trip" / "day" / "11.jpg") is not None, what="the move")
+    time.sleep(1.0)  # past the settle time: a file taken for a write would be read by now
+    running.wait_idle()
+
+    assert {seed: running.content(pics / "2024 trip" / "day" / f"{seed}.jpg") for seed in range(12)} == before
+    assert running.content(pics / "trip" / "day" / "0.jpg") is None
+    assert reads == [], "a folder move reads no file"
+
+
 @pytest.mark.slow
 def test_a_slowly_written_file_is_read_once_after_it_settles(live, pics, monkeypatch):
     running = live([pics], settle_seconds=0.8)

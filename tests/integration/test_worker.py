@@ -76,3 +76,36 @@ def test_a_move_from_a_name_the_catalog_does_not_know_is_a_write_of_the_destinat
     settle(worker, changes, Change(ChangeKind.MOVE, str(pics / ".a.png"), dest=str(pics / "a.png")))
 
     assert fresh(library, pics / "a.png")
+
+
+def test_removals_queued_together_are_applied_in_one_call(make_config, embedder, tmp_path):
+    """Issue 21: `rm -rf` queues one event per file faster than one at a time is applied; taken together
+    they cost one catalog transaction and one orphan check instead of one each."""
+    pics = tmp_path / "pics"
+    for seed in range(6):
+        (pics / "trip").mkdir(parents=True, exist_ok=True)
+        (pics / "trip" / f"{seed}.png").write_bytes(png(seed))
+    (pics / "keep.png").write_bytes(png(9))
+    library = open_library(make_config(), embedder)
+    try:
+        library.engine.reconcile([pics])
+        changes: queue.Queue[Change] = queue.Queue()
+        worker = Worker(library.engine, [str(pics)], changes, settle_seconds=0.0, orphan_grace=lambda: 0.0)
+        calls: list[tuple[list[str], bool]] = []
+        real = library.engine.forget
+        library.engine.forget = lambda paths, folder=False: calls.append((list(paths), folder)) or real(paths, folder)
+        for seed in range(6):
+            (pics / "trip" / f"{seed}.png").unlink()
+            changes.put(Change(ChangeKind.DELETE, str(pics / "trip" / f"{seed}.png")))
+        (pics / "trip").rmdir()
+        changes.put(Change(ChangeKind.DELETE, str(pics / "trip"), is_dir=True))
+        worker._drain()  # what the worker thread does first on each turn of its loop
+
+        assert calls == [
+            ([str(pics / "trip" / f"{seed}.png") for seed in range(6)], False),
+            ([str(pics / "trip")], True),
+        ]
+        assert [r.path for r in library.catalog.all_files()] == [str(pics / "keep.png")]
+        assert library.catalog.count_contents() == len(library.index) == 1
+    finally:
+        library.close()

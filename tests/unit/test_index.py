@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -629,3 +630,34 @@ def test_a_filter_naming_ids_the_index_lacks_answers_with_those_it_has() -> None
     hits = index.search(units(1, seed=5)[0], 5, np.array([2, 4, 999], dtype=np.int64))
     assert sorted(i for i, _ in hits) == [2, 4]
     assert index.search(units(1, seed=5)[0], 5, np.array([], dtype=np.int64)) == []
+
+
+def test_a_bounded_close_leaves_a_build_stuck_in_one_round_and_it_swaps_nothing_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 21: one k-means round over 1M vectors outlasts a SIGTERM's 2 s; the daemon's close waits at most
+    a second, and the build, cancelled, ends with the process or returns to find it must swap nothing."""
+    vectors = clustered(3000, seed=6)
+    in_round, finish = threading.Event(), threading.Event()
+    real_kmeans = index_module.faiss.Kmeans
+
+    def long_round(*args: object, **kwargs: object) -> object:
+        in_round.set()
+        finish.wait(30)  # one FAISS call that checks nothing
+        return real_kmeans(*args, **kwargs)
+
+    monkeypatch.setattr(index_module.faiss, "Kmeans", long_round)
+    index = VectorIndex(32)
+    index.exact_limit = 1000
+    index.add(np.arange(3000), vectors)
+    index.background = True
+    index.rebuild_if_due()
+    builder = index._builder
+    assert in_round.wait(30)
+    started = time.monotonic()
+    index.close(wait=0.3)
+    index.close()  # the library's own close after the daemon's: nothing left to wait for
+    assert time.monotonic() - started < 5.0 and builder.is_alive()
+    finish.set()
+    builder.join(30)
+    assert index.kind == "exact" and len(index) == 3000

@@ -1,0 +1,360 @@
+"""The daemon itself over a large library: start-up, reconcile, memory, idle CPU, `rm -rf` and `mv` of 10k files.
+
+    python benchmarks/bench_daemon_scale.py --contents 100000
+    python benchmarks/bench_daemon_scale.py --contents 1000000 --model benchmarks/out/vit-b-32
+
+Builds once (reused by later runs, under benchmarks/out/scale-N) a tree of N tiny files, 1,000 to a
+folder, 10 folders to a group (root/gGGG/dDD/N.jpg), and a catalog that already holds every one of
+them with a synthetic 512-dim vector (ViT-B/32's size) and its metadata, recorded under the model the
+daemon loads, so the daemon finds the library indexed and embeds nothing. Then runs the real `imgd run`
+(torch backend, the random ViT-B/32 of tests/clipkit.py) three times on a copy of that catalog:
+
+1. without an index file (as after an upgrade or a damaged file): time to the first answer to a search,
+   to reconciled (idle), the index build, RSS over time; then `rm -rf` of 10 folders (10,000 files)
+   until every row and content is gone, a `mv` of a 10,000-file group until the catalog has the new paths,
+   idle CPU over 20 s, and the time SIGTERM takes;
+2. with the index file the first run saved: time to first answer and to reconciled, steady RSS;
+3. without an index file again, SIGTERM a second after the first answer (during the index build): the
+   time until the process exits.
+
+The catalog is watched read-only from here (one count per poll); the daemon is asked its status once a
+second at most, so the harness itself stays off the daemon's hot path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import common
+import numpy as np
+
+DIM = 512
+PER_FOLDER = 1000
+FOLDERS_PER_GROUP = 10
+
+
+def file_path(root: Path, n: int) -> Path:
+    folder = n // PER_FOLDER
+    return root / f"g{folder // FOLDERS_PER_GROUP:03d}" / f"d{folder % FOLDERS_PER_GROUP:02d}" / f"{n}.jpg"
+
+
+def model_identity(model: Path) -> tuple[str, int, str | None]:
+    """The name, dim and weights' fingerprint the daemon will record, from the model it loads."""
+    from imgd.daemon.embedders import load_embedder
+
+    embedder = load_embedder(str(model), device="cpu", backend="torch")
+    return embedder.name, embedder.dim, getattr(embedder, "fingerprint", None)
+
+
+def build(base: Path, count: int, model: Path) -> tuple[Path, Path]:
+    """The tree and its indexed catalog, made once per size (a marker file says it is complete)."""
+    from imgd.daemon.ingest import imaging
+    from imgd.daemon.store.catalog import Catalog
+    from imgd.daemon.store.records import ImageMeta
+
+    root, seed = base / "library", base / "seed" / "catalog.db"
+    if (base / "complete").exists():
+        return root, seed
+    shutil.rmtree(base, ignore_errors=True)
+    seed.parent.mkdir(parents=True)
+    started = time.monotonic()
+    name, dim, fingerprint = model_identity(model)
+    if dim != DIM:
+        raise SystemExit(f"{model} gives {dim}-dim vectors, not {DIM}")
+    catalog = Catalog(seed)
+    catalog.ensure_model(name, dim, fingerprint=fingerprint)
+    rng = np.random.default_rng(0)
+    meta = ImageMeta("jpeg", 640, 480)
+    block = 10_000
+    for first in range(0, count, block):
+        vectors = rng.standard_normal((min(block, count - first), DIM)).astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        with catalog.transaction():
+            for offset, vector in enumerate(vectors):
+                n = first + offset
+                path = file_path(root, n)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                data = n.to_bytes(8, "little")
+                path.write_bytes(data)
+                info = path.stat()
+                # The engine's own digest: a file re-read (after a move it could not pair) is known content.
+                content_id = catalog.add_content(imaging.digest_bytes(data), vector, 640, 480, meta)
+                catalog.set_file(str(path), info.st_size, info.st_mtime_ns, content_id)
+        common.log(f"built {first + len(vectors)} of {count} ({time.monotonic() - started:.0f} s)")
+    catalog.close()
+    (base / "complete").write_text(f"{count}\n")
+    return root, seed
+
+
+class Probe:
+    """Samples the daemon's RSS every 0.2 s in a thread; counts rows through a read-only connection."""
+
+    def __init__(self, pid: int, catalog: Path) -> None:
+        self.pid = pid
+        self.samples: list[tuple[float, int]] = []
+        self.stopped = threading.Event()
+        self.conn = sqlite3.connect(f"file:{catalog}?mode=ro", uri=True, timeout=30, check_same_thread=False)
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _status(self, key: str) -> int:
+        try:
+            with open(f"/proc/{self.pid}/status") as fh:
+                for line in fh:
+                    if line.startswith(key):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return 0
+
+    def _sample(self) -> None:
+        while not self.stopped.wait(0.2):
+            self.samples.append((time.monotonic(), self._status("VmRSS:")))
+
+    @property
+    def rss(self) -> int:
+        return self._status("VmRSS:")
+
+    @property
+    def peak(self) -> int:
+        return self._status("VmHWM:")
+
+    def count(self, sql: str, *args: object) -> int:
+        return int(self.conn.execute(sql, args).fetchone()[0])
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        self.conn.close()
+
+
+def mb(n: int) -> str:
+    return f"{n / 2**20:.0f} MB"
+
+
+def wait(predicate, timeout: float, interval: float = 0.2) -> float | None:  # noqa: ANN001 - a local helper
+    """Seconds until predicate() holds, or None after timeout."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(interval)
+    return None
+
+
+class Run:
+    """One `imgd run` over the library with its own state folder."""
+
+    def __init__(self, work: Path, root: Path, model: Path, seed: Path, keep_index: bool) -> None:
+        from imgd.daemon.paths import default_socket
+
+        self.state = work / "state"
+        if not keep_index:
+            shutil.rmtree(self.state, ignore_errors=True)
+            self.state.mkdir(parents=True)
+            shutil.copy(seed, self.state / "catalog.db")
+        self.env = {
+            **common.imgd_env(work, self.state, model),
+            "IMGD_DEVICE": "cpu",
+            "IMGD_BACKEND": "torch",
+            "IMGD_SETTLE_SECONDS": "1",
+        }
+        self.socket = default_socket(self.state, str(work / "run"))
+        self.log = work / "daemon.log"
+        self.root = root
+        self.started = time.monotonic()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "imgd.cli.main", "run", str(root)],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.probe = Probe(self.proc.pid, self.state / "catalog.db")
+
+    def status(self) -> dict | None:
+        from imgd.daemon.api import client
+        from imgd.daemon.errors import ImgdError
+
+        if self.proc.poll() is not None:
+            raise SystemExit(f"the daemon exited with {self.proc.returncode}; see {self.log}")
+        try:
+            return client.status(self.socket, timeout=30)
+        except ImgdError:
+            return None
+
+    def answers(self) -> bool:
+        from imgd.daemon.api import client
+        from imgd.daemon.errors import ImgdError
+
+        if self.proc.poll() is not None:
+            raise SystemExit(f"the daemon exited with {self.proc.returncode}; see {self.log}")
+        try:
+            client.search(self.socket, 5, text="a photo")
+            return True
+        except ImgdError:
+            return False
+
+    def idle(self) -> bool:
+        status = self.status()
+        return bool(status and status["daemon"]["state"] == "idle" and status["queue"]["pending"] == 0)
+
+    def settled(self) -> bool:
+        """Idle twice, a second apart."""
+        return self.idle() and (time.sleep(1.0) or self.idle())
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120.0) -> float:
+        started = time.monotonic()
+        self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return float("inf")
+        finally:
+            self.probe.close()
+        return time.monotonic() - started
+
+
+def report(label: str, value: str) -> None:
+    print(f"  {label:<52}{value}", flush=True)
+
+
+def first_run(run: Run, root: Path, count: int) -> None:
+    from imgd.daemon.store.core import prefix_range
+
+    answer = wait(run.answers, 600, 0.25)
+    report("start -> first search answered", f"{answer:.1f} s" if answer is not None else "never")
+    reconciled = wait(run.settled, 1800, 1.0)
+    report("start -> reconciled and idle", f"{time.monotonic() - run.started:.1f} s" if reconciled else "not in 30 min")
+    status = run.status() or {}
+    report("index", str(status.get("search")))
+    report("RSS now / peak so far", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
+    probe = run.probe
+    files0, contents0 = probe.count("SELECT count(*) FROM files"), probe.count("SELECT count(*) FROM contents")
+
+    # rm -rf of 10 folders of 1,000 files each (one group's folders, one by one as a user would).
+    group = root / "g000"
+    started = time.monotonic()
+    subprocess.run(["rm", "-rf", *sorted(map(str, group.iterdir()))], check=True)
+    rm_took = time.monotonic() - started
+    gone_rows = wait(lambda: probe.count("SELECT count(*) FROM files") <= files0 - 10_000, 1800)
+    gone_contents = wait(lambda: probe.count("SELECT count(*) FROM contents") <= contents0 - 10_000, 1800)
+    done = time.monotonic() - started
+    report("rm -rf 10 folders (10,000 files): rm itself", f"{rm_took:.1f} s")
+    if gone_rows is None or gone_contents is None:
+        left = probe.count("SELECT count(*) FROM files") - (files0 - 10_000)
+        report("  rows still there after 30 min", str(left))
+    else:
+        report("  -> every row gone", f"{gone_rows + rm_took:.1f} s ({10_000 / (gone_rows + rm_took):.0f} files/s)")
+        report("  -> every content and vector dropped (grace 3 s)", f"{done:.1f} s")
+    wait(run.settled, 600, 1.0)
+    report("  -> idle again", f"{time.monotonic() - started:.1f} s")
+
+    # mv of a 10,000-file group inside the root.
+    source, dest = root / "g001", root / "g001-moved"
+    low, high = prefix_range(str(dest))
+    started = time.monotonic()
+    os.rename(source, dest)
+    moved = wait(
+        lambda: probe.count("SELECT count(*) FROM files WHERE path >= ? AND path < ?", low, high) >= 10_000, 1800
+    )
+    report(
+        "mv of a 10,000-file folder -> rows at the new paths",
+        f"{moved:.1f} s" if moved is not None else "not in 30 min",
+    )
+    wait(run.settled, 600, 1.0)
+    report("  -> idle again", f"{time.monotonic() - started:.1f} s")
+    failed = probe.count("SELECT count(*) FROM files WHERE status != 'ok'")
+    added = probe.count("SELECT count(*) FROM contents") - (contents0 - 10_000)
+    report("  failed rows / contents added (0 = no re-embedding)", f"{failed} / {added}")
+    os.rename(dest, source)  # put the tree back (the daemon follows), as run 2 expects it
+
+    wait(run.settled, 600, 1.0)
+    time.sleep(5)
+    cpu0, t0 = probe.cpu_seconds(), time.monotonic()
+    time.sleep(20)
+    idle_cpu = (probe.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+    report("idle CPU over 20 s", f"{idle_cpu * 100:.1f}% of a core")
+    report("steady RSS / peak RSS", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
+    report("SIGTERM -> exited", f"{run.stop():.1f} s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--contents", type=int, default=100_000, help="library size (default 100,000)")
+    parser.add_argument(
+        "--model", type=Path, default=common.DEFAULT_MODEL, help="the ViT-B/32 folder (built if absent)"
+    )
+    parser.add_argument("--runs", default="1,2,3", help="which of the three runs (default all)")
+    args = parser.parse_args()
+    if args.contents < 20_000:
+        raise SystemExit("--contents must be at least 20,000 (the events touch 20,000 files)")
+    model = common.ensure_model(args.model.resolve())
+    base = common.OUT / f"scale-{args.contents}"
+    root, seed = build(base, args.contents, model)
+    restore(root, seed)  # the files an earlier run removed, as the seed catalog knows them
+    print(f"machine: {common.cpu_model()}, {os.cpu_count()} cores; library {args.contents:,} contents", flush=True)
+    runs = {int(r) for r in args.runs.split(",")}
+    work = base / "work"
+    if 1 in runs:
+        print("run 1: no index file", flush=True)
+        first_run(Run(work, root, model, seed, keep_index=False), root, args.contents)
+    if 2 in runs:
+        print("run 2: the index file of run 1", flush=True)
+        run = Run(work, root, model, seed, keep_index=True)
+        answer = wait(run.answers, 600, 0.25)
+        report("start -> first search answered", f"{answer:.1f} s" if answer is not None else "never")
+        wait(run.settled, 1800, 1.0)
+        report("start -> reconciled and idle", f"{time.monotonic() - run.started:.1f} s")
+        time.sleep(10)
+        report("steady RSS / peak RSS", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
+        report("SIGTERM -> exited", f"{run.stop():.1f} s")
+    if 3 in runs:
+        restore(root, seed)
+        print("run 3: no index file, SIGTERM during start-up", flush=True)
+        run = Run(work, root, model, seed, keep_index=False)
+        answer = wait(run.answers, 600, 0.25)
+        report("start -> first search answered", f"{answer:.1f} s" if answer is not None else "never")
+        time.sleep(1.0)
+        status = run.status() or {}
+        report("state when signalled", f"{status.get('daemon', {}).get('state')}, index {status.get('search')}")
+        report("SIGTERM -> exited", f"{run.stop(timeout=60):.1f} s")
+    return 0
+
+
+def restore(root: Path, seed: Path) -> None:
+    """Make again the files the first run removed, with the mtimes of their seed rows: unchanged for a seed copy."""
+    from imgd.daemon.store.core import prefix_range
+
+    conn = sqlite3.connect(f"file:{seed}?mode=ro", uri=True)
+    try:
+        low, high = prefix_range(str(root / "g000"))
+        for key, mtime_ns in conn.execute("SELECT path, mtime_ns FROM files WHERE path >= ? AND path < ?", (low, high)):
+            path = Path(os.fsdecode(key))
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(int(path.stem).to_bytes(8, "little"))
+            if path.stat().st_mtime_ns != mtime_ns:
+                os.utime(path, ns=(mtime_ns, mtime_ns))
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
