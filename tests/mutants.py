@@ -741,8 +741,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "openvino-cache-served-unprobed",
         "daemon/embedders/openvino.py",
-        "            if score >= self.threshold:\n                return cached\n",
-        "            return cached\n",
+        "                if score >= self.threshold:\n                    return session\n",
+        "                return session\n",
         (
             "tests/integration/test_backends.py::test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served",
         ),
@@ -751,7 +751,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "openvino-compile-unverified",
         "daemon/embedders/openvino.py",
-        "        self._verify(path, threads, tower, session)\n",
+        "            self._verify(path, threads, tower, session)\n",
         "",
         ("tests/integration/test_backends.py::test_openvino_that_disagrees_with_fp32_is_refused_and_not_cached",),
         "a freshly compiled tower serves (and is cached) without agreeing with ONNX Runtime fp32",
@@ -759,7 +759,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "openvino-cache-never-written",
         "daemon/embedders/openvino.py",
-        "        self._save(session, blob, note, key)\n",
+        "        self._save(cache, note, key)\n",
         "",
         (
             "tests/integration/test_backends.py::test_openvino_serves_the_onnx_backends_vectors_and_caches_its_compiled_towers",
@@ -799,6 +799,29 @@ MUTATIONS: list[Mutation] = [
         "IN_CHILD = False",
         ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
         "a daemon that exports on its first run keeps torch loaded (1.7 GB) for its whole life",
+    ),
+    # -- the runtimes, round 2: OpenVINO's own model cache (issue 22) --
+    Mutation(
+        "openvino-recompile-unverified",
+        "daemon/embedders/openvino.py",
+        "            if from_cache:\n",
+        "            if True:\n",
+        (
+            "tests/integration/test_backends.py::"
+            "test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified[garbage]",
+        ),
+        "a blob OpenVINO would not load is compiled anew inside compile_model and served without the fp32 check",
+    ),
+    Mutation(
+        "openvino-earlier-blob-file-kept",
+        "daemon/embedders/openvino.py",
+        "            cache.unlink(missing_ok=True)\n",
+        "            pass\n",
+        (
+            "tests/integration/test_backends.py::"
+            "test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified[earlier-release]",
+        ),
+        "a state folder from the release that kept one blob file cannot serve OpenVINO any more",
     ),
 ]
 

@@ -66,7 +66,8 @@ def test_openvino_serves_the_onnx_backends_vectors_and_caches_its_compiled_tower
     folder = export_folder(state)
     for tower in ("image", "text"):
         note = json.loads((folder / f"{tower}.{ov.precision}.json").read_text())
-        assert note["size"] == (folder / f"{tower}.{ov.precision}.ov").stat().st_size > 0
+        (blob,) = (folder / f"{tower}.{ov.precision}.ov").glob("*.blob")
+        assert note["blobs"] == {blob.name: blob.stat().st_size} and blob.stat().st_size > 0
         assert note["key"]["cpu"] == openvino.cpu_model()
 
 
@@ -82,21 +83,27 @@ def test_openvino_warm_start_imports_the_cache_without_compiling(tiny_model, sta
     np.testing.assert_allclose(first[1], again[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncate", "garbage", "stale-key"])
+@pytest.mark.parametrize("damage", ["missing", "truncate", "garbage", "stale-key", "earlier-release"])
 def test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified(tiny_model, state, damage, monkeypatch, caplog):
     good = vectors(load(tiny_model, state, "openvino"))[0]
     folder = export_folder(state)
-    (blob,) = folder.glob("image.*.ov")
-    note = blob.with_suffix(".json")
+    (blob,) = folder.glob("image.*.ov/*.blob")
+    note = blob.parent.with_suffix(".json")
+    blob.chmod(0o644)  # OpenVINO writes its blobs read-only
     if damage == "missing":
         blob.unlink()
     elif damage == "truncate":
         blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
     elif damage == "garbage":
         blob.write_bytes(b"\0" * blob.stat().st_size)  # same size: only loading it tells
-    else:
+    elif damage == "stale-key":
         recorded = json.loads(note.read_text())
         note.write_text(json.dumps({**recorded, "key": {**recorded["key"], "openvino": "0.0"}}))
+    else:  # the single exported blob and its note that imgd 0.x kept under the same names
+        data = blob.read_bytes()
+        shutil.rmtree(blob.parent)
+        blob.parent.write_bytes(data)
+        note.write_text(json.dumps({"key": json.loads(note.read_text())["key"], "size": len(data)}))
     verified = []
     real = openvino.OpenVinoRuntime._verify
     monkeypatch.setattr(openvino.OpenVinoRuntime, "_verify", lambda *a: verified.append(a[3].kind) or real(*a))
@@ -104,7 +111,8 @@ def test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified(tiny_model,
         rebuilt = vectors(load(tiny_model, state, "openvino"))[0]
     assert verified == ["image"]
     np.testing.assert_allclose(rebuilt, good, atol=1e-5)
-    assert json.loads(note.read_text())["size"] == blob.stat().st_size
+    (blob,) = folder.glob("image.*.ov/*.blob")
+    assert json.loads(note.read_text())["blobs"] == {blob.name: blob.stat().st_size}
     assert json.loads(note.read_text())["key"]["openvino"] == openvino.version("openvino")
     if damage in ("truncate", "garbage"):
         assert "is damaged" in caplog.text
