@@ -99,6 +99,11 @@ class Tower:
             return self.inputs([self.image.prepare(probe_image(seed, size)) for seed, size in enumerate(PROBE_SIZES)])
         return self.inputs(list(PROBE_TEXTS))
 
+    def probe_reference(self) -> np.ndarray | None:
+        """The fp32 vectors the export recorded for the probe set, or None from an export that kept only one."""
+        probes = self.manifest[self.kind].get("probes")
+        return np.asarray(probes, dtype=np.float32) if probes else None
+
     def _open(self) -> Any:
         path = self.folder / f"{self.kind}.onnx"
         try:

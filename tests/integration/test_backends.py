@@ -147,6 +147,26 @@ def test_openvino_that_disagrees_with_fp32_is_refused_and_not_cached(tiny_model,
     assert not list(export_folder(state).glob("*.ov"))
 
 
+@pytest.mark.parametrize("export", ["recorded", "earlier"])
+def test_a_fresh_compile_is_checked_on_the_exports_fp32_vectors_without_onnx_runtime(
+    tiny_model, state, monkeypatch, export
+):
+    folder = export_folder(state)
+    if export == "earlier":  # an export made before the whole probe set's vectors were recorded
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for tower in ("image", "text"):
+            del manifest[tower]["probes"]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    sessions = []
+    real = openvino.make_session
+    monkeypatch.setattr(openvino, "make_session", lambda *a: sessions.append(a[0].name) or real(*a))
+    served = vectors(load(tiny_model, state, "openvino"))
+    assert sessions == ([] if export == "recorded" else ["image.onnx", "text.onnx"])
+    want = vectors(load(tiny_model, state, "onnx"))
+    assert np.sum(served[0] * want[0], axis=1).min() >= 0.999
+    assert np.sum(served[1] * want[1], axis=1).min() >= 0.999
+
+
 def test_openvino_backend_is_a_config_choice(make_config):
     assert make_config(backend="openvino").backend == "openvino"
 
