@@ -834,6 +834,30 @@ MUTATIONS: list[Mutation] = [
         ),
         "every OpenVINO compile opens an ONNX Runtime session for its reference: seconds more on a first run",
     ),
+    Mutation(
+        "cuda-silently-on-the-cpu",
+        "daemon/embedders/runtime.py",
+        "    if session.get_providers()[0] != providers[0]:",
+        "    if False:",
+        ("tests/integration/test_backends.py::test_a_gpu_candidate_that_does_not_load_is_left_out_and_the_cpu_serves",),
+        "onnxruntime-gpu without a working CUDA runs on the CPU under the name of a GPU candidate",
+    ),
+    Mutation(
+        "gpu-pick-not-opened-at-load",
+        "daemon/embedders/choice.py",
+        "                embedder.encode_images([])  # a GPU",
+        "                pass  # a GPU",
+        ("tests/integration/test_backends.py::test_a_recorded_gpu_pick_that_fails_to_open_gives_way_to_the_cpu",),
+        "a recorded GPU that went away fails the first picture instead of giving way to the CPU",
+    ),
+    Mutation(
+        "openvino-numbered-gpus-missed",
+        "daemon/embedders/devices.py",
+        '        if name.split(".")[0] == "GPU":',
+        '        if name == "GPU":',
+        ("tests/unit/test_devices.py::test_each_openvino_gpu_is_a_candidate_at_its_own_precision",),
+        "a machine with two GPUs (GPU.0, GPU.1) measures neither",
+    ),
 ]
 
 

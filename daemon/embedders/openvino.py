@@ -33,7 +33,7 @@ from .runtime import Probed, ProbeFailed, RuntimeRefused, cosines, make_session
 log = logging.getLogger(__name__)
 
 OV_COSINE = 0.999  # bf16 keeps ~3 significant digits; fp32 OpenVINO agrees to ~1e-6 anyway
-HINTS = {"float32": "f32", "bfloat16": "bf16"}
+HINTS = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
 
 
 @functools.cache
@@ -55,12 +55,14 @@ def version(package: str) -> str | None:
 
 
 def native_precision(core: Any, device: str = "CPU") -> str:
-    """bfloat16 where the device computes it natively, else float32."""
+    """bfloat16 where the CPU computes it natively, float16 on a GPU that does, else float32."""
+    from .devices import Devices, ov_precision
+
     try:
-        capabilities = core.get_property(device, "OPTIMIZATION_CAPABILITIES")
+        capabilities = tuple(core.get_property(device, "OPTIMIZATION_CAPABILITIES"))
     except RuntimeError:
-        return "float32"
-    return "bfloat16" if "BF16" in capabilities else "float32"
+        capabilities = ()
+    return ov_precision(Devices(ov_devices=(device,), ov_capabilities={device: capabilities}), device)
 
 
 class OvSession:

@@ -252,6 +252,36 @@ def test_recorded_backend_that_fails_to_load_gives_way_to_the_next_with_one_line
     assert vectors(embedder)[0].shape == (6, embedder.dim)
 
 
+def test_a_gpu_candidate_that_does_not_load_is_left_out_and_the_cpu_serves(tiny_model, state, monkeypatch):
+    """This machine has no CUDA: onnxruntime's CUDA provider, offered, falls back to the CPU and is refused."""
+    from imgd.daemon.embedders.devices import Devices
+
+    devices = Devices(("CUDAExecutionProvider", "CPUExecutionProvider"), ("CPU",), {"CPU": ("FP32",)})
+    monkeypatch.setattr(choice, "detect", lambda: devices)
+    embedder = load(tiny_model, state, "auto")
+    assert embedder.backend in ("onnx", "openvino")
+    (record,) = export_folder(state).glob("backend-*.json")
+    saved = json.loads(record.read_text())
+    (cuda,) = [r for r in saved["results"] if r["device"] == "cuda"]
+    assert "CUDAExecutionProvider did not load" in cuda["error"]
+    assert saved["pick"]["device"] == "cpu"
+    assert vectors(embedder)[0].shape == (6, embedder.dim)
+
+
+def test_a_recorded_gpu_pick_that_fails_to_open_gives_way_to_the_cpu(tiny_model, state, monkeypatch, caplog):
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 10.0})
+    load(tiny_model, state, "auto")
+    (path,) = export_folder(state).glob("backend-*.json")
+    record = json.loads(path.read_text())
+    gpu = {"backend": "onnx", "precision": "float32", "device": "cuda", "images_per_s": 400.0, "min_cosine": 1.0}
+    path.write_text(json.dumps({**record, "results": [gpu, *record["results"]]}))
+    with caplog.at_level(logging.WARNING):
+        embedder = load(tiny_model, state, "auto")
+    assert (embedder.backend, embedder._image.runtime.device) == ("onnx", "cpu")
+    assert "onnx failed to load" in caplog.text and "did not load" in caplog.text
+    assert vectors(embedder)[0].shape == (6, embedder.dim)
+
+
 def test_config_and_status_say_which_backend_auto_runs_and_why(tiny_model, state, monkeypatch):
     from click.testing import CliRunner
     from imgd.cli.main import cli
