@@ -858,6 +858,15 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_devices.py::test_each_openvino_gpu_is_a_candidate_at_its_own_precision",),
         "a machine with two GPUs (GPU.0, GPU.1) measures neither",
     ),
+    Mutation(
+        "auto-falls-back-to-torch",
+        "daemon/embedders/__init__.py",
+        '            raise ModelUnavailable(\n                f"cannot run model',
+        "            return load_embedder(model, device, precision, batch_size, 'torch', state_dir, text_model)\n"
+        '            raise ModelUnavailable(\n                f"cannot run model',
+        ("tests/integration/test_embedders.py::test_export_that_disagrees_with_torch_is_refused",),
+        "auto loads torch into a serving process (1.7 GB for its life): the issue says torch runs only when named",
+    ),
 ]
 
 
