@@ -867,6 +867,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_embedders.py::test_export_that_disagrees_with_torch_is_refused",),
         "auto loads torch into a serving process (1.7 GB for its life): the issue says torch runs only when named",
     ),
+    Mutation(
+        "auto-measures-holding-every-tower",
+        "daemon/embedders/choice.py",
+        "            embedder.release_images()\n",
+        "",
+        ("tests/integration/test_backends.py::test_auto_serves_the_fastest_measured_backend_and_records_why",),
+        "the first run holds every candidate's image tower at once: 1.45 GB daemon RSS for ViT-B/32",
+    ),
 ]
 
 

@@ -138,6 +138,8 @@ def measure(load: Callable[[Any], Any], models: Path, key: dict[str, Any]) -> tu
             if not pixels:
                 pixels = [embedder.prepare(probe_image(seed)) for seed in range(PROBE_BATCH)]
             speed, vectors = _time(embedder, pixels)
+            # One image tower held at a time (ViT-B/32: ~350 MB each): the pick opens again on its first picture.
+            embedder.release_images()
         except (OnnxUnavailable, ModelUnavailable) as exc:  # a candidate that cannot serve is left out
             results.append({**entry, "error": str(exc)})
             continue

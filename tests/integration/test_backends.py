@@ -201,6 +201,8 @@ def test_auto_serves_the_fastest_measured_backend_and_records_why(tiny_model, st
     assert saved["pick"]["backend"] == fastest
     assert saved["key"] == choice.machine_key(embedder.fingerprint)
     assert all(r["min_cosine"] >= 0.999 for r in saved["results"])
+    assert not embedder.image_loaded  # each candidate's tower was freed after its timing: one held at a time
+    assert vectors(embedder)[0].shape == (6, embedder.dim)
 
 
 def test_auto_measures_once_then_again_when_a_key_part_changes(tiny_model, state, monkeypatch):
