@@ -875,6 +875,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_backends.py::test_auto_serves_the_fastest_measured_backend_and_records_why",),
         "the first run holds every candidate's image tower at once: 1.45 GB daemon RSS for ViT-B/32",
     ),
+    Mutation(
+        "auto-measured-in-the-serving-process",
+        "daemon/embedders/prepare.py",
+        '            _measure(model, root, manifest["fingerprint"])\n',
+        "            pass\n",
+        ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
+        "the first-run daemon loads every candidate runtime to measure them and keeps the losers mapped",
+    ),
 ]
 
 

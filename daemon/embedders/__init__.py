@@ -52,15 +52,18 @@ def load_embedder(
     if backend != "torch" and state_dir is not None and device != "cuda":
         from .onnx import OnnxUnavailable, load_onnx
 
-        def load(runtime: Any = None) -> Embedder:
-            return load_onnx(model, state_dir, batch_size=batch_size, text_model=text_model, runtime=runtime)
+        def load(runtime: Any = None, measure: bool = False) -> Embedder:
+            return load_onnx(
+                model, state_dir, batch_size=batch_size, text_model=text_model, runtime=runtime, measure=measure
+            )
 
         try:
             if backend == "openvino":
                 from .choice import make_runtime
 
                 return load(make_runtime("openvino", precision))
-            embedder = load()  # exports first where need be; sessions open on first use
+            # exports first where need be, and then measures in the same child; sessions open on first use
+            embedder = load(measure=backend == "auto")
             if backend == "onnx" or embedder.fingerprint is None:
                 return embedder
             from .choice import load_auto

@@ -332,4 +332,7 @@ def test_first_run_exports_in_a_child_and_never_imports_torch(tiny_model, tmp_pa
     ]
     assert "onnxruntime" in imported  # the log is this process's own
     assert [m for m in imported if m.split(".")[0] in ("torch", "transformers", "sentence_transformers")] == []
-    assert list((tmp_path / "state" / "models").glob("*/backend-*.json"))  # and auto measured
+    (record,) = (tmp_path / "state" / "models").glob("*/backend-*.json")  # and auto measured,
+    assert "measuring which runtime" not in result.stderr  # in the export's child, not in this process:
+    if json.loads(record.read_text())["pick"]["backend"] == "onnx":  # so the runtimes that lost were never loaded
+        assert [m for m in imported if m.split(".")[0] == "openvino"] == []
