@@ -853,8 +853,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "openvino-cache-served-unprobed",
         "daemon/embedders/openvino.py",
-        "            if score >= self.threshold:\n                return cached\n",
-        "            return cached\n",
+        "                if score >= self.threshold:\n                    return session\n",
+        "                return session\n",
         (
             "tests/integration/test_backends.py::test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served",
         ),
@@ -863,7 +863,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "openvino-compile-unverified",
         "daemon/embedders/openvino.py",
-        "        self._verify(path, threads, tower, session)\n",
+        "            self._verify(path, threads, tower, session)\n",
         "",
         ("tests/integration/test_backends.py::test_openvino_that_disagrees_with_fp32_is_refused_and_not_cached",),
         "a freshly compiled tower serves (and is cached) without agreeing with ONNX Runtime fp32",
@@ -871,7 +871,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "openvino-cache-never-written",
         "daemon/embedders/openvino.py",
-        "        self._save(session, blob, note, key)\n",
+        "        self._save(cache, note, key)\n",
         "",
         (
             "tests/integration/test_backends.py::test_openvino_serves_the_onnx_backends_vectors_and_caches_its_compiled_towers",
@@ -1193,6 +1193,89 @@ MUTATIONS: list[Mutation] = [
         "            builder.join()\n",
         ("tests/unit/test_index.py::test_a_bounded_close_leaves_a_build_stuck_in_one_round_and_it_swaps_nothing_in",),
         "SIGTERM during the start-up index build waits out a k-means round: tens of seconds at 1M, then SIGKILL",
+    ),
+    # -- the runtimes, round 2: OpenVINO's own model cache (issue 22) --
+    Mutation(
+        "openvino-recompile-unverified",
+        "daemon/embedders/openvino.py",
+        "            if from_cache:\n",
+        "            if True:\n",
+        (
+            "tests/integration/test_backends.py::"
+            "test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified[garbage]",
+        ),
+        "a blob OpenVINO would not load is compiled anew inside compile_model and served without the fp32 check",
+    ),
+    Mutation(
+        "openvino-earlier-blob-file-kept",
+        "daemon/embedders/openvino.py",
+        "            cache.unlink(missing_ok=True)\n",
+        "            pass\n",
+        (
+            "tests/integration/test_backends.py::"
+            "test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified[earlier-release]",
+        ),
+        "a state folder from the release that kept one blob file cannot serve OpenVINO any more",
+    ),
+    Mutation(
+        "openvino-verify-opens-onnx-runtime",
+        "daemon/embedders/openvino.py",
+        "        recorded = tower.probe_reference()\n",
+        "        recorded = None\n",
+        (
+            "tests/integration/test_backends.py::"
+            "test_a_fresh_compile_is_checked_on_the_exports_fp32_vectors_without_onnx_runtime[recorded]",
+        ),
+        "every OpenVINO compile opens an ONNX Runtime session for its reference: seconds more on a first run",
+    ),
+    Mutation(
+        "cuda-silently-on-the-cpu",
+        "daemon/embedders/runtime.py",
+        "    if session.get_providers()[0] != providers[0]:",
+        "    if False:",
+        ("tests/integration/test_backends.py::test_a_gpu_candidate_that_does_not_load_is_left_out_and_the_cpu_serves",),
+        "onnxruntime-gpu without a working CUDA runs on the CPU under the name of a GPU candidate",
+    ),
+    Mutation(
+        "gpu-pick-not-opened-at-load",
+        "daemon/embedders/choice.py",
+        "                embedder.encode_images([])  # a GPU",
+        "                pass  # a GPU",
+        ("tests/integration/test_backends.py::test_a_recorded_gpu_pick_that_fails_to_open_gives_way_to_the_cpu",),
+        "a recorded GPU that went away fails the first picture instead of giving way to the CPU",
+    ),
+    Mutation(
+        "openvino-numbered-gpus-missed",
+        "daemon/embedders/devices.py",
+        '        if name.split(".")[0] == "GPU":',
+        '        if name == "GPU":',
+        ("tests/unit/test_devices.py::test_each_openvino_gpu_is_a_candidate_at_its_own_precision",),
+        "a machine with two GPUs (GPU.0, GPU.1) measures neither",
+    ),
+    Mutation(
+        "auto-falls-back-to-torch",
+        "daemon/embedders/__init__.py",
+        '            raise ModelUnavailable(\n                f"cannot run model',
+        "            return load_embedder(model, device, precision, batch_size, 'torch', state_dir, text_model)\n"
+        '            raise ModelUnavailable(\n                f"cannot run model',
+        ("tests/integration/test_embedders.py::test_export_that_disagrees_with_torch_is_refused",),
+        "auto loads torch into a serving process (1.7 GB for its life): the issue says torch runs only when named",
+    ),
+    Mutation(
+        "auto-measures-holding-every-tower",
+        "daemon/embedders/choice.py",
+        "            embedder.release_images()\n",
+        "",
+        ("tests/integration/test_backends.py::test_auto_serves_the_fastest_measured_backend_and_records_why",),
+        "the first run holds every candidate's image tower at once: 1.45 GB daemon RSS for ViT-B/32",
+    ),
+    Mutation(
+        "auto-measured-in-the-serving-process",
+        "daemon/embedders/prepare.py",
+        '            _measure(model, root, manifest["fingerprint"])\n',
+        "            pass\n",
+        ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
+        "the first-run daemon loads every candidate runtime to measure them and keeps the losers mapped",
     ),
 ]
 

@@ -29,10 +29,12 @@ def load_embedder(
     state_dir: Path | None = None,
     text_model: str | None = None,
 ) -> Embedder:
-    """The model for `backend`; `auto` takes the runtime measured fastest here, torch only where no export can be made.
+    """The model for `backend`; `auto` takes the exported runtime measured fastest here.
 
-    Exported files live under state_dir, so without one only torch is possible. `precision` applies
-    to torch, and to a named openvino; `auto` lets the measurement decide.
+    torch runs only when named (or for `device='cuda'`, which only torch serves): no serving process
+    may import it, so `auto` that cannot export says so and names `--backend torch` instead of loading
+    it. Exported files live under state_dir. `precision` applies to torch, and to a named openvino;
+    `auto` lets the measurement decide.
     """
     if backend not in BACKENDS:
         raise ModelUnavailable(f"unknown backend '{backend}'; use one of {', '.join(BACKENDS)}.")
@@ -40,21 +42,28 @@ def load_embedder(
     named = EXPORTED.get(backend)
     if named and state_dir is None:
         raise ModelUnavailable(f"the {named} backend needs a state folder to keep its exported model in.")
+    if backend == "auto" and state_dir is None and device != "cuda":
+        raise ModelUnavailable(
+            "the auto backend needs a state folder to keep its exported model in; or --backend torch."
+        )
     if named and device == "cuda":
         raise ModelUnavailable(f"the {named} backend runs on the CPU; use --backend torch with --device cuda.")
     preloaded = fingerprint = None
     if backend != "torch" and state_dir is not None and device != "cuda":
         from .onnx import OnnxUnavailable, load_onnx
 
-        def load(runtime: Any = None) -> Embedder:
-            return load_onnx(model, state_dir, batch_size=batch_size, text_model=text_model, runtime=runtime)
+        def load(runtime: Any = None, measure: bool = False) -> Embedder:
+            return load_onnx(
+                model, state_dir, batch_size=batch_size, text_model=text_model, runtime=runtime, measure=measure
+            )
 
         try:
             if backend == "openvino":
                 from .choice import make_runtime
 
                 return load(make_runtime("openvino", precision))
-            embedder = load()  # exports first where need be; sessions open on first use
+            # exports first where need be, and then measures in the same child; sessions open on first use
+            embedder = load(measure=backend == "auto")
             if backend == "onnx" or embedder.fingerprint is None:
                 return embedder
             from .choice import load_auto
@@ -63,8 +72,9 @@ def load_embedder(
         except OnnxUnavailable as exc:
             if named:
                 raise ModelUnavailable(f"cannot use the {named} backend: {exc}; try --backend torch.") from None
-            log.warning("%s; using the torch backend", exc)
-            preloaded, fingerprint = exc.st_model, exc.fingerprint
+            raise ModelUnavailable(
+                f"cannot run model '{model}' on ONNX Runtime or OpenVINO: {exc}; name --backend torch to use torch."
+            ) from None
     from .torch import ClipEmbedder
 
     if fingerprint is None and state_dir is not None:

@@ -1,9 +1,10 @@
 """`[model] backend = auto`: the fastest runtime that keeps the vectors faithful, measured on this machine.
 
-The first time a model is served on a machine, each candidate (ONNX Runtime fp32, OpenVINO at its own
-precision, OpenVINO fp32) embeds the same probe batch; the fastest whose vectors agree with ONNX
+The first time a model is served on a machine, each candidate (devices.py: ONNX Runtime fp32, OpenVINO
+at its own precision and at fp32, and on a GPU ONNX Runtime's CUDA provider or OpenVINO's GPU device
+where they are installed) embeds the same probe batch; the fastest whose vectors agree with ONNX
 Runtime fp32 (min cosine >= 0.999, each probe nearest its own reference) is recorded under a key of
-the CPU model, core count, library versions and weights fingerprint, and served from then on without
+the CPU model, the GPUs present, core count, library versions and weights fingerprint, and served from then on without
 measuring. A changed key part means a new measurement. A recorded backend that fails to load gives
 way to the next fastest, with one log line. torch is never a candidate: it runs only when named.
 
@@ -26,13 +27,13 @@ import numpy as np
 
 from ..errors import ModelUnavailable
 from .base import normalise
+from .devices import Candidate, candidates, detect
 from .openvino import cpu_model, version
 from .preprocess import probe_image
 from .runtime import OnnxUnavailable, OrtRuntime, cosines
 
 log = logging.getLogger(__name__)
 
-CANDIDATES = (("onnx", "float32"), ("openvino", "auto"), ("openvino", "float32"))
 PROBE_BATCH = 8  # enough to reach the steady per-image cost, small enough to keep the first run short
 MIN_COSINE = 0.999
 TIMED_RUNS = 2
@@ -40,19 +41,27 @@ TIMED_RUNS = 2
 MARGIN = 1.1
 
 
-def make_runtime(backend: str, precision: str = "auto") -> Any:
+def make_runtime(backend: str, precision: str = "auto", device: str = "cpu") -> Any:
     """The runtime object a backend name stands for; RuntimeRefused when its library is missing."""
     if backend == "onnx":
-        return OrtRuntime()
+        return OrtRuntime(device)
     from .openvino import OpenVinoRuntime
 
-    return OpenVinoRuntime(precision)
+    return OpenVinoRuntime(precision) if device == "cpu" else OpenVinoRuntime(precision, device)
+
+
+def accelerators() -> list[str]:
+    """The GPUs this machine shows, cheaply (no runtime's device scan): a change means measuring again."""
+    found = [f"dri/{p.name}" for p in sorted(Path("/dev/dri").glob("renderD*"))]
+    found += [f"nvidia/{p.name}" for p in sorted(Path("/dev").glob("nvidia[0-9]*"))]
+    return found
 
 
 def machine_key(fingerprint: str) -> dict[str, Any]:
     """What a measurement depends on: a change in any part measures again."""
     return {
         "cpu": cpu_model(),
+        "accelerators": accelerators(),
         "cores": os.cpu_count(),
         "onnxruntime": version("onnxruntime"),
         "openvino": version("openvino"),
@@ -82,22 +91,29 @@ def ranking(record: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(passed, key=lambda r: -float(r["images_per_s"]) * (MARGIN if r["backend"] == "onnx" else 1.0))
 
 
+def label(result: dict[str, Any]) -> str:
+    """'onnx float32', or 'openvino float16 on GPU' for a candidate off the CPU."""
+    device = result.get("device", "cpu")
+    return f"{result['backend']} {result['precision']}" + ("" if device == "cpu" else f" on {device}")
+
+
 def reason(record: dict[str, Any], chosen: dict[str, Any]) -> str:
-    """One line saying why `chosen` runs: its speed against the others measured on this CPU."""
+    """One line saying why `chosen` runs: its speed against the others measured on this machine."""
     others = [r for r in ranking(record) if r is not chosen and r != chosen]
-    line = f"{chosen['backend']} {chosen['precision']}: {chosen['images_per_s']:.1f} img/s"
+    line = f"{label(chosen)}: {chosen['images_per_s']:.1f} img/s"
     if others:
-        line += " vs " + ", ".join(f"{r['backend']} {r['precision']} {r['images_per_s']:.1f}" for r in others)
-    return line + " on this CPU"
+        line += " vs " + ", ".join(f"{label(r)} {r['images_per_s']:.1f}" for r in others)
+    return line + (" on this CPU" if all(r.get("device", "cpu") == "cpu" for r in record["results"]) else "")
 
 
 def _time(embedder: Any, pixels: list[Any]) -> tuple[float, np.ndarray]:
-    """Images per second on the probe batch (best of a few runs after a warm-up) and the vectors."""
-    vectors = embedder.encode_images(pixels)  # opens (compiles, verifies) the tower and warms it
-    best = float("inf")
+    """Images per second on the probe batch (best of a few runs) and the vectors."""
+    # Opening the tower (compile, verify, probe) runs it on a picture already: that is the warm-up.
+    embedder.encode_images([])
+    best, vectors = float("inf"), None
     for _ in range(TIMED_RUNS):
         started = time.perf_counter()
-        embedder.encode_images(pixels)
+        vectors = embedder.encode_images(pixels)
         best = min(best, time.perf_counter() - started)
     return len(pixels) / max(best, 1e-9), vectors
 
@@ -109,19 +125,21 @@ def measure(load: Callable[[Any], Any], models: Path, key: dict[str, Any]) -> tu
     embedders: dict[int, Any] = {}
     reference: np.ndarray | None = None
     pixels: list[Any] = []
-    seen: set[tuple[str, str]] = set()
-    for backend, precision in CANDIDATES:
-        entry: dict[str, Any] = {"backend": backend, "precision": precision}
+    seen: set[Candidate] = set()
+    for backend, precision, device in candidates(detect()):
+        entry: dict[str, Any] = {"backend": backend, "precision": precision, "device": device}
         try:
-            runtime = make_runtime(backend, precision)
+            runtime = make_runtime(backend, precision, device)
             entry["precision"] = runtime.precision
-            if (backend, runtime.precision) in seen:
+            if Candidate(backend, runtime.precision, device) in seen:
                 continue  # OpenVINO's own precision is fp32 on this CPU: measured once
-            seen.add((backend, runtime.precision))
+            seen.add(Candidate(backend, runtime.precision, device))
             embedder = load(runtime)
             if not pixels:
                 pixels = [embedder.prepare(probe_image(seed)) for seed in range(PROBE_BATCH)]
             speed, vectors = _time(embedder, pixels)
+            # One image tower held at a time (ViT-B/32: ~350 MB each): the pick opens again on its first picture.
+            embedder.release_images()
         except (OnnxUnavailable, ModelUnavailable) as exc:  # a candidate that cannot serve is left out
             results.append({**entry, "error": str(exc)})
             continue
@@ -139,7 +157,7 @@ def measure(load: Callable[[Any], Any], models: Path, key: dict[str, Any]) -> tu
     best = ranking(record)
     if not best:
         raise OnnxUnavailable("no runtime gave faithful vectors: " + "; ".join(r["error"] for r in results))
-    record["pick"] = {"backend": best[0]["backend"], "precision": best[0]["precision"]}
+    record["pick"] = {k: best[0][k] for k in ("backend", "precision", "device")}
     _write(record_path(models, key), record)
     log.info("backend: %s", reason(record, best[0]))
     return record, embedders[results.index(best[0])]
@@ -176,8 +194,10 @@ def load_auto(load: Callable[[Any], Any], models: Path, fingerprint: str) -> Any
     order = ranking(record)
     for i, chosen in enumerate(order):
         try:
-            embedder = load(make_runtime(chosen["backend"], chosen["precision"]))
-        except OnnxUnavailable as exc:
+            embedder = load(make_runtime(chosen["backend"], chosen["precision"], chosen.get("device", "cpu")))
+            if chosen.get("device", "cpu") != "cpu":
+                embedder.encode_images([])  # a GPU that went away fails here, while the CPU can still take over
+        except (OnnxUnavailable, ModelUnavailable) as exc:
             following = order[i + 1] if i + 1 < len(order) else None
             if following is None:
                 raise

@@ -120,10 +120,11 @@ def export_model(st_model: Any, fingerprint: str, store: ModelStore, name: str) 
             manifest["image"] = {
                 "files": {"image.onnx": (staging / "image.onnx").stat().st_size},
                 "prep": prep.as_dict(),
-                "probe": reference.tolist(),
+                "probe": reference[0].tolist(),
+                "probes": reference.tolist(),  # fp32 vectors of the whole probe set: other runtimes check on them
                 "verified_cosine": score,
             }
-            manifest["dim"] = len(reference)
+            manifest["dim"] = reference.shape[1]
         text = text_prep_of(st_model)
         (staging / "tokenizer.json").write_text(text["tokenizer"])
         tokens = TextPrep(text["tokenizer"], text["max_length"], text["pad_id"])
@@ -133,10 +134,11 @@ def export_model(st_model: Any, fingerprint: str, store: ModelStore, name: str) 
             "files": {name: (staging / name).stat().st_size for name in ("text.onnx", "tokenizer.json")},
             "max_length": text["max_length"],
             "pad_id": text["pad_id"],
-            "probe": reference.tolist(),
+            "probe": reference[0].tolist(),
+            "probes": reference.tolist(),
             "verified_cosine": score,
         }
-        manifest.setdefault("dim", len(reference))
+        manifest.setdefault("dim", reference.shape[1])
         for path in staging.iterdir():
             _fsync(path)
         (staging / "manifest.json").write_text(json.dumps(manifest))
@@ -159,7 +161,7 @@ def _verify_images(st_model: Any, prep: ImagePrep, path: Path) -> tuple[float, n
     session = make_session(path)
     got = normalise(session.run(None, {"pixel_values": prep.pixels(images)})[0])
     want = _torch_vectors(st_model, images)
-    return _check("image", cosines(got, want)), want[0]
+    return _check("image", cosines(got, want)), want
 
 
 def _verify_texts(st_model: Any, tokens: TextPrep, path: Path) -> tuple[float, np.ndarray]:
@@ -167,7 +169,7 @@ def _verify_texts(st_model: Any, tokens: TextPrep, path: Path) -> tuple[float, n
     got = normalise(session.run(None, tokens.encode(list(PROBE_TEXTS)))[0])
     single = normalise(session.run(None, tokens.encode([PROBE_TEXTS[2]]))[0])  # unpadded, alone
     want = _torch_vectors(st_model, list(PROBE_TEXTS))
-    return _check("text", np.concatenate([cosines(got, want), cosines(single, want[2:])])), want[0]
+    return _check("text", np.concatenate([cosines(got, want), cosines(single, want[2:])])), want
 
 
 def ensure_exported(

@@ -99,6 +99,11 @@ class Tower:
             return self.inputs([self.image.prepare(probe_image(seed, size)) for seed, size in enumerate(PROBE_SIZES)])
         return self.inputs(list(PROBE_TEXTS))
 
+    def probe_reference(self) -> np.ndarray | None:
+        """The fp32 vectors the export recorded for the probe set, or None from an export that kept only one."""
+        probes = self.manifest[self.kind].get("probes")
+        return np.asarray(probes, dtype=np.float32) if probes else None
+
     def _open(self) -> Any:
         path = self.folder / f"{self.kind}.onnx"
         try:
@@ -198,7 +203,7 @@ class OnnxEmbedder:
         return self._image.release()
 
 
-def _exported(store: ModelStore, model: str, tower: str) -> tuple[Path, dict[str, Any]]:
+def _exported(store: ModelStore, model: str, tower: str, measure: bool = False) -> tuple[Path, dict[str, Any]]:
     """The export holding `tower` for `model`: found by the name note without torch, else made now."""
     key = model_key(model)
     fingerprint = store.lookup(key)
@@ -206,7 +211,7 @@ def _exported(store: ModelStore, model: str, tower: str) -> tuple[Path, dict[str
         manifest = store.manifest(fingerprint)
         if manifest is not None and tower in manifest:
             return store.folder(fingerprint), manifest
-    return prepare.export(store, model)  # first use, or the files changed: torch, in a child process
+    return prepare.export(store, model, measure=measure)  # first use, or the files changed: torch, in a child
 
 
 def load_onnx(
@@ -217,17 +222,19 @@ def load_onnx(
     threads: int = 0,
     device: str = "cpu",
     runtime: Any = None,
+    measure: bool = False,
 ) -> OnnxEmbedder:
     """Open the exported towers of `model` (and `text_model`), exporting them first if need be.
 
-    `runtime` serves them: ONNX Runtime fp32 by default, or an OpenVinoRuntime.
+    `runtime` serves them: ONNX Runtime fp32 by default, or an OpenVinoRuntime. `measure`: an export
+    made now also runs `auto`'s measurement in its child process, so this one loads only what won.
     """
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
         raise OnnxUnavailable("onnxruntime is not installed") from None
     store = ModelStore(Path(state_dir) / "models")
-    folder, manifest = _exported(store, model, "image")
+    folder, manifest = _exported(store, model, "image", measure)
     if "image" not in manifest:
         raise ModelUnavailable(f"model '{model}' cannot embed images; imgd needs a CLIP model such as clip-ViT-B-32.")
 

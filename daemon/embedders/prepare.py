@@ -26,8 +26,12 @@ IN_CHILD = True  # tests that patch the exporter in this process set it False
 EXPORT_TIMEOUT_S = 1800.0
 
 
-def export(store: ModelStore, model: str, force: bool = False) -> tuple[Path, dict[str, Any]]:
-    """Export `model` into `store` (again when `force`) and return its folder and manifest."""
+def export(store: ModelStore, model: str, force: bool = False, measure: bool = False) -> tuple[Path, dict[str, Any]]:
+    """Export `model` into `store` (again when `force`) and return its folder and manifest.
+
+    `measure`: the child also runs `auto`'s measurement after the export and records it, so the serving
+    process never loads (or keeps mapped) the runtimes that lost.
+    """
     if not IN_CHILD:
         from .export import ensure_exported
 
@@ -39,7 +43,7 @@ def export(store: ModelStore, model: str, force: bool = False) -> tuple[Path, di
     env.pop("PYTHONPROFILEIMPORTTIME", None)  # the child's import log is not this process's
     try:
         done = subprocess.run(
-            [*command, *(["--force"] if force else [])],
+            [*command, *(["--force"] if force else []), *(["--measure"] if measure else [])],
             capture_output=True,
             text=True,
             env=env,
@@ -76,12 +80,27 @@ def main(argv: list[str]) -> int:
     try:
         _folder, manifest = ensure_exported(ModelStore(root), model, "cpu", force=force)
         reply: dict[str, Any] = {"fingerprint": manifest["fingerprint"]}
+        if "--measure" in argv[2:]:
+            _measure(model, root, manifest["fingerprint"])
     except ModelUnavailable as exc:
         reply = {"error": str(exc), "kind": "model"}
     except OnnxUnavailable as exc:
         reply = {"error": str(exc), "kind": "onnx", "fingerprint": exc.fingerprint}
     sys.stdout.write(json.dumps(reply) + "\n")
     return 0
+
+
+def _measure(model: str, root: Path, fingerprint: str) -> None:
+    """Record `auto`'s measurement for the fresh export; a failure here leaves it to the serving process."""
+    from .choice import machine_key, measure, read_record
+    from .onnx import load_onnx
+
+    if read_record(root, machine_key(fingerprint)) is not None:
+        return
+    try:
+        measure(lambda runtime: load_onnx(model, root.parent, runtime=runtime), root, machine_key(fingerprint))
+    except (OnnxUnavailable, ModelUnavailable) as exc:
+        logging.getLogger(__name__).warning("could not measure the runtimes here (%s)", exc)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,8 @@ def test_openvino_serves_the_onnx_backends_vectors_and_caches_its_compiled_tower
     folder = export_folder(state)
     for tower in ("image", "text"):
         note = json.loads((folder / f"{tower}.{ov.precision}.json").read_text())
-        assert note["size"] == (folder / f"{tower}.{ov.precision}.ov").stat().st_size > 0
+        (blob,) = (folder / f"{tower}.{ov.precision}.ov").glob("*.blob")
+        assert note["blobs"] == {blob.name: blob.stat().st_size} and blob.stat().st_size > 0
         assert note["key"]["cpu"] == openvino.cpu_model()
 
 
@@ -82,21 +83,27 @@ def test_openvino_warm_start_imports_the_cache_without_compiling(tiny_model, sta
     np.testing.assert_allclose(first[1], again[1], atol=1e-5)
 
 
-@pytest.mark.parametrize("damage", ["missing", "truncate", "garbage", "stale-key"])
+@pytest.mark.parametrize("damage", ["missing", "truncate", "garbage", "stale-key", "earlier-release"])
 def test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified(tiny_model, state, damage, monkeypatch, caplog):
     good = vectors(load(tiny_model, state, "openvino"))[0]
     folder = export_folder(state)
-    (blob,) = folder.glob("image.*.ov")
-    note = blob.with_suffix(".json")
+    (blob,) = folder.glob("image.*.ov/*.blob")
+    note = blob.parent.with_suffix(".json")
+    blob.chmod(0o644)  # OpenVINO writes its blobs read-only
     if damage == "missing":
         blob.unlink()
     elif damage == "truncate":
         blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])
     elif damage == "garbage":
         blob.write_bytes(b"\0" * blob.stat().st_size)  # same size: only loading it tells
-    else:
+    elif damage == "stale-key":
         recorded = json.loads(note.read_text())
         note.write_text(json.dumps({**recorded, "key": {**recorded["key"], "openvino": "0.0"}}))
+    else:  # the single exported blob and its note that imgd 0.x kept under the same names
+        data = blob.read_bytes()
+        shutil.rmtree(blob.parent)
+        blob.parent.write_bytes(data)
+        note.write_text(json.dumps({"key": json.loads(note.read_text())["key"], "size": len(data)}))
     verified = []
     real = openvino.OpenVinoRuntime._verify
     monkeypatch.setattr(openvino.OpenVinoRuntime, "_verify", lambda *a: verified.append(a[3].kind) or real(*a))
@@ -104,7 +111,8 @@ def test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified(tiny_model,
         rebuilt = vectors(load(tiny_model, state, "openvino"))[0]
     assert verified == ["image"]
     np.testing.assert_allclose(rebuilt, good, atol=1e-5)
-    assert json.loads(note.read_text())["size"] == blob.stat().st_size
+    (blob,) = folder.glob("image.*.ov/*.blob")
+    assert json.loads(note.read_text())["blobs"] == {blob.name: blob.stat().st_size}
     assert json.loads(note.read_text())["key"]["openvino"] == openvino.version("openvino")
     if damage in ("truncate", "garbage"):
         assert "is damaged" in caplog.text
@@ -137,6 +145,26 @@ def test_openvino_that_disagrees_with_fp32_is_refused_and_not_cached(tiny_model,
     with pytest.raises(ModelUnavailable, match=r"cannot use the OpenVINO backend: OpenVINO \w+ disagrees with fp32"):
         load(tiny_model, state, "openvino").encode_images([])
     assert not list(export_folder(state).glob("*.ov"))
+
+
+@pytest.mark.parametrize("export", ["recorded", "earlier"])
+def test_a_fresh_compile_is_checked_on_the_exports_fp32_vectors_without_onnx_runtime(
+    tiny_model, state, monkeypatch, export
+):
+    folder = export_folder(state)
+    if export == "earlier":  # an export made before the whole probe set's vectors were recorded
+        manifest = json.loads((folder / "manifest.json").read_text())
+        for tower in ("image", "text"):
+            del manifest[tower]["probes"]
+        (folder / "manifest.json").write_text(json.dumps(manifest))
+    sessions = []
+    real = openvino.make_session
+    monkeypatch.setattr(openvino, "make_session", lambda *a: sessions.append(a[0].name) or real(*a))
+    served = vectors(load(tiny_model, state, "openvino"))
+    assert sessions == ([] if export == "recorded" else ["image.onnx", "text.onnx"])
+    want = vectors(load(tiny_model, state, "onnx"))
+    assert np.sum(served[0] * want[0], axis=1).min() >= 0.999
+    assert np.sum(served[1] * want[1], axis=1).min() >= 0.999
 
 
 def test_openvino_backend_is_a_config_choice(make_config):
@@ -173,6 +201,8 @@ def test_auto_serves_the_fastest_measured_backend_and_records_why(tiny_model, st
     assert saved["pick"]["backend"] == fastest
     assert saved["key"] == choice.machine_key(embedder.fingerprint)
     assert all(r["min_cosine"] >= 0.999 for r in saved["results"])
+    assert not embedder.image_loaded  # each candidate's tower was freed after its timing: one held at a time
+    assert vectors(embedder)[0].shape == (6, embedder.dim)
 
 
 def test_auto_measures_once_then_again_when_a_key_part_changes(tiny_model, state, monkeypatch):
@@ -224,6 +254,36 @@ def test_recorded_backend_that_fails_to_load_gives_way_to_the_next_with_one_line
     assert vectors(embedder)[0].shape == (6, embedder.dim)
 
 
+def test_a_gpu_candidate_that_does_not_load_is_left_out_and_the_cpu_serves(tiny_model, state, monkeypatch):
+    """This machine has no CUDA: onnxruntime's CUDA provider, offered, falls back to the CPU and is refused."""
+    from imgd.daemon.embedders.devices import Devices
+
+    devices = Devices(("CUDAExecutionProvider", "CPUExecutionProvider"), ("CPU",), {"CPU": ("FP32",)})
+    monkeypatch.setattr(choice, "detect", lambda: devices)
+    embedder = load(tiny_model, state, "auto")
+    assert embedder.backend in ("onnx", "openvino")
+    (record,) = export_folder(state).glob("backend-*.json")
+    saved = json.loads(record.read_text())
+    (cuda,) = [r for r in saved["results"] if r["device"] == "cuda"]
+    assert "CUDAExecutionProvider did not load" in cuda["error"]
+    assert saved["pick"]["device"] == "cpu"
+    assert vectors(embedder)[0].shape == (6, embedder.dim)
+
+
+def test_a_recorded_gpu_pick_that_fails_to_open_gives_way_to_the_cpu(tiny_model, state, monkeypatch, caplog):
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 10.0})
+    load(tiny_model, state, "auto")
+    (path,) = export_folder(state).glob("backend-*.json")
+    record = json.loads(path.read_text())
+    gpu = {"backend": "onnx", "precision": "float32", "device": "cuda", "images_per_s": 400.0, "min_cosine": 1.0}
+    path.write_text(json.dumps({**record, "results": [gpu, *record["results"]]}))
+    with caplog.at_level(logging.WARNING):
+        embedder = load(tiny_model, state, "auto")
+    assert (embedder.backend, embedder._image.runtime.device) == ("onnx", "cpu")
+    assert "onnx failed to load" in caplog.text and "did not load" in caplog.text
+    assert vectors(embedder)[0].shape == (6, embedder.dim)
+
+
 def test_config_and_status_say_which_backend_auto_runs_and_why(tiny_model, state, monkeypatch):
     from click.testing import CliRunner
     from imgd.cli.main import cli
@@ -272,4 +332,7 @@ def test_first_run_exports_in_a_child_and_never_imports_torch(tiny_model, tmp_pa
     ]
     assert "onnxruntime" in imported  # the log is this process's own
     assert [m for m in imported if m.split(".")[0] in ("torch", "transformers", "sentence_transformers")] == []
-    assert list((tmp_path / "state" / "models").glob("*/backend-*.json"))  # and auto measured
+    (record,) = (tmp_path / "state" / "models").glob("*/backend-*.json")  # and auto measured,
+    assert "measuring which runtime" not in result.stderr  # in the export's child, not in this process:
+    if json.loads(record.read_text())["pick"]["backend"] == "onnx":  # so the runtimes that lost were never loaded
+        assert [m for m in imported if m.split(".")[0] == "openvino"] == []

@@ -149,17 +149,22 @@ def test_export_that_disagrees_with_torch_is_refused(tiny_model, tmp_path, monke
     with pytest.raises(ModelUnavailable, match=r"cannot use the ONNX backend: the exported image model disagrees"):
         onnx_embedder(tiny_model, tmp_path / "state")
     assert not [p for p in (tmp_path / "state" / "models").iterdir() if p.name not in ("names",)]
-    with caplog.at_level(logging.WARNING):
-        fallback = load_embedder(str(tiny_model), device="cpu", backend="auto", state_dir=tmp_path / "state")
-    assert fallback.backend == "torch"
-    assert "using the torch backend" in caplog.text
+    # torch runs only when named: auto says what failed and how to ask for torch, and loads nothing
+    with pytest.raises(
+        ModelUnavailable, match=r"on ONNX Runtime or OpenVINO: the exported image model disagrees.*--backend torch"
+    ):
+        load_embedder(str(tiny_model), device="cpu", backend="auto", state_dir=tmp_path / "state")
+    assert (
+        load_embedder(str(tiny_model), device="cpu", backend="torch", state_dir=tmp_path / "state").backend == "torch"
+    )
 
 
 def test_auto_backend_serves_an_export_where_it_can(tiny_model, onnx_state):
     # Which exported runtime is measured here (tests/integration/test_backends.py pins the timings).
     chosen = load_embedder(str(tiny_model), device="cpu", backend="auto", state_dir=onnx_state).backend
     assert chosen in ("onnx", "openvino")
-    assert load_embedder(str(tiny_model), device="cpu", backend="auto").backend == "torch"  # nowhere to export to
+    with pytest.raises(ModelUnavailable, match="needs a state folder"):  # nowhere to export to, and no torch unasked
+        load_embedder(str(tiny_model), device="cpu", backend="auto")
 
 
 def test_store_ignores_a_half_written_export(tmp_path):
