@@ -1271,7 +1271,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "auto-measured-in-the-serving-process",
-        "daemon/embedders/prepare.py",
+        "daemon/embedders/exportchild.py",
         '            _measure(model, root, manifest["fingerprint"])\n',
         "            pass\n",
         ("tests/integration/test_backends.py::test_first_run_exports_in_a_child_and_never_imports_torch",),
