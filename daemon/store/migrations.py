@@ -151,12 +151,36 @@ def _vectors(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(5, "places: each content's city, region and country, named from its stored GPS")
+def _places(conn: sqlite3.Connection) -> None:
+    # Issue 26 numbers this step 7 (two steps of other work come first); renumbered where they merge.
+    # The place is named from the GPS already stored, here and now: no file is read again, and naming
+    # is fast enough for a transaction (benchmarks/bench_places.py: 1M positions in seconds).
+    # (latitude, longitude) is indexed for --near (a latitude band, then longitude from the index),
+    # country for --country.
+    from . import places
+
+    _run(
+        conn,
+        """
+        ALTER TABLE media ADD COLUMN city TEXT;
+        ALTER TABLE media ADD COLUMN region TEXT;
+        ALTER TABLE media ADD COLUMN country TEXT;
+        CREATE INDEX media_position ON media(latitude, longitude);
+        CREATE INDEX media_country ON media(country)
+        """,
+    )
+    places.name_stored(conn)
+
+
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
 # tables of schema 4: views in its own temp schema, over the older tables, under the new names.
 READ_AS_LATEST = {
     1: ["CREATE TEMP VIEW vectors AS SELECT id, id AS content_id, 0.0 AS at, vector FROM main.contents"],
     3: ["CREATE TEMP VIEW next_vectors AS SELECT content_id AS vector_id, vector FROM main.next_vectors"],
 }
+# Before schema 5 no place is named: the reader sees none (a writer names them when it upgrades the file).
+PLACES_AS_LATEST = "CREATE TEMP VIEW media AS SELECT *, NULL AS city, NULL AS region, NULL AS country FROM main.media"
 
 
 def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
@@ -166,6 +190,8 @@ def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
             if version >= since:
                 for statement in statements:
                     conn.execute(statement)
+    if 2 <= version < 5:
+        conn.execute(PLACES_AS_LATEST)
 
 
 LATEST = MIGRATIONS[-1].version
