@@ -28,6 +28,7 @@ LISBON, PORTO = (38.7223, -9.1393), (41.1579, -8.6291)
         ((45.5152, -122.6784), "Portland, Oregon, United States"),  # a US state names the region
         ((-33.8688, 151.2093), "Sydney, Australia"),  # south and east
         ((-18.1416, 178.4415), "Suva, Fiji"),  # near the antimeridian
+        ((36.46, -116.87), "Pahrump, Nevada, United States"),  # Death Valley: the nearest city is 84 km away
     ],
 )
 def test_a_position_is_named_by_its_city(position: tuple[float, float], label: str) -> None:
