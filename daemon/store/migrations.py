@@ -160,17 +160,12 @@ def _places(conn: sqlite3.Connection) -> None:
     # country for --country.
     from . import places
 
-    _run(
-        conn,
-        """
-        ALTER TABLE media ADD COLUMN city TEXT;
-        ALTER TABLE media ADD COLUMN region TEXT;
-        ALTER TABLE media ADD COLUMN country TEXT;
-        CREATE INDEX media_position ON media(latitude, longitude);
-        CREATE INDEX media_country ON media(country)
-        """,
-    )
+    for column in ("city", "region", "country"):
+        conn.execute(f"ALTER TABLE media ADD COLUMN {column} TEXT")
     places.name_stored(conn)
+    # Indexed after the naming: each UPDATE would otherwise maintain the country index too.
+    conn.execute("CREATE INDEX media_position ON media(latitude, longitude)")
+    conn.execute("CREATE INDEX media_country ON media(country)")
 
 
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the

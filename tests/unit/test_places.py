@@ -117,6 +117,7 @@ FILTERS = {
     "near Lisbon": N.Near(*LISBON, 25.0),
     "near Lisbon, 400 km": N.Near(*LISBON, 400.0),
     "near the antimeridian": N.Near(-17.0, 179.9, 300.0),
+    "near the antimeridian, west of it": N.Near(-17.0, -179.9, 300.0),
     "near a pole": N.Near(89.0, 10.0, 250.0),
     "near, a whole hemisphere": N.Near(10.0, 20.0, 9000.0),
     "in Portugal": N.InCountry("PT"),
