@@ -154,8 +154,10 @@ def _vectors(conn: sqlite3.Connection) -> None:
 @migration(5, "places: each content's city, region and country, named from its stored GPS")
 def _places(conn: sqlite3.Connection) -> None:
     # Issue 26 numbers this step 7 (two steps of other work come first); renumbered where they merge.
-    # The place is named from the GPS already stored, here and now: no file is read again, and naming
-    # is fast enough for a transaction (benchmarks/bench_places.py: 1M positions in seconds).
+    # The place is named from the GPS already stored, here and now: no file is read again. At 1M
+    # contents (600k with GPS) the step took 150 s on a shared, overloaded 2-core machine
+    # (benchmarks/RESULTS.md), mostly the row updates and the two indexes; a library of 100k photos
+    # pays a tenth of that once.
     # (latitude, longitude) is indexed for --near (a latitude band, then longitude from the index),
     # country for --country.
     from . import places
