@@ -9,7 +9,18 @@ from typing import Any
 import click
 from imgd.daemon.config import Config
 from imgd.daemon.errors import display_path
-from imgd.daemon.protocol import FILE_TYPES, MAX_K, SORTS, Filters, Options, Term, min_size, split_weight
+from imgd.daemon.protocol import (
+    FILE_TYPES,
+    MAX_K,
+    NEAR_KM,
+    SORTS,
+    Filters,
+    Options,
+    Term,
+    min_size,
+    radius,
+    split_weight,
+)
 
 from .group import UserError
 from .output import output_options
@@ -35,6 +46,12 @@ FILTER_OPTIONS = [
     click.option("--portrait", "orientation", flag_value="portrait", help="Only taller than wide."),
     click.option("--square", "orientation", flag_value="square", help="Only square."),
     click.option("--min-size", help="At least WIDTHxHEIGHT, a shorter side in pixels, or megapixels (12MP)."),
+    click.option(
+        "--near",
+        metavar="PLACE",
+        help="Taken near a city (the most populous of that name) or a position LAT,LON.",
+    ),
+    click.option("--country", help="Taken in this country: its English name or ISO code."),
 ]
 
 
@@ -58,6 +75,7 @@ def existing_folders(folders: tuple[str, ...]) -> tuple[str, ...]:
 def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, Any]) -> Filters:
     """Filters from the FILTER_OPTIONS values (popped from `given`) and folders."""
     size = given.pop("min_size")
+    within = given.pop("within_km", None)  # search and similar (dupes' --within names folders)
     return Filters(
         folders=existing_folders(folders),
         after=given.pop("after"),
@@ -66,6 +84,9 @@ def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, 
         types=tuple(t for t in (types or "").split(",") if t.strip()),
         orientation=given.pop("orientation"),
         **(min_size(size) if size else {}),
+        near=given.pop("near"),
+        within_km=radius(within) if within is not None else None,
+        country=given.pop("country"),
     )
 
 
@@ -87,6 +108,7 @@ def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Only images under this folder (repeatable).",
         ),
         *FILTER_OPTIONS,
+        click.option("--within", "within_km", metavar="KM", help=f"How far from --near, in km (default {NEAR_KM:g})."),
         click.option("--min-score", type=float, help="Leave out answers scoring below this cosine similarity."),
         click.option(
             "--auto", "auto_cut", is_flag=True, help="Stop where the scores fall away from the rest of the library."
@@ -95,6 +117,9 @@ def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--sort", type=click.Choice(SORTS), default="score", show_default=True, help="Order of the answers."
         ),
         click.option("--direct", is_flag=True, help="Answer here instead of asking the daemon."),
+        click.option(
+            "--places", "show_places", is_flag=True, help="Show each image's place (also on with --near or --country)."
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -84,10 +84,21 @@ def scores(values: Iterable[float]) -> list[str]:
     return [text.rjust(width) for text in texts]
 
 
-def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:
+def hits_lines(hits: Iterable[Mapping[str, Any]], places: bool = False) -> list[str]:
+    """`score  path`, and with `places` the place after two spaces ("-" where none is known)."""
     hits = list(hits)
     texts = scores(hit["score"] for hit in hits)
-    return [f"{score}  {display_path(hit['path'])}" for score, hit in zip(texts, hits, strict=True)]
+    lines = [f"{score}  {display_path(hit['path'])}" for score, hit in zip(texts, hits, strict=True)]
+    if places:
+        lines = [f"{line}  {place_label(hit.get('place'))}" for line, hit in zip(lines, hits, strict=True)]
+    return lines
+
+
+def place_label(place: Mapping[str, Any] | None) -> str:
+    """ "Lisbon, Portugal", "Portland, Oregon, United States"; "-" for no place."""
+    if not place:
+        return "-"
+    return ", ".join(str(place[key]) for key in ("city", "region", "country") if place.get(key))
 
 
 def json_text(value: object) -> str:
@@ -99,18 +110,9 @@ def json_text(value: object) -> str:
 
 
 HIT_FIELDS = (
-    "rank",
-    "score",
-    "path",
-    "sibling",
-    "id",
-    "size",
-    "width",
-    "height",
-    "type",
-    "taken",
-    "taken_source",
+    *("rank", "score", "path", "sibling", "id", "size", "width", "height", "type", "taken", "taken_source"),
     "camera",
+    *("place", "near"),  # a place where the GPS names one; `near` under --near
 )
 
 

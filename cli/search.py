@@ -79,8 +79,9 @@ def search(
     ]
     if not parsed:
         raise click.UsageError("give a text to search for, --like IMAGE, or both.")
+    places = _show_places(given)
     request = SearchRequest(terms=tuple(parsed), options=build_options(config, **given))
-    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config)
+    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config, places)
 
 
 @click.command()
@@ -99,12 +100,23 @@ def similar(
     _note_ignored_model(ctx, config)
     if path is None:
         raise click.UsageError("give the PATH of an image to find more like it.")
+    places = _show_places(given)
     request = SimilarRequest(path=os.path.abspath(os.path.expanduser(path)), options=build_options(config, **given))
-    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config)
+    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config, places)
+
+
+def _show_places(given: dict[str, Any]) -> bool:
+    """The place column: asked for with --places, or implied by a place filter."""
+    return bool(given.pop("show_places") or given.get("near") or given.get("country"))
 
 
 def print_hits(
-    ctx: click.Context, hits: list[dict[str, Any]], fmt: str | None, preview_mode: str | None, config: Config
+    ctx: click.Context,
+    hits: list[dict[str, Any]],
+    fmt: str | None,
+    preview_mode: str | None,
+    config: Config,
+    places: bool = False,
 ) -> None:
     """Print images in the chosen format, thumbnails beside them on a terminal; exit 1 like grep on none."""
 
@@ -115,7 +127,7 @@ def print_hits(
         ctx,
         fmt,
         [render.hit_record(hit) for hit in hits],
-        render.hits_lines(hits),
+        render.hits_lines(hits, places),
         [hit["path"] for hit in hits],
         show=show,
         none="imgd: no matching images on disk.",

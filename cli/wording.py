@@ -18,6 +18,9 @@ FLAGS = {
     "k": "k (-k/--top-k)",
     "threshold": "--threshold",
     "burst_gap": "--burst-gap",
+    "near": "--near",
+    "within_km": "--within",
+    "country": "--country",
 }
 
 

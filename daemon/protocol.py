@@ -171,6 +171,9 @@ class Filters:
     min_height: int = 0
     min_side: int = 0  # the shorter side
     min_pixels: int = 0
+    near: str | None = None  # a city's name or "LAT,LON" (the daemon resolves names: search/near.py)
+    within_km: float | None = None  # how far from `near`; None: NEAR_KM
+    country: str | None = None  # a country's name or ISO code
 
     def __post_init__(self) -> None:
         folders = tuple(self.folders)
@@ -196,10 +199,64 @@ class Filters:
             raise RequestError(f"orientation must be one of {', '.join(ORIENTATIONS)}, not {self.orientation!r}.")
         for name in ("min_width", "min_height", "min_side", "min_pixels"):
             _whole(getattr(self, name), name.replace("_", "-"), 0)
+        _check_place(self)
 
     @property
     def active(self) -> bool:
         return self != Filters()
+
+
+NEAR_KM = 25.0  # --near's reach when --within is not given: a city and its outskirts
+_POSITION = re.compile(r"^\s*([+-]?[\d.]+(?:e[+-]?\d+)?)\s*,\s*([+-]?[\d.]+(?:e[+-]?\d+)?)\s*$", re.IGNORECASE)
+_NUMBERS = re.compile(r"^[\s\d.,+-]*$")  # what a position (and nothing else) is written with
+
+
+def position(text: str) -> tuple[float, float] | None:
+    """`LAT,LON` in degrees; None for a name. A text of digits and commas that is not a real position is an error."""
+    if not _NUMBERS.match(text):
+        return None
+    match = _POSITION.match(text)
+    try:
+        lat, lon = (float(match[1]), float(match[2])) if match else (math.nan, math.nan)
+    except ValueError:
+        lat = lon = math.nan
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        raise RequestError(
+            lambda name: (
+                f"{name('near')}: '{text}' is not a position; write LAT,LON in degrees "
+                "(latitude -90 to 90, longitude -180 to 180), or a city's name."
+            )
+        )
+    return lat, lon
+
+
+def radius(text: str) -> float:
+    """`--within`: kilometres, a number above 0 (`400`, `2.5`, `400km`)."""
+    value = text.strip().lower().removesuffix("km").strip() if isinstance(text, str) else text
+    try:
+        km = float(value)
+    except (TypeError, ValueError):
+        km = math.nan
+    if not math.isfinite(km) or km <= 0:
+        raise RequestError(lambda name: f"{name('within_km')}: '{text}' is not a distance; write kilometres above 0.")
+    return km
+
+
+def _check_place(filters: Filters) -> None:
+    """--near, --within and --country as given (names are looked up where the gazetteer is: the daemon)."""
+    if filters.near is not None:
+        near = _text(filters.near, _field("near")).strip()
+        position(near)
+        object.__setattr__(filters, "near", near)
+    if filters.within_km is not None:
+        km = _number(filters.within_km, _field("within_km"))
+        if km <= 0:
+            raise RequestError(lambda name: f"{name('within_km')} is a distance in kilometres above 0, not {km:g}.")
+        if filters.near is None:
+            raise RequestError(lambda name: f"{name('within_km')} is a distance from {name('near')}; give both.")
+        object.__setattr__(filters, "within_km", km)
+    if filters.country is not None:
+        object.__setattr__(filters, "country", _text(filters.country, _field("country")).strip())
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,9 @@ from urllib.parse import urlencode
 
 from imgd.daemon.api.thumbnails import GRID_SIDE, VIEW_SIDE, ThumbnailCache
 from imgd.daemon.errors import ImageReadError, ImgdError
+from imgd.daemon.ingest import imaging
 from imgd.daemon.protocol import Options, RequestError, Term
+from imgd.daemon.store import places
 from PIL import Image, UnidentifiedImageError
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -376,7 +378,7 @@ def _write_upload(folder: Path, data: bytes) -> str:
 
 
 def describe(path: str) -> dict[str, Any]:
-    """What the full view shows: name, folder, size, pixels, date taken and camera from EXIF."""
+    """What the full view shows: name, folder, size, pixels, date taken, camera and place from EXIF."""
     info = os.stat(path)
     details: dict[str, Any] = {
         "path": path,
@@ -387,6 +389,7 @@ def describe(path: str) -> dict[str, Any]:
         "height": None,
         "taken": None,
         "camera": None,
+        "place": None,
     }
     with contextlib.suppress(OSError, SyntaxError, ValueError, Image.DecompressionBombError), Image.open(path) as image:
         width, height = image.size
@@ -398,4 +401,7 @@ def describe(path: str) -> dict[str, Any]:
         camera = " ".join(str(exif.get(tag, "")).strip("\0 ") for tag in (0x010F, 0x0110)).strip()
         details["taken"] = str(taken).strip("\0 ") or None if taken else None
         details["camera"] = camera or None
+        meta = imaging.read_meta(image.format, exif, width, height)
+        place = places.locate(meta.latitude, meta.longitude)
+        details["place"] = place.label() if place else None
     return details

@@ -32,6 +32,7 @@ from imgd.daemon.protocol import (
     StatusRequest,
     Term,
     min_size,
+    radius,
     split_weight,
 )
 from imgd.daemon.store.catalog import Catalog, ThreadReaders
@@ -54,6 +55,9 @@ CONTROLS = {
     "sort": "order",
     "k": "the number of results",
     "threshold": "the threshold",
+    "near": "near",
+    "within_km": "km",
+    "country": "country",
 }
 
 
@@ -107,9 +111,11 @@ def parse_options(params: Mapping[str, str], k: int) -> Options:
         filters["orientation"] = params["orientation"]
     if params.get("min_size", "").strip():
         filters.update(min_size(params["min_size"]))
-    for name in ("after", "before", "camera"):  # taken on/after, before (YYYY[-MM[-DD]]); make or model
+    for name in ("after", "before", "camera", "near", "country"):  # taken on/after, before; make or model; places
         if params.get(name, "").strip():
             filters[name] = params[name].strip()
+    if params.get("within", "").strip():
+        filters["within_km"] = radius(params["within"])
     min_score = None
     if params.get("min_score", "").strip():
         try:

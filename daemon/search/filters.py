@@ -19,6 +19,7 @@ from ..protocol import RAW_TYPES, Filters
 from ..store.core import prefix_range
 from ..store.records import FileRow
 from ..store.selection import FILE, PATH, Clause, Filter, any_live_file
+from .near import place_filters
 
 CameraPair = tuple[str | None, str | None]  # (make, model) as stored
 
@@ -206,7 +207,7 @@ def from_request(filters: Filters, cameras: Callable[[], Iterable[CameraPair]]) 
         value = getattr(filters, f"min_{measure}")
         if value:
             selected.append(AtLeast(measure, value))
-    return selected
+    return selected + place_filters(filters)
 
 
 def on_path(filters: Filters) -> list[Filter]:

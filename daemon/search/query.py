@@ -24,6 +24,7 @@ from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRow, FileStat
 from .filters import from_request, on_path
+from .near import place_fields
 
 AUTO_CUT_SAMPLE = 2000  # library vectors scored to learn what "unrelated" scores like for a query
 FILTER_CACHE = 16
@@ -222,7 +223,7 @@ class Searcher:
             scores = np.array([best[content_id] for content_id in order], dtype=np.float32)
             keep = set(order[: auto_cut(scores, self._background(query, allowed))])
             hits = [hit for hit in hits if hit[2] in keep]
-        return self._present(hits, options.sort)
+        return self._present(hits, options.sort, options.filters)
 
     def cut_score(self, query: np.ndarray, filters: Filters, k: int = 200) -> float | None:
         """The score where `auto` ends this query's answers over the library now: midway between the last
@@ -348,7 +349,7 @@ class Searcher:
                 return hits
             fetch *= 4
 
-    def _present(self, hits: list[tuple[float, str, int]], sort: str) -> list[dict[str, Any]]:
+    def _present(self, hits: list[tuple[float, str, int]], sort: str, filters: Filters) -> list[dict[str, Any]]:
         """Result rows: score, path, content id and what the catalog knows of the file."""
         catalog = self.catalog
         # An older catalog opened read-only (the direct path) holds no metadata until a writer upgrades it.
@@ -372,6 +373,7 @@ class Searcher:
                     taken_source=meta.taken_source,
                     camera=camera,
                 )
+                row.update(place_fields(meta, filters))
             rows.append(row)
         if sort == "path":
             rows.sort(key=lambda r: os.fsencode(r["path"]))

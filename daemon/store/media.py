@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterable
 from datetime import datetime
 
+from . import places
 from .core import CatalogCore, path_key
 from .records import FileDetail, FileMeta, FileStat, ImageMeta
 
@@ -65,17 +66,18 @@ class MediaRows(CatalogCore):
         found: dict[str, FileMeta] = {}
         for row in self._rows_for_ids(
             "SELECT f.path, f.size, f.mtime_ns, m.version, m.format, m.width, m.height, m.taken, m.taken_offset, "
-            "m.make, m.model, m.lens, m.latitude, m.longitude FROM files f JOIN media m ON m.content_id = f.content_id "
+            "m.make, m.model, m.lens, m.latitude, m.longitude, m.city, m.region, m.country "
+            "FROM files f JOIN media m ON m.content_id = f.content_id "
             "WHERE f.path IN ({}) AND f.status != 'failed'",
             keys,
         ):
-            path, size, mtime_ns, _version, fmt, width, height, taken, offset, make, model, lens, lat, lon = row
+            path, size, mtime_ns, _version, fmt, width, height, taken, offset, make, model, lens, lat, lon, *place = row
             if taken is not None:
                 iso, source = taken.replace(" ", "T") + (offset or ""), "exif"
             else:
                 iso, source = _mtime_iso(mtime_ns), "mtime"
             found[os.fsdecode(path)] = FileMeta(
-                os.fsdecode(path), size, iso, source, width, height, fmt, make, model, lens, lat, lon
+                os.fsdecode(path), size, iso, source, width, height, fmt, make, model, lens, lat, lon, *place
             )
         return found
 
@@ -138,15 +140,17 @@ class MediaRows(CatalogCore):
         return [(cid, taken, camera.strip()) for cid, taken, camera in rows]
 
     def set_media(self, content_id: int, meta: ImageMeta) -> None:
-        """Record what a content's bytes say; the index is unaffected, so the generation stays, but what a
-        filter selects may change: media_generation counts that."""
+        """Record what a content's bytes say, and the place its GPS names; the index is unaffected, so the
+        generation stays, but what a filter selects may change: media_generation counts that."""
+        place = places.locate(meta.latitude, meta.longitude)
         self.conn.execute(
             "INSERT INTO meta(key, value) VALUES ('media_generation', '1') "
             "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
         )
         self.conn.execute(
             "UPDATE media SET version = ?, format = ?, width = ?, height = ?, taken = ?, taken_offset = ?, "
-            "make = ?, model = ?, lens = ?, latitude = ?, longitude = ? WHERE content_id = ?",
+            "make = ?, model = ?, lens = ?, latitude = ?, longitude = ?, city = ?, region = ?, country = ? "
+            "WHERE content_id = ?",
             (
                 MEDIA_VERSION,
                 meta.format,
@@ -159,6 +163,9 @@ class MediaRows(CatalogCore):
                 meta.lens,
                 meta.latitude,
                 meta.longitude,
+                place.city if place else None,
+                place.region if place else None,
+                place.country_code if place else None,
                 content_id,
             ),
         )

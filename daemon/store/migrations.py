@@ -191,12 +191,32 @@ def _siblings(conn: sqlite3.Connection) -> None:
     )
 
 
+@migration(7, "places: each content's city, region and country, named from its stored GPS")
+def _places(conn: sqlite3.Connection) -> None:
+    # The place is named from the GPS already stored, here and now: no file is read again. At 1M
+    # contents (600k with GPS) the step took 150 s on a shared, overloaded 2-core machine
+    # (benchmarks/RESULTS.md), mostly the row updates and the two indexes; a library of 100k photos
+    # pays a tenth of that once.
+    # (latitude, longitude) is indexed for --near (a latitude band, then longitude from the index),
+    # country for --country.
+    from . import places
+
+    for column in ("city", "region", "country"):
+        conn.execute(f"ALTER TABLE media ADD COLUMN {column} TEXT")
+    places.name_stored(conn)
+    # Indexed after the naming: each UPDATE would otherwise maintain the country index too.
+    conn.execute("CREATE INDEX media_position ON media(latitude, longitude)")
+    conn.execute("CREATE INDEX media_country ON media(country)")
+
+
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
 # tables of schema 4: views in its own temp schema, over the older tables, under the new names.
 READ_AS_LATEST = {
     1: ["CREATE TEMP VIEW vectors AS SELECT id, id AS content_id, 0.0 AS at, vector FROM main.contents"],
     3: ["CREATE TEMP VIEW next_vectors AS SELECT content_id AS vector_id, vector FROM main.next_vectors"],
 }
+# Before schema 7 no place is named: the reader sees none (a writer names them when it upgrades the file).
+PLACES_AS_LATEST = "CREATE TEMP VIEW media AS SELECT *, NULL AS city, NULL AS region, NULL AS country FROM main.media"
 
 
 def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
@@ -210,6 +230,8 @@ def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
                     conn.execute(statement)
     if version < 5:  # no saved searches yet: empty ones, in the connection's own temp schema
         _run(conn, ALERT_TABLES.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"))
+    if 2 <= version < 7:
+        conn.execute(PLACES_AS_LATEST)
 
 
 LATEST = MIGRATIONS[-1].version

@@ -127,6 +127,9 @@ class FileMeta:
     lens: str | None = None
     latitude: float | None = None
     longitude: float | None = None
+    city: str | None = None  # its place (store/places.py), named from the GPS
+    region: str | None = None
+    country: str | None = None  # ISO code
 
     def as_dict(self) -> dict[str, object]:
         gps = None if self.latitude is None or self.longitude is None else [self.latitude, self.longitude]
@@ -161,3 +164,6 @@ class FileRow:
     taken: str | None = None  # EXIF capture time, "YYYY-MM-DD HH:MM:SS" on the camera's clock
     make: str | None = None
     model: str | None = None
+    latitude: float | None = None  # degrees, as ImageMeta
+    longitude: float | None = None
+    country: str | None = None  # the ISO code of its place's country (store/places.py)

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
@@ -203,10 +204,12 @@ def test_the_readme_commands_work_for_a_new_user(tmp_path: Path) -> None:
 
 
 def pixel_exif() -> bytes:
-    """EXIF as a Pixel phone writes it: make, model and when the photo was taken."""
+    """EXIF as a Pixel phone writes it: make, model, when the photo was taken and where (Lisbon, for Places)."""
     exif = Image.Exif()
     exif[0x010F], exif[0x0110] = "Google", "Pixel 8"
     exif.get_ifd(0x8769)[0x9003] = "2023:07:14 18:02:00"
+    degrees = (Fraction(38), Fraction(43), Fraction("20.28")), (Fraction(9), Fraction(8), Fraction("21.48"))
+    exif.get_ifd(0x8825).update({1: "N", 2: degrees[0], 3: "W", 4: degrees[1]})
     return exif.tobytes()
 
 

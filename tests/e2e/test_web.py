@@ -245,6 +245,28 @@ def test_a_pair_is_one_result_whose_sibling_the_full_view_names(browser, library
     assert [(h["name"], h["sibling"]) for h in hits if "sibling" in h] == [("IMG_0009.JPG", "IMG_0009.CR2")]
 
 
+def test_the_gallery_filters_by_place_and_shows_it(browser, library):
+    from fractions import Fraction
+
+    pics, config = library
+    exif = Image.Exif()
+    lisbon = (Fraction(38), Fraction(43), Fraction(20)), (Fraction(9), Fraction(8), Fraction(21))
+    exif.get_ifd(0x8825).update({1: "N", 2: lisbon[0], 3: "W", 4: lisbon[1]})
+    Image.new("RGB", (300, 200), "blue").save(pics / "tram.jpg", exif=exif.tobytes())
+    CliRunner().invoke(cli, ["--state-dir", str(config.state_dir), "--model", config.model, "index", str(pics)])
+
+    near = browser.get("/api/search?q=tram&near=lisboa&within=5").json()["hits"]
+    country = browser.get("/api/search?q=tram&country=PT").json()["hits"]
+    elsewhere = browser.get("/api/search?q=tram&near=Porto").json()["hits"]
+    info = browser.get(f"/api/item/{near[0]['id']}").json()
+    bad = browser.get("/api/search?q=tram&near=Lisbon&within=far")
+    unknown = browser.get("/api/search?q=tram&near=Qwxyzville")
+    assert [h["name"] for h in near] == ["tram.jpg"] == [h["name"] for h in country]
+    assert elsewhere == [] and info["place"] == "Lisbon, Portugal"
+    assert (bad.status, bad.json()["error"]) == (400, "Km: 'far' is not a distance; write kilometres above 0.")
+    assert unknown.status == 400 and unknown.json()["error"].startswith("No city called 'Qwxyzville' is known")
+
+
 def test_status_reports_the_catalog_without_a_daemon(browser):
     status = browser.get("/api/status").json()
 

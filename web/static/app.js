@@ -309,6 +309,7 @@ async function openViewer(index) {
       ["Folder", info.path.slice(0, info.path.length - info.name.length)],
       ["Taken", info.taken || "—"],
       ["Camera", info.camera || "—"],
+      ["Place", info.place || "—"],
       ["Pixels", info.width ? `${info.width} × ${info.height}` : "—"],
       ["Size", formatBytes(info.bytes)],
       ["Modified", new Date(info.modified * 1000).toLocaleString()],
