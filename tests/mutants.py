@@ -1283,7 +1283,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/places.py",
         "TOWN_KM = 8.0",
         "TOWN_KM = 0.0",
-        ("tests/unit/test_places.py::test_a_position_is_named_by_its_city",),
+        ("tests/unit/test_geocoder.py::test_a_position_is_named_by_its_city",),
         "a photo in Lisbon's Belem is named after the district the table lists, not after Lisbon",
     ),
     Mutation(
@@ -1291,7 +1291,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/places.py",
         "        if len(rest):",
         "        if False:",
-        ("tests/unit/test_places.py::test_a_position_is_named_by_its_city",),
+        ("tests/unit/test_geocoder.py::test_a_position_is_named_by_its_city",),
         "a photo more than 17 km from every city gets no place although one lies within 150 km",
     ),
     Mutation(
@@ -1299,7 +1299,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/places.py",
         "row = max(rows, key=lambda i: (self.population[i], -i))",
         "row = min(rows, key=lambda i: (self.population[i], -i))",
-        ("tests/unit/test_places.py::test_a_city_is_found_by_any_spelling_and_the_most_populous_wins",),
+        ("tests/unit/test_geocoder.py::test_a_city_is_found_by_any_spelling_and_the_most_populous_wins",),
         "--near Portland takes some small Portland, not the most populous",
     ),
     Mutation(
@@ -1307,7 +1307,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/search/near.py",
         "        if west < -180:",
         "        if False:",
-        ("tests/unit/test_places.py::test_clause_and_match_agree",),
+        ("tests/unit/test_geocoder.py::test_clause_and_match_agree",),
         "--near a place by the 180th meridian misses the photos on its other side",
     ),
     Mutation(
@@ -1315,7 +1315,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/search/near.py",
         "math.cos(min(math.pi, self.km / places.EARTH_KM))",
         "math.cos(min(math.pi, self.km / 6000))",
-        ("tests/unit/test_places.py::test_near_is_the_great_circle_distance",),
+        ("tests/unit/test_geocoder.py::test_near_is_the_great_circle_distance",),
         "--within measures a distance other than the one along the earth's surface",
     ),
     Mutation(
@@ -1323,7 +1323,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/search/near.py",
         'return "m.country = ?", [self.code]',
         'return "m.country IS NOT ?", [self.code]',
-        ("tests/unit/test_places.py::test_clause_and_match_agree",),
+        ("tests/unit/test_geocoder.py::test_clause_and_match_agree",),
         "--country selects the photos of every other country",
     ),
     Mutation(
@@ -1339,7 +1339,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/protocol.py",
         "if not math.isfinite(km) or km <= 0:",
         "if not math.isfinite(km):",
-        ("tests/unit/test_places.py::test_a_radius_is_kilometres_above_zero",),
+        ("tests/unit/test_geocoder.py::test_a_radius_is_kilometres_above_zero",),
         "a negative or zero --within is taken instead of one sentence and exit 2",
     ),
     Mutation(
@@ -1347,7 +1347,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/protocol.py",
         "if not (-90 <= lat <= 90 and -180 <= lon <= 180):",
         "if not (lat == lat and lon == lon):",
-        ("tests/unit/test_places.py::test_a_malformed_position_is_one_sentence",),
+        ("tests/unit/test_geocoder.py::test_a_malformed_position_is_one_sentence",),
         "--near 95,10 searches around a point that is not on the globe",
     ),
     Mutation(

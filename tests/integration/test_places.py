@@ -158,15 +158,15 @@ def test_bad_places_are_one_sentence_and_exit_2(
 
 
 def unplace(catalog: Path) -> None:
-    """Make a catalog as the release before places wrote it: schema 4, no place columns."""
+    """Make a catalog as the release before places wrote it: schema 6, no place columns."""
     conn = sqlite3.connect(catalog)
     with conn:
         conn.execute("DROP INDEX media_position")
         conn.execute("DROP INDEX media_country")
         for column in ("city", "region", "country"):
             conn.execute(f"ALTER TABLE media DROP COLUMN {column}")
-        conn.execute("DELETE FROM migrations WHERE version = 5")
-        conn.execute("UPDATE meta SET value = '4' WHERE key = 'schema_version'")
+        conn.execute("DELETE FROM migrations WHERE version = 7")
+        conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     conn.close()
 
 
@@ -184,7 +184,7 @@ def test_an_existing_catalog_gets_places_from_its_stored_gps_without_reading_fil
     assert found(base_args) == set(SPOTS) | {"no-gps.jpg"}
     assert found(base_args, "--country", "Portugal") == set()
     upgraded = Catalog(catalog)  # a writer: the migration names the places from the stored GPS
-    assert upgraded.schema_version == 5
+    assert upgraded.schema_version == 7
     upgraded.close()
     assert found(base_args, "--country", "Portugal") == LISBON_PHOTOS | {"porto.jpg"}
     assert found(base_args, "--near", "Lisbon") == LISBON_PHOTOS
