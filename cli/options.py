@@ -9,7 +9,17 @@ from typing import Any
 import click
 from imgd.daemon.config import Config
 from imgd.daemon.errors import display_path
-from imgd.daemon.protocol import FILE_TYPES, MAX_K, SORTS, Filters, Options, Term, min_size, split_weight
+from imgd.daemon.protocol import (
+    FILE_TYPES,
+    MAX_K,
+    SORTS,
+    VIDEO_TYPES,
+    Filters,
+    Options,
+    Term,
+    min_size,
+    split_weight,
+)
 
 from .group import UserError
 from .output import output_options
@@ -30,11 +40,14 @@ FILTER_OPTIONS = [
     click.option("--after", help="Taken on or after this date: YYYY, YYYY-MM or YYYY-MM-DD."),
     click.option("--before", help="Taken before this date: YYYY, YYYY-MM or YYYY-MM-DD."),
     click.option("--camera", help="Camera make or model contains this text (case-insensitive)."),
-    click.option("--type", "types", help=f"File types, comma-separated: {', '.join(FILE_TYPES)}."),
+    click.option("--type", "types", help=f"File types, comma-separated: {', '.join(FILE_TYPES + VIDEO_TYPES)}."),
     click.option("--landscape", "orientation", flag_value="landscape", help="Only wider than tall."),
     click.option("--portrait", "orientation", flag_value="portrait", help="Only taller than wide."),
     click.option("--square", "orientation", flag_value="square", help="Only square."),
     click.option("--min-size", help="At least WIDTHxHEIGHT, a shorter side in pixels, or megapixels (12MP)."),
+    click.option("--videos/--no-videos", "videos", default=None, help="Only videos, or no videos (default: both)."),
+    click.option("--min-duration", type=float, metavar="SECONDS", help="Only videos at least this long."),
+    click.option("--max-duration", type=float, metavar="SECONDS", help="Only videos at most this long."),
 ]
 
 
@@ -65,6 +78,9 @@ def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, 
         camera=given.pop("camera"),
         types=tuple(t for t in (types or "").split(",") if t.strip()),
         orientation=given.pop("orientation"),
+        videos=given.pop("videos"),
+        min_duration=given.pop("min_duration"),
+        max_duration=given.pop("max_duration"),
         **(min_size(size) if size else {}),
     )
 
@@ -95,6 +111,7 @@ def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             "--sort", type=click.Choice(SORTS), default="score", show_default=True, help="Order of the answers."
         ),
         click.option("--direct", is_flag=True, help="Answer here instead of asking the daemon."),
+        click.option("--frames", is_flag=True, help="With --json/--jsonl: each video's sampled times too."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -108,4 +125,11 @@ def build_options(
     filters = build_filters(folders, types, given)
     auto_cut = given.pop("auto_cut")
     k = top_k or (AUTO_CUT_K if auto_cut else config.top_k)
-    return Options(k=k, filters=filters, min_score=given.pop("min_score"), auto_cut=auto_cut, sort=given.pop("sort"))
+    return Options(
+        k=k,
+        filters=filters,
+        min_score=given.pop("min_score"),
+        auto_cut=auto_cut,
+        sort=given.pop("sort"),
+        frames=given.pop("frames"),
+    )

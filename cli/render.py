@@ -87,7 +87,19 @@ def scores(values: Iterable[float]) -> list[str]:
 def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:
     hits = list(hits)
     texts = scores(hit["score"] for hit in hits)
-    return [f"{score}  {display_path(hit['path'])}" for score, hit in zip(texts, hits, strict=True)]
+    return [f"{score}  {display_path(hit['path'])}{at(hit)}" for score, hit in zip(texts, hits, strict=True)]
+
+
+def clock(seconds: float) -> str:
+    """A time into a video as people write it: `1:23`, `1:02:03`."""
+    whole = int(max(0.0, seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def at(hit: Mapping[str, Any]) -> str:
+    """` @ 1:23` after a video's path (its best frame's time); nothing for a photo."""
+    return f" @ {clock(hit['time'])}" if hit.get("time") is not None else ""
 
 
 def json_text(value: object) -> str:
@@ -98,7 +110,10 @@ def json_text(value: object) -> str:
     return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
-HIT_FIELDS = ("rank", "score", "path", "id", "size", "width", "height", "type", "taken", "taken_source", "camera")
+HIT_FIELDS = (
+    *("rank", "score", "path", "id", "size", "width", "height", "type", "taken", "taken_source", "camera"),
+    *("time", "duration", "frames"),  # videos only
+)
 
 
 def hit_record(hit: Mapping[str, Any]) -> dict[str, Any]:

@@ -62,7 +62,7 @@ RAW_EXTENSIONS: tuple[str, ...] = (
 # Videos, read through FFmpeg (PyAV); a MOV beside a photo of the same stem is a live photo's other half.
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi")
 
-IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_EXTENSIONS  # what the scanner and the watcher index
+IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_EXTENSIONS + VIDEO_EXTENSIONS  # what the scanner and the watcher index
 
 
 def _xdg(var: str, fallback: str) -> Path:

@@ -25,6 +25,7 @@ MAX_TERMS = 32
 ORIENTATIONS = ("landscape", "portrait", "square")
 SORTS = ("score", "date", "path")
 FILE_TYPES = ("jpg", "png", "webp", "gif", "bmp", "tiff", "heic")  # what --type accepts
+VIDEO_TYPES = ("mp4", "mov", "m4v", "3gp", "mkv", "webm", "avi")  # videos are stored by their extension
 _TYPE_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "tif": "tiff", "heif": "heic"}
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
 
@@ -99,10 +100,9 @@ def parse_date(text: str, field_name: str) -> str:
 def file_type(name: str) -> str:
     key = name.strip().lower().lstrip(".")
     key = _TYPE_ALIASES.get(key, key)
-    if key not in FILE_TYPES:
-        raise RequestError(
-            lambda naming: f"{naming('types')}: unknown file type '{name}'; use {', '.join(FILE_TYPES)}."
-        )
+    if key not in FILE_TYPES + VIDEO_TYPES:
+        known = ", ".join(FILE_TYPES + VIDEO_TYPES)
+        raise RequestError(lambda naming: f"{naming('types')}: unknown file type '{name}'; use {known}.")
     return key
 
 
@@ -169,6 +169,9 @@ class Filters:
     min_height: int = 0
     min_side: int = 0  # the shorter side
     min_pixels: int = 0
+    videos: bool | None = None  # True: videos only; False: no videos; None: both
+    min_duration: float | None = None  # seconds; a filter on length keeps videos only
+    max_duration: float | None = None
 
     def __post_init__(self) -> None:
         folders = tuple(self.folders)
@@ -194,10 +197,31 @@ class Filters:
             raise RequestError(f"orientation must be one of {', '.join(ORIENTATIONS)}, not {self.orientation!r}.")
         for name in ("min_width", "min_height", "min_side", "min_pixels"):
             _whole(getattr(self, name), name.replace("_", "-"), 0)
+        _check_videos(self)
 
     @property
     def active(self) -> bool:
         return self != Filters()
+
+
+def _check_videos(filters: Filters) -> None:
+    """The video fields of Filters: a yes/no, and lengths in seconds that leave something to match."""
+    if filters.videos is not None and not isinstance(filters.videos, bool):
+        raise RequestError(lambda name: f"{name('videos')} must be true, false or null, not {filters.videos!r}.")
+    for key in ("min_duration", "max_duration"):
+        value = getattr(filters, key)
+        if value is not None:
+            seconds = _number(value, _field(key))
+            if seconds < 0:
+                raise RequestError(lambda name, k=key, s=seconds: f"{name(k)} is a number of seconds, not {s:g}.")
+            object.__setattr__(filters, key, seconds)
+    low, high = filters.min_duration, filters.max_duration
+    if low is not None and high is not None and low > high:
+        raise RequestError(
+            lambda name: f"{name('min_duration')} {low:g} is above {name('max_duration')} {high:g}; nothing can match."
+        )
+    if filters.videos is False and (low is not None or high is not None):
+        raise RequestError(lambda name: f"a duration filter selects videos; it cannot go with {name('videos')} false.")
 
 
 @dataclass(frozen=True)
@@ -209,9 +233,12 @@ class Options:
     min_score: float | None = None
     auto_cut: bool = False  # stop where the scores fall away
     sort: str = "score"
+    frames: bool = False  # each video's sampled times, beside its best one
 
     def __post_init__(self) -> None:
         _whole(self.k, _field("k"), 1, MAX_K)
+        if not isinstance(self.frames, bool):
+            raise RequestError(f"'frames' must be true or false, not {self.frames!r}.")
         if self.min_score is not None:
             score = _number(self.min_score, _field("min_score"))
             if not -1.0 <= score <= 1.0:

@@ -33,6 +33,7 @@ from .media import MEDIA_VERSION, MediaRows
 from .nextvectors import NextVectors
 from .records import FileRecord, FileStat, ImageMeta
 from .selection import Selection
+from .videos import VideoRows
 
 __all__ = [
     "APPLICATION_ID",
@@ -52,7 +53,7 @@ log = logging.getLogger(__name__)
 RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
 
 
-class Catalog(NextVectors, MediaRows, Selection):
+class Catalog(NextVectors, MediaRows, Selection, VideoRows):
     """SQLite in WAL mode: one writer at a time, any number of readers that never see half a commit."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
