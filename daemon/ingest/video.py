@@ -187,7 +187,7 @@ def _sample(reader: _Reader, times: list[float], step: float) -> list[Frame]:
             if when >= at - step / 2 and when < at + step / 2:
                 picked = (when, frame)
             break  # one keyframe at most after the seek: the next one is another slot's
-        if picked is None and (at - last > MAX_GAP or not taken):
+        if picked is None and (at - last >= MAX_GAP - 1e-6 or not taken):
             # Keyframes are sparse here: decode forward from the one before the slot to the slot itself.
             for when, frame in reader.frames(at, keyframes=False):
                 if when >= at - 1e-3 or when > last + MAX_GAP:
