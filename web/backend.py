@@ -132,6 +132,7 @@ class Hit:
     path: str
     width: int | None = None
     height: int | None = None
+    time: float | None = None  # a video's best frame, in seconds
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class Backend:
                 row["path"],
                 row.get("width"),
                 row.get("height"),
+                row.get("time"),
             )
             for row in reply["hits"]
         ]

@@ -257,3 +257,20 @@ def split_time(path: str) -> tuple[str, float | None]:
         return path, None
     seconds = int(match["h"] or 0) * 3600 + int(match["m"] or 0) * 60 + float(match["s"])
     return match["path"], seconds
+
+
+def frame_at(path: str, at: float, budget: float = MAX_SECONDS) -> Image.Image:
+    """The picture at `at` seconds (the first frame from there on), scaled as samples are: a thumbnail's."""
+    import av
+
+    try:
+        with av.open(path, metadata_errors="ignore", timeout=10.0) as container:
+            reader = _Reader(path, container, time.monotonic() + budget, time.monotonic)
+            for when, frame in reader.frames(max(0.0, at), keyframes=False):
+                if when >= at - 1e-3:
+                    return _small(frame)
+            return read_video(path, budget=budget).frames[-1].image  # past the end: the last sample
+    except ImageReadError:
+        raise
+    except (av.error.FFmpegError, MemoryError, ValueError) as exc:
+        raise ImageReadError(path, f"cannot decode video ({type(exc).__name__}: {exc})") from None
