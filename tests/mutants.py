@@ -870,6 +870,14 @@ MUTATIONS: list[Mutation] = [
         (VIDEO_SEARCH + "test_video_filters_select_by_kind_type_and_length",),
         "--min-duration and --max-duration are accepted and do nothing",
     ),
+    Mutation(
+        "video-near-duplicates",
+        "daemon/search/dupes.py",
+        "pairs = [pair for pair in pairs if pair[0] not in videos and pair[1] not in videos] if videos else pairs",
+        "pairs = pairs",
+        ("tests/integration/test_video_dupes.py::test_a_video_is_a_duplicate_of_its_copies_only",),
+        "a video whose first frame looks like a photo is listed as that photo's near-duplicate",
+    ),
 ]
 
 
