@@ -878,6 +878,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_video_dupes.py::test_a_video_is_a_duplicate_of_its_copies_only",),
         "a video whose first frame looks like a photo is listed as that photo's near-duplicate",
     ),
+    Mutation(
+        "video-dropped-by-model-change",
+        "daemon/ingest/modelchange.py",
+        "                if video.is_video(stat.path):\n",
+        "                if False:\n",
+        ("tests/integration/test_video_modelchange.py::test_a_model_change_re_embeds_every_frame_of_a_video",),
+        "a model change reads a video as a picture, fails, and drops it from the library at the switch",
+    ),
 ]
 
 
