@@ -98,6 +98,9 @@ def test_frames_never_crowd_out_photos_k_counts_items(library):
     paths = [h["path"] for h in found]
     assert len(paths) == 3 == len(set(paths)), paths
     assert sum(p.endswith(".png") for p in paths) >= 1, paths
+    # Among videos alone the four frames of squares.mp4 score first; still, two items are two videos.
+    videos = [Path(h["path"]).name for h in hits(library, "-k", "2", "--videos", "a blue square")]
+    assert sorted(videos) == ["squares.mp4", "trip.mp4"], videos
     catalog = Catalog(library["root"] / "state" / "catalog.db", readonly=True)
     try:
         squares = catalog.get_file(str(library["pics"] / "squares.mp4"))
