@@ -23,8 +23,10 @@ def write_video(
     size: tuple[int, int] = SIZE,
     gop: int | None = None,
     codec: str = "libx264",
+    one_seed: bool = False,
 ) -> Path:
-    """Write scenes of (colour, shape, seconds): each one still shapes picture for its length."""
+    """Write scenes of (colour, shape, seconds): each one still shapes picture for its length (with
+    one_seed, a colour and shape is the same picture in every scene that shows it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
@@ -33,7 +35,8 @@ def write_video(
         if codec == "libx264":
             stream.options = {"preset": "ultrafast"}
         for number, (colour, shape, seconds) in enumerate(scenes):
-            picture = np.asarray(shape_image(colour, shape, seed=number, size=size, background="light"))
+            seed = 0 if one_seed else number
+            picture = np.asarray(shape_image(colour, shape, seed=seed, size=size, background="light"))
             frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
             for _ in range(round(seconds * fps)):
                 container.mux(stream.encode(frame))

@@ -27,12 +27,12 @@ BAD = {
 
 
 def make_library(root: Path) -> Path:
-    """trip.mp4 (a red circle 0-4 s, a blue square 4-8 s), squares.mp4 (blue squares and yellow stars in
-    turn, 16 s: four blue-square frames of its own), photos of each, and the bad videos."""
+    """trip.mp4 (a red circle 0-4 s, a blue square 4-8 s), squares.mp4 (one blue square and one yellow star
+    in turn, 16 s: four frames of the same blue square), photos of each, and the bad videos."""
     pics = root / "pics"
     trip = videokit.circle_then_square(pics / "trip.mp4")
     scenes = [("blue", "square", 2.0) if n % 2 == 0 else ("yellow", "star", 2.0) for n in range(8)]
-    videokit.write_video(pics / "squares.mp4", scenes)
+    videokit.write_video(pics / "squares.mp4", scenes, one_seed=True)
     for n in range(3):
         shape_image("blue", "square", 300 + n, (96, 96)).save(pics / f"square{n}.png")
         shape_image("red", "circle", 400 + n, (96, 96)).save(pics / f"circle{n}.png")
@@ -98,8 +98,10 @@ def test_frames_never_crowd_out_photos_k_counts_items(library):
     paths = [h["path"] for h in found]
     assert len(paths) == 3 == len(set(paths)), paths
     assert sum(p.endswith(".png") for p in paths) >= 1, paths
-    # Among videos alone the four frames of squares.mp4 score first; still, two items are two videos.
-    videos = [Path(h["path"]).name for h in hits(library, "-k", "2", "--videos", "a blue square")]
+    # Like a frame of squares.mp4, among videos: its four frames of that square score first; still, two
+    # items are two videos.
+    like = f"{library['pics'] / 'squares.mp4'}@0:00"
+    videos = [Path(h["path"]).name for h in hits(library, "-k", "2", "--videos", "--like", like)]
     assert sorted(videos) == ["squares.mp4", "trip.mp4"], videos
     catalog = Catalog(library["root"] / "state" / "catalog.db", readonly=True)
     try:
