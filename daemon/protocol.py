@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from .errors import ImgdError
 
-PROTOCOL_VERSION = 3  # 3: similar by content id, status without duplicates unless asked
+PROTOCOL_VERSION = 4  # 3: similar by content id, status without duplicates unless asked; 4: video filters, frames
 MAX_K = 1000
 MAX_TERMS = 32
 ORIENTATIONS = ("landscape", "portrait", "square")
