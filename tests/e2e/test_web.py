@@ -265,7 +265,11 @@ def test_status_reports_a_model_change_under_way(browser, library):
             "Taken from 2024-01-01 is not earlier than taken before 2023-01-01; nothing can match.",
         ),
         ("min_size=big", "Min size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."),
-        ("type=raw", "File type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic, mp4, mov, m4v, 3gp, mkv, webm, avi."),
+        (
+            "type=raw",
+            "File type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic, "
+            "mp4, mov, m4v, 3gp, mkv, webm, avi.",
+        ),
         ("min_score=2", "Min score is a cosine similarity from -1 to 1, not 2.0."),
         ("sort=size", "Order must be one of score, date, path, not 'size'."),
     ],

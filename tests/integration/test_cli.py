@@ -436,7 +436,11 @@ FLAG_ERRORS = [
         ["search", "--after", "2024", "--before", "2023", "x"],
         "--after 2024-01-01 is not earlier than --before 2023-01-01; nothing can match.",
     ),
-    (["search", "--type", "raw", "x"], "--type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic, mp4, mov, m4v, 3gp, mkv, webm, avi."),
+    (
+        ["search", "--type", "raw", "x"],
+        "--type: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic, "
+        "mp4, mov, m4v, 3gp, mkv, webm, avi.",
+    ),
     (
         ["search", "--min-size", "big", "x"],
         "--min-size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP.",

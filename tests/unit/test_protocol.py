@@ -107,7 +107,10 @@ FIELD_ERRORS = [
     ),
     (lambda: Filters(folders=("rel",)), "folders needs absolute folders, not 'rel'."),
     (lambda: Filters(camera=" "), "camera must be a non-empty string."),
-    (lambda: Filters(types=("raw",)), "types: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic, mp4, mov, m4v, 3gp, mkv, webm, avi."),
+    (
+        lambda: Filters(types=("raw",)),
+        "types: unknown file type 'raw'; use jpg, png, webp, gif, bmp, tiff, heic, mp4, mov, m4v, 3gp, mkv, webm, avi.",
+    ),
     (lambda: min_size("big"), "min_size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."),
     (lambda: Options(k=0), "k must be a whole number from 1 to 1000, not 0."),
     (lambda: Options(min_score=2), "min_score is a cosine similarity from -1 to 1, not 2.0."),
