@@ -814,8 +814,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "video-every-frame-decoded",
         "daemon/ingest/video.py",
-        'self.stream.codec_context.skip_frame = "NONKEY" if keyframes else "DEFAULT"',
-        'self.stream.codec_context.skip_frame = "DEFAULT"',
+        'stream.codec_context.skip_frame = "NONKEY" if keyframes else "DEFAULT"',
+        'stream.codec_context.skip_frame = "DEFAULT"',
         (VIDEO_DECODE + "test_samples_are_keyframes_where_keyframes_lie_within_half_a_step",),
         "every frame is decoded where keyframes would do: samples land between keyframes, a minute costs 30x",
     ),
