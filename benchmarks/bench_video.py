@@ -88,7 +88,34 @@ def measure(path: Path, models: dict[str, Path]) -> dict[str, object]:
         embedder.encode_images([embedder.prepare(frame.image) for frame in found.frames])
         figures[f"embed_{name}_s"] = round(time.monotonic() - started, 3)
     figures["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10
+    if "tiny" in models:
+        figures["index_in_process_s"] = round(index_in_process(path, models["tiny"]), 3)
     return figures
+
+
+def index_in_process(path: Path, model: Path) -> float:
+    """The engine's reconcile of a folder holding only this file, the model already loaded: what the daemon
+    spends on it (hash, sample, embed, write), without the process start that `imgd index` adds."""
+    from imgd.daemon import config as config_module
+    from imgd.daemon.embedders import load_embedder
+    from imgd.daemon.service.library import open_library
+
+    with tempfile.TemporaryDirectory(prefix="imgd-bench-video-") as tmp:
+        folder = Path(tmp) / "videos"
+        folder.mkdir()
+        os.symlink(path, folder / path.name)
+        values = {"state_dir": Path(tmp) / "state", "model": str(model), "device": "cpu", "follow_symlinks": True}
+        config = config_module.load(None, values, env={})
+        embedder = load_embedder(str(model), device="cpu", batch_size=32, backend="torch")
+        library = open_library(config, embedder)
+        try:
+            started = time.monotonic()
+            summary = library.engine.reconcile([str(folder)])
+            seconds = time.monotonic() - started
+        finally:
+            library.close()
+        assert summary.added == 1, summary
+        return seconds
 
 
 def in_child(path: Path, models: dict[str, Path]) -> dict[str, object]:
