@@ -42,6 +42,7 @@ def colour(body: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), dtype=np.float32).reshape(-1, 3).mean(axis=0)
 
 
+@pytest.mark.slow  # indexing with a model, and a gallery server
 def test_a_video_hit_shows_its_frame_and_plays_by_range_requests(gallery):
     server, _ = gallery
     browser = Browser(server)

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import videokit
 from click.testing import CliRunner
 from imgd.cli.main import cli
@@ -15,6 +16,7 @@ from PIL import Image
 from shapekit import shape_image
 
 
+@pytest.mark.slow  # indexing with a model: tens of seconds here
 def test_a_video_is_a_duplicate_of_its_copies_only(tmp_path: Path, tiny_model: Path) -> None:
     pics = tmp_path / "pics"
     trip = videokit.circle_then_square(pics / "trip.mp4")
