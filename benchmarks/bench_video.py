@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--gop", type=int, default=30, help="frames between keyframes of the minute clip")
     parser.add_argument("--count", type=int, default=1_000_000, help="contents for the search part")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--share", type=float, default=0.3, help="videos among the contents (0: a photo baseline)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -242,7 +243,7 @@ def main() -> None:
         results["hour"] = file_goal("hour", hour, tiny, vit)
         log(f"hour: {results['hour']}")
     if "search" in args.parts:
-        results["search"] = search_goal(args.count, 0.3, args.queries)
+        results["search"] = search_goal(args.count, args.share, args.queries)
         log(f"search: {results['search']}")
     print(json.dumps(results, indent=1))
 
