@@ -14,6 +14,7 @@ from imgd.daemon.protocol import (
     MAX_K,
     NEAR_KM,
     SORTS,
+    VIDEO_TYPES,
     Filters,
     Options,
     Term,
@@ -41,7 +42,7 @@ FILTER_OPTIONS = [
     click.option("--after", help="Taken on or after this date: YYYY, YYYY-MM or YYYY-MM-DD."),
     click.option("--before", help="Taken before this date: YYYY, YYYY-MM or YYYY-MM-DD."),
     click.option("--camera", help="Camera make or model contains this text (case-insensitive)."),
-    click.option("--type", "types", help=f"File types, comma-separated: {', '.join(FILE_TYPES)}."),
+    click.option("--type", "types", help=f"File types, comma-separated: {', '.join(FILE_TYPES + VIDEO_TYPES)}."),
     click.option("--landscape", "orientation", flag_value="landscape", help="Only wider than tall."),
     click.option("--portrait", "orientation", flag_value="portrait", help="Only taller than wide."),
     click.option("--square", "orientation", flag_value="square", help="Only square."),
@@ -52,6 +53,9 @@ FILTER_OPTIONS = [
         help="Taken near a city (the most populous of that name) or a position LAT,LON.",
     ),
     click.option("--country", help="Taken in this country: its English name or ISO code."),
+    click.option("--videos/--no-videos", "videos", default=None, help="Only videos, or no videos (default: both)."),
+    click.option("--min-duration", type=float, metavar="SECONDS", help="Only videos at least this long."),
+    click.option("--max-duration", type=float, metavar="SECONDS", help="Only videos at most this long."),
 ]
 
 
@@ -83,6 +87,9 @@ def build_filters(folders: tuple[str, ...], types: str | None, given: dict[str, 
         camera=given.pop("camera"),
         types=tuple(t for t in (types or "").split(",") if t.strip()),
         orientation=given.pop("orientation"),
+        videos=given.pop("videos"),
+        min_duration=given.pop("min_duration"),
+        max_duration=given.pop("max_duration"),
         **(min_size(size) if size else {}),
         near=given.pop("near"),
         within_km=radius(within) if within is not None else None,
@@ -120,6 +127,7 @@ def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--places", "show_places", is_flag=True, help="Show each image's place (also on with --near or --country)."
         ),
+        click.option("--frames", is_flag=True, help="With --json/--jsonl: each video's sampled times too."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -133,4 +141,11 @@ def build_options(
     filters = build_filters(folders, types, given)
     auto_cut = given.pop("auto_cut")
     k = top_k or (AUTO_CUT_K if auto_cut else config.top_k)
-    return Options(k=k, filters=filters, min_score=given.pop("min_score"), auto_cut=auto_cut, sort=given.pop("sort"))
+    return Options(
+        k=k,
+        filters=filters,
+        min_score=given.pop("min_score"),
+        auto_cut=auto_cut,
+        sort=given.pop("sort"),
+        frames=given.pop("frames"),
+    )

@@ -294,7 +294,7 @@ def echo_hits(
         futures: list[Any] = []
         for hit in hits:
             try:
-                futures.append(cache.submit(hit["path"], side))
+                futures.append(cache.submit(hit["path"], side, hit.get("time") or 0.0))  # a video's best frame
             except ImgdError:
                 futures.append(None)
         for line, future in zip(lines, futures, strict=True):

@@ -88,7 +88,7 @@ def hits_lines(hits: Iterable[Mapping[str, Any]], places: bool = False) -> list[
     """`score  path`, and with `places` the place after two spaces ("-" where none is known)."""
     hits = list(hits)
     texts = scores(hit["score"] for hit in hits)
-    lines = [f"{score}  {display_path(hit['path'])}" for score, hit in zip(texts, hits, strict=True)]
+    lines = [f"{score}  {display_path(hit['path'])}{at(hit)}" for score, hit in zip(texts, hits, strict=True)]
     if places:
         lines = [f"{line}  {place_label(hit.get('place'))}" for line, hit in zip(lines, hits, strict=True)]
     return lines
@@ -99,6 +99,18 @@ def place_label(place: Mapping[str, Any] | None) -> str:
     if not place:
         return "-"
     return ", ".join(str(place[key]) for key in ("city", "region", "country") if place.get(key))
+
+
+def clock(seconds: float) -> str:
+    """A time into a video as people write it: `1:23`, `1:02:03`."""
+    whole = int(max(0.0, seconds))
+    hours, rest = divmod(whole, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60}:{rest % 60:02d}"
+
+
+def at(hit: Mapping[str, Any]) -> str:
+    """` @ 1:23` after a video's path (its best frame's time); nothing for a photo."""
+    return f" @ {clock(hit['time'])}" if hit.get("time") is not None else ""
 
 
 def json_text(value: object) -> str:
@@ -113,6 +125,7 @@ HIT_FIELDS = (
     *("rank", "score", "path", "sibling", "id", "size", "width", "height", "type", "taken", "taken_source"),
     "camera",
     *("place", "near"),  # a place where the GPS names one; `near` under --near
+    *("time", "duration", "frames"),  # videos only
 )
 
 

@@ -13,6 +13,9 @@ FLAGS = {
     "within": "--in",  # dupes: only groups with an image under these folders
     "types": "--type",
     "min_size": "--min-size",
+    "videos": "--videos/--no-videos",
+    "min_duration": "--min-duration",
+    "max_duration": "--max-duration",
     "min_score": "--min-score",
     "sort": "--sort",
     "k": "k (-k/--top-k)",

@@ -64,7 +64,7 @@ RAW_EXTENSIONS: tuple[str, ...] = (
 # Videos, read through FFmpeg (PyAV); a MOV beside a photo of the same stem is a live photo's other half.
 VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi")
 
-IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_EXTENSIONS + RAW_EXTENSIONS  # what the scanner and the watcher index
+IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_EXTENSIONS + RAW_EXTENSIONS + VIDEO_EXTENSIONS  # what is indexed
 # What the scanner and the watcher look at: what is indexed, and videos as the other half of a live photo.
 WATCHED_EXTENSIONS: tuple[str, ...] = tuple(dict.fromkeys(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from .errors import ImgdError
 
-PROTOCOL_VERSION = 3  # 3: similar by content id, status without duplicates unless asked
+PROTOCOL_VERSION = 4  # 3: similar by content id, status without duplicates unless asked; 4: video filters, frames
 MAX_K = 1000
 MAX_TERMS = 32
 ORIENTATIONS = ("landscape", "portrait", "square")
@@ -27,6 +27,7 @@ SORTS = ("score", "date", "path")
 RAW_TYPES = ("cr2", "cr3", "nef", "nrw", "arw", "raf", "orf", "rw2", "dng", "pef", "srw")
 # What --type accepts; "raw" stands for every RAW type.
 FILE_TYPES = ("jpg", "png", "webp", "gif", "bmp", "tiff", "heic", "avif", "jxl", "raw", *RAW_TYPES)
+VIDEO_TYPES = ("mp4", "mov", "m4v", "3gp", "mkv", "webm", "avi")  # videos are stored by their extension
 _TYPE_ALIASES = {"jpeg": "jpg", "jpe": "jpg", "tif": "tiff", "heif": "heic"}
 _DATE = re.compile(r"^(\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?$")
 
@@ -101,10 +102,9 @@ def parse_date(text: str, field_name: str) -> str:
 def file_type(name: str) -> str:
     key = name.strip().lower().lstrip(".")
     key = _TYPE_ALIASES.get(key, key)
-    if key not in FILE_TYPES:
-        raise RequestError(
-            lambda naming: f"{naming('types')}: unknown file type '{name}'; use {', '.join(FILE_TYPES)}."
-        )
+    if key not in FILE_TYPES + VIDEO_TYPES:
+        known = ", ".join(FILE_TYPES + VIDEO_TYPES)
+        raise RequestError(lambda naming: f"{naming('types')}: unknown file type '{name}'; use {known}.")
     return key
 
 
@@ -174,6 +174,9 @@ class Filters:
     near: str | None = None  # a city's name or "LAT,LON" (the daemon resolves names: search/near.py)
     within_km: float | None = None  # how far from `near`; None: NEAR_KM
     country: str | None = None  # a country's name or ISO code
+    videos: bool | None = None  # True: videos only; False: no videos; None: both
+    min_duration: float | None = None  # seconds; a filter on length keeps videos only
+    max_duration: float | None = None
 
     def __post_init__(self) -> None:
         folders = tuple(self.folders)
@@ -200,6 +203,7 @@ class Filters:
         for name in ("min_width", "min_height", "min_side", "min_pixels"):
             _whole(getattr(self, name), name.replace("_", "-"), 0)
         _check_place(self)
+        _check_videos(self)
 
     @property
     def active(self) -> bool:
@@ -259,6 +263,26 @@ def _check_place(filters: Filters) -> None:
         object.__setattr__(filters, "country", _text(filters.country, _field("country")).strip())
 
 
+def _check_videos(filters: Filters) -> None:
+    """The video fields of Filters: a yes/no, and lengths in seconds that leave something to match."""
+    if filters.videos is not None and not isinstance(filters.videos, bool):
+        raise RequestError(lambda name: f"{name('videos')} must be true, false or null, not {filters.videos!r}.")
+    for key in ("min_duration", "max_duration"):
+        value = getattr(filters, key)
+        if value is not None:
+            seconds = _number(value, _field(key))
+            if seconds < 0:
+                raise RequestError(lambda name, k=key, s=seconds: f"{name(k)} is a number of seconds, not {s:g}.")
+            object.__setattr__(filters, key, seconds)
+    low, high = filters.min_duration, filters.max_duration
+    if low is not None and high is not None and low > high:
+        raise RequestError(
+            lambda name: f"{name('min_duration')} {low:g} is above {name('max_duration')} {high:g}; nothing can match."
+        )
+    if filters.videos is False and (low is not None or high is not None):
+        raise RequestError(lambda name: f"a duration filter selects videos; it cannot go with {name('videos')} false.")
+
+
 @dataclass(frozen=True)
 class Options:
     """How many answers, which ones pass, in what order: shared by every request that lists images."""
@@ -268,9 +292,12 @@ class Options:
     min_score: float | None = None
     auto_cut: bool = False  # stop where the scores fall away
     sort: str = "score"
+    frames: bool = False  # each video's sampled times, beside its best one
 
     def __post_init__(self) -> None:
         _whole(self.k, _field("k"), 1, MAX_K)
+        if not isinstance(self.frames, bool):
+            raise RequestError(f"'frames' must be true or false, not {self.frames!r}.")
         if self.min_score is not None:
             score = _number(self.min_score, _field("min_score"))
             if not -1.0 <= score <= 1.0:

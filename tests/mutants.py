@@ -51,6 +51,8 @@ class Mutation:
 LIVE = "tests/integration/test_live.py::"
 CHANGE = "tests/integration/test_modelchange.py::"
 FILTERS = "tests/unit/test_filters.py::test_clause_and_match_agree"
+VIDEO_DECODE = "tests/integration/test_video_decode.py::"
+VIDEO_SEARCH = "tests/integration/test_video_search.py::"
 SERVICE = "tests/e2e/test_service.py::test_imgd_run_notifies_systemd_rescans_on_sighup_and_stops_cleanly_on_sigint"
 IMPORTS = "tests/unit/test_imports.py::"
 SIBLINGS = "tests/integration/test_siblings.py::"
@@ -1368,6 +1370,90 @@ MUTATIONS: list[Mutation] = [
         "    if False:\n        lines = [",
         ("tests/integration/test_places.py::test_the_text_output_shows_places_when_asked_or_filtered",),
         "--places and --near print no place in the text output",
+    ),
+    # -- videos (issue 23, the video half) ----------------------------------------------------
+    Mutation(
+        "video-frames-counted-as-items",
+        "daemon/search/query.py",
+        "if content_id is None or content_id in exclude or content_id in seen:",
+        "if content_id is None or content_id in exclude:",
+        ("tests/integration/test_video_search.py::test_frames_never_crowd_out_photos_k_counts_items",),
+        "a video's frames each take a place of -k: one video fills the answer and crowds photos out",
+    ),
+    Mutation(
+        "video-every-frame-decoded",
+        "daemon/ingest/video.py",
+        'stream.codec_context.skip_frame = "NONKEY" if keyframes else "DEFAULT"',
+        'stream.codec_context.skip_frame = "DEFAULT"',
+        (VIDEO_DECODE + "test_samples_are_keyframes_where_keyframes_lie_within_half_a_step",),
+        "every frame is decoded where keyframes would do: samples land between keyframes, a minute costs 30x",
+    ),
+    Mutation(
+        "video-sparse-keyframes-not-sought",
+        "daemon/ingest/video.py",
+        "if picked is None and (at - last >= MAX_GAP - 1e-6 or not taken):",
+        "if picked is None and not taken:",
+        (VIDEO_DECODE + "test_where_keyframes_are_sparse_a_frame_is_decoded_at_the_wanted_time",),
+        "a video with one keyframe is one sample: whatever it shows later is never found",
+    ),
+    Mutation(
+        "video-cap-not-stretched",
+        "daemon/ingest/video.py",
+        "    step = max(every, duration / cap)\n    count",
+        "    step = every\n    count",
+        (VIDEO_DECODE + "test_the_interval_stretches_beyond_the_cap_and_always_covers_the_whole_video",),
+        "an hour of video is sampled only in its first minutes: the cap cuts instead of stretching",
+    ),
+    Mutation(
+        "video-repeated-frames-kept",
+        "daemon/ingest/video.py",
+        "        if float(np.dot(vectors[position], vectors[keep[-1]])) < near:",
+        "        if True:",
+        (
+            VIDEO_DECODE + "test_near_identical_neighbours_are_kept_once",
+            VIDEO_SEARCH + "test_a_video_is_one_content_with_its_distinct_frames_and_its_duration",
+        ),
+        "a still scene stores a vector per sample: the index grows with the length of boring videos",
+    ),
+    Mutation(
+        "video-time-not-said",
+        "daemon/search/query.py",
+        "row.update(time=times.get(vector_id, 0.0), duration=round(videos[content_id], 3))",
+        "row.update(time=0.0, duration=round(videos[content_id], 3))",
+        (VIDEO_SEARCH + "test_a_blue_square_is_found_in_the_video_at_a_time_it_shows_one",),
+        "a video hit says its start instead of the time of its best frame",
+    ),
+    Mutation(
+        "video-path-time-ignored",
+        "daemon/search/query.py",
+        "        path, at = video.split_time(path)\n",
+        "        path, at = video.split_time(path)[0], None\n",
+        (VIDEO_SEARCH + "test_similar_from_a_frame_of_a_video_or_its_path",),
+        "similar from trip.mp4@0:05 searches from the first frame, not the one asked for",
+    ),
+    Mutation(
+        "video-no-duration-filter",
+        "daemon/search/filters.py",
+        "        selected.append(Lasting(filters.min_duration, filters.max_duration))",
+        "        pass",
+        (VIDEO_SEARCH + "test_video_filters_select_by_kind_type_and_length",),
+        "--min-duration and --max-duration are accepted and do nothing",
+    ),
+    Mutation(
+        "video-near-duplicates",
+        "daemon/search/dupes.py",
+        "pairs = [pair for pair in pairs if pair[0] not in videos and pair[1] not in videos] if videos else pairs",
+        "pairs = pairs",
+        ("tests/integration/test_video_dupes.py::test_a_video_is_a_duplicate_of_its_copies_only",),
+        "a video whose first frame looks like a photo is listed as that photo's near-duplicate",
+    ),
+    Mutation(
+        "video-dropped-by-model-change",
+        "daemon/ingest/modelchange.py",
+        "                if video.is_video(stat.path):\n",
+        "                if False:\n",
+        ("tests/integration/test_video_modelchange.py::test_a_model_change_re_embeds_every_frame_of_a_video",),
+        "a model change reads a video as a picture, fails, and drops it from the library at the switch",
     ),
 ]
 

@@ -115,11 +115,21 @@ def _hits_page(hits: list[Hit], offset: int, limit: int) -> dict[str, Any]:
                 "width": h.width,
                 "height": h.height,
                 **({"sibling": os.path.basename(h.sibling)} if h.sibling else {}),
+                **({"time": h.time} if h.time is not None else {}),  # a video: its best frame's time
             }
             for h in page
         ],
         "more": len(hits) > offset + limit,
     }
+
+
+def _seconds(request: Request) -> float:
+    """`t`, a video's time in seconds for its thumbnail; 0 when absent or not a sane number."""
+    try:
+        value = float(request.query_params.get("t", "0"))
+    except ValueError:
+        return 0.0
+    return value if 0.0 <= value < 1e7 else 0.0
 
 
 def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -266,7 +276,7 @@ def build_app(
         if path is None:
             return _error("No such image in the catalog.", 404)
         try:
-            thumb = await asyncio.wrap_future(thumbs.submit(path, side))
+            thumb = await asyncio.wrap_future(thumbs.submit(path, side, _seconds(request)))
         except ImageReadError as exc:
             return _error(f"This image cannot be shown: {exc.reason}.", 404)
         # The id names one path and the cache key one version of it; an edited file keeps its id,
@@ -293,7 +303,8 @@ def build_app(
         if isinstance(path, Response):
             return path
         media = mimetypes.guess_type(path)[0] or "application/octet-stream"
-        if not media.startswith("image/") or media == "image/svg+xml":
+        # A video plays in the page from its best frame: FileResponse answers the browser's Range requests.
+        if not media.startswith(("image/", "video/")) or media == "image/svg+xml":
             media = "application/octet-stream"
         return FileResponse(path, media_type=media, headers={"cache-control": "private, max-age=60"})
 

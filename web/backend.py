@@ -150,6 +150,7 @@ class Hit:
     width: int | None = None
     height: int | None = None
     sibling: str | None = None  # the RAW or video listed through this photo
+    time: float | None = None  # a video's best frame, in seconds
 
 
 @dataclass(frozen=True)
@@ -308,6 +309,7 @@ class Backend:
                 row.get("width"),
                 row.get("height"),
                 row.get("sibling"),
+                row.get("time"),
             )
             for row in reply["hits"]
         ]

@@ -27,7 +27,7 @@ from PIL import Image
 
 from ..config import Config
 from ..errors import ImageReadError
-from ..ingest import imaging
+from ..ingest import imaging, video
 
 GRID_SIDE = 256  # the gallery's grid and the terminal previews
 VIEW_SIDE = 1600  # the gallery's full view: sharp on a laptop screen, a fraction of a 12 MP file
@@ -85,16 +85,18 @@ class ThumbnailCache:
 
     # -- the public calls -------------------------------------------------------------------
 
-    def get(self, path: str, side: int = GRID_SIDE) -> Thumbnail:
-        """The thumbnail of path, from the cache or made now in the pool; raises ImageReadError."""
-        return self.submit(path, side).result()
+    def get(self, path: str, side: int = GRID_SIDE, at: float = 0.0) -> Thumbnail:
+        """The thumbnail of path (a video's frame at `at` seconds), from the cache or made now in the pool;
+        raises ImageReadError."""
+        return self.submit(path, side, at).result()
 
-    def submit(self, path: str, side: int = GRID_SIDE) -> Future[Thumbnail]:
-        """A future thumbnail; concurrent requests for one file and size share one decode."""
+    def submit(self, path: str, side: int = GRID_SIDE, at: float = 0.0) -> Future[Thumbnail]:
+        """A future thumbnail; concurrent requests for one file, size and time share one decode."""
         if side not in SIDES:
             raise ValueError(f"thumbnail side must be one of {SIDES}")
+        at = at if video.is_video(path) else 0.0
         info = self._stat(path)
-        key = self._key(path, info, side)
+        key = self._key(path, info, side, at)
         hit = self._read_cached(key)
         if hit is not None:
             done: Future[Thumbnail] = Future()
@@ -104,7 +106,7 @@ class ThumbnailCache:
             future = self._inflight.get(key)
             started = future is None
             if started:
-                future = self._pool.submit(self._make, path, side)
+                future = self._pool.submit(self._make, path, side, at)
                 self._inflight[key] = future
         if started:
             # Outside the lock: a job already done runs this callback at once, in this thread.
@@ -142,10 +144,12 @@ class ThumbnailCache:
         return info
 
     @staticmethod
-    def _key(path: str, info: os.stat_result, side: int) -> str:
+    def _key(path: str, info: os.stat_result, side: int, at: float = 0.0) -> str:
         identity = struct.pack(
             "<qqqqii", info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev, side, FORMAT_VERSION
         )
+        if at:  # a video's later frame; a photo's key (and its cached thumbnail) stays as it was
+            identity += struct.pack("<d", at)
         return hashlib.blake2b(os.fsencode(path) + b"\0" + identity, digest_size=16).hexdigest()
 
     def _file(self, key: str) -> Path:
@@ -170,8 +174,10 @@ class ThumbnailCache:
             return None
         return Thumbnail(data, file, width, height)
 
-    def _make(self, path: str, side: int) -> Thumbnail:
+    def _make(self, path: str, side: int, at: float = 0.0) -> Thumbnail:
         """Read, decode at reduced scale, orient, shrink, encode, keep. Runs in the pool."""
+        if video.is_video(path):
+            return self._make_frame(path, side, at)
         for _ in range(3):
             before = self._stat(path)
             data = imaging.read_bytes(path)
@@ -189,6 +195,18 @@ class ThumbnailCache:
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
         out = buffer.getvalue()
         return Thumbnail(out, self._store(key, out), image.width, image.height)
+
+    def _make_frame(self, path: str, side: int, at: float) -> Thumbnail:
+        """A video's frame at `at` (FFmpeg reads the file itself: no whole-file read), shrunk and kept."""
+        before = self._stat(path)
+        image = video.frame_at(path, at)
+        if self._key(path, before, side, at) != self._key(path, self._stat(path), side, at):
+            raise ImageReadError(path, "file keeps changing; try again when it is written")
+        image.thumbnail((side, side), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        out = buffer.getvalue()
+        return Thumbnail(out, self._store(self._key(path, before, side, at), out), image.width, image.height)
 
     def _store(self, key: str, data: bytes) -> Path | None:
         """Write atomically; a read-only or full disk only costs the cache, never the thumbnail."""

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +25,12 @@ from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
 from ..verbosity import DETAIL
-from . import imaging
+from . import imaging, video
 from .backfill import MediaBackfill
 from .events import EventSource
 from .modelchange import ModelChange
 from .orphans import OrphanHold, _Released
+from .outcomes import Outcomes
 from .pairing import Pairing
 from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
@@ -52,9 +54,15 @@ class _Loaded:
     error: str | None = None
     meta: ImageMeta | None = None
     next_image: object | None = None  # prepared for the new model, during a model change
+    frames: video.Sampled | None = None  # a video's prepared frames, in place of image and next_image
+
+    @property
+    def count(self) -> int:
+        """Pictures to embed: a video's frames, a photo's one, none for known bytes."""
+        return len(self.frames.times) if self.frames is not None else int(self.image is not None)
 
 
-class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold):
+class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold, Outcomes):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(
@@ -108,6 +116,14 @@ class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold):
         stat, previous = item
         result = _Loaded(stat, previous)
         try:
+            if video.is_video(stat.path):
+                result.digest = video.hash_file(stat.path)
+                if not self._known(result.digest):
+                    nxt = self.change.embedder if self.change is not None else None
+                    result.frames = video.prepare(stat.path, self.embedder, nxt)
+                    result.meta = result.frames.meta
+                    result.width, result.height = result.meta.width, result.meta.height
+                return result
             data, result.digest = imaging.read_and_hash(stat.path)
             if self._known(result.digest):
                 log.log(DETAIL, "known content, not embedded again: %s", display_path(stat.path))
@@ -143,11 +159,17 @@ class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold):
         # A small first batch starts the model while the pool decodes the rest, instead of idling
         # until a full batch is decoded (~1 s at batch 32 on 2 cores).
         limit = min(FIRST_BATCH, self.config.batch_size)
-        for loaded in bounded_map(self._pool, self._load, items, window):
+        photos, videos = video.split(items)
+        # Videos after photos, fewer in flight: each holds up to video.MAX_FRAMES prepared frames.
+        loads = chain(
+            bounded_map(self._pool, self._load, photos, window),
+            bounded_map(self._pool, self._load, videos, self.config.threads()),
+        )
+        for loaded in loads:
             if self.should_stop():
                 raise Stopped
-            (batch if loaded.image is not None else cheap).append(loaded)
-            if len(batch) >= limit or len(cheap) >= 512:
+            (batch if loaded.count else cheap).append(loaded)
+            if sum(item.count for item in batch) >= limit or len(cheap) >= 512:
                 self._commit(batch, cheap, gone_contents, summary)
                 if progress:
                     progress(len(batch) + len(cheap))
@@ -167,31 +189,46 @@ class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold):
         summary: IndexSummary,
     ) -> None:
         started = time.monotonic()
-        vectors = self.embedder.encode_images([item.image for item in batch]) if batch else None
+        images = [image for item in batch for image in (item.frames.images if item.frames else [item.image])]
+        vectors = self.embedder.encode_images(images) if batch else None
         if batch:
             seconds = time.monotonic() - started
-            log.debug(
-                "embedded a batch of %d images in %.2fs (%.1f/s)", len(batch), seconds, len(batch) / max(seconds, 1e-9)
-            )
+            log.debug("embedded %d pictures in %.2fs (%.1f/s)", len(images), seconds, len(images) / max(seconds, 1e-9))
         change = self.change
-        next_vectors = change.embedder.encode_images([item.next_image for item in batch]) if change and batch else None
+        if change and batch:
+            nexts = [i for item in batch for i in (item.frames.next_images if item.frames else [item.next_image])]
+            next_vectors = change.embedder.encode_images(nexts)
+        else:
+            next_vectors = None
         new_ids: list[int] = []
         new_vectors: list[np.ndarray] = []
         retry: list[_Loaded] = []
+        position = 0
         with self.catalog.transaction():
-            for position, item in enumerate(batch):
+            for item in batch:
+                here, position = slice(position, position + item.count), position + item.count
                 content_id = self.catalog.content_id(item.digest)
-                if content_id is None:
+                if content_id is None and item.frames is not None:
+                    keep = video.distinct(vectors[here])
+                    times = [item.frames.times[i] for i in keep]
+                    kept = vectors[here][keep]
+                    kept_next = next_vectors[here][keep] if next_vectors is not None else None
+                    content_id, vector_ids = self.catalog.add_video(
+                        item.digest, kept, times, item.meta, item.frames.duration, kept_next
+                    )
+                    new_ids.extend(vector_ids)
+                    new_vectors.append(kept)
+                elif content_id is None:
                     content_id, vector_id = self.catalog.add_photo(
                         item.digest,
-                        vectors[position],
+                        vectors[here.start],
                         item.width,
                         item.height,
                         item.meta,
-                        next_vector=next_vectors[position] if next_vectors is not None else None,
+                        next_vector=next_vectors[here.start] if next_vectors is not None else None,
                     )
                     new_ids.append(vector_id)
-                    new_vectors.append(vectors[position])
+                    new_vectors.append(vectors[here.start][None, :])
                 self._record(item, content_id, gone_contents, summary)
             for item in cheap:
                 if item.error is not None:
@@ -210,50 +247,6 @@ class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold):
         self._flush_events()
         if retry:
             summary.merge(self.ingest([(item.stat, item.previous) for item in retry], gone_contents))
-
-    def _record(
-        self, item: _Loaded, content_id: int, gone_contents: dict[int, list[str]], summary: IndexSummary
-    ) -> None:
-        stat, previous = item.stat, item.previous
-        # "indexed" and "updated" mean a forward pass; known bytes at a new place say they were not embedded.
-        reused = "" if item.image is not None else " (bytes already indexed, not embedded)"
-        self.catalog.set_file(stat.path, stat.size, stat.mtime_ns, content_id)
-        held = gone_contents.get(content_id)
-        if held and stat.path in held:  # back where it was (a folder moved out and in again): not a move
-            held.remove(stat.path)
-        embedded = {"id": content_id, "embedded": item.image is not None}
-        if previous is not None and previous.status == "ok":
-            if previous.content_id == content_id:
-                summary.unchanged += 1
-            else:
-                summary.updated += 1
-                log.info("updated %s%s", display_path(stat.path), reused)
-                self._event("updated", stat.path, **embedded)
-        elif gone_contents.get(content_id):
-            old = gone_contents[content_id].pop()
-            summary.moved += 1
-            log.info("moved %s -> %s", display_path(old), display_path(stat.path))
-            self._event("moved", stat.path, source=old, id=content_id)
-        else:
-            summary.added += 1
-            log.info("added %s%s" if reused else "indexed %s%s", display_path(stat.path), reused)
-            self._event("indexed", stat.path, **embedded)
-
-    def _record_failure(self, item: _Loaded, summary: IndexSummary) -> None:
-        stat = item.stat
-        if not os.path.lexists(stat.path):
-            # Deleted or renamed away while being read: its own event (or the next reconcile) handles it.
-            # A failed row here would be stale, and a rename would carry it to the new name for good.
-            if self.catalog.remove_file(stat.path):
-                summary.removed += 1
-                log.info("removed %s", display_path(stat.path))
-                self._event("removed", stat.path)
-            return
-        self.catalog.set_failed(stat.path, stat.size, stat.mtime_ns, item.error or "unknown error")
-        summary.failed += 1
-        summary.failures.append((stat.path, item.error or ""))
-        log.warning("skipping %s: %s", display_path(stat.path), item.error)
-        self._event("failed", stat.path, error=item.error or "unknown error")
 
     # -- reconcile --------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from ..embedders import Embedder
 from ..errors import ImageReadError, display_path
 from ..store.catalog import Catalog
 from ..store.records import FileStat
-from . import imaging
+from . import imaging, video
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,7 @@ class _Prepared:
     content_id: int
     image: Any | None = None
     error: str | None = None
+    frames: video.Sampled | None = None  # a video's samples, matched to its stored frames by time
 
 
 class ModelChange:
@@ -87,6 +88,7 @@ class ModelChange:
         self._ahead = self._submit(limit, ids)
         prepared = [future.result() for future in futures]
         ready = [item for item in prepared if item.image is not None]
+        self._videos([item for item in prepared if item.frames is not None])
         for item in prepared:
             if item.error is not None:
                 self.failed[item.content_id] = item.error
@@ -96,6 +98,19 @@ class ModelChange:
             with self.catalog.transaction():
                 self.embedded += self.catalog.add_next_vectors([item.content_id for item in ready], vectors)
         return len(ids)
+
+    def _videos(self, items: list[_Prepared]) -> None:
+        """Each stored frame of each video gets the new model's vector of the sample nearest its time."""
+        for item in items:
+            assert item.frames is not None
+            stored = self.catalog.frames_of(item.content_id)
+            times = item.frames.times
+            nearest = [min(range(len(times)), key=lambda i, at=at: abs(times[i] - at)) for _, at in stored]
+            vectors = self.embedder.encode_images([item.frames.images[i] for i in nearest])
+            with self.catalog.transaction():
+                for (vector_id, _), vector in zip(stored, vectors, strict=True):
+                    self.catalog._add_next_vector(vector_id, vector)
+            self.embedded += 1
 
     def _submit(self, limit: int, in_flight: Collection[int]) -> tuple[list[int], list[Future[_Prepared]]] | None:
         """Start reading the next batch; None once every image has its new vector or was tried."""
@@ -115,6 +130,11 @@ class ModelChange:
         problems: list[str] = []
         for stat in files:
             try:
+                if video.is_video(stat.path):
+                    if video.hash_file(stat.path) != digest:
+                        problems.append(f"{display_path(stat.path)}: changed since it was indexed")
+                        continue
+                    return _Prepared(content_id, frames=video.prepare(stat.path, self.embedder))
                 data, found = imaging.read_and_hash(stat.path)
                 if found != digest:  # rewritten since: the watcher indexes it as the new content it is
                     problems.append(f"{display_path(stat.path)}: changed since it was indexed")

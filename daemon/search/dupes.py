@@ -274,6 +274,10 @@ def find_groups(
             pairs = pair_source(threshold, allowed)
         else:
             pairs = library_pairs(*catalog_vectors(catalog, allowed), threshold)
+        # A video is a duplicate only of its exact copies: no measured method yet tells a near-copy of a
+        # video from a video that merely shares a scene (or a photo of one of its frames).
+        videos = set(catalog.durations({c for a, b, _ in pairs for c in (a, b)}))
+        pairs = [pair for pair in pairs if pair[0] not in videos and pair[1] not in videos] if videos else pairs
         involved = {c for a, b, _ in pairs for c in (a, b)} | set(catalog.shared_contents())
         if allowed is not None:
             involved &= set(allowed.tolist())

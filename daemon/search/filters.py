@@ -187,6 +187,37 @@ class AtLeast(Filter):
         return _MEASURES[self.measure][1](row) >= self.value
 
 
+@dataclass(frozen=True)
+class Videos(Filter):
+    """Videos only (a length is known), or no videos: a photo's duration is NULL."""
+
+    wanted: bool
+
+    def clause(self) -> Clause:
+        return ("m.duration IS NOT NULL" if self.wanted else "m.duration IS NULL"), []
+
+    def match(self, row: FileRow) -> bool:
+        return (row.duration is not None) == self.wanted
+
+
+@dataclass(frozen=True)
+class Lasting(Filter):
+    """A video of at least `low` and at most `high` seconds (photos have no length, so never pass)."""
+
+    low: float | None = None
+    high: float | None = None
+
+    def clause(self) -> Clause:
+        bounds = [(">=", self.low), ("<=", self.high)]
+        parts = [f"m.duration {op} ?" for op, value in bounds if value is not None]
+        return " AND ".join(["m.duration IS NOT NULL", *parts]), [v for _, v in bounds if v is not None]
+
+    def match(self, row: FileRow) -> bool:
+        if row.duration is None:
+            return False
+        return (self.low is None or row.duration >= self.low) and (self.high is None or row.duration <= self.high)
+
+
 def from_request(filters: Filters, cameras: Callable[[], Iterable[CameraPair]]) -> list[Filter]:
     """The filter objects of a request (dates as the first instant of their day); `cameras` reads the
     catalog's (make, model) pairs, asked only for a camera filter."""
@@ -207,6 +238,10 @@ def from_request(filters: Filters, cameras: Callable[[], Iterable[CameraPair]]) 
         value = getattr(filters, f"min_{measure}")
         if value:
             selected.append(AtLeast(measure, value))
+    if filters.videos is not None:
+        selected.append(Videos(filters.videos))
+    if filters.min_duration is not None or filters.max_duration is not None:
+        selected.append(Lasting(filters.min_duration, filters.max_duration))
     return selected + place_filters(filters)
 
 

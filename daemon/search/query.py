@@ -18,7 +18,7 @@ import numpy as np
 from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogError, ImageReadError
-from ..ingest import imaging
+from ..ingest import imaging, video
 from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
@@ -162,15 +162,19 @@ class Searcher:
         return vector
 
     def image_vector(self, path: str) -> tuple[np.ndarray, int | None]:
-        """A reference image's vector and its content id: the stored one if catalogued, else embedded."""
+        """A reference image's vector and its content id: the stored one if catalogued, else embedded.
+        A video's is its first frame's, or with `@1:23` after its path the frame nearest that time."""
+        path, at = video.split_time(path)
         if not os.path.isfile(path):
             raise ImageReadError(path, "no such file" if not os.path.exists(path) else "not a regular file")
         record = self.catalog.get_file(path)
         info = os.stat(path)
         if record is not None and record.unchanged(FileStat(path, info.st_size, info.st_mtime_ns), indexed=True):
-            vector = self.catalog.vector(record.content_id) if record.content_id is not None else None
+            vector = self._stored(record.content_id, at) if record.content_id is not None else None
             if vector is not None:  # no read, no decode, no image model
                 return vector, record.content_id
+        if video.is_video(path):
+            return self._video_vector(path, at), None
         data, digest = imaging.read_and_hash(path)
         content_id = self.catalog.content_id(digest)
         if content_id is not None:
@@ -180,6 +184,20 @@ class Searcher:
         image, _ = imaging.decode(path, data, self.config.max_image_pixels)
         embedder = self.embedder
         return embedder.encode_images([embedder.prepare(image)])[0], None
+
+    def _stored(self, content_id: int, at: float | None) -> np.ndarray | None:
+        """A content's stored vector: its first, or a video's nearest the time `at`."""
+        if at is None:
+            return self.catalog.vector(content_id)
+        found = self.catalog.vector_at(content_id, at)
+        return found[0] if found is not None else None
+
+    def _video_vector(self, path: str, at: float | None) -> np.ndarray:
+        """An uncatalogued video's frame embedded: its first, or the sampled one nearest `at`."""
+        frames = video.read_video(path).frames
+        frame = min(frames, key=lambda f: abs(f.at - (at or 0.0)))
+        embedder = self.embedder
+        return embedder.encode_images([embedder.prepare(frame.image)])[0]
 
     def term_vector(self, term: Term) -> np.ndarray:
         return self.text_vector(term.value) if term.kind == "text" else self.image_vector(term.value)[0]
@@ -218,12 +236,12 @@ class Searcher:
         allowed = self._allowed_vectors(options.filters)
         hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
         if options.auto_cut and hits:
-            best = {content_id: score for score, _, content_id in reversed(hits)}  # each content's score
-            order = list(dict.fromkeys(content_id for _, _, content_id in hits))
+            best = {content_id: score for score, _, content_id, _ in reversed(hits)}  # each content's score
+            order = list(dict.fromkeys(content_id for _, _, content_id, _ in hits))
             scores = np.array([best[content_id] for content_id in order], dtype=np.float32)
             keep = set(order[: auto_cut(scores, self._background(query, allowed))])
             hits = [hit for hit in hits if hit[2] in keep]
-        return self._present(hits, options.sort, options.filters)
+        return self._present(hits, options.sort, options.filters, options.frames)
 
     def cut_score(self, query: np.ndarray, filters: Filters, k: int = 200) -> float | None:
         """The score where `auto` ends this query's answers over the library now: midway between the last
@@ -233,7 +251,7 @@ class Searcher:
                 return None
             allowed = self._allowed_vectors(filters)
             hits = self._live_hits(query, k, filters, allowed, frozenset(), None)
-            best = {content_id: score for score, _, content_id in reversed(hits)}
+            best = {content_id: score for score, _, content_id, _ in reversed(hits)}
             scores = np.array(sorted(best.values(), reverse=True), dtype=np.float32)
             if not len(scores):
                 return None
@@ -320,15 +338,15 @@ class Searcher:
         allowed: np.ndarray | None,
         exclude: frozenset[int],
         threshold: float | None,
-    ) -> list[tuple[float, str, int]]:
-        """Best-first (score, path, content id) of the k best contents with a live path that passes."""
+    ) -> list[tuple[float, str, int, int]]:
+        """Best-first (score, path, content id, best vector id) of the k best contents with a live path that passes."""
         fetch = k + len(exclude)  # no slack: IVF probes more lists per started ten; a short answer fetches again
         limit = len(self.index) if allowed is None else len(allowed)
         while True:
             raw = self._candidates(query, fetch, allowed)
             owners = self.catalog.contents_of(vid for vid, _ in raw)
             paths = self.catalog.paths_for(owners.values())
-            hits: list[tuple[float, str, int]] = []
+            hits: list[tuple[float, str, int, int]] = []
             contents = 0
             seen: set[int] = set()  # a content with several vectors (a video's frames) counts at its best
             for vector_id, score in raw:
@@ -342,21 +360,25 @@ class Searcher:
                 if not live:
                     continue
                 contents += 1
-                hits.extend((score, path, content_id) for path in live)
+                hits.extend((score, path, content_id, vector_id) for path in live)
                 if contents >= k:
                     return hits
             if len(raw) < fetch or fetch >= limit:
                 return hits
             fetch *= 4
 
-    def _present(self, hits: list[tuple[float, str, int]], sort: str, filters: Filters) -> list[dict[str, Any]]:
-        """Result rows: score, path, content id and what the catalog knows of the file."""
+    def _present(
+        self, hits: list[tuple[float, str, int, int]], sort: str, filters: Filters, frames: bool = False
+    ) -> list[dict[str, Any]]:
+        """Result rows: score, path, content id and what the catalog knows of the file; a video's best time."""
         catalog = self.catalog
         # An older catalog opened read-only (the direct path) holds no metadata until a writer upgrades it.
-        details = catalog.media_for(path for _, path, _ in hits) if catalog.schema_version >= 2 else {}
-        siblings = catalog.siblings_for(path for _, path, _ in hits)  # a RAW or a live photo's video beside it
+        details = catalog.media_for(path for _, path, _, _ in hits) if catalog.schema_version >= 2 else {}
+        siblings = catalog.siblings_for(path for _, path, _, _ in hits)  # a RAW or a live photo's video beside it
+        videos = catalog.durations(hit[2] for hit in hits)
+        times = catalog.vector_times(hit[3] for hit in hits if hit[2] in videos)
         rows = []
-        for score, path, content_id in hits:
+        for score, path, content_id, vector_id in hits:
             row: dict[str, Any] = {"score": round(min(1.0, max(-1.0, score)), 6), "path": path}
             if path in siblings:
                 row["sibling"] = siblings[path]
@@ -374,6 +396,10 @@ class Searcher:
                     camera=camera,
                 )
                 row.update(place_fields(meta, filters))
+            if content_id in videos:  # only videos: a photo's rows stay as they were
+                row.update(time=times.get(vector_id, 0.0), duration=round(videos[content_id], 3))
+                if frames:
+                    row["frames"] = [round(at, 3) for _, at in catalog.frames_of(content_id)]
             rows.append(row)
         if sort == "path":
             rows.sort(key=lambda r: os.fsencode(r["path"]))

@@ -35,6 +35,7 @@ from .nextvectors import NextVectors
 from .records import FileRecord, FileStat, ImageMeta
 from .selection import Selection
 from .siblings import SiblingRows
+from .videos import VideoRows
 
 __all__ = [
     "APPLICATION_ID",
@@ -54,7 +55,7 @@ log = logging.getLogger(__name__)
 RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
 
 
-class Catalog(NextVectors, MediaRows, Selection, SiblingRows):
+class Catalog(NextVectors, MediaRows, Selection, SiblingRows, VideoRows):
     """SQLite in WAL mode: one writer at a time, any number of readers that never see half a commit."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:

@@ -209,14 +209,20 @@ def _places(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX media_country ON media(country)")
 
 
+@migration(8, "media.duration: a video's length in seconds (NULL for a photo)")
+def _duration(conn: sqlite3.Connection) -> None:
+    # A column on media, not on contents: the duration filters read it beside the type, as the other filters do.
+    conn.execute("ALTER TABLE media ADD COLUMN duration REAL")
+
+
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
 # tables of schema 4: views in its own temp schema, over the older tables, under the new names.
 READ_AS_LATEST = {
     1: ["CREATE TEMP VIEW vectors AS SELECT id, id AS content_id, 0.0 AS at, vector FROM main.contents"],
     3: ["CREATE TEMP VIEW next_vectors AS SELECT content_id AS vector_id, vector FROM main.next_vectors"],
 }
-# Before schema 7 no place is named: the reader sees none (a writer names them when it upgrades the file).
-PLACES_AS_LATEST = "CREATE TEMP VIEW media AS SELECT *, NULL AS city, NULL AS region, NULL AS country FROM main.media"
+# The columns media gained after schema 2, by the step that added them: an older reader sees them NULL.
+MEDIA_ADDED = {7: ("city", "region", "country"), 8: ("duration",)}
 
 
 def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
@@ -230,8 +236,9 @@ def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
                     conn.execute(statement)
     if version < 5:  # no saved searches yet: empty ones, in the connection's own temp schema
         _run(conn, ALERT_TABLES.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"))
-    if 2 <= version < 7:
-        conn.execute(PLACES_AS_LATEST)
+    missing = [f"NULL AS {column}" for step, columns in MEDIA_ADDED.items() if version < step for column in columns]
+    if version >= 2 and missing:  # no place named, no video's length yet
+        conn.execute(f"CREATE TEMP VIEW media AS SELECT *, {', '.join(missing)} FROM main.media")
 
 
 LATEST = MIGRATIONS[-1].version

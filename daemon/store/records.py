@@ -167,3 +167,4 @@ class FileRow:
     latitude: float | None = None  # degrees, as ImageMeta
     longitude: float | None = None
     country: str | None = None  # the ISO code of its place's country (store/places.py)
+    duration: float | None = None  # seconds, for a video; None for a photo

@@ -217,16 +217,16 @@ def test_query_socket_is_private_and_survives_bad_requests(daemon, pics):
         return json.loads(data)
 
     assert "not valid JSON" in raw(b"{nope\n")["error"]
-    assert "too large" in raw(b'{"v": 3, "op": "search", "text": "' + b"x" * 100_000 + b'"}\n')["error"]
+    assert "too large" in raw(b'{"v": 4, "op": "search", "text": "' + b"x" * 100_000 + b'"}\n')["error"]
     assert "protocol version" in raw(b'{"v": 99, "op": "status"}\n')["error"]
-    assert "unknown operation" in raw(b'{"v": 3, "op": "drop tables"}\n')["error"]
-    search = b'{"v": 3, "op": "search", "terms": [{"kind": "text", "value": "x"}], "options": {"k": -3}}\n'
+    assert "unknown operation" in raw(b'{"v": 4, "op": "drop tables"}\n')["error"]
+    search = b'{"v": 4, "op": "search", "terms": [{"kind": "text", "value": "x"}], "options": {"k": -3}}\n'
     assert raw(search)["error"] == "k must be a whole number from 1 to 1000, not -3."  # a field, not a flag
-    assert "the query is empty" in raw(b'{"v": 3, "op": "search", "options": {"k": 3}}\n')["error"]
-    assert "unknown field(s) in 'search': text" in raw(b'{"v": 3, "op": "search", "text": "x"}\n')["error"]
-    image = b'{"v": 3, "op": "search", "terms": [{"kind": "image", "value": "/nonexistent.jpg"}]}\n'
+    assert "the query is empty" in raw(b'{"v": 4, "op": "search", "options": {"k": 3}}\n')["error"]
+    assert "unknown field(s) in 'search': text" in raw(b'{"v": 4, "op": "search", "text": "x"}\n')["error"]
+    image = b'{"v": 4, "op": "search", "terms": [{"kind": "image", "value": "/nonexistent.jpg"}]}\n'
     assert "no such file" in raw(image)["error"]
-    bad_filter = b'{"v": 3, "op": "search", "terms": [{"kind": "text", "value": "x"}], "options": {"filters": 3}}\n'
+    bad_filter = b'{"v": 4, "op": "search", "terms": [{"kind": "text", "value": "x"}], "options": {"filters": 3}}\n'
     assert "'filters' must be an object" in raw(bad_filter)["error"]
     assert "not valid JSON" in raw(b"[" * 60_000 + b"\n")["error"]  # nested too deep for the decoder
 

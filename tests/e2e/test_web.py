@@ -304,7 +304,7 @@ def test_status_reports_a_model_change_under_way(browser, library):
         (
             "type=psd",
             "File type: unknown file type 'psd'; use jpg, png, webp, gif, bmp, tiff, heic, avif, jxl, raw, cr2, cr3, "
-            "nef, nrw, arw, raf, orf, rw2, dng, pef, srw.",
+            "nef, nrw, arw, raf, orf, rw2, dng, pef, srw, mp4, mov, m4v, 3gp, mkv, webm, avi.",
         ),
         ("min_score=2", "Min score is a cosine similarity from -1 to 1, not 2.0."),
         ("sort=size", "Order must be one of score, date, path, not 'size'."),

@@ -440,7 +440,7 @@ FLAG_ERRORS = [
     (
         ["search", "--type", "psd", "x"],
         "--type: unknown file type 'psd'; use jpg, png, webp, gif, bmp, tiff, heic, avif, jxl, raw, cr2, cr3, nef, "
-        "nrw, arw, raf, orf, rw2, dng, pef, srw.",
+        "nrw, arw, raf, orf, rw2, dng, pef, srw, mp4, mov, m4v, 3gp, mkv, webm, avi.",
     ),
     (
         ["search", "--min-size", "big", "x"],

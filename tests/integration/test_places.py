@@ -163,9 +163,9 @@ def unplace(catalog: Path) -> None:
     with conn:
         conn.execute("DROP INDEX media_position")
         conn.execute("DROP INDEX media_country")
-        for column in ("city", "region", "country"):
+        for column in ("city", "region", "country", "duration"):  # duration: schema 8, after places
             conn.execute(f"ALTER TABLE media DROP COLUMN {column}")
-        conn.execute("DELETE FROM migrations WHERE version = 7")
+        conn.execute("DELETE FROM migrations WHERE version >= 7")
         conn.execute("UPDATE meta SET value = '6' WHERE key = 'schema_version'")
     conn.close()
 
@@ -184,7 +184,7 @@ def test_an_existing_catalog_gets_places_from_its_stored_gps_without_reading_fil
     assert found(base_args) == set(SPOTS) | {"no-gps.jpg"}
     assert found(base_args, "--country", "Portugal") == set()
     upgraded = Catalog(catalog)  # a writer: the migration names the places from the stored GPS
-    assert upgraded.schema_version == 7
+    assert upgraded.schema_version == 8
     upgraded.close()
     assert found(base_args, "--country", "Portugal") == LISBON_PHOTOS | {"porto.jpg"}
     assert found(base_args, "--near", "Lisbon") == LISBON_PHOTOS

@@ -44,8 +44,9 @@ def random_rows(count: int, seed: int) -> list[FileRow]:
         mtime = F.epoch_ns(datetime(rng.randrange(2019, 2024), rng.randrange(1, 13), 1)) + rng.choice([-1, 0, 1])
         folder = rng.choice(FOLDERS[:-1])
         width, height = rng.choice([10, 20, 30]), rng.choice([10, 20, 30])
-        kind = rng.choice(["jpeg", "png", "heic", None])
-        rows.append(FileRow(f"{folder}/{n}.jpg", mtime, kind, width, height, taken, make, model))
+        kind = rng.choice(["jpeg", "png", "heic", None, "mp4"])
+        duration = rng.choice([0.5, 4.0, 60.0, 3600.0]) if kind == "mp4" else None
+        rows.append(FileRow(f"{folder}/{n}.jpg", mtime, kind, width, height, taken, make, model, duration))
     return rows
 
 
@@ -72,6 +73,12 @@ FILTERS: dict[str, Callable[[Catalog], F.Filter]] = {
     "min height": lambda c: F.AtLeast("height", 30),
     "min side": lambda c: F.AtLeast("side", 20),
     "min pixels": lambda c: F.AtLeast("pixels", 400),
+    "videos only": lambda c: F.Videos(True),
+    "no videos": lambda c: F.Videos(False),
+    "type mp4": lambda c: F.FileTypes(("MP4",)),
+    "min duration": lambda c: F.Lasting(4.0, None),
+    "max duration": lambda c: F.Lasting(None, 60.0),
+    "duration between": lambda c: F.Lasting(1.0, 60.0),
 }
 
 
@@ -99,6 +106,7 @@ def table(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
             vector = np.ones(4, dtype=np.float32) / 2
             content_id = catalog.add_content(f"d{n}", vector, row.width, row.height, meta)
             catalog.set_file(row.path, 1, row.mtime_ns, content_id)
+            catalog.conn.execute("UPDATE media SET duration = ? WHERE content_id = ?", (row.duration, content_id))
             live.append((content_id, row))
         if request.param == "some missing":
             for content_id, _ in live[5::6]:

@@ -59,6 +59,7 @@ EXCEPTIONS = {
     # A --like or --image query is decoded exactly as an ingested file is (EXIF turn, bomb limits):
     # the decoder is ingest's, and the query needs the same pixels to find the same picture.
     ("imgd.daemon.search.query", "imgd.daemon.ingest.imaging"): "query pictures are decoded as ingest decodes",
+    ("imgd.daemon.search.query", "imgd.daemon.ingest.video"): "a query video's frames are sampled as ingest samples",
     # `imgd web` starts the gallery in the CLI's process, and `imgd service install --web` says the URL
     # with the gallery's kept token; the gallery never imports the CLI.
     ("imgd.cli.web", "imgd.web.server"): "the `imgd web` command starts the gallery",

@@ -110,7 +110,7 @@ FIELD_ERRORS = [
     (
         lambda: Filters(types=("psd",)),
         "types: unknown file type 'psd'; use jpg, png, webp, gif, bmp, tiff, heic, avif, jxl, raw, cr2, cr3, nef, "
-        "nrw, arw, raf, orf, rw2, dng, pef, srw.",
+        "nrw, arw, raf, orf, rw2, dng, pef, srw, mp4, mov, m4v, 3gp, mkv, webm, avi.",
     ),
     (lambda: min_size("big"), "min_size: 'big' is not a size; write WIDTHxHEIGHT, a side in pixels, or 12MP."),
     (lambda: Options(k=0), "k must be a whole number from 1 to 1000, not 0."),

@@ -48,7 +48,7 @@ function card(hit, index) {
   figure.dataset.index = index;
   figure.dataset.id = hit.id;
   const img = document.createElement("img");
-  img.src = `/thumb/${encodeURIComponent(hit.id)}`;
+  img.src = `/thumb/${encodeURIComponent(hit.id)}${atTime(hit)}`;
   img.alt = hit.name;
   img.decoding = "async";
   img.loading = index < PAGE ? "eager" : "lazy";
@@ -73,6 +73,12 @@ function card(hit, index) {
   const line = document.createElement("span");
   line.className = "line";
   line.append(score, more);
+  if (hit.time != null) {
+    const when = document.createElement("span");
+    when.className = "when";
+    when.textContent = `▶ ${clock(hit.time)}`;
+    score.after(when);
+  }
   caption.append(name, line);  // the name on a line of its own: IMG_20230110_120000.jpg whole, not "IMG…"
   figure.append(img, caption);
   figure.addEventListener("click", () => openViewer(index));
@@ -291,12 +297,40 @@ function formatBytes(n) {
   return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
 }
 
+// A video's hit carries the time of its best frame: thumbnails show that frame, the viewer plays from it.
+function atTime(hit) {
+  return hit.time != null ? `?t=${hit.time}` : "";
+}
+
+function clock(seconds) {
+  const whole = Math.floor(seconds);
+  const h = Math.floor(whole / 3600), m = Math.floor((whole % 3600) / 60), s = whole % 60;
+  const pad = (n) => String(n).padStart(2, "0");
+  return h ? `${h}:${pad(m)}:${pad(s)}` : `${m}:${pad(s)}`;
+}
+
+function stopVideo() {
+  const player = $("full-video");
+  player.pause();
+  player.removeAttribute("src");
+  player.load();
+  player.hidden = true;
+}
+
 async function openViewer(index) {
   const hit = state.hits[index];
   if (!hit) return;
   state.current = index;
   viewer.hidden = false;
-  $("full").src = `/view/${encodeURIComponent(hit.id)}`;
+  stopVideo();
+  $("full").hidden = hit.time != null;
+  if (hit.time != null) {
+    const player = $("full-video");
+    player.hidden = false;
+    player.poster = `/view/${encodeURIComponent(hit.id)}${atTime(hit)}`;
+    player.src = `/original/${encodeURIComponent(hit.id)}#t=${hit.time}`;
+  }
+  $("full").src = `/view/${encodeURIComponent(hit.id)}${atTime(hit)}`;
   $("full").alt = hit.name;
   $("v-name").textContent = hit.name;
   $("v-original").href = `/original/${encodeURIComponent(hit.id)}`;
@@ -335,6 +369,7 @@ function closeViewer() {
   if (viewer.hidden) return;
   viewer.hidden = true;
   $("full").removeAttribute("src");
+  stopVideo();
   const back = grid.querySelector(`[data-index="${state.current}"]`);
   if (back) back.focus();
 }
