@@ -1076,14 +1076,6 @@ MUTATIONS: list[Mutation] = [
         "a pair broken while nobody watched stays recorded after the reconcile",
     ),
     Mutation(
-        "lone-video-indexed",
-        "daemon/ingest/pairing.py",
-        " and self.filter.is_indexed_name(s.path)]",
-        "]",
-        (SIBLINGS + "test_a_live_photo_is_its_still_with_the_video_as_sibling",),
-        "a video no photo claims is decoded as a picture and recorded as failed",
-    ),
-    Mutation(
         "older-reader-without-siblings",
         "daemon/store/migrations.py",
         "    if version < 6:  # no pairs were known before schema 6",

@@ -99,15 +99,16 @@ def test_a_live_photo_is_its_still_with_the_video_as_sibling(library, embedder, 
     picture(3).save(still, "HEIF")
     video = pics / "IMG_0002.MOV"
     video.write_bytes(b"\x00\x00\x00\x14ftypqt  a video the video branch decodes")
-    (pics / "lone.mp4").write_bytes(b"a video with no still: not indexed on this branch")
+    lone = pics / "lone.mp4"
+    lone.write_bytes(b"a video with no still: a video of its own, tried (and failing) as one")
 
     summary = library.engine.reconcile([pics])
 
-    assert (summary.added, summary.failed) == (1, 0)
+    assert (summary.added, summary.failed) == (1, 1)
     assert indexed(library) == {"IMG_0002.HEIC"}
     rows = listed(library, embedder, still)
     assert [(row["path"], row.get("sibling")) for row in rows] == [(str(still), str(video))]
-    assert library.catalog.failed_files() == []
+    assert [r.path for r in library.catalog.failed_files()] == [str(lone)], "the MOV is a companion, never tried"
 
 
 def test_deleting_the_jpeg_makes_the_raw_a_lone_photo_that_is_embedded(library, embedder, pics: Path) -> None:

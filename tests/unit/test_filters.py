@@ -46,7 +46,7 @@ def random_rows(count: int, seed: int) -> list[FileRow]:
         width, height = rng.choice([10, 20, 30]), rng.choice([10, 20, 30])
         kind = rng.choice(["jpeg", "png", "heic", None, "mp4"])
         duration = rng.choice([0.5, 4.0, 60.0, 3600.0]) if kind == "mp4" else None
-        rows.append(FileRow(f"{folder}/{n}.jpg", mtime, kind, width, height, taken, make, model, duration))
+        rows.append(FileRow(f"{folder}/{n}.jpg", mtime, kind, width, height, taken, make, model, duration=duration))
     return rows
 
 
