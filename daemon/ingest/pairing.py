@@ -9,7 +9,7 @@ back what the event made a companion (its files row, and so its vector, is dropp
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ..config import Config
 from ..errors import display_path
@@ -28,10 +28,8 @@ class Pairing:
     config: Config
     filter: PathFilter
 
-    def _drop_orphans(
-        self, released: dict[int, list[str]] | None = None, candidates: Iterable[int] | None = None
-    ) -> None:
-        raise NotImplementedError  # the engine's
+    # OrphanHold's (orphans.py), declared only: a method here would come first in Engine's order and shadow it.
+    _drop_orphans: Callable[..., None]
 
     def walk_pairs(self, root: str) -> list[FileStat]:
         """The files below root to index: a folder walk less the companions (recorded as such here) and
