@@ -1194,6 +1194,34 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_index.py::test_a_bounded_close_leaves_a_build_stuck_in_one_round_and_it_swaps_nothing_in",),
         "SIGTERM during the start-up index build waits out a k-means round: tens of seconds at 1M, then SIGKILL",
     ),
+    # -- scale: bounded duplicates upkeep, work at 100k vs 10k (issue 21) ---------------------------------
+    Mutation(
+        "dupes-new-file-links-every-neighbour",
+        "daemon/service/dupetracker.py",
+        "self.floor - MARGIN, limit=NEIGHBOUR_LIMIT + 1)",
+        "self.floor - MARGIN, limit=10**9)",
+        (
+            "tests/integration/test_scale.py::"
+            "test_a_new_frame_among_hundreds_of_near_identical_ones_is_linked_to_at_most_the_bound",
+        ),
+        "a new frame among a million near-identical ones is scored against and linked to every one of them",
+    ),
+    Mutation(
+        "removal-scans-the-library-for-orphans",
+        "daemon/ingest/engine.py",
+        "self._drop_orphans(released, candidates=(), recheck_held=False)",
+        "self._drop_orphans(released)",
+        ("tests/integration/test_scale.py::test_a_removal_and_a_new_file_cost_the_same_at_100k_as_at_10k",),
+        "each removed file scans every content for orphans: rm -rf of 10k files at 1M takes an hour",
+    ),
+    Mutation(
+        "search-fetches-the-library",
+        "daemon/search/query.py",
+        "fetch = k + len(exclude)  #",
+        "fetch = len(self.index) + len(exclude)  #",
+        ("tests/integration/test_scale.py::test_a_search_costs_the_same_at_100k_as_at_10k",),
+        "every search reads the owners and paths of every vector in the library",
+    ),
 ]
 
 
