@@ -15,8 +15,9 @@ import numpy as np
 import pytest
 from imgd.daemon.ingest.engine import Engine
 from imgd.daemon.protocol import Options
+from imgd.daemon.search import pairs as pairs_module
 from imgd.daemon.search.dupes import DEFAULT_THRESHOLD
-from imgd.daemon.search.pairs import exact_scores
+from imgd.daemon.search.pairs import exact_scores, library_pairs
 from imgd.daemon.search.query import Searcher
 from imgd.daemon.service.dupetracker import NEIGHBOUR_LIMIT, DupeTracker, library_vectors
 from imgd.daemon.store.catalog import Catalog
@@ -77,6 +78,24 @@ def test_a_new_frame_among_hundreds_of_near_identical_ones_is_linked_to_at_most_
     nearest = sorted(exact.values(), reverse=True)
     assert min(linked.values()) >= nearest[NEIGHBOUR_LIMIT - 1] - 1e-3, "the nearest frames are the ones kept"
     catalog.close()
+
+
+def test_the_first_pass_scores_a_clump_of_near_identical_frames_in_bounded_blocks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """200 near-identical frames are 19,900 candidate pairs: scored a block at a time (each candidate holds
+    two float64 vectors while scored), with the same pairs as scoring them at once."""
+    rng = np.random.default_rng(3)
+    frames = unit(rng.standard_normal(DIM) + 0.02 * rng.standard_normal((200, DIM)))
+    ids = np.arange(1, 201, dtype=np.int64)
+    monkeypatch.setattr(pairs_module, "_SCORE_ROWS", 10**9)
+    whole = library_pairs(ids, frames, DEFAULT_THRESHOLD)
+    monkeypatch.setattr(pairs_module, "_SCORE_ROWS", 1000)
+    blocks: list[int] = []
+    real = pairs_module.scored
+    monkeypatch.setattr(pairs_module, "scored", lambda a, *rest: (blocks.append(len(a)), real(a, *rest))[1])
+    assert library_pairs(ids, frames, DEFAULT_THRESHOLD) == whole and len(whole) == 200 * 199 // 2
+    assert max(blocks) <= 1000 and sum(blocks) == len(whole)
 
 
 # -- 10k vs 100k contents: a removal and a new file ---------------------------------------------------
