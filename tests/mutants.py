@@ -1447,6 +1447,47 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_video_modelchange.py::test_a_model_change_re_embeds_every_frame_of_a_video",),
         "a model change reads a video as a picture, fails, and drops it from the library at the switch",
     ),
+    # -- scale: bounded duplicates upkeep, work at 100k vs 10k (issue 21) ---------------------------------
+    Mutation(
+        "dupes-new-file-links-every-neighbour",
+        "daemon/service/dupetracker.py",
+        "self.floor - MARGIN, limit=NEIGHBOUR_LIMIT + 1)",
+        "self.floor - MARGIN, limit=10**9)",
+        (
+            "tests/integration/test_scale.py::"
+            "test_a_new_frame_among_hundreds_of_near_identical_ones_is_linked_to_at_most_the_bound",
+        ),
+        "a new frame among a million near-identical ones is scored against and linked to every one of them",
+    ),
+    Mutation(
+        "removal-scans-the-library-for-orphans",
+        "daemon/ingest/engine.py",
+        "self._drop_orphans(released, candidates=(), recheck_held=False)",
+        "self._drop_orphans(released)",
+        ("tests/integration/test_scale.py::test_a_removal_and_a_new_file_cost_the_same_at_100k_as_at_10k",),
+        "each removed file scans every content for orphans: rm -rf of 10k files at 1M takes an hour",
+    ),
+    Mutation(
+        "search-fetches-the-library",
+        "daemon/search/query.py",
+        "fetch = k + len(exclude)  #",
+        "fetch = len(self.index) + len(exclude)  #",
+        ("tests/integration/test_scale.py::test_a_search_costs_the_same_at_100k_as_at_10k",),
+        "every search reads the owners and paths of every vector in the library",
+    ),
+    Mutation(
+        "first-pass-scores-every-candidate-at-once",
+        "daemon/search/pairs.py",
+        "    for start in range(0, len(firsts), _SCORE_ROWS):\n"
+        "        first, second = firsts[start : start + _SCORE_ROWS], seconds[start : start + _SCORE_ROWS]\n"
+        "        found += scored(ids[first], ids[second], vectors[first], vectors[second], threshold)\n",
+        "    found += scored(ids[firsts], ids[seconds], vectors[firsts], vectors[seconds], threshold)\n",
+        (
+            "tests/integration/test_scale.py::"
+            "test_the_first_pass_scores_a_clump_of_near_identical_frames_in_bounded_blocks",
+        ),
+        "1,500 near-identical frames take 11.6 GB in the duplicates pass (two float64 vectors per candidate pair)",
+    ),
 ]
 
 

@@ -28,7 +28,8 @@ class Pairing:
     config: Config
     filter: PathFilter
 
-    _drop_orphans: Callable[..., None]  # the engine's (OrphanHold): pairing changes release contents too
+    # OrphanHold's (orphans.py), declared only: a method here would come first in Engine's order and shadow it.
+    _drop_orphans: Callable[..., None]
 
     def walk_pairs(self, root: str) -> list[FileStat]:
         """The files below root to index: a folder walk less the companions (recorded as such here) and

@@ -22,6 +22,7 @@ PAIRS_EXACT_LIMIT = 16_384  # below this many vectors every pair is compared (~1
 PAIRS_PROBES = 4  # lists each vector is compared against in the blocked pass
 PAIRS_PCA_DIM = 128  # the blocking (k-means, list choice) works in this many PCA dimensions
 _PAIRS_ROWS = 2048  # rows of one similarity block: 2048 x 16k float32 = 128 MB at most
+_SCORE_ROWS = 16_384  # candidate pairs scored at once: 16k x 512 dims x 2 float64 copies = 134 MB
 
 Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
 Stopped = Callable[[], bool]  # asked between blocks: True ends the pass early (the daemon is stopping)
@@ -50,7 +51,13 @@ def library_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float, stoppe
     ids = np.asarray(ids, dtype=np.int64)
     vectors = np.asarray(vectors, dtype=np.float16)
     firsts, seconds = similar_pairs(vectors, threshold - MARGIN, stopped=stopped)
-    return scored(ids[firsts], ids[seconds], vectors[firsts], vectors[seconds], threshold)
+    found: list[Pair] = []
+    # In blocks: a clump of near-identical frames gives millions of candidates, and scoring them at once
+    # holds two float64 copies of a vector per candidate (9 GB for 1,500 frames).
+    for start in range(0, len(firsts), _SCORE_ROWS):
+        first, second = firsts[start : start + _SCORE_ROWS], seconds[start : start + _SCORE_ROWS]
+        found += scored(ids[first], ids[second], vectors[first], vectors[second], threshold)
+    return found
 
 
 def scored(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray, threshold: float) -> list[Pair]:

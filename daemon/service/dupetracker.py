@@ -20,7 +20,10 @@ from ..store.index import VectorIndex
 log = logging.getLogger(__name__)
 
 TRACKER_WAIT = 90.0  # seconds a request waits for the daemon's first pass before computing itself (client: 120 s)
-NEIGHBOUR_LIMIT = 1000  # near-duplicates kept per content by the daemon: a bound for a too-low threshold
+# Nearest near-duplicates a new content is linked to (and scored against): a library of a thousand
+# near-identical frames would otherwise make each new one cost a thousand lookups and links. A real
+# group (a burst, a set of edits) is far smaller, so what `imgd dupes` lists does not change for it.
+NEIGHBOUR_LIMIT = 64
 
 
 @dataclass
@@ -131,7 +134,7 @@ class DupeTracker:
     # -- upkeep (the worker thread) -------------------------------------------------------------
 
     def on_added(self, ids: np.ndarray, vectors: np.ndarray) -> None:
-        """New contents, already in the index: one range search each."""
+        """New contents, already in the index: one range search each, linked to at most NEIGHBOUR_LIMIT nearest."""
         with self._lock:
             if self._pending is not None:
                 for cid, vector in zip(np.asarray(ids).tolist(), vectors, strict=True):
