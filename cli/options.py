@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -87,6 +88,16 @@ def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Only images under this folder (repeatable).",
         ),
         *FILTER_OPTIONS,
+        click.option(
+            "--words",
+            metavar="PHRASE",
+            help="Only pictures whose words (read by OCR) hold this text; case and accents do not matter.",
+        ),
+        click.option(
+            "--words-match",
+            metavar="EXPR",
+            help="Only pictures whose words match this SQLite FTS5 expression (hammer OR nails).",
+        ),
         click.option("--min-score", type=float, help="Leave out answers scoring below this cosine similarity."),
         click.option(
             "--auto", "auto_cut", is_flag=True, help="Stop where the scores fall away from the rest of the library."
@@ -105,7 +116,16 @@ def build_options(
     config: Config, top_k: int | None, folders: tuple[str, ...], types: str | None, **given: Any
 ) -> Options:
     """The request's Options from the query_options values."""
-    filters = build_filters(folders, types, given)
+    filters = dataclasses.replace(
+        build_filters(folders, types, given), words=given.pop("words"), words_match=given.pop("words_match")
+    )
     auto_cut = given.pop("auto_cut")
     k = top_k or (AUTO_CUT_K if auto_cut else config.top_k)
-    return Options(k=k, filters=filters, min_score=given.pop("min_score"), auto_cut=auto_cut, sort=given.pop("sort"))
+    return Options(
+        k=k,
+        filters=filters,
+        min_score=given.pop("min_score"),
+        auto_cut=auto_cut,
+        sort=given.pop("sort"),
+        fuse_words=given.pop("fuse_words", True),
+    )

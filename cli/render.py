@@ -84,10 +84,24 @@ def scores(values: Iterable[float]) -> list[str]:
     return [text.rjust(width) for text in texts]
 
 
+SNIPPET_CHARS = 60  # the matched words shown after a hit's path, at most
+
+
+def words_snippet(lines: Iterable[str]) -> str:
+    """A hit's matched lines of words, quoted, on one line: `  "HARDWARE STORE | TOTAL 17.49"`."""
+    text = " | ".join(" ".join(line.split()) for line in lines)
+    if len(text) > SNIPPET_CHARS:
+        text = text[: SNIPPET_CHARS - 1] + "\u2026"
+    return f'  "{text}"'
+
+
 def hits_lines(hits: Iterable[Mapping[str, Any]]) -> list[str]:
     hits = list(hits)
     texts = scores(hit["score"] for hit in hits)
-    return [f"{score}  {display_path(hit['path'])}" for score, hit in zip(texts, hits, strict=True)]
+    return [
+        f"{score}  {display_path(hit['path'])}" + (words_snippet(hit["words"]) if hit.get("words") else "")
+        for score, hit in zip(texts, hits, strict=True)
+    ]
 
 
 def json_text(value: object) -> str:
@@ -98,7 +112,20 @@ def json_text(value: object) -> str:
     return re.sub("[\udc80-\udcff]", lambda m: f"\\u{ord(m.group()):04x}", json.dumps(value, ensure_ascii=False))
 
 
-HIT_FIELDS = ("rank", "score", "path", "id", "size", "width", "height", "type", "taken", "taken_source", "camera")
+HIT_FIELDS = (
+    "rank",
+    "score",
+    "path",
+    "id",
+    "size",
+    "width",
+    "height",
+    "type",
+    "taken",
+    "taken_source",
+    "camera",
+    "words",  # the matched lines of the words read in the picture, when words were matched
+)
 
 
 def hit_record(hit: Mapping[str, Any]) -> dict[str, Any]:
@@ -247,6 +274,12 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     pending = (status.get("metadata") or {}).get("pending")
     if pending:
         lines.append(f"metadata: {pending} images indexed before imgd kept it, waiting for their headers to be read")
+    words = status.get("words") or {}
+    if words.get("pending"):
+        line = f"words: {words['pending']} images waiting to be read, {words.get('found', 0)} with words so far"
+        if words.get("rate"):
+            line += f", {words['rate']:.1f} images/s"
+        lines.append(line)
     for folder in status.get("folders", []):
         lines.append(f"watching: {display_path(folder['path'])} ({folder['mode']})")
     queue = status.get("queue")

@@ -18,6 +18,8 @@ FLAGS = {
     "k": "k (-k/--top-k)",
     "threshold": "--threshold",
     "burst_gap": "--burst-gap",
+    "words": "--words",
+    "words_match": "--words-match",
 }
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import ImgdError
+from .wordfold import MIN_CHARS, fold
 
 PROTOCOL_VERSION = 3  # 3: similar by content id, status without duplicates unless asked
 MAX_K = 1000
@@ -169,8 +170,18 @@ class Filters:
     min_height: int = 0
     min_side: int = 0  # the shorter side
     min_pixels: int = 0
+    words: str | None = None  # the words in the picture hold this text (literally; case and accents folded)
+    words_match: str | None = None  # the words match this FTS5 expression
 
     def __post_init__(self) -> None:
+        if self.words is not None:
+            words = self.words
+            if not isinstance(words, str) or len(fold(words)) < MIN_CHARS:
+                raise RequestError(
+                    lambda name: f"{name('words')} needs at least {MIN_CHARS} letters or digits, not {words!r}."
+                )
+        if self.words_match is not None:
+            _text(self.words_match, _field("words_match"))
         folders = tuple(self.folders)
         relative = [f for f in folders if not isinstance(f, str) or not f.startswith("/")]
         if relative:
@@ -209,9 +220,12 @@ class Options:
     min_score: float | None = None
     auto_cut: bool = False  # stop where the scores fall away
     sort: str = "score"
+    fuse_words: bool = True  # a search's texts also look at the words in pictures, fused with its ranking
 
     def __post_init__(self) -> None:
         _whole(self.k, _field("k"), 1, MAX_K)
+        if not isinstance(self.fuse_words, bool):
+            raise RequestError(f"'fuse_words' must be true or false, not {self.fuse_words!r}.")
         if self.min_score is not None:
             score = _number(self.min_score, _field("min_score"))
             if not -1.0 <= score <= 1.0:

@@ -30,6 +30,7 @@ from .modelchange import ModelChange
 from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
 from .switch import ModelSwitch
+from .wordspass import WordsPass
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class _Released:
     paths: list[str] = field(default_factory=list)  # where it was, for the "moved" log line
 
 
-class Engine(MediaBackfill, ModelSwitch):
+class Engine(MediaBackfill, WordsPass, ModelSwitch):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(

@@ -19,6 +19,7 @@ from ..protocol import Filters
 from ..store.core import prefix_range
 from ..store.records import FileRow
 from ..store.selection import FILE, PATH, Clause, Filter, any_live_file
+from . import words
 
 CameraPair = tuple[str | None, str | None]  # (make, model) as stored
 
@@ -203,6 +204,7 @@ def from_request(filters: Filters, cameras: Callable[[], Iterable[CameraPair]]) 
         value = getattr(filters, f"min_{measure}")
         if value:
             selected.append(AtLeast(measure, value))
+    selected.extend(words.filters_of(filters))
     return selected
 
 

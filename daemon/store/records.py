@@ -161,3 +161,4 @@ class FileRow:
     taken: str | None = None  # EXIF capture time, "YYYY-MM-DD HH:MM:SS" on the camera's clock
     make: str | None = None
     model: str | None = None
+    words: str = ""  # the folded text of the words read in its picture (wordfold.fold_lines)

@@ -151,7 +151,7 @@ def test_a_kept_catalog_upgrades_to_vector_ids_in_place_and_answers_as_before(
             return embedder.encode_images(images)
 
     upgraded = Catalog(kept.catalog)  # the upgrade itself: a catalog has no model to call
-    assert upgraded.schema_version == SCHEMA_VERSION == 4
+    assert upgraded.schema_version == SCHEMA_VERSION == 5
     upgraded.close()
     if kept.name != "v3-changing":  # (opening the library with the old model would cancel the change)
         lib = open_library(make_config(state_dir=kept.state), Counting())

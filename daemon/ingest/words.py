@@ -1,0 +1,93 @@
+"""Reading the words in a picture (OCR): a cheap gate first, then detection, orientation and recognition.
+
+RapidOCR runs the PP-OCRv4 models shipped inside its wheel on ONNX Runtime: a detector (DBNet) finds
+the lines, a classifier turns upside-down lines the right way up, and a recogniser reads each line;
+a line taller than wide (a picture turned 90 degrees) is turned before it is read. Most pictures
+hold no words, and the detector at its own resolution costs 0.2-0.5 s, so a gate runs it first on the
+picture shrunk to GATE_SIDE pixels (tens of ms): only a picture in which it finds a line is read in
+full, and recognition runs only on the lines the full detection found.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+from PIL import Image
+
+from ..store.words import WordLine
+
+GATE_SIDE = 320  # the gate's longest side: large enough for a phone screenshot's text (benchmarks/bench_words.py)
+READ_SIDE = 1600  # the full read's longest side: a page of text stays legible, a 24 MP photo costs no more
+_THIRD_PARTY_LOGGERS = ("RapidOCR", "OrtInferSession")  # each adds its own stderr handler on import
+
+log = logging.getLogger(__name__)
+
+
+def _shrunk(image: Image.Image, side: int) -> np.ndarray:
+    """The picture at most `side` pixels on its longest side, as the BGR array the models take."""
+    scale = side / max(image.size)
+    if scale < 1:
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+
+
+class WordReader:
+    """The OCR models, loaded on first use (about 1 s, 15 MB); one picture at a time."""
+
+    def __init__(self, threads: int = 0) -> None:
+        self._threads = threads
+        self._ocr = None
+        self._lock = threading.Lock()  # RapidOCR keeps per-call state on its detector
+
+    def _models(self):  # noqa: ANN202 - RapidOCR has no type hints
+        if self._ocr is None:
+            from rapidocr_onnxruntime import RapidOCR
+
+            options = {"intra_op_num_threads": self._threads} if self._threads > 0 else {}
+            self._ocr = RapidOCR(**options)
+            for name in _THIRD_PARTY_LOGGERS:  # the engine never prints: their records go to imgd's log
+                logging.getLogger(name).handlers.clear()
+                logging.getLogger(name).setLevel(logging.WARNING)
+        return self._ocr
+
+    def has_words(self, image: Image.Image) -> bool:
+        """The gate: does the detector, on the picture shrunk to GATE_SIDE, find any line of text?"""
+        from rapidocr_onnxruntime.ch_ppocr_det.utils import DetPreProcess
+
+        with self._lock:
+            detector = self._models().text_det
+            array = _shrunk(image, GATE_SIDE)
+            # limit_type "max": shrink to the side asked for (the library's own setting grows small pictures).
+            batch = DetPreProcess(GATE_SIDE, "max", detector.mean, detector.std)(array)
+            if batch is None:
+                return False
+            boxes, _ = detector.postprocess_op(detector.infer(batch)[0], array.shape[:2])
+            return len(boxes) > 0
+
+    def read(self, image: Image.Image) -> list[WordLine]:
+        """Every line of words found in the picture, top to bottom, with its confidence and box."""
+        array = _shrunk(image, READ_SIDE)
+        height, width = array.shape[:2]
+        with self._lock:
+            found, _ = self._models()(array)
+        lines = []
+        for points, text, confidence in found or []:
+            text = str(text).strip()
+            if not text:
+                continue
+            xs = [float(p[0]) for p in points]
+            ys = [float(p[1]) for p in points]
+            box = (
+                max(0.0, min(xs) / width),
+                max(0.0, min(ys) / height),
+                min(1.0, max(xs) / width),
+                min(1.0, max(ys) / height),
+            )
+            lines.append(WordLine(text, float(confidence), box))
+        return lines
+
+    def words_in(self, image: Image.Image) -> list[WordLine]:
+        """The gate, then the full read where it found text."""
+        return self.read(image) if self.has_words(image) else []
