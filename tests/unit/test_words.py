@@ -1,0 +1,87 @@
+"""The pure parts of words in pictures: folding, FTS5 quoting, reciprocal rank fusion, the words filter's two forms.
+
+The OCR itself is tested with the real models in tests/integration/test_words.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from imgd.daemon.protocol import Filters, RequestError
+from imgd.daemon.search.words import RRF_K, WordsMatch, filters_of, fuse
+from imgd.daemon.store.catalog import Catalog
+from imgd.daemon.store.records import FileRow
+from imgd.daemon.store.words import WordLine
+from imgd.daemon.wordfold import fold, fold_lines, phrase, tokens
+
+
+def test_folding_drops_case_accents_and_spaces_but_keeps_lines_apart():
+    assert fold("Café  NOIR") == "cafenoir"
+    assert fold("Crème Brûlée") == "cremebrulee"
+    assert fold("Straße") == "strasse"
+    assert fold_lines(["HARDWARE STORE", "  ", "Total 17.49"]) == "hardwarestore\ntotal17.49"
+
+
+def test_a_phrase_is_quoted_so_its_punctuation_is_text():
+    assert phrase("INV-2023") == '"inv-2023"'
+    assert phrase('say "hi" now') == '"say""hi""now"'
+
+
+def test_a_search_looks_for_its_words_of_three_characters_or_more_once_each():
+    assert tokens(["receipt from the hardware store", "The store"]) == ["receipt", "from", "the", "hardware", "store"]
+    assert tokens(["a b", "of"]) == []
+
+
+@pytest.mark.parametrize("words", ["", "ab", " a b ", "é", "--"])
+def test_words_of_fewer_than_three_characters_are_refused(words):
+    with pytest.raises(RequestError, match="at least 3"):
+        Filters(words=words)
+
+
+def test_fusion_ranks_a_content_in_both_lists_above_one_in_either():
+    hits = [(0.9, "/a", 1), (0.8, "/b", 2), (0.7, "/c", 3), (0.1, "/w", 4)]  # 4 came from the words ranking only
+    fused = fuse(hits, by_words=[3, 4], k=3)
+    assert [hit[2] for hit in fused] == [3, 4, 1]
+    # 4, last by its vector but second by its words, still beats 1, first by its vector alone
+    assert 1 / (RRF_K + 4) + 1 / (RRF_K + 2) > 1 / (RRF_K + 1)
+
+
+def test_fusion_keeps_every_path_of_a_kept_content_and_cuts_at_k_contents():
+    hits = [(0.9, "/a", 1), (0.9, "/a-copy", 1), (0.5, "/b", 2)]
+    assert fuse(hits, by_words=[2], k=1) == [(0.5, "/b", 2)]
+    assert fuse(hits, by_words=[], k=2) == hits
+
+
+def test_the_words_filter_selects_in_sql_what_it_matches_in_python(tmp_path: Path):
+    catalog = Catalog(tmp_path / "catalog.db")
+    pages = {
+        "/r.png": ["HARDWARE STORE", "TOTAL 17.49"],
+        "/m.png": ["Café Noir"],
+        "/blank.png": [],
+        "/low.png": ["hardware (barely legible)"],
+    }
+    with catalog.transaction():
+        for n, (path, lines) in enumerate(pages.items()):
+            catalog.ensure_model("m", 2)
+            content_id, _ = catalog.add_photo(f"{n:064x}", [1.0, 0.0], 4, 4)
+            catalog.set_file(path, 1, 1, content_id)
+            confidence = 0.3 if path == "/low.png" else 0.9
+            catalog.set_words(content_id, [WordLine(line, confidence) for line in lines], 0.5, 0.0)
+    ids = {path: catalog.get_file(path).content_id for path in pages}
+    try:
+        for words in ("hardw", "HARDWARE store", "17.49", "cafe", "noir", "xyz"):
+            (chosen,) = filters_of(Filters(words=words))
+            selected = set(catalog.content_ids_matching([chosen]).tolist())
+            searchable = {p: fold_lines([x for x in ls if p != "/low.png"]) for p, ls in pages.items()}
+            expected = {ids[p] for p, text in searchable.items() if chosen.match(FileRow(p, words=text))}
+            assert selected == expected, words
+        assert catalog.word_lines([ids["/low.png"]])[ids["/low.png"]][0].confidence == 0.3  # kept, not searched
+        assert catalog.words_read_count() == (4, 2)
+    finally:
+        catalog.close()
+
+
+def test_an_explicit_expression_is_sqlites_alone():
+    with pytest.raises(NotImplementedError):
+        WordsMatch("hammer OR nails").match(FileRow("/x", words="hammer"))
