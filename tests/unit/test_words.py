@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from imgd.daemon.ingest.wordspass import WordsPass
 from imgd.daemon.protocol import Filters, RequestError
 from imgd.daemon.search.words import RRF_K, WordsMatch, filters_of, fuse
 from imgd.daemon.store.catalog import Catalog
@@ -85,3 +86,44 @@ def test_the_words_filter_selects_in_sql_what_it_matches_in_python(tmp_path: Pat
 def test_an_explicit_expression_is_sqlites_alone():
     with pytest.raises(NotImplementedError):
         WordsMatch("hammer OR nails").match(FileRow("/x", words="hammer"))
+
+
+class _Pass(WordsPass):
+    """The words pass's choice of what to read next, over a real catalog (no models, no pictures)."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+
+
+def _add(catalog: Catalog, n: int) -> int:
+    with catalog.transaction():
+        catalog.ensure_model("m", 2)
+        content_id, _ = catalog.add_photo(f"{n:064x}", [1.0, 0.0], 4, 4)
+        catalog.set_file(f"/p/{n}.png", 1, 1, content_id)
+    return content_id
+
+
+def _read(catalog: Catalog, batch: list[tuple[int, list]]) -> list[int]:
+    with catalog.transaction():
+        for content_id, _ in batch:
+            catalog.set_words(content_id, [], 0.5, 0.0)
+    return [content_id for content_id, _ in batch]
+
+
+def test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest(tmp_path: Path):
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        first = [_add(catalog, n) for n in range(5)]
+        words = _Pass(catalog)
+        assert _read(catalog, words._words_next(2)) == [first[4], first[3]]
+        late = _add(catalog, 99)
+        assert _read(catalog, words._words_next(2)) == [late]
+        assert _read(catalog, words._words_next(2)) == [first[2], first[1]]
+        assert _read(catalog, words._words_next(2)) == [first[0]]
+        assert words._words_next(2) == [] and catalog.words_backlog_count() == 0
+        assert catalog.words_read_count() == (6, 0)
+        with catalog.transaction():
+            catalog.delete_contents([late])  # a content's words go with it
+        assert catalog.words_read_count() == (5, 0)
+    finally:
+        catalog.close()
