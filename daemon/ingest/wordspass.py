@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from PIL import Image
-
 from ..config import Config
 from ..errors import ImageReadError, display_path
 from ..store.catalog import Catalog
@@ -23,7 +21,7 @@ from ..store.records import FileStat
 from ..store.words import WordLine
 from . import imaging
 from .pool import Stopped, bounded_map
-from .words import READ_SIDE, WordReader
+from .words import WordReader, read_file
 
 log = logging.getLogger("imgd.daemon.ingest.engine")
 
@@ -62,10 +60,10 @@ class WordsPass:
             return 0
         started = time.monotonic()
         found: list[tuple[int, list[WordLine]]] = []
-        for content_id, image in bounded_map(self._pool, self._picture, backlog, window=2):
+        for content_id, path, data in bounded_map(self._pool, self._picture, backlog, window=2):
             if self.should_stop():
                 raise Stopped
-            found.append((content_id, self.word_reader.words_in(image) if image is not None else []))
+            found.append((content_id, self._words_of(path, data) if data is not None else []))
             if interrupt():
                 break
         now = self.clock()
@@ -101,14 +99,20 @@ class WordsPass:
             self._words_below = older[-1][0]
         return older
 
-    def _picture(self, item: tuple[int, list[FileStat]]) -> tuple[int, Image.Image | None]:
-        """A content's picture, decoded from the first of its files that can be (None: none can)."""
+    def _picture(self, item: tuple[int, list[FileStat]]) -> tuple[int, str, bytes | None]:
+        """A content's bytes, from the first of its files that can be read (None: none can)."""
         content_id, stats = item
         for stat in stats:
             try:
-                data = imaging.read_bytes(stat.path)
-                # JPEGs decode at reduced scale: keep enough pixels for the full read's small print.
-                return content_id, imaging.decode(stat.path, data, self.config.max_image_pixels, READ_SIDE)[0]
+                return content_id, stat.path, imaging.read_bytes(stat.path)
             except ImageReadError as exc:
                 log.debug("cannot read the words of %s: %s", display_path(stat.path), exc.reason)
-        return content_id, None
+        return content_id, "", None
+
+    def _words_of(self, path: str, data: bytes) -> list[WordLine]:
+        """The words read in one picture's bytes; none when they cannot be decoded."""
+        try:
+            return read_file(self.word_reader, path, data, self.config.max_image_pixels)
+        except ImageReadError as exc:
+            log.debug("cannot read the words of %s: %s", display_path(path), exc.reason)
+            return []
