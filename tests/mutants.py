@@ -891,6 +891,32 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_words.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
         "a removed picture's words stay behind, and the status counts them as read",
     ),
+    Mutation(
+        "words-batch-never-yields",
+        "daemon/ingest/wordspass.py",
+        "            if interrupt():",
+        "            if False:",
+        ("tests/unit/test_words.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
+        "a words batch runs to its end while a new file waits to be embedded",
+    ),
+    Mutation(
+        "words-cut-batch-skips",
+        "daemon/ingest/wordspass.py",
+        "        return self.catalog.words_backlog(0, min(self._words_below, top + 1), limit)",
+        "        older = self.catalog.words_backlog(0, min(self._words_below, top + 1), limit)\n"
+        "        self._words_below = older[-1][0] if older else self._words_below\n"
+        "        return older",
+        ("tests/unit/test_words.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
+        "the pictures of a batch cut short by a new file are skipped until the daemon restarts",
+    ),
+    Mutation(
+        "words-enabled-ignored",
+        "daemon/ingest/wordspass.py",
+        "        if not self.config.words_enabled:",
+        "        if False:",
+        ("tests/unit/test_words.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
+        "[words] enabled = false still reads every picture",
+    ),
 ]
 
 

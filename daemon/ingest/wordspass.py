@@ -47,6 +47,10 @@ class WordsPass:
             self._word_reader = WordReader(self.config.threads())
         return self._word_reader
 
+    def release_word_reader(self) -> None:
+        """Free the OCR models (idle); the next batch loads them again."""
+        self._word_reader = None
+
     def read_words(self, limit: int = WORDS_BATCH, interrupt: Callable[[], bool] = lambda: False) -> int:
         """Read the words of up to `limit` unread contents, newest first; returns how many were recorded.
 
@@ -70,6 +74,9 @@ class WordsPass:
         with self.catalog.transaction():
             for content_id, lines in found:
                 self.catalog.set_words(content_id, lines, self.config.words_min_confidence, now)
+        # The older contents are visited downwards; the place moves only past what was read, so a batch
+        # cut short by a new file leaves the rest of its contents to the next one.
+        self._words_below = min([self._words_below, *(content_id for content_id, _ in found)])
         self.words_rate = len(found) / max(time.monotonic() - started, 1e-6)
         return len(found)
 
@@ -94,10 +101,7 @@ class WordsPass:
             if len(newer) < limit:  # all of them: the next call needs to look above the newest only
                 self._words_top = newer[0][0]
             return newer
-        older = self.catalog.words_backlog(0, min(self._words_below, top + 1), limit)
-        if older:
-            self._words_below = older[-1][0]
-        return older
+        return self.catalog.words_backlog(0, min(self._words_below, top + 1), limit)
 
     def _picture(self, item: tuple[int, list[FileStat]]) -> tuple[int, str, bytes | None]:
         """A content's bytes, from the first of its files that can be read (None: none can)."""

@@ -204,6 +204,7 @@ class Daemon:
         idle_for = now - last_use
         if idle_for < self.config.idle_unload or not self.embedder.release_images():  # type: ignore[attr-defined]
             return False
+        self.library.engine.release_word_reader()  # the OCR models too: they load again with the next picture
         log.info("freed the image model after %.0f s without new images; it loads again with the next one", idle_for)
         return True
 

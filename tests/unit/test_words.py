@@ -127,3 +127,33 @@ def test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest
         assert catalog.words_read_count() == (5, 0)
     finally:
         catalog.close()
+
+
+def test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read(tmp_path: Path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgd.daemon import config as config_module
+
+    def make_config(**values: object):
+        return config_module.load(None, {"state_dir": tmp_path, **values}, env={})
+
+    catalog = Catalog(tmp_path / "catalog.db")
+    pool = ThreadPoolExecutor(1, thread_name_prefix="imgd-decode")
+    try:
+        ids = [_add(catalog, n) for n in range(6)]
+        words = _Pass(catalog)
+        words.config, words._pool = make_config(), pool
+        words.should_stop, words.clock = (lambda: False), (lambda: 0.0)
+        words._picture = lambda item: (item[0], "", b"")  # no files here: the batch's logic alone
+        words._words_of = lambda path, data: [WordLine("TOTAL 17.49", 0.9)]
+        arrived = iter([False, True])
+        assert words.read_words(limit=4, interrupt=lambda: next(arrived)) == 2  # stopped after the second
+        assert catalog.words_read_count() == (2, 2) and catalog.words_backlog_count() == 4
+        assert words.read_words(limit=4) == 4 and words.read_words() == 0  # the two left behind come next
+        assert sorted(catalog.words_matching('"17.49"')) == ids
+        words.config = make_config(words_enabled=False)
+        _add(catalog, 7)
+        assert words.read_words() == 0  # [words] enabled = false: nothing is read
+    finally:
+        pool.shutdown()
+        catalog.close()
