@@ -61,38 +61,43 @@ def read_file(reader: WordReader, path: str, data: bytes, max_pixels: int) -> li
 
 
 class WordReader:
-    """The OCR models, loaded on first use (about 1 s, 15 MB); one picture at a time."""
+    """The OCR models, loaded on first use (about 1 s, 15 MB), shared by any number of threads.
 
-    def __init__(self, threads: int = 0) -> None:
+    Each model runs on one core (`threads` = 1): a picture at a time per thread, on as many threads as
+    there are cores, does more per CPU second than one picture spread over all cores (at the gate's
+    size the model is too small to split well; benchmarks/bench_words.py). RapidOCR's only per-call
+    state, its detector's preprocessing, is set to the same value by every call.
+    """
+
+    def __init__(self, threads: int = 1) -> None:
         self._threads = threads
         self._ocr = None
-        self._lock = threading.Lock()  # RapidOCR keeps per-call state on its detector
+        self._lock = threading.Lock()  # one load, however many threads ask first
 
     def _models(self):  # noqa: ANN202 - RapidOCR has no type hints
-        if self._ocr is None:
-            from rapidocr_onnxruntime import RapidOCR
+        with self._lock:
+            if self._ocr is None:
+                from rapidocr_onnxruntime import RapidOCR
 
-            options = {"intra_op_num_threads": self._threads} if self._threads > 0 else {}
-            self._ocr = RapidOCR(**options)
-            for name in _THIRD_PARTY_LOGGERS:  # the engine never prints: their records go to imgd's log
-                logging.getLogger(name).handlers.clear()
-                logging.getLogger(name).setLevel(logging.WARNING)
-        return self._ocr
+                options = {"intra_op_num_threads": self._threads} if self._threads > 0 else {}
+                self._ocr = RapidOCR(**options)
+                for name in _THIRD_PARTY_LOGGERS:  # the engine never prints: their records go to imgd's log
+                    logging.getLogger(name).handlers.clear()
+                    logging.getLogger(name).setLevel(logging.WARNING)
+            return self._ocr
 
     def has_words(self, image: Image.Image) -> bool:
         """The gate: does the detector, on the picture shrunk to GATE_SIDE, find any line of text?"""
         batch, shape = _gate_input(image)
-        with self._lock:
-            detector = self._models().text_det
-            boxes, _ = detector.postprocess_op(detector.infer(batch)[0], shape)
+        detector = self._models().text_det
+        boxes, _ = detector.postprocess_op(detector.infer(batch)[0], shape)
         return len(boxes) > 0
 
     def read(self, image: Image.Image) -> list[WordLine]:
         """Every line of words found in the picture, with its confidence and box."""
         array = _shrunk(image, READ_SIDE)
         height, width = array.shape[:2]
-        with self._lock:
-            found, _ = self._models()(array)
+        found, _ = self._models()(array)
         lines = []
         for points, text, confidence in found or []:
             text = str(text).strip()
@@ -108,7 +113,3 @@ class WordReader:
             )
             lines.append(WordLine(text, float(confidence), box))
         return lines
-
-    def words_in(self, image: Image.Image) -> list[WordLine]:
-        """The gate, then the full read where it found text."""
-        return self.read(image) if self.has_words(image) else []

@@ -44,7 +44,7 @@ class WordsPass:
     @property
     def word_reader(self) -> WordReader:
         if self._word_reader is None:
-            self._word_reader = WordReader(self.config.threads())
+            self._word_reader = WordReader(threads=1)  # one core per picture, a picture per pool thread
         return self._word_reader
 
     def release_word_reader(self) -> None:
@@ -64,10 +64,14 @@ class WordsPass:
             return 0
         started = time.monotonic()
         found: list[tuple[int, list[WordLine]]] = []
-        for content_id, path, data in bounded_map(self._pool, self._picture, backlog, window=2):
+        reader = self.word_reader
+        # As many pictures at once as the pool has threads (one per core); a batch cut short leaves
+        # the pictures already under way to finish in the pool, and records only what it collected.
+        window = max(1, self.config.threads())
+        for content_id, lines in bounded_map(self._pool, lambda item: self._read(reader, item), backlog, window):
             if self.should_stop():
                 raise Stopped
-            found.append((content_id, self._words_of(path, data) if data is not None else []))
+            found.append((content_id, lines))
             if interrupt():
                 break
         now = self.clock()
@@ -103,20 +107,14 @@ class WordsPass:
             return newer
         return self.catalog.words_backlog(0, min(self._words_below, top + 1), limit)
 
-    def _picture(self, item: tuple[int, list[FileStat]]) -> tuple[int, str, bytes | None]:
-        """A content's bytes, from the first of its files that can be read (None: none can)."""
+    def _read(self, reader: WordReader, item: tuple[int, list[FileStat]]) -> tuple[int, list[WordLine]]:
+        """The words in a content's picture, from the first of its files that can be read (none: no words)."""
         content_id, stats = item
         for stat in stats:
             try:
-                return content_id, stat.path, imaging.read_bytes(stat.path)
+                return content_id, read_file(
+                    reader, stat.path, imaging.read_bytes(stat.path), self.config.max_image_pixels
+                )
             except ImageReadError as exc:
                 log.debug("cannot read the words of %s: %s", display_path(stat.path), exc.reason)
-        return content_id, "", None
-
-    def _words_of(self, path: str, data: bytes) -> list[WordLine]:
-        """The words read in one picture's bytes; none when they cannot be decoded."""
-        try:
-            return read_file(self.word_reader, path, data, self.config.max_image_pixels)
-        except ImageReadError as exc:
-            log.debug("cannot read the words of %s: %s", display_path(path), exc.reason)
-            return []
+        return content_id, []

@@ -144,8 +144,8 @@ def test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read(tmp_
         words = _Pass(catalog)
         words.config, words._pool = make_config(), pool
         words.should_stop, words.clock = (lambda: False), (lambda: 0.0)
-        words._picture = lambda item: (item[0], "", b"")  # no files here: the batch's logic alone
-        words._words_of = lambda path, data: [WordLine("TOTAL 17.49", 0.9)]
+        words._read = lambda reader, item: (item[0], [WordLine("TOTAL 17.49", 0.9)])  # the batch's logic alone
+        words._word_reader = object()  # no models loaded: nothing is read here
         arrived = iter([False, True])
         assert words.read_words(limit=4, interrupt=lambda: next(arrived)) == 2  # stopped after the second
         assert catalog.words_read_count() == (2, 2) and catalog.words_backlog_count() == 4
