@@ -112,6 +112,7 @@ def _hits_page(hits: list[Hit], offset: int, limit: int) -> dict[str, Any]:
                 "name": os.path.basename(h.path),
                 "width": h.width,
                 "height": h.height,
+                **({"words": list(h.words)} if h.words else {}),
             }
             for h in page
         ],

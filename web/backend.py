@@ -132,6 +132,7 @@ class Hit:
     path: str
     width: int | None = None
     height: int | None = None
+    words: tuple[str, ...] = ()  # the lines of the picture's words that matched the search, if any
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,7 @@ class Backend:
                 row["path"],
                 row.get("width"),
                 row.get("height"),
+                tuple(row.get("words") or ()),
             )
             for row in reply["hits"]
         ]
