@@ -200,3 +200,22 @@ def test_a_read_only_open_of_a_catalog_from_before_words_finds_none(tmp_path):
         assert writer.words_backlog_count() == writer.count_contents() == 3
     finally:
         writer.close()
+
+
+def test_the_gallery_gets_the_matched_lines_of_a_hit(words_library, tiny_model):
+    from imgd.daemon import config as config_module
+    from imgd.daemon.embedders import load_embedder
+    from imgd.daemon.protocol import Options, Term
+    from imgd.web.backend import Backend
+
+    pics, _ = words_library
+    config = config_module.load(
+        None, {"state_dir": pics.parent / "state", "model": str(tiny_model), "device": "cpu"}, env={}
+    )
+    backend = Backend(config, lambda name: load_embedder(name, device="cpu", batch_size=8))
+    try:
+        hits = backend.search((Term("text", "receipt from the hardware store"),), Options(k=6))
+    finally:
+        backend.close()
+    assert hits[0].path.endswith("receipt.png") and any("HARDWARE" in line for line in hits[0].words)
+    assert not any(hit.words for hit in hits if hit.path.endswith(("beach.png", "grid.jpg")))
