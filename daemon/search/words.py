@@ -24,6 +24,10 @@ from ..wordfold import any_of, fold, phrase, tokens
 
 RRF_K = 60  # the constant of reciprocal rank fusion (Cormack et al. 2009): flattens the top ranks' lead
 WORD_CANDIDATES = 200  # contents the words ranking contributes to a fused search at most
+# Seconds the words ranking may take before a search goes on without it: a text whose words are in
+# most pictures of a large library (bm25 over 25k matches at 1M pictures: ~1-2 s here, RESULTS.md)
+# must not slow every search down. An explicit --words is never cut short.
+FUSION_BUDGET = 0.25
 SNIPPET_LINES = 3  # matched lines shown per hit
 _OPERATORS = {"and", "or", "not", "near"}  # FTS5's own words, left out of what an expression highlights
 
@@ -87,7 +91,11 @@ def needles(filters: Filters, fused: list[str]) -> list[str]:
 
 def ranked(catalog: Catalog, words: list[str], allowed: Iterable[int] | None) -> list[int]:
     """Contents whose words hold any of `words`, best (bm25) first, among the allowed ones."""
-    found = catalog.words_matching(any_of(words), limit=WORD_CANDIDATES if allowed is None else None)
+    found = catalog.words_matching(
+        any_of(words), limit=WORD_CANDIDATES if allowed is None else None, budget=FUSION_BUDGET
+    )
+    if found is None:
+        return []
     if allowed is not None:
         allowed = set(int(i) for i in allowed)
         found = [cid for cid in found if cid in allowed][:WORD_CANDIDATES]

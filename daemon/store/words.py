@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -90,16 +91,25 @@ class WordRows(CatalogCore):
                 "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
             )
 
-    def words_matching(self, query: str, limit: int | None = None) -> list[int]:
-        """Ids of the contents whose words match an FTS5 query, best (bm25) first."""
+    def words_matching(self, query: str, limit: int | None = None, budget: float | None = None) -> list[int] | None:
+        """Ids of the contents whose words match an FTS5 query, best (bm25) first; None when it took
+        longer than `budget` seconds (stopped there)."""
         sql = "SELECT rowid FROM words_fts WHERE words_fts MATCH ? ORDER BY rank"
+        if budget is not None:
+            deadline = time.monotonic() + budget
+            self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
         try:
             if limit is None:
                 return [r[0] for r in self.conn.execute(sql, (query,))]
             return [r[0] for r in self.conn.execute(sql + " LIMIT ?", (query, limit))]
         except sqlite3.OperationalError as exc:
+            if budget is not None and "interrupted" in str(exc):
+                return None
             reason = str(exc).removeprefix("fts5: ")
             raise WordsQueryError(f"the words expression {query!r} is not valid FTS5 syntax ({reason}).") from None
+        finally:
+            if budget is not None:
+                self.conn.set_progress_handler(None, 0)
 
     def word_lines(self, content_ids: Iterable[int]) -> dict[int, list[WordLine]]:
         """The lines read in each of these contents (a content not read, or without words, is left out)."""

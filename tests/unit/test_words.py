@@ -157,3 +157,19 @@ def test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read(tmp_
     finally:
         pool.shutdown()
         catalog.close()
+
+
+def test_the_fused_words_ranking_gives_up_past_its_budget_and_the_search_goes_on_without_it(tmp_path: Path):
+    from imgd.daemon.search.words import ranked
+
+    catalog = Catalog(tmp_path / "catalog.db")
+    try:
+        with catalog.transaction():
+            for n in range(1, 3001):
+                catalog.conn.execute("INSERT INTO words_fts(rowid, text) VALUES (?, ?)", (n, f"store total {n}"))
+        assert catalog.words_matching('"store"', budget=-1.0) is None  # past its deadline at once
+        assert len(catalog.words_matching('"store"', budget=10.0)) == 3000
+        assert len(ranked(catalog, ["store"], None)) == 200  # within the real budget: the best 200
+        assert catalog.words_matching('"store"', limit=5) == catalog.words_matching('"store"', limit=5)
+    finally:
+        catalog.close()
