@@ -917,6 +917,17 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_words.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
         "[words] enabled = false still reads every picture",
     ),
+    Mutation(
+        "words-fusion-unbounded",
+        "daemon/store/words.py",
+        "self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)",
+        "pass",
+        (
+            "tests/unit/test_words.py::"
+            "test_the_fused_words_ranking_gives_up_past_its_budget_and_the_search_goes_on_without_it",
+        ),
+        "a text whose words are in most pictures makes every search of a large library take seconds",
+    ),
 ]
 
 
