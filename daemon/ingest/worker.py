@@ -134,8 +134,9 @@ class Worker:
                 if self.engine.changing and self.changes.empty() and self.monotonic() >= self._reembed_at:
                     self._reembed()
                     continue
-                if self._words_due and self.changes.empty() and not self.pending:
-                    # Lowest priority: a few pictures at a time, and a batch ends as soon as a file arrives.
+                if self._words_due and self.changes.empty() and not self.pending and not self.engine.changing:
+                    # Lowest priority: a few pictures at a time, a batch ends as soon as a file arrives, and
+                    # none runs during a model change (its pauses leave the CPU to other work).
                     self.stats.busy = "reading words"
                     self._words_due = self.engine.read_words(interrupt=self._file_waiting) > 0
                     continue
