@@ -50,6 +50,11 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
                 if on_total is not None:
                     on_total(backlog)  # a second bar in place of the first
                 library.engine.backfill_all_media(progress)
+            if config.words_enabled:  # the words in pictures: a bar of its own, the gate keeps it quick
+                unread = library.catalog.words_backlog_count()
+                if unread and on_total is not None:
+                    on_total(unread)
+                library.engine.read_all_words(progress)
         library.engine.save_index()
     finally:
         library.close()

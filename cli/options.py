@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from typing import Any
@@ -116,6 +117,16 @@ def query_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         *FILTER_OPTIONS,
         click.option("--within", "within_km", metavar="KM", help=f"How far from --near, in km (default {NEAR_KM:g})."),
+        click.option(
+            "--words",
+            metavar="PHRASE",
+            help="Only pictures whose words (read by OCR) hold this text; case and accents do not matter.",
+        ),
+        click.option(
+            "--words-match",
+            metavar="EXPR",
+            help="Only pictures whose words match this SQLite FTS5 expression (hammer OR nails).",
+        ),
         click.option("--min-score", type=float, help="Leave out answers scoring below this cosine similarity."),
         click.option(
             "--auto", "auto_cut", is_flag=True, help="Stop where the scores fall away from the rest of the library."
@@ -138,7 +149,9 @@ def build_options(
     config: Config, top_k: int | None, folders: tuple[str, ...], types: str | None, **given: Any
 ) -> Options:
     """The request's Options from the query_options values."""
-    filters = build_filters(folders, types, given)
+    filters = dataclasses.replace(
+        build_filters(folders, types, given), words=given.pop("words"), words_match=given.pop("words_match")
+    )
     auto_cut = given.pop("auto_cut")
     k = top_k or (AUTO_CUT_K if auto_cut else config.top_k)
     return Options(
@@ -148,4 +161,5 @@ def build_options(
         auto_cut=auto_cut,
         sort=given.pop("sort"),
         frames=given.pop("frames"),
+        fuse_words=given.pop("fuse_words", True),
     )

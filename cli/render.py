@@ -84,14 +84,27 @@ def scores(values: Iterable[float]) -> list[str]:
     return [text.rjust(width) for text in texts]
 
 
+SNIPPET_CHARS = 60  # the matched words shown after a hit's path, at most
+
+
+def words_snippet(lines: Iterable[str]) -> str:
+    """A hit's matched lines of words, quoted, on one line: `  "HARDWARE STORE | TOTAL 17.49"`."""
+    text = " | ".join(" ".join(line.split()) for line in lines)
+    if len(text) > SNIPPET_CHARS:
+        text = text[: SNIPPET_CHARS - 1] + "\u2026"
+    return f'  "{text}"'
+
+
 def hits_lines(hits: Iterable[Mapping[str, Any]], places: bool = False) -> list[str]:
-    """`score  path`, and with `places` the place after two spaces ("-" where none is known)."""
+    """`score  path` (` @ 1:23` for a video), the place with `places` ("-" for none), the matched words."""
     hits = list(hits)
     texts = scores(hit["score"] for hit in hits)
     lines = [f"{score}  {display_path(hit['path'])}{at(hit)}" for score, hit in zip(texts, hits, strict=True)]
     if places:
         lines = [f"{line}  {place_label(hit.get('place'))}" for line, hit in zip(lines, hits, strict=True)]
-    return lines
+    return [
+        line + (words_snippet(hit["words"]) if hit.get("words") else "") for line, hit in zip(lines, hits, strict=True)
+    ]
 
 
 def place_label(place: Mapping[str, Any] | None) -> str:
@@ -126,6 +139,7 @@ HIT_FIELDS = (
     "camera",
     *("place", "near"),  # a place where the GPS names one; `near` under --near
     *("time", "duration", "frames"),  # videos only
+    "words",  # the matched lines of the words read in the picture, when words were matched
 )
 
 
@@ -275,6 +289,12 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     pending = (status.get("metadata") or {}).get("pending")
     if pending:
         lines.append(f"metadata: {pending} images indexed before imgd kept it, waiting for their headers to be read")
+    words = status.get("words") or {}
+    if words.get("pending"):
+        line = f"words: {words['pending']} images waiting to be read, {words.get('found', 0)} with words so far"
+        if words.get("rate"):
+            line += f", {words['rate']:.1f} images/s"
+        lines.append(line)
     for folder in status.get("folders", []):
         lines.append(f"watching: {display_path(folder['path'])} ({folder['mode']})")
     queue = status.get("queue")

@@ -42,6 +42,13 @@ from .runtime import ask
     metavar="[WEIGHT:]PATH",
     help="An image to move away from (repeatable).",
 )
+@click.option(
+    "--no-words",
+    "fuse_words",
+    flag_value=False,
+    default=True,
+    help="Rank by the look of the pictures only, not also by the words read in them.",
+)
 @query_options
 @click.pass_context
 def search(

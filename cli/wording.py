@@ -24,6 +24,8 @@ FLAGS = {
     "near": "--near",
     "within_km": "--within",
     "country": "--country",
+    "words": "--words",
+    "words_match": "--words-match",
 }
 
 

@@ -187,6 +187,15 @@ def _cosine(value: Any) -> float:
     return number
 
 
+def _fraction(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise TypeError("expected a number")
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise ValueError("a number from 0 to 1")
+    return number
+
+
 KINDS: dict[str, Callable[[Any], Any]] = {
     "path": _path,
     "paths": _paths,
@@ -329,6 +338,14 @@ KEYS: tuple[Key, ...] = (
         0.975,
         "cosine from which two images count as the same picture (`imgd dupes`)",
     ),
+    Key("words_enabled", "words.enabled", "bool", True, "read the words in pictures (OCR) after they are embedded"),
+    Key(
+        "words_min_confidence",
+        "words.min_confidence",
+        _fraction,
+        0.5,
+        "lines read with a lower confidence (0-1) are kept but not searched",
+    ),
     Key(
         "watch_paths",
         "watch.paths",
@@ -380,6 +397,8 @@ class _Paths:
         preview: str
         thumbnail_cache_mb: int
         dupes_threshold: float
+        words_enabled: bool
+        words_min_confidence: float
         watch_paths: tuple[Path, ...]
         exclude: tuple[str, ...]
         extra_exclude: tuple[str, ...]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .errors import ImgdError
+from .wordfold import MIN_CHARS, fold
 
 PROTOCOL_VERSION = 4  # 3: similar by content id, status without duplicates unless asked; 4: video filters, frames
 MAX_K = 1000
@@ -177,8 +178,18 @@ class Filters:
     videos: bool | None = None  # True: videos only; False: no videos; None: both
     min_duration: float | None = None  # seconds; a filter on length keeps videos only
     max_duration: float | None = None
+    words: str | None = None  # the words in the picture hold this text (literally; case and accents folded)
+    words_match: str | None = None  # the words match this FTS5 expression
 
     def __post_init__(self) -> None:
+        if self.words is not None:
+            words = self.words
+            if not isinstance(words, str) or len(fold(words)) < MIN_CHARS:
+                raise RequestError(
+                    lambda name: f"{name('words')} needs at least {MIN_CHARS} letters or digits, not {words!r}."
+                )
+        if self.words_match is not None:
+            _text(self.words_match, _field("words_match"))
         folders = tuple(self.folders)
         relative = [f for f in folders if not isinstance(f, str) or not f.startswith("/")]
         if relative:
@@ -293,11 +304,14 @@ class Options:
     auto_cut: bool = False  # stop where the scores fall away
     sort: str = "score"
     frames: bool = False  # each video's sampled times, beside its best one
+    fuse_words: bool = True  # a search's texts also look at the words in pictures, fused with its ranking
 
     def __post_init__(self) -> None:
         _whole(self.k, _field("k"), 1, MAX_K)
         if not isinstance(self.frames, bool):
             raise RequestError(f"'frames' must be true or false, not {self.frames!r}.")
+        if not isinstance(self.fuse_words, bool):
+            raise RequestError(f"'fuse_words' must be true or false, not {self.fuse_words!r}.")
         if self.min_score is not None:
             score = _number(self.min_score, _field("min_score"))
             if not -1.0 <= score <= 1.0:

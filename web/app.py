@@ -116,6 +116,7 @@ def _hits_page(hits: list[Hit], offset: int, limit: int) -> dict[str, Any]:
                 "height": h.height,
                 **({"sibling": os.path.basename(h.sibling)} if h.sibling else {}),
                 **({"time": h.time} if h.time is not None else {}),  # a video: its best frame's time
+                **({"words": list(h.words)} if h.words else {}),
             }
             for h in page
         ],

@@ -151,6 +151,7 @@ class Hit:
     height: int | None = None
     sibling: str | None = None  # the RAW or video listed through this photo
     time: float | None = None  # a video's best frame, in seconds
+    words: tuple[str, ...] = ()  # the lines of the picture's words that matched the search, if any
 
 
 @dataclass(frozen=True)
@@ -310,6 +311,7 @@ class Backend:
                 row.get("height"),
                 row.get("sibling"),
                 row.get("time"),
+                tuple(row.get("words") or ()),
             )
             for row in reply["hits"]
         ]

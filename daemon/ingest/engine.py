@@ -35,6 +35,7 @@ from .pairing import Pairing
 from .pool import Stopped, bounded_map
 from .scanner import PathFilter, scan, stat_file, through_link
 from .switch import ModelSwitch
+from .wordspass import WordsPass
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class _Loaded:
         return len(self.frames.times) if self.frames is not None else int(self.image is not None)
 
 
-class Engine(MediaBackfill, ModelSwitch, EventSource, Pairing, OrphanHold, Outcomes):
+class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, OrphanHold, Outcomes):
     """Reconcile, ingest, move and forget files; the catalog is written first, the index follows."""
 
     def __init__(

@@ -85,6 +85,7 @@ class Worker:
         self.idle = threading.Event()
         self._backoff = MIN_BACKOFF
         self._media_due = True  # contents from before metadata was kept may lack it: read their headers
+        self._words_due = True  # pictures embedded but not read for words yet (any new file makes it so)
         # A model change: the daemon's switch (it holds searches off), else the engine's own.
         self.finish_change = finish_change or engine.finish_change
         self.reembed_pause = reembed_pause  # seconds between re-embedding batches, leaving the CPU to others
@@ -118,10 +119,12 @@ class Worker:
                 if self.rescans:
                     self._rescan()
                     self._backoff = MIN_BACKOFF
+                    self._words_due = True
                     continue
                 ready, recheck = self._settled()
                 if ready:
                     self._upsert(ready, recheck)
+                    self._words_due = True
                     continue
                 if self._media_due and self.changes.empty():
                     # A small batch at a time, between events, so a new file never waits behind it.
@@ -130,6 +133,12 @@ class Worker:
                     continue
                 if self.engine.changing and self.changes.empty() and self.monotonic() >= self._reembed_at:
                     self._reembed()
+                    continue
+                if self._words_due and self.changes.empty() and not self.pending and not self.engine.changing:
+                    # Lowest priority: a few pictures at a time, a batch ends as soon as a file arrives, and
+                    # none runs during a model change (its pauses leave the CPU to other work).
+                    self.stats.busy = "reading words"
+                    self._words_due = self.engine.read_words(interrupt=self._file_waiting) > 0
                     continue
                 waiting = bool(self.pending) or not self.changes.empty()
                 # Held contents are dropped only when no file waits that might turn out to hold them.
@@ -157,6 +166,10 @@ class Worker:
                 self.rescans.add("")
                 self.stats.busy = "retrying"  # not idle: a rescan is due after the pause
                 self.stop_event.wait(5.0)
+
+    def _file_waiting(self) -> bool:
+        """A new event or a settling file: the words pass gives way to it."""
+        return not self.changes.empty() or bool(self.pending)
 
     def _wait(self) -> None:
         try:

@@ -19,6 +19,7 @@ from ..protocol import RAW_TYPES, Filters
 from ..store.core import prefix_range
 from ..store.records import FileRow
 from ..store.selection import FILE, PATH, Clause, Filter, any_live_file
+from . import words
 from .near import place_filters
 
 CameraPair = tuple[str | None, str | None]  # (make, model) as stored
@@ -242,6 +243,7 @@ def from_request(filters: Filters, cameras: Callable[[], Iterable[CameraPair]]) 
         selected.append(Videos(filters.videos))
     if filters.min_duration is not None or filters.max_duration is not None:
         selected.append(Lasting(filters.min_duration, filters.max_duration))
+    selected.extend(words.filters_of(filters))
     return selected + place_filters(filters)
 
 

@@ -23,6 +23,7 @@ from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarReq
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRow, FileStat
+from . import words
 from .filters import from_request, on_path
 from .near import place_fields
 
@@ -209,7 +210,7 @@ class Searcher:
             self._require_images()
             vectors = [self.term_vector(term) for term in request.terms]
             query = combine(vectors, [term.weight for term in request.terms])
-            return self.run(query, request.options)
+            return self.run(query, request.options, fused=words.search_words(request))
 
     def similar(self, request: SimilarRequest) -> list[dict[str, Any]]:
         with self._switch.shared():
@@ -231,8 +232,12 @@ class Searcher:
         if len(self.index) == 0:
             raise CatalogError("the catalog holds no images yet; run `imgd index DIR` or `imgd run DIR` first.")
 
-    def run(self, query: np.ndarray, options: Options, exclude: frozenset[int] = frozenset()) -> list[dict[str, Any]]:
-        """The k best live paths for a query vector under the options' filters, cut-off and order."""
+    def run(
+        self, query: np.ndarray, options: Options, exclude: frozenset[int] = frozenset(), fused: list[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The k best live paths for a query vector under the options' filters, cut-off and order; `fused`: words
+        whose matches in pictures' words are fused into the ranking (search/words.py)."""
+        words.check(self.catalog, options.filters)
         allowed = self._allowed_vectors(options.filters)
         hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
         if options.auto_cut and hits:
@@ -241,7 +246,42 @@ class Searcher:
             scores = np.array([best[content_id] for content_id in order], dtype=np.float32)
             keep = set(order[: auto_cut(scores, self._background(query, allowed))])
             hits = [hit for hit in hits if hit[2] in keep]
-        return self._present(hits, options.sort, options.filters, options.frames)
+        if fused:
+            hits = self._fuse(query, hits, fused, options, exclude)
+        rows = self._present(hits, options.sort, options.filters, options.frames)
+        words.annotate(
+            self.catalog, rows, words.needles(options.filters, fused or []), self.config.words_min_confidence
+        )
+        return rows
+
+    def _fuse(
+        self,
+        query: np.ndarray,
+        hits: list[tuple[float, str, int, int]],
+        fused: list[str],
+        options: Options,
+        exclude: frozenset,
+    ) -> list[tuple[float, str, int, int]]:
+        """The hits with the contents whose words match fused in (each scored by its own cosine)."""
+        catalog = self.catalog
+        by_words = [cid for cid in words.ranked(catalog, fused, self.allowed(options.filters)) if cid not in exclude]
+        if not by_words:
+            return hits
+        known = {hit[2] for hit in hits}
+        extra = [cid for cid in by_words if cid not in known]
+        if extra:
+            with catalog.snapshot():  # a content removed meanwhile takes its words with it
+                owners = catalog.contents_of(catalog.vector_ids_of(extra).tolist())  # vector id -> content
+                first = {cid: vid for vid, cid in sorted(owners.items(), reverse=True)}  # a photo's one vector
+                extra = list(dict.fromkeys(cid for cid in by_words if cid in first))
+                cosines = catalog.vectors_for(np.array(extra, dtype=np.int64)) @ np.asarray(query, dtype=np.float32)
+                paths = catalog.paths_for(extra)
+            for cid, cosine in sorted(zip(extra, cosines.tolist(), strict=True), key=lambda pair: -pair[1]):
+                if options.min_score is not None and cosine < options.min_score:
+                    continue
+                live = [p for p in paths.get(cid, []) if path_passes(options.filters, p) and os.path.isfile(p)]
+                hits = hits + [(cosine, path, cid, first[cid]) for path in live]
+        return words.fuse(hits, by_words, options.k)
 
     def cut_score(self, query: np.ndarray, filters: Filters, k: int = 200) -> float | None:
         """The score where `auto` ends this query's answers over the library now: midway between the last

@@ -341,6 +341,7 @@ def catalog_status(config: Config) -> dict[str, object]:
             status.update(
                 counts=catalog.counts(),
                 metadata={"pending": catalog.media_backlog_count(), "schema": catalog.schema_version},
+                **({"words": _words_status(catalog)} if config.words_enabled else {}),
                 model={"name": info[0], "dim": info[1], **_change_status(catalog)} if info else None,
                 last_reconcile=float(catalog.get_meta("last_reconcile") or 0) or None,
                 last_persist=last_persist,
@@ -349,6 +350,12 @@ def catalog_status(config: Config) -> dict[str, object]:
     finally:
         catalog.close()
     return status
+
+
+def _words_status(catalog: Catalog) -> dict[str, object]:
+    """The words pass's progress: pictures read, those with words, those waiting (none while words are off)."""
+    read, found = catalog.words_read_count()
+    return {"read": read, "found": found, "pending": catalog.count_contents() - read}
 
 
 def _change_status(catalog: Catalog) -> dict[str, object]:

@@ -147,6 +147,10 @@ class Daemon:
     def status(self, duplicates: bool = False) -> dict[str, Any]:
         """The catalog's counts and the daemon's state; `duplicates` adds the summary `imgd status` shows."""
         info = catalog_status(self.config)
+        stats = self.worker.stats
+        if "words" in info:  # the pass's pace over its last batch, while it runs
+            reading = stats.busy == "reading words"
+            info["words"]["rate"] = round(self.library.engine.words_rate, 2) if reading else 0.0
         change = (info.get("model") or {}).get("change")
         if change and (under_way := self.library.engine.change) is not None:
             change.update(under_way.pace(change["done"], change["total"]))
@@ -209,6 +213,7 @@ class Daemon:
         idle_for = now - last_use
         if idle_for < self.config.idle_unload or not self.embedder.release_images():  # type: ignore[attr-defined]
             return False
+        self.library.engine.release_word_reader()  # the OCR models too: they load again with the next picture
         log.info("freed the image model after %.0f s without new images; it loads again with the next one", idle_for)
         return True
 

@@ -7,6 +7,7 @@ files:    one row per path (stored as raw bytes, so any file name round-trips) p
 media:    one narrow row per content: what its bytes say (media.py).
 next_vectors: a model change's new vectors beside the live ones (nextvectors.py).
 siblings: companions (a RAW beside its JPEG, a live photo's video) and the photo listing them (siblings.py).
+words, words_fts: the words read in each picture, and their folded text for FTS5 (words.py).
 The schema is built and upgraded by the numbered steps in migrations.py, run here at open.
 The catalog is one class over one connection: this module (opening, files, contents) and its parts
 in core.py, media.py, nextvectors.py and selection.py, split by table for their size.
@@ -36,6 +37,7 @@ from .records import FileRecord, FileStat, ImageMeta
 from .selection import Selection
 from .siblings import SiblingRows
 from .videos import VideoRows
+from .words import WordRows
 
 __all__ = [
     "APPLICATION_ID",
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
 
 
-class Catalog(NextVectors, MediaRows, Selection, SiblingRows, VideoRows):
+class Catalog(NextVectors, MediaRows, Selection, SiblingRows, VideoRows, WordRows):
     """SQLite in WAL mode: one writer at a time, any number of readers that never see half a commit."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:

@@ -166,6 +166,8 @@ class CatalogCore:
             self.conn.execute(f"DELETE FROM vectors WHERE content_id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM contents WHERE id IN ({marks})", chunk)
             self.conn.execute(f"DELETE FROM media WHERE content_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM words WHERE content_id IN ({marks})", chunk)
+            self.conn.execute(f"DELETE FROM words_fts WHERE rowid IN ({marks})", chunk)
         if ids:
             self._bump_generation()
         return dropped

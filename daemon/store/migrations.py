@@ -215,6 +215,28 @@ def _duration(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE media ADD COLUMN duration REAL")
 
 
+WORDS_SCHEMA = 9  # the words step's number (tests and the older reader name it)
+
+
+@migration(WORDS_SCHEMA, "words: the words read in each picture, in an FTS5 trigram table, with their boxes")
+def _words(conn: sqlite3.Connection) -> None:
+    # `words`: one row per content whose pixels were read, even when none were found (so the pass
+    # never reads it again); `lines` is JSON [[text, confidence, x0, y0, x1, y1], ...], boxes as
+    # fractions of the upright picture. `words_fts`: the folded text of the lines that passed the
+    # minimum confidence, rowid = content id, trigram-tokenized for substrings ("hardw").
+    _run(
+        conn,
+        """
+        CREATE TABLE words (
+            content_id INTEGER PRIMARY KEY REFERENCES contents(id),
+            read_at REAL NOT NULL,
+            lines TEXT NOT NULL
+        );
+        CREATE VIRTUAL TABLE words_fts USING fts5(text, tokenize = 'trigram')
+        """,
+    )
+
+
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
 # tables of schema 4: views in its own temp schema, over the older tables, under the new names.
 READ_AS_LATEST = {
@@ -223,10 +245,18 @@ READ_AS_LATEST = {
 }
 # The columns media gained after schema 2, by the step that added them: an older reader sees them NULL.
 MEDIA_ADDED = {7: ("city", "region", "country"), 8: ("duration",)}
+# A catalog from before words were read: empty tables of the same names, so every query runs unchanged.
+READ_WITHOUT_WORDS = [
+    "CREATE TEMP TABLE words (content_id INTEGER PRIMARY KEY, read_at REAL NOT NULL, lines TEXT NOT NULL)",
+    "CREATE VIRTUAL TABLE temp.words_fts USING fts5(text, tokenize = 'trigram')",
+]
 
 
 def read_as_latest(conn: sqlite3.Connection, version: int) -> None:
     """Make a read-only connection to a catalog of an older schema read like the latest one."""
+    if version < WORDS_SCHEMA:
+        for statement in READ_WITHOUT_WORDS:
+            conn.execute(statement)
     if version < 6:  # no pairs were known before schema 6
         conn.execute("CREATE TEMP TABLE siblings (path BLOB PRIMARY KEY, primary_path BLOB NOT NULL)")
     if version < 4:

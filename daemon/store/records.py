@@ -168,3 +168,4 @@ class FileRow:
     longitude: float | None = None
     country: str | None = None  # the ISO code of its place's country (store/places.py)
     duration: float | None = None  # seconds, for a video; None for a photo
+    words: str = ""  # the folded text of the words read in its picture (wordfold.fold_lines)

@@ -37,8 +37,9 @@ STAND_INS = {
     "| xargs -0 trash-put": "| xargs -0 ls",
     "imgd web --open": "imgd web --open --port 0",
 }
-# With a random-weight model nothing stands out from the rest, so --auto may find no clear match (exit 1).
-NO_MATCH_ALLOWED = ("--auto",)
+# With a random-weight model nothing stands out from the rest, so --auto may find no clear match (exit 1);
+# the pictures here hold no words, so --words and --words-match find none (exit 1).
+NO_MATCH_ALLOWED = ("--auto", "--words")
 
 
 def readme_commands() -> list[str]:

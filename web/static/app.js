@@ -357,6 +357,18 @@ async function openViewer(index) {
       dd.textContent = value;
       details.append(dt, dd);
     }
+    if (hit.words && hit.words.length) {  // the lines of its words the search matched, highlighted
+      const dt = document.createElement("dt");
+      dt.textContent = "Words";
+      const dd = document.createElement("dd");
+      for (const line of hit.words) {
+        const mark = document.createElement("mark");
+        mark.className = "words";
+        mark.textContent = line;
+        dd.append(mark, document.createElement("br"));
+      }
+      details.append(dt, dd);
+    }
   } catch (error) {
     const dd = document.createElement("dd");
     dd.textContent = error.message;

@@ -1,0 +1,342 @@
+"""Words in pictures: the words pass's speed, the gate's recall and cost, the words recovered, the query at 1M.
+
+Part 1 renders a corpus (default 1,000 pictures, 10% with words: receipts, screenshots, signs and
+documents in Debian's DejaVu and Liberation fonts, turned 0/90/180/270 degrees plus a few, with
+varied contrast; the rest photo-like: blobs, gradients, noise, at 1024x768) and runs the words pass's
+reader on each, as the daemon does (the gate, then the full read where it found text), on
+`--threads` cores. It reports the pass's pictures/s, the gate's recall over the pictures with words,
+its cost per picture without, and the share of rendered words found in what was read (folded
+as the catalog folds them).
+
+Part 2 builds a catalog of `--contents` contents (default 1M) of which a tenth have words, and times
+what a `--words` query adds: the words filter's selection of vector ids (the SQL the search runs),
+and the fused ranking's FTS5 lookup.
+
+    python benchmarks/bench_words.py                 # both parts
+    python benchmarks/bench_words.py --pictures 200  # a smaller sample on a busy machine
+    python benchmarks/bench_words.py --skip-query / --skip-pass
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+FONT_DIR = Path("/usr/share/fonts/truetype")
+VOCABULARY = [
+    "store",
+    "market",
+    "total",
+    "cash",
+    "change",
+    "receipt",
+    "invoice",
+    "order",
+    "number",
+    "date",
+    "time",
+    "price",
+    "amount",
+    "tax",
+    "paid",
+    "card",
+    "visa",
+    "coffee",
+    "bread",
+    "milk",
+    "eggs",
+    "apples",
+    "hammer",
+    "nails",
+    "paint",
+    "brush",
+    "screws",
+    "tape",
+    "garden",
+    "hose",
+    "ticket",
+    "parking",
+    "zone",
+    "valid",
+    "until",
+    "platform",
+    "train",
+    "departure",
+    "arrival",
+    "gate",
+    "boarding",
+    "seat",
+    "window",
+    "settings",
+    "wifi",
+    "bluetooth",
+    "battery",
+    "display",
+    "sound",
+    "privacy",
+    "update",
+    "download",
+    "cancel",
+    "continue",
+    "welcome",
+    "meeting",
+    "agenda",
+    "project",
+    "report",
+    "summary",
+    "quarterly",
+    "results",
+    "revenue",
+    "growth",
+    "budget",
+    "plan",
+    "street",
+    "avenue",
+    "road",
+    "exit",
+    "entrance",
+    "open",
+    "closed",
+    "sale",
+    "hotel",
+    "pharmacy",
+    "bakery",
+]
+
+
+def fonts() -> list[Path]:
+    found = sorted(FONT_DIR.glob("dejavu/*.ttf")) + sorted(FONT_DIR.glob("liberation/*.ttf"))
+    return [f for f in found if "Oblique" not in f.name and "Italic" not in f.name] or found
+
+
+def _colours(rng: random.Random) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Ink and paper, with a contrast from strong to middling."""
+    paper = rng.randrange(150, 256)
+    ink = rng.randrange(0, max(1, paper - rng.choice((80, 120, 180))))
+    tint = [rng.randrange(-20, 21) for _ in range(3)]
+    return tuple(max(0, min(255, ink + t)) for t in tint), tuple(max(0, min(255, paper + t)) for t in tint)
+
+
+def _words(rng: random.Random, count: int) -> list[str]:
+    return [rng.choice(VOCABULARY) for _ in range(count)]
+
+
+def text_picture(rng: random.Random, kind: str, faces: list[Path]) -> tuple[Image.Image, list[str]]:
+    """A picture with words, and the words rendered in it."""
+    ink, paper = _colours(rng)
+    face = str(rng.choice(faces))
+    rendered: list[str] = []
+    if kind == "receipt":
+        page = Image.new("RGB", (520, 760), paper)
+        font = ImageFont.truetype(face, 26)
+        lines = [" ".join(_words(rng, 2)).upper()] + [
+            f"{rng.choice(VOCABULARY)} {rng.randrange(1, 99)}.{rng.randrange(100):02d}" for _ in range(7)
+        ]
+        lines.append(f"TOTAL {rng.randrange(10, 300)}.{rng.randrange(100):02d}")
+        spacing = 70
+    elif kind == "screenshot":
+        page = Image.new("RGB", (1080, 720), paper)
+        font = ImageFont.truetype(face, 22)
+        lines = [" ".join(_words(rng, rng.randrange(2, 5))).capitalize() for _ in range(9)]
+        spacing = 62
+    elif kind == "sign":
+        page = photo_picture(rng, (1024, 768))
+        plate = Image.new("RGB", (760, 260), paper)
+        font = ImageFont.truetype(face, 80)
+        lines = [" ".join(_words(rng, 2)).upper()]
+        ImageDraw.Draw(plate).text((30, 80), lines[0], fill=ink, font=font)
+        page.paste(plate, (130, 250))
+        rendered = lines
+        spacing = 0
+    else:  # document
+        page = Image.new("RGB", (850, 1100), paper)
+        font = ImageFont.truetype(face, 24)
+        lines = [" ".join(_words(rng, 5)) for _ in range(14)]
+        spacing = 60
+    if kind != "sign":
+        draw = ImageDraw.Draw(page)
+        for row, line in enumerate(lines):
+            draw.text((40, 40 + row * spacing), line, fill=ink, font=font)
+        rendered = lines
+    turn = rng.choice((0, 0, 90, 180, 270)) + rng.choice((0, 0, -4, -2, 2, 5))
+    if turn:
+        page = page.rotate(turn, expand=True, fillcolor=paper, resample=Image.Resampling.BICUBIC)
+    return page, [w for line in rendered for w in line.split()]
+
+
+def photo_picture(rng: random.Random, size: tuple[int, int] = (1024, 768)) -> Image.Image:
+    """A picture without words: blobs, a gradient or a noisy texture."""
+    kind = rng.choice(("blobs", "gradient", "noise"))
+    if kind == "gradient":
+        a, b = np.array([rng.randrange(256) for _ in range(3)]), np.array([rng.randrange(256) for _ in range(3)])
+        t = np.linspace(0, 1, size[0])[None, :, None]
+        array = np.broadcast_to(a * (1 - t) + b * t, (size[1], size[0], 3)).astype(np.uint8)
+        return Image.fromarray(array)
+    if kind == "noise":
+        small = np.random.default_rng(rng.randrange(2**31)).integers(0, 256, (size[1] // 16, size[0] // 16, 3))
+        return Image.fromarray(small.astype(np.uint8)).resize(size, Image.Resampling.BICUBIC)
+    image = Image.new("RGB", size, tuple(rng.randrange(256) for _ in range(3)))
+    draw = ImageDraw.Draw(image)
+    for _ in range(25):
+        x, y, r = rng.randrange(size[0]), rng.randrange(size[1]), rng.randrange(20, 200)
+        draw.ellipse((x - r, y - r, x + r, y + r), fill=tuple(rng.randrange(256) for _ in range(3)))
+    return image.filter(ImageFilter.GaussianBlur(3))
+
+
+def words_pass(pictures: int, share: float, threads: int, seed: int) -> None:
+    from imgd.daemon.ingest import imaging
+    from imgd.daemon.ingest.words import WordReader, read_file
+    from imgd.daemon.wordfold import fold, fold_lines
+
+    rng = random.Random(seed)
+    faces = fonts()
+    kinds = ("receipt", "screenshot", "sign", "document")
+    with_words = max(1, round(pictures * share))
+    folder = Path(tempfile.mkdtemp(prefix="bench-words-pics-"))
+    corpus: list[tuple[str, list[str]]] = []
+    for i in range(pictures):
+        if i < with_words:
+            kind = kinds[i % len(kinds)]
+            image, words = text_picture(rng, kind, faces)
+            path = folder / f"{i:05d}-{kind}.{'png' if kind == 'screenshot' else 'jpg'}"
+        else:
+            image, words, path = photo_picture(rng), [], folder / f"{i:05d}-photo.jpg"
+        image.save(path, quality=90)
+        corpus.append((str(path), words))
+    rng.shuffle(corpus)
+    reader = WordReader(threads=1)  # as the pass runs it: one core per picture, a picture per thread
+    reader.has_words(photo_picture(rng))  # load the models outside the timing (once per daemon)
+
+    # 1. What a picture without words costs alone (its bytes, a small decode, the gate), one at a time.
+    gate_wall: list[float] = []
+    gate_cpu: list[float] = []
+    for path, words in corpus:
+        if not words:
+            t0, c0 = time.perf_counter(), time.process_time()
+            read_file(reader, path, imaging.read_bytes(path), 200_000_000)
+            gate_wall.append(time.perf_counter() - t0)
+            gate_cpu.append(time.process_time() - c0)
+
+    # 2. The pass as the daemon runs it: `threads` pictures at once, each on one core.
+    def one(item: tuple[str, list[str]]) -> tuple[str, list[str], list]:
+        path, words = item
+        return path, words, read_file(reader, path, imaging.read_bytes(path), 200_000_000)
+
+    missed: list[str] = []
+    rendered = recovered = 0
+    started, started_cpu = time.perf_counter(), time.process_time()
+    with ThreadPoolExecutor(threads) as pool:
+        for path, words, lines in pool.map(one, corpus):
+            if not words:
+                continue
+            if not lines:
+                missed.append(os.path.basename(path))
+            text = fold_lines([line.text for line in lines])
+            rendered += len(words)
+            recovered += sum(fold(w) in text for w in words)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+    found = with_words - len(missed)
+    print(f"pictures: {pictures} ({with_words} with words), threads: {threads}, load average {os.getloadavg()[0]:.1f}")
+    print(f"words pass: {pictures / elapsed:.2f} pictures/s wall ({elapsed:.1f} s)")
+    # On a shared machine the wall clock counts other jobs' time too; the CPU seconds this process
+    # used, spread over `threads` cores, say what the pass would do with those cores to itself.
+    rate = pictures / (cpu / threads)
+    print(f"words pass by CPU time: {cpu:.1f} CPU s, {rate:.2f} pictures/s on {threads} free cores")
+    print(f"gate recall: {found}/{with_words} = {100 * found / with_words:.1f}%; missed: {', '.join(missed) or 'none'}")
+    print(
+        f"a picture without words alone (read, decode, gate): wall mean {1000 * statistics.mean(gate_wall):.1f} ms, "
+        f"p50 {1000 * statistics.median(gate_wall):.1f} ms; CPU mean {1000 * statistics.mean(gate_cpu):.1f} ms, "
+        f"p50 {1000 * statistics.median(gate_cpu):.1f} ms"
+    )
+    print(f"rendered words recovered: {recovered}/{rendered} = {100 * recovered / max(rendered, 1):.1f}%")
+
+
+def query_at_scale(contents: int, with_words: int, runs: int, seed: int) -> None:
+    from imgd.daemon.protocol import Filters
+    from imgd.daemon.search.words import WORD_CANDIDATES, filters_of
+    from imgd.daemon.store.catalog import Catalog
+    from imgd.daemon.wordfold import any_of, fold_lines, tokens
+
+    rng = random.Random(seed)
+    folder = Path(tempfile.mkdtemp(prefix="bench-words-"))
+    catalog = Catalog(folder / "catalog.db")
+    built = time.perf_counter()
+    conn = catalog.conn
+    blob = np.zeros(4, dtype=np.float16).tobytes()
+    with catalog.transaction():
+        catalog.ensure_model("bench", 4)
+        conn.executemany(
+            "INSERT INTO contents(id, hash, width, height) VALUES (?, ?, 64, 64)",
+            ((i, f"{i:064x}") for i in range(1, contents + 1)),
+        )
+        conn.executemany(
+            "INSERT INTO media(content_id, version, width, height) VALUES (?, 1, 64, 64)",
+            ((i,) for i in range(1, contents + 1)),
+        )
+        conn.executemany(
+            "INSERT INTO vectors(content_id, at, vector) VALUES (?, 0, ?)", ((i, blob) for i in range(1, contents + 1))
+        )
+        conn.executemany(
+            "INSERT INTO files(path, content_id, size, mtime_ns, status) VALUES (?, ?, 1, 1, 'ok')",
+            ((f"/p/{i}.jpg".encode(), i) for i in range(1, contents + 1)),
+        )
+        chosen = rng.sample(range(1, contents + 1), with_words)
+        for cid in chosen:
+            lines = [" ".join(rng.choice(VOCABULARY) for _ in range(4)) for _ in range(rng.randrange(1, 12))]
+            if rng.random() < 0.001:
+                lines.append("HARDWARE STORE INV-2023")
+            conn.execute("INSERT INTO words(content_id, read_at, lines) VALUES (?, 0, '[]')", (cid,))
+            conn.execute("INSERT INTO words_fts(rowid, text) VALUES (?, ?)", (cid, fold_lines(lines)))
+    print(
+        f"catalog: {contents} contents, {with_words} with words, built in {time.perf_counter() - built:.0f} s, "
+        f"{os.path.getsize(folder / 'catalog.db') / 2**20:.0f} MiB"
+    )
+    catalog.close()
+    reader = Catalog(folder / "catalog.db", readonly=True)
+    for phrase in ("inv-2023", "hardw", "bakery", "total", "store market"):
+        (chosen_filter,) = filters_of(Filters(words=phrase))
+        times, count = [], 0
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            count = len(reader.vector_ids_matching([chosen_filter]))
+            times.append(time.perf_counter() - t0)
+        print(f"--words {phrase!r}: {count} pictures, selection p50 {1000 * statistics.median(times):.1f} ms")
+    for text in ("receipt from the hardware store", "quarterly report"):
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            reader.words_matching(any_of(tokens([text])), limit=WORD_CANDIDATES)
+            times.append(time.perf_counter() - t0)
+        print(f"fused search {text!r}: words ranking p50 {1000 * statistics.median(times):.1f} ms")
+    reader.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pictures", type=int, default=1000)
+    parser.add_argument("--share", type=float, default=0.10, help="share of pictures with words")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--contents", type=int, default=1_000_000)
+    parser.add_argument("--with-words", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--seed", type=int, default=26)
+    parser.add_argument("--skip-pass", action="store_true")
+    parser.add_argument("--skip-query", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_pass:
+        words_pass(args.pictures, args.share, args.threads, args.seed)
+    if not args.skip_query:
+        query_at_scale(args.contents, args.with_words, args.runs, args.seed)
+
+
+if __name__ == "__main__":
+    main()
