@@ -596,7 +596,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "moved-onto-itself",
-        "daemon/ingest/engine.py",
+        "daemon/ingest/outcomes.py",
         "        if held and stat.path in held:",
         "        if False:",
         (LIVE + "test_a_folder_moved_out_and_back_is_never_logged_as_moved_onto_itself",),
@@ -615,8 +615,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "gallery-opens-blank",
         "web/static/app.js",
-        '  else if (params.has("dupes")) dupes();\n  else recent();\n',
-        '  else if (params.has("dupes")) dupes();\n',
+        '  else if (params.has("alerts")) savedSearches();\n  else recent();\n',
+        '  else if (params.has("alerts")) savedSearches();\n',
         ("tests/e2e/test_web.py::test_the_gallery_opens_on_the_newest_pictures_with_their_whole_names",),
         "the gallery opens on an empty page until something is searched for",
     ),
@@ -1494,7 +1494,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/wordfold.py",
         "if not unicodedata.combining(ch)",
         "if True",
-        ("tests/unit/test_words.py::test_folding_drops_case_accents_and_spaces_but_keeps_lines_apart",),
+        ("tests/unit/test_word_parts.py::test_folding_drops_case_accents_and_spaces_but_keeps_lines_apart",),
         "`--words cafe` misses a menu that reads Café: SQLite 3.40's trigram tokenizer cannot fold accents itself",
     ),
     Mutation(
@@ -1502,7 +1502,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/wordfold.py",
         """return '"' + fold(text).replace('"', '""') + '"'""",
         "return fold(text)",
-        ("tests/unit/test_words.py::test_a_phrase_is_quoted_so_its_punctuation_is_text",),
+        ("tests/unit/test_word_parts.py::test_a_phrase_is_quoted_so_its_punctuation_is_text",),
         "`--words INV-2023` is parsed as FTS5 syntax (a column filter) instead of matched literally",
     ),
     Mutation(
@@ -1510,7 +1510,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/protocol.py",
         "len(fold(words)) < MIN_CHARS",
         "len(fold(words)) < 1",
-        ("tests/unit/test_words.py::test_words_of_fewer_than_three_characters_are_refused",),
+        ("tests/unit/test_word_parts.py::test_words_of_fewer_than_three_characters_are_refused",),
         "a two-letter --words silently matches nothing (trigrams need 3) instead of saying so",
     ),
     Mutation(
@@ -1518,7 +1518,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/words.py",
         "if line.confidence >= min_confidence]",
         "]",
-        ("tests/unit/test_words.py::test_the_words_filter_selects_in_sql_what_it_matches_in_python",),
+        ("tests/unit/test_word_parts.py::test_the_words_filter_selects_in_sql_what_it_matches_in_python",),
         "lines the recogniser barely read become searchable: [words] min_confidence has no effect",
     ),
     Mutation(
@@ -1526,7 +1526,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/words.py",
         "ORDER BY c.id DESC LIMIT ?",
         "ORDER BY c.id LIMIT ?",
-        ("tests/unit/test_words.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
+        ("tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
         "the pass reads a large library's oldest pictures first; the ones just added wait behind them all",
     ),
     Mutation(
@@ -1534,7 +1534,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/wordspass.py",
         "newer = self.catalog.words_backlog(top, 2**62, limit)",
         "newer = []",
-        ("tests/unit/test_words.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
+        ("tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
         "a picture added while the pass works through the backlog is read only after the whole backlog",
     ),
     Mutation(
@@ -1576,7 +1576,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/core.py",
         'self.conn.execute(f"DELETE FROM words WHERE content_id IN ({marks})", chunk)',
         "pass",
-        ("tests/unit/test_words.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
+        ("tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
         "a removed picture's words stay behind, and the status counts them as read",
     ),
     Mutation(
@@ -1584,7 +1584,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/wordspass.py",
         "            if interrupt():",
         "            if False:",
-        ("tests/unit/test_words.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
+        ("tests/unit/test_word_parts.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
         "a words batch runs to its end while a new file waits to be embedded",
     ),
     Mutation(
@@ -1594,7 +1594,7 @@ MUTATIONS: list[Mutation] = [
         "        older = self.catalog.words_backlog(0, min(self._words_below, top + 1), limit)\n"
         "        self._words_below = older[-1][0] if older else self._words_below\n"
         "        return older",
-        ("tests/unit/test_words.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
+        ("tests/unit/test_word_parts.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
         "the pictures of a batch cut short by a new file are skipped until the daemon restarts",
     ),
     Mutation(
@@ -1602,7 +1602,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/wordspass.py",
         "        if not self.config.words_enabled:",
         "        if False:",
-        ("tests/unit/test_words.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
+        ("tests/unit/test_word_parts.py::test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read",),
         "[words] enabled = false still reads every picture",
     ),
     Mutation(
@@ -1611,7 +1611,7 @@ MUTATIONS: list[Mutation] = [
         "self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)",
         "pass",
         (
-            "tests/unit/test_words.py::"
+            "tests/unit/test_word_parts.py::"
             "test_the_fused_words_ranking_gives_up_past_its_budget_and_the_search_goes_on_without_it",
         ),
         "a text whose words are in most pictures makes every search of a large library take seconds",
