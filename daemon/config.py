@@ -16,57 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
+from .filetypes import DEFAULT_EXCLUDES
 from .paths import default_socket
-
-DEFAULT_EXCLUDES: tuple[str, ...] = (
-    "*.part",
-    "*.crdownload",
-    "*.tmp",
-    "*.download",
-    "*.partial",
-    "*~",
-    ".*",  # hidden files and folders, rsync's .name.XXXXXX temp files, macOS ._* resource forks
-    "@eaDir",
-    ".thumbnails",
-    "#recycle",
-    "$RECYCLE.BIN",
-)
-
-PHOTO_EXTENSIONS: tuple[str, ...] = (
-    ".jpg",
-    ".jpeg",
-    ".jpe",
-    ".png",
-    ".webp",
-    ".gif",
-    ".bmp",
-    ".tif",
-    ".tiff",
-    ".heic",
-    ".heif",
-    ".avif",
-    ".jxl",
-)
-# Camera RAW files, read through LibRaw (rawpy).
-RAW_EXTENSIONS: tuple[str, ...] = (
-    ".cr2",
-    ".cr3",
-    ".nef",
-    ".nrw",
-    ".arw",
-    ".raf",
-    ".orf",
-    ".rw2",
-    ".dng",
-    ".pef",
-    ".srw",
-)
-# Videos, read through FFmpeg (PyAV); a MOV beside a photo of the same stem is a live photo's other half.
-VIDEO_EXTENSIONS: tuple[str, ...] = (".mp4", ".mov", ".m4v", ".3gp", ".mkv", ".webm", ".avi")
-
-IMAGE_EXTENSIONS: tuple[str, ...] = PHOTO_EXTENSIONS + RAW_EXTENSIONS + VIDEO_EXTENSIONS  # what is indexed
-# What the scanner and the watcher look at: what is indexed, and videos as the other half of a live photo.
-WATCHED_EXTENSIONS: tuple[str, ...] = tuple(dict.fromkeys(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS))
 
 
 def _xdg(var: str, fallback: str) -> Path:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from ..config import RAW_EXTENSIONS, VIDEO_EXTENSIONS
+from ..filetypes import RAW_EXTENSIONS, VIDEO_EXTENSIONS
 
 # Stills a companion is paired with, in order of preference when a group holds several.
 STILL_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".jpe", ".heic", ".heif")

@@ -18,8 +18,8 @@ import pillow_jxl  # noqa: F401 - registers JPEG XL with Pillow (Pillow 13 reads
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from pillow_heif import register_heif_opener
 
-from ..config import RAW_EXTENSIONS
 from ..errors import ImageReadError
+from ..filetypes import RAW_EXTENSIONS
 from ..store.records import ImageMeta
 from . import raw
 from .exif import ORIENTATION_TAG, read_meta

@@ -9,8 +9,8 @@ import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..config import IMAGE_EXTENSIONS, WATCHED_EXTENSIONS
 from ..errors import display_path
+from ..filetypes import IMAGE_EXTENSIONS, WATCHED_EXTENSIONS
 from ..store.records import FileStat
 from ..verbosity import DETAIL
 

@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 import numpy as np
 from PIL import Image
 
-from ..config import VIDEO_EXTENSIONS
 from ..errors import ImageReadError
+from ..filetypes import VIDEO_EXTENSIONS
 from ..store.records import ImageMeta
 from . import imaging
 
@@ -241,7 +241,7 @@ class Sampled:
 
 
 def is_video(path: str) -> bool:
-    """Is this file a video by its name (config.VIDEO_EXTENSIONS)?"""
+    """Is this file a video by its name (filetypes.VIDEO_EXTENSIONS)?"""
     return os.path.splitext(path)[1].lower() in VIDEO_EXTENSIONS
 
 
