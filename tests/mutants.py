@@ -1526,7 +1526,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/words.py",
         "ORDER BY c.id DESC LIMIT ?",
         "ORDER BY c.id LIMIT ?",
-        ("tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
+        (
+            "tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",
+        ),
         "the pass reads a large library's oldest pictures first; the ones just added wait behind them all",
     ),
     Mutation(
@@ -1534,7 +1536,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/ingest/wordspass.py",
         "newer = self.catalog.words_backlog(top, 2**62, limit)",
         "newer = []",
-        ("tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
+        (
+            "tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",
+        ),
         "a picture added while the pass works through the backlog is read only after the whole backlog",
     ),
     Mutation(
@@ -1576,7 +1580,9 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/core.py",
         'self.conn.execute(f"DELETE FROM words WHERE content_id IN ({marks})", chunk)',
         "pass",
-        ("tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",),
+        (
+            "tests/unit/test_word_parts.py::test_the_pass_reads_the_newest_first_and_a_new_arrival_before_the_older_rest",
+        ),
         "a removed picture's words stay behind, and the status counts them as read",
     ),
     Mutation(

@@ -194,7 +194,12 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         vectors = self.embedder.encode_images(images) if batch else None
         if batch:
             seconds = time.monotonic() - started
-            log.debug("embedded %d pictures in %.2fs (%.1f/s)", len(images), seconds, len(images) / max(seconds, 1e-9))
+            log.debug(  # a video's frames count one image each
+                "embedded a batch of %d images in %.2fs (%.1f/s)",
+                len(images),
+                seconds,
+                len(images) / max(seconds, 1e-9),
+            )
         change = self.change
         if change and batch:
             nexts = [i for item in batch for i in (item.frames.next_images if item.frames else [item.next_image])]
