@@ -51,11 +51,16 @@ def request(socket_path: Path, message: dict[str, Any], timeout: float = 120.0) 
         reply = json.loads(data)
     except ValueError:
         raise ProtocolError("the daemon sent a reply that is not JSON") from None
+    _check(reply)
+    return reply
+
+
+def _check(reply: Any) -> None:
+    """Refuse a reply in another protocol version, or one that reports an error, in one sentence."""
     if not isinstance(reply, dict) or reply.get("v") != PROTOCOL_VERSION:
         raise ProtocolError("the daemon speaks another protocol version; restart it after upgrading imgd")
     if not reply.get("ok"):
         raise ImgdError(str(reply.get("error") or "the daemon reported an unknown error"))
-    return reply
 
 
 def search(socket_path: Path, k: int, text: str | None = None, image: str | None = None) -> list[dict[str, Any]]:
@@ -86,10 +91,7 @@ def events(socket_path: Path) -> Iterator[dict[str, Any]]:
             reply = json.loads(header) if header else None
         except ValueError:
             raise ProtocolError("the daemon sent a reply that is not JSON") from None
-        if not isinstance(reply, dict) or reply.get("v") != PROTOCOL_VERSION:
-            raise ProtocolError("the daemon speaks another protocol version; restart it after upgrading imgd")
-        if not reply.get("ok"):
-            raise ImgdError(str(reply.get("error") or "the daemon reported an unknown error"))
+        _check(reply)
         for line in reader:
             with contextlib.suppress(ValueError):
                 yield json.loads(line)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CatalogError, DiskFull
+from .records import FileStat
 
 
 def path_key(path: str) -> bytes:
@@ -143,6 +144,17 @@ class CatalogCore:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             yield from self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk)
+
+    def _live_files_of(self, ids: list[int]) -> list[tuple[int, list[FileStat]]]:
+        """Each of these contents (in this order) with its files that read well, by path: a pass's batch."""
+        found: dict[int, list[FileStat]] = {i: [] for i in ids}
+        for cid, path, size, mtime_ns in self._rows_for_ids(
+            "SELECT content_id, path, size, mtime_ns FROM files WHERE content_id IN ({}) AND +status = 'ok' "
+            "ORDER BY path",
+            ids,
+        ):
+            found[cid].append(FileStat(os.fsdecode(path), size, mtime_ns))
+        return list(found.items())
 
     def _decode_vectors(self, blobs: list[bytes], dim: int | None = None) -> np.ndarray:
         """Stored float16 vector blobs as one float32 array."""

@@ -50,14 +50,7 @@ class MediaRows(CatalogCore):
                 (after, MEDIA_VERSION, limit),
             )
         ]
-        found: dict[int, list[FileStat]] = {i: [] for i in ids}
-        for cid, path, size, mtime_ns in self._rows_for_ids(
-            "SELECT content_id, path, size, mtime_ns FROM files WHERE content_id IN ({}) AND +status = 'ok' "
-            "ORDER BY path",
-            ids,
-        ):
-            found[cid].append(FileStat(os.fsdecode(path), size, mtime_ns))
-        return list(found.items())
+        return self._live_files_of(ids)
 
     def media_for(self, paths: Iterable[str]) -> dict[str, FileMeta]:
         """Metadata of indexed paths, for output; paths that are not indexed (or failed) are left out."""

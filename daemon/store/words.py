@@ -8,7 +8,6 @@ pass reads the newest contents first; a read-only open of an older catalog sees 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -58,14 +57,7 @@ class WordRows(CatalogCore):
                 (above, below, limit),
             )
         ]
-        found: dict[int, list[FileStat]] = {i: [] for i in ids}
-        for cid, path, size, mtime_ns in self._rows_for_ids(
-            "SELECT content_id, path, size, mtime_ns FROM files WHERE content_id IN ({}) AND +status = 'ok' "
-            "ORDER BY path",
-            ids,
-        ):
-            found[cid].append(FileStat(os.fsdecode(path), size, mtime_ns))
-        return list(found.items())
+        return self._live_files_of(ids)
 
     def newest_content(self) -> int:
         """The highest content id given so far (0 for none)."""
