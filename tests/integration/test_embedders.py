@@ -389,8 +389,12 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
     with daemon:
         daemon.start()
         daemon.wait_idle()
-        wait_until(lambda: not daemon.status()["model"]["image_loaded"], timeout=30, what="the image model freed")
-        assert "freed the image model after" in daemon.log()
+        # The status flag and the log line are two writes: under load the test could read between them.
+        wait_until(
+            lambda: not daemon.status()["model"]["image_loaded"] and "freed the image model after" in daemon.log(),
+            timeout=30,
+            what="the image model freed, and said so in the log",
+        )
         shown = imgd("status", env=daemon.env)
         assert "onnx, cpu, float32, image model freed while idle" in shown.stdout, shown.stdout + shown.stderr
         assert f"text model: {text_model.resolve()}" in shown.stdout
