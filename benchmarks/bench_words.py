@@ -25,6 +25,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -192,7 +193,65 @@ def photo_picture(rng: random.Random, size: tuple[int, int] = (1024, 768)) -> Im
     return image.filter(ImageFilter.GaussianBlur(3))
 
 
-def words_pass(pictures: int, share: float, threads: int, seed: int) -> None:
+def _gate_before(reader, path: str, data: bytes) -> tuple[bool, object]:  # noqa: ANN001 - a WordReader
+    """The gate as it was before issue 26's gate work: the picture decoded with its shortest side >= 480
+    (a 1024x768 JPEG in full), shrunk to 480 from there, the detector on every picture."""
+    from imgd.daemon.ingest import imaging
+    from imgd.daemon.ingest.words import GATE_SIDE, _gate_input, _gate_picture
+
+    image, _ = imaging.decode(path, data, 200_000_000, GATE_SIDE)
+    batch, shape = _gate_input(_gate_picture(image))
+    detector = reader._models().text_det
+    boxes, _ = detector.postprocess_op(detector.infer(batch)[0], shape)
+    return len(boxes) > 0, image
+
+
+def _read_before(reader, path: str, data: bytes) -> list:  # noqa: ANN001 - a WordReader
+    """read_file as it was before: the old gate, then the full read."""
+    from imgd.daemon.ingest import imaging
+    from imgd.daemon.ingest.words import READ_SIDE
+
+    passed, image = _gate_before(reader, path, data)
+    if not passed:
+        return []
+    if max(image.size) < READ_SIDE:
+        image = imaging.decode(path, data, 200_000_000, READ_SIDE)[0]
+    return reader.read(image)
+
+
+def _gate_after(reader, path: str, data: bytes) -> tuple[bool, bool]:  # noqa: ANN001 - a WordReader
+    """The gate as read_file runs it now: (the stroke test passed, the whole gate passed)."""
+    from imgd.daemon.ingest.words import _gate_picture, gate_decode, has_strokes
+
+    image, _ = gate_decode(path, data, 200_000_000)
+    return has_strokes(_gate_picture(image)), reader.has_words(image)
+
+
+def _real_photos(rng: random.Random, folder: Path, crops: int) -> list[str]:
+    """Real, textured photos: scikit-learn's two sample photos, and crops of them scaled to 1024x768."""
+    try:
+        import sklearn.datasets
+    except ImportError:
+        return []
+    found = sorted(Path(sklearn.datasets.__file__).parent.joinpath("images").glob("*.jpg"))
+    originals = [Image.open(p).convert("RGB") for p in found]
+    paths = [str(p) for p in found]
+    for i in range(crops if originals else 0):
+        image = originals[i % len(originals)]
+        share = rng.uniform(0.4, 1.0)
+        width, height = int(image.width * share), int(image.height * share)
+        x, y = rng.randrange(image.width - width + 1), rng.randrange(image.height - height + 1)
+        path = folder / f"real-{i:03d}.jpg"
+        image.crop((x, y, x + width, y + height)).resize((1024, 768), Image.Resampling.BICUBIC).save(path, quality=90)
+        paths.append(str(path))
+    return paths
+
+
+def _ms(values: list[float]) -> str:
+    return f"mean {1000 * statistics.mean(values):.1f} ms, p50 {1000 * statistics.median(values):.1f} ms"
+
+
+def words_pass(pictures: int, share: float, threads: int, seed: int, gate_sample: int, compare_pass: bool) -> None:
     from imgd.daemon.ingest import imaging
     from imgd.daemon.ingest.words import WordReader, read_file
     from imgd.daemon.wordfold import fold, fold_lines
@@ -213,51 +272,87 @@ def words_pass(pictures: int, share: float, threads: int, seed: int) -> None:
         image.save(path, quality=90)
         corpus.append((str(path), words))
     rng.shuffle(corpus)
+    # More pictures with words, for the gates' recall alone (the full read is what costs; the gate is cheap).
+    sample: list[str] = []
+    for i in range(gate_sample):
+        kind = kinds[i % len(kinds)]
+        path = folder / f"gate-{i:05d}-{kind}.{'png' if kind == 'screenshot' else 'jpg'}"
+        text_picture(rng, kind, faces)[0].save(path, quality=90)
+        sample.append(str(path))
+    real = _real_photos(rng, folder, 20)
     reader = WordReader(threads=1)  # as the pass runs it: one core per picture, a picture per thread
-    reader.has_words(photo_picture(rng))  # load the models outside the timing (once per daemon)
+    reader.has_words(text_picture(rng, "receipt", faces)[0])  # load the models outside the timing (once per daemon)
+    print(f"pictures: {pictures} ({with_words} with words), threads: {threads}, load average {os.getloadavg()[0]:.1f}")
 
-    # 1. What a picture without words costs alone (its bytes, a small decode, the gate), one at a time.
-    gate_wall: list[float] = []
-    gate_cpu: list[float] = []
-    for path, words in corpus:
-        if not words:
+    # 1. What a picture without words costs alone (its bytes, a small decode, the gate), one at a time,
+    # the gate before and after in turns on the same pictures; and each gate's recall.
+    def cost(paths: list[str], gate: Callable[[str, bytes], object]) -> tuple[list[float], list[float]]:
+        wall, cpu = [], []
+        for path in paths:
             t0, c0 = time.perf_counter(), time.process_time()
-            read_file(reader, path, imaging.read_bytes(path), 200_000_000)
-            gate_wall.append(time.perf_counter() - t0)
-            gate_cpu.append(time.process_time() - c0)
+            gate(path, imaging.read_bytes(path))
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        return wall, cpu
+
+    photos = [path for path, words in corpus if not words]
+    before = cost(photos, lambda path, data: _gate_before(reader, path, data))
+    after = cost(photos, lambda path, data: read_file(reader, path, data, 200_000_000))
+    skipped = sum(not _gate_after(reader, path, imaging.read_bytes(path))[0] for path in photos)
+    print(f"a picture without words alone (read, decode, gate), CPU before: {_ms(before[1])}; after: {_ms(after[1])}")
+    print(f"  wall before: {_ms(before[0])}; after: {_ms(after[0])}")
+    print(f"  the stroke test skipped {skipped}/{len(photos)} of them without the detector")
+    texts = [path for path, words in corpus if words] + sample
+    old = sum(_gate_before(reader, path, imaging.read_bytes(path))[0] for path in texts)
+    new = [_gate_after(reader, path, imaging.read_bytes(path)) for path in texts]
+    print(
+        f"gate recall over {len(texts)} pictures with words: before {old}/{len(texts)}, "
+        f"after {sum(g for _, g in new)}/{len(texts)} (the stroke test alone {sum(s for s, _ in new)}/{len(texts)})"
+    )
+    if real:
+        before, after = (
+            cost(real, lambda path, data: _gate_before(reader, path, data)),
+            cost(real, lambda path, data: read_file(reader, path, data, 200_000_000)),
+        )
+        passed = sum(_gate_after(reader, path, imaging.read_bytes(path))[0] for path in real)
+        print(
+            f"real textured photos ({len(real)}: scikit-learn's 2 and crops), CPU before: {_ms(before[1])}; "
+            f"after: {_ms(after[1])}; the stroke test passed {passed}/{len(real)} on to the detector"
+        )
 
     # 2. The pass as the daemon runs it: `threads` pictures at once, each on one core.
-    def one(item: tuple[str, list[str]]) -> tuple[str, list[str], list]:
-        path, words = item
-        return path, words, read_file(reader, path, imaging.read_bytes(path), 200_000_000)
+    def run(label: str, read: Callable[[str, bytes], list]) -> None:
+        def one(item: tuple[str, list[str]]) -> tuple[str, list[str], list]:
+            path, words = item
+            return path, words, read(path, imaging.read_bytes(path))
 
-    missed: list[str] = []
-    rendered = recovered = 0
-    started, started_cpu = time.perf_counter(), time.process_time()
-    with ThreadPoolExecutor(threads) as pool:
-        for path, words, lines in pool.map(one, corpus):
-            if not words:
-                continue
-            if not lines:
-                missed.append(os.path.basename(path))
-            text = fold_lines([line.text for line in lines])
-            rendered += len(words)
-            recovered += sum(fold(w) in text for w in words)
-    elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
-    found = with_words - len(missed)
-    print(f"pictures: {pictures} ({with_words} with words), threads: {threads}, load average {os.getloadavg()[0]:.1f}")
-    print(f"words pass: {pictures / elapsed:.2f} pictures/s wall ({elapsed:.1f} s)")
-    # On a shared machine the wall clock counts other jobs' time too; the CPU seconds this process
-    # used, spread over `threads` cores, say what the pass would do with those cores to itself.
-    rate = pictures / (cpu / threads)
-    print(f"words pass by CPU time: {cpu:.1f} CPU s, {rate:.2f} pictures/s on {threads} free cores")
-    print(f"gate recall: {found}/{with_words} = {100 * found / with_words:.1f}%; missed: {', '.join(missed) or 'none'}")
-    print(
-        f"a picture without words alone (read, decode, gate): wall mean {1000 * statistics.mean(gate_wall):.1f} ms, "
-        f"p50 {1000 * statistics.median(gate_wall):.1f} ms; CPU mean {1000 * statistics.mean(gate_cpu):.1f} ms, "
-        f"p50 {1000 * statistics.median(gate_cpu):.1f} ms"
-    )
-    print(f"rendered words recovered: {recovered}/{rendered} = {100 * recovered / max(rendered, 1):.1f}%")
+        missed: list[str] = []
+        rendered = recovered = 0
+        started, started_cpu = time.perf_counter(), time.process_time()
+        with ThreadPoolExecutor(threads) as pool:
+            for path, words, lines in pool.map(one, corpus):
+                if not words:
+                    continue
+                if not lines:
+                    missed.append(os.path.basename(path))
+                text = fold_lines([line.text for line in lines])
+                rendered += len(words)
+                recovered += sum(fold(w) in text for w in words)
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
+        found = with_words - len(missed)
+        # On a shared machine the wall clock counts other jobs' time too; the CPU seconds this process
+        # used, spread over `threads` cores, say what the pass would do with those cores to itself.
+        print(
+            f"words pass {label}: {pictures / elapsed:.2f} pictures/s wall ({elapsed:.1f} s, load "
+            f"{os.getloadavg()[0]:.1f}); {cpu:.1f} CPU s, "
+            f"{pictures / (cpu / threads):.2f} pictures/s on {threads} free cores"
+        )
+        print(f"  pictures with words read: {found}/{with_words}; missed: {', '.join(missed) or 'none'}")
+        print(f"  rendered words recovered: {recovered}/{rendered} = {100 * recovered / max(rendered, 1):.1f}%")
+
+    if compare_pass:
+        run("before", lambda path, data: _read_before(reader, path, data))
+    run("after", lambda path, data: read_file(reader, path, data, 200_000_000))
 
 
 def query_at_scale(contents: int, with_words: int, runs: int, seed: int) -> None:
@@ -329,11 +424,13 @@ def main() -> None:
     parser.add_argument("--with-words", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--seed", type=int, default=26)
+    parser.add_argument("--gate-sample", type=int, default=200, help="more pictures with words for the gates' recall")
+    parser.add_argument("--compare-pass", action="store_true", help="run the pass with the gate before, too")
     parser.add_argument("--skip-pass", action="store_true")
     parser.add_argument("--skip-query", action="store_true")
     args = parser.parse_args()
     if not args.skip_pass:
-        words_pass(args.pictures, args.share, args.threads, args.seed)
+        words_pass(args.pictures, args.share, args.threads, args.seed, args.gate_sample, args.compare_pass)
     if not args.skip_query:
         query_at_scale(args.contents, args.with_words, args.runs, args.seed)
 

@@ -5,12 +5,16 @@ the lines, a classifier turns upside-down lines the right way up, and a recognis
 a line taller than wide (a picture turned 90 degrees) is turned before it is read. Most pictures
 hold no words, and the detector at its own resolution costs 0.2-0.5 s, so a gate runs it first on the
 picture shrunk to GATE_SIDE pixels (tens of ms): only a picture in which it finds a line is read in
-full, and recognition runs only on the lines the full detection found.
+full, and recognition runs only on the lines the full detection found. Before the detector, a stroke
+test on the same small picture (about 2 ms) skips pictures with no thin high-contrast lines at all
+(skies, soft or blurred scenes, gradients): printed words always draw some.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import threading
 
 import numpy as np
@@ -20,6 +24,13 @@ from ..store.words import WordLine
 from . import imaging
 
 GATE_SIDE = 480  # the gate's longest side: a screenshot's small print still shows (benchmarks/bench_words.py)
+# The stroke test: a pixel is on a stroke when it is darker (or lighter) by more than STROKE_CONTRAST
+# than both pixels STROKE_REACH away across it, horizontally or vertically (letters 1-3 px wide at the
+# gate's size); a picture with words at the gate's size has at least MIN_STROKES of its pixels on
+# strokes (the faintest rendered sign in bench_words.py: 0.08%; smooth photo-like pictures: <= 0.02%).
+STROKE_REACH = 2
+STROKE_CONTRAST = 24
+MIN_STROKES = 0.00035
 READ_SIDE = 1600  # the full read's longest side: a page of text stays legible, a 24 MP photo costs no more
 _THIRD_PARTY_LOGGERS = ("RapidOCR", "OrtInferSession")  # each adds its own stderr handler on import
 
@@ -34,25 +45,56 @@ def _shrunk(image: Image.Image, side: int) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
 
 
-def _gate_input(image: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
-    """The detector's input for the gate: one resize to sides that are multiples of 32, normalised.
+def _gate_picture(image: Image.Image) -> Image.Image:
+    """The picture for the gate: one resize to at most GATE_SIDE, both sides multiples of 32 (the detector's)."""
+    scale = min(1.0, GATE_SIDE / max(image.size))
+    width = max(32, round(image.width * scale / 32) * 32)
+    height = max(32, round(image.height * scale / 32) * 32)
+    return image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def _gate_input(small: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
+    """The detector's input from the gate's picture: BGR planes, normalised.
 
     Done here rather than by RapidOCR's preprocessing, which resizes with OpenCV after a float copy
     of the whole picture: three times the cost of the model itself at this size.
     """
-    scale = min(1.0, GATE_SIDE / max(image.size))
-    width = max(32, round(image.width * scale / 32) * 32)
-    height = max(32, round(image.height * scale / 32) * 32)
-    small = image.convert("RGB").resize((width, height), Image.Resampling.BILINEAR, reducing_gap=2.0)
     array = np.asarray(small, dtype=np.float32)[:, :, ::-1]  # BGR, as the models were trained
     batch = (array * (1 / 127.5) - 1.0).transpose(2, 0, 1)[None]  # mean 0.5, std 0.5
-    return np.ascontiguousarray(batch), (height, width)
+    return np.ascontiguousarray(batch), (small.height, small.width)
+
+
+def has_strokes(small: Image.Image) -> bool:
+    """The stroke test: do at least MIN_STROKES of the picture's pixels lie on thin high-contrast lines?"""
+    grey = np.asarray(small.convert("L"), dtype=np.int16)
+    d = STROKE_REACH
+    if min(grey.shape) <= 2 * d:
+        return False
+    middle = grey[d:-d, d:-d]
+    strokes = np.zeros(middle.shape, dtype=bool)
+    for before, after in ((grey[d:-d, : -2 * d], grey[d:-d, 2 * d :]), (grey[: -2 * d, d:-d], grey[2 * d :, d:-d])):
+        dark = np.minimum(before, after) - middle  # a dark line on light ground, or a light one on dark
+        light = middle - np.maximum(before, after)
+        strokes |= np.maximum(dark, light) > STROKE_CONTRAST
+    return int(strokes.sum()) >= MIN_STROKES * grey.size
+
+
+def gate_decode(path: str, data: bytes, max_pixels: int) -> tuple[Image.Image, tuple[int, int]]:
+    """The picture decoded for the gate, with its full size: a JPEG drafted down as far as GATE_SIDE on
+    its longest side allows (a 1024x768 one at 512x384, a 12 MP one at 1/8), not by its shortest side."""
+    shortest = GATE_SIDE
+    try:
+        width, height = Image.open(io.BytesIO(data)).size  # the header only
+        shortest = max(1, math.ceil(GATE_SIDE * min(width, height) / max(width, height, 1)))
+    except Exception:  # noqa: BLE001, S110 - not for Pillow (RAW): imaging.decode says what is wrong, if anything
+        pass
+    return imaging.decode(path, data, max_pixels, shortest)
 
 
 def read_file(reader: WordReader, path: str, data: bytes, max_pixels: int) -> list[WordLine]:
     """The words in a picture file: decoded small for the gate (a JPEG at a fraction of its size), and
     again at READ_SIDE only when the gate found text."""
-    image, size = imaging.decode(path, data, max_pixels, GATE_SIDE)
+    image, size = gate_decode(path, data, max_pixels)
     if not reader.has_words(image):
         return []
     if image.size != size and max(image.size) < READ_SIDE:  # drafted small: decode the text legibly
@@ -87,8 +129,11 @@ class WordReader:
             return self._ocr
 
     def has_words(self, image: Image.Image) -> bool:
-        """The gate: does the detector, on the picture shrunk to GATE_SIDE, find any line of text?"""
-        batch, shape = _gate_input(image)
+        """The gate: on the picture shrunk to GATE_SIDE, the stroke test, then does the detector find a line?"""
+        small = _gate_picture(image)
+        if not has_strokes(small):
+            return False
+        batch, shape = _gate_input(small)
         detector = self._models().text_det
         boxes, _ = detector.postprocess_op(detector.infer(batch)[0], shape)
         return len(boxes) > 0

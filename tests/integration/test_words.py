@@ -18,7 +18,7 @@ from conftest import write_image
 from daemonkit import DaemonProcess
 from imgd.cli.main import cli
 from imgd.daemon.store.catalog import Catalog
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 FONTS = Path("/usr/share/fonts/truetype")
 SANS = FONTS / "dejavu" / "DejaVuSans.ttf"
@@ -125,6 +125,23 @@ def test_a_picture_without_words_is_never_listed(words_library):
     for args in (["--words", "ing"], ["--words-match", "hardware OR parking OR cafe OR invoice"]):
         listed = names(ask(base, "a photo", "-k", "50", *args)[1])
         assert "beach.png" not in listed and "grid.jpg" not in listed
+
+
+def test_the_gate_runs_the_detector_only_on_pictures_with_strokes_and_those_with_words_are_read(tmp_path):
+    from imgd.daemon.ingest.words import WordReader, read_file
+
+    reader = WordReader(threads=1)
+    detector = reader._models().text_det
+    infer, calls = detector.infer, []
+    detector.infer = lambda batch: calls.append(batch.shape) or infer(batch)
+    soft = photo(2, (1024, 768)).filter(ImageFilter.GaussianBlur(3))
+    soft.save(tmp_path / "soft.jpg", quality=90)
+    render(*CORPUS["receipt.png"][:2]).save(tmp_path / "receipt.jpg", quality=90)
+    assert read_file(reader, str(tmp_path / "soft.jpg"), (tmp_path / "soft.jpg").read_bytes(), 10**8) == []
+    assert calls == []  # skipped by the stroke test: the detector never ran
+    lines = read_file(reader, str(tmp_path / "receipt.jpg"), (tmp_path / "receipt.jpg").read_bytes(), 10**8)
+    assert calls[0][2:] == (352, 480)  # the gate's detector on the small picture, then the full read
+    assert any("HARDWARE" in line.text for line in lines)
 
 
 def test_a_search_fuses_the_words_with_the_ranking_and_no_words_turns_it_off(words_library):
