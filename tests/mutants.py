@@ -1622,6 +1622,42 @@ MUTATIONS: list[Mutation] = [
         ),
         "a text whose words are in most pictures makes every search of a large library take seconds",
     ),
+    # -- the words gate's cost (issue 26) -----------------------------------------------------------
+    Mutation(
+        "words-stroke-test-skipped",
+        "daemon/ingest/words.py",
+        "        if not has_strokes(small):",
+        "        if False:",
+        (
+            "tests/integration/test_words.py::"
+            "test_the_gate_runs_the_detector_only_on_pictures_with_strokes_and_those_with_words_are_read",
+        ),
+        "every picture without words costs the detector (~50 ms) though most have no thin line to read",
+    ),
+    Mutation(
+        "words-stroke-test-without-floor",
+        "daemon/ingest/words.py",
+        "MIN_STROKES = 0.00035",
+        "MIN_STROKES = 0.0",
+        ("tests/unit/test_word_gate.py::test_a_picture_without_thin_lines_fails_it",),
+        "the stroke test passes every picture, so it skips nothing",
+    ),
+    Mutation(
+        "words-stroke-test-wants-strong-ink",
+        "daemon/ingest/words.py",
+        "STROKE_CONTRAST = 24",
+        "STROKE_CONTRAST = 96",
+        ("tests/unit/test_word_gate.py::test_a_picture_with_words_passes_the_stroke_test",),
+        "print of middling contrast (grey ink, a faded receipt) fails the stroke test and is never read",
+    ),
+    Mutation(
+        "words-gate-decodes-large",
+        "daemon/ingest/words.py",
+        "        shortest = max(1, math.ceil(GATE_SIDE * min(width, height) / max(width, height, 1)))",
+        "        pass",
+        ("tests/unit/test_word_gate.py::test_the_gate_decodes_a_jpeg_only_as_large_as_its_longest_side_needs",),
+        "the gate decodes a JPEG with its shortest side >= 480: a 1024x768 one in full, four times the pixels",
+    ),
 ]
 
 
