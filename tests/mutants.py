@@ -1658,6 +1658,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_word_gate.py::test_the_gate_decodes_a_jpeg_only_as_large_as_its_longest_side_needs",),
         "the gate decodes a JPEG with its shortest side >= 480: a 1024x768 one in full, four times the pixels",
     ),
+    Mutation(
+        "words-large-letters-skipped",
+        "daemon/ingest/words.py",
+        "    if int(across.sum()) >= MIN_EDGES * grey.size:",
+        "    if False:",
+        ("tests/unit/test_word_gate.py::test_a_picture_with_words_passes_the_stroke_test",),
+        "a poster's headline, letters too bold for the thin-line test, is skipped by the gate and never read",
+    ),
 ]
 
 

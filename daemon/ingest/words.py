@@ -6,8 +6,8 @@ a line taller than wide (a picture turned 90 degrees) is turned before it is rea
 hold no words, and the detector at its own resolution costs 0.2-0.5 s, so a gate runs it first on the
 picture shrunk to GATE_SIDE pixels (tens of ms): only a picture in which it finds a line is read in
 full, and recognition runs only on the lines the full detection found. Before the detector, a stroke
-test on the same small picture (about 2 ms) skips pictures with no thin high-contrast lines at all
-(skies, soft or blurred scenes, gradients): printed words always draw some.
+test on the same small picture (about 2 ms) skips pictures with neither thin high-contrast lines (small
+print) nor sharp edges (large letters): skies, soft or blurred scenes, gradients.
 """
 
 from __future__ import annotations
@@ -28,9 +28,14 @@ GATE_SIDE = 480  # the gate's longest side: a screenshot's small print still sho
 # than both pixels STROKE_REACH away across it, horizontally or vertically (letters 1-3 px wide at the
 # gate's size); a picture with words at the gate's size has at least MIN_STROKES of its pixels on
 # strokes (the faintest rendered sign in bench_words.py: 0.08%; smooth photo-like pictures: <= 0.02%).
+# Letters too large for that (strokes wider than 3 px at the gate's size: a poster's headline) have
+# sharp edges instead: at least MIN_EDGES of the pixels differ by more than EDGE_CONTRAST from the next
+# one (a 220 px bold headline on 1600 px: 0.9%; soft photo-like pictures: <= 0.02%).
 STROKE_REACH = 2
 STROKE_CONTRAST = 24
 MIN_STROKES = 0.00035
+EDGE_CONTRAST = 48
+MIN_EDGES = 0.001
 READ_SIDE = 1600  # the full read's longest side: a page of text stays legible, a 24 MP photo costs no more
 _THIRD_PARTY_LOGGERS = ("RapidOCR", "OrtInferSession")  # each adds its own stderr handler on import
 
@@ -65,11 +70,15 @@ def _gate_input(small: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
 
 
 def has_strokes(small: Image.Image) -> bool:
-    """The stroke test: do at least MIN_STROKES of the picture's pixels lie on thin high-contrast lines?"""
+    """The stroke test: does the picture have enough thin high-contrast lines, or sharp edges, to hold words?"""
     grey = np.asarray(small.convert("L"), dtype=np.int16)
     d = STROKE_REACH
     if min(grey.shape) <= 2 * d:
         return False
+    across = np.abs(np.diff(grey, axis=1))[:-1] > EDGE_CONTRAST
+    across |= np.abs(np.diff(grey, axis=0))[:, :-1] > EDGE_CONTRAST
+    if int(across.sum()) >= MIN_EDGES * grey.size:
+        return True
     middle = grey[d:-d, d:-d]
     strokes = np.zeros(middle.shape, dtype=bool)
     for before, after in ((grey[d:-d, : -2 * d], grey[d:-d, 2 * d :]), (grey[: -2 * d, d:-d], grey[2 * d :, d:-d])):

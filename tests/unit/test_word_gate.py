@@ -14,15 +14,18 @@ from imgd.daemon.ingest.words import GATE_SIDE, _gate_picture, gate_decode, has_
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 SANS = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+BOLD = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
 
 
-def page(size: tuple[int, int], font_size: int, ink: int, paper: int, turn: int = 0) -> Image.Image:
+def page(size: tuple[int, int], font_size: int, ink: int, paper: int, turn: int = 0, rows: int = 3) -> Image.Image:
     """A few lines of text, ink on paper (grey levels), turned `turn` degrees."""
     image = Image.new("RGB", size, (paper,) * 3)
     draw = ImageDraw.Draw(image)
-    font = ImageFont.truetype(str(SANS), font_size)
-    for row in range(3):
-        draw.text((30, 30 + row * font_size * 2), "Settings wifi battery", fill=(ink,) * 3, font=font)
+    font = ImageFont.truetype(str(BOLD if rows == 1 else SANS), font_size)
+    for row in range(rows):
+        draw.text(
+            (30, 30 + row * font_size * 2), "OPEN" if rows == 1 else "Settings wifi battery", fill=(ink,) * 3, font=font
+        )
     return image.rotate(turn, expand=True, fillcolor=(paper,) * 3) if turn else image
 
 
@@ -47,8 +50,10 @@ def gradient(size: tuple[int, int] = (1024, 768)) -> Image.Image:
     [
         page((1080, 720), 22, 20, 240),  # a screenshot's small print
         page((1080, 720), 22, 150, 235, turn=90),  # middling contrast, sideways
+        page((1024, 768), 30, 195, 235),  # faint print: its edges too soft for the edge test, its lines not
         page((1024, 768), 80, 30, 220, turn=182),  # a sign's large letters, upside down
         page((850, 1100), 24, 235, 40),  # light letters on a dark page
+        page((2000, 1500), 400, 30, 230, rows=1),  # a poster's headline: strokes too wide for the thin-line test
     ],
 )
 def test_a_picture_with_words_passes_the_stroke_test(picture: Image.Image):
