@@ -15,11 +15,13 @@ and the fused ranking's FTS5 lookup.
     python benchmarks/bench_words.py                 # both parts
     python benchmarks/bench_words.py --pictures 200  # a smaller sample on a busy machine
     python benchmarks/bench_words.py --skip-query / --skip-pass
+    python benchmarks/bench_words.py --hard-cases --skip-pass --skip-query  # the gates on unusual pictures
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import random
 import statistics
@@ -251,7 +253,9 @@ def _ms(values: list[float]) -> str:
     return f"mean {1000 * statistics.mean(values):.1f} ms, p50 {1000 * statistics.median(values):.1f} ms"
 
 
-def words_pass(pictures: int, share: float, threads: int, seed: int, gate_sample: int, compare_pass: bool) -> None:
+def words_pass(
+    pictures: int, share: float, threads: int, seed: int, gate_sample: int, compare_pass: bool, intra: int
+) -> None:
     from imgd.daemon.ingest import imaging
     from imgd.daemon.ingest.words import WordReader, read_file
     from imgd.daemon.wordfold import fold, fold_lines
@@ -280,9 +284,12 @@ def words_pass(pictures: int, share: float, threads: int, seed: int, gate_sample
         text_picture(rng, kind, faces)[0].save(path, quality=90)
         sample.append(str(path))
     real = _real_photos(rng, folder, 20)
-    reader = WordReader(threads=1)  # as the pass runs it: one core per picture, a picture per thread
+    reader = WordReader(threads=intra)  # as the pass runs it (1): one core per picture, a picture per thread
     reader.has_words(text_picture(rng, "receipt", faces)[0])  # load the models outside the timing (once per daemon)
-    print(f"pictures: {pictures} ({with_words} with words), threads: {threads}, load average {os.getloadavg()[0]:.1f}")
+    print(
+        f"pictures: {pictures} ({with_words} with words), threads: {threads}, ONNX Runtime threads per model: "
+        f"{intra}, load average {os.getloadavg()[0]:.1f}"
+    )
 
     # 1. What a picture without words costs alone (its bytes, a small decode, the gate), one at a time,
     # the gate before and after in turns on the same pictures; and each gate's recall.
@@ -355,6 +362,42 @@ def words_pass(pictures: int, share: float, threads: int, seed: int, gate_sample
     run("after", lambda path, data: read_file(reader, path, data, 200_000_000))
 
 
+def hard_cases(seed: int) -> None:
+    """Pictures with words outside the corpus's kinds: what the gate before and after says of each."""
+    from imgd.daemon.ingest.words import WordReader, _gate_picture, gate_decode, has_strokes
+
+    rng = random.Random(seed)
+    bold, sans = str(FONT_DIR / "dejavu/DejaVuSans-Bold.ttf"), str(FONT_DIR / "dejavu/DejaVuSans.ttf")
+    cases = [  # name, size, font, font size, text, ink, paper, blur, over a photo-like picture
+        ("a 220 px bold headline on 1600x1200", (1600, 1200), bold, 220, "SALE", 20, 230, 0, False),
+        ("a 400 px bold headline on 2000x1500", (2000, 1500), bold, 400, "OPEN", 20, 230, 0, False),
+        ("a 60 px EXIT sign in a 4000x3000 photo", (4000, 3000), bold, 60, "EXIT", 250, 30, 0, True),
+        ("one 40 px word on a plate in a photo", (1024, 768), sans, 40, "hotel", 40, 220, 0, True),
+        ("30 px print, 50 grey levels of contrast", (1024, 768), sans, 30, "quarterly report", 170, 220, 0, False),
+        ("30 px print, 35 grey levels of contrast", (1024, 768), sans, 30, "quarterly report", 185, 220, 0, False),
+        ("a 60 px sign blurred (radius 3 px)", (1024, 768), sans, 60, "PHARMACY", 30, 230, 3, True),
+        ("a 60 px sign blurred (radius 6 px)", (1024, 768), sans, 60, "PHARMACY", 30, 230, 6, True),
+        ("a 120 px bold light sign in a photo", (1024, 768), bold, 120, "BAKERY", 240, 20, 0, True),
+    ]
+    reader = WordReader(threads=1)
+    for name, size, face, points, text, ink, paper, blur, photo in cases:
+        image = photo_picture(rng, size) if photo else Image.new("RGB", size, (paper,) * 3)
+        draw = ImageDraw.Draw(image)
+        top = size[1] // 3
+        if photo:
+            draw.rectangle((size[0] // 8, top, size[0] * 7 // 8, top + int(points * 1.6)), fill=(paper,) * 3)
+        draw.text((size[0] // 8 + 10, top + points // 4), text, fill=(ink,) * 3, font=ImageFont.truetype(face, points))
+        if blur:
+            image = image.filter(ImageFilter.GaussianBlur(blur))
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=85)
+        data = buffer.getvalue()
+        small, _ = gate_decode("case.jpg", data, 200_000_000)
+        before = _gate_before(reader, "case.jpg", data)[0]
+        after = has_strokes(_gate_picture(small)), reader.has_words(small)
+        print(f"{name}: gate before {before}; stroke test {after[0]}, gate after {after[1]}")
+
+
 def query_at_scale(contents: int, with_words: int, runs: int, seed: int) -> None:
     from imgd.daemon.protocol import Filters
     from imgd.daemon.search.words import WORD_CANDIDATES, filters_of
@@ -425,12 +468,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--seed", type=int, default=26)
     parser.add_argument("--gate-sample", type=int, default=200, help="more pictures with words for the gates' recall")
+    parser.add_argument("--intra", type=int, default=1, help="ONNX Runtime threads per model (the pass: 1)")
     parser.add_argument("--compare-pass", action="store_true", help="run the pass with the gate before, too")
+    parser.add_argument("--hard-cases", action="store_true", help="the gates on pictures unlike the corpus's")
     parser.add_argument("--skip-pass", action="store_true")
     parser.add_argument("--skip-query", action="store_true")
     args = parser.parse_args()
     if not args.skip_pass:
-        words_pass(args.pictures, args.share, args.threads, args.seed, args.gate_sample, args.compare_pass)
+        words_pass(args.pictures, args.share, args.threads, args.seed, args.gate_sample, args.compare_pass, args.intra)
+    if args.hard_cases:
+        hard_cases(args.seed)
     if not args.skip_query:
         query_at_scale(args.contents, args.with_words, args.runs, args.seed)
 
