@@ -16,6 +16,7 @@ and the fused ranking's FTS5 lookup.
     python benchmarks/bench_words.py --pictures 200  # a smaller sample on a busy machine
     python benchmarks/bench_words.py --skip-query / --skip-pass
     python benchmarks/bench_words.py --hard-cases --skip-pass --skip-query  # the gates on unusual pictures
+    python benchmarks/bench_words.py --gate-sizes --skip-pass --skip-query  # the detector at smaller sizes
 """
 
 from __future__ import annotations
@@ -348,11 +349,12 @@ def words_pass(
         elapsed, cpu = time.perf_counter() - started, time.process_time() - started_cpu
         found = with_words - len(missed)
         # On a shared machine the wall clock counts other jobs' time too; the CPU seconds this process
-        # used, spread over `threads` cores, say what the pass would do with those cores to itself.
+        # used, spread over the cores it keeps busy (threads x ONNX Runtime threads per model), say what
+        # the pass would do with those cores to itself.
         print(
             f"words pass {label}: {pictures / elapsed:.2f} pictures/s wall ({elapsed:.1f} s, load "
             f"{os.getloadavg()[0]:.1f}); {cpu:.1f} CPU s, "
-            f"{pictures / (cpu / threads):.2f} pictures/s on {threads} free cores"
+            f"{pictures / (cpu / (threads * intra)):.2f} pictures/s on {threads * intra} free cores"
         )
         print(f"  pictures with words read: {found}/{with_words}; missed: {', '.join(missed) or 'none'}")
         print(f"  rendered words recovered: {recovered}/{rendered} = {100 * recovered / max(rendered, 1):.1f}%")
@@ -396,6 +398,65 @@ def hard_cases(seed: int) -> None:
         before = _gate_before(reader, "case.jpg", data)[0]
         after = has_strokes(_gate_picture(small)), reader.has_words(small)
         print(f"{name}: gate before {before}; stroke test {after[0]}, gate after {after[1]}")
+
+
+def gate_sizes(seed: int, with_words: int, real_crops: int) -> None:
+    """The detector alone at smaller gate sizes, in ONNX Runtime and OpenVINO: CPU per picture without
+    words, and the pictures with words it misses."""
+    import openvino
+    from imgd.daemon.ingest import words
+    from imgd.daemon.ingest.imaging import decode
+
+    rng = random.Random(seed)
+    faces = fonts()
+    kinds = ("receipt", "screenshot", "sign", "document")
+    folder = Path(tempfile.mkdtemp(prefix="bench-words-sizes-"))
+    pictures: list[tuple[str, Image.Image]] = []
+    for i in range(with_words):
+        kind = kinds[i % len(kinds)]
+        buffer = io.BytesIO()
+        text_picture(rng, kind, faces)[0].save(buffer, "PNG" if kind == "screenshot" else "JPEG", quality=90)
+        pictures.append((kind, decode("p", buffer.getvalue(), 200_000_000, 480)[0]))
+    for path in _real_photos(rng, folder, real_crops):
+        pictures.append(("real photo", decode(path, Path(path).read_bytes(), 200_000_000, 480)[0]))
+    for _ in range(with_words):
+        pictures.append(("photo-like", photo_picture(rng)))
+    reader = words.WordReader(threads=1)
+    detector = reader._models().text_det
+    import rapidocr_onnxruntime
+
+    model = Path(rapidocr_onnxruntime.__file__).parent / "models" / "ch_PP-OCRv4_det_infer.onnx"
+    compiled = openvino.Core().compile_model(
+        str(model), "CPU", {"INFERENCE_NUM_THREADS": 1, "PERFORMANCE_HINT": "LATENCY"}
+    )
+    runtimes = {"onnxruntime": lambda batch: detector.infer(batch)[0], "openvino": lambda batch: compiled(batch)[0]}
+    without = len(pictures) - with_words
+    print(f"gate sizes: {with_words} pictures with words, {without} without, load {os.getloadavg()[0]:.1f}")
+    kept = words.GATE_SIDE
+    try:
+        for side in (480, 448, 416, 384, 320):
+            words.GATE_SIDE = side
+            for name, run in runtimes.items():
+                cpu, missed, passed = [], [], 0
+                for kind, image in pictures:
+                    batch, shape = words._gate_input(words._gate_picture(image))
+                    times = []
+                    for _ in range(2):  # the faster of two: the first run of a new shape is slower
+                        c0 = time.process_time()
+                        found = run(batch)
+                        times.append(time.process_time() - c0)
+                    boxes, _ = detector.postprocess_op(found, shape)
+                    if kind in kinds:
+                        missed += [] if len(boxes) else [kind]
+                    else:
+                        cpu.append(min(times))
+                        passed += len(boxes) > 0
+                print(
+                    f"  {side} px, {name}: a picture without words {_ms(cpu)}; with words missed "
+                    f"{len(missed)}/{with_words} ({', '.join(missed) or 'none'}); without words passed {passed}"
+                )
+    finally:
+        words.GATE_SIDE = kept
 
 
 def query_at_scale(contents: int, with_words: int, runs: int, seed: int) -> None:
@@ -471,6 +532,7 @@ def main() -> None:
     parser.add_argument("--intra", type=int, default=1, help="ONNX Runtime threads per model (the pass: 1)")
     parser.add_argument("--compare-pass", action="store_true", help="run the pass with the gate before, too")
     parser.add_argument("--hard-cases", action="store_true", help="the gates on pictures unlike the corpus's")
+    parser.add_argument("--gate-sizes", action="store_true", help="the detector alone at smaller sizes, ORT/OpenVINO")
     parser.add_argument("--skip-pass", action="store_true")
     parser.add_argument("--skip-query", action="store_true")
     args = parser.parse_args()
@@ -478,6 +540,8 @@ def main() -> None:
         words_pass(args.pictures, args.share, args.threads, args.seed, args.gate_sample, args.compare_pass, args.intra)
     if args.hard_cases:
         hard_cases(args.seed)
+    if args.gate_sizes:
+        gate_sizes(args.seed, 40, 20)
     if not args.skip_query:
         query_at_scale(args.contents, args.with_words, args.runs, args.seed)
 
