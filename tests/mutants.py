@@ -1622,6 +1622,49 @@ MUTATIONS: list[Mutation] = [
         ),
         "a text whose words are in most pictures makes every search of a large library take seconds",
     ),
+    # -- issue 23, stills: a failed photo hides nothing, several siblings, RAW rate ---------------
+    Mutation(
+        "failed-still-is-a-primary",
+        "daemon/ingest/companions.py",
+        "stills = [p for p in members if is_still(p) and p not in failed]",
+        "stills = [p for p in members if is_still(p)]",
+        (SIBLINGS + "test_the_pairing_rule",),
+        "a JPEG that cannot be decoded still claims its RAW, which is then never searchable",
+    ),
+    Mutation(
+        "failed-still-keeps-companions-in-reconcile",
+        "daemon/ingest/engine.py",
+        "        summary.merge(self.release_failed(summary.failures))  # a photo that failed hides no RAW or video\n"
+        "        with self.catalog.transaction():",
+        "        with self.catalog.transaction():",
+        (SIBLINGS + "test_a_still_that_fails_to_decode_hides_no_companion",),
+        "a corrupt JPEG found by `imgd index` hides the good RAW beside it",
+    ),
+    Mutation(
+        "failed-still-keeps-companions-per-event",
+        "daemon/ingest/engine.py",
+        "        summary.merge(self.release_failed(summary.failures))  # a photo that failed hides no RAW or video\n"
+        "        if gone:",
+        "        if gone:",
+        (SIBLINGS + "test_a_broken_still_arriving_beside_an_indexed_raw_leaves_it_searchable",),
+        "a corrupt JPEG copied beside an indexed RAW makes the RAW vanish from search",
+    ),
+    Mutation(
+        "failed-row-ignored-by-reconcile",
+        "daemon/ingest/pairing.py",
+        "failed = {s.path for s in stats if _failed_as_is(known.get(s.path), s)}",
+        "failed: set[str] = set()",
+        (SIBLINGS + "test_a_still_that_fails_to_decode_hides_no_companion",),
+        "the next daemon start pairs the RAW with its broken JPEG again and hides it",
+    ),
+    Mutation(
+        "failed-row-ignored-per-event",
+        "daemon/ingest/pairing.py",
+        "pairs = companions.pair_up(group, self._failed_stills(group, trying))",
+        "pairs = companions.pair_up(group)",
+        (SIBLINGS + "test_a_broken_still_arriving_beside_an_indexed_raw_leaves_it_searchable",),
+        "an event on a RAW beside a broken JPEG hides the RAW behind it",
+    ),
 ]
 
 
