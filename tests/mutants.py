@@ -1045,7 +1045,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "sibling-not-named",
         "daemon/search/query.py",
-        '                row["sibling"] = siblings[path]',
+        '                row["sibling"] = siblings[path][0]',
         "                pass",
         (SIBLINGS + "test_a_raw_and_jpeg_pair_is_one_photo_listed_once_through_the_jpeg",),
         "a pair's listing does not say where its RAW or video is",
@@ -1664,6 +1664,30 @@ MUTATIONS: list[Mutation] = [
         "pairs = companions.pair_up(group)",
         (SIBLINGS + "test_a_broken_still_arriving_beside_an_indexed_raw_leaves_it_searchable",),
         "an event on a RAW beside a broken JPEG hides the RAW behind it",
+    ),
+    Mutation(
+        "siblings-list-missing",
+        "daemon/search/query.py",
+        '                row["siblings"] = siblings[path]',
+        "                pass",
+        (SIBLINGS + "test_a_still_with_both_a_raw_and_a_live_video_lists_every_sibling",),
+        "a still with both a RAW and a live video names only one of them",
+    ),
+    Mutation(
+        "sibling-not-the-first",
+        "daemon/store/siblings.py",
+        '"SELECT primary_path, path FROM siblings WHERE primary_path IN ({}) ORDER BY path", keys',
+        '"SELECT primary_path, path FROM siblings WHERE primary_path IN ({}) ORDER BY path DESC", keys',
+        (SIBLINGS + "test_a_still_with_both_a_raw_and_a_live_video_lists_every_sibling",),
+        "`sibling` names another file than it did before `siblings` came (scripts reading it break)",
+    ),
+    Mutation(
+        "gallery-siblings-dropped",
+        "web/app.py",
+        '                **({"siblings": [os.path.basename(s) for s in h.siblings]} if h.siblings else {}),\n',
+        "",
+        ("tests/e2e/test_web.py::test_a_pair_is_one_result_whose_sibling_the_full_view_names",),
+        "the gallery's full view names one of a still's RAW and live video",
     ),
 ]
 

@@ -114,6 +114,22 @@ def test_a_live_photo_is_its_still_with_the_video_as_sibling(library, embedder, 
     assert [r.path for r in library.catalog.failed_files()] == [str(lone)], "the MOV is a companion, never tried"
 
 
+def test_a_still_with_both_a_raw_and_a_live_video_lists_every_sibling(library, embedder, pics: Path) -> None:
+    still = pics / "IMG_0011.HEIC"
+    picture(12).save(still, "HEIF")
+    raw = write_dng(pics / "IMG_0011.DNG", picture(13))
+    video = pics / "IMG_0011.MOV"
+    video.write_bytes(b"\x00\x00\x00\x14ftypqt  the live video half")
+
+    library.engine.reconcile([pics])
+
+    rows = listed(library, embedder, still)
+    assert [(row["path"], row["sibling"], row["siblings"]) for row in rows] == [
+        (str(still), str(raw), [str(raw), str(video)])  # `sibling` names the first, as it always did
+    ]
+    assert list(rows[0])[:5] == ["rank", "score", "path", "sibling", "siblings"]
+
+
 def test_deleting_the_jpeg_makes_the_raw_a_lone_photo_that_is_embedded(library, embedder, pics: Path) -> None:
     raw, jpeg = raw_and_jpeg(pics, "IMG_0003", seed=4)
     library.engine.reconcile([pics])
@@ -188,7 +204,7 @@ def test_renames_make_and_break_pairs(library, embedder, pics: Path) -> None:
     os.rename(pics, moved)
     library.engine.move(str(pics), str(moved), is_dir=True)
     assert library.catalog.siblings_for([str(moved / "IMG_0007.JPG")]) == {
-        str(moved / "IMG_0007.JPG"): str(moved / "IMG_0007.CR2")
+        str(moved / "IMG_0007.JPG"): [str(moved / "IMG_0007.CR2")]
     }
     library.engine.forget([str(moved)], folder=True)
     assert library.catalog.count_siblings() == 0
