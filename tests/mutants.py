@@ -1689,6 +1689,30 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_web.py::test_a_pair_is_one_result_whose_sibling_the_full_view_names",),
         "the gallery's full view names one of a still's RAW and live video",
     ),
+    Mutation(
+        "file-read-in-joined-chunks",
+        "daemon/ingest/imaging.py",
+        "        chunks = [os.read(fd, info.st_size + 1)]\n",
+        "        chunks = []\n",
+        (RAW + "test_a_raw_is_read_once_into_one_buffer_and_decoded_from_it",),
+        "a RAW's 26 MB are written twice into fresh memory before a byte is hashed: RAWs index below the JPEG rate",
+    ),
+    Mutation(
+        "video-words-not-read",
+        "daemon/ingest/wordspass.py",
+        "                if video.is_video(stat.path):",
+        "                if False:",
+        ("tests/integration/test_video_words.py::test_a_video_is_found_by_the_words_in_its_frames",),
+        "a video's signs and captions are never searchable by --words",
+    ),
+    Mutation(
+        "video-words-uncapped",
+        "daemon/ingest/wordspass.py",
+        "    if len(times) <= count:",
+        "    if True:",
+        ("tests/integration/test_video_words.py::test_spread_keeps_the_ends_and_at_most_the_cap",),
+        "an hour-long video has 120 frames read for words: a minute of CPU instead of seconds",
+    ),
 ]
 
 
