@@ -67,9 +67,9 @@ def read_bytes(path: str) -> bytes:
     try:
         if info.st_size > MAX_FILE_BYTES:
             raise ImageReadError(path, "file larger than 1 GiB")
-        # One read of the whole size into one buffer: reading 1 MiB chunks and joining them wrote every byte
-        # twice into freshly faulted memory (a 26 MB RAW: 110-180 ms against 3-16 ms, measured under load).
-        # The loop only runs for a file that grew since its stat.
+        # One read of the whole size into one buffer: 1 MiB reads joined wrote every byte twice and held two
+        # copies at the peak (a 26 MB RAW: 36.5 against 15.8 ms median, benchmarks/RESULTS.md "Issue 23:
+        # RAW rate"). The loop only runs for a file that grew since its stat.
         chunks = [os.read(fd, info.st_size + 1)]
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
