@@ -3,7 +3,8 @@
 A mixin of `Engine` (engine.py), split off for its size. The rule itself is companions.pair_up; this
 applies it to one event's stem groups (a fixed number of stats and index lookups per path) and hands
 back what the event made a companion (its files row, and so its vector, is dropped) and what it freed
-(a RAW whose photo went away: embedded now on its own).
+(a RAW whose photo went away: embedded now on its own). A photo that fails to decode frees its
+companions the same way, and claims none while its file stays the one that failed.
 """
 
 from __future__ import annotations
