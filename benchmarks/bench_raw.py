@@ -8,6 +8,10 @@ a JPEG (quality 92); a DNG (16-bit Bayer mosaic, written by pidng) carrying a fu
     files per second end to end (decode threads and batched embedding, as `imgd index` runs them).
 
     python benchmarks/bench_raw.py --count 24 --size 4000x3000
+
+--compare-read runs every folder twice in one process: with the reader as it is, and with the reader
+before issue 23's RAW-rate fix (1 MiB chunks joined), so before/after is one run's ratio.
+--kinds picks the folders (jpeg, raw-preview, raw-demosaic).
 """
 
 from __future__ import annotations
@@ -57,19 +61,38 @@ def write_folders(root: Path, images: list[Image.Image]) -> dict[str, Path]:
     return folders
 
 
-def decode_ms(folder: Path, max_pixels: int) -> tuple[float, float]:
-    """Median ms per file of read + hash, and of decode_with_meta, single-threaded."""
+def chunked_read(path: str) -> bytes:
+    """The file reader before the RAW-rate fix: 1 MiB reads joined (every byte written twice)."""
+    import os
+
     from imgd.daemon.ingest import imaging
 
-    hashing, decoding = [], []
+    fd, info = imaging._open_regular(path)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def decode_ms(folder: Path, max_pixels: int) -> tuple[float, float, float]:
+    """Median ms per file of the read, of the hash, and of decode_with_meta, single-threaded."""
+    from imgd.daemon.ingest import imaging
+
+    reading, hashing, decoding = [], [], []
     for path in sorted(folder.iterdir()):
         started = time.perf_counter()
-        data, _ = imaging.read_and_hash(str(path))
+        data = imaging.read_bytes(str(path))
         read = time.perf_counter()
+        imaging.digest_bytes(data)
+        hashed = time.perf_counter()
         imaging.decode_with_meta(str(path), data, max_pixels)
-        hashing.append(read - started)
-        decoding.append(time.perf_counter() - read)
-    return 1000 * statistics.median(hashing), 1000 * statistics.median(decoding)
+        reading.append(read - started)
+        hashing.append(hashed - read)
+        decoding.append(time.perf_counter() - hashed)
+    return tuple(1000 * statistics.median(values) for values in (reading, hashing, decoding))  # type: ignore[return-value]
 
 
 def index_rate(folder: Path, model: Path, embedder: object, state: Path) -> tuple[float, int]:
@@ -94,6 +117,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=24)
     parser.add_argument("--size", default="4000x3000", help="WIDTHxHEIGHT of each picture (even numbers)")
     parser.add_argument("--model", type=Path, default=None, help="a CLIP folder (default: a random ViT-B/32)")
+    parser.add_argument("--compare-read", action="store_true", help="each folder also with the chunked reader")
+    parser.add_argument("--kinds", default="jpeg,raw-preview,raw-demosaic", help="the folders to measure")
+    parser.add_argument("--folder", type=Path, default=None, help="pictures written by an earlier run: reused")
     args = parser.parse_args()
     size = tuple(int(part) for part in args.size.split("x"))
     model = args.model or common.ensure_model()
@@ -102,19 +128,34 @@ def main() -> int:
     embedder = load_embedder(str(model), device="cpu", batch_size=32, backend="torch")
     with tempfile.TemporaryDirectory(prefix="imgd-bench-raw-") as tmp:
         root = Path(tmp)
-        log(f"writing {args.count} pictures of {size[0]}x{size[1]} three ways")
-        folders = write_folders(root / "pics", pictures(args.count, size))  # type: ignore[arg-type]
+        if args.folder is not None and args.folder.exists():
+            folders = {name: args.folder / name for name in ("jpeg", "raw-preview", "raw-demosaic")}
+            args.count = len(list(folders["jpeg"].iterdir()))
+        else:
+            log(f"writing {args.count} pictures of {size[0]}x{size[1]} three ways")
+            folders = write_folders(args.folder or root / "pics", pictures(args.count, size))  # type: ignore[arg-type]
+        from imgd.daemon.ingest import imaging
+
+        whole_read = imaging.read_bytes
+        readers = [("", whole_read), (" (chunked)", chunked_read)] if args.compare_read else [("", whole_read)]
         for name, folder in folders.items():
+            if name not in args.kinds.split(","):
+                continue
             megabytes = sum(p.stat().st_size for p in folder.iterdir()) / args.count / 1e6
             common.warm_page_cache(sorted(folder.iterdir()))
-            hash_ms, decode_ms_ = decode_ms(folder, 200_000_000)
-            rate, failed = index_rate(folder, model, embedder, root / f"state-{name}")
-            print(
-                f"{name:13} {megabytes:5.1f} MB/file  read+hash {hash_ms:6.1f} ms  decode {decode_ms_:6.1f} ms "
-                "(median per file, 1 thread)  "
-                f"reconcile {rate:6.2f} files/s  failed {failed}",
-                flush=True,
-            )
+            for label, reader in readers:
+                imaging.read_bytes = reader  # read_and_hash looks it up at each call
+                try:
+                    read_ms, hash_ms, decode_ms_ = decode_ms(folder, 200_000_000)
+                    rate, failed = index_rate(folder, model, embedder, root / f"state-{name}{label.strip(' ()')}")
+                finally:
+                    imaging.read_bytes = whole_read
+                print(
+                    f"{name + label:24} {megabytes:5.1f} MB/file  read {read_ms:6.1f} ms  hash {hash_ms:6.1f} ms  "
+                    f"decode {decode_ms_:6.1f} ms (median per file, 1 thread)  "
+                    f"reconcile {rate:6.2f} files/s  failed {failed}",
+                    flush=True,
+                )
     return 0
 
 

@@ -135,7 +135,8 @@ def json_text(value: object) -> str:
 
 
 HIT_FIELDS = (
-    *("rank", "score", "path", "sibling", "id", "size", "width", "height", "type", "taken", "taken_source"),
+    *("rank", "score", "path", "sibling", "siblings", "id", "size", "width", "height", "type", "taken"),
+    "taken_source",
     "camera",
     *("place", "near"),  # a place where the GPS names one; `near` under --near
     *("time", "duration", "frames"),  # videos only

@@ -115,6 +115,7 @@ def _hits_page(hits: list[Hit], offset: int, limit: int) -> dict[str, Any]:
                 "width": h.width,
                 "height": h.height,
                 **({"sibling": os.path.basename(h.sibling)} if h.sibling else {}),
+                **({"siblings": [os.path.basename(s) for s in h.siblings]} if h.siblings else {}),
                 **({"time": h.time} if h.time is not None else {}),  # a video: its best frame's time
                 **({"words": list(h.words)} if h.words else {}),
             }

@@ -149,9 +149,10 @@ class Hit:
     path: str
     width: int | None = None
     height: int | None = None
-    sibling: str | None = None  # the RAW or video listed through this photo
+    sibling: str | None = None  # the RAW or video listed through this photo (the first)
     time: float | None = None  # a video's best frame, in seconds
     words: tuple[str, ...] = ()  # the lines of the picture's words that matched the search, if any
+    siblings: tuple[str, ...] = ()  # every RAW and video listed through this photo, in path order
 
 
 @dataclass(frozen=True)
@@ -312,6 +313,7 @@ class Backend:
                 row.get("sibling"),
                 row.get("time"),
                 tuple(row.get("words") or ()),
+                tuple(row.get("siblings") or ()),
             )
             for row in reply["hits"]
         ]

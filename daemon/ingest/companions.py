@@ -3,16 +3,17 @@
 The one rule (`pair_up`): files in one folder whose stems match in any case form a group; if the group
 holds a still (JPEG, else HEIC), its first is the primary, and every RAW and video in the group is its
 companion: one photo, its vector from the still, the companions listed through it. A RAW or a video
-with no still beside it stands alone (a lone RAW is embedded like any photo). The engine applies the
-rule to a whole folder walk (reconcile) or, per event, to the group on disk around one path
-(`stem_group`: a fixed number of stats, whatever the folder or library holds). `companion_of` is the
-question a decoder asks first: is this file a companion, and of which primary?
+with no still beside it, or only stills that failed to decode, stands alone (a lone RAW is embedded
+like any photo). The engine applies the rule to a whole folder walk (reconcile) or, per event, to the
+group on disk around one path (`stem_group`: a fixed number of stats, whatever the folder or library
+holds). `companion_of` is the question a decoder asks first: is this file a companion, and of which
+primary?
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from ..filetypes import RAW_EXTENSIONS, VIDEO_EXTENSIONS
 
@@ -40,15 +41,19 @@ def may_pair(path: str) -> bool:
     return _extension(path) in PAIRED_EXTENSIONS
 
 
-def pair_up(paths: Iterable[str]) -> dict[str, str]:
-    """Companion -> primary for every pair among paths (same folder, same stem in any case)."""
+def pair_up(paths: Iterable[str], failed: Collection[str] = ()) -> dict[str, str]:
+    """Companion -> primary for every pair among paths (same folder, same stem in any case).
+
+    A still in `failed` (its bytes could not be decoded) is no primary: it must not hide its RAW or
+    video, which then pair with another still of the group or stand alone and are searchable.
+    """
     groups: dict[tuple[str, str], list[str]] = {}
     for path in paths:
         if may_pair(path):
             groups.setdefault(_group_key(path), []).append(path)
     pairs: dict[str, str] = {}
     for members in groups.values():
-        stills = [p for p in members if is_still(p)]
+        stills = [p for p in members if is_still(p) and p not in failed]
         if not stills:
             continue
         primary = min(stills, key=lambda p: (STILL_EXTENSIONS.index(_extension(p)), os.fsencode(p)))

@@ -287,7 +287,7 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
             if restored:
                 log.info("folder %s is back; checking its %d files", display_path(root), restored)
             known = {r.path: r for r in self.catalog.files_under(root)}
-            for stat in self.walk_pairs(root):  # companions' rows, if they had any, go with the gone
+            for stat in self.walk_pairs(root, known):  # companions' rows, if they had any, go with the gone
                 if self.should_stop():
                     raise Stopped
                 record = known.pop(stat.path, None)
@@ -320,6 +320,7 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
                 log.info("dropped %d entries missing for longer than the grace period", expired)
                 summary.removed += expired
         self._drop_orphans(released)
+        summary.merge(self.release_failed(summary.failures))  # a photo that failed hides no RAW or video
         with self.catalog.transaction():
             self.catalog.record_event("last_reconcile")
         return summary
@@ -430,7 +431,7 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         """
         items: list[tuple[FileStat, FileRecord | None]] = []
         gone: list[str] = []
-        paired, freed = self.settle_pairs(paths := list(paths))
+        paired, freed = self.settle_pairs(paths := list(paths), trying=paths)
         for path in dict.fromkeys([*paths, *freed]):
             stat = stat_file(path, self.config.follow_symlinks)
             record = self.catalog.get_file(path)
@@ -447,6 +448,7 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         # Held contents count as gone: their bytes turning up here is a move the watcher could not pair.
         gone_contents = {cid: entry.paths for cid, entry in self._released.items() if entry.paths}
         summary = self.ingest(items, gone_contents, progress=progress)
+        summary.merge(self.release_failed(summary.failures))  # a photo that failed hides no RAW or video
         if gone:
             summary.removed += self.forget(gone)
         # An edited file's old content may be unreferenced now.

@@ -4,7 +4,9 @@ A part of Engine (it inherits WordsPass), split out for size: it uses the engine
 config. The daemon's worker runs a batch whenever no file waits, and a batch stops early when one
 arrives, so a new picture is always embedded (searchable by meaning) before older ones are read.
 `imgd index` reads the whole backlog with its progress bar. Only the first frame of a picture is
-read; a content none of whose files can be decoded now is recorded as read, with no words.
+read; a content none of whose files can be decoded now is recorded as read, with no words. A video's
+words come from at most VIDEO_WORD_FRAMES of its samples, spread over its length and decoded again at
+their times: a bounded cost per video whatever its length (benchmarks/bench_video_words.py).
 """
 
 from __future__ import annotations
@@ -16,16 +18,26 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..config import Config
 from ..errors import ImageReadError, display_path
-from ..store.catalog import Catalog
+from ..store.catalog import Catalog, ThreadReaders
 from ..store.records import FileStat
 from ..store.words import WordLine
-from . import imaging
+from . import imaging, video
 from .pool import Stopped, bounded_map
 from .words import WordReader, read_file
 
 log = logging.getLogger("imgd.daemon.ingest.engine")
 
 WORDS_BATCH = 8  # pictures per batch: a few seconds at most, then new files get their turn again
+# Frames read per video: each costs a seek and decode (~0.1 CPU-s at 1080p), the gate and, with words, a
+# read (~0.6 CPU-s together, measured): about 6 CPU-s a video at most, a minute long or an hour.
+VIDEO_WORD_FRAMES = 8
+
+
+def spread(times: list[float], count: int = VIDEO_WORD_FRAMES) -> list[float]:
+    """At most `count` of the times, evenly spaced from the first to the last."""
+    if len(times) <= count:
+        return list(times)
+    return [times[round(i * (len(times) - 1) / (count - 1))] for i in range(count)] if count > 1 else times[:1]
 
 
 class WordsPass:
@@ -34,6 +46,7 @@ class WordsPass:
     config: Config
     catalog: Catalog
     _pool: ThreadPoolExecutor
+    _readers: ThreadReaders  # the pool threads' own catalog connections
     should_stop: Callable[[], bool]
     clock: Callable[[], float]
     _words_top: int | None = None  # contents above this id arrived after the pass began: read first
@@ -112,9 +125,24 @@ class WordsPass:
         content_id, stats = item
         for stat in stats:
             try:
+                if video.is_video(stat.path):
+                    return content_id, self._video_words(reader, content_id, stat.path)
                 return content_id, read_file(
                     reader, stat.path, imaging.read_bytes(stat.path), self.config.max_image_pixels
                 )
             except ImageReadError as exc:
                 log.debug("cannot read the words of %s: %s", display_path(stat.path), exc.reason)
         return content_id, []
+
+    def _video_words(self, reader: WordReader, content_id: int, path: str) -> list[WordLine]:
+        """The words in a few of a video's samples, each line once (at its best confidence)."""
+        times = [at for _, at in self._readers.get().frames_of(content_id)]
+        lines: dict[str, WordLine] = {}
+        for at in spread(times):
+            image = video.frame_at(path, at)
+            if not reader.has_words(image):
+                continue
+            for line in reader.read(image):
+                if line.text not in lines or line.confidence > lines[line.text].confidence:
+                    lines[line.text] = line
+        return list(lines.values())

@@ -421,7 +421,8 @@ class Searcher:
         for score, path, content_id, vector_id in hits:
             row: dict[str, Any] = {"score": round(min(1.0, max(-1.0, score)), 6), "path": path}
             if path in siblings:
-                row["sibling"] = siblings[path]
+                row["sibling"] = siblings[path][0]  # the first in path order, as one name always said
+                row["siblings"] = siblings[path]  # every one: a still may have both a RAW and a live video
             row["id"] = content_id
             meta = details.get(path)
             if meta is not None:

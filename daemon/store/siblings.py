@@ -27,14 +27,14 @@ class SiblingRows(CatalogCore):
         rows = self.conn.execute("SELECT path FROM siblings WHERE primary_path = ? ORDER BY path", (path_key(primary),))
         return [os.fsdecode(r[0]) for r in rows]
 
-    def siblings_for(self, primaries: Iterable[str]) -> dict[str, str]:
-        """The companion of each of the given primaries that has one (the first in path order)."""
+    def siblings_for(self, primaries: Iterable[str]) -> dict[str, list[str]]:
+        """The companions of each of the given primaries that has any, in path order."""
         keys = list(dict.fromkeys(path_key(p) for p in primaries))
-        found: dict[str, str] = {}
+        found: dict[str, list[str]] = {}
         for primary, path in self._rows_for_ids(
-            "SELECT primary_path, path FROM siblings WHERE primary_path IN ({}) ORDER BY path DESC", keys
+            "SELECT primary_path, path FROM siblings WHERE primary_path IN ({}) ORDER BY path", keys
         ):
-            found[os.fsdecode(primary)] = os.fsdecode(path)  # the last seen is the first in path order
+            found.setdefault(os.fsdecode(primary), []).append(os.fsdecode(path))
         return found
 
     def count_siblings(self) -> int:

@@ -237,12 +237,14 @@ def test_a_pair_is_one_result_whose_sibling_the_full_view_names(browser, library
 
     write_image(pics / "IMG_0009.JPG", seed=9, size=(640, 480), fmt="JPEG")
     write_dng(pics / "IMG_0009.CR2", Image.new("RGB", (64, 48), "purple"))
+    (pics / "IMG_0009.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  the live video half")
     CliRunner().invoke(cli, ["--state-dir", str(config.state_dir), "--model", config.model, "index", str(pics)])
 
     hits = ids_of(browser, limit=48)
     names = [h["name"] for h in hits]
-    assert "IMG_0009.JPG" in names and "IMG_0009.CR2" not in names
+    assert "IMG_0009.JPG" in names and "IMG_0009.CR2" not in names and "IMG_0009.MOV" not in names
     assert [(h["name"], h["sibling"]) for h in hits if "sibling" in h] == [("IMG_0009.JPG", "IMG_0009.CR2")]
+    assert [h["siblings"] for h in hits if "siblings" in h] == [["IMG_0009.CR2", "IMG_0009.MOV"]]
 
 
 def test_the_gallery_filters_by_place_and_shows_it(browser, library):
@@ -790,6 +792,30 @@ def test_a_person_searches_browses_and_drops_a_picture(chromium, gallery, librar
         context.close()
     assert errors == [], errors
     assert everything_under(gallery.upload_dir) == set()
+
+
+@pytest.mark.slow
+def test_the_full_view_names_every_sibling_of_a_pair(chromium, gallery, library):
+    pics, config = library
+    from rawkit import write_dng
+
+    write_image(pics / "IMG_0010.JPG", seed=10, size=(640, 480), fmt="JPEG")
+    write_dng(pics / "IMG_0010.DNG", Image.new("RGB", (64, 48), "purple"))
+    (pics / "IMG_0010.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  the live video half")
+    CliRunner().invoke(cli, ["--state-dir", str(config.state_dir), "--model", config.model, "index", str(pics)])
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(gallery.url)
+        page.fill("#q", "a red car")
+        page.press("#q", "Enter")
+        page.wait_for_function("() => document.querySelectorAll('#grid .card').length >= 8")
+        page.locator("#grid .card", has_text="IMG_0010.JPG").locator("img").click()
+        page.wait_for_selector("#viewer:not([hidden])")
+        page.wait_for_function("() => document.getElementById('v-details').textContent.includes('Siblings')")
+        assert "IMG_0010.DNG, IMG_0010.MOV" in page.inner_text("#v-details")
+    finally:
+        context.close()
 
 
 @pytest.mark.parametrize(

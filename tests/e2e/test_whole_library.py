@@ -45,6 +45,14 @@ def test_raws_pairs_and_bad_inputs_through_the_daemon_and_directly(tmp_path: Pat
     # A live photo: the still and its video.
     shape_image("yellow", "cross", seed=8, size=size).save(pics / "IMG_0002.HEIC", "HEIF")
     (pics / "IMG_0002.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  the video half")
+    # A JPEG that cannot be decoded beside a good RAW: the RAW is searchable on its own.
+    shape_image("blue", "square", seed=9, size=size).save(pics / "IMG_0003.JPG", "JPEG")
+    (pics / "IMG_0003.JPG").write_bytes((pics / "IMG_0003.JPG").read_bytes()[:300])
+    write_dng(pics / "IMG_0003.DNG", shape_image("green", "star", seed=8, size=size))
+    # A still with both a RAW and a live video: both named.
+    shape_image("blue", "triangle", seed=8, size=size).save(pics / "IMG_0004.HEIC", "HEIF")
+    write_dng(pics / "IMG_0004.DNG", shape_image("purple", "circle", seed=8, size=size))
+    (pics / "IMG_0004.MOV").write_bytes(b"\x00\x00\x00\x14ftypqt  the video half")
     (pics / "garbage.nef").write_bytes(b"no raw here " * 40)
     (pics / "empty.dng").write_bytes(b"")
     (pics / "bomb.dng").write_bytes(bomb_bytes(60000))
@@ -52,15 +60,24 @@ def test_raws_pairs_and_bad_inputs_through_the_daemon_and_directly(tmp_path: Pat
     with DaemonProcess(tmp_path, shapes_model, [pics]) as daemon:
         daemon.start()
         status = daemon.wait_idle()
-        assert status["counts"]["files"] == 4  # circle, triangle, the pair's JPEG, the live photo's still
-        assert status["counts"]["failed"] == 3
+        # circle, triangle, the pair's JPEG, the live photos' stills, the RAW beside a broken JPEG
+        assert status["counts"]["files"] == 6
+        assert status["counts"]["failed"] == 4
 
         rows = json.loads(both(daemon, "search", "--json", "-k", "10", "a red circle"))
         assert Path(rows[0]["path"]).name == "circle.dng" and rows[0]["type"] == "dng"
         paths = [row["path"] for row in rows]
-        assert len(paths) == len(set(paths)) == 4
+        assert len(paths) == len(set(paths)) == 6
         siblings = {Path(row["path"]).name: Path(row["sibling"]).name for row in rows if "sibling" in row}
-        assert siblings == {"IMG_0001.JPG": "IMG_0001.CR2", "IMG_0002.HEIC": "IMG_0002.MOV"}
+        assert siblings == {
+            "IMG_0001.JPG": "IMG_0001.CR2",
+            "IMG_0002.HEIC": "IMG_0002.MOV",
+            "IMG_0004.HEIC": "IMG_0004.DNG",
+        }
+        every = {Path(row["path"]).name: [Path(p).name for p in row["siblings"]] for row in rows if "siblings" in row}
+        assert every["IMG_0004.HEIC"] == ["IMG_0004.DNG", "IMG_0004.MOV"] and every["IMG_0001.JPG"] == ["IMG_0001.CR2"]
+        broken = json.loads(both(daemon, "search", "--json", "-k", "1", "a green star"))
+        assert [(Path(r["path"]).name, "sibling" in r) for r in broken] == [("IMG_0003.DNG", False)]
         assert Path(json.loads(both(daemon, "search", "--json", "-k", "1", "a purple star"))[0]["path"]).name != (
             "IMG_0001.CR2"
         )
@@ -68,14 +85,15 @@ def test_raws_pairs_and_bad_inputs_through_the_daemon_and_directly(tmp_path: Pat
         assert [(Path(r["path"]).name, Path(r["sibling"]).name) for r in map(json.loads, lines)] == [
             ("IMG_0001.JPG", "IMG_0001.CR2")
         ]
-        assert both(daemon, "search", "-f", "--type", "raw", "a red circle") == f"{pics / 'circle.dng'}\n"
+        raws = both(daemon, "search", "-f", "--type", "raw", "a red circle")
+        assert raws == f"{pics / 'circle.dng'}\n{pics / 'IMG_0003.DNG'}\n"  # the RAW beside a broken JPEG too
         both(daemon, "dupes", "--json", code=1)  # none: the pair is one photo, never its own duplicate
 
         code, out, err = imgd(daemon, "failed")
         assert code == 0, err
         failed = {line.split(":")[0]: line for line in out.splitlines() if line.strip()}
-        assert len(out.strip().splitlines()) == 3
-        assert {Path(p).name for p in failed} == {"garbage.nef", "empty.dng", "bomb.dng"}, out
+        assert len(out.strip().splitlines()) == 4
+        assert {Path(p).name for p in failed} == {"garbage.nef", "empty.dng", "bomb.dng", "IMG_0003.JPG"}, out
         assert daemon.answers()
 
         os.remove(pics / "IMG_0001.JPG")  # the RAW stands alone now: embedded, found as what it shows
@@ -86,9 +104,10 @@ def test_raws_pairs_and_bad_inputs_through_the_daemon_and_directly(tmp_path: Pat
 
         wait_until(raw_found, timeout=60, what="the lone RAW to be searchable")
         os.remove(pics / "IMG_0002.MOV")  # the still stays, without its sibling
-        wait_until(lambda: daemon.catalog().count_siblings() == 0, timeout=60, what="the sibling to go")
+        # IMG_0004's RAW and video are all the siblings left.
+        wait_until(lambda: daemon.catalog().count_siblings() == 2, timeout=60, what="the sibling to go")
         daemon.wait_idle()
         rows = json.loads(both(daemon, "search", "--json", "-k", "10", "a yellow cross"))
-        assert [Path(r["path"]).name for r in rows if "sibling" in r] == []
+        assert [Path(r["path"]).name for r in rows if "sibling" in r] == ["IMG_0004.HEIC"]
         assert Path(rows[0]["path"]).name == "IMG_0002.HEIC"
-        assert daemon.status()["counts"]["files"] == 4
+        assert daemon.status()["counts"]["files"] == 6

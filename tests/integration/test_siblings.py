@@ -63,6 +63,9 @@ def test_the_pairing_rule(tmp_path: Path) -> None:
     # A JPEG is preferred to a HEIC of the same stem; both RAW and video are its companions.
     three = companions.pair_up(at("a.heic", "a.jpg", "a.dng", "a.mov"))
     assert set(three.values()) == {at("a.jpg")[0]} and set(three) == set(at("a.dng", "a.mov"))
+    # A still that failed to decode is no primary: another still of the group is, else none.
+    assert companions.pair_up(at("a.heic", "a.jpg", "a.dng"), failed=at("a.jpg")) == {at("a.dng")[0]: at("a.heic")[0]}
+    assert companions.pair_up(at("a.jpg", "a.dng", "a.mov"), failed=at("a.jpg")) == {}
     # Another folder, another stem, or a PNG: no pair.
     assert companions.pair_up([*at("b.dng"), str(tmp_path / "sub" / "b.jpg"), *at("bb.jpg", "c.png", "c.dng")]) == {}
 
@@ -109,6 +112,22 @@ def test_a_live_photo_is_its_still_with_the_video_as_sibling(library, embedder, 
     rows = listed(library, embedder, still)
     assert [(row["path"], row.get("sibling")) for row in rows] == [(str(still), str(video))]
     assert [r.path for r in library.catalog.failed_files()] == [str(lone)], "the MOV is a companion, never tried"
+
+
+def test_a_still_with_both_a_raw_and_a_live_video_lists_every_sibling(library, embedder, pics: Path) -> None:
+    still = pics / "IMG_0011.HEIC"
+    picture(12).save(still, "HEIF")
+    raw = write_dng(pics / "IMG_0011.DNG", picture(13))
+    video = pics / "IMG_0011.MOV"
+    video.write_bytes(b"\x00\x00\x00\x14ftypqt  the live video half")
+
+    library.engine.reconcile([pics])
+
+    rows = listed(library, embedder, still)
+    assert [(row["path"], row["sibling"], row["siblings"]) for row in rows] == [
+        (str(still), str(raw), [str(raw), str(video)])  # `sibling` names the first, as it always did
+    ]
+    assert list(rows[0])[:5] == ["rank", "score", "path", "sibling", "siblings"]
 
 
 def test_deleting_the_jpeg_makes_the_raw_a_lone_photo_that_is_embedded(library, embedder, pics: Path) -> None:
@@ -185,7 +204,55 @@ def test_renames_make_and_break_pairs(library, embedder, pics: Path) -> None:
     os.rename(pics, moved)
     library.engine.move(str(pics), str(moved), is_dir=True)
     assert library.catalog.siblings_for([str(moved / "IMG_0007.JPG")]) == {
-        str(moved / "IMG_0007.JPG"): str(moved / "IMG_0007.CR2")
+        str(moved / "IMG_0007.JPG"): [str(moved / "IMG_0007.CR2")]
     }
     library.engine.forget([str(moved)], folder=True)
     assert library.catalog.count_siblings() == 0
+
+
+def corrupt_jpeg(path: Path, seed: int) -> Path:
+    """A JPEG cut off halfway: its header reads, its pixels never decode."""
+    write_image(path, seed=seed, fmt="JPEG")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_a_still_that_fails_to_decode_hides_no_companion(library, embedder, pics: Path) -> None:
+    jpeg = corrupt_jpeg(pics / "IMG_0008.JPG", seed=9)
+    raw = write_dng(pics / "IMG_0008.DNG", picture(10))
+
+    summary = library.engine.reconcile([pics])
+
+    assert (summary.added, summary.failed) == (1, 1)
+    assert indexed(library) == {"IMG_0008.DNG"}  # the RAW is searchable on its own
+    assert [r.path for r in library.catalog.failed_files()] == [str(jpeg)]
+    assert library.catalog.count_siblings() == 0
+    rows = listed(library, embedder, raw)
+    assert [(row["path"], row.get("sibling")) for row in rows] == [(str(raw), None)]
+    # The next reconcile (a daemon start) keeps it so while the JPEG is as broken as it was.
+    again = library.engine.reconcile([pics])
+    assert (again.added, again.failed, again.removed) == (0, 0, 0)
+    assert indexed(library) == {"IMG_0008.DNG"} and library.catalog.count_siblings() == 0
+    # An event on the broken JPEG tries it again, and leaves the RAW standing when it fails again.
+    library.engine.upsert([str(jpeg)])
+    assert indexed(library) == {"IMG_0008.DNG"} and library.catalog.count_siblings() == 0
+    # Repaired, the JPEG takes its RAW over again.
+    write_image(jpeg, seed=9, fmt="JPEG")
+    library.engine.upsert([str(jpeg)])
+    assert indexed(library) == {"IMG_0008.JPG"}
+    assert [row.get("sibling") for row in listed(library, embedder, jpeg)] == [str(raw)]
+
+
+def test_a_broken_still_arriving_beside_an_indexed_raw_leaves_it_searchable(library, embedder, pics: Path) -> None:
+    raw = write_dng(pics / "IMG_0009.NEF", picture(11))
+    library.engine.reconcile([pics])
+
+    jpeg = corrupt_jpeg(pics / "IMG_0009.jpg", seed=11)
+    library.engine.upsert([str(jpeg)])
+
+    assert indexed(library) == {"IMG_0009.NEF"}
+    assert [r.path for r in library.catalog.failed_files()] == [str(jpeg)]
+    assert [(row["path"], row.get("sibling")) for row in listed(library, embedder, raw)] == [(str(raw), None)]
+    library.engine.upsert([str(raw)])  # the RAW's own event changes nothing
+    assert indexed(library) == {"IMG_0009.NEF"} and library.catalog.count_siblings() == 0

@@ -349,7 +349,9 @@ async function openViewer(index) {
       ["Modified", new Date(info.modified * 1000).toLocaleString()],
       ...(hit.score === null ? [] : [[state.kind === "dupes" ? "Score to keeper" : "Score", hit.score.toFixed(4)]]),
     ];
-    if (hit.sibling) rows.splice(1, 0, ["Sibling", hit.sibling]);  // the RAW or live video beside it
+    // The RAW and the live video beside it: every one (a still may have both), else the one name.
+    const siblings = hit.siblings && hit.siblings.length ? hit.siblings : hit.sibling ? [hit.sibling] : [];
+    if (siblings.length) rows.splice(1, 0, [siblings.length > 1 ? "Siblings" : "Sibling", siblings.join(", ")]);
     for (const [label, value] of rows) {
       const dt = document.createElement("dt");
       dt.textContent = label;
