@@ -143,6 +143,7 @@ def main() -> None:
     imaging.read_bytes = stages.wrap("read", imaging.read_bytes)
     imaging.digest_bytes = stages.wrap("hash", imaging.digest_bytes)
     imaging.decode = stages.wrap("decode", imaging.decode)
+    imaging.decode_with_meta = stages.wrap("decode", imaging.decode_with_meta)  # what the engine calls
     embedder.prepare = stages.wrap("prepare", embedder.prepare)
     embedder.encode_images = stages.wrap("encode_images", embedder.encode_images)
 
