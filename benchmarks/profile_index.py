@@ -8,6 +8,10 @@ torch thread count, to test a fix before touching daemon/:
 
     python benchmarks/profile_index.py --count 96 --decode-threads 2
     python benchmarks/profile_index.py --count 96 --decode-threads 1 --cprofile out/index.prof
+    python benchmarks/profile_index.py --count 60 --backend auto   # an exported runtime (state: --state)
+
+With an exported runtime, "st_preprocess" is imgd's own numpy preprocessing (Tower.inputs) and
+"model_forward" the runtime's session.run.
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ def main() -> None:
     parser.add_argument("--omp-wait-policy", choices=["ACTIVE", "PASSIVE"], help="override imgd's default")
     parser.add_argument("--cprofile", type=Path, help="also write a cProfile of the main thread here")
     parser.add_argument("--json", type=Path, help="write the stage table here")
+    parser.add_argument("--backend", default="torch", choices=["torch", "onnx", "openvino", "auto"])
+    parser.add_argument("--state", type=Path, default=common.OUT / "ov-warm-state", help="exports for --backend")
     args = parser.parse_args()
 
     model_dir = common.ensure_model(args.model)
@@ -111,22 +117,35 @@ def main() -> None:
     importlib.import_module("imgd.daemon")
     import torch
     from imgd.daemon.config import Config
-    from imgd.daemon.embedders import ClipEmbedder
     from imgd.daemon.ingest import imaging
     from imgd.daemon.service.library import open_library
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
-    embedder = ClipEmbedder(str(model_dir), device="cpu", batch_size=args.batch_size)
     stages = Stages()
+    if args.backend == "torch":
+        from imgd.daemon.embedders.torch import ClipEmbedder
+
+        embedder = ClipEmbedder(str(model_dir), device="cpu", batch_size=args.batch_size)
+        module = embedder._model[0]
+        module.preprocess = stages.wrap("st_preprocess", module.preprocess)
+        module.forward = stages.wrap("model_forward", module.forward)
+    else:
+        from imgd.daemon.embedders import load_embedder
+
+        embedder = load_embedder(
+            str(model_dir), "cpu", batch_size=args.batch_size, backend=args.backend, state_dir=args.state
+        )
+        embedder.encode_images([])  # open the tower, then time its parts
+        tower = embedder._image
+        tower.inputs = stages.wrap("st_preprocess", tower.inputs)
+        tower.session.run = stages.wrap("model_forward", tower.session.run)
     imaging.read_bytes = stages.wrap("read", imaging.read_bytes)
     imaging.digest_bytes = stages.wrap("hash", imaging.digest_bytes)
     imaging.decode = stages.wrap("decode", imaging.decode)
+    imaging.decode_with_meta = stages.wrap("decode", imaging.decode_with_meta)  # what the engine calls
     embedder.prepare = stages.wrap("prepare", embedder.prepare)
     embedder.encode_images = stages.wrap("encode_images", embedder.encode_images)
-    module = embedder._model[0]
-    module.preprocess = stages.wrap("st_preprocess", module.preprocess)
-    module.forward = stages.wrap("model_forward", module.forward)
 
     with tempfile.TemporaryDirectory(prefix="imgd-profile-") as state:
         config = Config(state_dir=Path(state), decode_threads=args.decode_threads, batch_size=args.batch_size)
@@ -151,6 +170,7 @@ def main() -> None:
     threads = config.threads()
     lines = [
         f"machine: {common.machine_line()}",
+        f"backend {getattr(embedder, 'backend', 'torch')} {getattr(embedder, 'precision', '')}, "
         f"{len(paths)} pictures, decode threads {threads}, torch threads {torch.get_num_threads()}, "
         f"OMP_WAIT_POLICY {os.environ.get('OMP_WAIT_POLICY', '(default)')}, "
         f"batch {args.batch_size}: added {summary.added}, failed {summary.failed}",

@@ -855,8 +855,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "openvino-cache-served-unprobed",
         "daemon/embedders/openvino.py",
-        "                if score >= self.threshold:\n                    return session\n",
-        "                return session\n",
+        "                if score >= self.threshold:\n                    self._save(cache, note, key)",
+        "                if True:\n                    self._save(cache, note, key)",
         (
             "tests/integration/test_backends.py::test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served",
         ),
@@ -1756,6 +1756,87 @@ MUTATIONS: list[Mutation] = [
         "    if True:",
         ("tests/integration/test_video_words.py::test_spread_keeps_the_ends_and_at_most_the_cap",),
         "an hour-long video has 120 frames read for words: a minute of CPU instead of seconds",
+    ),
+    # -- warm start: each tower verified once per file, no conversion tools, no idle runtime (issue 22, session 3) --
+    Mutation(
+        "openvino-verified-note-ignores-stamps",
+        "daemon/embedders/openvino.py",
+        '                if recorded.get("verified") == _stamps(cache):',
+        '                if recorded.get("verified"):',
+        (
+            "tests/integration/test_backends.py::test_a_tower_verified_once_opens_without_its_probe_until_its_file_changes[openvino]",
+            "tests/integration/test_backends.py::test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served",
+        ),
+        "a compiled blob written in place since it was verified (a flipped weight) is served without its probe",
+    ),
+    Mutation(
+        "onnx-verified-note-ignores-content",
+        "daemon/embedders/runtime.py",
+        '"stamp": stamp(path)}',
+        '"stamp": stamp(path)[:2]}',
+        (
+            "tests/integration/test_backends.py::test_a_tower_verified_once_opens_without_its_probe_until_its_file_changes[onnx]",
+        ),
+        "an ONNX file written in place at the same size since it was verified is served without its probe",
+    ),
+    Mutation(
+        "verified-stamp-without-ctime",
+        "daemon/embedders/runtime.py",
+        "    return [info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns]",
+        "    return [info.st_ino, info.st_size, info.st_mtime_ns]",
+        (
+            "tests/integration/test_backends.py::test_a_tower_verified_once_opens_without_its_probe_until_its_file_changes[onnx]",
+            "tests/integration/test_backends.py::test_a_tower_verified_once_opens_without_its_probe_until_its_file_changes[openvino]",
+        ),
+        "a file rewritten with its mtime set back (cp -p, a restore) passes for the one verified",
+    ),
+    Mutation(
+        "onnx-probe-on-every-open",
+        "daemon/embedders/runtime.py",
+        "        if verified(note, key):\n            return session",
+        "        if False:\n            return session",
+        (
+            "tests/integration/test_backends.py::test_a_tower_verified_once_opens_without_its_probe_until_its_file_changes[onnx]",
+        ),
+        "every warm start pays the probe of a tower verified before and unchanged since",
+    ),
+    Mutation(
+        "openvino-probe-on-every-open",
+        "daemon/embedders/openvino.py",
+        '                if recorded.get("verified") == _stamps(cache):',
+        "                if False:",
+        (
+            "tests/integration/test_backends.py::test_a_tower_verified_once_opens_without_its_probe_until_its_file_changes[openvino]",
+        ),
+        "every warm start pays the image tower's probe (half its open on ViT-B/32) for an unchanged blob",
+    ),
+    Mutation(
+        "openvino-imports-its-conversion-tools",
+        "daemon/embedders/openvino.py",
+        "    blocked = tools not in sys.modules\n",
+        "    blocked = False\n",
+        (
+            "tests/integration/test_backends.py::test_a_warm_openvino_start_imports_neither_onnx_runtime_nor_openvinos_conversion_tools",
+        ),
+        "every OpenVINO start imports convert_model, urllib and telemetry it never uses (60% of openvino's import)",
+    ),
+    Mutation(
+        "openvino-start-imports-onnxruntime",
+        "daemon/embedders/onnx.py",
+        '    if importlib.util.find_spec("onnxruntime") is None:',
+        '    if importlib.import_module("onnxruntime") is None:',
+        (
+            "tests/integration/test_backends.py::test_a_warm_openvino_start_imports_neither_onnx_runtime_nor_openvinos_conversion_tools",
+        ),
+        "an OpenVINO start imports ONNX Runtime only to see that it is there",
+    ),
+    Mutation(
+        "text-search-opens-the-image-tower",
+        "daemon/embedders/onnx.py",
+        "        tower = self._text\n        if not texts:",
+        "        self.encode_images([])\n        tower = self._text\n        if not texts:",
+        ("tests/integration/test_backends.py::test_a_text_search_opens_the_text_tower_alone[onnx]",),
+        "a text search opens (and pays for) the image tower it never runs",
     ),
 ]
 

@@ -5,30 +5,33 @@ among the CPU's capabilities), fp32 elsewhere. The compiled form is kept by Open
 cache (CACHE_DIR), which maps the blob rather than reading it. A freshly compiled tower serves only
 after it agreed with ONNX Runtime fp32 on the export's probe set (min cosine >= 0.999, each probe
 nearest its own reference) and with the vector recorded at export; only then is the note written
-that makes its cache trusted. A cached tower is probed again on every open, and one that is cut
-short, fails to load or fails to match is compiled again.
+that makes its cache trusted, with each blob's stamp (inode, size, mtime, ctime). A cached tower whose
+blobs still carry the stamps it was verified with opens without a probe (half of the ViT-B/32 image
+tower's warm open); one written or replaced since is probed again, and one that is cut short, fails
+to load or fails to match is compiled again.
 
     models/<fingerprint>/image.<precision>.ov/<hash>.blob  OpenVINO's cache of the compiled tower
-    models/<fingerprint>/image.<precision>.json            {key: what it was compiled for, blobs: {name: size}}
+    models/<fingerprint>/image.<precision>.json            {key: what it was compiled for, blobs: {name: size},
+                                                            verified: {name: stamp when it last passed}}
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.metadata
 import json
 import logging
 import os
 import platform
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .base import normalise
-from .runtime import Probed, ProbeFailed, RuntimeRefused, cosines, make_session
+from .runtime import Probed, ProbeFailed, RuntimeRefused, cosines, make_session, stamp, version
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +49,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def version(package: str) -> str | None:
-    """The installed version of a package, without importing it; None when it is not installed."""
+def import_openvino() -> Any:
+    """The openvino package without its model-conversion tools, which imgd never calls.
+
+    `import openvino` also imports openvino.tools.ovc (convert_model, and with it urllib, email and
+    its telemetry): about 60% of the package's import time, paid by every warm start. The package
+    imports them under `except ImportError`, so a None in sys.modules leaves them out; it is taken
+    away again, so a later explicit import of the tools still works.
+    """
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    tools = "openvino.tools.ovc"
+    blocked = tools not in sys.modules
+    if blocked:
+        sys.modules[tools] = None  # type: ignore[assignment]
     try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+        import openvino
+    finally:
+        if blocked and sys.modules.get(tools, 0) is None:
+            del sys.modules[tools]
+    return openvino
 
 
 def native_precision(core: Any, device: str = "CPU") -> str:
@@ -84,7 +101,7 @@ class OpenVinoRuntime:
 
     def __init__(self, precision: str = "auto", device: str = "CPU") -> None:
         try:
-            import openvino
+            openvino = import_openvino()
         except ImportError:
             raise RuntimeRefused("openvino is not installed (pip install openvino)") from None
         self.core = openvino.Core()
@@ -116,11 +133,16 @@ class OpenVinoRuntime:
         note = cache.with_suffix(".json")
         key = self._key(path)
         session: OvSession | None = None
-        if self._trusted(cache, note, key):
+        recorded = self._trusted(cache, note, key)
+        if recorded is not None:
             session, from_cache = self._compile(path, threads, cache)
             if from_cache:
+                # Stamped after the load: a blob written before or during it shows a new stamp.
+                if recorded.get("verified") == _stamps(cache):
+                    return session  # verified once, not written since: a flipped weight would have changed it
                 score = tower.probe(session)
                 if score >= self.threshold:
+                    self._save(cache, note, key)  # verified again, under the blobs' new stamps
                     return session
                 log.warning("%s is damaged (probe cosine %.6f); compiling it again", cache, score)
                 session = None
@@ -156,21 +178,21 @@ class OpenVinoRuntime:
             from_cache = False
         return OvSession(compiled), from_cache
 
-    def _trusted(self, cache: Path, note: Path, key: dict[str, Any]) -> bool:
-        """Whether the cache holds what the note says was verified: same key, the same blobs at their sizes."""
+    def _trusted(self, cache: Path, note: Path, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The note, if the cache holds what it says was verified: same key, the same blobs at their sizes."""
         try:
             recorded = json.loads(note.read_text())
         except (OSError, ValueError):
-            return False
+            return None
         if not isinstance(recorded, dict) or recorded.get("key") != key:
-            return False
+            return None
         blobs = recorded.get("blobs")
         found = _blobs(cache)
         if blobs != found:
             if found:  # a blob of another size: cut short or overwritten
                 log.warning("%s is damaged (%s where %s were written); compiling it again", cache, found, blobs)
-            return False
-        return bool(found)
+            return None
+        return recorded if found else None
 
     def _verify(self, path: Path, threads: int, tower: Probed, session: OvSession) -> float:
         """Refuse a compiled tower whose probe vectors stray from ONNX Runtime fp32's; return the worst cosine."""
@@ -191,10 +213,10 @@ class OpenVinoRuntime:
         return worst
 
     def _save(self, cache: Path, note: Path, key: dict[str, Any]) -> None:
-        """Write the note that makes the cache trusted: the key and each blob's size, once verified."""
+        """Write the note that makes the cache trusted: the key, each blob's size and stamp, once verified."""
         with contextlib.suppress(OSError):
             tmp = note.with_name(f".{note.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"key": key, "blobs": _blobs(cache)}))
+            tmp.write_text(json.dumps({"key": key, "blobs": _blobs(cache), "verified": _stamps(cache)}))
             os.replace(tmp, note)
 
 
@@ -211,5 +233,13 @@ def _blobs(cache: Path) -> dict[str, int]:
     """The blobs in an OpenVINO cache folder with their sizes."""
     try:
         return {p.name: p.stat().st_size for p in sorted(cache.glob("*.blob"))}
+    except OSError:
+        return {}
+
+
+def _stamps(cache: Path) -> dict[str, list[int]]:
+    """The stamp of each blob in an OpenVINO cache folder: any write or replacement changes it."""
+    try:
+        return {p.name: stamp(p) for p in sorted(cache.glob("*.blob"))}
     except OSError:
         return {}

@@ -12,14 +12,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch, display_path
-from ..ingest.engine import Engine
 from ..search.query import Searcher
 from ..store.catalog import Catalog, same_model
 from ..store.index import VectorIndex, discard_partial_saves
+
+if TYPE_CHECKING:  # the ingest engine is imported by the writers that build one: a search never needs it
+    from ..ingest.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +221,8 @@ def open_library(
         index = VectorIndex.load_verified(config.index_path, catalog, catalog.model_info()[1])  # type: ignore[index]
         index.exact_limit = config.exact_limit
         index.background = background
+        from ..ingest.engine import Engine
+
         engine = Engine(config, catalog, index, current, clock=clock, should_stop=should_stop)
         if changing:
             change = engine.begin_change(embedder)

@@ -118,8 +118,78 @@ def test_damaged_or_missing_compiled_cache_is_rebuilt_and_reverified(tiny_model,
         assert "is damaged" in caplog.text
 
 
+def probes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The towers probed from here on, by kind."""
+    from imgd.daemon.embedders.onnx import Tower
+
+    probed: list[str] = []
+    real = Tower.probe
+    monkeypatch.setattr(Tower, "probe", lambda self, session: probed.append(self.kind) or real(self, session))
+    return probed
+
+
+def rewrite(path: Path) -> None:
+    """Write a file again with the same bytes and set its mtime back: only the inode's ctime tells, and a probe."""
+    data, before = path.read_bytes(), path.stat()
+    path.chmod(0o644)  # OpenVINO writes its blobs read-only
+    path.write_bytes(data)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert path.stat().st_ino == before.st_ino and path.stat().st_ctime_ns != before.st_ctime_ns
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+def test_a_tower_verified_once_opens_without_its_probe_until_its_file_changes(tiny_model, state, monkeypatch, backend):
+    first = vectors(load(tiny_model, state, backend))
+    probed = probes(monkeypatch)
+    again = vectors(load(tiny_model, state, backend))
+    assert probed == []  # verified when first opened, unchanged since: the warm start skips the probe
+    np.testing.assert_allclose(first[0], again[0], atol=1e-5)
+    folder = export_folder(state)
+    changed = next(folder.glob("image.*.ov/*.blob")) if backend == "openvino" else folder / "image.onnx"
+    rewrite(changed)
+    vectors(load(tiny_model, state, backend))
+    assert probed == ["image"]  # the written file is probed again, then trusted under its new stamp
+    vectors(load(tiny_model, state, backend))
+    assert probed == ["image"]
+
+
+@pytest.mark.parametrize("backend", ["openvino", "onnx"])
+def test_a_text_search_opens_the_text_tower_alone(tiny_model, state, monkeypatch, backend):
+    from click.testing import CliRunner
+    from imgd.cli.main import cli
+    from imgd.daemon.embedders.onnx import Tower
+
+    for seed in range(2):
+        write_image(state.parent / "pics" / f"p{seed}.png", seed)
+    args = ["--state-dir", str(state), "--model", str(tiny_model), "--backend", backend, "-q"]
+    assert CliRunner().invoke(cli, [*args, "index", str(state.parent / "pics")]).exit_code == 0
+    opened: list[str] = []
+    real = Tower._open
+    monkeypatch.setattr(Tower, "_open", lambda self: opened.append(self.kind) or real(self))
+    result = CliRunner().invoke(cli, [*args, "search", "--direct", "a dog on the beach"])
+    assert result.exit_code == 0, result.output
+    assert "p0.png" in result.output and opened == ["text"]
+
+
+def test_a_warm_openvino_start_imports_neither_onnx_runtime_nor_openvinos_conversion_tools(tiny_model, state):
+    load(tiny_model, state, "openvino").encode_texts(["warm"])  # compiled, verified and cached
+    script = (
+        "import sys; from pathlib import Path; from imgd.daemon.embedders import load_embedder\n"
+        "e = load_embedder(sys.argv[1], device='cpu', backend='openvino', state_dir=Path(sys.argv[2]))\n"
+        "assert e.encode_texts(['a dog']).shape[0] == 1 and e.encode_images([]).shape[0] == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'onnxruntime' or m.startswith('openvino.tools')))\n"
+        "import openvino.tools.ovc  # left out of the start, still there for anyone who asks"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_model), str(state)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+
+
 def test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served(tiny_model, state, monkeypatch):
     load(tiny_model, state, "openvino").encode_images([])
+    rewrite(next(export_folder(state).glob("image.*.ov/*.blob")))  # a flip in place: the same size, a new stamp
     real = openvino.OvSession.run
     calls = []
 
@@ -330,7 +400,7 @@ def test_first_run_exports_in_a_child_and_never_imports_torch(tiny_model, tmp_pa
     imported = [
         line.rsplit("|", 1)[1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")
     ]
-    assert "onnxruntime" in imported  # the log is this process's own
+    assert "imgd.daemon.embedders.onnx" in imported  # the log is this process's own
     assert [m for m in imported if m.split(".")[0] in ("torch", "transformers", "sentence_transformers")] == []
     (record,) = (tmp_path / "state" / "models").glob("*/backend-*.json")  # and auto measured,
     assert "measuring which runtime" not in result.stderr  # in the export's child, not in this process:
