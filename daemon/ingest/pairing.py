@@ -27,6 +27,7 @@ class Pairing:
     catalog: Catalog
     config: Config
     filter: PathFilter
+    should_stop: Callable[[], bool]
 
     # OrphanHold's (orphans.py), declared only: a method here would come first in Engine's order and shadow it.
     _drop_orphans: Callable[..., None]
@@ -34,7 +35,7 @@ class Pairing:
     def walk_pairs(self, root: str) -> list[FileStat]:
         """The files below root to index: a folder walk less the companions (recorded as such here) and
         the videos no photo claims. No stat beyond the walk's own."""
-        stats = list(scan(root, self.filter, self.config.follow_symlinks))
+        stats = list(scan(root, self.filter, self.config.follow_symlinks, should_stop=self.should_stop))
         paired = companions.pair_up(stat.path for stat in stats)
         self.catalog.replace_siblings_under(root, paired)
         return [s for s in stats if s.path not in paired and self.filter.is_indexed_name(s.path)]
