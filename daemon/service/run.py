@@ -41,7 +41,7 @@ PERSIST_SCALE = 100_000  # vectors; above this the persist interval grows in pro
 # left: the catalog is durable at every commit, and the index file is a cache of it that the next start
 # brings up to date (an older save is patched, a half-written temp file discarded). systemd's
 # TimeoutStopSec (systemd/imgd.service, cli/unit.py) is set a margin above it.
-STOP_BUDGET = 1.5
+STOP_BUDGET = 1.0
 
 
 def sd_notify(message: str) -> None:

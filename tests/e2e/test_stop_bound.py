@@ -1,6 +1,6 @@
 """`imgd run` answers while its start-up reconcile still works, and SIGTERM ends it within its bound at any moment.
 
-The bound is the daemon's STOP_BUDGET (1.5 s) plus the process's own exit; the tests allow a margin on top
+The bound is the daemon's STOP_BUDGET (1 s) plus the process's own exit; the tests allow a margin on top
 for a loaded machine (several test runs share two cores), still far below systemd's TimeoutStopSec.
 """
 
