@@ -25,6 +25,7 @@ from ..ingest.worker import Worker
 from ..protocol import StatusRequest
 from ..search.query import Searcher
 from ..store.catalog import Catalog
+from ..store.index import discard_partial_saves
 from ..store.records import Change
 from .alerts import AlertService
 from .dupetracker import DupeTracker, library_vectors
@@ -316,6 +317,8 @@ class Daemon:
         steps.start()
         steps.join(max(0.0, self.stop_deadline - time.monotonic()))
         if steps.is_alive():
+            # A save cut short: its temp file, not the index file, which is replaced only whole.
+            discard_partial_saves(self.config.index_path)
             log.warning(
                 "stopped without waiting for %s (over %.1fs); the catalog has every change, and the next start "
                 "brings the index file up to date from it",
