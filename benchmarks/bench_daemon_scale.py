@@ -15,7 +15,13 @@ daemon loads, so the daemon finds the library indexed and embeds nothing. Then r
    idle CPU over 20 s, and the time SIGTERM takes;
 2. with the index file the first run saved: time to first answer and to reconciled, steady RSS;
 3. without an index file again, SIGTERM a second after the first answer (during the index build): the
-   time until the process exits.
+   time until the process exits;
+4. (`--runs 4`, issue 21's start-up) with an index file made here from the seed catalog: time to the first
+   answer and to reconciled, then SIGTERM at several moments, each in a fresh daemon: while the model
+   loads, a second after the first answer (mid-reconcile), when idle, and without an index file a second
+   after the first answer (the index build, then a save at shutdown).
+
+The words pass is off (IMGD_WORDS_ENABLED=0): the tree's files are 8-byte stand-ins, not pictures.
 
 The catalog is watched read-only from here (one count per poll); the daemon is asked its status once a
 second at most, so the harness itself stays off the daemon's hot path.
@@ -159,7 +165,9 @@ def wait(predicate, timeout: float, interval: float = 0.2) -> float | None:  # n
 class Run:
     """One `imgd run` over the library with its own state folder."""
 
-    def __init__(self, work: Path, root: Path, model: Path, seed: Path, keep_index: bool) -> None:
+    def __init__(
+        self, work: Path, root: Path, model: Path, seed: Path, keep_index: bool, index_file: Path | None = None
+    ) -> None:
         from imgd.daemon.paths import default_socket
 
         self.state = work / "state"
@@ -167,11 +175,14 @@ class Run:
             shutil.rmtree(self.state, ignore_errors=True)
             self.state.mkdir(parents=True)
             shutil.copy(seed, self.state / "catalog.db")
+            if index_file is not None:
+                shutil.copy(index_file, self.state / "index.faiss")
         self.env = {
             **common.imgd_env(work, self.state, model),
             "IMGD_DEVICE": "cpu",
             "IMGD_BACKEND": "torch",
             "IMGD_SETTLE_SECONDS": "1",
+            "IMGD_WORDS_ENABLED": "0",
         }
         self.socket = default_socket(self.state, str(work / "run"))
         self.log = work / "daemon.log"
@@ -325,6 +336,10 @@ def main() -> int:
         time.sleep(10)
         report("steady RSS / peak RSS", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
         report("SIGTERM -> exited", f"{run.stop():.1f} s")
+    if 4 in runs:
+        restore(root, seed)
+        print("run 4: start-up with an index file; SIGTERM at several moments", flush=True)
+        startup_runs(work, root, model, seed)
     if 3 in runs:
         restore(root, seed)
         print("run 3: no index file, SIGTERM during start-up", flush=True)
@@ -336,6 +351,53 @@ def main() -> int:
         report("state when signalled", f"{status.get('daemon', {}).get('state')}, index {status.get('search')}")
         report("SIGTERM -> exited", f"{run.stop(timeout=60):.1f} s")
     return 0
+
+
+def seed_index(seed: Path) -> Path:
+    """The index file a daemon would have saved for the seed catalog (IVF at this size), made once."""
+    from imgd.daemon.store.catalog import Catalog
+    from imgd.daemon.store.index import VectorIndex
+
+    path = seed.with_name("index.faiss")
+    if not path.exists():
+        catalog = Catalog(seed, readonly=True)
+        try:
+            index = VectorIndex.build(catalog, DIM)
+            index.rebuild_if_due()  # not background: the structure a long-running daemon ends with
+            index.save(path)
+        finally:
+            catalog.close()
+    return path
+
+
+def signalled(run: Run, label: str, after_answer: float | None) -> None:
+    """SIGTERM `after_answer` s after the first answer (None: while the model loads, 3 s after start)."""
+    if after_answer is None:
+        time.sleep(3.0)
+        state = "starting (no answer yet)" if not run.answers() else "answering already"
+    else:
+        wait(run.answers, 600, 0.25)
+        time.sleep(after_answer)
+        status = run.status() or {}
+        state = f"{status.get('daemon', {}).get('state')}, index {status.get('search', {}).get('kind')}"
+    took = run.stop(timeout=60)
+    report(f"SIGTERM {label} -> exited", f"{took:.2f} s ({state})")
+
+
+def startup_runs(work: Path, root: Path, model: Path, seed: Path) -> None:
+    """Issue 21's start-up figures: first answer and reconciled with an index file, SIGTERM at several moments."""
+    index_file = seed_index(seed)
+    run = Run(work, root, model, seed, keep_index=False, index_file=index_file)
+    answer = wait(run.answers, 600, 0.25)
+    report("index file present: start -> first search answered", f"{answer:.1f} s" if answer is not None else "never")
+    wait(run.idle, 1800, 0.5)
+    report("  start -> reconciled (worker idle)", f"{time.monotonic() - run.started:.1f} s")
+    report("  RSS now / peak", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
+    time.sleep(2.0)
+    report("SIGTERM when idle -> exited", f"{run.stop(timeout=60):.2f} s")
+    signalled(Run(work, root, model, seed, keep_index=False, index_file=index_file), "while the model loads", None)
+    signalled(Run(work, root, model, seed, keep_index=False, index_file=index_file), "1 s after the first answer", 1.0)
+    signalled(Run(work, root, model, seed, keep_index=False), "no index file, 1 s after the first answer", 1.0)
 
 
 def restore(root: Path, seed: Path) -> None:

@@ -1838,6 +1838,41 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_backends.py::test_a_text_search_opens_the_text_tower_alone[onnx]",),
         "a text search opens (and pays for) the image tower it never runs",
     ),
+    Mutation(
+        "reconcile-unchanged-per-file-at-v",
+        "daemon/ingest/engine.py",
+        'log.debug("unchanged: %s", display_path(stat.path))',
+        'log.log(DETAIL, "unchanged: %s", display_path(stat.path))',
+        (
+            "tests/integration/test_reconcile_cost.py::"
+            "test_reconcile_logs_one_unchanged_line_at_detail_and_each_file_only_at_debug",
+        ),
+        "-v on a million-file library logs a million lines at every reconcile",
+    ),
+    Mutation(
+        "walk-ignores-stop",
+        "daemon/ingest/scanner.py",
+        "if should_stop is not None and should_stop():",
+        "if False:",
+        ("tests/integration/test_reconcile_cost.py::test_the_walk_asks_the_stop_flag_before_each_folder",),
+        "SIGTERM waits for the walk of the whole library (seconds at 100k, a minute at 1M)",
+    ),
+    Mutation(
+        "stop-waits-for-every-part",
+        "daemon/service/run.py",
+        "steps.join(max(0.0, self.stop_deadline - time.monotonic()))",
+        "steps.join()",
+        ("tests/e2e/test_stop_bound.py::test_answers_during_the_start_up_reconcile_and_obeys_sigterm_mid_batch",),
+        "SIGTERM waits for a decode, an embedding batch, a k-means round or a 1 GB save: systemd kills it",
+    ),
+    Mutation(
+        "unit-stop-timeout-minutes",
+        "cli/unit.py",
+        "TimeoutStopSec=5",
+        "TimeoutStopSec=30",
+        ("tests/e2e/test_unit.py::test_the_stop_timeout_fits_the_daemons_stop_budget",),
+        "systemd waits 30 s for a daemon that is bound to exit in 1.5 s: a hung one holds a restart that long",
+    ),
 ]
 
 

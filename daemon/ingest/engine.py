@@ -287,15 +287,19 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
             if restored:
                 log.info("folder %s is back; checking its %d files", display_path(root), restored)
             known = {r.path: r for r in self.catalog.files_under(root)}
+            unchanged = 0
             for stat in self.walk_pairs(root, known):  # companions' rows, if they had any, go with the gone
                 if self.should_stop():
                     raise Stopped
                 record = known.pop(stat.path, None)
                 if record is not None and record.unchanged(stat):
-                    summary.unchanged += 1
-                    log.log(DETAIL, "unchanged: %s", display_path(stat.path))
+                    unchanged += 1
+                    # Per file only at -vv: at -v a million-file library would log a million lines per reconcile.
+                    log.debug("unchanged: %s", display_path(stat.path))
                     continue
                 candidates.append((stat, record))
+            summary.unchanged += unchanged
+            log.log(DETAIL, "unchanged files under %s: %d", display_path(root), unchanged)
             gone.extend(known.values())
         if on_total:
             on_total(len(candidates))

@@ -33,6 +33,7 @@ class Pairing:
     catalog: Catalog
     config: Config
     filter: PathFilter
+    should_stop: Callable[[], bool]
 
     # OrphanHold's (orphans.py), declared only: a method here would come first in Engine's order and shadow it.
     _drop_orphans: Callable[..., None]
@@ -41,7 +42,7 @@ class Pairing:
         """The files below root to index: a folder walk less the companions (recorded as such here) and
         the videos no photo claims. No stat beyond the walk's own; `known` (the rows below root) says
         which stills failed as they are now: those claim no companion."""
-        stats = list(scan(root, self.filter, self.config.follow_symlinks))
+        stats = list(scan(root, self.filter, self.config.follow_symlinks, should_stop=self.should_stop))
         known = known or {}
         failed = {s.path for s in stats if _failed_as_is(known.get(s.path), s)}
         paired = companions.pair_up((stat.path for stat in stats), failed)

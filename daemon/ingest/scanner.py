@@ -13,6 +13,7 @@ from ..errors import display_path
 from ..filetypes import IMAGE_EXTENSIONS, WATCHED_EXTENSIONS
 from ..store.records import FileStat
 from ..verbosity import DETAIL
+from .pool import Stopped
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +56,19 @@ def scan(
     path_filter: PathFilter,
     follow_symlinks: bool = False,
     on_error: Callable[[str, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Iterator[FileStat]:
-    """Yield every wanted regular file below root; unreadable folders are reported, never fatal."""
+    """Yield every wanted regular file below root; unreadable folders are reported, never fatal.
+
+    should_stop is asked before each folder: the walk of a million files takes longer than a SIGTERM may,
+    and it raises Stopped rather than end early (a walk cut short would read as files deleted)."""
     path_patterns = any("/" in pattern for pattern in path_filter.excludes)
     seen_dirs: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
         folder = stack.pop()
+        if should_stop is not None and should_stop():
+            raise Stopped
         try:
             info = os.stat(folder)
             key = (info.st_dev, info.st_ino)

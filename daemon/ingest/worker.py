@@ -99,7 +99,7 @@ class Worker:
             self.rescans.add("")
         self._thread.start()
 
-    def stop(self, timeout: float = 20.0) -> None:
+    def stop(self, timeout: float | None = 20.0) -> None:
         self.stop_event.set()
         self._thread.join(timeout)
 

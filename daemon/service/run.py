@@ -25,6 +25,7 @@ from ..ingest.worker import Worker
 from ..protocol import StatusRequest
 from ..search.query import Searcher
 from ..store.catalog import Catalog
+from ..store.index import discard_partial_saves
 from ..store.records import Change
 from .alerts import AlertService
 from .dupetracker import DupeTracker, library_vectors
@@ -37,6 +38,11 @@ log = logging.getLogger(__name__)
 ROOT_CHECK_INTERVAL = 10.0
 STATUS_INTERVAL = 5.0
 PERSIST_SCALE = 100_000  # vectors; above this the persist interval grows in proportion
+# Seconds from SIGTERM to exit. Stopping and the last save get this much; what is not done by then is
+# left: the catalog is durable at every commit, and the index file is a cache of it that the next start
+# brings up to date (an older save is patched, a half-written temp file discarded). systemd's
+# TimeoutStopSec (systemd/imgd.service, cli/unit.py) is set a margin above it.
+STOP_BUDGET = 1.0
 
 
 def sd_notify(message: str) -> None:
@@ -85,6 +91,9 @@ class Daemon:
                 log.warning("folder %s does not exist (yet); it is watched once it appears", display_path(root))
         self.started = time.time()
         self.stop_event = threading.Event()
+        self.stop_deadline: float | None = None  # monotonic; set by the first SIGTERM/SIGINT
+        self.stopping_step = ""  # what shutdown was doing when its time ran out, for the log
+        self._saver: threading.Thread | None = None  # a periodic save in progress
         worker_stop = threading.Event()
         # background: a large library switches to IVF without pausing searches.
         self.library = open_library(
@@ -194,6 +203,7 @@ class Daemon:
         return self.config.persist_interval * max(1.0, len(self.library.index) / PERSIST_SCALE)
 
     def persist(self) -> None:
+        """Save the index if it changed; an I/O error keeps the previous file."""
         started = time.monotonic()
         try:
             if self.library.engine.save_index():
@@ -202,6 +212,19 @@ class Daemon:
         except OSError as exc:
             # Full disk or I/O error: the old file is intact and the catalog holds every vector.
             log.error("could not save the index (%s); keeping the previous file and retrying later", exc.strerror)
+
+    def persist_in_background(self) -> None:
+        """A periodic save on its own thread: at 1M it writes ~1 GB, and the loop must stay free to see a SIGTERM."""
+        if self._saver is not None and self._saver.is_alive():
+            return
+        self._saver = threading.Thread(target=self.persist, name="imgd-save", daemon=True)
+        self._saver.start()
+
+    def request_stop(self, *_: object) -> None:
+        """The signal handler: the time to exit runs from here."""
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + STOP_BUDGET
+        self.stop_event.set()
 
     def unload_if_idle(self, now: float) -> bool:
         """Free the image model once no file has needed it for `idle_unload` seconds; it comes back lazily."""
@@ -219,9 +242,9 @@ class Daemon:
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: self.stop_event.set())
-        signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
+        # Until the handlers below are in place a SIGTERM ends the process at once (the default action):
+        # as safe as a crash, which the catalog and the index file are made to survive, and immediate
+        # where a handler would wait for the model's sessions or the watches to be set up.
         self.server = QueryServer(self.config.socket, self)
         warm = getattr(self.embedder, "warm", None)
         if warm is not None:
@@ -233,6 +256,9 @@ class Daemon:
             if self.alerts is not None:
                 self.alerts.start()  # before the catch-up: pictures that came while stopped are checked too
             self.worker.start(initial_reconcile=True)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self.request_stop)
+            signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
             self.server.start()
             log.info(
                 "imgd running: watching %s; queries on %s",
@@ -261,7 +287,7 @@ class Daemon:
                 sd_notify("WATCHDOG=1")
                 next_ping = now + ping_every
             if now >= next_persist:
-                self.persist()
+                self.persist_in_background()
                 next_persist = now + self.persist_every()
             if now >= next_reconcile and self.config.reconcile_interval > 0:
                 self.worker.request_rescan()
@@ -277,21 +303,62 @@ class Daemon:
                 next_status = now + STATUS_INTERVAL
         return 0
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> bool:
+        """Stop every part and save the index, within STOP_BUDGET of the signal; False when time ran out.
+
+        The steps run on a thread the main one waits for until the deadline: any of them can outlast it
+        (an embedding batch, a k-means round, writing a 1 GB index), and none is needed for what is saved.
+        """
         sd_notify("STOPPING=1")
         log.info("stopping: saving the index")
+        if self.stop_deadline is None:  # not a signal: the loop ended by itself (the worker died)
+            self.stop_deadline = time.monotonic() + STOP_BUDGET
+        steps = threading.Thread(target=self._stop_parts, name="imgd-stop", daemon=True)
+        steps.start()
+        steps.join(max(0.0, self.stop_deadline - time.monotonic()))
+        if steps.is_alive():
+            # A save cut short: its temp file, not the index file, which is replaced only whole.
+            discard_partial_saves(self.config.index_path)
+            log.warning(
+                "stopped without waiting for %s (over %.1fs); the catalog has every change, and the next start "
+                "brings the index file up to date from it",
+                self.stopping_step,
+                STOP_BUDGET,
+            )
+            return False
+        log.info("stopped")
+        return True
+
+    def _stop_parts(self) -> None:
+        """The shutdown's steps in order, each named for the log should the deadline pass during it."""
+
+        def step(name: str) -> None:
+            self.stopping_step = name
+            log.debug("stopping: %s", name)
+
+        step("the duplicates pass")
         self.dupes.stop()  # its pass would hold the exit until every block is done
         if self.server is not None:
+            step("the query server")
             with contextlib.suppress(Exception):
                 self.server.stop()
+        step("the watcher")
         self.watcher.stop()
-        self.worker.stop()
+        step("the indexing thread")
+        self.worker.stop(timeout=None)
         if self.alerts is not None:
+            step("the saved searches")
             self.alerts.stop()
-        self.library.index.close(wait=1.0)  # a background index build would only delay the save
+        step("the index build")
+        self.library.index.close(wait=None)  # cancelled between k-means rounds, it swaps nothing in
+        if self._saver is not None:
+            step("a periodic index save")
+            self._saver.join()
+        step("the index save")
         self.persist()
+        step("closing the catalog")
         self.library.close()
-        log.info("stopped")
+        self.stopping_step = ""
 
 
 def _library_vectors(config: Config) -> tuple[Any, Any]:
@@ -339,8 +406,8 @@ def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Calla
         lock.release()
         raise
     code = daemon.run()
-    # Saved and closed by now. What is left would only hold the exit: a cancelled index build inside one
-    # FAISS call, or the duplicates pass's pool, which the interpreter joins at exit (43 s after SIGTERM
-    # at 100k here, 19 of them after "stopped"); systemd would kill it at its stop timeout anyway.
+    # Saved and closed by now, or STOP_BUDGET ran out first. What is left would only hold the exit: a
+    # cancelled index build inside one FAISS call, the duplicates pass's pool, which the interpreter joins
+    # at exit (43 s after SIGTERM at 100k here, 19 of them after "stopped"), or an unfinished save.
     logging.shutdown()
     os._exit(code)

@@ -162,6 +162,14 @@ def test_the_repository_copy_is_the_rendered_template(monkeypatch: pytest.Monkey
     )
 
 
+def test_the_stop_timeout_fits_the_daemons_stop_budget() -> None:
+    """systemd waits TimeoutStopSec before SIGKILL: above the daemon's own bound, but not minutes of it."""
+    from imgd.daemon.service.run import STOP_BUDGET
+
+    timeout = float(re.search(r"^TimeoutStopSec=(\d+)$", unit.reference_unit(), re.M).group(1))  # type: ignore[union-attr]
+    assert 2 * STOP_BUDGET <= timeout <= 10
+
+
 # -- install_unit --------------------------------------------------------------------------
 
 

@@ -29,8 +29,9 @@ def test_each_v_shows_more_in_the_daemon_log(tmp_path: Path, tiny_model: Path) -
             daemon.wait_idle()
             assert daemon.stop() == 0, daemon.log()
             logs[" ".join(flags) or "default"] = daemon.log()[offset:]
-    per_file = [f"unchanged: {pics / 'a.jpg'}", f"excluded: {pics / '.hidden.jpg'}", "settled: ", "known content"]
+    per_file = [f"excluded: {pics / '.hidden.jpg'}", "settled: ", "known content"]
     debug = [
+        f"DEBUG unchanged: {pics / 'a.jpg'}",  # per unchanged file only at -vv: a million lines at 1M
         "event: upsert ",
         "embedded a batch of ",
         "reconciled 1 folders in ",
@@ -45,6 +46,7 @@ def test_each_v_shows_more_in_the_daemon_log(tmp_path: Path, tiny_model: Path) -
     assert f"DETAIL known content, not embedded again: {pics / 'copy1.jpg'}" in verbose
     assert f"DETAIL settled: {pics / 'new1.jpg'}" in verbose
     assert all(line in verbose for line in per_file), verbose
+    assert f"DETAIL unchanged files under {pics}: 3" in verbose  # a.jpg, new0.jpg, copy0.jpg: one summary line
     assert not [line for line in debug if line in verbose], verbose
     very = logs["-vv"]
     assert f"DEBUG event: upsert {pics / 'new2.jpg'}" in very
