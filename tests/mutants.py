@@ -1622,6 +1622,38 @@ MUTATIONS: list[Mutation] = [
         ),
         "a text whose words are in most pictures makes every search of a large library take seconds",
     ),
+    Mutation(
+        "cluster-vectors-ignored",
+        "daemon/ingest/engine.py",
+        "        if all(item.vectors is not None for item in batch):",
+        "        if False:",
+        ("tests/integration/test_cluster.py::test_a_local_cluster_indexes_what_a_local_run_does",),
+        "files a cluster's workers embedded are embedded again here (or fail: their pixels never came back)",
+    ),
+    Mutation(
+        "cluster-metadata-dropped",
+        "daemon/ingest/cluster.py",
+        "    item = _Loaded(stat, previous, got.digest, None, got.width, got.height, got.error, got.meta)",
+        "    item = _Loaded(stat, previous, got.digest, None, got.width, got.height, got.error, None)",
+        ("tests/integration/test_cluster.py::test_a_local_cluster_indexes_what_a_local_run_does",),
+        "pictures indexed on a cluster lose what their bytes say (date, camera, size) that a local run keeps",
+    ),
+    Mutation(
+        "cluster-no-ray-traceback",
+        "daemon/ingest/cluster.py",
+        "    except ImportError:\n        raise ClusterUnavailable(",
+        "    except KeyError:\n        raise ClusterUnavailable(",
+        ("tests/integration/test_cluster.py::test_without_ray_cluster_is_one_sentence",),
+        "--cluster without the extra installed ends in a traceback instead of one sentence",
+    ),
+    Mutation(
+        "cluster-checked-late",
+        "cli/index.py",
+        "        import_ray()\n",
+        "        pass\n",
+        ("tests/integration/test_cluster.py::test_without_ray_cluster_is_one_sentence",),
+        "--cluster without Ray loads the model and opens (creates) the catalog before saying it cannot run",
+    ),
 ]
 
 
