@@ -37,10 +37,10 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         if not folder.is_dir():
             problem = "not a folder" if folder.exists() else "no such folder"
             raise UserError(f"{display_path(str(folder))}: {problem}; give the folders that hold your images.")
-    if cluster is not None:  # before the model loads: a missing extra is said at once
-        from imgd.daemon.ingest.cluster import import_ray
+    if cluster is not None:  # before the model loads: a missing extra or a wrong address is said at once
+        from imgd.daemon.ingest.cluster import check
 
-        import_ray()
+        check(cluster)
     from imgd.daemon.service.library import open_library, with_catalog_model
 
     config = with_catalog_model(get_config(ctx))

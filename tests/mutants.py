@@ -1649,7 +1649,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "cluster-checked-late",
         "cli/index.py",
-        "        import_ray()\n",
+        "        check(cluster)\n",
         "        pass\n",
         ("tests/integration/test_cluster.py::test_without_ray_cluster_is_one_sentence",),
         "--cluster without Ray loads the model and opens (creates) the catalog before saying it cannot run",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 LOCAL = ("auto", "local")  # addresses that start a cluster on this machine for the run (auto: unless one runs)
 TASK_FILES = 8  # photos a task reads and embeds: small enough to spread 60 files evenly over the workers
 IN_FLIGHT = 2  # tasks queued per worker, so a worker never waits for the next one to arrive
+WORKER_CPUS = 1  # each worker reads and embeds on one CPU, so a node runs one worker per core
+CONNECT_TIMEOUT = 5.0  # seconds to wait for a cluster's address to answer at all
 RETRIES = 3  # a worker lost mid-run (node gone, process killed) is restarted and its task run again
 
 
@@ -49,6 +52,13 @@ def import_ray() -> Any:
     return ray
 
 
+def check(address: str) -> None:
+    """Say at once, before the model loads, that Ray is missing or that nothing answers at address."""
+    import_ray()
+    if address not in LOCAL:
+        _reachable(address)
+
+
 @dataclass
 class Embedded:
     """What a worker sends back for one file: never its pixels, only what the catalog keeps."""
@@ -63,8 +73,9 @@ class Embedded:
     duration: float = 0.0
 
 
-def load_embedder(config: Config) -> Any:
-    """The configured model, loaded the way a local run loads it (the backend measured fastest for `auto`)."""
+def load_embedder(config: Config, threads: int = 0) -> Any:
+    """The configured model, loaded the way a local run loads it (the backend measured fastest for `auto`),
+    its runtime on `threads` threads (0: one per core)."""
     from ..embedders import load_embedder as load
 
     return load(
@@ -75,6 +86,7 @@ def load_embedder(config: Config) -> Any:
         backend=config.backend,
         state_dir=config.state_dir,
         text_model=config.text_model or None,
+        threads=threads,
     )
 
 
@@ -83,7 +95,9 @@ class Worker:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self.embedder = load_embedder(config)
+        # One thread on the worker's one CPU: workers share a node's cores, so a model on every core in
+        # each of them would oversubscribe the node (Ray sets OMP_NUM_THREADS=1 for torch likewise).
+        self.embedder = load_embedder(config, threads=WORKER_CPUS)
 
     def ready(self) -> str:
         """The model's name, once it is loaded: the driver waits for every worker before timing."""
@@ -125,7 +139,7 @@ class Cluster:
         self._connect(address, num_cpus or config.threads())
         try:
             cpus = int(self.ray.cluster_resources().get("CPU", 1))
-            actor = self.ray.remote(num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)(Worker)
+            actor = self.ray.remote(num_cpus=WORKER_CPUS, max_restarts=RETRIES, max_task_retries=RETRIES)(Worker)
             self.workers = [actor.remote(config) for _ in range(max(1, cpus))]
             self.ray.get([worker.ready.remote() for worker in self.workers])  # every model loaded
         except self.ray.exceptions.RayError as exc:
@@ -157,6 +171,7 @@ class Cluster:
             )
             self.started_here = True
             return
+        _reachable(address)
         try:
             self.ray.init(address=address, **quiet)
         except Exception as exc:  # noqa: BLE001 - Ray raises many kinds for an address it cannot reach
@@ -209,6 +224,21 @@ def _loaded(stat: FileStat, previous: Any, got: Embedded, known: Callable[[str],
         if got.times is not None:
             item.frames = video.Sampled(got.meta, got.duration, got.times, [], [])
     return item
+
+
+def _reachable(address: str) -> None:
+    """Refuse at once an address nothing listens at: Ray would retry it for minutes, logging as it goes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterUnavailable(
+            f"--cluster takes 'local', 'auto', ray://HOST:PORT or HOST:PORT, not '{address}'."
+        ) from None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT).close()
+    except OSError as exc:
+        raise ClusterUnavailable(
+            f"cannot reach the Ray cluster at '{address}' ({exc.strerror or exc}); is it running?"
+        ) from None
 
 
 def _reason(exc: BaseException) -> str:

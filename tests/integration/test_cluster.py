@@ -94,3 +94,21 @@ def test_without_ray_cluster_is_one_sentence(tmp_path, pics, shapes_model, monke
         " --cluster needs Ray, which is not installed; install it with: pip install 'imgd[cluster]'.\n"
     )
     assert not (tmp_path / "s" / "catalog.db").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    ("address", "said"),
+    [
+        ("127.0.0.1:1", "cannot reach the Ray cluster at '127.0.0.1:1' (Connection refused); is it running?"),
+        ("ray://127.0.0.1:1", "cannot reach the Ray cluster at 'ray://127.0.0.1:1' (Connection refused)"),
+        ("nowhere", "--cluster takes 'local', 'auto', ray://HOST:PORT or HOST:PORT, not 'nowhere'."),
+    ],
+)
+def test_an_address_nothing_answers_at_is_one_sentence_at_once(tmp_path, pics, shapes_model, address, said):
+    args = ["--state-dir", str(tmp_path / "s"), "--model", str(shapes_model), "--device", "cpu"]
+    result = CliRunner().invoke(cli, [*args, "index", "--cluster", address, str(pics)])
+
+    assert result.exit_code == 2, result.output
+    assert result.stderr.count("\n") == 1 and said in result.stderr
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "s" / "catalog.db").exists()  # said before the model loaded and the catalog opened
