@@ -1631,12 +1631,12 @@ MUTATIONS: list[Mutation] = [
         "files a cluster's workers embedded are embedded again here (or fail: their pixels never came back)",
     ),
     Mutation(
-        "cluster-metadata-dropped",
+        "cluster-vectors-misassigned",
         "daemon/ingest/cluster.py",
-        "    item = _Loaded(stat, previous, got.digest, None, got.width, got.height, got.error, got.meta)",
-        "    item = _Loaded(stat, previous, got.digest, None, got.width, got.height, got.error, None)",
+        "rows, position = vectors[position : position + item.count], position + item.count",
+        "rows, position = vectors[0 : item.count], position + item.count",
         ("tests/integration/test_cluster.py::test_a_local_cluster_indexes_what_a_local_run_does",),
-        "pictures indexed on a cluster lose what their bytes say (date, camera, size) that a local run keeps",
+        "every file of a worker's batch is filed under the first file's vector: search finds the wrong pictures",
     ),
     Mutation(
         "cluster-no-ray-traceback",
