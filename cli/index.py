@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from collections.abc import Callable
@@ -19,8 +20,14 @@ from .group import UserError, get_config, note, quiet, verbosity
 @click.argument("folders", nargs=-1, required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--reembed", is_flag=True, help="Re-embed everything with the current model (after changing --model).")
 @click.option("--rebuild", is_flag=True, help="Set a damaged catalog aside and index the folders anew.")
+@click.option(
+    "--cluster",
+    metavar="ADDRESS",
+    help="Read and embed new files on a Ray cluster: 'local' starts one here for the run, 'auto' joins the one "
+    "running here (else starts one), or ray://HOST:PORT / HOST:PORT. Needs imgd[cluster].",
+)
 @click.pass_context
-def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild: bool) -> None:
+def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild: bool, cluster: str | None) -> None:
     """Index FOLDERS once: add new images, re-embed changed ones, drop deleted ones.
 
     On a terminal it shows a progress bar; it ends with a summary line; -q/--quiet shows neither.
@@ -30,6 +37,10 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         if not folder.is_dir():
             problem = "not a folder" if folder.exists() else "no such folder"
             raise UserError(f"{display_path(str(folder))}: {problem}; give the folders that hold your images.")
+    if cluster is not None:  # before the model loads: a missing extra or a wrong address is said at once
+        from imgd.daemon.ingest.cluster import check
+
+        check(cluster)
     from imgd.daemon.service.library import open_library, with_catalog_model
 
     config = with_catalog_model(get_config(ctx))
@@ -40,7 +51,10 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
     if reembed and not library.reembedding:
         note(ctx, f"the catalog already holds the vectors of model '{embedder.name}'; nothing to re-embed.")
     try:
-        with render.progress_bar(not quiet(ctx) and sys.stderr.isatty()) as (on_total, progress):
+        with (
+            on_cluster(library.engine, cluster),
+            render.progress_bar(not quiet(ctx) and sys.stderr.isatty()) as (on_total, progress),
+        ):
             if library.engine.change is not None:
                 change_model(ctx, library, on_total, progress)
             roots = [str(f.resolve()) for f in folders]
@@ -60,6 +74,15 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
         library.close()
     if not quiet(ctx):
         click.echo(render.summary_line(summary, time.monotonic() - started), err=True)
+
+
+def on_cluster(engine: Any, address: str | None) -> contextlib.AbstractContextManager[Any]:
+    """The engine embeds on the Ray cluster at address for the run, or locally without one."""
+    if address is None:
+        return contextlib.nullcontext()
+    from imgd.daemon.ingest.cluster import attached
+
+    return attached(engine, address)
 
 
 def change_model(

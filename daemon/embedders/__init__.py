@@ -28,6 +28,7 @@ def load_embedder(
     backend: str = "torch",
     state_dir: Path | None = None,
     text_model: str | None = None,
+    threads: int = 0,
 ) -> Embedder:
     """The model for `backend`; `auto` takes the exported runtime measured fastest here.
 
@@ -54,7 +55,13 @@ def load_embedder(
 
         def load(runtime: Any = None, measure: bool = False) -> Embedder:
             return load_onnx(
-                model, state_dir, batch_size=batch_size, text_model=text_model, runtime=runtime, measure=measure
+                model,
+                state_dir,
+                batch_size=batch_size,
+                text_model=text_model,
+                threads=threads,  # an exported runtime's threads (0: one per core); torch follows OMP_NUM_THREADS
+                runtime=runtime,
+                measure=measure,
             )
 
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import chain
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 FIRST_BATCH = 8  # images in the first forward pass of a run; later ones use config.batch_size
 
 ProgressFn = Callable[[int], None]
+Item = tuple[FileStat, "FileRecord | None"]
+# (photos, videos, known) -> the loaded files with their vectors, in any order (cluster.Cluster).
+RemoteLoads = Callable[[list[Item], list[Item], Callable[[str], bool]], Iterator["_Loaded"]]
 
 
 @dataclass
@@ -56,11 +59,52 @@ class _Loaded:
     meta: ImageMeta | None = None
     next_image: object | None = None  # prepared for the new model, during a model change
     frames: video.Sampled | None = None  # a video's prepared frames, in place of image and next_image
+    vectors: np.ndarray | None = None  # embedded already, by a cluster's worker (cluster.py): one row a picture
 
     @property
     def count(self) -> int:
         """Pictures to embed: a video's frames, a photo's one, none for known bytes."""
+        if self.vectors is not None:
+            return len(self.vectors)
         return len(self.frames.times) if self.frames is not None else int(self.image is not None)
+
+
+def load_file(
+    stat: FileStat,
+    previous: FileRecord | None,
+    config: Config,
+    embedder: Embedder,
+    next_embedder: Embedder | None = None,
+    known: Callable[[str], bool] = lambda digest: False,
+) -> _Loaded:
+    """Read, hash, decode and prepare one file for the embedder; a file that cannot be read says why.
+
+    Known bytes (`known(digest)`) are not decoded. The engine's decode threads and a cluster's workers both
+    run this, so a file is read the same way wherever it is embedded.
+    """
+    result = _Loaded(stat, previous)
+    try:
+        if video.is_video(stat.path):
+            result.digest = video.hash_file(stat.path)
+            if not known(result.digest):
+                result.frames = video.prepare(stat.path, embedder, next_embedder)
+                result.meta = result.frames.meta
+                result.width, result.height = result.meta.width, result.meta.height
+            return result
+        data, result.digest = imaging.read_and_hash(stat.path)
+        if known(result.digest):
+            log.log(DETAIL, "known content, not embedded again: %s", display_path(stat.path))
+            return result
+        image, result.meta = imaging.decode_with_meta(stat.path, data, config.max_image_pixels)
+        result.width, result.height = result.meta.width, result.meta.height
+        result.image = embedder.prepare(image)
+        if next_embedder is not None:
+            result.next_image = next_embedder.prepare(image)
+    except ImageReadError as exc:
+        result.error = exc.reason
+    except Exception as exc:  # noqa: BLE001 - one strange file must never stop a run
+        result.error = f"unexpected error ({type(exc).__name__}: {exc})"
+    return result
 
 
 class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, OrphanHold, Outcomes):
@@ -94,6 +138,9 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         self._media_after = 0  # backfill_media's place in the catalog: contents up to here were tried
         self._pool = ThreadPoolExecutor(max_workers=config.threads(), thread_name_prefix="imgd-decode")
         self.change: ModelChange | None = None  # a model change under way: new files are embedded by both
+        # Set by cluster.py for `imgd index --cluster`: reads and embeds new files on a Ray cluster's
+        # workers in place of the decode threads and the local model (not during a model change).
+        self.remote: RemoteLoads | None = None
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
@@ -114,31 +161,8 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         return self._readers.get().content_id(digest) is not None
 
     def _load(self, item: tuple[FileStat, FileRecord | None]) -> _Loaded:
-        stat, previous = item
-        result = _Loaded(stat, previous)
-        try:
-            if video.is_video(stat.path):
-                result.digest = video.hash_file(stat.path)
-                if not self._known(result.digest):
-                    nxt = self.change.embedder if self.change is not None else None
-                    result.frames = video.prepare(stat.path, self.embedder, nxt)
-                    result.meta = result.frames.meta
-                    result.width, result.height = result.meta.width, result.meta.height
-                return result
-            data, result.digest = imaging.read_and_hash(stat.path)
-            if self._known(result.digest):
-                log.log(DETAIL, "known content, not embedded again: %s", display_path(stat.path))
-                return result
-            image, result.meta = imaging.decode_with_meta(stat.path, data, self.config.max_image_pixels)
-            result.width, result.height = result.meta.width, result.meta.height
-            result.image = self.embedder.prepare(image)
-            if self.change is not None:
-                result.next_image = self.change.embedder.prepare(image)
-        except ImageReadError as exc:
-            result.error = exc.reason
-        except Exception as exc:  # noqa: BLE001 - one strange file must never stop a run
-            result.error = f"unexpected error ({type(exc).__name__}: {exc})"
-        return result
+        nxt = self.change.embedder if self.change is not None else None
+        return load_file(item[0], item[1], self.config, self.embedder, nxt, self._known)
 
     # -- ingest -----------------------------------------------------------------------------
 
@@ -161,11 +185,13 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         # until a full batch is decoded (~1 s at batch 32 on 2 cores).
         limit = min(FIRST_BATCH, self.config.batch_size)
         photos, videos = video.split(items)
-        # Videos after photos, fewer in flight: each holds up to video.MAX_FRAMES prepared frames.
-        loads = chain(
-            bounded_map(self._pool, self._load, photos, window),
-            bounded_map(self._pool, self._load, videos, self.config.threads()),
-        )
+        if self.remote is not None and self.change is None:  # a cluster's workers read and embed them
+            loads = self.remote(photos, videos, self._known)
+        else:  # videos after photos, fewer in flight: each holds up to video.MAX_FRAMES prepared frames
+            loads = chain(
+                bounded_map(self._pool, self._load, photos, window),
+                bounded_map(self._pool, self._load, videos, self.config.threads()),
+            )
         for loaded in loads:
             if self.should_stop():
                 raise Stopped
@@ -189,17 +215,7 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         gone_contents: dict[int, list[str]],
         summary: IndexSummary,
     ) -> None:
-        started = time.monotonic()
-        images = [image for item in batch for image in (item.frames.images if item.frames else [item.image])]
-        vectors = self.embedder.encode_images(images) if batch else None
-        if batch:
-            seconds = time.monotonic() - started
-            log.debug(  # a video's frames count one image each
-                "embedded a batch of %d images in %.2fs (%.1f/s)",
-                len(images),
-                seconds,
-                len(images) / max(seconds, 1e-9),
-            )
+        vectors = self._embed(batch) if batch else None
         change = self.change
         if change and batch:
             nexts = [i for item in batch for i in (item.frames.next_images if item.frames else [item.next_image])]
@@ -253,6 +269,22 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         self._flush_events()
         if retry:
             summary.merge(self.ingest([(item.stat, item.previous) for item in retry], gone_contents))
+
+    def _embed(self, batch: list[_Loaded]) -> np.ndarray:
+        """One row per picture of the batch: embedded here, or already by a cluster's workers."""
+        if all(item.vectors is not None for item in batch):
+            return np.vstack([item.vectors for item in batch])
+        started = time.monotonic()
+        images = [image for item in batch for image in (item.frames.images if item.frames else [item.image])]
+        vectors = self.embedder.encode_images(images)
+        seconds = time.monotonic() - started
+        log.debug(  # a video's frames count one image each
+            "embedded a batch of %d images in %.2fs (%.1f/s)",
+            len(images),
+            seconds,
+            len(images) / max(seconds, 1e-9),
+        )
+        return vectors
 
     # -- reconcile --------------------------------------------------------------------------
 
