@@ -1905,6 +1905,23 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_cluster.py::test_without_ray_cluster_is_one_sentence",),
         "--cluster without Ray loads the model and opens (creates) the catalog before saying it cannot run",
     ),
+    # -- lead, session 3: a decoder's RuntimeError is a failed file, never a failed step ----------
+    Mutation(
+        "decoder-runtime-error-escapes",
+        "daemon/ingest/imaging.py",
+        "    except RuntimeError as exc:  # a plugin's own decoder",
+        "    except ZeroDivisionError as exc:  # a plugin's own decoder",
+        ("tests/integration/test_imaging.py::test_bytes_that_only_look_like_jpeg_xl_fail_in_one_line",),
+        "bytes starting FF 0A (a JPEG XL signature) are an 'unexpected error', and in the words pass a rescan",
+    ),
+    Mutation(
+        "words-pass-error-escapes",
+        "daemon/ingest/wordspass.py",
+        "            except Exception as exc:  # noqa: BLE001 - one odd file is one line",
+        "            except ZeroDivisionError as exc:  # noqa: BLE001 - one odd file is one line",
+        ("tests/integration/test_imaging.py::test_an_error_reading_a_files_words_is_one_line_and_the_pass_goes_on",),
+        "a file the OCR cannot take fails the worker's step, and the daemon rescans the library for it",
+    ),
 ]
 
 

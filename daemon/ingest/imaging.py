@@ -180,6 +180,9 @@ def decode_picture(
         raise ImageReadError(path, f"cannot decode ({reason})") from None
     except MemoryError:
         raise ImageReadError(path, "not enough memory to decode") from None
+    except RuntimeError as exc:  # a plugin's own decoder (pillow-jxl's libjxl) failing on what looks like its format
+        reason = str(exc).split("\n")[0].split(". ")[0].strip() or type(exc).__name__
+        raise ImageReadError(path, f"cannot decode ({reason})") from None
 
 
 def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
@@ -215,4 +218,5 @@ def probe(path: str, expected: tuple[int, int] | None = None) -> ImageMeta:
         except UnidentifiedImageError:
             raise ImageReadError(path, "not a recognised image format") from None
         except Exception as exc:  # noqa: BLE001 - a strange header must not stop a backfill
-            raise ImageReadError(path, f"cannot read the header ({type(exc).__name__}: {exc})") from None
+            first = str(exc).split("\n")[0].split(". ")[0].strip()
+            raise ImageReadError(path, f"cannot read the header ({type(exc).__name__}: {first})") from None

@@ -132,6 +132,9 @@ class WordsPass:
                 )
             except ImageReadError as exc:
                 log.debug("cannot read the words of %s: %s", display_path(stat.path), exc.reason)
+            except Exception as exc:  # noqa: BLE001 - one odd file is one line, never a failed step (a rescan)
+                first = str(exc).split("\n")[0] or type(exc).__name__
+                log.warning("cannot read the words of %s: %s", display_path(stat.path), first)
         return content_id, []
 
     def _video_words(self, reader: WordReader, content_id: int, path: str) -> list[WordLine]:

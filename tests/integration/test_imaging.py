@@ -347,6 +347,36 @@ def test_non_image_bytes_fail_as_unrecognised(engine: Engine, tmp_path: Path, na
     assert expect_read_error(engine, path) == "not a recognised image format"
 
 
+def test_bytes_that_only_look_like_jpeg_xl_fail_in_one_line(engine: Engine, tmp_path: Path) -> None:
+    # FF 0A opens a JPEG XL codestream: pillow-jxl claims the file and libjxl raises RuntimeError with a
+    # two-line plea to rebuild it from source. That was an "unexpected error" here, and in the words
+    # pass an exception that made the daemon rescan the whole library, once per such file.
+    path = tmp_path / "odd.jpg"
+    path.write_bytes(b"\xff\x0a" + bytes(6))
+    reason = expect_read_error(engine, path)
+    assert reason.startswith("cannot decode (") and "\n" not in reason, reason
+    with pytest.raises(ImageReadError, match="cannot read the header") as caught:
+        imaging.probe(str(path))
+    assert "\n" not in str(caught.value)
+
+
+def test_an_error_reading_a_files_words_is_one_line_and_the_pass_goes_on(engine, tmp_path, monkeypatch, caplog):
+    # Any exception out of the words pass failed the worker's step, and the worker rescans the whole
+    # library after a failed step: one such file cost a full reconcile, again at every batch.
+    from imgd.daemon.ingest import wordspass
+
+    path = write_image(tmp_path / "a.png", seed=5)
+    info = os.stat(path)
+
+    def gives_up(*args, **kwargs):
+        raise RuntimeError("Generic Error.\nPlease build libjxl from source")
+
+    monkeypatch.setattr(wordspass, "read_file", gives_up)
+    with caplog.at_level("WARNING"):
+        assert engine._read(None, (7, [FileStat(str(path), info.st_size, info.st_mtime_ns)])) == (7, [])
+    assert [r.getMessage() for r in caplog.records] == [f"cannot read the words of {path}: Generic Error."]
+
+
 def test_decompression_bomb_fails_without_allocating(engine: Engine, tmp_path: Path) -> None:
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header_only(30000, 30000))
