@@ -85,6 +85,7 @@ class Worker:
         self.idle = threading.Event()
         self._backoff = MIN_BACKOFF
         self._media_due = True  # contents from before metadata was kept may lack it: read their headers
+        self._places_due = True  # positions stored before places were named (a catalog kept from before them)
         self._words_due = True  # pictures embedded but not read for words yet (any new file makes it so)
         # A model change: the daemon's switch (it holds searches off), else the engine's own.
         self.finish_change = finish_change or engine.finish_change
@@ -130,6 +131,11 @@ class Worker:
                     # A small batch at a time, between events, so a new file never waits behind it.
                     self.stats.busy = "reading metadata"
                     self._media_due = self.engine.backfill_media() > 0
+                    continue
+                if self._places_due and self.changes.empty():
+                    # Like the metadata: a batch of ~50 ms between events, settled files first.
+                    self.stats.busy = "naming places"
+                    self._places_due = self.engine.place_batch() > 0
                     continue
                 if self.engine.changing and self.changes.empty() and self.monotonic() >= self._reembed_at:
                     self._reembed()
