@@ -173,6 +173,10 @@ class Worker:
                 self.stats.busy = "retrying"  # not idle: a rescan is due after the pause
                 self.stop_event.wait(5.0)
 
+    def files_waiting(self) -> bool:
+        """New files are being embedded or wait to be (any thread): background passes give way meanwhile."""
+        return self.stats.busy == "indexing" or self._file_waiting()
+
     def _file_waiting(self) -> bool:
         """A new event or a settling file: the words pass gives way to it."""
         return not self.changes.empty() or bool(self.pending)
