@@ -45,6 +45,8 @@ class MediaBackfill:
         if not backlog:
             return 0
         found = list(bounded_map(self._pool, self._probe, backlog, window=max(limit, 1)))
+        if any(meta is not None and meta.latitude is not None for _, meta in found):
+            places.gazetteer()  # the city table loads before the write transaction, not inside it
         with self.catalog.transaction():
             for content_id, meta in found:
                 if meta is not None:

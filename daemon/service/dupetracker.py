@@ -61,8 +61,9 @@ class DupeTracker:
 
     The first answer is computed from the catalog in a background thread, whose blocks give way while
     new files wait (`busy`); contents added or removed meanwhile are queued and applied once it is done.
-    Each content keeps pairs with its PAIR_LIMIT nearest (pairs.py), in the first pass as in the upkeep. After that, a new content costs one range search
-    over the live index and a removed one a dictionary deletion. Moves and extra copies change no
+    Each content keeps pairs with its PAIR_LIMIT nearest (pairs.py), in the first pass as in the upkeep.
+    After that, a new content costs one range search over the live index and a removed one a dictionary
+    deletion. Moves and extra copies change no
     content, so they need no upkeep here: files are read from the catalog when groups are listed.
     The pairs are kept between the index's vector ids, the only ids its events carry (a removed
     vector's content is gone from the catalog by then); `owners` maps them to contents when pairs are
