@@ -7,7 +7,7 @@ import json
 import math
 import os
 import subprocess
-import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -518,19 +518,24 @@ def test_a_clump_of_near_identical_frames_keeps_few_pairs_and_still_groups_as_on
 
 
 def test_the_first_duplicates_pass_gives_way_while_new_files_wait() -> None:
-    """Its blocks wait while the worker has files to embed (the daemon passes worker.files_waiting), and go
-    on once none waits."""
+    """Its blocks ask whether files wait (the daemon passes worker.files_waiting) and wait while they do,
+    then go on once none waits."""
     rng = np.random.default_rng(5)
     vectors = unit(rng.normal(size=(6000, 32))).astype(np.float16)
     ids = np.arange(6000, dtype=np.int64)
-    waiting = threading.Event()
-    waiting.set()
-    tracker = DupeTracker(None, lambda: (ids, vectors), 0.975, busy=waiting.is_set)  # type: ignore[arg-type]
+    asked: list[float] = []
+
+    def files_waiting() -> bool:  # files wait for the first 20 asks (50 ms waits, two blocks at once)
+        asked.append(time.monotonic())
+        return len(asked) <= 20
+
+    tracker = DupeTracker(None, lambda: (ids, vectors), 0.975, busy=files_waiting)  # type: ignore[arg-type]
+    started = time.monotonic()
     tracker.start()
     try:
-        assert not tracker.wait_ready(1.5), "the pass ran on while files waited"
-        waiting.clear()
-        assert tracker.wait_ready(60) and tracker.error is None
+        assert tracker.wait_ready(120) and tracker.error is None
     finally:
         tracker.stop()
         tracker.join(30)
+    assert len(asked) > 20, "the pass never asked whether files wait"
+    assert asked[20] - started >= 0.4, "the pass did not wait while files waited"  # two blocks wait at once
