@@ -1484,9 +1484,8 @@ MUTATIONS: list[Mutation] = [
         "first-pass-scores-every-candidate-at-once",
         "daemon/search/pairs.py",
         "    for start in range(0, len(firsts), _SCORE_ROWS):\n"
-        "        first, second = firsts[start : start + _SCORE_ROWS], seconds[start : start + _SCORE_ROWS]\n"
-        "        found += scored(ids[first], ids[second], vectors[first], vectors[second], threshold)\n",
-        "    found += scored(ids[firsts], ids[seconds], vectors[firsts], vectors[seconds], threshold)\n",
+        "        first, second = firsts[start : start + _SCORE_ROWS], seconds[start : start + _SCORE_ROWS]\n",
+        "    for start in range(0, len(firsts), len(firsts) or 1):\n        first, second = firsts, seconds\n",
         (
             "tests/integration/test_scale.py::"
             "test_the_first_pass_scores_a_clump_of_near_identical_frames_in_bounded_blocks",
