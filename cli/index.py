@@ -64,6 +64,11 @@ def index(ctx: click.Context, folders: tuple[Path, ...], reembed: bool, rebuild:
                 if on_total is not None:
                     on_total(backlog)  # a second bar in place of the first
                 library.engine.backfill_all_media(progress)
+            unplaced = library.catalog.places_backlog_count()
+            if unplaced:  # positions stored before places were named: from the catalog, no file read
+                if on_total is not None:
+                    on_total(unplaced)
+                library.engine.place_all(progress)
             if config.words_enabled:  # the words in pictures: a bar of its own, the gate keeps it quick
                 unread = library.catalog.words_backlog_count()
                 if unread and on_total is not None:

@@ -290,6 +290,9 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     pending = (status.get("metadata") or {}).get("pending")
     if pending:
         lines.append(f"metadata: {pending} images indexed before imgd kept it, waiting for their headers to be read")
+    unplaced = (status.get("metadata") or {}).get("places_pending")
+    if unplaced:
+        lines.append(f"places: {unplaced} photos with GPS waiting for their place to be named")
     words = status.get("words") or {}
     if words.get("pending"):
         line = f"words: {words['pending']} images waiting to be read, {words.get('found', 0)} with words so far"

@@ -57,6 +57,11 @@ SERVICE = "tests/e2e/test_service.py::test_imgd_run_notifies_systemd_rescans_on_
 IMPORTS = "tests/unit/test_imports.py::"
 SIBLINGS = "tests/integration/test_siblings.py::"
 RAW = "tests/integration/test_raw.py::"
+PLACES_DAEMON = (
+    "tests/integration/test_places.py::"
+    "test_the_daemon_names_places_in_the_background_yielding_to_new_files_and_resuming"
+)
+CLUMP = "tests/integration/test_dupes.py::test_a_clump_of_near_identical_frames_keeps_few_pairs_and_still_groups_as_one"
 STATUS_COST = LIVE + "test_the_gallery_status_poll_costs_no_grouping_and_no_stat_and_imgd_status_regroups_once_a_change"
 
 MUTATIONS: list[Mutation] = [
@@ -1346,9 +1351,9 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "places-not-backfilled",
-        "daemon/store/migrations.py",
-        "    places.name_stored(conn)",
-        "    pass",
+        "cli/index.py",
+        "                library.engine.place_all(progress)",
+        "                pass",
         (
             "tests/integration/test_places.py::"
             "test_an_existing_catalog_gets_places_from_its_stored_gps_without_reading_files",
@@ -1479,9 +1484,8 @@ MUTATIONS: list[Mutation] = [
         "first-pass-scores-every-candidate-at-once",
         "daemon/search/pairs.py",
         "    for start in range(0, len(firsts), _SCORE_ROWS):\n"
-        "        first, second = firsts[start : start + _SCORE_ROWS], seconds[start : start + _SCORE_ROWS]\n"
-        "        found += scored(ids[first], ids[second], vectors[first], vectors[second], threshold)\n",
-        "    found += scored(ids[firsts], ids[seconds], vectors[firsts], vectors[seconds], threshold)\n",
+        "        first, second = firsts[start : start + _SCORE_ROWS], seconds[start : start + _SCORE_ROWS]\n",
+        "    for start in range(0, len(firsts), len(firsts) or 1):\n        first, second = firsts, seconds\n",
         (
             "tests/integration/test_scale.py::"
             "test_the_first_pass_scores_a_clump_of_near_identical_frames_in_bounded_blocks",
@@ -1921,6 +1925,66 @@ MUTATIONS: list[Mutation] = [
         "            except ZeroDivisionError as exc:  # noqa: BLE001 - one odd file is one line",
         ("tests/integration/test_imaging.py::test_an_error_reading_a_files_words_is_one_line_and_the_pass_goes_on",),
         "a file the OCR cannot take fails the worker's step, and the daemon rescans the library for it",
+    ),
+    # -- issue 21: whole-library passes (places pass, pairs per content) --------------------------
+    Mutation(
+        "places-pass-not-yielding",
+        "daemon/ingest/worker.py",
+        "self._places_due = self.engine.place_batch() > 0",
+        "self._places_due = self.engine.place_all() > 0",
+        (PLACES_DAEMON,),
+        "the places pass names the whole backlog in one go: a new file waits behind it for many seconds",
+    ),
+    Mutation(
+        "places-pass-never-in-daemon",
+        "daemon/ingest/worker.py",
+        "self._places_due = self.engine.place_batch() > 0",
+        "self._places_due = False",
+        (PLACES_DAEMON,),
+        "the daemon leaves the photos of a catalog kept from before places unplaced",
+    ),
+    Mutation(
+        "places-pass-restarts-from-zero",
+        "daemon/store/migrations.py",
+        'UNPLACED = "latitude IS NOT NULL AND city IS NULL"',
+        'UNPLACED = "latitude IS NOT NULL"',
+        ("tests/integration/test_places.py::test_the_places_pass_goes_on_where_it_stopped",),
+        "every start names every stored position again instead of going on where the last run stopped",
+    ),
+    Mutation(
+        "places-unknown-left-waiting",
+        "daemon/store/media.py",
+        'if place else ("", None, None, cid)',
+        "if place else (None, None, None, cid)",
+        (
+            "tests/integration/test_places.py::"
+            "test_an_existing_catalog_gets_places_from_its_stored_gps_without_reading_files",
+        ),
+        "a position that names no place stays in the backlog: every start visits it again, status never clears",
+    ),
+    Mutation(
+        "dupes-pass-not-yielding",
+        "daemon/service/dupetracker.py",
+        "pairs = library_pairs(ids, vectors, self.floor, stopped=self._gate)",
+        "pairs = library_pairs(ids, vectors, self.floor, stopped=self._stop.is_set)",
+        ("tests/integration/test_dupes.py::test_the_first_duplicates_pass_gives_way_while_new_files_wait",),
+        "the first duplicates pass keeps both cores busy while a new file waits to be embedded",
+    ),
+    Mutation(
+        "pairs-unbounded",
+        "daemon/search/pairs.py",
+        "    kept = nearest_pairs(*kept, limit)\n    return list(",
+        "    return list(",
+        (CLUMP,),
+        "a clump of n near-identical frames keeps most of its n*n/2 pairs (gigabytes in the tracker at 10k frames)",
+    ),
+    Mutation(
+        "pairs-clump-keeper-not-completed",
+        "daemon/search/dupes.py",
+        "if score is not None and len(close) >= PAIR_LIMIT:",
+        "if False:",
+        (CLUMP,),
+        "with pairs bounded per content, a clump's keeper takes only its 64 nearest: one scene splits into groups",
     ),
 ]
 

@@ -21,6 +21,7 @@ from ..config import Config
 from ..embedders import Embedder
 from ..errors import ImageReadError, display_path
 from ..paths import is_under
+from ..store import places
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
@@ -226,6 +227,8 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         new_vectors: list[np.ndarray] = []
         retry: list[_Loaded] = []
         position = 0
+        if any(item.meta is not None and item.meta.latitude is not None for item in batch):
+            places.gazetteer()  # the city table loads once, before the write transaction holds the catalog
         with self.catalog.transaction():
             for item in batch:
                 here, position = slice(position, position + item.count), position + item.count

@@ -85,6 +85,7 @@ class Worker:
         self.idle = threading.Event()
         self._backoff = MIN_BACKOFF
         self._media_due = True  # contents from before metadata was kept may lack it: read their headers
+        self._places_due = True  # positions stored before places were named (a catalog kept from before them)
         self._words_due = True  # pictures embedded but not read for words yet (any new file makes it so)
         # A model change: the daemon's switch (it holds searches off), else the engine's own.
         self.finish_change = finish_change or engine.finish_change
@@ -131,6 +132,11 @@ class Worker:
                     self.stats.busy = "reading metadata"
                     self._media_due = self.engine.backfill_media() > 0
                     continue
+                if self._places_due and self.changes.empty():
+                    # Like the metadata: a batch of ~50 ms between events, settled files first.
+                    self.stats.busy = "naming places"
+                    self._places_due = self.engine.place_batch() > 0
+                    continue
                 if self.engine.changing and self.changes.empty() and self.monotonic() >= self._reembed_at:
                     self._reembed()
                     continue
@@ -166,6 +172,10 @@ class Worker:
                 self.rescans.add("")
                 self.stats.busy = "retrying"  # not idle: a rescan is due after the pause
                 self.stop_event.wait(5.0)
+
+    def files_waiting(self) -> bool:
+        """New files are being embedded or wait to be (any thread): background passes give way meanwhile."""
+        return self.stats.busy == "indexing" or self._file_waiting()
 
     def _file_waiting(self) -> bool:
         """A new event or a settling file: the words pass gives way to it."""

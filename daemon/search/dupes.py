@@ -26,7 +26,7 @@ from ..paths import is_under
 from ..protocol import DupesRequest
 from ..store.catalog import Catalog
 from ..store.records import FileDetail
-from .pairs import Pair, exact_scores, library_pairs
+from .pairs import PAIR_LIMIT, Pair, exact_scores, library_pairs
 from .query import path_passes
 
 DEFAULT_THRESHOLD = 0.975  # the config default too; measured in benchmarks/RESULTS.md (duplicates)
@@ -103,21 +103,27 @@ def keeper_key(detail: FileDetail) -> tuple:
     )
 
 
+Scorer = Callable[[int, list[int]], list[float]]  # exact scores of one content against others
+
+
 def build_groups(
     pairs: Iterable[Pair],
     files: Mapping[int, Sequence[FileDetail]],
     threshold: float,
+    score: Scorer | None = None,
 ) -> list[DupeGroup]:
     """Groups of the given files: each content's live files, pairs of contents at or above threshold.
 
     Only contents in `files` take part (a caller narrows the library by folder or filter there).
-    Groups come out in the order of their keepers' paths, so both paths print them alike.
+    Groups come out in the order of their keepers' paths, so both paths print them alike. Pairs are
+    kept among each content's PAIR_LIMIT nearest (pairs.py), so a keeper with that many may lack some:
+    `score` completes it against the rest of its component.
     """
     neighbours: dict[int, dict[int, float]] = {}
-    for a, b, score in pairs:
-        if score >= threshold and files.get(a) and files.get(b) and a != b:
-            neighbours.setdefault(a, {})[b] = score
-            neighbours.setdefault(b, {})[a] = score
+    for a, b, value in pairs:
+        if value >= threshold and files.get(a) and files.get(b) and a != b:
+            neighbours.setdefault(a, {})[b] = value
+            neighbours.setdefault(b, {})[a] = value
     best = {cid: min(details, key=keeper_key) for cid, details in files.items() if details}
     groups: list[DupeGroup] = []
     seen: set[int] = set()
@@ -126,7 +132,7 @@ def build_groups(
             continue
         component = _component(start, neighbours)
         seen |= component
-        groups.extend(_star_groups(component, neighbours, files, best))
+        groups.extend(_star_groups(component, neighbours, files, best, threshold, score))
     for cid, details in files.items():  # exact copies with no near-duplicate
         if cid not in seen and len(details) > 1:
             groups.append(_group([cid], {}, files))
@@ -144,11 +150,13 @@ def _component(start: int, neighbours: Mapping[int, Mapping[int, float]]) -> set
     return found
 
 
-def _star_groups(
+def _star_groups(  # noqa: PLR0913 - the grouping's state, passed down as it is
     component: set[int],
     neighbours: Mapping[int, Mapping[int, float]],
     files: Mapping[int, Sequence[FileDetail]],
     best: Mapping[int, FileDetail],
+    threshold: float,
+    score: Scorer | None = None,
 ) -> list[DupeGroup]:
     """Split a component into keeper-centred groups, best keeper first (complete linkage to the keeper)."""
     left = sorted(component, key=lambda c: keeper_key(best[c]))
@@ -156,6 +164,10 @@ def _star_groups(
     while left:
         keeper, rest = left[0], left[1:]
         close = neighbours.get(keeper, {})
+        if score is not None and len(close) >= PAIR_LIMIT:  # a clump: its nearest only, the rest scored now
+            unknown = [c for c in rest if c not in close]
+            extra = {c: s for c, s in zip(unknown, score(keeper, unknown), strict=True) if s >= threshold}
+            close = {**close, **extra}
         taken = [c for c in rest if c in close]
         left = [c for c in rest if c not in close]
         if taken or len(files[keeper]) > 1:
@@ -286,10 +298,18 @@ def find_groups(
         cid: [d for d in found if (keep_path is None or keep_path(d.path)) and os.path.isfile(d.path)]
         for cid, found in details.items()
     }
-    groups = build_groups(pairs, files, threshold)
+    groups = build_groups(pairs, files, threshold, score=lambda keeper, others: _scores(catalog, keeper, others))
     if within:
         groups = [g for g in groups if any(under(m.path, within) for m in g.members)]
     return groups
+
+
+def _scores(catalog: Catalog, keeper: int, others: list[int]) -> list[float]:
+    """Exact scores of a keeper against other contents, from the catalog's vectors (as the pairs are scored)."""
+    if not others:
+        return []
+    ids, vectors = catalog_vectors(catalog, np.asarray([keeper, *others], dtype=np.int64))
+    return exact_scores(np.repeat(vectors[:1], len(others), axis=0), vectors[1:]).tolist()
 
 
 def find_bursts(

@@ -23,6 +23,11 @@ PAIRS_PROBES = 4  # lists each vector is compared against in the blocked pass
 PAIRS_PCA_DIM = 128  # the blocking (k-means, list choice) works in this many PCA dimensions
 _PAIRS_ROWS = 2048  # rows of one similarity block: 2048 x 16k float32 = 128 MB at most
 _SCORE_ROWS = 16_384  # candidate pairs scored at once: 16k x 512 dims x 2 float64 copies = 134 MB
+# Nearest near-duplicates each content keeps a pair with (a pair stays when it is among either end's
+# nearest): a clump of n near-identical frames would otherwise give n*n/2 pairs (45M for 10k frames,
+# gigabytes in the tracker). A real group is far smaller; a keeper with this many is completed by
+# exact scoring when groups are built (dupes.build_groups), so the groups are the same.
+PAIR_LIMIT = 64
 
 Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
 Stopped = Callable[[], bool]  # asked between blocks: True ends the pass early (the daemon is stopping)
@@ -46,18 +51,52 @@ def exact_scores(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b)
 
 
-def library_pairs(ids: np.ndarray, vectors: np.ndarray, threshold: float, stopped: Stopped = _never) -> list[Pair]:
-    """Every pair of the given contents at or above threshold, exactly scored (some, if stopped early)."""
+def library_pairs(
+    ids: np.ndarray, vectors: np.ndarray, threshold: float, stopped: Stopped = _never, limit: int = PAIR_LIMIT
+) -> list[Pair]:
+    """The pairs of the given contents at or above threshold, exactly scored, each among the `limit` nearest
+    of one of its ends at least (some, if stopped early)."""
     ids = np.asarray(ids, dtype=np.int64)
     vectors = np.asarray(vectors, dtype=np.float16)
     firsts, seconds = similar_pairs(vectors, threshold - MARGIN, stopped=stopped)
-    found: list[Pair] = []
+    kept = (np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64))
+    pruned = 0  # pairs left by the last cut
     # In blocks: a clump of near-identical frames gives millions of candidates, and scoring them at once
-    # holds two float64 copies of a vector per candidate (9 GB for 1,500 frames).
+    # holds two float64 copies of a vector per candidate (9 GB for 1,500 frames). The pairs found are cut
+    # to the nearest `limit` of every content whenever they have doubled since the last cut (a pair cut
+    # once never comes back, as more pairs only push it further down), and once at the end.
     for start in range(0, len(firsts), _SCORE_ROWS):
         first, second = firsts[start : start + _SCORE_ROWS], seconds[start : start + _SCORE_ROWS]
-        found += scored(ids[first], ids[second], vectors[first], vectors[second], threshold)
-    return found
+        scores = exact_scores(vectors[first], vectors[second])
+        keep = scores >= threshold
+        a, b = ids[first][keep], ids[second][keep]
+        kept = (
+            np.concatenate([kept[0], np.minimum(a, b)]),
+            np.concatenate([kept[1], np.maximum(a, b)]),
+            np.concatenate([kept[2], scores[keep]]),
+        )
+        if len(kept[0]) > 2 * pruned + 4 * _SCORE_ROWS:
+            kept = nearest_pairs(*kept, limit)
+            pruned = len(kept[0])
+    kept = nearest_pairs(*kept, limit)
+    return list(zip(kept[0].tolist(), kept[1].tolist(), kept[2].tolist(), strict=True))
+
+
+def nearest_pairs(
+    a: np.ndarray, b: np.ndarray, scores: np.ndarray, limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pairs among the `limit` best of either end (best score first, then lower other id), in input order."""
+    if len(a) <= limit:
+        return a, b, scores
+    # Each pair seen from both its ends, ranked among that end's pairs.
+    mine, other = np.concatenate([a, b]), np.concatenate([b, a])
+    order = np.lexsort((other, -np.concatenate([scores, scores]), mine))  # by content, then best first
+    ranked = mine[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    keep = np.zeros(len(a), dtype=bool)
+    keep[order[rank < limit] % len(a)] = True
+    return a[keep], b[keep], scores[keep]
 
 
 def scored(a: np.ndarray, b: np.ndarray, va: np.ndarray, vb: np.ndarray, threshold: float) -> list[Pair]:

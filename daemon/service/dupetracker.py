@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..search.dupes import DEFAULT_THRESHOLD, PairSource, find_groups, summary
-from ..search.pairs import MARGIN, Pair, library_pairs, scored
+from ..search.pairs import MARGIN, PAIR_LIMIT, Pair, library_pairs, scored
 from ..store.catalog import Catalog
 from ..store.index import VectorIndex
 
@@ -23,7 +24,11 @@ TRACKER_WAIT = 90.0  # seconds a request waits for the daemon's first pass befor
 # Nearest near-duplicates a new content is linked to (and scored against): a library of a thousand
 # near-identical frames would otherwise make each new one cost a thousand lookups and links. A real
 # group (a burst, a set of edits) is far smaller, so what `imgd dupes` lists does not change for it.
-NEIGHBOUR_LIMIT = 64
+NEIGHBOUR_LIMIT = PAIR_LIMIT
+# The first pass gives way to new files between its blocks, but waits at most this long per block, so
+# a flood of files (a first index of a big library) holds it back without stopping it, and the changes
+# it queues meanwhile stay bounded.
+YIELD_LIMIT = 5.0
 
 
 @dataclass
@@ -54,9 +59,11 @@ def library_state(catalog: Catalog) -> tuple[object, ...]:
 class DupeTracker:
     """Near-duplicate pairs of the whole library at or above `floor`, kept current as contents come and go.
 
-    The first answer is computed from the catalog in a background thread; contents added or removed
-    meanwhile are queued and applied once it is done. After that, a new content costs one range search
-    over the live index and a removed one a dictionary deletion. Moves and extra copies change no
+    The first answer is computed from the catalog in a background thread, whose blocks give way while
+    new files wait (`busy`); contents added or removed meanwhile are queued and applied once it is done.
+    Each content keeps pairs with its PAIR_LIMIT nearest (pairs.py), in the first pass as in the upkeep.
+    After that, a new content costs one range search over the live index and a removed one a dictionary
+    deletion. Moves and extra copies change no
     content, so they need no upkeep here: files are read from the catalog when groups are listed.
     The pairs are kept between the index's vector ids, the only ids its events carry (a removed
     vector's content is gone from the catalog by then); `owners` maps them to contents when pairs are
@@ -69,8 +76,10 @@ class DupeTracker:
         load_vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
         floor: float = DEFAULT_THRESHOLD,
         owners: Callable[[Iterable[int]], dict[int, int]] | None = None,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
         self.index = index
+        self._busy = busy  # new files wait to be embedded: the first pass's blocks wait too
         self._owners = owners
         self.floor = floor
         self._load_vectors = load_vectors
@@ -117,7 +126,7 @@ class DupeTracker:
     def build(self) -> None:
         """Pairs of the whole library, then the changes made while they were computed."""
         ids, vectors = self._load_vectors()
-        pairs = library_pairs(ids, vectors, self.floor, stopped=self._stop.is_set)
+        pairs = library_pairs(ids, vectors, self.floor, stopped=self._gate)
         del vectors
         if self._stop.is_set():
             self.error = "stopped before the first pass was done"
@@ -130,6 +139,14 @@ class DupeTracker:
             self._apply(events)
         self._ready.set()
         log.info("duplicates: %d pairs among %d images", self.pair_count(), len(ids))
+
+    def _gate(self) -> bool:
+        """Asked before each block of the first pass: wait while new files wait (YIELD_LIMIT at most), then
+        say whether to stop."""
+        deadline = time.monotonic() + YIELD_LIMIT
+        while self._busy() and not self._stop.is_set() and time.monotonic() < deadline:
+            self._stop.wait(0.05)
+        return self._stop.is_set()
 
     # -- upkeep (the worker thread) -------------------------------------------------------------
 

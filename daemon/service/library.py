@@ -345,7 +345,7 @@ def catalog_status(config: Config) -> dict[str, object]:
             last_persist = config.index_path.stat().st_mtime if config.index_path.exists() else None
             status.update(
                 counts=catalog.counts(),
-                metadata={"pending": catalog.media_backlog_count(), "schema": catalog.schema_version},
+                metadata=_metadata_status(catalog),
                 **({"words": _words_status(catalog)} if config.words_enabled else {}),
                 model={"name": info[0], "dim": info[1], **_change_status(catalog)} if info else None,
                 last_reconcile=float(catalog.get_meta("last_reconcile") or 0) or None,
@@ -355,6 +355,13 @@ def catalog_status(config: Config) -> dict[str, object]:
     finally:
         catalog.close()
     return status
+
+
+def _metadata_status(catalog: Catalog) -> dict[str, object]:
+    """Headers waiting to be read, the schema, and photos waiting for their place (only while some do)."""
+    unplaced = catalog.places_backlog_count()
+    found = {"pending": catalog.media_backlog_count(), "schema": catalog.schema_version}
+    return {**found, "places_pending": unplaced} if unplaced else found
 
 
 def _words_status(catalog: Catalog) -> dict[str, object]:

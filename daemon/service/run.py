@@ -134,6 +134,7 @@ class Daemon:
             lambda: _library_vectors(self.config),
             self.config.dupes_threshold,
             owners=lambda vector_ids: self.searcher.catalog.contents_of(vector_ids),
+            busy=self.worker.files_waiting,
         )
         self.library.index.listeners.append(tracker)
         return tracker

@@ -12,6 +12,7 @@ from datetime import datetime
 
 from . import places
 from .core import CatalogCore, path_key
+from .migrations import UNPLACED
 from .records import FileDetail, FileMeta, FileStat, ImageMeta
 
 MEDIA_VERSION = 1  # what imaging.read_meta reads; a row below it is read again from its file's header
@@ -38,6 +39,40 @@ class MediaRows(CatalogCore):
             return None
         return self.conn.execute("SELECT count(*) FROM media WHERE version < ?", (MEDIA_VERSION,)).fetchone()[0]
 
+    def places_backlog_count(self) -> int:
+        """Photos with a stored position whose place is not named yet (the places pass's backlog)."""
+        if self.schema_version < 2:
+            return 0
+        # "content_id >": the planner takes the backlog's own index (media_unplaced) then, not the position one.
+        return self.conn.execute(
+            f"SELECT count(*) FROM media WHERE content_id > ? AND {UNPLACED}", (-(2**62),)
+        ).fetchone()[0]
+
+    def places_backlog(self, after: int, limit: int) -> list[tuple[int, float, float]]:
+        """The next (content id, latitude, longitude) after `after`, in id order, whose place is not named."""
+        return self.conn.execute(
+            f"SELECT content_id, latitude, longitude FROM media WHERE content_id > ? AND {UNPLACED} "
+            "ORDER BY content_id LIMIT ?",
+            (after, limit),
+        ).fetchall()
+
+    def set_places(self, named: list[tuple[int, places.Place | None]]) -> None:
+        """Record the places the pass named ('' for a position that names none); filters may now select more."""
+        self._bump_media_generation()
+        self.conn.executemany(
+            "UPDATE media SET city = ?, region = ?, country = ? WHERE content_id = ?",
+            [
+                (place.city, place.region, place.country_code, cid) if place else ("", None, None, cid)
+                for cid, place in named
+            ],
+        )
+
+    def _bump_media_generation(self) -> None:
+        self.conn.execute(
+            "INSERT INTO meta(key, value) VALUES ('media_generation', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
+
     def media_backlog(self, after: int, limit: int) -> list[tuple[int, list[FileStat]]]:
         """The next contents (id > after, in id order) whose metadata is not read, with their live paths."""
         self._require_media()
@@ -59,7 +94,7 @@ class MediaRows(CatalogCore):
         found: dict[str, FileMeta] = {}
         for row in self._rows_for_ids(
             "SELECT f.path, f.size, f.mtime_ns, m.version, m.format, m.width, m.height, m.taken, m.taken_offset, "
-            "m.make, m.model, m.lens, m.latitude, m.longitude, m.city, m.region, m.country "
+            "m.make, m.model, m.lens, m.latitude, m.longitude, nullif(m.city, ''), m.region, m.country "
             "FROM files f JOIN media m ON m.content_id = f.content_id "
             "WHERE f.path IN ({}) AND f.status != 'failed'",
             keys,
@@ -136,10 +171,9 @@ class MediaRows(CatalogCore):
         """Record what a content's bytes say, and the place its GPS names; the index is unaffected, so the
         generation stays, but what a filter selects may change: media_generation counts that."""
         place = places.locate(meta.latitude, meta.longitude)
-        self.conn.execute(
-            "INSERT INTO meta(key, value) VALUES ('media_generation', '1') "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-        )
+        # '' for a position that names no place: NULL would leave it waiting for the places pass.
+        city = place.city if place else ("" if meta.latitude is not None and meta.longitude is not None else None)
+        self._bump_media_generation()
         self.conn.execute(
             "UPDATE media SET version = ?, format = ?, width = ?, height = ?, taken = ?, taken_offset = ?, "
             "make = ?, model = ?, lens = ?, latitude = ?, longitude = ?, city = ?, region = ?, country = ? "
@@ -156,7 +190,7 @@ class MediaRows(CatalogCore):
                 meta.lens,
                 meta.latitude,
                 meta.longitude,
-                place.city if place else None,
+                city,
                 place.region if place else None,
                 place.country_code if place else None,
                 content_id,

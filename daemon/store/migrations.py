@@ -191,20 +191,16 @@ def _siblings(conn: sqlite3.Connection) -> None:
     )
 
 
-@migration(7, "places: each content's city, region and country, named from its stored GPS")
+@migration(7, "places: each content's city, region and country columns (named later, by the places pass)")
 def _places(conn: sqlite3.Connection) -> None:
-    # The place is named from the GPS already stored, here and now: no file is read again. At 1M
-    # contents (600k with GPS) the step took 150 s on a shared, overloaded 2-core machine
-    # (benchmarks/RESULTS.md), mostly the row updates and the two indexes; a library of 100k photos
-    # pays a tenth of that once.
+    # Only the columns here: naming the places of existing photos inside the upgrade took 150 s at
+    # 1M contents, with the catalog locked and the city table loaded in the write transaction. The
+    # engine's places pass (ingest/backfill.py) names them afterwards, in small batches between new
+    # files; a row with a position and a NULL city waits for it ('' is "no place").
     # (latitude, longitude) is indexed for --near (a latitude band, then longitude from the index),
     # country for --country.
-    from . import places
-
     for column in ("city", "region", "country"):
         conn.execute(f"ALTER TABLE media ADD COLUMN {column} TEXT")
-    places.name_stored(conn)
-    # Indexed after the naming: each UPDATE would otherwise maintain the country index too.
     conn.execute("CREATE INDEX media_position ON media(latitude, longitude)")
     conn.execute("CREATE INDEX media_country ON media(country)")
 
@@ -235,6 +231,16 @@ def _words(conn: sqlite3.Connection) -> None:
         CREATE VIRTUAL TABLE words_fts USING fts5(text, tokenize = 'trigram')
         """,
     )
+
+
+UNPLACED = "latitude IS NOT NULL AND city IS NULL"  # a position whose place is not named yet
+
+
+@migration(10, "media_unplaced: the photos whose place the places pass has not named yet")
+def _unplaced(conn: sqlite3.Connection) -> None:
+    # A partial index: the pass and `imgd status` find the backlog without scanning every row, and
+    # it holds nothing once every place is named.
+    conn.execute(f"CREATE INDEX media_unplaced ON media(content_id) WHERE {UNPLACED}")
 
 
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the

@@ -14,7 +14,8 @@ region is None. A position farther than MAX_KM from every city (open sea, wilder
 and so do impossible positions and 0,0 (what receivers without a fix write).
 
 In the store layer: the catalog names each content's place when it records its metadata, and the
-migration that added places names those of existing catalogs from the stored GPS, no file re-read.
+engine's places pass names those of catalogs kept from before places from the stored GPS, no file
+re-read, a batch at a time (name_all).
 Loaded lazily, once per process, on the first position or name asked about.
 """
 
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import sqlite3
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -281,30 +281,7 @@ def locate(latitude: float | None, longitude: float | None) -> Place | None:
     return gazetteer().locate(latitude, longitude) if known_position(latitude, longitude) else None
 
 
-NAMING_BATCH = 50_000  # positions named per pass over the stored GPS
-
-
-def name_stored(conn: sqlite3.Connection) -> int:
-    """Name the place of every content with a stored position (the migration's pass); returns how many."""
-    named = 0
-    after = -1
-    while True:
-        rows = conn.execute(
-            # "+": walk the primary key; the position index would be scanned and sorted for every batch.
-            "SELECT content_id, latitude, longitude FROM media WHERE content_id > ? AND +latitude IS NOT NULL "
-            "AND +longitude IS NOT NULL ORDER BY content_id LIMIT ?",
-            (after, NAMING_BATCH),
-        ).fetchall()
-        if not rows:
-            return named
-        after = rows[-1][0]
-        ids, lats, lons = zip(*rows, strict=True)
-        found = gazetteer().nearest(lats, lons)
-        table = gazetteer().places
-        updates = [
-            (table[row].city, table[row].region, table[row].country_code, cid)
-            for cid, row in zip(ids, found.tolist(), strict=True)
-            if row >= 0
-        ]
-        conn.executemany("UPDATE media SET city = ?, region = ?, country = ? WHERE content_id = ?", updates)
-        named += len(updates)
+def name_all(latitudes: Sequence[float], longitudes: Sequence[float]) -> list[Place | None]:
+    """The place of each position (None: no place), all at once: the places pass's batch."""
+    table = gazetteer()
+    return [table.places[row] if row >= 0 else None for row in table.nearest(latitudes, longitudes).tolist()]

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -492,3 +493,49 @@ def test_the_default_threshold_with_the_trained_model(
     index_folder(config, load_embedder(str(shapes_model), device="cpu", batch_size=8), folder)
     assert config.dupes_threshold == 0.975
     assert groups_of(config, config.dupes_threshold) == [["orig.jpg", "orig-brighter.jpg", "orig-half.jpg"]]
+
+
+def test_a_clump_of_near_identical_frames_keeps_few_pairs_and_still_groups_as_one() -> None:
+    """300 frames of one still scene: 44,850 pairs unbounded, at most 64 nearest per frame kept; the
+    keeper's group is completed by exact scoring, so the groups are those of every pair."""
+    rng = np.random.default_rng(3)
+    scene = unit(rng.normal(size=(1, 64)))[0]
+    frames = unit(scene + rng.normal(scale=0.01, size=(300, 64))).astype(np.float16)
+    ids = np.arange(1, 301, dtype=np.int64) * 10
+    every = library_pairs(ids, frames, 0.975, limit=10**9)
+    bounded = library_pairs(ids, frames, 0.975)
+    assert len(every) == 300 * 299 // 2
+    assert len(bounded) <= 300 * pairs_module.PAIR_LIMIT and set(bounded) <= set(every)
+    vector_of = dict(zip(ids.tolist(), frames, strict=True))
+
+    def score(keeper: int, others: list[int]) -> list[float]:
+        return [float(exact_scores(vector_of[keeper], vector_of[other])[0]) for other in others]
+
+    files = {int(cid): [detail(f"/clip/frame{cid:05d}.jpg", int(cid))] for cid in ids}
+    (group,) = build_groups(bounded, files, 0.975, score=score)
+    assert len(group.members) == 300
+    assert build_groups(bounded, files, 0.975, score=score) == build_groups(every, files, 0.975)
+
+
+def test_the_first_duplicates_pass_gives_way_while_new_files_wait() -> None:
+    """Its blocks ask whether files wait (the daemon passes worker.files_waiting) and wait while they do,
+    then go on once none waits."""
+    rng = np.random.default_rng(5)
+    vectors = unit(rng.normal(size=(6000, 32))).astype(np.float16)
+    ids = np.arange(6000, dtype=np.int64)
+    asked: list[float] = []
+
+    def files_waiting() -> bool:  # files wait for the first 20 asks (50 ms waits, two blocks at once)
+        asked.append(time.monotonic())
+        return len(asked) <= 20
+
+    tracker = DupeTracker(None, lambda: (ids, vectors), 0.975, busy=files_waiting)  # type: ignore[arg-type]
+    started = time.monotonic()
+    tracker.start()
+    try:
+        assert tracker.wait_ready(120) and tracker.error is None
+    finally:
+        tracker.stop()
+        tracker.join(30)
+    assert len(asked) > 20, "the pass never asked whether files wait"
+    assert asked[20] - started >= 0.4, "the pass did not wait while files waited"  # two blocks wait at once
