@@ -23,7 +23,7 @@ from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarReq
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRow, FileStat
-from . import words
+from . import postfilter, words
 from .filters import from_request, on_path
 from .near import place_fields
 
@@ -238,8 +238,15 @@ class Searcher:
         """The k best live paths for a query vector under the options' filters, cut-off and order; `fused`: words
         whose matches in pictures' words are fused into the ranking (search/words.py)."""
         words.check(self.catalog, options.filters)
-        allowed = self._allowed_vectors(options.filters)
-        hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
+        allowed, hits = None, None
+        if postfilter.wanted(options):  # a filter selecting too many within the budget: check candidates instead
+            allowed = self._selected(options.filters, "vectors", postfilter.SELECT_BUDGET)
+            if allowed is None:
+                checker = postfilter.check(self.catalog, options.filters)
+                hits = self._live_hits(query, options.k, options.filters, None, exclude, options.min_score, checker)
+        if hits is None:
+            allowed = allowed if allowed is not None else self._allowed_vectors(options.filters)
+            hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
         if options.auto_cut and hits:
             best = {content_id: score for score, _, content_id, _ in reversed(hits)}  # each content's score
             order = list(dict.fromkeys(content_id for _, _, content_id, _ in hits))
@@ -264,7 +271,9 @@ class Searcher:
     ) -> list[tuple[float, str, int, int]]:
         """The hits with the contents whose words match fused in (each scored by its own cosine)."""
         catalog = self.catalog
-        by_words = [cid for cid in words.ranked(catalog, fused, self.allowed(options.filters)) if cid not in exclude]
+        filters = options.filters
+        checker = postfilter.check(catalog, filters) if postfilter.wanted(options) else self._checker(filters)
+        by_words = [cid for cid in words.ranked(catalog, fused, checker) if cid not in exclude]
         if not by_words:
             return hits
         known = {hit[2] for hit in hits}
@@ -300,6 +309,14 @@ class Searcher:
                 return float(scores[0])
             return float((scores[keep - 1] + scores[keep]) / 2) if keep < len(scores) else float(scores[-1])
 
+    def _checker(self, filters: Filters) -> postfilter.Check | None:
+        """Which contents pass a filter, by its whole selection (None: no filter)."""
+        allowed = self.allowed(filters)
+        if allowed is None:
+            return None
+        chosen = set(allowed.tolist())
+        return lambda ids: chosen.intersection(ids)
+
     def allowed(self, filters: Filters) -> np.ndarray | None:
         """Content ids a filter lets through (None: no filter), cached per catalog state."""
         return self._selected(filters, "contents")
@@ -308,9 +325,9 @@ class Searcher:
         """Vector ids of the contents a filter lets through (None: no filter): what the index searches."""
         return self._selected(filters, "vectors")
 
-    def _selected(self, filters: Filters, kind: str) -> np.ndarray | None:
+    def _selected(self, filters: Filters, kind: str, budget: float | None = None) -> np.ndarray | None:
         """A filter's selection of content or vector ids, cached per catalog state: people refine the words
-        of a query far more often than its filters."""
+        of a query far more often than its filters. None with no filter, or past `budget` seconds (vectors)."""
         if not filters.active:
             return None
         catalog = self.catalog
@@ -324,7 +341,9 @@ class Searcher:
         if kind == "contents":
             ids, vectors = catalog.content_ids_matching(chosen), None
         else:
-            ids = catalog.vector_ids_matching(chosen)
+            ids = catalog.vector_ids_matching(chosen, budget) if budget != 0 else None
+            if ids is None:
+                return None
             # A narrow filter's own vectors, scored directly: cheaper than any pass over the index.
             vectors = catalog.vectors_by_id(ids) if len(ids) <= NARROW_SELECTION else None
         with self._cache_lock:
@@ -336,11 +355,14 @@ class Searcher:
                 self._narrow.pop(dropped.tobytes(), None)
         return ids
 
-    def _candidates(self, query: np.ndarray, fetch: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index."""
+    def _candidates(
+        self, query: np.ndarray, fetch: int, allowed: np.ndarray | None, k: int = 0
+    ) -> list[tuple[int, float]]:
+        """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index; with
+        `k`, the fetch best of the lists a filtered top-k search probes (a post-filter's candidates)."""
         vectors = self._narrow.get(allowed.tobytes()) if allowed is not None else None
         if vectors is None:
-            return self.index.search(query, fetch, allowed)
+            return self.index.search(query, k, allowed, fetch) if k else self.index.search(query, fetch, allowed)
         scores = vectors @ np.asarray(query, dtype=np.float32)
         best = np.argsort(-scores, kind="stable")[:fetch]
         return [(int(allowed[i]), float(scores[i])) for i in best]
@@ -378,13 +400,19 @@ class Searcher:
         allowed: np.ndarray | None,
         exclude: frozenset[int],
         threshold: float | None,
-    ) -> list[tuple[float, str, int, int]]:
-        """Best-first (score, path, content id, best vector id) of the k best contents with a live path that passes."""
+        checker: postfilter.Check | None = None,
+    ) -> list[tuple[float, str, int, int]] | None:
+        """Best-first (score, path, content id, best vector id) of the k best contents with a live path that passes;
+        `checker`: the filters are checked on the candidates (None when too few of them pass)."""
         fetch = k + len(exclude)  # no slack: IVF probes more lists per started ten; a short answer fetches again
+        fetch *= postfilter.SPARE if checker else 1
         limit = len(self.index) if allowed is None else len(allowed)
         while True:
-            raw = self._candidates(query, fetch, allowed)
+            raw = self._candidates(query, fetch, allowed, k + len(exclude) if checker else 0)
             owners = self.catalog.contents_of(vid for vid, _ in raw)
+            if checker:
+                passing = checker(owners.values())
+                owners = {vid: cid for vid, cid in owners.items() if cid in passing}
             paths = self.catalog.paths_for(owners.values())
             hits: list[tuple[float, str, int, int]] = []
             contents = 0
@@ -403,6 +431,8 @@ class Searcher:
                 hits.extend((score, path, content_id, vector_id) for path in live)
                 if contents >= k:
                     return hits
+            if checker and (fetch * 4 > postfilter.FETCH_LIMIT or (len(raw) < fetch and self.index.kind == "ivf")):
+                return None  # too few pass, or the lists probed ran out (exact: the library did): select after all
             if len(raw) < fetch or fetch >= limit:
                 return hits
             fetch *= 4

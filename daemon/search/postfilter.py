@@ -1,0 +1,53 @@
+"""Filters checked on a search's best candidates, for a filter that lets through too many to select.
+
+A filter's selection (every vector id it lets through, handed to FAISS as a bitmap) costs in
+proportion to its size: at 1M contents, `--near Lisbon` selects 250k and took 10 s, a `--words` of a
+common word 26k and over 1 s (benchmarks/RESULTS.md). A filter that lets that many through does not
+need them: the search asks the index for more candidates than it needs (the lists a filtered search
+probes, the whole index when exact) and checks only those, fetching more until k pass. So a
+selection is tried within a small budget; a selection that runs past it is left, and the candidates
+are checked instead: the place and other filters by their SQL clause, per content; a literal
+`--words` by its Python rule on the candidates' stored text (FTS5 answers a MATCH restricted to a few
+rowids no faster than the whole MATCH). On an exact index the answer is the selection's; on IVF the
+candidates come from every list a filtered search probes, so an answer is the same or a closer one.
+A search that needs the whole selection (`auto`'s background sample, an FTS5 expression) selects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from ..protocol import Filters, Options
+from ..store.catalog import Catalog
+from ..store.records import FileRow
+from .filters import from_request
+from .words import WordsMatch
+
+SELECT_BUDGET = 0.005  # seconds a filter's selection may take before the search checks candidates instead
+FETCH_LIMIT = 16_384  # candidates checked at most; past it the search selects after all
+SPARE = 4  # a first fetch of SPARE x k candidates: a filter past the budget lets many through
+
+Check = Callable[[Iterable[int]], set[int]]  # content ids -> those that pass
+
+
+def wanted(options: Options) -> bool:
+    """Whether a search may check candidates instead of selecting (it needs no whole selection)."""
+    return options.filters.active and not options.auto_cut and options.filters.words_match is None
+
+
+def check(catalog: Catalog, filters: Filters) -> Check:
+    """Which of some contents pass every filter of a request, looked up per content."""
+    chosen = from_request(filters, catalog.cameras)
+    phrases = [f for f in chosen if isinstance(f, WordsMatch)]
+    rest = [f for f in chosen if not isinstance(f, WordsMatch)]
+
+    def passing(ids: Iterable[int]) -> set[int]:
+        found = set(ids)
+        if phrases and found:
+            texts = catalog.words_texts(found)
+            found = {cid for cid in found if all(f.match(FileRow("", words=texts.get(cid, ""))) for f in phrases)}
+        if rest and found:
+            found = catalog.content_ids_passing(rest, found)
+        return found
+
+    return passing
