@@ -1622,6 +1622,58 @@ MUTATIONS: list[Mutation] = [
         ),
         "a text whose words are in most pictures makes every search of a large library take seconds",
     ),
+    # issue 26, queries at 1M: a filter that selects too many is checked on the search's candidates
+    Mutation(
+        "postfilter-ignores-words",
+        "daemon/search/postfilter.py",
+        "        if phrases and found:",
+        "        if False:",
+        ("tests/integration/test_postfilter.py::test_checking_candidates_answers_as_selecting_does",),
+        "a --words phrase is not checked on the candidates: pictures without those words are listed",
+    ),
+    Mutation(
+        "postfilter-candidates-unchecked",
+        "daemon/search/query.py",
+        "                owners = {vid: cid for vid, cid in owners.items() if cid in passing}",
+        "                pass",
+        ("tests/integration/test_postfilter.py::test_checking_candidates_answers_as_selecting_does",),
+        "a --near past the selection's budget lists the nearest vectors wherever they were taken",
+    ),
+    Mutation(
+        "postfilter-drops-the-folder",
+        "daemon/store/selection.py",
+        "on_file, on_path = [_Clauses([*on_path, *(f.clause() for f in on_file)])], []",
+        "on_path = []",
+        ("tests/integration/test_postfilter.py::test_a_folder_and_a_threshold_are_checked_on_candidates_too",),
+        "--in is forgotten when the candidates are checked per content",
+    ),
+    Mutation(
+        "fused-words-unchecked",
+        "daemon/search/words.py",
+        "            kept.extend(cid for cid in batch if cid in allowed)",
+        "            kept.extend(batch)",
+        (
+            "tests/integration/test_postfilter.py::"
+            "test_the_fused_words_ranking_checks_its_contents_as_the_selection_does",
+        ),
+        "a search's words ranking adds pictures the filters exclude",
+    ),
+    Mutation(
+        "selection-budget-ignored",
+        "daemon/store/selection.py",
+        "self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)",
+        "pass",
+        ("tests/integration/test_postfilter.py::test_a_selection_past_its_budget_stops",),
+        "a filter selecting a quarter of 1M contents takes seconds before the search checks candidates",
+    ),
+    Mutation(
+        "gallery-words-box-ignored",
+        "web/backend.py",
+        '    for name in ("after", "before", "camera", "near", "country", "words"):',
+        '    for name in ("after", "before", "camera", "near", "country"):',
+        ("tests/e2e/test_web.py::test_the_gallery_filters_by_words_and_shows_the_lines_matched",),
+        "the gallery's words box is ignored: every picture is listed",
+    ),
 ]
 
 
