@@ -1667,6 +1667,14 @@ MUTATIONS: list[Mutation] = [
         "a filter selecting a quarter of 1M contents takes seconds before the search checks candidates",
     ),
     Mutation(
+        "postfilter-budget-retried",
+        "daemon/search/query.py",
+        "            if budget is not None and key in self._too_many:",
+        "            if False:",
+        ("tests/integration/test_postfilter.py::test_a_filter_past_its_budget_is_not_selected_again",),
+        "every query of a broad filter spends the selection's budget again before checking candidates",
+    ),
+    Mutation(
         "gallery-words-box-ignored",
         "web/backend.py",
         '    for name in ("after", "before", "camera", "near", "country", "words"):',

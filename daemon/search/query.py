@@ -118,6 +118,7 @@ class Searcher:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache: OrderedDict[tuple[Filters, int, int], np.ndarray] = OrderedDict()
         self._narrow: dict[bytes, np.ndarray] = {}  # a narrow filter's vectors, by its ids
+        self._too_many: dict[tuple, None] = {}  # filters whose selection ran past postfilter.SELECT_BUDGET
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
         self._switch = SwitchLock()
@@ -144,6 +145,7 @@ class Searcher:
                 self._text_cache.clear()
                 self._filter_cache.clear()
                 self._narrow.clear()
+                self._too_many.clear()
                 self._sample = None
 
     # -- vectors ------------------------------------------------------------------------------
@@ -337,12 +339,18 @@ class Searcher:
             if key in self._filter_cache:
                 self._filter_cache.move_to_end(key)
                 return self._filter_cache[key]
+            if budget is not None and key in self._too_many:  # it ran past the budget before: not again
+                return None
         chosen = from_request(filters, catalog.cameras)
         if kind == "contents":
             ids, vectors = catalog.content_ids_matching(chosen), None
         else:
             ids = catalog.vector_ids_matching(chosen, budget) if budget != 0 else None
             if ids is None:
+                with self._cache_lock:
+                    self._too_many[key] = None
+                    while len(self._too_many) > FILTER_CACHE:
+                        del self._too_many[next(iter(self._too_many))]
                 return None
             # A narrow filter's own vectors, scored directly: cheaper than any pass over the index.
             vectors = catalog.vectors_by_id(ids) if len(ids) <= NARROW_SELECTION else None

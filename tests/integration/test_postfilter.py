@@ -161,3 +161,24 @@ def test_a_selection_past_its_budget_stops(library: tuple[Searcher, Path]) -> No
     chosen = from_request(Filters(near="Lisbon"), catalog.cameras)
     assert catalog.vector_ids_matching(chosen, budget=-1.0) is None
     assert len(catalog.vector_ids_matching(chosen, budget=10.0)) == len(catalog.vector_ids_matching(chosen))
+
+
+def test_a_filter_past_its_budget_is_not_selected_again(
+    library: tuple[Searcher, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searcher, _ = library
+    calls: list[object] = []
+    real = Catalog.vector_ids_matching
+
+    def counted(self: Catalog, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalog, "vector_ids_matching", counted)
+    monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)  # past at once
+    fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
+    query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
+    options = Options(k=10, filters=Filters(near="Lisbon"))
+    first = fresh.run(query, options)
+    assert len(calls) == 1  # tried within the budget, then the candidates were checked
+    assert fresh.run(query, options) == first and len(calls) == 1
