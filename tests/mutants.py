@@ -1675,6 +1675,14 @@ MUTATIONS: list[Mutation] = [
         "every query of a broad filter spends the selection's budget again before checking candidates",
     ),
     Mutation(
+        "postfilter-never-gives-up-early",
+        "daemon/search/postfilter.py",
+        "or (fetch >= SAMPLE and found * FETCH_LIMIT < k * fetch)",
+        "",
+        ("tests/integration/test_postfilter.py::test_checking_gives_up_once_too_few_of_enough_candidates_pass",),
+        "a rare --words checks 13,000 candidates before selecting its few pictures after all",
+    ),
+    Mutation(
         "gallery-words-box-ignored",
         "web/backend.py",
         '    for name in ("after", "before", "camera", "near", "country", "words"):',

@@ -25,6 +25,7 @@ from .words import WordsMatch
 
 SELECT_BUDGET = 0.005  # seconds a filter's selection may take before the search checks candidates instead
 FETCH_LIMIT = 16_384  # candidates checked at most; past it the search selects after all
+SAMPLE = 640  # candidates enough to tell that too few pass (a filter letting 1 in 1,000 through)
 SPARE = 4  # a first fetch of SPARE x k candidates: a filter past the budget lets many through
 
 Check = Callable[[Iterable[int]], set[int]]  # content ids -> those that pass
@@ -33,6 +34,12 @@ Check = Callable[[Iterable[int]], set[int]]  # content ids -> those that pass
 def wanted(options: Options) -> bool:
     """Whether a search may check candidates instead of selecting (it needs no whole selection)."""
     return options.filters.active and not options.auto_cut and options.filters.words_match is None
+
+
+def hopeless(fetch: int, found: int, k: int) -> bool:
+    """Whether checking more candidates is not worth it: the next fetch would pass the limit, or at the
+    share that passed so far (among enough candidates to tell) k would need more than the limit."""
+    return fetch * 4 > FETCH_LIMIT or (fetch >= SAMPLE and found * FETCH_LIMIT < k * fetch)
 
 
 def check(catalog: Catalog, filters: Filters) -> Check:

@@ -439,7 +439,7 @@ class Searcher:
                 hits.extend((score, path, content_id, vector_id) for path in live)
                 if contents >= k:
                     return hits
-            if checker and (fetch * 4 > postfilter.FETCH_LIMIT or (len(raw) < fetch and self.index.kind == "ivf")):
+            if checker and (postfilter.hopeless(fetch, contents, k) or (len(raw) < fetch and self.index.kind == "ivf")):
                 return None  # too few pass, or the lists probed ran out (exact: the library did): select after all
             if len(raw) < fetch or fetch >= limit:
                 return hits

@@ -182,3 +182,10 @@ def test_a_filter_past_its_budget_is_not_selected_again(
     first = fresh.run(query, options)
     assert len(calls) == 1  # tried within the budget, then the candidates were checked
     assert fresh.run(query, options) == first and len(calls) == 1
+
+
+def test_checking_gives_up_once_too_few_of_enough_candidates_pass() -> None:
+    assert not postfilter.hopeless(160, 0, 10)  # too few candidates to tell
+    assert postfilter.hopeless(postfilter.SAMPLE, 0, 10)
+    assert not postfilter.hopeless(postfilter.SAMPLE, 1, 10)
+    assert postfilter.hopeless(postfilter.FETCH_LIMIT // 2, 9, 10)  # the next fetch would pass the limit
