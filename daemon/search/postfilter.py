@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable
 
 from ..protocol import Filters, Options
 from ..store.catalog import Catalog
-from ..store.records import FileRow
 from .filters import from_request
 from .words import WordsMatch
 
@@ -48,13 +47,19 @@ def check(catalog: Catalog, filters: Filters) -> Check:
     phrases = [f for f in chosen if isinstance(f, WordsMatch)]
     rest = [f for f in chosen if not isinstance(f, WordsMatch)]
 
+    checked: dict[int, bool] = {}  # over a search's rounds of candidates: each content is looked up once
+
     def passing(ids: Iterable[int]) -> set[int]:
-        found = set(ids)
+        ids = set(ids)
+        found = {cid for cid in ids if cid not in checked}
+        new = set(found)
         if phrases and found:
             texts = catalog.words_texts(found)
-            found = {cid for cid in found if all(f.match(FileRow("", words=texts.get(cid, ""))) for f in phrases)}
+            # WordsMatch.match's rule (the needle in the folded text), without a FileRow per candidate.
+            found = {cid for cid in found if all(f.needle in texts.get(cid, "") for f in phrases)}
         if rest and found:
             found = catalog.content_ids_passing(rest, found)
-        return found
+        checked.update((cid, cid in found) for cid in new)
+        return {cid for cid in ids if checked[cid]}
 
     return passing

@@ -415,9 +415,11 @@ class Searcher:
         fetch = k + len(exclude)  # no slack: IVF probes more lists per started ten; a short answer fetches again
         fetch *= postfilter.SPARE if checker else 1
         limit = len(self.index) if allowed is None else len(allowed)
+        known: dict[int, int] = {}  # vector id -> content, over the rounds: a round looks up only what is new
         while True:
             raw = self._candidates(query, fetch, allowed, k + len(exclude) if checker else 0)
-            owners = self.catalog.contents_of(vid for vid, _ in raw)
+            known.update(self.catalog.contents_of(vid for vid, _ in raw if vid not in known))
+            owners = {vid: known[vid] for vid, _ in raw if vid in known}
             if checker:
                 passing = checker(owners.values())
                 owners = {vid: cid for vid, cid in owners.items() if cid in passing}
