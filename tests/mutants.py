@@ -1644,7 +1644,7 @@ MUTATIONS: list[Mutation] = [
         "daemon/store/selection.py",
         "on_file, on_path = [_Clauses([*on_path, *(f.clause() for f in on_file)])], []",
         "on_path = []",
-        ("tests/integration/test_postfilter.py::test_a_folder_and_a_threshold_are_checked_on_candidates_too",),
+        ("tests/integration/test_postfilter.py::test_checking_contents_one_by_one_agrees_with_selecting_them",),
         "--in is forgotten when the candidates are checked per content",
     ),
     Mutation(

@@ -144,6 +144,22 @@ def test_a_folder_and_a_threshold_are_checked_on_candidates_too(library: tuple[S
         assert all(row["path"].startswith(str(root / "pics" / "a")) for row in selected)
 
 
+def test_checking_contents_one_by_one_agrees_with_selecting_them(library: tuple[Searcher, Path]) -> None:
+    searcher, root = library
+    from imgd.daemon.search.filters import from_request
+
+    catalog = searcher.catalog
+    for filters in (
+        Filters(near="Lisbon", folders=(str(root / "pics" / "a"),)),
+        Filters(folders=(str(root / "pics" / "b"),)),
+        Filters(country="Portugal", folders=(str(root / "pics" / "a"), str(root / "pics" / "b"))),
+    ):
+        chosen = from_request(filters, catalog.cameras)
+        everyone = set(catalog.content_ids_matching(chosen).tolist())
+        some = range(1, COUNT + 1, 3)
+        assert catalog.content_ids_passing(chosen, some) == everyone.intersection(some)
+
+
 def test_the_fused_words_ranking_checks_its_contents_as_the_selection_does(library: tuple[Searcher, Path]) -> None:
     searcher, _ = library
     options = Options(k=10, filters=Filters(near="Lisbon"))
@@ -151,6 +167,7 @@ def test_the_fused_words_ranking_checks_its_contents_as_the_selection_does(libra
         selected = answers(searcher, None, options, seed, fused=["garden", "ticket"])
         assert answers(searcher, 0, options, seed, fused=["garden", "ticket"]) == selected
         assert any("words" in row for row in selected)
+        assert all(row["near"]["km"] <= 25 for row in selected)  # what the words add passes the filters too
 
 
 def test_a_selection_past_its_budget_stops(library: tuple[Searcher, Path]) -> None:
