@@ -1683,6 +1683,14 @@ MUTATIONS: list[Mutation] = [
         "a rare --words checks 13,000 candidates before selecting its few pictures after all",
     ),
     Mutation(
+        "postfilter-in-a-small-library",
+        "daemon/search/postfilter.py",
+        "    return library > MIN_LIBRARY and filters.active",
+        "    return filters.active",
+        ("tests/integration/test_postfilter.py::test_a_small_library_is_always_selected",),
+        "a small library's search may take either path, and a narrow filter's scores differ in the last digit",
+    ),
+    Mutation(
         "gallery-words-box-ignored",
         "web/backend.py",
         '    for name in ("after", "before", "camera", "near", "country", "words"):',

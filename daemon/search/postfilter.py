@@ -24,15 +24,20 @@ from .words import WordsMatch
 
 SELECT_BUDGET = 0.005  # seconds a filter's selection may take before the search checks candidates instead
 FETCH_LIMIT = 16_384  # candidates checked at most; past it the search selects after all
+# Contents below which a search always selects: a selection costs milliseconds there, and one path keeps
+# the scores alike to the last digit (a narrow selection is scored by numpy, candidates by FAISS).
+MIN_LIBRARY = 50_000
 SAMPLE = 640  # candidates enough to tell that too few pass (a filter letting 1 in 1,000 through)
 SPARE = 4  # a first fetch of SPARE x k candidates: a filter past the budget lets many through
 
 Check = Callable[[Iterable[int]], set[int]]  # content ids -> those that pass
 
 
-def wanted(options: Options) -> bool:
-    """Whether a search may check candidates instead of selecting (it needs no whole selection)."""
-    return options.filters.active and not options.auto_cut and options.filters.words_match is None
+def wanted(options: Options, library: int) -> bool:
+    """Whether a search may check candidates instead of selecting: it needs no whole selection, and the
+    library is large enough for a selection to cost (below that, one path answers every search alike)."""
+    filters = options.filters
+    return library > MIN_LIBRARY and filters.active and not options.auto_cut and filters.words_match is None
 
 
 def hopeless(fetch: int, found: int, k: int) -> bool:

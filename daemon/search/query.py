@@ -241,7 +241,9 @@ class Searcher:
         whose matches in pictures' words are fused into the ranking (search/words.py)."""
         words.check(self.catalog, options.filters)
         allowed, hits = None, None
-        if postfilter.wanted(options):  # a filter selecting too many within the budget: check candidates instead
+        if postfilter.wanted(
+            options, len(self.index)
+        ):  # a filter selecting too many within the budget: check candidates instead
             allowed = self._selected(options.filters, "vectors", postfilter.SELECT_BUDGET)
             if allowed is None:
                 checker = postfilter.check(self.catalog, options.filters)
@@ -274,7 +276,11 @@ class Searcher:
         """The hits with the contents whose words match fused in (each scored by its own cosine)."""
         catalog = self.catalog
         filters = options.filters
-        checker = postfilter.check(catalog, filters) if postfilter.wanted(options) else self._checker(filters)
+        checker = (
+            postfilter.check(catalog, filters)
+            if postfilter.wanted(options, len(self.index))
+            else self._checker(filters)
+        )
         by_words = [cid for cid in words.ranked(catalog, fused, checker) if cid not in exclude]
         if not by_words:
             return hits

@@ -95,12 +95,14 @@ def answers(searcher: Searcher, budget: float | None, options: Options, seed: in
     # The selection through FAISS, as a filter that selects thousands at 1M: a narrow one is scored by numpy,
     # whose sums differ from FAISS's in the 7th decimal (the scores shown have 6).
     query_module.NARROW_SELECTION = 0
+    library, postfilter.MIN_LIBRARY = postfilter.MIN_LIBRARY, 0  # a small library, checked as a large one
     try:
         fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
         query = np.random.default_rng(seed).standard_normal(DIM).astype(np.float32)
         return fresh.run(query / np.linalg.norm(query), options, **kwargs)  # type: ignore[arg-type]
     finally:
         postfilter.SELECT_BUDGET, query_module.NARROW_SELECTION = saved, narrow
+        postfilter.MIN_LIBRARY = library
 
 
 @pytest.mark.slow
@@ -193,12 +195,22 @@ def test_a_filter_past_its_budget_is_not_selected_again(
 
     monkeypatch.setattr(Catalog, "vector_ids_matching", counted)
     monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)  # past at once
+    monkeypatch.setattr(postfilter, "MIN_LIBRARY", 0)
     fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
     query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
     options = Options(k=10, filters=Filters(near="Lisbon"))
     first = fresh.run(query, options)
     assert len(calls) == 1  # tried within the budget, then the candidates were checked
     assert fresh.run(query, options) == first and len(calls) == 1
+
+
+def test_a_small_library_is_always_selected(library: tuple[Searcher, Path]) -> None:
+    searcher, _ = library
+    options = Options(k=10, filters=Filters(near="Lisbon"))
+    assert not postfilter.wanted(options, postfilter.MIN_LIBRARY)
+    assert postfilter.wanted(options, postfilter.MIN_LIBRARY + 1)
+    assert not postfilter.wanted(Options(k=10, filters=Filters(near="Lisbon"), auto_cut=True), 10**6)
+    assert not postfilter.wanted(Options(k=10, filters=Filters(words_match="bakery OR total")), 10**6)
 
 
 def test_checking_gives_up_once_too_few_of_enough_candidates_pass() -> None:
