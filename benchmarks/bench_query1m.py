@@ -130,6 +130,42 @@ def bench(config: config_module.Config, queries: int, k: int, only: list[str]) -
     index.close()
 
 
+def parts(config: config_module.Config, runs: int, candidates: int) -> None:
+    """The catalog's side alone (no index): a filter's whole selection against checking `candidates`
+    random contents, the part a search that checks candidates pays per round instead."""
+    from imgd.daemon.search.filters import from_request
+
+    catalog = Catalog(config.catalog_path, readonly=True)
+    places.gazetteer().city("Lisbon")
+    rng = random.Random(7)
+    count = catalog.conn.execute("SELECT count(*) FROM contents").fetchone()[0]
+    print(f"\ncatalog side at {count} contents: median of {runs} (ms)")
+    print(f"| case | selected | select ms | check {candidates} candidates ms | passed | owners of {candidates} ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for name, filters in CASES.items():
+        if not filters.active:
+            continue
+        chosen = from_request(filters, catalog.cameras)
+        selects, checks, owners, selected, passed = [], [], [], 0, 0
+        for _ in range(runs):
+            ids = rng.sample(range(1, count + 1), candidates)
+            started = time.perf_counter()
+            selected = len(catalog.vector_ids_matching(chosen))
+            selects.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            passed = len(postfilter.check(catalog, filters)(ids))
+            checks.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            catalog.contents_of(ids)
+            owners.append(time.perf_counter() - started)
+        print(
+            f"| {name} | {selected} | {1000 * statistics.median(selects):.1f} | "
+            f"{1000 * statistics.median(checks):.1f} | {passed} | {1000 * statistics.median(owners):.1f} |",
+            flush=True,
+        )
+    catalog.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=1_000_000)
@@ -138,6 +174,7 @@ def main() -> None:
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--only", nargs="*", default=[], help="only the cases whose name holds one of these")
     parser.add_argument("--keep", type=Path, required=True, help="build the library here once, reuse it later")
+    parser.add_argument("--parts", type=int, default=0, metavar="N", help="only the catalog's side, N candidates")
     args = parser.parse_args()
     print(machine_line())
     where = args.keep.resolve()
@@ -148,7 +185,10 @@ def main() -> None:
         build(state, pics, args.count)
         add_places_and_words(config.catalog_path, args.count, args.with_words or args.count // 10, seed=26)
         log(f"built catalog and {args.count} files in {time.perf_counter() - started:.0f}s")
-    bench(config, args.queries, args.k, args.only)
+    if args.parts:
+        parts(config, 5, args.parts)
+    else:
+        bench(config, args.queries, args.k, args.only)
 
 
 if __name__ == "__main__":
