@@ -1626,7 +1626,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "postfilter-ignores-words",
         "daemon/search/postfilter.py",
-        "        if phrases and found:",
+        "        if self.phrases and found:",
         "        if False:",
         ("tests/integration/test_postfilter.py::test_checking_candidates_answers_as_selecting_does",),
         "a --words phrase is not checked on the candidates: pictures without those words are listed",
@@ -1689,6 +1689,17 @@ MUTATIONS: list[Mutation] = [
         "    return filters.active",
         ("tests/integration/test_postfilter.py::test_a_small_library_is_always_selected",),
         "a small library's search may take either path, and a narrow filter's scores differ in the last digit",
+    ),
+    Mutation(
+        "postfilter-checks-a-rare-filter-forever",
+        "daemon/search/query.py",
+        "                if len(checker.checked) >= postfilter.SAMPLE:",
+        "                if False:",
+        (
+            "tests/integration/test_postfilter.py::"
+            "test_a_filter_few_candidates_pass_is_selected_once_after_its_first_answer",
+        ),
+        "a filter 1 in 40 pass checks a thousand candidates on every query instead of a cached selection",
     ),
     Mutation(
         "gallery-words-box-ignored",

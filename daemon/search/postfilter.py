@@ -46,25 +46,30 @@ def hopeless(fetch: int, found: int, k: int) -> bool:
     return fetch * 4 > FETCH_LIMIT or (fetch >= SAMPLE and found * FETCH_LIMIT < k * fetch)
 
 
-def check(catalog: Catalog, filters: Filters) -> Check:
-    """Which of some contents pass every filter of a request, looked up per content."""
-    chosen = from_request(filters, catalog.cameras)
-    phrases = [f for f in chosen if isinstance(f, WordsMatch)]
-    rest = [f for f in chosen if not isinstance(f, WordsMatch)]
+class Checker:
+    """Which of some contents pass every filter of a request, looked up per content, each once a search."""
 
-    checked: dict[int, bool] = {}  # over a search's rounds of candidates: each content is looked up once
+    def __init__(self, catalog: Catalog, filters: Filters) -> None:
+        chosen = from_request(filters, catalog.cameras)
+        self.catalog = catalog
+        self.phrases = [f for f in chosen if isinstance(f, WordsMatch)]
+        self.rest = [f for f in chosen if not isinstance(f, WordsMatch)]
+        self.checked: dict[int, bool] = {}  # over a search's rounds of candidates
 
-    def passing(ids: Iterable[int]) -> set[int]:
+    def __call__(self, ids: Iterable[int]) -> set[int]:
         ids = set(ids)
-        found = {cid for cid in ids if cid not in checked}
+        found = {cid for cid in ids if cid not in self.checked}
         new = set(found)
-        if phrases and found:
-            texts = catalog.words_texts(found)
+        if self.phrases and found:
+            texts = self.catalog.words_texts(found)
             # WordsMatch.match's rule (the needle in the folded text), without a FileRow per candidate.
-            found = {cid for cid in found if all(f.needle in texts.get(cid, "") for f in phrases)}
-        if rest and found:
-            found = catalog.content_ids_passing(rest, found)
-        checked.update((cid, cid in found) for cid in new)
-        return {cid for cid in ids if checked[cid]}
+            found = {cid for cid in found if all(f.needle in texts.get(cid, "") for f in self.phrases)}
+        if self.rest and found:
+            found = self.catalog.content_ids_passing(self.rest, found)
+        self.checked.update((cid, cid in found) for cid in new)
+        return {cid for cid in ids if self.checked[cid]}
 
-    return passing
+
+def check(catalog: Catalog, filters: Filters) -> Checker:
+    """Which of some contents pass every filter of a request (a callable, called per round of candidates)."""
+    return Checker(catalog, filters)

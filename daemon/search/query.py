@@ -118,7 +118,7 @@ class Searcher:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache: OrderedDict[tuple[Filters, int, int], np.ndarray] = OrderedDict()
         self._narrow: dict[bytes, np.ndarray] = {}  # a narrow filter's vectors, by its ids
-        self._too_many: dict[tuple, None] = {}  # filters whose selection ran past postfilter.SELECT_BUDGET
+        self._too_many: dict[tuple, bool] = {}  # filters past postfilter.SELECT_BUDGET: check (True) or select
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
         self._switch = SwitchLock()
@@ -248,6 +248,9 @@ class Searcher:
             if allowed is None:
                 checker = postfilter.check(self.catalog, options.filters)
                 hits = self._live_hits(query, options.k, options.filters, None, exclude, options.min_score, checker)
+                if len(checker.checked) >= postfilter.SAMPLE:  # few pass: each query would check a thousand
+                    with self._cache_lock:
+                        self._too_many[("vectors", options.filters, *self.catalog.state())] = False
         if hits is None:
             allowed = allowed if allowed is not None else self._allowed_vectors(options.filters)
             hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
@@ -345,8 +348,10 @@ class Searcher:
             if key in self._filter_cache:
                 self._filter_cache.move_to_end(key)
                 return self._filter_cache[key]
-            if budget is not None and key in self._too_many:  # it ran past the budget before: not again
-                return None
+            if budget is not None and key in self._too_many:  # it ran past the budget before: not again,
+                if self._too_many[key]:
+                    return None
+                budget = None  # unless few of its candidates passed: then selected once, and cached
         chosen = from_request(filters, catalog.cameras)
         if kind == "contents":
             ids, vectors = catalog.content_ids_matching(chosen), None
@@ -354,7 +359,7 @@ class Searcher:
             ids = catalog.vector_ids_matching(chosen, budget) if budget != 0 else None
             if ids is None:
                 with self._cache_lock:
-                    self._too_many[key] = None
+                    self._too_many[key] = True
                     while len(self._too_many) > FILTER_CACHE:
                         del self._too_many[next(iter(self._too_many))]
                 return None

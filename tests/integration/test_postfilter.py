@@ -218,3 +218,26 @@ def test_checking_gives_up_once_too_few_of_enough_candidates_pass() -> None:
     assert postfilter.hopeless(postfilter.SAMPLE, 0, 10)
     assert not postfilter.hopeless(postfilter.SAMPLE, 1, 10)
     assert postfilter.hopeless(postfilter.FETCH_LIMIT // 2, 9, 10)  # the next fetch would pass the limit
+
+
+def test_a_filter_few_candidates_pass_is_selected_once_after_its_first_answer(
+    library: tuple[Searcher, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searcher, _ = library
+    calls: list[object] = []
+    real = Catalog.vector_ids_matching
+
+    def counted(self: Catalog, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalog, "vector_ids_matching", counted)
+    monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)  # past at once
+    monkeypatch.setattr(postfilter, "MIN_LIBRARY", 0)
+    fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
+    query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
+    options = Options(k=40, filters=Filters(words="coffee", near="Lisbon"))  # 1 in 15: 800 candidates for 40
+    first = fresh.run(query, options)
+    assert len(first) == 40 and len(calls) == 1  # tried within the budget, then checked
+    assert fresh.run(query, options) == first and len(calls) == 2  # selected whole this time ...
+    assert fresh.run(query, options) == first and len(calls) == 2  # ... and cached
