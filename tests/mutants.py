@@ -1680,7 +1680,7 @@ MUTATIONS: list[Mutation] = [
         "or (fetch >= SAMPLE and found * FETCH_LIMIT < k * fetch)",
         "",
         ("tests/integration/test_postfilter.py::test_checking_gives_up_once_too_few_of_enough_candidates_pass",),
-        "a rare --words checks 13,000 candidates before selecting its few pictures after all",
+        "a rare filter checks 3,400 candidates before selecting its few pictures after all",
     ),
     Mutation(
         "postfilter-in-a-small-library",

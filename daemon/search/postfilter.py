@@ -23,7 +23,7 @@ from .filters import from_request
 from .words import WordsMatch
 
 SELECT_BUDGET = 0.005  # seconds a filter's selection may take before the search checks candidates instead
-FETCH_LIMIT = 16_384  # candidates checked at most; past it the search selects after all
+FETCH_LIMIT = 4096  # candidates a search would check at most (by the share passing so far); past it, select
 # Contents below which a search always selects: a selection costs milliseconds there, and one path keeps
 # the scores alike to the last digit (a narrow selection is scored by numpy, candidates by FAISS).
 MIN_LIBRARY = 50_000

@@ -216,7 +216,7 @@ def test_a_small_library_is_always_selected(library: tuple[Searcher, Path]) -> N
 def test_checking_gives_up_once_too_few_of_enough_candidates_pass() -> None:
     assert not postfilter.hopeless(160, 0, 10)  # too few candidates to tell
     assert postfilter.hopeless(postfilter.SAMPLE, 0, 10)
-    assert not postfilter.hopeless(postfilter.SAMPLE, 1, 10)
+    assert not postfilter.hopeless(postfilter.SAMPLE, 2, 10)  # 3,200 would do
     assert postfilter.hopeless(postfilter.FETCH_LIMIT // 2, 9, 10)  # the next fetch would pass the limit
 
 
