@@ -1986,6 +1986,93 @@ MUTATIONS: list[Mutation] = [
         (CLUMP,),
         "with pairs bounded per content, a clump's keeper takes only its 64 nearest: one scene splits into groups",
     ),
+    # issue 26, queries at 1M: a filter that selects too many is checked on the search's candidates
+    Mutation(
+        "postfilter-ignores-words",
+        "daemon/search/postfilter.py",
+        "        if self.phrases and found:",
+        "        if False:",
+        ("tests/integration/test_postfilter.py::test_checking_candidates_answers_as_selecting_does",),
+        "a --words phrase is not checked on the candidates: pictures without those words are listed",
+    ),
+    Mutation(
+        "postfilter-candidates-unchecked",
+        "daemon/search/query.py",
+        "                owners = {vid: cid for vid, cid in owners.items() if cid in passing}",
+        "                pass",
+        ("tests/integration/test_postfilter.py::test_checking_candidates_answers_as_selecting_does",),
+        "a --near past the selection's budget lists the nearest vectors wherever they were taken",
+    ),
+    Mutation(
+        "postfilter-drops-the-folder",
+        "daemon/store/selection.py",
+        "on_file, on_path = [_Clauses([*on_path, *(f.clause() for f in on_file)])], []",
+        "on_path = []",
+        ("tests/integration/test_postfilter.py::test_checking_contents_one_by_one_agrees_with_selecting_them",),
+        "--in is forgotten when the candidates are checked per content",
+    ),
+    Mutation(
+        "fused-words-unchecked",
+        "daemon/search/words.py",
+        "            kept.extend(cid for cid in batch if cid in allowed)",
+        "            kept.extend(batch)",
+        (
+            "tests/integration/test_postfilter.py::"
+            "test_the_fused_words_ranking_checks_its_contents_as_the_selection_does",
+        ),
+        "a search's words ranking adds pictures the filters exclude",
+    ),
+    Mutation(
+        "selection-budget-ignored",
+        "daemon/store/selection.py",
+        "self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)",
+        "pass",
+        ("tests/integration/test_postfilter.py::test_a_selection_past_its_budget_stops",),
+        "a filter selecting a quarter of 1M contents takes seconds before the search checks candidates",
+    ),
+    Mutation(
+        "postfilter-budget-retried",
+        "daemon/search/query.py",
+        "            if budget is not None and key in self._too_many:",
+        "            if False:",
+        ("tests/integration/test_postfilter.py::test_a_filter_past_its_budget_is_not_selected_again",),
+        "every query of a broad filter spends the selection's budget again before checking candidates",
+    ),
+    Mutation(
+        "postfilter-never-gives-up-early",
+        "daemon/search/postfilter.py",
+        "or (fetch >= SAMPLE and found * FETCH_LIMIT < k * fetch)",
+        "",
+        ("tests/integration/test_postfilter.py::test_checking_gives_up_once_too_few_of_enough_candidates_pass",),
+        "a rare filter checks 3,400 candidates before selecting its few pictures after all",
+    ),
+    Mutation(
+        "postfilter-in-a-small-library",
+        "daemon/search/postfilter.py",
+        "    return library > MIN_LIBRARY and filters.active",
+        "    return filters.active",
+        ("tests/integration/test_postfilter.py::test_a_small_library_is_always_selected",),
+        "a small library's search may take either path, and a narrow filter's scores differ in the last digit",
+    ),
+    Mutation(
+        "postfilter-checks-a-rare-filter-forever",
+        "daemon/search/query.py",
+        "                if len(checker.checked) >= postfilter.SAMPLE:",
+        "                if False:",
+        (
+            "tests/integration/test_postfilter.py::"
+            "test_a_filter_few_candidates_pass_is_selected_once_after_its_first_answer",
+        ),
+        "a filter 1 in 40 pass checks a thousand candidates on every query instead of a cached selection",
+    ),
+    Mutation(
+        "gallery-words-box-ignored",
+        "web/backend.py",
+        '    for name in ("after", "before", "camera", "near", "country", "words"):',
+        '    for name in ("after", "before", "camera", "near", "country"):',
+        ("tests/e2e/test_web.py::test_the_gallery_filters_by_words_and_shows_the_lines_matched",),
+        "the gallery's words box is ignored: every picture is listed",
+    ),
 ]
 
 

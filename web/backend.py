@@ -58,6 +58,7 @@ CONTROLS = {
     "near": "near",
     "within_km": "km",
     "country": "country",
+    "words": "words",
 }
 
 
@@ -111,7 +112,8 @@ def parse_options(params: Mapping[str, str], k: int) -> Options:
         filters["orientation"] = params["orientation"]
     if params.get("min_size", "").strip():
         filters.update(min_size(params["min_size"]))
-    for name in ("after", "before", "camera", "near", "country"):  # taken on/after, before; make or model; places
+    # taken on/after, before; make or model; places; the words in the picture (a literal phrase, as --words)
+    for name in ("after", "before", "camera", "near", "country", "words"):
         if params.get(name, "").strip():
             filters[name] = params[name].strip()
     if params.get("within", "").strip():

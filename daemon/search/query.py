@@ -23,7 +23,7 @@ from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarReq
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
 from ..store.records import FileRow, FileStat
-from . import words
+from . import postfilter, words
 from .filters import from_request, on_path
 from .near import place_fields
 
@@ -118,6 +118,7 @@ class Searcher:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
         self._filter_cache: OrderedDict[tuple[Filters, int, int], np.ndarray] = OrderedDict()
         self._narrow: dict[bytes, np.ndarray] = {}  # a narrow filter's vectors, by its ids
+        self._too_many: dict[tuple, bool] = {}  # filters past postfilter.SELECT_BUDGET: check (True) or select
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
         self._switch = SwitchLock()
@@ -144,6 +145,7 @@ class Searcher:
                 self._text_cache.clear()
                 self._filter_cache.clear()
                 self._narrow.clear()
+                self._too_many.clear()
                 self._sample = None
 
     # -- vectors ------------------------------------------------------------------------------
@@ -238,8 +240,20 @@ class Searcher:
         """The k best live paths for a query vector under the options' filters, cut-off and order; `fused`: words
         whose matches in pictures' words are fused into the ranking (search/words.py)."""
         words.check(self.catalog, options.filters)
-        allowed = self._allowed_vectors(options.filters)
-        hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
+        allowed, hits = None, None
+        if postfilter.wanted(
+            options, len(self.index)
+        ):  # a filter selecting too many within the budget: check candidates instead
+            allowed = self._selected(options.filters, "vectors", postfilter.SELECT_BUDGET)
+            if allowed is None:
+                checker = postfilter.check(self.catalog, options.filters)
+                hits = self._live_hits(query, options.k, options.filters, None, exclude, options.min_score, checker)
+                if len(checker.checked) >= postfilter.SAMPLE:  # few pass: each query would check a thousand
+                    with self._cache_lock:
+                        self._too_many[("vectors", options.filters, *self.catalog.state())] = False
+        if hits is None:
+            allowed = allowed if allowed is not None else self._allowed_vectors(options.filters)
+            hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
         if options.auto_cut and hits:
             best = {content_id: score for score, _, content_id, _ in reversed(hits)}  # each content's score
             order = list(dict.fromkeys(content_id for _, _, content_id, _ in hits))
@@ -264,7 +278,13 @@ class Searcher:
     ) -> list[tuple[float, str, int, int]]:
         """The hits with the contents whose words match fused in (each scored by its own cosine)."""
         catalog = self.catalog
-        by_words = [cid for cid in words.ranked(catalog, fused, self.allowed(options.filters)) if cid not in exclude]
+        filters = options.filters
+        checker = (
+            postfilter.check(catalog, filters)
+            if postfilter.wanted(options, len(self.index))
+            else self._checker(filters)
+        )
+        by_words = [cid for cid in words.ranked(catalog, fused, checker) if cid not in exclude]
         if not by_words:
             return hits
         known = {hit[2] for hit in hits}
@@ -300,6 +320,14 @@ class Searcher:
                 return float(scores[0])
             return float((scores[keep - 1] + scores[keep]) / 2) if keep < len(scores) else float(scores[-1])
 
+    def _checker(self, filters: Filters) -> postfilter.Check | None:
+        """Which contents pass a filter, by its whole selection (None: no filter)."""
+        allowed = self.allowed(filters)
+        if allowed is None:
+            return None
+        chosen = set(allowed.tolist())
+        return lambda ids: chosen.intersection(ids)
+
     def allowed(self, filters: Filters) -> np.ndarray | None:
         """Content ids a filter lets through (None: no filter), cached per catalog state."""
         return self._selected(filters, "contents")
@@ -308,9 +336,9 @@ class Searcher:
         """Vector ids of the contents a filter lets through (None: no filter): what the index searches."""
         return self._selected(filters, "vectors")
 
-    def _selected(self, filters: Filters, kind: str) -> np.ndarray | None:
+    def _selected(self, filters: Filters, kind: str, budget: float | None = None) -> np.ndarray | None:
         """A filter's selection of content or vector ids, cached per catalog state: people refine the words
-        of a query far more often than its filters."""
+        of a query far more often than its filters. None with no filter, or past `budget` seconds (vectors)."""
         if not filters.active:
             return None
         catalog = self.catalog
@@ -320,11 +348,21 @@ class Searcher:
             if key in self._filter_cache:
                 self._filter_cache.move_to_end(key)
                 return self._filter_cache[key]
+            if budget is not None and key in self._too_many:  # it ran past the budget before: not again,
+                if self._too_many[key]:
+                    return None
+                budget = None  # unless few of its candidates passed: then selected once, and cached
         chosen = from_request(filters, catalog.cameras)
         if kind == "contents":
             ids, vectors = catalog.content_ids_matching(chosen), None
         else:
-            ids = catalog.vector_ids_matching(chosen)
+            ids = catalog.vector_ids_matching(chosen, budget) if budget != 0 else None
+            if ids is None:
+                with self._cache_lock:
+                    self._too_many[key] = True
+                    while len(self._too_many) > FILTER_CACHE:
+                        del self._too_many[next(iter(self._too_many))]
+                return None
             # A narrow filter's own vectors, scored directly: cheaper than any pass over the index.
             vectors = catalog.vectors_by_id(ids) if len(ids) <= NARROW_SELECTION else None
         with self._cache_lock:
@@ -336,11 +374,14 @@ class Searcher:
                 self._narrow.pop(dropped.tobytes(), None)
         return ids
 
-    def _candidates(self, query: np.ndarray, fetch: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
-        """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index."""
+    def _candidates(
+        self, query: np.ndarray, fetch: int, allowed: np.ndarray | None, k: int = 0
+    ) -> list[tuple[int, float]]:
+        """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index; with
+        `k`, the fetch best of the lists a filtered top-k search probes (a post-filter's candidates)."""
         vectors = self._narrow.get(allowed.tobytes()) if allowed is not None else None
         if vectors is None:
-            return self.index.search(query, fetch, allowed)
+            return self.index.search(query, k, allowed, fetch) if k else self.index.search(query, fetch, allowed)
         scores = vectors @ np.asarray(query, dtype=np.float32)
         best = np.argsort(-scores, kind="stable")[:fetch]
         return [(int(allowed[i]), float(scores[i])) for i in best]
@@ -378,13 +419,21 @@ class Searcher:
         allowed: np.ndarray | None,
         exclude: frozenset[int],
         threshold: float | None,
-    ) -> list[tuple[float, str, int, int]]:
-        """Best-first (score, path, content id, best vector id) of the k best contents with a live path that passes."""
+        checker: postfilter.Check | None = None,
+    ) -> list[tuple[float, str, int, int]] | None:
+        """Best-first (score, path, content id, best vector id) of the k best contents with a live path that passes;
+        `checker`: the filters are checked on the candidates (None when too few of them pass)."""
         fetch = k + len(exclude)  # no slack: IVF probes more lists per started ten; a short answer fetches again
+        fetch *= postfilter.SPARE if checker else 1
         limit = len(self.index) if allowed is None else len(allowed)
+        known: dict[int, int] = {}  # vector id -> content, over the rounds: a round looks up only what is new
         while True:
-            raw = self._candidates(query, fetch, allowed)
-            owners = self.catalog.contents_of(vid for vid, _ in raw)
+            raw = self._candidates(query, fetch, allowed, k + len(exclude) if checker else 0)
+            known.update(self.catalog.contents_of(vid for vid, _ in raw if vid not in known))
+            owners = {vid: known[vid] for vid, _ in raw if vid in known}
+            if checker:
+                passing = checker(owners.values())
+                owners = {vid: cid for vid, cid in owners.items() if cid in passing}
             paths = self.catalog.paths_for(owners.values())
             hits: list[tuple[float, str, int, int]] = []
             contents = 0
@@ -403,6 +452,8 @@ class Searcher:
                 hits.extend((score, path, content_id, vector_id) for path in live)
                 if contents >= k:
                     return hits
+            if checker and (postfilter.hopeless(fetch, contents, k) or (len(raw) < fetch and self.index.kind == "ivf")):
+                return None  # too few pass, or the lists probed ran out (exact: the library did): select after all
             if len(raw) < fetch or fetch >= limit:
                 return hits
             fetch *= 4

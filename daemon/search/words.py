@@ -11,7 +11,7 @@ a list gets no share of it). Scores stay the vector search's cosine; only the or
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,6 +28,7 @@ WORD_CANDIDATES = 200  # contents the words ranking contributes to a fused searc
 # most pictures of a large library (bm25 over 25k matches at 1M pictures: ~1-2 s here, RESULTS.md)
 # must not slow every search down. An explicit --words is never cut short.
 FUSION_BUDGET = 0.25
+CHECKED = 1000  # ranked contents checked against a search's filters at a time
 SNIPPET_LINES = 3  # matched lines shown per hit
 _OPERATORS = {"and", "or", "not", "near"}  # FTS5's own words, left out of what an expression highlights
 
@@ -89,16 +90,22 @@ def needles(filters: Filters, fused: list[str]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def ranked(catalog: Catalog, words: list[str], allowed: Iterable[int] | None) -> list[int]:
-    """Contents whose words hold any of `words`, best (bm25) first, among the allowed ones."""
+def ranked(catalog: Catalog, words: list[str], passing: Callable[[list[int]], set[int]] | None) -> list[int]:
+    """Contents whose words hold any of `words`, best (bm25) first, among those that pass (None: all)."""
     found = catalog.words_matching(
-        any_of(words), limit=WORD_CANDIDATES if allowed is None else None, budget=FUSION_BUDGET
+        any_of(words), limit=WORD_CANDIDATES if passing is None else None, budget=FUSION_BUDGET
     )
     if found is None:
         return []
-    if allowed is not None:
-        allowed = set(int(i) for i in allowed)
-        found = [cid for cid in found if cid in allowed][:WORD_CANDIDATES]
+    if passing is not None:
+        kept: list[int] = []
+        for start in range(0, len(found), CHECKED):  # the best first, until enough pass
+            batch = found[start : start + CHECKED]
+            allowed = passing(batch)
+            kept.extend(cid for cid in batch if cid in allowed)
+            if len(kept) >= WORD_CANDIDATES:
+                break
+        found = kept[:WORD_CANDIDATES]
     return found
 
 

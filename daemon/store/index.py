@@ -129,23 +129,28 @@ class VectorIndex:
         if generation is not None:
             self.generation = generation
 
-    def search(self, query: np.ndarray, k: int, allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+    def search(
+        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, fetch: int = 0
+    ) -> list[tuple[int, float]]:
         """Top-k (vector id, cosine) pairs, best first; with `allowed`, only among those vector ids.
 
         A filter is applied inside the search through a FAISS ID selector (a bitmap), never to a top k
         found without it, so if k allowed vectors exist, k come back. IVF probes more lists under a
-        filter, and every list (an exact pass that skips the others' vectors) for a narrow one.
+        filter, and every list (an exact pass that skips the others' vectors) for a narrow one. `fetch`:
+        the fetch best of the lists a filtered top k probes at its widest (a post-filter's candidates).
         """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
         faiss.omp_set_num_threads(1)  # this thread only: a second thread slowed every one-query search
-        selector = _bitmap(allowed) if allowed is not None else None
+        selector = ivf.bitmap(allowed) if allowed is not None else None
         with self._lock:
             index = self._index
             k = min(k, int(index.ntotal) if allowed is None else len(allowed))
             if k <= 0:
                 return []
             sel = selector[0] if selector is not None else None
-            if isinstance(index, faiss.IndexIVF):
+            if fetch:
+                scores, ids = ivf.around(index, query, k, min(fetch, int(index.ntotal)), self.probe_margin)
+            elif isinstance(index, faiss.IndexIVF):
                 # A filter letting a share s through puts its top k near the unfiltered top k/s: probe up to
                 # 4x more lists for it (measured: recall@10 >= 0.99 at 5% of 1M), none more when s is ~1;
                 # a narrow filter searches every list (an exact pass that skips the others' vectors).
@@ -471,15 +476,6 @@ class VectorIndex:
             if catalog.count_vectors() or Path(path).exists():
                 log.info("rebuilding the index from the catalog: %s", exc)
             return cls.build(catalog, dim)
-
-
-def _bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
-    """A FAISS selector over vector ids, with the bit array it reads (kept alive by the caller)."""
-    top = int(allowed.max()) + 1 if len(allowed) else 1
-    mask = np.zeros(top, dtype=bool)
-    mask[allowed] = True
-    bits = np.packbits(mask, bitorder="little")
-    return faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
 
 
 def discard_partial_saves(path: Path) -> int:

@@ -12,6 +12,7 @@ import threading
 import faiss
 import numpy as np
 
+MAX_WIDEN = 4  # a filtered search probes up to this many times the lists of an unfiltered one (index.py)
 TARGET_RECALL = 0.99  # tuned on perturbed stored vectors; a margin over the promised 0.98
 # The probe margin misses a tenth of that on the same queries: a text query's lists score alike, so a
 # margin tuned to 0.99 on picture-like queries left combined text queries at 0.90 (RESULTS.md, section 7).
@@ -127,6 +128,7 @@ def probe(
     sel: faiss.IDSelector | None,
     widen: int,
     margin: float | None,
+    fetch: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Probe the tuned nprobe lists, or more where many centroids score alike; return scores, ids, lists.
 
@@ -135,8 +137,10 @@ def probe(
     section 7). Probing every list within the tuned margin of the best adapts to that per query, up
     to a quarter of the lists, so a query that resembles nothing cannot turn into a full scan.
     Both are tuned for the top 10: a longer list probes proportionally more, and so does a filter.
+    `fetch`: return that many of the best in the lists probed for the top k (a post-filter's candidates).
     """
     rounds = -(-k // 10) * widen
+    k = fetch or k
     nprobe = int(index.nprobe)
     if margin is not None:
         reach = min(index.nlist, max(nprobe, index.nlist // 4))
@@ -162,6 +166,26 @@ def probe(
     n = min(index.nlist, nprobe * rounds)
     scores, ids = index.search(query, k, params=faiss.SearchParametersIVF(nprobe=n, sel=sel))
     return scores, ids, n
+
+
+def around(
+    index: faiss.Index, query: np.ndarray, k: int, fetch: int, margin: float | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fetch best vectors of the lists a filtered top-k search probes at its widest (exact: of all):
+    a post-filter that finds k allowed among them has the filtered search's answer, or a closer one."""
+    if not isinstance(index, faiss.IndexIVF):
+        return index.search(query, fetch)
+    scores, ids, _ = probe(index, query, k, None, MAX_WIDEN, margin, fetch)
+    return scores, ids
+
+
+def bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
+    """A FAISS selector over vector ids, with the bit array it reads (kept alive by the caller)."""
+    top = int(allowed.max()) + 1 if len(allowed) else 1
+    mask = np.zeros(top, dtype=bool)
+    mask[allowed] = True
+    bits = np.packbits(mask, bitorder="little")
+    return faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
 
 
 # -- clustering alone, for the pair join's blocking (search/pairs.py, through index.py) --------------

@@ -12,8 +12,10 @@ per content, never per file.
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -70,18 +72,46 @@ class Selection(CatalogCore):
         ids = np.fromiter((r[0] for r in self.conn.execute(query, args)), dtype=np.int64)
         return np.unique(ids)
 
-    def vector_ids_matching(self, filters: Sequence[Filter] = ()) -> np.ndarray:
-        """Sorted ids of the vectors of those contents: what the index is searched among."""
+    def vector_ids_matching(self, filters: Sequence[Filter] = (), budget: float | None = None) -> np.ndarray | None:
+        """Sorted ids of the vectors of those contents: what the index is searched among; None when that
+        took longer than `budget` seconds (stopped there: too many to be worth selecting)."""
         query, args = self._matching(filters)
-        rows = self.conn.execute(f"SELECT v.id FROM vectors v WHERE v.content_id IN ({query})", args)
-        return np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64))
+        sql = f"SELECT v.id FROM vectors v WHERE v.content_id IN ({query})"
+        if budget is None:
+            return np.unique(np.fromiter((r[0] for r in self.conn.execute(sql, args)), dtype=np.int64))
+        deadline = time.monotonic() + budget
+        self.conn.set_progress_handler(lambda: int(time.monotonic() > deadline), 10_000)
+        try:
+            return np.unique(np.fromiter((r[0] for r in self.conn.execute(sql, args)), dtype=np.int64))
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            return None
+        finally:
+            self.conn.set_progress_handler(None, 0)
 
-    def _matching(self, filters: Sequence[Filter]) -> Clause:
-        """The query of the ids of the contents with a live file that passes every filter."""
+    def content_ids_passing(self, filters: Sequence[Filter], ids: Iterable[int]) -> set[int]:
+        """Those of `ids` whose content has a live file that passes every filter: a lookup per content, so a
+        search can check its best candidates instead of selecting every content that passes."""
+        ids = list(ids)
+        found: set[int] = set()
+        for start in range(0, len(ids), 500):  # SQLite caps the values bound to one statement
+            chunk = ids[start : start + 500]
+            query, args = self._matching(filters, (f"m.content_id IN ({','.join('?' * len(chunk))})", chunk))
+            found.update(row[0] for row in self.conn.execute(query, args))
+        return found
+
+    def _matching(self, filters: Sequence[Filter], among: Clause | None = None) -> Clause:
+        """The query of the ids of the contents with a live file that passes every filter; `among`: a clause
+        over `m` that names the few contents to look at (every filter is then tested per content)."""
         self._require_media()
         on_path = [f.clause() for f in filters if f.scope == PATH]
         on_file = [f for f in filters if f.scope == FILE]
         on_content = [f.clause() for f in filters if f.scope == CONTENT]
+        if among is not None:
+            on_content.insert(0, among)
+            if on_path:  # the path range would walk every file in it: test the named contents' files instead
+                on_file, on_path = [_Clauses([*on_path, *(f.clause() for f in on_file)])], []
         if on_path:
             # Few files under a folder: walk their path range and look each content up, not every content.
             sql, args = _joined([(_LIVE, []), *on_path, *(f.clause() for f in on_file), *on_content])
@@ -100,6 +130,21 @@ class Selection(CatalogCore):
             sql, args = _joined(parts)
             query = f"SELECT m.content_id FROM media m {sql}"
         return query.rstrip(), args
+
+
+class _Clauses(Filter):
+    """Several file clauses that one live file must pass together (a content checked among a few)."""
+
+    scope: ClassVar[str] = FILE
+
+    def __init__(self, clauses: list[Clause]) -> None:
+        self.clauses = clauses
+
+    def clause(self) -> Clause:
+        return " AND ".join(text for text, _ in self.clauses), [v for _, values in self.clauses for v in values]
+
+    def match(self, row: FileRow) -> bool:
+        raise NotImplementedError("SQL only: the filters it joins each have their own match()")
 
 
 def _joined(clauses: Sequence[Clause]) -> Clause:

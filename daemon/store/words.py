@@ -103,6 +103,11 @@ class WordRows(CatalogCore):
             if budget is not None:
                 self.conn.set_progress_handler(None, 0)
 
+    def words_texts(self, content_ids: Iterable[int]) -> dict[int, str]:
+        """The searchable (folded) text of each of these contents that has words: what a literal phrase
+        is looked for in when a search checks its candidates one by one (rowid lookups, no MATCH)."""
+        return dict(self._rows_for_ids("SELECT rowid, text FROM words_fts WHERE rowid IN ({})", list(content_ids)))
+
     def word_lines(self, content_ids: Iterable[int]) -> dict[int, list[WordLine]]:
         """The lines read in each of these contents (a content not read, or without words, is left out)."""
         found: dict[int, list[WordLine]] = {}

@@ -269,6 +269,29 @@ def test_the_gallery_filters_by_place_and_shows_it(browser, library):
     assert unknown.status == 400 and unknown.json()["error"].startswith("No city called 'Qwxyzville' is known")
 
 
+def test_the_gallery_filters_by_words_and_shows_the_lines_matched(browser, library):
+    from imgd.daemon.store.catalog import Catalog
+    from imgd.daemon.store.words import WordLine
+
+    pics, config = library
+    catalog = Catalog(config.catalog_path)  # what the words pass writes for a receipt (tests/integration/test_words.py)
+    try:
+        with catalog.transaction():
+            content_id = catalog.get_file(str(pics / "img2.jpg")).content_id
+            lines = [WordLine("HARDWARE STORE", 0.98), WordLine("TOTAL 17.49", 0.95)]
+            catalog.set_words(content_id, lines, 0.5, 0.0)
+    finally:
+        catalog.close()
+
+    found = browser.get("/api/search?q=a%20red%20car&words=Hardw").json()["hits"]
+    total = browser.get("/api/search?q=a%20red%20car&words=17.49").json()["hits"]
+    none = browser.get("/api/search?q=a%20red%20car&words=invoice").json()["hits"]
+    short = browser.get("/api/search?q=a%20red%20car&words=ab")
+    assert [h["name"] for h in found] == ["img2.jpg"] and found[0]["words"] == ["HARDWARE STORE"]
+    assert [(h["name"], h["words"]) for h in total] == [("img2.jpg", ["TOTAL 17.49"])] and none == []
+    assert short.status == 400 and short.json()["error"] == "Words needs at least 3 letters or digits, not 'ab'."
+
+
 def test_status_reports_the_catalog_without_a_daemon(browser):
     status = browser.get("/api/status").json()
 
