@@ -308,7 +308,7 @@ MUTATIONS: list[Mutation] = [
     ),
     Mutation(
         "known-content-decoded",
-        "daemon/ingest/engine.py",
+        "daemon/ingest/loading.py",
         "        if known(result.digest):",
         "        if False:",
         ("tests/integration/test_imaging.py::test_known_content_is_hashed_but_not_decoded",),

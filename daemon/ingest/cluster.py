@@ -25,7 +25,8 @@ from ..config import Config
 from ..errors import ImgdError
 from ..store.records import FileStat, ImageMeta
 from . import video
-from .engine import Engine, Item, _Loaded, load_file
+from .engine import Engine, Item
+from .loading import _Loaded, load_file
 
 log = logging.getLogger(__name__)
 

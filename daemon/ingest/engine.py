@@ -11,7 +11,6 @@ import os
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
 
@@ -19,16 +18,17 @@ import numpy as np
 
 from ..config import Config
 from ..embedders import Embedder
-from ..errors import ImageReadError, display_path
+from ..errors import display_path
 from ..paths import is_under
 from ..store import places
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
-from ..store.records import FileRecord, FileStat, ImageMeta, IndexSummary
+from ..store.records import FileRecord, FileStat, IndexSummary
 from ..verbosity import DETAIL
-from . import imaging, video
+from . import video
 from .backfill import MediaBackfill
 from .events import EventSource
+from .loading import _Loaded, load_file
 from .modelchange import ModelChange
 from .orphans import OrphanHold, _Released
 from .outcomes import Outcomes
@@ -46,66 +46,6 @@ ProgressFn = Callable[[int], None]
 Item = tuple[FileStat, "FileRecord | None"]
 # (photos, videos, known) -> the loaded files with their vectors, in any order (cluster.Cluster).
 RemoteLoads = Callable[[list[Item], list[Item], Callable[[str], bool]], Iterator["_Loaded"]]
-
-
-@dataclass
-class _Loaded:
-    stat: FileStat
-    previous: FileRecord | None
-    digest: str | None = None
-    image: object | None = None
-    width: int = 0
-    height: int = 0
-    error: str | None = None
-    meta: ImageMeta | None = None
-    next_image: object | None = None  # prepared for the new model, during a model change
-    frames: video.Sampled | None = None  # a video's prepared frames, in place of image and next_image
-    vectors: np.ndarray | None = None  # embedded already, by a cluster's worker (cluster.py): one row a picture
-
-    @property
-    def count(self) -> int:
-        """Pictures to embed: a video's frames, a photo's one, none for known bytes."""
-        if self.vectors is not None:
-            return len(self.vectors)
-        return len(self.frames.times) if self.frames is not None else int(self.image is not None)
-
-
-def load_file(
-    stat: FileStat,
-    previous: FileRecord | None,
-    config: Config,
-    embedder: Embedder,
-    next_embedder: Embedder | None = None,
-    known: Callable[[str], bool] = lambda digest: False,
-) -> _Loaded:
-    """Read, hash, decode and prepare one file for the embedder; a file that cannot be read says why.
-
-    Known bytes (`known(digest)`) are not decoded. The engine's decode threads and a cluster's workers both
-    run this, so a file is read the same way wherever it is embedded.
-    """
-    result = _Loaded(stat, previous)
-    try:
-        if video.is_video(stat.path):
-            result.digest = video.hash_file(stat.path)
-            if not known(result.digest):
-                result.frames = video.prepare(stat.path, embedder, next_embedder)
-                result.meta = result.frames.meta
-                result.width, result.height = result.meta.width, result.meta.height
-            return result
-        data, result.digest = imaging.read_and_hash(stat.path)
-        if known(result.digest):
-            log.log(DETAIL, "known content, not embedded again: %s", display_path(stat.path))
-            return result
-        image, result.meta = imaging.decode_with_meta(stat.path, data, config.max_image_pixels)
-        result.width, result.height = result.meta.width, result.meta.height
-        result.image = embedder.prepare(image)
-        if next_embedder is not None:
-            result.next_image = next_embedder.prepare(image)
-    except ImageReadError as exc:
-        result.error = exc.reason
-    except Exception as exc:  # noqa: BLE001 - one strange file must never stop a run
-        result.error = f"unexpected error ({type(exc).__name__}: {exc})"
-    return result
 
 
 class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, OrphanHold, Outcomes):

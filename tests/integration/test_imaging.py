@@ -17,7 +17,8 @@ import pytest
 from conftest import picture, write_image
 from imgd.daemon.errors import ImageReadError
 from imgd.daemon.ingest import imaging
-from imgd.daemon.ingest.engine import Engine, _Loaded
+from imgd.daemon.ingest.engine import Engine
+from imgd.daemon.ingest.loading import _Loaded
 from imgd.daemon.ingest.scanner import PathFilter
 from imgd.daemon.service.library import open_library
 from imgd.daemon.store.index import VectorIndex
