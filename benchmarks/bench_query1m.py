@@ -44,11 +44,15 @@ from imgd.daemon.wordfold import fold_lines  # noqa: E402
 
 
 def add_places_and_words(path: Path, count: int, with_words: int, seed: int) -> None:
-    """Name the stored GPS (the migration's pass) and write words for `with_words` random contents."""
+    """Name the stored GPS (the places pass) and write words for `with_words` random contents."""
     catalog = Catalog(path)
     rng = random.Random(seed)
-    with catalog.transaction():
-        named = places.name_stored(catalog.conn)
+    named, after = 0, 0
+    while backlog := catalog.places_backlog(after, 50_000):  # what the places pass does, in bigger batches
+        found = places.name_all([row[1] for row in backlog], [row[2] for row in backlog])
+        with catalog.transaction():
+            catalog.set_places([(row[0], place) for row, place in zip(backlog, found, strict=True)])
+        named, after = named + len(backlog), backlog[-1][0]
     log(f"  places named: {named}")
     chosen = rng.sample(range(1, count + 1), with_words)
     for start in range(0, len(chosen), 20_000):

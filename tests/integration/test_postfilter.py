@@ -70,7 +70,9 @@ def library(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Searcher
                 read = json.dumps([[line, 1.0, 0, 0, 1, 1] for line in lines])
                 conn.execute("INSERT INTO words(content_id, read_at, lines) VALUES (?, 0, ?)", (i, read))
                 conn.execute("INSERT INTO words_fts(rowid, text) VALUES (?, ?)", (i, fold_lines(lines)))
-        places.name_stored(conn)
+        backlog = catalog.places_backlog(0, COUNT)  # what the places pass does, in one batch
+        named = places.name_all([row[1] for row in backlog], [row[2] for row in backlog])
+        catalog.set_places([(row[0], place) for row, place in zip(backlog, named, strict=True)])
         conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'")
     index = VectorIndex.build(catalog, DIM)
     catalog.close()
