@@ -266,7 +266,7 @@ def words_pass(
     compare_runtime: bool = False,
 ) -> None:
     from imgd.daemon.ingest import imaging
-    from imgd.daemon.ingest.words import WordReader, read_file
+    from imgd.daemon.ingest.words import WordReader, _gate_detector_input, gate_decode, read_file
     from imgd.daemon.wordfold import fold, fold_lines
 
     rng = random.Random(seed)
@@ -358,6 +358,20 @@ def words_pass(
             print(
                 f"  real textured photos, the gate in turns: on ONNX Runtime alone CPU {_ms(on_onnx[1])}, "
                 f"wall {_ms(on_onnx[0])}; on the chosen runtimes CPU {_ms(chosen[1])}, wall {_ms(chosen[0])}"
+            )
+            # The detector alone on the gate's input (what the runtime changes), in turns as well.
+            alone: dict[str, list[float]] = {"ONNX Runtime": [], "chosen": []}
+            for _ in range(2):
+                for path in real:
+                    batch, _shape = _gate_detector_input(gate_decode(path, imaging.read_bytes(path), 200_000_000)[0])
+                    for name, runner in (("ONNX Runtime", onnx), ("chosen", reader)):
+                        detector = runner._models().text_det
+                        c0 = time.process_time()
+                        detector.infer(batch)
+                        alone[name].append(time.process_time() - c0)
+            print(
+                f"  the detector alone on them, CPU: on ONNX Runtime {_ms(alone['ONNX Runtime'])}; "
+                f"on the chosen runtime ({reader.runtimes['detector']}) {_ms(alone['chosen'])}"
             )
 
     # 2. The pass as the daemon runs it: `threads` pictures at once, each on one core.
