@@ -17,6 +17,7 @@ and the fused ranking's FTS5 lookup.
     python benchmarks/bench_words.py --skip-query / --skip-pass
     python benchmarks/bench_words.py --hard-cases --skip-pass --skip-query  # the gates on unusual pictures
     python benchmarks/bench_words.py --gate-sizes --skip-pass --skip-query  # the detector at smaller sizes
+    python benchmarks/bench_words.py --compare-runtime --skip-query  # OpenVINO where measured faster vs ORT alone
 """
 
 from __future__ import annotations
@@ -255,10 +256,17 @@ def _ms(values: list[float]) -> str:
 
 
 def words_pass(
-    pictures: int, share: float, threads: int, seed: int, gate_sample: int, compare_pass: bool, intra: int
+    pictures: int,
+    share: float,
+    threads: int,
+    seed: int,
+    gate_sample: int,
+    compare_pass: bool,
+    intra: int,
+    compare_runtime: bool = False,
 ) -> None:
     from imgd.daemon.ingest import imaging
-    from imgd.daemon.ingest.words import WordReader, read_file
+    from imgd.daemon.ingest.words import WordReader, _gate_detector_input, gate_decode, read_file
     from imgd.daemon.wordfold import fold, fold_lines
 
     rng = random.Random(seed)
@@ -285,12 +293,19 @@ def words_pass(
         text_picture(rng, kind, faces)[0].save(path, quality=90)
         sample.append(str(path))
     real = _real_photos(rng, folder, 20)
-    reader = WordReader(threads=intra)  # as the pass runs it (1): one core per picture, a picture per thread
+    # As the pass runs it (1 thread per model): one core per picture, a picture per thread; each model on
+    # the runtime measured fastest on this machine (wordsruntime.py), and a reader on ONNX Runtime alone.
+    started = time.perf_counter()
+    reader = WordReader(threads=intra, state_dir=Path(tempfile.mkdtemp(prefix="bench-words-state-")))
     reader.has_words(text_picture(rng, "receipt", faces)[0])  # load the models outside the timing (once per daemon)
+    loaded = time.perf_counter() - started
+    onnx = WordReader(threads=intra, runtime="onnx")
+    onnx.has_words(text_picture(rng, "receipt", faces)[0])
     print(
-        f"pictures: {pictures} ({with_words} with words), threads: {threads}, ONNX Runtime threads per model: "
+        f"pictures: {pictures} ({with_words} with words), threads: {threads}, threads per model: "
         f"{intra}, load average {os.getloadavg()[0]:.1f}"
     )
+    print(f"runtimes chosen: {reader.runtimes} (loading and measuring: {loaded:.1f} s)")
 
     # 1. What a picture without words costs alone (its bytes, a small decode, the gate), one at a time,
     # the gate before and after in turns on the same pictures; and each gate's recall.
@@ -304,14 +319,17 @@ def words_pass(
         return wall, cpu
 
     photos = [path for path, words in corpus if not words]
-    before = cost(photos, lambda path, data: _gate_before(reader, path, data))
+    before = cost(photos, lambda path, data: _gate_before(onnx, path, data))
     after = cost(photos, lambda path, data: read_file(reader, path, data, 200_000_000))
     skipped = sum(not _gate_after(reader, path, imaging.read_bytes(path))[0] for path in photos)
     print(f"a picture without words alone (read, decode, gate), CPU before: {_ms(before[1])}; after: {_ms(after[1])}")
     print(f"  wall before: {_ms(before[0])}; after: {_ms(after[0])}")
+    if compare_runtime:
+        on_onnx = cost(photos, lambda path, data: read_file(onnx, path, data, 200_000_000))
+        print(f"  after on ONNX Runtime alone: CPU {_ms(on_onnx[1])}, wall {_ms(on_onnx[0])}")
     print(f"  the stroke test skipped {skipped}/{len(photos)} of them without the detector")
     texts = [path for path, words in corpus if words] + sample
-    old = sum(_gate_before(reader, path, imaging.read_bytes(path))[0] for path in texts)
+    old = sum(_gate_before(onnx, path, imaging.read_bytes(path))[0] for path in texts)
     new = [_gate_after(reader, path, imaging.read_bytes(path)) for path in texts]
     print(
         f"gate recall over {len(texts)} pictures with words: before {old}/{len(texts)}, "
@@ -319,7 +337,7 @@ def words_pass(
     )
     if real:
         before, after = (
-            cost(real, lambda path, data: _gate_before(reader, path, data)),
+            cost(real, lambda path, data: _gate_before(onnx, path, data)),
             cost(real, lambda path, data: read_file(reader, path, data, 200_000_000)),
         )
         passed = sum(_gate_after(reader, path, imaging.read_bytes(path))[0] for path in real)
@@ -327,6 +345,34 @@ def words_pass(
             f"real textured photos ({len(real)}: scikit-learn's 2 and crops), CPU before: {_ms(before[1])}; "
             f"after: {_ms(after[1])}; the stroke test passed {passed}/{len(real)} on to the detector"
         )
+        if compare_runtime:
+            # In turns, picture by picture: the machine's load shifts alike for both.
+            on_onnx: tuple[list[float], list[float]] = ([], [])
+            chosen: tuple[list[float], list[float]] = ([], [])
+            for _ in range(2):
+                for path in real:
+                    for runner, into in ((onnx, on_onnx), (reader, chosen)):
+                        wall, cpu = cost([path], lambda p, data, r=runner: read_file(r, p, data, 200_000_000))
+                        into[0].extend(wall)
+                        into[1].extend(cpu)
+            print(
+                f"  real textured photos, the gate in turns: on ONNX Runtime alone CPU {_ms(on_onnx[1])}, "
+                f"wall {_ms(on_onnx[0])}; on the chosen runtimes CPU {_ms(chosen[1])}, wall {_ms(chosen[0])}"
+            )
+            # The detector alone on the gate's input (what the runtime changes), in turns as well.
+            alone: dict[str, list[float]] = {"ONNX Runtime": [], "chosen": []}
+            for _ in range(2):
+                for path in real:
+                    batch, _shape = _gate_detector_input(gate_decode(path, imaging.read_bytes(path), 200_000_000)[0])
+                    for name, runner in (("ONNX Runtime", onnx), ("chosen", reader)):
+                        detector = runner._models().text_det
+                        c0 = time.process_time()
+                        detector.infer(batch)
+                        alone[name].append(time.process_time() - c0)
+            print(
+                f"  the detector alone on them, CPU: on ONNX Runtime {_ms(alone['ONNX Runtime'])}; "
+                f"on the chosen runtime ({reader.runtimes['detector']}) {_ms(alone['chosen'])}"
+            )
 
     # 2. The pass as the daemon runs it: `threads` pictures at once, each on one core.
     def run(label: str, read: Callable[[str, bytes], list]) -> None:
@@ -360,8 +406,10 @@ def words_pass(
         print(f"  rendered words recovered: {recovered}/{rendered} = {100 * recovered / max(rendered, 1):.1f}%")
 
     if compare_pass:
-        run("before", lambda path, data: _read_before(reader, path, data))
-    run("after", lambda path, data: read_file(reader, path, data, 200_000_000))
+        run("before", lambda path, data: _read_before(onnx, path, data))
+    if compare_runtime:
+        run("after, ONNX Runtime alone", lambda path, data: read_file(onnx, path, data, 200_000_000))
+    run(f"after, {reader.runtimes}", lambda path, data: read_file(reader, path, data, 200_000_000))
 
 
 def hard_cases(seed: int) -> None:
@@ -421,7 +469,7 @@ def gate_sizes(seed: int, with_words: int, real_crops: int) -> None:
         pictures.append(("real photo", decode(path, Path(path).read_bytes(), 200_000_000, 480)[0]))
     for _ in range(with_words):
         pictures.append(("photo-like", photo_picture(rng)))
-    reader = words.WordReader(threads=1)
+    reader = words.WordReader(threads=1, runtime="onnx")  # its detector.infer: ONNX Runtime
     detector = reader._models().text_det
     import rapidocr_onnxruntime
 
@@ -531,13 +579,25 @@ def main() -> None:
     parser.add_argument("--gate-sample", type=int, default=200, help="more pictures with words for the gates' recall")
     parser.add_argument("--intra", type=int, default=1, help="ONNX Runtime threads per model (the pass: 1)")
     parser.add_argument("--compare-pass", action="store_true", help="run the pass with the gate before, too")
+    parser.add_argument(
+        "--compare-runtime", action="store_true", help="the gate and the pass on ONNX Runtime alone, too"
+    )
     parser.add_argument("--hard-cases", action="store_true", help="the gates on pictures unlike the corpus's")
     parser.add_argument("--gate-sizes", action="store_true", help="the detector alone at smaller sizes, ORT/OpenVINO")
     parser.add_argument("--skip-pass", action="store_true")
     parser.add_argument("--skip-query", action="store_true")
     args = parser.parse_args()
     if not args.skip_pass:
-        words_pass(args.pictures, args.share, args.threads, args.seed, args.gate_sample, args.compare_pass, args.intra)
+        words_pass(
+            args.pictures,
+            args.share,
+            args.threads,
+            args.seed,
+            args.gate_sample,
+            args.compare_pass,
+            args.intra,
+            args.compare_runtime,
+        )
     if args.hard_cases:
         hard_cases(args.seed)
     if args.gate_sizes:

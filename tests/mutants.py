@@ -2073,6 +2073,53 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_web.py::test_the_gallery_filters_by_words_and_shows_the_lines_matched",),
         "the gallery's words box is ignored: every picture is listed",
     ),
+    # -- the words models on OpenVINO where measured faster (issue 26, gate2) ------------------------
+    Mutation(
+        "words-runtime-no-fallback",
+        "daemon/ingest/wordsruntime.py",
+        "        except Exception as exc:  # noqa: BLE001 - OpenVINO's errors have no common type",
+        "        except ImportError as exc:",
+        ("tests/integration/test_words_runtime.py::test_openvino_failing_to_compile_leaves_onnx_runtime_reading",),
+        "OpenVINO failing to compile a words model stops the words pass instead of leaving ONNX Runtime to read",
+    ),
+    Mutation(
+        "words-runtime-call-no-fallback",
+        "daemon/ingest/wordsruntime.py",
+        "            return self._fallback(batch)  # this picture too: read on ONNX Runtime, not lost",
+        "            raise",
+        (
+            "tests/integration/test_words_runtime.py::"
+            "test_openvino_failing_at_a_call_hands_the_model_back_to_onnx_runtime",
+        ),
+        "OpenVINO failing at a later call loses that picture's words instead of reading it on ONNX Runtime",
+    ),
+    Mutation(
+        "words-runtime-not-measured",
+        "daemon/ingest/wordsruntime.py",
+        '            if results[model]["openvino"] * MARGIN > results[model]["onnx"]:',
+        "            if False:",
+        (
+            "tests/integration/test_words_runtime.py::"
+            "test_openvino_slower_on_the_probe_leaves_the_model_on_onnx_runtime",
+        ),
+        "OpenVINO takes the words models over wherever it loads, though on this CPU it measured slower",
+    ),
+    Mutation(
+        "words-runtime-unchecked",
+        "daemon/ingest/wordsruntime.py",
+        "            problem = differ(onnx(batch)[0], ov.run(batch)[0])",
+        "            problem = None",
+        ("tests/integration/test_words_runtime.py::test_a_model_whose_outputs_disagree_with_onnx_runtime_is_refused",),
+        "a compiled model whose boxes or text differ from ONNX Runtime's serves, and words are lost or misread",
+    ),
+    Mutation(
+        "words-runtime-shared-request",
+        "daemon/ingest/wordsruntime.py",
+        "        self._local = threading.local()",
+        "        self._local = self",
+        ("tests/integration/test_words_runtime.py::test_each_thread_runs_its_own_infer_request",),
+        "the pool's threads share one infer request: OpenVINO refuses a busy one and every model falls back",
+    ),
 ]
 
 

@@ -16,12 +16,14 @@ import io
 import logging
 import math
 import threading
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from ..store.words import WordLine
 from . import imaging
+from .wordsruntime import choose
 
 GATE_SIDE = 480  # the gate's longest side: a screenshot's small print still shows (benchmarks/bench_words.py)
 # The stroke test: a pixel is on a stroke when it is darker (or lighter) by more than STROKE_CONTRAST
@@ -67,6 +69,11 @@ def _gate_input(small: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
     array = np.asarray(small, dtype=np.float32)[:, :, ::-1]  # BGR, as the models were trained
     batch = (array * (1 / 127.5) - 1.0).transpose(2, 0, 1)[None]  # mean 0.5, std 0.5
     return np.ascontiguousarray(batch), (small.height, small.width)
+
+
+def _gate_detector_input(image: Image.Image) -> tuple[np.ndarray, tuple[int, int]]:
+    """The gate's detector input for a picture: shrunk, then normalised."""
+    return _gate_input(_gate_picture(image))
 
 
 def has_strokes(small: Image.Image) -> bool:
@@ -117,12 +124,17 @@ class WordReader:
     Each model runs on one core (`threads` = 1): a picture at a time per thread, on as many threads as
     there are cores, does more per CPU second than one picture spread over all cores (at the gate's
     size the model is too small to split well; benchmarks/bench_words.py). RapidOCR's only per-call
-    state, its detector's preprocessing, is set to the same value by every call.
+    state, its detector's preprocessing, is set to the same value by every call. The detector and the
+    recogniser run on OpenVINO instead where it measured faster on this machine (wordsruntime.py):
+    `runtime` auto (measured once, the choice kept in `state_dir`), onnx or openvino.
     """
 
-    def __init__(self, threads: int = 1) -> None:
+    def __init__(self, threads: int = 1, state_dir: Path | None = None, runtime: str = "auto") -> None:
         self._threads = threads
+        self._state_dir = state_dir
+        self._runtime = runtime
         self._ocr = None
+        self.runtimes: dict[str, str] = {}  # each model's runtime, once loaded
         self._lock = threading.Lock()  # one load, however many threads ask first
 
     def _models(self):  # noqa: ANN202 - RapidOCR has no type hints
@@ -131,10 +143,12 @@ class WordReader:
                 from rapidocr_onnxruntime import RapidOCR
 
                 options = {"intra_op_num_threads": self._threads} if self._threads > 0 else {}
-                self._ocr = RapidOCR(**options)
+                ocr = RapidOCR(**options)
                 for name in _THIRD_PARTY_LOGGERS:  # the engine never prints: their records go to imgd's log
                     logging.getLogger(name).handlers.clear()
                     logging.getLogger(name).setLevel(logging.WARNING)
+                self.runtimes = choose(ocr, _gate_detector_input, self._threads, self._state_dir, self._runtime)
+                self._ocr = ocr
             return self._ocr
 
     def has_words(self, image: Image.Image) -> bool:

@@ -57,7 +57,8 @@ class WordsPass:
     @property
     def word_reader(self) -> WordReader:
         if self._word_reader is None:
-            self._word_reader = WordReader(threads=1)  # one core per picture, a picture per pool thread
+            # One core per picture, a picture per pool thread; the runtime's choice kept in the state folder.
+            self._word_reader = WordReader(threads=1, state_dir=self.config.state_dir)
         return self._word_reader
 
     def release_word_reader(self) -> None:
