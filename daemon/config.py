@@ -298,6 +298,13 @@ KEYS: tuple[Key, ...] = (
         "lines read with a lower confidence (0-1) are kept but not searched",
     ),
     Key(
+        "words_runtime",
+        "words.runtime",
+        _choice("auto", "onnx", "openvino"),
+        "auto",
+        "what runs the OCR models; auto = OpenVINO where measured faster and faithful, else ONNX Runtime",
+    ),
+    Key(
         "watch_paths",
         "watch.paths",
         "paths",
@@ -350,6 +357,7 @@ class _Paths:
         dupes_threshold: float
         words_enabled: bool
         words_min_confidence: float
+        words_runtime: str
         watch_paths: tuple[Path, ...]
         exclude: tuple[str, ...]
         extra_exclude: tuple[str, ...]

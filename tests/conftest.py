@@ -94,6 +94,8 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # Exporting to ONNX takes seconds per state folder; tests/integration/test_embedders.py covers that backend.
     monkeypatch.setenv("IMGD_BACKEND", "torch")
+    # Timing the OCR models on both runtimes costs ~4 CPU s per state folder; test_words_runtime.py covers it.
+    monkeypatch.setenv("IMGD_WORDS_RUNTIME", "onnx")
 
 
 @pytest.fixture(autouse=True)

@@ -2120,6 +2120,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_words_runtime.py::test_each_thread_runs_its_own_infer_request",),
         "the pool's threads share one infer request: OpenVINO refuses a busy one and every model falls back",
     ),
+    Mutation(
+        "words-runtime-key-ignored",
+        "daemon/ingest/wordspass.py",
+        "threads=1, state_dir=self.config.state_dir, runtime=self.config.words_runtime",
+        "threads=1, state_dir=self.config.state_dir",
+        ("tests/integration/test_words_runtime.py::test_the_words_runtime_key_reaches_the_pass",),
+        "[words] runtime is read and ignored: every new state folder times the OCR models on both runtimes",
+    ),
 ]
 
 

@@ -58,7 +58,9 @@ class WordsPass:
     def word_reader(self) -> WordReader:
         if self._word_reader is None:
             # One core per picture, a picture per pool thread; the runtime's choice kept in the state folder.
-            self._word_reader = WordReader(threads=1, state_dir=self.config.state_dir)
+            self._word_reader = WordReader(
+                threads=1, state_dir=self.config.state_dir, runtime=self.config.words_runtime
+            )
         return self._word_reader
 
     def release_word_reader(self) -> None:

@@ -155,3 +155,16 @@ def test_openvino_failing_at_a_call_hands_the_model_back_to_onnx_runtime(readers
     for _ in range(3):
         assert np.array_equal(model(batch)[0], onnx(batch)[0])
     assert sum("failed running the words detector" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("runtime", ["onnx", "openvino"])
+def test_the_words_runtime_key_reaches_the_pass(tmp_path: Path, runtime: str) -> None:
+    # `[words] runtime` (IMGD_WORDS_RUNTIME) names the runtime and skips the measurement; the tests set onnx.
+    from imgd.daemon import config as config_module
+    from imgd.daemon.ingest.wordspass import WordsPass
+
+    config = config_module.load(None, {"state_dir": tmp_path}, env={"IMGD_WORDS_RUNTIME": runtime})
+    assert config.words_runtime == runtime
+    words_pass = WordsPass.__new__(WordsPass)
+    words_pass.config = config
+    assert words_pass.word_reader._runtime == runtime
