@@ -1622,6 +1622,47 @@ MUTATIONS: list[Mutation] = [
         ),
         "a text whose words are in most pictures makes every search of a large library take seconds",
     ),
+    # -- memory at a million (issue 21, point 2): 8-bit IVF lists re-scored from the catalog, built from a sample --
+    Mutation(
+        "ivf-rescoring-skipped",
+        "daemon/store/index.py",
+        "        lookup = lookup or self.exact_vectors\n",
+        "        lookup = None\n",
+        (
+            "tests/unit/test_index.py::"
+            "test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescores_exactly",
+            "tests/unit/test_index.py::test_a_filtered_search_returns_the_best_allowed_vectors_and_k_whenever_k_are_allowed",
+        ),
+        "an IVF answers with its 8-bit scores: near ties swap and recall falls below the exact search's",
+    ),
+    Mutation(
+        "ivf-trains-on-every-point",
+        "daemon/store/ivf.py",
+        "    return min(count, SAMPLE_PER_LIST * list_count(count))",
+        "    return count",
+        (
+            "tests/unit/test_index.py::test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescores_exactly",
+        ),
+        "k-means over the whole library: at 1M its training points alone are 2 GB of float32",
+    ),
+    Mutation(
+        "index-built-exact-first",
+        "daemon/store/index.py",
+        "        if count >= EXACT_LIMIT:\n",
+        "        if False:\n",
+        (
+            "tests/unit/test_index.py::test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescores_exactly",
+        ),
+        "a large library is first read into an exact float32 index (2 GB at 1M), then copied again to cluster it",
+    ),
+    Mutation(
+        "older-float16-ivf-misread",
+        "daemon/store/indexfile.py",
+        "    if isinstance(raw, faiss.IndexIVF) and (not data.startswith(MAGIC) or codec != STORAGE):",
+        "    if False:",
+        ("tests/unit/test_index.py::test_an_older_float16_ivf_file_is_rebuilt_not_misread",),
+        "an index file of the float16 format is served as if its lists were today's",
+    ),
 ]
 
 

@@ -339,8 +339,8 @@ class Searcher:
     def _candidates(self, query: np.ndarray, fetch: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index."""
         vectors = self._narrow.get(allowed.tobytes()) if allowed is not None else None
-        if vectors is None:
-            return self.index.search(query, fetch, allowed)
+        if vectors is None:  # an IVF re-scores its candidates from this thread's catalog reader
+            return self.index.search(query, fetch, allowed, lookup=self.catalog.vectors_by_id)
         scores = vectors @ np.asarray(query, dtype=np.float32)
         best = np.argsort(-scores, kind="stable")[:fetch]
         return [(int(allowed[i]), float(scores[i])) for i in best]

@@ -321,7 +321,9 @@ def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Sear
             )
         return embedder
 
-    return Searcher(config, index, load)
+    searcher = Searcher(config, index, load)
+    index.exact_vectors = lambda ids: searcher.catalog.vectors_by_id(ids)  # the one it was loaded with is closed
+    return searcher
 
 
 def catalog_status(config: Config) -> dict[str, object]:
