@@ -212,7 +212,7 @@ class VectorIndex:
             present, vectors = self._exact(np.unique(ids))
             rows = np.searchsorted(present, ids).clip(max=len(present) - 1) if len(present) else np.zeros_like(ids)
             known = present[rows] == ids if len(present) else np.zeros(len(ids), dtype=bool)
-            exact = np.einsum("ij,ij->i", vectors[rows], np.repeat(queries, np.diff(lims), axis=0))
+            exact = np.einsum("ij,ij->i", vectors[rows], np.repeat(queries, np.diff(lims.astype(np.int64)), axis=0))
             scores = np.where(known & (exact >= threshold), exact, -np.inf).astype(np.float32)
         found = []
         for number in range(len(queries)):
