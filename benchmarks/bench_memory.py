@@ -106,7 +106,7 @@ def truth_of(catalog, queries: np.ndarray, owner: dict[int, int], k: int, depth:
     return truths
 
 
-def measure(path: Path, count: int, queries: int, k: int = 10) -> dict[str, object]:
+def measure(path: Path, count: int, queries: int, k: int = 10, tag: str = "") -> dict[str, object]:
     import faiss
     from bench_search import Mixture
     from imgd.daemon.store.catalog import Catalog
@@ -127,7 +127,7 @@ def measure(path: Path, count: int, queries: int, k: int = 10) -> dict[str, obje
     vectors_total = catalog.count_vectors()
     stage("open", started, before)
 
-    index_path = path.parent / "index.faiss"
+    index_path = path.parent / f"index{tag}.faiss"
     index_path.unlink(missing_ok=True)
     reset_peak()
     before, started = common.rss_bytes(), time.monotonic()
@@ -187,12 +187,13 @@ def main() -> None:
     parser.add_argument("--contents", type=int, default=100_000)
     parser.add_argument("--share", type=float, default=0.0, help="videos among the contents (2-3 vectors each)")
     parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--tag", default="", help="index file index<TAG>.faiss: two runs over one catalog at once")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     path = common.OUT / f"mem-{args.contents}-{args.share}" / "catalog.db"
     make(path, args.contents, args.share)
     common.log(f"CPU: {common.cpu_model()}, load {os.getloadavg()[0]:.1f}")
-    print(json.dumps(measure(path, args.contents, args.queries), indent=1))
+    print(json.dumps(measure(path, args.contents, args.queries, tag=args.tag), indent=1))
 
 
 if __name__ == "__main__":

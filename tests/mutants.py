@@ -1663,6 +1663,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_index.py::test_an_older_float16_ivf_file_is_rebuilt_not_misread",),
         "an index file of the float16 format is served as if its lists were today's",
     ),
+    Mutation(
+        "duplicates-pass-clusters-beside-the-build",
+        "daemon/store/ivf.py",
+        "    with clustering():\n        kmeans.train(",
+        "    with contextlib.nullcontext():\n        kmeans.train(",
+        ("tests/unit/test_index.py::test_the_index_build_and_the_duplicates_pass_never_cluster_at_once",),
+        "the duplicates pass's k-means runs beside the index build's: both samples and buffers at once",
+    ),
 ]
 
 

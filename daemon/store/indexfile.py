@@ -13,6 +13,7 @@ import os
 import struct
 import threading
 from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -47,38 +48,50 @@ def write(path: Path, header: dict[str, object], payload: np.ndarray) -> None:
 
 
 def read(path: Path) -> tuple[dict, faiss.Index]:
-    """The header (a dict) and the FAISS index of a file checked against its own header."""
+    """The header (a dict) and the FAISS index of a file checked against its own header.
+
+    The payload is hashed, then parsed, a few MB at a time: read whole, the file and FAISS's copy of it
+    were both held at once (twice the index at every start). Parsed only once its checksum holds, so a
+    damaged size field never reaches FAISS.
+    """
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            meta, raw = _read(fh)
     except FileNotFoundError:
         raise IndexFileError("index file is missing") from None
     except OSError as exc:
         raise IndexFileError(f"index file unreadable ({exc.strerror})") from None
-    if not data.startswith((MAGIC, *_OLDER)) or len(data) < len(MAGIC) + _HEADER_LEN.size:
+    return meta, raw
+
+
+def _read(fh: BinaryIO) -> tuple[dict, faiss.Index]:
+    """Check and parse an open index file: its header, its checksum, then FAISS's part."""
+    head = fh.read(len(MAGIC) + _HEADER_LEN.size)
+    if not head.startswith((MAGIC, *_OLDER)) or len(head) < len(MAGIC) + _HEADER_LEN.size:
         raise IndexFileError("index file has no imgd header")
-    (length,) = _HEADER_LEN.unpack_from(data, len(MAGIC))
-    start = len(MAGIC) + _HEADER_LEN.size
+    (length,) = _HEADER_LEN.unpack_from(head, len(MAGIC))
     try:
-        meta = json.loads(data[start : start + length])
-        int(meta["generation"])
-        count, dim, sha256 = int(meta["count"]), int(meta["dim"]), str(meta["sha256"])
+        meta = json.loads(fh.read(length))
+        int(meta["generation"]), int(meta["count"]), int(meta["dim"]), str(meta["sha256"])
     except (ValueError, KeyError, TypeError):
         raise IndexFileError("index file header is damaged") from None
-    payload = memoryview(data)[start + length :]  # no second copy of a 1 GB file
-    if hashlib.sha256(payload).hexdigest() != sha256:
+    start, digest = fh.tell(), hashlib.sha256()
+    while chunk := fh.read(1 << 22):
+        digest.update(chunk)
+    if digest.hexdigest() != meta["sha256"]:
         raise IndexFileError("index file is truncated or corrupt (checksum mismatch)")
+    fh.seek(start)
     try:
-        raw = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
+        raw = faiss.read_index(faiss.PyCallbackIOReader(fh.read))
     except RuntimeError:
         raise IndexFileError("index file could not be parsed by FAISS") from None
-    del payload
+    count, dim = int(meta["count"]), int(meta["dim"])
     if raw.d != dim or raw.ntotal != count:
         raise IndexFileError("index file contents disagree with its header")
     if not isinstance(raw, faiss.IndexIDMap2 | faiss.IndexIVF):
         raise IndexFileError(f"index file holds an unexpected FAISS index ({type(raw).__name__})")
     codec = getattr(getattr(raw, "sq", None), "qtype", None)
-    if isinstance(raw, faiss.IndexIVF) and (not data.startswith(MAGIC) or codec != STORAGE):
+    if isinstance(raw, faiss.IndexIVF) and (not head.startswith(MAGIC) or codec != STORAGE):
         raise IndexFileError("index file holds an older approximate index (float16 lists)")
     return meta, raw
 

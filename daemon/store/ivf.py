@@ -8,8 +8,9 @@ times more candidates than it returns and re-scores them from the catalog's floa
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -29,8 +30,25 @@ _NPROBES = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 
 _MARGINS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
+# One k-means at a time in the process: the index build's and the duplicates pass's each hold their
+# sample and distance buffers, and two at once were seen at 8 GB (issue 21).
+_CLUSTERING = threading.Lock()
+
+
 class Cancelled(Exception):
     """A background build was stopped because the daemon is shutting down."""
+
+
+@contextlib.contextmanager
+def clustering(cancel: threading.Event | None = None) -> Iterator[None]:
+    """Hold the process's one k-means turn, giving up (Cancelled) if `cancel` is set while waiting."""
+    while not _CLUSTERING.acquire(timeout=0.2):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+    try:
+        yield
+    finally:
+        _CLUSTERING.release()
 
 
 def export(index: faiss.Index, with_vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -84,12 +102,13 @@ def build(
     dim = points.shape[1]
     nlist = max(1, min(list_count(count), len(points) // 39))
     centroids = points[rng.choice(len(points), size=nlist, replace=False)].copy()
-    for _ in range(KMEANS_ITERATIONS):  # one round at a time, so a shutdown need not wait for all
-        if cancel.is_set():
-            raise Cancelled
-        kmeans = faiss.Kmeans(dim, nlist, niter=1, spherical=True, verbose=False, max_points_per_centroid=1 << 20)
-        kmeans.train(points, init_centroids=centroids)
-        centroids = kmeans.centroids
+    with clustering(cancel):
+        for _ in range(KMEANS_ITERATIONS):  # one round at a time, so a shutdown need not wait for all
+            if cancel.is_set():
+                raise Cancelled
+            kmeans = faiss.Kmeans(dim, nlist, niter=1, spherical=True, verbose=False, max_points_per_centroid=1 << 20)
+            kmeans.train(points, init_centroids=centroids)
+            centroids = kmeans.centroids
     quantizer = faiss.IndexFlatIP(dim)
     quantizer.add(centroids)
     index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, STORAGE, faiss.METRIC_INNER_PRODUCT)
@@ -249,7 +268,8 @@ def train_centroids(
         seed=seed,
         verbose=False,
     )
-    kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
+    with clustering():
+        kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
     return kmeans.centroids
 
 

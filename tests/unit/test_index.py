@@ -749,3 +749,39 @@ def test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescore
         hits_total += len({i for i, _ in hits} & set(ids[np.argsort(-exact)[:10]].tolist()))
     assert hits_total / (10 * 200) >= 0.98
     catalog.close()
+
+
+def test_the_index_build_and_the_duplicates_pass_never_cluster_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each k-means holds its sample and distance buffers: two at once were seen at 8 GB at 1M (issue 21)."""
+    active, most, lock = [0], [0], threading.Lock()
+    real_kmeans = index_module.faiss.Kmeans
+
+    def counting(*args: object, **kwargs: object) -> object:
+        kmeans = real_kmeans(*args, **kwargs)
+        train = kmeans.train
+
+        def tracked(*more: object, **named: object) -> object:
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.05)  # long enough for the other thread to arrive
+            try:
+                return train(*more, **named)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        kmeans.train = tracked
+        return kmeans
+
+    monkeypatch.setattr(index_module.faiss, "Kmeans", counting)
+    index = VectorIndex(32)
+    index.exact_limit = 1000
+    index.add(np.arange(3000), clustered(3000, seed=9))
+    index.background = True
+    index.rebuild_if_due()  # the index build, in its thread ...
+    points = clustered(4000, seed=10)
+    for _ in range(6):  # ... while the duplicates pass clusters its blocks (search/pairs.py)
+        ivf_module.train_centroids(points, 50, iterations=2, seed=1, max_points_per_centroid=80)
+    index._builder.join(60)
+    assert index.kind == "ivf" and most[0] == 1
