@@ -178,19 +178,17 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """(ids found, their exact float32 vectors): from the catalog where one is given, else the codes.
 
-        An id removed from the catalog since the index answered drops out (looked up one by one then).
+        An id removed from the catalog since the index answered drops out (found by halving the lookup).
         """
         lookup = lookup or self.exact_vectors
         ids = np.asarray(ids, dtype=np.int64)
         if lookup is None or not len(ids):
             return self.reconstruct_many(ids, codes=True)
-        try:
-            return ids, np.asarray(lookup(ids), dtype=np.float32).reshape(len(ids), self.dim)
-        except KeyError:
-            kept = [(i, v) for i in ids.tolist() for v in ivf.found(lookup, i)]
-        if not kept:
+        parts = ivf.present(lookup, ids)
+        if not parts:
             return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
-        return np.asarray([i for i, _ in kept], dtype=np.int64), np.vstack([v for _, v in kept]).astype(np.float32)
+        vectors = np.vstack([v for _, v in parts]).astype(np.float32, copy=False).reshape(-1, self.dim)
+        return np.concatenate([i for i, _ in parts]), vectors
 
     def range_search(self, queries: np.ndarray, threshold: float, limit: int = 1000) -> list[list[tuple[int, float]]]:
         """For each query, the stored (id, cosine) pairs at or above threshold, best first, at most limit."""

@@ -278,12 +278,15 @@ def nearest_centroids(points: np.ndarray, centroids: np.ndarray, k: int) -> np.n
     return faiss.knn(np.ascontiguousarray(points, dtype=np.float32), centroids, k)[1]
 
 
-def found(lookup: Callable[[np.ndarray], np.ndarray], vector_id: int) -> list[np.ndarray]:
-    """The one vector of an id, or nothing if it is gone."""
+def present(lookup: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, vectors) parts of the ids the lookup still finds: it raises KeyError for a gone one, so halve."""
     try:
-        return [np.asarray(lookup(np.asarray([vector_id], dtype=np.int64)), dtype=np.float32).reshape(-1)]
+        return [(ids, np.asarray(lookup(ids), dtype=np.float32))]
     except KeyError:
-        return []
+        if len(ids) == 1:
+            return []
+    half = len(ids) // 2
+    return present(lookup, ids[:half]) + present(lookup, ids[half:])
 
 
 def bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
