@@ -157,10 +157,10 @@ class VectorIndex:
                     every = faiss.SearchParametersIVF(nprobe=index.nlist, sel=sel)
                     scores, ids = index.search(query, k, params=every)
                 else:
-                    scores, ids, nprobe = ivf.probe(index, query, k, sel, widen, self.probe_margin)
+                    scores, ids, nprobe = ivf.probe(index, query, k, sel, widen, self.probe_margin, wanted)
                     # More lists if the probed ones held fewer than k allowed vectors (a short answer would
                     # read as "nothing more in the library").
-                    while int((ids[0] >= 0).sum()) < k and nprobe < index.nlist:
+                    while int((ids[0] >= 0).sum()) < wanted and nprobe < index.nlist:
                         nprobe = min(index.nlist, nprobe * 4)
                         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
                         scores, ids = index.search(query, k, params=params)

@@ -216,6 +216,7 @@ def probe(
     sel: faiss.IDSelector | None,
     widen: int,
     margin: float | None,
+    depth: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Probe the tuned nprobe lists, or more where many centroids score alike; return scores, ids, lists.
 
@@ -225,7 +226,7 @@ def probe(
     to a quarter of the lists, so a query that resembles nothing cannot turn into a full scan.
     Both are tuned for the top 10: a longer list probes proportionally more, and so does a filter.
     """
-    rounds = -(-k // 10) * widen
+    rounds = -(-(depth or k) // 10) * widen  # lists for the top `depth` wanted; k candidates come back
     nprobe = int(index.nprobe)
     if margin is not None:
         reach = min(index.nlist, max(nprobe, index.nlist // 4))
