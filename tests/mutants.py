@@ -1658,7 +1658,7 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "older-float16-ivf-misread",
         "daemon/store/indexfile.py",
-        "    if isinstance(raw, faiss.IndexIVF) and (not data.startswith(MAGIC) or codec != STORAGE):",
+        "    if isinstance(raw, faiss.IndexIVF) and (not head.startswith(MAGIC) or codec != STORAGE):",
         "    if False:",
         ("tests/unit/test_index.py::test_an_older_float16_ivf_file_is_rebuilt_not_misread",),
         "an index file of the float16 format is served as if its lists were today's",
