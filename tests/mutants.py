@@ -2128,6 +2128,55 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_words_runtime.py::test_the_words_runtime_key_reaches_the_pass",),
         "[words] runtime is read and ignored: every new state folder times the OCR models on both runtimes",
     ),
+    # -- memory at a million (issue 21, point 2): 8-bit IVF lists re-scored from the catalog, built from a sample --
+    Mutation(
+        "ivf-rescoring-skipped",
+        "daemon/store/index.py",
+        "        lookup = lookup or self.exact_vectors\n",
+        "        lookup = None\n",
+        (
+            "tests/unit/test_index.py::"
+            "test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescores_exactly",
+            "tests/unit/test_index.py::test_a_filtered_search_returns_the_best_allowed_vectors_and_k_whenever_k_are_allowed",
+        ),
+        "an IVF answers with its 8-bit scores: near ties swap and recall falls below the exact search's",
+    ),
+    Mutation(
+        "ivf-trains-on-every-point",
+        "daemon/store/ivf.py",
+        "    return min(count, SAMPLE_PER_LIST * list_count(count))",
+        "    return count",
+        (
+            "tests/unit/test_index.py::test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescores_exactly",
+        ),
+        "k-means over the whole library: at 1M its training points alone are 2 GB of float32",
+    ),
+    Mutation(
+        "index-built-exact-first",
+        "daemon/store/index.py",
+        "        if count >= EXACT_LIMIT:\n",
+        "        if False:\n",
+        (
+            "tests/unit/test_index.py::test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescores_exactly",
+        ),
+        "a large library is first read into an exact float32 index (2 GB at 1M), then copied again to cluster it",
+    ),
+    Mutation(
+        "older-float16-ivf-misread",
+        "daemon/store/indexfile.py",
+        "    if isinstance(raw, faiss.IndexIVF) and (not head.startswith(MAGIC) or codec != STORAGE):",
+        "    if False:",
+        ("tests/unit/test_index.py::test_an_older_float16_ivf_file_is_rebuilt_not_misread",),
+        "an index file of the float16 format is served as if its lists were today's",
+    ),
+    Mutation(
+        "duplicates-pass-clusters-beside-the-build",
+        "daemon/store/ivf.py",
+        "    with clustering():\n        kmeans.train(",
+        "    with contextlib.nullcontext():\n        kmeans.train(",
+        ("tests/unit/test_index.py::test_the_index_build_and_the_duplicates_pass_never_cluster_at_once",),
+        "the duplicates pass's k-means runs beside the index build's: both samples and buffers at once",
+    ),
 ]
 
 

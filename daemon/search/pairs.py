@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..store.index import nearest_centroids, train_centroids
+from ..store.ivf import nearest_centroids, train_centroids
 
 MARGIN = 0.002  # candidates from float32 products this far below the threshold are scored exactly
 PAIRS_EXACT_LIMIT = 16_384  # below this many vectors every pair is compared (~1 s here)

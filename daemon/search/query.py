@@ -279,11 +279,8 @@ class Searcher:
         """The hits with the contents whose words match fused in (each scored by its own cosine)."""
         catalog = self.catalog
         filters = options.filters
-        checker = (
-            postfilter.check(catalog, filters)
-            if postfilter.wanted(options, len(self.index))
-            else self._checker(filters)
-        )
+        wanted = postfilter.wanted(options, len(self.index))
+        checker = postfilter.check(catalog, filters) if wanted else self._checker(filters)
         by_words = [cid for cid in words.ranked(catalog, fused, checker) if cid not in exclude]
         if not by_words:
             return hits
@@ -380,8 +377,9 @@ class Searcher:
         """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index; with
         `k`, the fetch best of the lists a filtered top-k search probes (a post-filter's candidates)."""
         vectors = self._narrow.get(allowed.tobytes()) if allowed is not None else None
-        if vectors is None:
-            return self.index.search(query, k, allowed, fetch) if k else self.index.search(query, fetch, allowed)
+        if vectors is None:  # an IVF re-scores its candidates from this thread's catalog reader
+            lookup = self.catalog.vectors_by_id
+            return self.index.search(query, k or fetch, allowed, fetch=fetch if k else 0, lookup=lookup)
         scores = vectors @ np.asarray(query, dtype=np.float32)
         best = np.argsort(-scores, kind="stable")[:fetch]
         return [(int(allowed[i]), float(scores[i])) for i in best]

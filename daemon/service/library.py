@@ -19,7 +19,8 @@ from ..embedders import Embedder
 from ..errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch, display_path
 from ..search.query import Searcher
 from ..store.catalog import Catalog, same_model
-from ..store.index import VectorIndex, discard_partial_saves
+from ..store.index import VectorIndex
+from ..store.indexfile import discard_partial_saves
 
 if TYPE_CHECKING:  # the ingest engine is imported by the writers that build one: a search never needs it
     from ..ingest.engine import Engine
@@ -326,7 +327,9 @@ def open_searcher(config: Config, load_model: Callable[[str], Embedder]) -> Sear
             )
         return embedder
 
-    return Searcher(config, index, load)
+    searcher = Searcher(config, index, load)
+    index.exact_vectors = lambda ids: searcher.catalog.vectors_by_id(ids)  # the one it was loaded with is closed
+    return searcher
 
 
 def catalog_status(config: Config) -> dict[str, object]:

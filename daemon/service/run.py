@@ -25,7 +25,7 @@ from ..ingest.worker import Worker
 from ..protocol import StatusRequest
 from ..search.query import Searcher
 from ..store.catalog import Catalog
-from ..store.index import discard_partial_saves
+from ..store.indexfile import discard_partial_saves
 from ..store.records import Change
 from .alerts import AlertService
 from .dupetracker import DupeTracker, library_vectors

@@ -18,14 +18,10 @@ best one, as for text queries, which sit apart from every picture in CLIP space.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
-import os
-import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -33,17 +29,15 @@ from typing import Protocol
 import faiss
 import numpy as np
 
-from . import ivf
+from . import indexfile, ivf
 from .catalog import Catalog
-from .ivf import nearest_centroids, train_centroids  # noqa: F401 - the pair join's blocking (search/pairs.py)
+from .indexfile import IndexFileError
 
 log = logging.getLogger(__name__)
 
-MAGIC = b"IMGDIDX1"
-_HEADER_LEN = struct.Struct("<I")
-
 EXACT_LIMIT = 40_000  # exact search passes 10 ms p50 between 25k and 50k vectors on 2 cores
 RETRAIN_GROWTH = 4  # re-cluster once the library has grown this much since the last training
+CODE_SLACK = 0.02  # an 8-bit code's score errs by less (range search takes this margin below its threshold)
 EXACT_SELECTION = 4096  # IVF searches every list for filters selecting at most this many contents
 
 
@@ -61,10 +55,6 @@ class IndexListener(Protocol):
     def on_added(self, ids: np.ndarray, vectors: np.ndarray) -> None: ...
 
     def on_removed(self, ids: list[int]) -> None: ...
-
-
-class IndexFileError(Exception):
-    """The index file cannot be trusted; the caller rebuilds from the catalog."""
 
 
 class VectorIndex:
@@ -87,6 +77,8 @@ class VectorIndex:
         self._closed = False
         self.catalog_id: str | None = None  # the catalog these vectors come from (ids restart in another)
         self.listeners: list[IndexListener] = []  # told of every add and removal (the daemon's duplicate tracker)
+        # The exact (float16) vectors of vector ids, for an IVF's 8-bit codes: the catalog's, set by its owner.
+        self.exact_vectors: Callable[[np.ndarray], np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self._index.ntotal)
@@ -130,9 +122,17 @@ class VectorIndex:
             self.generation = generation
 
     def search(
-        self, query: np.ndarray, k: int, allowed: np.ndarray | None = None, fetch: int = 0
+        self,
+        query: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        fetch: int = 0,
+        lookup: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> list[tuple[int, float]]:
         """Top-k (vector id, cosine) pairs, best first; with `allowed`, only among those vector ids.
+
+        IVF takes ivf.candidates(k) by its 8-bit scores and re-scores them from `lookup` (the catalog's
+        float16 vectors by id; else exact_vectors), so its scores are the exact search's.
 
         A filter is applied inside the search through a FAISS ID selector (a bitmap), never to a top k
         found without it, so if k allowed vectors exist, k come back. IVF probes more lists under a
@@ -149,8 +149,12 @@ class VectorIndex:
                 return []
             sel = selector[0] if selector is not None else None
             if fetch:
-                scores, ids = ivf.around(index, query, k, min(fetch, int(index.ntotal)), self.probe_margin)
+                wanted = min(fetch, int(index.ntotal))
+                scores, ids = ivf.around(index, query, k, wanted, self.probe_margin)
+                if not isinstance(index, faiss.IndexIVF):
+                    return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
             elif isinstance(index, faiss.IndexIVF):
+                wanted, k = k, min(ivf.candidates(k), int(index.ntotal) if allowed is None else len(allowed))
                 # A filter letting a share s through puts its top k near the unfiltered top k/s: probe up to
                 # 4x more lists for it (measured: recall@10 >= 0.99 at 5% of 1M), none more when s is ~1;
                 # a narrow filter searches every list (an exact pass that skips the others' vectors).
@@ -159,17 +163,38 @@ class VectorIndex:
                     every = faiss.SearchParametersIVF(nprobe=index.nlist, sel=sel)
                     scores, ids = index.search(query, k, params=every)
                 else:
-                    scores, ids, nprobe = ivf.probe(index, query, k, sel, widen, self.probe_margin)
+                    scores, ids, nprobe = ivf.probe(index, query, k, sel, widen, self.probe_margin, wanted)
                     # More lists if the probed ones held fewer than k allowed vectors (a short answer would
                     # read as "nothing more in the library").
-                    while int((ids[0] >= 0).sum()) < k and nprobe < index.nlist:
+                    while int((ids[0] >= 0).sum()) < wanted and nprobe < index.nlist:
                         nprobe = min(index.nlist, nprobe * 4)
                         params = faiss.SearchParametersIVF(nprobe=nprobe, sel=sel)
                         scores, ids = index.search(query, k, params=params)
             else:
                 params = faiss.SearchParameters(sel=sel) if sel is not None else None
                 scores, ids = index.search(query, k, params=params)
-        return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+                return [(int(i), float(s)) for i, s in zip(ids[0], scores[0], strict=True) if i >= 0]
+        found, vectors = self._exact(ids[0][ids[0] >= 0], lookup)
+        scores = vectors @ query[0]
+        best = np.lexsort((found, -scores))[:wanted]  # ties by id, as the exact index orders them
+        return [(int(found[i]), float(scores[i])) for i in best]
+
+    def _exact(
+        self, ids: np.ndarray, lookup: Callable[[np.ndarray], np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(ids found, their exact float32 vectors): from the catalog where one is given, else the codes.
+
+        An id removed from the catalog since the index answered drops out (found by halving the lookup).
+        """
+        lookup = lookup or self.exact_vectors
+        ids = np.asarray(ids, dtype=np.int64)
+        if lookup is None or not len(ids):
+            return self.reconstruct_many(ids, codes=True)
+        parts = ivf.present(lookup, ids)
+        if not parts:
+            return np.empty(0, dtype=np.int64), np.empty((0, self.dim), dtype=np.float32)
+        vectors = np.vstack([v for _, v in parts]).astype(np.float32, copy=False).reshape(-1, self.dim)
+        return np.concatenate([i for i, _ in parts]), vectors
 
     def range_search(self, queries: np.ndarray, threshold: float, limit: int = 1000) -> list[list[tuple[int, float]]]:
         """For each query, the stored (id, cosine) pairs at or above threshold, best first, at most limit."""
@@ -178,24 +203,37 @@ class VectorIndex:
             index = self._index
             if index.ntotal == 0 or len(queries) == 0:
                 return [[] for _ in range(len(queries))]
-            if isinstance(index, faiss.IndexIVF):
+            compressed = isinstance(index, faiss.IndexIVF)
+            if compressed:
                 # Near duplicates lie much closer than a top-10 neighbour: the tuned nprobe reaches them.
+                # 8-bit scores err by up to ~0.01: take a margin below, then keep what scores exactly.
                 lims, scores, ids = index.range_search(
-                    queries, threshold, params=faiss.SearchParametersIVF(nprobe=index.nprobe)
+                    queries, threshold - CODE_SLACK, params=faiss.SearchParametersIVF(nprobe=index.nprobe)
                 )
             else:
                 lims, scores, ids = index.range_search(queries, threshold)
+        if compressed and len(ids):
+            present, vectors = self._exact(np.unique(ids))
+            rows = np.searchsorted(present, ids).clip(max=len(present) - 1) if len(present) else np.zeros_like(ids)
+            known = present[rows] == ids if len(present) else np.zeros(len(ids), dtype=bool)
+            exact = np.einsum("ij,ij->i", vectors[rows], np.repeat(queries, np.diff(lims.astype(np.int64)), axis=0))
+            scores = np.where(known & (exact >= threshold), exact, -np.inf).astype(np.float32)
         found = []
         for number in range(len(queries)):
             part = slice(int(lims[number]), int(lims[number + 1]))
+            if compressed:  # only those that score the threshold exactly
+                part = np.arange(part.start, part.stop)[scores[part] > -np.inf]
             # numpy, not Python's sort of (id, score) tuples: a crowded neighbourhood holds thousands.
             best = np.argsort(-scores[part], kind="stable")[:limit]
             found.append(list(zip(ids[part][best].tolist(), scores[part][best].tolist(), strict=True)))
         return found
 
-    def reconstruct_many(self, vector_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stored vectors of those ids the index holds, in one call: (ids found, vectors)."""
+    def reconstruct_many(self, vector_ids: np.ndarray, codes: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """The stored vectors of those ids the index holds, in one call: (ids found, vectors); an IVF's
+        from exact_vectors where set (its codes are 8-bit; `codes` asks for them anyway)."""
         vector_ids = np.ascontiguousarray(vector_ids, dtype=np.int64)
+        if not codes and self.exact_vectors is not None and self.kind == "ivf":
+            return self._exact(vector_ids)
         with self._lock:
             try:
                 return vector_ids, self._index.reconstruct_batch(vector_ids)
@@ -268,11 +306,12 @@ class VectorIndex:
         """Build the wanted structure from a copy of the live vectors, then swap it in with the changes since."""
         started = time.monotonic()
         with self._lock:
-            ids, vectors = ivf.export(self._index)
+            ids = self.ids()
             kind = self.wanted_kind()
         margin = None
         if kind == "ivf":
-            fresh, margin = ivf.build(ids, vectors, self._cancel)
+            sample = ivf.sample_from(ids, lambda part: self.reconstruct_many(part)[1])
+            fresh, margin = ivf.build(len(ids), sample, self._blocks(ids), self._cancel)
             if fresh.nlist >= 8 and fresh.nprobe > fresh.nlist // 2:
                 # Vectors that do not cluster (never seen with CLIP) make IVF scan most lists: no gain.
                 # (Under 8 lists only a test-sized exact_limit gets here; those keep their IVF.)
@@ -281,8 +320,8 @@ class VectorIndex:
                 return
         else:
             fresh = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
-            fresh.add_with_ids(vectors, ids)
-        del vectors
+            for block_ids, vectors in self._blocks(ids):
+                fresh.add_with_ids(vectors, block_ids)
         with self._lock:
             if self._cancel.is_set():
                 raise ivf.Cancelled
@@ -292,7 +331,7 @@ class VectorIndex:
             if len(gone):
                 fresh.remove_ids(gone)
             if len(new):
-                fresh.add_with_ids(np.vstack([self._index.reconstruct(int(i)) for i in new]), new)
+                fresh.add_with_ids(*reversed(self.reconstruct_many(new)))
             self._index = fresh
             self.probe_margin = margin
             self.trained_on = len(ids) if kind == "ivf" else 0
@@ -304,6 +343,11 @@ class VectorIndex:
             f", {fresh.nlist} lists, nprobe {fresh.nprobe}, margin {margin}" if kind == "ivf" else "",
             time.monotonic() - started,
         )
+
+    def _blocks(self, ids: np.ndarray, size: int = 20_000) -> Iterable[tuple[np.ndarray, np.ndarray]]:
+        """The live vectors of these ids a block at a time (exact where exact_vectors is set): never all at once."""
+        for start in range(0, len(ids), size):
+            yield self.reconstruct_many(ids[start : start + size])
 
     def adopt(self, other: VectorIndex, catalog: Catalog) -> None:
         """Serve `other`'s vectors from now on (a model change's new set), in one step under the lock.
@@ -356,63 +400,25 @@ class VectorIndex:
             payload = faiss.serialize_index(self._index)  # one copy: hashed and written as it is
             generation, count, trained_on, margin = self.generation, len(self), self.trained_on, self.probe_margin
             self.dirty = False
-        header = json.dumps(
-            {
-                "generation": generation,
-                "count": count,
-                "dim": self.dim,
-                "sha256": hashlib.sha256(payload).hexdigest(),
-                "trained_on": trained_on,
-                "probe_margin": margin,
-                "catalog_id": self.catalog_id,
-            }
-        ).encode()
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        header = {
+            "generation": generation,
+            "count": count,
+            "dim": self.dim,
+            "trained_on": trained_on,
+            "probe_margin": margin,
+            "catalog_id": self.catalog_id,
+        }
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(MAGIC + _HEADER_LEN.pack(len(header)) + header)
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-            fsync_dir(path.parent)
+            indexfile.write(Path(path), header, payload)
         except BaseException:
             self.dirty = True
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise
 
     @classmethod
     def read(cls, path: Path) -> tuple[VectorIndex, IndexHeader]:
         """Load and check the file against its own header; raise IndexFileError if it is damaged."""
-        try:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        except FileNotFoundError:
-            raise IndexFileError("index file is missing") from None
-        except OSError as exc:
-            raise IndexFileError(f"index file unreadable ({exc.strerror})") from None
-        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _HEADER_LEN.size:
-            raise IndexFileError("index file has no imgd header")
-        (length,) = _HEADER_LEN.unpack_from(data, len(MAGIC))
-        start = len(MAGIC) + _HEADER_LEN.size
-        try:
-            meta = json.loads(data[start : start + length])
-            header = IndexHeader(int(meta["generation"]), int(meta["count"]), int(meta["dim"]), str(meta["sha256"]))
-        except (ValueError, KeyError, TypeError):
-            raise IndexFileError("index file header is damaged") from None
-        payload = memoryview(data)[start + length :]  # no second copy of a 1 GB file
-        if hashlib.sha256(payload).hexdigest() != header.sha256:
-            raise IndexFileError("index file is truncated or corrupt (checksum mismatch)")
-        try:
-            raw = faiss.deserialize_index(np.frombuffer(payload, dtype=np.uint8))
-        except RuntimeError:
-            raise IndexFileError("index file could not be parsed by FAISS") from None
-        if raw.d != header.dim or raw.ntotal != header.count:
-            raise IndexFileError("index file contents disagree with its header")
-        if not isinstance(raw, faiss.IndexIDMap2 | faiss.IndexIVF):
-            raise IndexFileError(f"index file holds an unexpected FAISS index ({type(raw).__name__})")
+        meta, raw = indexfile.read(Path(path))
+        header = IndexHeader(int(meta["generation"]), int(meta["count"]), int(meta["dim"]), str(meta["sha256"]))
         index = cls(header.dim, raw)
         index.trained_on = int(meta.get("trained_on", 0)) if isinstance(raw, faiss.IndexIVF) else 0
         margin = meta.get("probe_margin") if isinstance(raw, faiss.IndexIVF) else None
@@ -442,9 +448,24 @@ class VectorIndex:
     def build(
         cls, catalog: Catalog, dim: int, source: Iterable[tuple[np.ndarray, np.ndarray]] | None = None
     ) -> VectorIndex:
-        """Rebuild from the catalog's vectors, the source of truth (or from `source`: a new model's)."""
+        """Rebuild from the catalog's vectors, the source of truth (or from `source`: a new model's).
+
+        Past EXACT_LIMIT the IVF is built at once, streamed from the catalog: an exact index of 1M
+        vectors first would hold 2 GB of float32, and its switch to IVF a second copy.
+        """
         index = cls(dim)
-        for ids, vectors in source if source is not None else catalog.iter_vectors():
+        count = catalog.count_vectors() if source is None else 0
+        if source is None:  # the catalog's own vectors: an IVF re-scores from them (not a new model's)
+            index.exact_vectors, source = catalog.vectors_by_id, catalog.iter_vectors()
+        if count >= EXACT_LIMIT:
+            sample = ivf.sample_from(catalog.vector_ids(), catalog.vectors_by_id)
+            raw, margin = ivf.build(count, sample, catalog.iter_vectors(), index._cancel)
+            if raw.nlist < 8 or raw.nprobe <= raw.nlist // 2:  # else no gain: exact search, as _rebuild decides
+                index._index, index.probe_margin, index.trained_on, source = raw, margin, count, ()
+            else:
+                index._declined_at = count
+                source = catalog.iter_vectors()
+        for ids, vectors in source:
             index.add(ids, vectors)
         index.generation = catalog.generation
         index.catalog_id = catalog.catalog_id
@@ -456,6 +477,7 @@ class VectorIndex:
         """The saved index if it matches the catalog exactly, else a fresh one built from the catalog."""
         try:
             index, header = cls.read(path)
+            index.exact_vectors = catalog.vectors_by_id  # the owner of a catalog it closes unsets it
             generation, count = catalog.generation, catalog.count_vectors()
             if header.dim != dim:
                 raise IndexFileError(f"index file has {header.dim} dims, the model has {dim}")
@@ -476,21 +498,3 @@ class VectorIndex:
             if catalog.count_vectors() or Path(path).exists():
                 log.info("rebuilding the index from the catalog: %s", exc)
             return cls.build(catalog, dim)
-
-
-def discard_partial_saves(path: Path) -> int:
-    """Delete temp files of saves a crash interrupted; call only with the writer lock held."""
-    removed = 0
-    for tmp in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-            removed += 1
-    return removed
-
-
-def fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

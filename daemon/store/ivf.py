@@ -1,13 +1,16 @@
 """The index's inverted-file part: clustering, filling and tuning an IVF structure, and probing it.
 
 Used by index.py only (the index stays the one owner of FAISS); apart for its size. An IVF index
-here is bare (never inside IndexIDMap2, which returns wrong ids after remove_ids), stores float16
-vectors themselves (by_residual off: exact at the catalog's precision) and finds ids by a hash map.
+here is bare (never inside IndexIDMap2, which returns wrong ids after remove_ids), stores the vectors
+themselves in 8 bits a dimension (by_residual off) and finds ids by a hash map; a search takes a few
+times more candidates than it returns and re-scores them from the catalog's float16 vectors.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Callable, Iterable, Iterator
 
 import faiss
 import numpy as np
@@ -19,17 +22,38 @@ TARGET_RECALL = 0.99  # tuned on perturbed stored vectors; a margin over the pro
 MARGIN_TARGET_RECALL = 0.999
 KMEANS_ITERATIONS = 12
 TUNING_QUERIES = 256
+SAMPLE_PER_LIST = 40  # k-means trains on at most this many vectors a list (FAISS wants >= 39)
+STORAGE = faiss.ScalarQuantizer.QT_8bit  # 1 byte a dimension: half of float16; the top candidates are re-scored
+RERANK = 4  # candidates per wanted result, re-scored from the catalog's float16 vectors ...
+RERANK_MIN = 40  # ... and never fewer than this many
 _NPROBES = (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
 # Candidate centroid-score margins: a query probes every list whose centroid scores within the margin of its best.
 _MARGINS = (0.0, 0.005, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.06, 0.08, 0.1, 0.12, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
+
+
+# One k-means at a time in the process: the index build's and the duplicates pass's each hold their
+# sample and distance buffers, and two at once were seen at 8 GB (issue 21).
+_CLUSTERING = threading.Lock()
 
 
 class Cancelled(Exception):
     """A background build was stopped because the daemon is shutting down."""
 
 
+@contextlib.contextmanager
+def clustering(cancel: threading.Event | None = None) -> Iterator[None]:
+    """Hold the process's one k-means turn, giving up (Cancelled) if `cancel` is set while waiting."""
+    while not _CLUSTERING.acquire(timeout=0.2):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled
+    try:
+        yield
+    finally:
+        _CLUSTERING.release()
+
+
 def export(index: faiss.Index, with_vectors: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
-    """Copy out (ids, float32 vectors) from an exact or IVF index."""
+    """Copy out (ids, float32 vectors) from an exact or IVF index (an IVF's as its codes decode)."""
     if isinstance(index, faiss.IndexIVF):
         lists = index.invlists
         sizes = [lists.list_size(number) for number in range(index.nlist)]
@@ -41,9 +65,9 @@ def export(index: faiss.Index, with_vectors: bool = True) -> tuple[np.ndarray, n
                 continue
             ids[at : at + size] = faiss.rev_swig_ptr(lists.get_ids(number), size)
             if vectors is not None:
-                # by_residual is off, so a code is the vector itself in float16.
+                # by_residual is off, so a code is the vector itself, quantized.
                 codes = faiss.rev_swig_ptr(lists.get_codes(number), size * index.code_size)
-                vectors[at : at + size] = codes.view(np.float16).reshape(size, index.d)
+                vectors[at : at + size] = index.sq.decode(codes.reshape(size, index.code_size))
             at += size
         return ids, vectors
     ids = faiss.vector_to_array(index.id_map).astype(np.int64)
@@ -52,58 +76,123 @@ def export(index: faiss.Index, with_vectors: bool = True) -> tuple[np.ndarray, n
     return ids, index.index.reconstruct_n(0, index.ntotal) if index.ntotal else np.empty((0, index.d), np.float32)
 
 
-def build(ids: np.ndarray, vectors: np.ndarray, cancel: threading.Event) -> tuple[faiss.IndexIVF, float]:
-    """Cluster, fill and tune an IVF index with float16 storage; return it and its probe margin."""
-    count, dim = vectors.shape
+def list_count(count: int) -> int:
+    """Lists for an IVF over count vectors (FAISS wants >= 39 training points a list)."""
+    return max(1, min(round(4 * count**0.5), count // 39))
+
+
+def sample_size(count: int) -> int:
+    """Vectors the clustering trains on: a sample, not the library (k-means costs memory and time per point)."""
+    return min(count, SAMPLE_PER_LIST * list_count(count))
+
+
+def build(
+    count: int,
+    sample: Callable[[], np.ndarray],
+    blocks: Iterable[tuple[np.ndarray, np.ndarray]],
+    cancel: threading.Event,
+) -> tuple[faiss.IndexIVF, float]:
+    """Cluster a sample, then fill an IVF with 8-bit storage from blocks of (ids, vectors), tune its probes.
+
+    Only the sample and one block are held beside the index: at 1M vectors the library as float32
+    would be 2 GB (the 9.4 GB build of 1.45M vectors held it three times). The exact top 10 of the
+    tuning queries are followed block by block as the vectors go in, so no copy of them is kept either.
+    """
     rng = np.random.default_rng(count)
-    nlist = max(1, min(round(4 * count**0.5), count // 39))  # FAISS wants >= 39 training points a list
-    sample = vectors[rng.choice(count, size=min(count, 40 * nlist), replace=False)]
-    centroids = sample[rng.choice(len(sample), size=nlist, replace=False)].copy()
-    for _ in range(KMEANS_ITERATIONS):  # one round at a time, so a shutdown need not wait for all
-        if cancel.is_set():
-            raise Cancelled
-        kmeans = faiss.Kmeans(dim, nlist, niter=1, spherical=True, verbose=False, max_points_per_centroid=1 << 20)
-        kmeans.train(sample, init_centroids=centroids)
-        centroids = kmeans.centroids
+    points = sample()  # the only reference: dropped once the lists are clustered and the codec trained
+    dim = points.shape[1]
+    nlist = max(1, min(list_count(count), len(points) // 39))
+    centroids = points[rng.choice(len(points), size=nlist, replace=False)].copy()
+    with clustering(cancel):
+        for _ in range(KMEANS_ITERATIONS):  # one round at a time, so a shutdown need not wait for all
+            if cancel.is_set():
+                raise Cancelled
+            kmeans = faiss.Kmeans(dim, nlist, niter=1, spherical=True, verbose=False, max_points_per_centroid=1 << 20)
+            kmeans.train(points, init_centroids=centroids)
+            centroids = kmeans.centroids
     quantizer = faiss.IndexFlatIP(dim)
     quantizer.add(centroids)
-    index = faiss.IndexIVFScalarQuantizer(
-        quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT
-    )
-    index.by_residual = False  # float16 of the vector itself: exact for the catalog's float16 values
-    index.train(sample[:nlist])  # the quantizer is ready; this only sets up the float16 codec
+    index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, STORAGE, faiss.METRIC_INNER_PRODUCT)
+    index.by_residual = False  # a code is the vector itself, quantized: the exact score comes from the catalog
+    index.train(points)  # the quantizer is ready (nlist centroids): this only trains the 8-bit codec's ranges
     index.set_direct_map_type(faiss.DirectMap.Hashtable)  # lets remove_ids and reconstruct find ids
     index.own_fields = True
     quantizer.this.disown()
-    for start in range(0, count, 50_000):
+    queries = _tuning_queries(points, rng)
+    del points
+    k = min(10, count)
+    truth = _TopK(len(queries), k)
+    for ids, vectors in blocks:
         if cancel.is_set():
             raise Cancelled
-        index.add_with_ids(vectors[start : start + 50_000], ids[start : start + 50_000])
-    index.nprobe, margin = tune_probes(index, ids, vectors, rng)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
+        truth.update(queries @ vectors.T, ids)
+    index.nprobe, margin = tune_probes(index, queries, truth.ids)
     return index, margin
 
 
-def tune_probes(
-    index: faiss.IndexIVF, ids: np.ndarray, vectors: np.ndarray, rng: np.random.Generator
-) -> tuple[int, float]:
-    """Smallest nprobe whose recall@10 reaches TARGET_RECALL, smallest margin that reaches MARGIN_TARGET_RECALL.
+def sample_from(ids: np.ndarray, read: Callable[[np.ndarray], np.ndarray]) -> Callable[[], np.ndarray]:
+    """A deferred draw of sample_size(len(ids)) of these ids' vectors, read 20,000 at a time."""
+    picks = np.sort(np.random.default_rng(len(ids)).choice(ids, size=sample_size(len(ids)), replace=False))
 
-    The queries are stored vectors moved off the data by noise (cosine ~0.8 to where they started), so
-    a query's own vector does not make recall look better than it is. The margin also follows a query
-    whose neighbours are spread over many lists, as a text query's are.
-    """
-    count, dim = vectors.shape
-    picks = vectors[rng.choice(count, size=min(count, TUNING_QUERIES), replace=False)]
+    def draw() -> np.ndarray:
+        out: np.ndarray | None = None  # filled in place: a vstack of the parts would hold the sample twice
+        at = 0
+        for start in range(0, len(picks), 20_000):
+            part = read(picks[start : start + 20_000])
+            if out is None:
+                out = np.empty((len(picks), part.shape[1]), dtype=np.float32)
+            out[at : at + len(part)] = part
+            at += len(part)
+        return out[:at] if out is not None else np.empty((0, 0), dtype=np.float32)
+
+    return draw
+
+
+def candidates(k: int) -> int:
+    """How many an IVF search takes to re-score exactly for a top k: 8-bit scores misorder close ones."""
+    return max(RERANK_MIN, RERANK * k)
+
+
+class _TopK:
+    """The running exact top k (ids) of a few queries over vectors seen a block at a time."""
+
+    def __init__(self, queries: int, k: int) -> None:
+        self.k = k
+        self.scores = np.full((queries, k), -np.inf, dtype=np.float32)
+        self.ids = np.full((queries, k), -1, dtype=np.int64)
+
+    def update(self, scores: np.ndarray, ids: np.ndarray) -> None:
+        both = np.concatenate([self.scores, scores], axis=1)
+        both_ids = np.concatenate([self.ids, np.broadcast_to(np.asarray(ids, dtype=np.int64), scores.shape)], axis=1)
+        keep = np.argpartition(-both, self.k - 1, axis=1)[:, : self.k]
+        self.scores = np.take_along_axis(both, keep, axis=1)
+        self.ids = np.take_along_axis(both_ids, keep, axis=1)
+
+
+def _tuning_queries(points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Stored vectors moved off the data by noise (cosine ~0.8 to where they started), so a query's own
+    vector does not make recall look better than it is."""
+    picks = points[rng.choice(len(points), size=min(len(points), TUNING_QUERIES), replace=False)]
     noise = rng.standard_normal(picks.shape).astype(np.float32)
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     queries = picks + 0.75 * noise
-    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
-    k = min(10, count)
-    _, truth = faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT)  # no copy of the vectors
-    truth_ids = ids[truth]
+    return queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+def tune_probes(index: faiss.IndexIVF, queries: np.ndarray, truth_ids: np.ndarray) -> tuple[int, float]:
+    """Smallest nprobe whose candidates hold TARGET_RECALL of the true top 10, smallest margin that reaches
+    MARGIN_TARGET_RECALL.
+
+    A true neighbour among the candidates is found: they are re-scored exactly. The margin also
+    follows a query whose neighbours are spread over many lists, as a text query's are.
+    """
+    k = truth_ids.shape[1]
+    fetch = min(int(index.ntotal), candidates(k))
     nprobe = index.nlist
     for candidate in [n for n in _NPROBES if n < index.nlist] + [index.nlist]:
-        _, found = index.search(queries, k, params=faiss.SearchParametersIVF(nprobe=candidate))
+        _, found = index.search(queries, fetch, params=faiss.SearchParametersIVF(nprobe=candidate))
         hits = sum(len(np.intersect1d(f, t)) for f, t in zip(found, truth_ids, strict=True))
         if hits / truth_ids.size >= TARGET_RECALL:
             nprobe = candidate
@@ -112,8 +201,8 @@ def tune_probes(
     scores, order = index.quantizer.search(queries, index.nlist)
     rank = np.empty_like(order)
     rank[np.arange(len(order))[:, None], order] = np.arange(index.nlist)
-    _, lists = index.quantizer.search(vectors[truth.ravel()], 1)
-    needed = rank[np.repeat(np.arange(len(order)), k), lists[:, 0]].reshape(truth.shape)
+    lists = np.fromiter((faiss.lo_listno(index.direct_map.get(int(i))) for i in truth_ids.ravel()), np.int64)
+    needed = rank[np.repeat(np.arange(len(order)), k), lists].reshape(truth_ids.shape)
     for margin in _MARGINS:
         probes = (scores >= scores[:, :1] - margin).sum(axis=1, keepdims=True)
         if (needed < probes).mean() >= MARGIN_TARGET_RECALL:
@@ -128,7 +217,7 @@ def probe(
     sel: faiss.IDSelector | None,
     widen: int,
     margin: float | None,
-    fetch: int | None = None,
+    depth: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Probe the tuned nprobe lists, or more where many centroids score alike; return scores, ids, lists.
 
@@ -137,10 +226,10 @@ def probe(
     section 7). Probing every list within the tuned margin of the best adapts to that per query, up
     to a quarter of the lists, so a query that resembles nothing cannot turn into a full scan.
     Both are tuned for the top 10: a longer list probes proportionally more, and so does a filter.
-    `fetch`: return that many of the best in the lists probed for the top k (a post-filter's candidates).
+    `depth`: probe the lists for the top `depth` and return the k best in them (re-scoring candidates, or
+    a post-filter's).
     """
-    rounds = -(-k // 10) * widen
-    k = fetch or k
+    rounds = -(-(depth or k) // 10) * widen  # lists for the top `depth` wanted; k candidates come back
     nprobe = int(index.nprobe)
     if margin is not None:
         reach = min(index.nlist, max(nprobe, index.nlist // 4))
@@ -175,7 +264,7 @@ def around(
     a post-filter that finds k allowed among them has the filtered search's answer, or a closer one."""
     if not isinstance(index, faiss.IndexIVF):
         return index.search(query, fetch)
-    scores, ids, _ = probe(index, query, k, None, MAX_WIDEN, margin, fetch)
+    scores, ids, _ = probe(index, query, fetch, None, MAX_WIDEN, margin, k)  # lists for the top k, fetch back
     return scores, ids
 
 
@@ -188,7 +277,7 @@ def bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
     return faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
 
 
-# -- clustering alone, for the pair join's blocking (search/pairs.py, through index.py) --------------
+# -- clustering alone, for the pair join's blocking (search/pairs.py) ---------------------------------
 
 
 def train_centroids(
@@ -203,10 +292,22 @@ def train_centroids(
         seed=seed,
         verbose=False,
     )
-    kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
+    with clustering():
+        kmeans.train(np.ascontiguousarray(points, dtype=np.float32))
     return kmeans.centroids
 
 
 def nearest_centroids(points: np.ndarray, centroids: np.ndarray, k: int) -> np.ndarray:
     """Row numbers of each point's k nearest centroids (L2), nearest first."""
     return faiss.knn(np.ascontiguousarray(points, dtype=np.float32), centroids, k)[1]
+
+
+def present(lookup: Callable[[np.ndarray], np.ndarray], ids: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(ids, vectors) parts of the ids the lookup still finds: it raises KeyError for a gone one, so halve."""
+    try:
+        return [(ids, np.asarray(lookup(ids), dtype=np.float32))]
+    except KeyError:
+        if len(ids) == 1:
+            return []
+    half = len(ids) // 2
+    return present(lookup, ids[:half]) + present(lookup, ids[half:])

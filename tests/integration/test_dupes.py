@@ -232,12 +232,16 @@ def test_tracker_over_an_ivf_index_finds_a_new_near_copy_with_its_exact_score() 
     index.add(ids, vectors.astype(np.float32))
     index.rebuild_if_due()
     assert index.kind == "ivf"
+    # Its lists hold 8-bit codes; exact scores come from the catalog's vectors, as the daemon looks them up.
+    stored = dict(zip(ids.tolist(), vectors.astype(np.float32), strict=True))
+    index.exact_vectors = lambda wanted: np.vstack([stored[i] for i in np.asarray(wanted).tolist()])
     tracker = DupeTracker(index, lambda: (ids, vectors), floor=0.97)
     tracker.build()
     before = set(tracker.pairs(0.97))
     rng = np.random.default_rng(3)
     copy = unit(vectors[[42]].astype(np.float64) + 0.01 * rng.standard_normal((1, vectors.shape[1])))
     index.listeners.append(tracker)
+    stored[5000] = copy.astype(np.float32)[0]
     index.add(np.array([5000]), copy.astype(np.float32))
     added = set(tracker.pairs(0.97)) - before
     assert (43, 5000, float(exact_scores(vectors[[42]], copy)[0])) in added  # row 42 is content 43

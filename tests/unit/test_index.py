@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import threading
 import time
@@ -12,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from imgd.daemon.store import index as index_module
+from imgd.daemon.store import indexfile
 from imgd.daemon.store import ivf as ivf_module
 from imgd.daemon.store.catalog import Catalog
-from imgd.daemon.store.index import MAGIC, IndexFileError, VectorIndex
+from imgd.daemon.store.index import VectorIndex
+from imgd.daemon.store.indexfile import MAGIC, IndexFileError
 
 DIM = 8
 
@@ -341,7 +345,7 @@ def test_a_failed_save_leaves_the_old_file_intact_and_no_temp_files(
     def crash(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(index_module.os, fail_at, crash)
+    monkeypatch.setattr(indexfile.os, fail_at, crash)
     with pytest.raises(OSError, match="No space left"):
         saved.save(index_path)
     monkeypatch.undo()
@@ -368,7 +372,7 @@ def test_a_save_replaces_the_file_in_one_step(
         seen.append((header.count, Path(dst) == index_path))
         real_replace(src, dst)
 
-    monkeypatch.setattr(index_module.os, "replace", watching_replace)
+    monkeypatch.setattr(indexfile.os, "replace", watching_replace)
     saved.add(np.array([1000]), units(1, seed=4))
     saved.save(index_path)
     assert seen == [(13, True)]
@@ -386,8 +390,10 @@ def clustered(count: int, seed: int, dim: int = 32, centres: int = 60) -> np.nda
 
 
 def ivf_over(vectors: np.ndarray, exact_limit: int = 2000) -> VectorIndex:
-    """An index over vectors (ids 0..n-1) switched to IVF, as a one-shot save leaves it."""
+    """An index over vectors (ids 0..n-1) switched to IVF, as a one-shot save leaves it; its exact vectors
+    looked up by id as the daemon looks them up in the catalog (missing ids raise KeyError there too)."""
     index = VectorIndex(vectors.shape[1])
+    index.exact_vectors = lambda wanted: vectors[np.asarray(wanted)] if len(wanted) else vectors[:0]
     index.exact_limit = exact_limit
     index.add(np.arange(len(vectors)), vectors)
     index.rebuild_if_due()
@@ -411,7 +417,10 @@ def test_past_the_exact_limit_a_save_switches_to_ivf_that_keeps_ids_and_round_tr
     assert loaded.nprobe == index.nprobe and 1 <= loaded.nprobe <= loaded._index.nlist
     assert loaded.probe_margin == index.probe_margin is not None
     assert sorted(loaded.ids().tolist()) == ids.tolist()
-    np.testing.assert_array_equal(loaded.reconstruct(105), vectors[100])
+    np.testing.assert_allclose(loaded.reconstruct(105), vectors[100], atol=0.01)  # its 8-bit code
+    table = dict(zip(ids.tolist(), vectors, strict=True))  # the catalog's float16 vectors, as its owner sets them
+    loaded.exact_vectors = lambda wanted: np.vstack([table[i] for i in wanted.tolist()])
+    np.testing.assert_array_equal(loaded.reconstruct_many(np.array([105]))[1][0], vectors[100])
     assert loaded.search(vectors[100], 1)[0][0] == 105
     loaded.remove(ids[:10])
     assert all(hit != 5 for hit, _ in loaded.search(vectors[0], 50))
@@ -611,6 +620,8 @@ def test_a_filtered_search_returns_the_best_allowed_vectors_and_k_whenever_k_are
         index.exact_limit = 1000
         index.rebuild_if_due()
         assert index.kind == "ivf"
+        # 8-bit codes find the candidates; the catalog's float16 vectors score them, as in the daemon
+        index.exact_vectors = lambda wanted: vectors[np.asarray(wanted) - 1].astype(np.float16).astype(np.float32)
     rng = np.random.default_rng(7)
     allowed = np.sort(rng.choice(ids, size=int(4000 * share), replace=False))
     for query in units(5, seed=11):
@@ -661,3 +672,117 @@ def test_a_bounded_close_leaves_a_build_stuck_in_one_round_and_it_swaps_nothing_
     finish.set()
     builder.join(30)
     assert index.kind == "exact" and len(index) == 3000
+
+
+# -- memory at a million (issue 21): 8-bit lists re-scored from the catalog, built from a sample ------------
+
+
+def test_an_older_float16_ivf_file_is_rebuilt_not_misread(
+    saved: VectorIndex, catalog: Catalog, index_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A file of the last format (IMGDIDX1) holding a float16 IVF: read as today's 8-bit lists it would
+    decode to other vectors; it is rebuilt from the catalog instead. (An exact one of that format is served:
+    test_kept_catalogs.)"""
+    ids, vectors = (np.concatenate(parts) for parts in zip(*catalog.iter_vectors(), strict=True))
+    quantizer = index_module.faiss.IndexFlatIP(DIM)
+    faiss = index_module.faiss
+    old = faiss.IndexIVFScalarQuantizer(quantizer, DIM, 2, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+    old.by_residual = False
+    old.train(vectors)
+    old.set_direct_map_type(faiss.DirectMap.Hashtable)
+    old.add_with_ids(vectors, ids)
+    payload = faiss.serialize_index(old)
+    header = {"generation": catalog.generation, "count": len(ids), "dim": DIM, "trained_on": len(ids)}
+    header.update(probe_margin=0.1, catalog_id=catalog.catalog_id, sha256=hashlib.sha256(payload).hexdigest())
+    text = json.dumps(header).encode()
+    index_path.write_bytes(b"IMGDIDX1" + len(text).to_bytes(4, "little") + text + payload.tobytes())
+
+    with caplog.at_level(logging.INFO, logger="imgd.daemon.store.index"):
+        loaded = VectorIndex.load_verified(index_path, catalog, DIM)
+
+    assert "older approximate index" in caplog.text
+    assert loaded.kind == "exact" and loaded.dirty
+    assert_matches_catalog(loaded, catalog)
+
+
+@pytest.mark.slow
+def test_a_large_catalog_builds_its_ivf_from_a_sample_block_by_block_and_rescores_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the exact limit the index is built as IVF at once, streamed from the catalog (never an exact
+    float32 copy of every vector first), clustered on a sample; its answers carry the exact float16 scores
+    and find >= 98% of the exact top 10."""
+    dim, count = 32, 50_000
+    both = clustered(count + 200, seed=8, dim=dim, centres=300)
+    catalog = Catalog(tmp_path / "catalog.db")
+    catalog.ensure_model("tiny", dim)
+    with catalog.transaction():  # rows as add_content writes them, in two statements: 50k calls take seconds
+        catalog.conn.executemany(
+            "INSERT INTO contents(id, hash, width, height) VALUES (?, ?, 10, 10)", ((n, f"d{n}") for n in range(count))
+        )
+        catalog.conn.executemany(
+            "INSERT INTO vectors(content_id, at, vector) VALUES (?, 0, ?)",
+            ((n, vector.astype(np.float16).tobytes()) for n, vector in enumerate(both[:count])),
+        )
+    monkeypatch.setattr(index_module, "EXACT_LIMIT", 40_000)
+    trained: list[int] = []
+    real_kmeans = index_module.faiss.Kmeans
+
+    def spying(*args: object, **kwargs: object) -> object:
+        kmeans = real_kmeans(*args, **kwargs)
+        train = kmeans.train
+        kmeans.train = lambda points, *more, **named: (trained.append(len(points)), train(points, *more, **named))[1]
+        return kmeans
+
+    monkeypatch.setattr(index_module.faiss, "Kmeans", spying)
+
+    index = VectorIndex.build(catalog, dim)
+
+    assert index.kind == "ivf" and index.trained_on == count
+    assert trained and max(trained) <= ivf_module.SAMPLE_PER_LIST * index._index.nlist < count
+    ids, stored = (np.concatenate(parts) for parts in zip(*catalog.iter_vectors(), strict=True))
+    row = {int(vector_id): n for n, vector_id in enumerate(ids)}
+    hits_total = 0
+    for query in both[count:]:
+        exact = stored @ query
+        hits = index.search(query, 10)
+        assert [score for _, score in hits] == pytest.approx([float(exact[row[i]]) for i, _ in hits], abs=1e-5)
+        hits_total += len({i for i, _ in hits} & set(ids[np.argsort(-exact)[:10]].tolist()))
+    assert hits_total / (10 * 200) >= 0.98
+    catalog.close()
+
+
+def test_the_index_build_and_the_duplicates_pass_never_cluster_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each k-means holds its sample and distance buffers: two at once were seen at 8 GB at 1M (issue 21)."""
+    active, most, lock = [0], [0], threading.Lock()
+    real_kmeans = index_module.faiss.Kmeans
+
+    def counting(*args: object, **kwargs: object) -> object:
+        kmeans = real_kmeans(*args, **kwargs)
+        train = kmeans.train
+
+        def tracked(*more: object, **named: object) -> object:
+            with lock:
+                active[0] += 1
+                most[0] = max(most[0], active[0])
+            time.sleep(0.05)  # long enough for the other thread to arrive
+            try:
+                return train(*more, **named)
+            finally:
+                with lock:
+                    active[0] -= 1
+
+        kmeans.train = tracked
+        return kmeans
+
+    monkeypatch.setattr(index_module.faiss, "Kmeans", counting)
+    index = VectorIndex(32)
+    index.exact_limit = 1000
+    index.add(np.arange(3000), clustered(3000, seed=9))
+    index.background = True
+    index.rebuild_if_due()  # the index build, in its thread ...
+    points = clustered(4000, seed=10)
+    for _ in range(6):  # ... while the duplicates pass clusters its blocks (search/pairs.py)
+        ivf_module.train_centroids(points, 50, iterations=2, seed=1, max_points_per_centroid=80)
+    index._builder.join(60)
+    assert index.kind == "ivf" and most[0] == 1
