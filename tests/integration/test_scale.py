@@ -193,7 +193,7 @@ def spy_on_search(index: VectorIndex) -> list[int]:
     """The k of every search the index is asked, from now on."""
     asked: list[int] = []
     real = index.search
-    index.search = lambda q, k, allowed=None: (asked.append(k), real(q, k, allowed))[1]  # type: ignore[method-assign]
+    index.search = lambda q, k, allowed=None, **kw: (asked.append(k), real(q, k, allowed, **kw))[1]  # type: ignore[method-assign]
     return asked
 
 
