@@ -42,8 +42,10 @@ def setting(text: str, key: str) -> list[str]:
 
 @pytest.fixture(autouse=True)
 def no_backend_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    """conftest's IMGD_BACKEND=torch (a speed-up) would be pinned into every unit these tests read."""
+    """conftest's IMGD_BACKEND=torch and IMGD_WORDS_RUNTIME=onnx (speed-ups) would be pinned into every unit
+    these tests read."""
     monkeypatch.delenv("IMGD_BACKEND", raising=False)
+    monkeypatch.delenv("IMGD_WORDS_RUNTIME", raising=False)
 
 
 @pytest.fixture
