@@ -291,7 +291,7 @@ def bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
     selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
     with _BITMAPS_LOCK:
         _bitmaps.append((allowed, selector))
-        del _bitmaps[:-BITMAPS]
+        del _bitmaps[: max(0, len(_bitmaps) - BITMAPS)]
     return selector
 
 
