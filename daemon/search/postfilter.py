@@ -117,13 +117,16 @@ class Later:
             return started is False
 
 
-def in_background(select: Callable[[Filters], object], filters: Filters) -> None:
-    """Run a filter's selection on a thread of its own: the query that asked has its answer already."""
+def in_background(select: Callable[[Filters], object], filters: Filters, done: Callable[[], object]) -> None:
+    """Run a filter's selection on a thread of its own, then `done` (its catalog reader closed): the query
+    that asked has its answer already."""
 
     def work() -> None:
         try:
             select(filters)
         except Exception:  # the foreground keeps checking candidates: a failed selection costs nothing more
             log.exception("selecting a filter in the background failed")
+        finally:
+            done()
 
     threading.Thread(target=work, name="imgd-select", daemon=True).start()

@@ -253,7 +253,7 @@ class Searcher:
                     with self._cache_lock:
                         self._too_many[key] = False
                 elif hits is not None and self._later.due(key):  # the filter is reused: select it aside
-                    postfilter.in_background(self._select_whole, options.filters)
+                    postfilter.in_background(self._select_whole, options.filters, self._readers.close_mine)
         if hits is None:
             allowed = allowed if allowed is not None else self._allowed_vectors(options.filters)
             hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
@@ -324,7 +324,6 @@ class Searcher:
         """Select a filter's vectors whole and cache them (in the background): later queries search its bitmap."""
         with self._switch.shared():
             self._selected(filters, "vectors")
-        self._readers.close_mine()
 
     def allowed(self, filters: Filters) -> np.ndarray | None:
         """Content ids a filter lets through (None: no filter), cached per catalog state."""
