@@ -11,8 +11,11 @@ for whatever the filter costs before any cache ("cold"); then the p50 of the nex
 vectors ("warm": refining a query's words reuses what the filter cached). "added" is a case's p50
 minus the unfiltered p50. Each filter runs twice: "select" selects every content it lets through (as
 every search did before search/postfilter.py: the budget set to None), "check" is the search as it
-runs now (a selection past the budget is left and the candidates checked); "same answers" counts the
-queries whose ids came out the same both ways.
+runs now (a selection past the budget is left and the candidates checked; asked again, the filter is
+selected in the background, and later queries search its kept bitmap), "check before" as it ran before
+that (candidates checked on every query, the bitmap built per query); each case asks its filter a
+second time and waits for a background selection before the timed queries (a person types the next
+one); "same answers" counts the queries whose ids came out the same as selecting's.
 
     python benchmarks/bench_query1m.py --count 1000000 --keep /tmp/q1m     # builds once, then reuses
 """
@@ -23,6 +26,7 @@ import argparse
 import random
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +41,7 @@ from common import log, machine_line, percentile  # noqa: E402
 from imgd.daemon import config as config_module  # noqa: E402
 from imgd.daemon.protocol import Filters, Options  # noqa: E402
 from imgd.daemon.search import postfilter  # noqa: E402
-from imgd.daemon.store import places  # noqa: E402
+from imgd.daemon.store import ivf, places  # noqa: E402
 from imgd.daemon.store.catalog import Catalog  # noqa: E402
 from imgd.daemon.store.index import VectorIndex  # noqa: E402
 from imgd.daemon.wordfold import fold_lines  # noqa: E402
@@ -83,6 +87,7 @@ CASES = {
 
 
 SELECT_BUDGET = postfilter.SELECT_BUDGET
+LATER_DUE, BITMAPS = postfilter.Later.due, ivf.BITMAPS
 
 
 def bench(config: config_module.Config, queries: int, k: int, only: list[str]) -> None:
@@ -96,6 +101,8 @@ def bench(config: config_module.Config, queries: int, k: int, only: list[str]) -
         index.rebuild_if_due()  # IVF above exact_limit, as the daemon has it
         index.save(config.index_path)
         log(f"index built: {index.describe()}")
+    elif not config.index_path.exists():  # built by the load: kept for the next run
+        index.save(config.index_path)
     catalog.close()
     vectors = Mixture(dim=DIM, centres=max(10, count // 300)).sample(queries + 1, seed=10**9)
     places.gazetteer().city("Lisbon")  # loaded (and its names indexed) once per daemon, outside the timings
@@ -107,15 +114,22 @@ def bench(config: config_module.Config, queries: int, k: int, only: list[str]) -
         if only and not any(word in name for word in only) and name != "no filter":
             continue
         found: dict[str, list] = {}
-        for how, budget in (("select", None), ("check", postfilter.SELECT_BUDGET)):
-            if name == "no filter" and how == "check":
+        for how, budget in (("select", None), ("check before", SELECT_BUDGET), ("check", SELECT_BUDGET)):
+            if name == "no filter" and how != "select":
                 continue
             postfilter.SELECT_BUDGET = budget  # None: always select, as before candidates were checked
+            # "check before": as before the background selection and the kept bitmaps (commit 54b4a2c)
+            postfilter.Later.due = (lambda self, key: False) if how == "check before" else LATER_DUE
+            ivf.BITMAPS = 0 if how == "check before" else BITMAPS
             searcher = Searcher(config, index, lambda: None)  # type: ignore[arg-type,return-value]
             options = Options(k=k, filters=filters)
             started = time.perf_counter()
             searcher.run(vectors[-1], options)
             cold = (time.perf_counter() - started) * 1000
+            searcher.run(vectors[-1], options)  # asked again (refining): a broad filter is selected aside now
+            for thread in threading.enumerate():  # the next query comes seconds later: a person types it
+                if thread.name == "imgd-select":
+                    thread.join()
             times, answers = [], []
             for vector in vectors[:-1]:
                 started = time.perf_counter()
@@ -124,7 +138,8 @@ def bench(config: config_module.Config, queries: int, k: int, only: list[str]) -
             found[how] = answers
             p50 = statistics.median(times)
             base = p50 if base is None else base
-            same = "" if how == "select" else f"{sum(a == b for a, b in zip(*found.values(), strict=True))}/{queries}"
+            agree = sum(a == b for a, b in zip(found["select"], answers, strict=True))
+            same = "" if how == "select" else f"{agree}/{queries}"
             print(
                 f"| {name} | {how} | {cold:.1f} | {p50:.2f} | {percentile(times, 90):.2f} | {p50 - base:+.2f} "
                 f"| {len(answers[-1])} | {same} |",

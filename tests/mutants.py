@@ -2177,6 +2177,47 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_index.py::test_the_index_build_and_the_duplicates_pass_never_cluster_at_once",),
         "the duplicates pass's k-means runs beside the index build's: both samples and buffers at once",
     ),
+    # Issue 26, `--near` at 1M (helper near): a reused broad filter is selected aside; bitmaps kept per array.
+    Mutation(
+        "near-reused-filter-never-selected-aside",
+        "daemon/search/postfilter.py",
+        "            return started is False\n",
+        "            return False\n",
+        ("tests/integration/test_postfilter.py::test_a_checked_filter_asked_again_is_selected_in_the_background",),
+        "a broad filter checks candidates on every query: a warm --near Lisbon probes every list at its widest",
+    ),
+    Mutation(
+        "near-filter-selected-aside-every-query",
+        "daemon/search/postfilter.py",
+        "            self._seen[key] = started is not None\n",
+        "            self._seen[key] = False\n",
+        ("tests/integration/test_postfilter.py::test_a_filter_is_selected_aside_once_per_catalog_state",),
+        "every query past the first starts another whole selection of the same filter (seconds at 1M each)",
+    ),
+    Mutation(
+        "near-one-shot-search-selects-aside",
+        "daemon/search/postfilter.py",
+        "            return started is False\n",
+        "            return started is not True\n",
+        ("tests/integration/test_postfilter.py::test_a_checked_filter_asked_again_is_selected_in_the_background",),
+        "the direct path's one query starts a selection of seconds that its exit throws away",
+    ),
+    Mutation(
+        "near-bitmap-kept-for-another-array",
+        "daemon/store/ivf.py",
+        "            if ids is allowed:",
+        "            if len(ids) == len(allowed):",
+        ("tests/integration/test_postfilter.py::test_a_selections_bitmap_is_kept_for_its_array_only",),
+        "a kept bitmap answers for another selection of the same size: hits outside the filter",
+    ),
+    Mutation(
+        "near-bitmap-rebuilt-every-query",
+        "daemon/store/ivf.py",
+        "            if ids is allowed:",
+        "            if False:",
+        ("tests/integration/test_postfilter.py::test_a_selections_bitmap_is_kept_for_its_array_only",),
+        "every query with a cached selection reads all its ids into a new bitmap (milliseconds at 1M)",
+    ),
 ]
 
 

@@ -15,7 +15,12 @@ A search that needs the whole selection (`auto`'s background sample, an FTS5 exp
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+
+import numpy as np
 
 from ..protocol import Filters, Options
 from ..store.catalog import Catalog
@@ -30,7 +35,11 @@ MIN_LIBRARY = 50_000
 SAMPLE = 640  # candidates enough to tell that too few pass (a filter letting 1 in 1,000 through)
 SPARE = 4  # a first fetch of SPARE x k candidates: a filter past the budget lets many through
 
+LATER = 64  # filters remembered for the background selection (a few bytes each)
+
 Check = Callable[[Iterable[int]], set[int]]  # content ids -> those that pass
+
+log = logging.getLogger(__name__)
 
 
 def wanted(options: Options, library: int) -> bool:
@@ -73,3 +82,51 @@ class Checker:
 def check(catalog: Catalog, filters: Filters) -> Checker:
     """Which of some contents pass every filter of a request (a callable, called per round of candidates)."""
     return Checker(catalog, filters)
+
+
+def of_selection(allowed: np.ndarray | None) -> Check | None:
+    """Which contents pass, by a filter's whole selection of content ids (None: no filter)."""
+    if allowed is None:
+        return None
+    chosen = set(allowed.tolist())
+    return lambda ids: chosen.intersection(ids)
+
+
+class Later:
+    """When to select a checked filter whole in the background: on its second checked answer, once.
+
+    Checking candidates answers a broad filter's first query without its selection (seconds at 1M), but
+    every later query pays for probing every list a filtered search may need and for checking rounds of
+    candidates; a filter asked for twice is being refined (people change a query's words far more often
+    than its filters), so its selection is built aside and later queries search its cached bitmap. A
+    one-off search (the direct path's one query) never starts one.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: OrderedDict[tuple, bool] = OrderedDict()  # filter and catalog state -> selection started
+
+    def due(self, key: tuple) -> bool:
+        """Whether to start selecting this filter now (its second checked answer at this catalog state)."""
+        with self._lock:
+            started = self._seen.get(key)
+            self._seen[key] = started is not None
+            self._seen.move_to_end(key)
+            while len(self._seen) > LATER:
+                self._seen.popitem(last=False)
+            return started is False
+
+
+def in_background(select: Callable[[Filters], object], filters: Filters, done: Callable[[], object]) -> None:
+    """Run a filter's selection on a thread of its own, then `done` (its catalog reader closed): the query
+    that asked has its answer already."""
+
+    def work() -> None:
+        try:
+            select(filters)
+        except Exception:  # the foreground keeps checking candidates: a failed selection costs nothing more
+            log.exception("selecting a filter in the background failed")
+        finally:
+            done()
+
+    threading.Thread(target=work, name="imgd-select", daemon=True).start()

@@ -119,6 +119,7 @@ class Searcher:
         self._filter_cache: OrderedDict[tuple[Filters, int, int], np.ndarray] = OrderedDict()
         self._narrow: dict[bytes, np.ndarray] = {}  # a narrow filter's vectors, by its ids
         self._too_many: dict[tuple, bool] = {}  # filters past postfilter.SELECT_BUDGET: check (True) or select
+        self._later = postfilter.Later()  # filters checked on candidates, selected whole in the background
         self._sample: tuple[int, np.ndarray] | None = None
         self._cache_lock = threading.Lock()
         self._switch = SwitchLock()
@@ -146,6 +147,7 @@ class Searcher:
                 self._filter_cache.clear()
                 self._narrow.clear()
                 self._too_many.clear()
+                self._later = postfilter.Later()
                 self._sample = None
 
     # -- vectors ------------------------------------------------------------------------------
@@ -241,16 +243,17 @@ class Searcher:
         whose matches in pictures' words are fused into the ranking (search/words.py)."""
         words.check(self.catalog, options.filters)
         allowed, hits = None, None
-        if postfilter.wanted(
-            options, len(self.index)
-        ):  # a filter selecting too many within the budget: check candidates instead
+        if postfilter.wanted(options, len(self.index)):  # too many to select within the budget: check candidates
             allowed = self._selected(options.filters, "vectors", postfilter.SELECT_BUDGET)
             if allowed is None:
                 checker = postfilter.check(self.catalog, options.filters)
                 hits = self._live_hits(query, options.k, options.filters, None, exclude, options.min_score, checker)
+                key = ("vectors", options.filters, *self.catalog.state())
                 if len(checker.checked) >= postfilter.SAMPLE:  # few pass: each query would check a thousand
                     with self._cache_lock:
-                        self._too_many[("vectors", options.filters, *self.catalog.state())] = False
+                        self._too_many[key] = False
+                elif hits is not None and self._later.due(key):  # the filter is reused: select it aside
+                    postfilter.in_background(self._select_whole, options.filters, self._readers.close_mine)
         if hits is None:
             allowed = allowed if allowed is not None else self._allowed_vectors(options.filters)
             hits = self._live_hits(query, options.k, options.filters, allowed, exclude, options.min_score)
@@ -280,7 +283,7 @@ class Searcher:
         catalog = self.catalog
         filters = options.filters
         wanted = postfilter.wanted(options, len(self.index))
-        checker = postfilter.check(catalog, filters) if wanted else self._checker(filters)
+        checker = postfilter.check(catalog, filters) if wanted else postfilter.of_selection(self.allowed(filters))
         by_words = [cid for cid in words.ranked(catalog, fused, checker) if cid not in exclude]
         if not by_words:
             return hits
@@ -317,13 +320,10 @@ class Searcher:
                 return float(scores[0])
             return float((scores[keep - 1] + scores[keep]) / 2) if keep < len(scores) else float(scores[-1])
 
-    def _checker(self, filters: Filters) -> postfilter.Check | None:
-        """Which contents pass a filter, by its whole selection (None: no filter)."""
-        allowed = self.allowed(filters)
-        if allowed is None:
-            return None
-        chosen = set(allowed.tolist())
-        return lambda ids: chosen.intersection(ids)
+    def _select_whole(self, filters: Filters) -> None:
+        """Select a filter's vectors whole and cache them (in the background): later queries search its bitmap."""
+        with self._switch.shared():
+            self._selected(filters, "vectors")
 
     def allowed(self, filters: Filters) -> np.ndarray | None:
         """Content ids a filter lets through (None: no filter), cached per catalog state."""
@@ -376,7 +376,8 @@ class Searcher:
     ) -> list[tuple[int, float]]:
         """The fetch best (vector id, score) pairs: from a narrow filter's own vectors, else the index; with
         `k`, the fetch best of the lists a filtered top-k search probes (a post-filter's candidates)."""
-        vectors = self._narrow.get(allowed.tobytes()) if allowed is not None else None
+        narrow = allowed is not None and len(allowed) <= NARROW_SELECTION  # not a broad one's 8 MB hashed a round
+        vectors = self._narrow.get(allowed.tobytes()) if narrow else None  # type: ignore[union-attr]
         if vectors is None:  # an IVF re-scores its candidates from this thread's catalog reader
             lookup = self.catalog.vectors_by_id
             return self.index.search(query, k or fetch, allowed, fetch=fetch if k else 0, lookup=lookup)

@@ -268,13 +268,31 @@ def around(
     return scores, ids
 
 
+BITMAPS = 4  # selectors kept for the id arrays last searched (a searcher's cached selections)
+_bitmaps: list[tuple[np.ndarray, tuple[faiss.IDSelector, np.ndarray]]] = []  # newest last
+_BITMAPS_LOCK = threading.Lock()
+
+
 def bitmap(allowed: np.ndarray) -> tuple[faiss.IDSelector, np.ndarray]:
-    """A FAISS selector over vector ids, with the bit array it reads (kept alive by the caller)."""
+    """A FAISS selector over vector ids, with the bit array it reads (kept alive by the caller).
+
+    Kept for the same array object (a searcher's cached selection, never changed in place): building
+    it reads every id, a few milliseconds a query for a quarter of 1M (benchmarks/RESULTS.md, issue 26).
+    """
+    with _BITMAPS_LOCK:
+        for i, (ids, selector) in enumerate(_bitmaps):
+            if ids is allowed:  # the object itself, held here, so its id cannot pass to another array
+                _bitmaps.append(_bitmaps.pop(i))
+                return selector
     top = int(allowed.max()) + 1 if len(allowed) else 1
     mask = np.zeros(top, dtype=bool)
     mask[allowed] = True
     bits = np.packbits(mask, bitorder="little")
-    return faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
+    selector = faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)), bits
+    with _BITMAPS_LOCK:
+        _bitmaps.append((allowed, selector))
+        del _bitmaps[: max(0, len(_bitmaps) - BITMAPS)]
+    return selector
 
 
 # -- clustering alone, for the pair join's blocking (search/pairs.py) ---------------------------------

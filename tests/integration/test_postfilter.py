@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from imgd.daemon.protocol import Filters, Options
 from imgd.daemon.search import postfilter
 from imgd.daemon.search import query as query_module
 from imgd.daemon.search.query import Searcher
-from imgd.daemon.store import places
+from imgd.daemon.store import ivf, places
 from imgd.daemon.store.catalog import Catalog
 from imgd.daemon.store.index import VectorIndex
 from imgd.daemon.wordfold import fold_lines
@@ -201,6 +202,7 @@ def test_a_filter_past_its_budget_is_not_selected_again(
     fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
     query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
     options = Options(k=10, filters=Filters(near="Lisbon"))
+    monkeypatch.setattr(postfilter.Later, "due", lambda self, key: False)  # no background selection here
     first = fresh.run(query, options)
     assert len(calls) == 1  # tried within the budget, then the candidates were checked
     assert fresh.run(query, options) == first and len(calls) == 1
@@ -243,3 +245,61 @@ def test_a_filter_few_candidates_pass_is_selected_once_after_its_first_answer(
     assert len(first) == 40 and len(calls) == 1  # tried within the budget, then checked
     assert fresh.run(query, options) == first and len(calls) == 2  # selected whole this time ...
     assert fresh.run(query, options) == first and len(calls) == 2  # ... and cached
+
+
+def selections_in_background_finish() -> None:
+    for thread in threading.enumerate():
+        if thread.name == "imgd-select":
+            thread.join(30)
+
+
+def test_a_checked_filter_asked_again_is_selected_in_the_background(
+    library: tuple[Searcher, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searcher, _ = library
+    calls: list[object] = []
+    real = Catalog.vector_ids_matching
+
+    def counted(self: Catalog, *args: object, **kwargs: object) -> object:
+        calls.append(args)
+        return real(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Catalog, "vector_ids_matching", counted)
+    monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)  # past at once
+    monkeypatch.setattr(postfilter, "MIN_LIBRARY", 0)
+    monkeypatch.setattr(query_module, "NARROW_SELECTION", 0)  # through FAISS's bitmap, as at 1M
+    fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
+    options = Options(k=10, filters=Filters(near="Lisbon"))
+    queries = [np.random.default_rng(seed).standard_normal(DIM).astype(np.float32) for seed in range(4)]
+    queries = [q / np.linalg.norm(q) for q in queries]
+    first = fresh.run(queries[0], options)
+    selections_in_background_finish()
+    assert len(calls) == 1  # a one-off search (the direct path) never selects aside
+    second = fresh.run(queries[1], options)  # asked again: answered by candidates, then selected aside
+    selections_in_background_finish()
+    assert len(calls) == 2 and calls[-1][1:] in ((), (None,))  # the whole selection, without a budget
+    cached = fresh._selected(options.filters, "vectors", -1.0)
+    assert cached is not None and len(cached) > 1000  # the bitmap later queries search
+    later = [fresh.run(query, options) for query in queries]
+    assert len(calls) == 2  # nothing selected in the foreground, nor aside again
+    assert later[:2] == [first, second]
+    for seed in range(len(queries)):  # the cached selection's answers are a fresh selection's
+        assert later[seed] == answers(searcher, None, options, seed)
+
+
+def test_a_filter_is_selected_aside_once_per_catalog_state() -> None:
+    later = postfilter.Later()
+    assert [later.due(("near", 1)) for _ in range(4)] == [False, True, False, False]
+    assert [later.due(("near", 2)) for _ in range(2)] == [False, True]  # a new catalog state selects again
+
+
+def test_a_selections_bitmap_is_kept_for_its_array_only(library: tuple[Searcher, Path]) -> None:
+    searcher, _ = library
+    ids = np.sort(searcher.catalog.vector_ids())
+    one, two = ids[:1000].copy(), ids[1000:2000].copy()
+    assert ivf.bitmap(one) is ivf.bitmap(one)  # built once for the same selection
+    assert ivf.bitmap(one.copy()) is not ivf.bitmap(one)
+    query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
+    for allowed in (one, two, one):
+        found = searcher.index.search(query, 10, allowed)
+        assert len(found) == 10 and all(int(vid) in set(allowed.tolist()) for vid, _ in found)
