@@ -2177,6 +2177,17 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_index.py::test_the_index_build_and_the_duplicates_pass_never_cluster_at_once",),
         "the duplicates pass's k-means runs beside the index build's: both samples and buffers at once",
     ),
+    Mutation(
+        "server-after-the-start-up",
+        "daemon/service/run.py",
+        "            self.server.start()\n            log.info(",
+        "            self._start_parts()  # the watches, then the worker and its reconcile\n"
+        "            self.server.start()\n"
+        "            self._start_parts = lambda: None  # type: ignore[method-assign]\n"
+        "            log.info(",
+        ("tests/e2e/test_early_answer.py::test_a_search_is_answered_before_the_watches_and_the_reconcile_are_done",),
+        "the first search waits for the watches on every folder and the reconcile's start (79 s at 100k)",
+    ),
 ]
 
 
