@@ -197,10 +197,15 @@ class Daemon:
         )
         return info
 
+    @property
+    def starting(self) -> bool:
+        """Is the start-up thread still setting up the watches and the worker?"""
+        return self._starter is not None and not self.started_up.is_set()
+
     def _folders(self) -> list[dict[str, str]]:
         """How each root is watched; "starting" for a folder whose watch is still being set up."""
         modes = self.watcher.modes()
-        if not self.started_up.is_set():
+        if self.starting:
             for mode in modes:
                 if mode["mode"] == "missing" and os.path.isdir(mode["path"]):
                     mode["mode"] = "starting"
@@ -313,14 +318,14 @@ class Daemon:
         next_reconcile = now + self.config.reconcile_interval
         while not self.stop_event.wait(0.5):
             now = time.monotonic()
-            if not self.started_up.is_set():  # the watches and the worker are being started (_start_parts)
+            if ping_every and now >= next_ping:  # also while starting: READY=1 went out with the server
+                sd_notify("WATCHDOG=1")
+                next_ping = now + ping_every
+            if self.starting:  # the watches and the worker are being started (_start_parts)
                 continue
             if not self.worker.alive:
                 log.error("the indexing thread stopped unexpectedly; exiting so systemd restarts imgd")
                 return 1
-            if ping_every and now >= next_ping:
-                sd_notify("WATCHDOG=1")
-                next_ping = now + ping_every
             if now >= next_persist:
                 self.persist_in_background()
                 next_persist = now + self.persist_every()
