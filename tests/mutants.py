@@ -2218,6 +2218,17 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_postfilter.py::test_a_selections_bitmap_is_kept_for_its_array_only",),
         "every query with a cached selection reads all its ids into a new bitmap (milliseconds at 1M)",
     ),
+    Mutation(
+        "server-after-the-start-up",
+        "daemon/service/run.py",
+        "            self.server.start()\n            log.info(",
+        "            self._start_parts()  # the watches, then the worker and its reconcile\n"
+        "            self.server.start()\n"
+        "            self._start_parts = lambda: None  # type: ignore[method-assign]\n"
+        "            log.info(",
+        ("tests/e2e/test_early_answer.py::test_a_search_is_answered_before_the_watches_and_the_reconcile_are_done",),
+        "the first search waits for the watches on every folder and the reconcile's start (79 s at 100k)",
+    ),
 ]
 
 

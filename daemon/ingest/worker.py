@@ -102,7 +102,8 @@ class Worker:
 
     def stop(self, timeout: float | None = 20.0) -> None:
         self.stop_event.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # a stop during the daemon's start-up may come before start()
+            self._thread.join(timeout)
 
     @property
     def alive(self) -> bool:

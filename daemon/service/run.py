@@ -94,6 +94,10 @@ class Daemon:
         self.stop_deadline: float | None = None  # monotonic; set by the first SIGTERM/SIGINT
         self.stopping_step = ""  # what shutdown was doing when its time ran out, for the log
         self._saver: threading.Thread | None = None  # a periodic save in progress
+        self._starter: threading.Thread | None = None  # the watches and the worker, started while serving
+        self.started_up = threading.Event()
+        self.starting_step = ""  # what the start-up is doing, for the log
+        self.start_failed = False
         worker_stop = threading.Event()
         # background: a large library switches to IVF without pausing searches.
         self.library = open_library(
@@ -168,7 +172,7 @@ class Daemon:
         pending = len(self.worker.pending) + self.changes.qsize() + stats.remaining
         info.update(
             daemon={"running": True, "pid": os.getpid(), "uptime_s": time.time() - self.started, "state": stats.busy},
-            folders=self.watcher.modes(),
+            folders=self._folders(),
             queue={
                 "pending": pending,
                 "rate": round(stats.rate, 2) if stats.busy != "idle" else 0.0,
@@ -192,6 +196,20 @@ class Daemon:
             last_error=stats.last_error,
         )
         return info
+
+    @property
+    def starting(self) -> bool:
+        """Is the start-up thread still setting up the watches and the worker?"""
+        return self._starter is not None and not self.started_up.is_set()
+
+    def _folders(self) -> list[dict[str, str]]:
+        """How each root is watched; "starting" for a folder whose watch is still being set up."""
+        modes = self.watcher.modes()
+        if self.starting:
+            for mode in modes:
+                if mode["mode"] == "missing" and os.path.isdir(mode["path"]):
+                    mode["mode"] = "starting"
+        return modes
 
     def _dupes_summary(self) -> dict[str, Any]:
         """Groups at the configured threshold from the tracker's pairs, regrouped only after a change."""
@@ -244,33 +262,52 @@ class Daemon:
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""
         # Until the handlers below are in place a SIGTERM ends the process at once (the default action):
-        # as safe as a crash, which the catalog and the index file are made to survive, and immediate
-        # where a handler would wait for the model's sessions or the watches to be set up.
+        # as safe as a crash, which the catalog and the index file are made to survive. They are in place
+        # before the server answers, so from then on a stop is the bounded one of shutdown().
         self.server = QueryServer(self.config.socket, self)
-        warm = getattr(self.embedder, "warm", None)
-        if warm is not None:
-            warm()  # open the sessions now: the first query should not wait for them
         code = 0
         try:
-            self.watcher.start()
-            self.dupes.start()
-            if self.alerts is not None:
-                self.alerts.start()  # before the catch-up: pictures that came while stopped are checked too
-            self.worker.start(initial_reconcile=True)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self.request_stop)
             signal.signal(signal.SIGHUP, lambda *_: self.worker.request_rescan())
+            # Searches are answered from the index as loaded from here on, while the watches (minutes at
+            # 100k folders on a loaded machine) and the reconcile start on their own thread.
             self.server.start()
-            log.info(
-                "imgd running: watching %s; queries on %s",
-                ", ".join(f"{display_path(w['path'])} ({w['mode']})" for w in self.watcher.modes()),
-                self.config.socket,
-            )
-            sd_notify("READY=1\nSTATUS=watching; catching up with the disk")
+            log.info("imgd answering queries on %s; setting up the watches and catching up", self.config.socket)
+            sd_notify("READY=1\nSTATUS=answering; setting up the watches and catching up with the disk")
+            self._starter = threading.Thread(target=self._start_parts, name="imgd-start", daemon=True)
+            self._starter.start()
             code = self._loop()
         finally:
             self.shutdown()
         return code
+
+    def _start_parts(self) -> None:
+        """The start-up steps that take long, in order (watches before the reconcile: no change falls between)."""
+        steps: list[tuple[str, Callable[[], None]]] = [("the watches", self.watcher.start)]
+        steps.append(("the duplicates pass", self.dupes.start))
+        if self.alerts is not None:  # before the catch-up: pictures that came while stopped are checked too
+            steps.append(("the saved searches", self.alerts.start))
+        steps.append(("the indexing thread", lambda: self.worker.start(initial_reconcile=True)))
+        try:
+            for name, start in steps:
+                if self.stop_event.is_set():
+                    return
+                self.starting_step = name
+                start()
+            self.starting_step = ""
+            self.started_up.set()
+            log.info(
+                "imgd running: watching %s",
+                ", ".join(f"{display_path(w['path'])} ({w['mode']})" for w in self.watcher.modes()),
+            )
+            warm = getattr(self.embedder, "warm", None)
+            if warm is not None:
+                warm()  # open the sessions now: the first file and query should not wait for them
+        except Exception:
+            log.exception("could not start %s; exiting", self.starting_step or "the model's sessions")
+            self.start_failed = True
+            self.stop_event.set()
 
     def _loop(self) -> int:
         watchdog_usec = int(os.environ.get("WATCHDOG_USEC", "0") or 0)
@@ -281,12 +318,14 @@ class Daemon:
         next_reconcile = now + self.config.reconcile_interval
         while not self.stop_event.wait(0.5):
             now = time.monotonic()
+            if ping_every and now >= next_ping:  # also while starting: READY=1 went out with the server
+                sd_notify("WATCHDOG=1")
+                next_ping = now + ping_every
+            if self.starting:  # the watches and the worker are being started (_start_parts)
+                continue
             if not self.worker.alive:
                 log.error("the indexing thread stopped unexpectedly; exiting so systemd restarts imgd")
                 return 1
-            if ping_every and now >= next_ping:
-                sd_notify("WATCHDOG=1")
-                next_ping = now + ping_every
             if now >= next_persist:
                 self.persist_in_background()
                 next_persist = now + self.persist_every()
@@ -302,7 +341,7 @@ class Daemon:
                 stats = self.worker.stats
                 sd_notify(f"STATUS={stats.busy}; {stats.remaining} waiting; {stats.rate:.1f} images/s")
                 next_status = now + STATUS_INTERVAL
-        return 0
+        return 1 if self.start_failed else 0
 
     def shutdown(self) -> bool:
         """Stop every part and save the index, within STOP_BUDGET of the signal; False when time ran out.
@@ -337,6 +376,9 @@ class Daemon:
             self.stopping_step = name
             log.debug("stopping: %s", name)
 
+        if self._starter is not None:
+            step(f"the start-up ({self.starting_step or 'the model sessions'})")
+            self._starter.join()  # it starts nothing more once the stop is asked
         step("the duplicates pass")
         self.dupes.stop()  # its pass would hold the exit until every block is done
         if self.server is not None:

@@ -940,7 +940,8 @@ def watch_limit_at_start(tmp: Path, model: Path) -> dict[str, Any]:
         (root / f"sub{i}").mkdir(parents=True)
         (root / f"sub{i}" / "a.png").write_bytes(png_bytes(400 + i))
     with FaultDaemon(tmp, model, [root], prefix=prefix) as daemon:
-        daemon.start()
+        daemon.start()  # it answers before its watches are set: wait for them
+        wait_until(lambda: "imgd running: watching" in daemon.log(), timeout=120, what="the watches")
         assert "fs.inotify.max_user_watches" in daemon.log()
         assert [f["mode"] for f in daemon.status()["folders"]] == ["polling"]
         for i in range(10):
