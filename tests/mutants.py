@@ -226,8 +226,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "no-sd-notify-ready",
         "daemon/service/run.py",
-        'sd_notify("READY=1\\nSTATUS=watching; catching up with the disk")',
-        'sd_notify("STATUS=watching; catching up with the disk")',
+        'sd_notify("READY=1\\nSTATUS=answering; setting up the watches and catching up with the disk")',
+        'sd_notify("STATUS=answering; setting up the watches and catching up with the disk")',
         (SERVICE,),
         "systemd is never told the service is ready",
     ),
