@@ -51,17 +51,9 @@ def load_embedder(config: Config, name: str | None = None, announce: bool = True
         timer.daemon = True
         timer.start()
     try:
-        from imgd.daemon.embedders import load_embedder
+        from imgd.daemon.embedders import load_configured
 
-        return load_embedder(
-            model,
-            config.device,
-            config.precision,
-            config.batch_size,
-            backend=config.backend,
-            state_dir=config.state_dir,
-            text_model=config.text_model or None,
-        )
+        return load_configured(config, model)
     finally:
         if timer is not None:
             timer.cancel()

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelUnavailable
 from .base import Embedder, model_key, normalise
 
-__all__ = ["BACKENDS", "Embedder", "load_embedder", "model_key", "normalise"]
+if TYPE_CHECKING:
+    from ..config import Config
+
+__all__ = ["BACKENDS", "Embedder", "load_configured", "load_embedder", "model_key", "normalise"]
 
 BACKENDS = ("auto", "torch", "onnx", "openvino")
 EXPORTED = {"onnx": "ONNX", "openvino": "OpenVINO"}
@@ -102,3 +105,18 @@ def load_embedder(
 
         ModelStore(Path(state_dir) / "models").remember(embedder.name, embedder.fingerprint)
     return embedder
+
+
+def load_configured(config: Config, model: str | None = None, threads: int = 0) -> Embedder:
+    """load_embedder with the config's model settings: `model` names another (a model change's old one),
+    `threads` sizes the runtime (0: one per core; a cluster's worker takes one)."""
+    return load_embedder(
+        model or config.model,
+        config.device,
+        config.precision,
+        config.batch_size,
+        backend=config.backend,
+        state_dir=config.state_dir,
+        text_model=config.text_model or None,
+        threads=threads,
+    )

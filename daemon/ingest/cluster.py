@@ -77,18 +77,9 @@ class Embedded:
 def load_embedder(config: Config, threads: int = 0) -> Any:
     """The configured model, loaded the way a local run loads it (the backend measured fastest for `auto`),
     its runtime on `threads` threads (0: one per core)."""
-    from ..embedders import load_embedder as load
+    from ..embedders import load_configured
 
-    return load(
-        config.model,
-        config.device,
-        config.precision,
-        config.batch_size,
-        backend=config.backend,
-        state_dir=config.state_dir,
-        text_model=config.text_model or None,
-        threads=threads,
-    )
+    return load_configured(config, threads=threads)
 
 
 class Worker:

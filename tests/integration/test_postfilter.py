@@ -185,10 +185,9 @@ def test_a_selection_past_its_budget_stops(library: tuple[Searcher, Path]) -> No
     assert len(catalog.vector_ids_matching(chosen, budget=10.0)) == len(catalog.vector_ids_matching(chosen))
 
 
-def test_a_filter_past_its_budget_is_not_selected_again(
-    library: tuple[Searcher, Path], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    searcher, _ = library
+def counting_selections(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every full selection a search asks the catalog for, from now on; each selection's 5 ms budget is
+    past at once and candidates are checked whatever the library's size."""
     calls: list[object] = []
     real = Catalog.vector_ids_matching
 
@@ -197,8 +196,16 @@ def test_a_filter_past_its_budget_is_not_selected_again(
         return real(self, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Catalog, "vector_ids_matching", counted)
-    monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)  # past at once
+    monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)
     monkeypatch.setattr(postfilter, "MIN_LIBRARY", 0)
+    return calls
+
+
+def test_a_filter_past_its_budget_is_not_selected_again(
+    library: tuple[Searcher, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    searcher, _ = library
+    calls = counting_selections(monkeypatch)
     fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
     query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
     options = Options(k=10, filters=Filters(near="Lisbon"))
@@ -228,16 +235,7 @@ def test_a_filter_few_candidates_pass_is_selected_once_after_its_first_answer(
     library: tuple[Searcher, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     searcher, _ = library
-    calls: list[object] = []
-    real = Catalog.vector_ids_matching
-
-    def counted(self: Catalog, *args: object, **kwargs: object) -> object:
-        calls.append(args)
-        return real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Catalog, "vector_ids_matching", counted)
-    monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)  # past at once
-    monkeypatch.setattr(postfilter, "MIN_LIBRARY", 0)
+    calls = counting_selections(monkeypatch)
     fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
     query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
     options = Options(k=40, filters=Filters(words="coffee", near="Lisbon"))  # 1 in 15: 800 candidates for 40
@@ -257,16 +255,7 @@ def test_a_checked_filter_asked_again_is_selected_in_the_background(
     library: tuple[Searcher, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     searcher, _ = library
-    calls: list[object] = []
-    real = Catalog.vector_ids_matching
-
-    def counted(self: Catalog, *args: object, **kwargs: object) -> object:
-        calls.append(args)
-        return real(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Catalog, "vector_ids_matching", counted)
-    monkeypatch.setattr(postfilter, "SELECT_BUDGET", -1.0)  # past at once
-    monkeypatch.setattr(postfilter, "MIN_LIBRARY", 0)
+    calls = counting_selections(monkeypatch)
     monkeypatch.setattr(query_module, "NARROW_SELECTION", 0)  # through FAISS's bitmap, as at 1M
     fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
     options = Options(k=10, filters=Filters(near="Lisbon"))
