@@ -239,6 +239,7 @@ def test_a_filter_few_candidates_pass_is_selected_once_after_its_first_answer(
     fresh = Searcher(searcher.config, searcher.index, lambda: None)  # type: ignore[arg-type,return-value]
     query = np.ones(DIM, dtype=np.float32) / np.sqrt(DIM)
     options = Options(k=40, filters=Filters(words="coffee", near="Lisbon"))  # 1 in 15: 800 candidates for 40
+    monkeypatch.setattr(postfilter.Later, "due", lambda self, key: False)  # the foreground rule alone
     first = fresh.run(query, options)
     assert len(first) == 40 and len(calls) == 1  # tried within the budget, then checked
     assert fresh.run(query, options) == first and len(calls) == 2  # selected whole this time ...
