@@ -7,7 +7,9 @@ Builds once (reused by later runs, under benchmarks/out/scale-N) a tree of N tin
 folder, 10 folders to a group (root/gGGG/dDD/N.jpg), and a catalog that already holds every one of
 them with a synthetic 512-dim vector (ViT-B/32's size) and its metadata, recorded under the model the
 daemon loads, so the daemon finds the library indexed and embeds nothing. Then runs the real `imgd run`
-(torch backend, the random ViT-B/32 of tests/clipkit.py) three times on a copy of that catalog:
+(the random ViT-B/32 of tests/clipkit.py; `--backend`, default onnx, the runtime a user's daemon serves,
+exported once into benchmarks/out/scale-models and shared by every run's state folder, so no run pays the
+export and no daemon holds torch) three times on a copy of that catalog:
 
 1. without an index file (as after an upgrade or a damaged file): time to the first answer to a search,
    to reconciled (idle), the index build, RSS over time; then `rm -rf` of 10 folders (10,000 files)
@@ -46,6 +48,7 @@ import numpy as np
 DIM = 512
 PER_FOLDER = 1000
 FOLDERS_PER_GROUP = 10
+BACKEND = "onnx"  # --backend
 
 
 def file_path(root: Path, n: int) -> Path:
@@ -177,10 +180,14 @@ class Run:
             shutil.copy(seed, self.state / "catalog.db")
             if index_file is not None:
                 shutil.copy(index_file, self.state / "index.faiss")
+        models = common.OUT / "scale-models"  # the export (made by the first run) outlives each state folder
+        models.mkdir(parents=True, exist_ok=True)
+        if not (self.state / "models").exists():
+            (self.state / "models").symlink_to(models)
         self.env = {
             **common.imgd_env(work, self.state, model),
             "IMGD_DEVICE": "cpu",
-            "IMGD_BACKEND": "torch",
+            "IMGD_BACKEND": BACKEND,
             "IMGD_SETTLE_SECONDS": "1",
             "IMGD_WORDS_ENABLED": "0",
         }
@@ -313,7 +320,10 @@ def main() -> int:
         "--model", type=Path, default=common.DEFAULT_MODEL, help="the ViT-B/32 folder (built if absent)"
     )
     parser.add_argument("--runs", default="1,2,3", help="which of the three runs (default all)")
+    parser.add_argument("--backend", default="onnx", choices=["onnx", "openvino", "torch"])
     args = parser.parse_args()
+    global BACKEND
+    BACKEND = args.backend
     if args.contents < 20_000:
         raise SystemExit("--contents must be at least 20,000 (the events touch 20,000 files)")
     model = common.ensure_model(args.model.resolve())
