@@ -2229,6 +2229,15 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_early_answer.py::test_a_search_is_answered_before_the_watches_and_the_reconcile_are_done",),
         "the first search waits for the watches on every folder and the reconcile's start (79 s at 100k)",
     ),
+    Mutation(
+        "rebuilt-index-saved-after-the-interval",
+        "daemon/service/run.py",
+        "        if not self.library.index.dirty:\n            next_persist",
+        "        if True:\n            next_persist",
+        ("tests/e2e/test_daemon.py::test_an_index_rebuilt_at_start_is_saved_once_started_not_after_the_interval",),
+        "an index rebuilt at start waits the stretched interval (10 min at 1M) for its first save: a restart "
+        "before then rebuilds it again",
+    ),
 ]
 
 

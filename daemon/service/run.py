@@ -314,7 +314,10 @@ class Daemon:
         ping_every = watchdog_usec / 2e6 if watchdog_usec else None
         now = time.monotonic()
         next_ping = next_persist = next_roots = next_status = now
-        next_persist = now + self.persist_every()
+        # An index built from the catalog at start (no file, or a damaged or stale one) is saved as soon as the
+        # start-up is done, not after the stretched interval: until then each restart rebuilds it (minutes at 1M).
+        if not self.library.index.dirty:
+            next_persist = now + self.persist_every()
         next_reconcile = now + self.config.reconcile_interval
         while not self.stop_event.wait(0.5):
             now = time.monotonic()

@@ -269,6 +269,29 @@ def test_a_library_past_the_exact_limit_switches_to_ivf_in_the_background_and_ke
         assert "rebuilding the index" not in daemon.log()[before:]
 
 
+def test_an_index_rebuilt_at_start_is_saved_once_started_not_after_the_interval(tmp_path, tiny_model, pics):
+    # At 1M the interval stretches to 10 minutes and a rebuild from the catalog takes minutes: a daemon killed
+    # before its first save rebuilt again at every start (bench_daemon_scale at 1M: 333 s, then 427 s).
+    for i in range(4):
+        write_image(pics / f"img{i}.jpg", seed=i)
+    with DaemonProcess(tmp_path, tiny_model, [pics], IMGD_PERSIST_INTERVAL="3600") as daemon:
+        daemon.start()
+        wait_until(lambda: len(daemon.catalog_paths()) == 4, what="initial files")
+        daemon.wait_idle()
+        assert daemon.stop(signal.SIGTERM) == 0
+        index_file = daemon.state_dir / "index.faiss"
+        index_file.unlink()
+
+        daemon.start()  # no index file: rebuilt from the catalog
+        wait_until(index_file.exists, timeout=30, what="the rebuilt index saved")
+        daemon.stop(signal.SIGKILL)
+        before = len(daemon.log())
+        daemon.start()
+        daemon.wait_idle()
+        assert "rebuilding the index" not in daemon.log()[before:]
+        assert daemon.search_image(pics / "img2.jpg")[0]["path"] == str(pics / "img2.jpg")
+
+
 def test_the_persist_interval_stretches_with_the_size_of_the_index():
     # Pure arithmetic, so a stand-in for the running daemon: a save at 1M vectors writes ~1 GB.
     from types import SimpleNamespace
