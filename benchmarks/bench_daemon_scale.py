@@ -81,12 +81,11 @@ def build(base: Path, count: int, model: Path) -> tuple[Path, Path]:
         raise SystemExit(f"{model} gives {dim}-dim vectors, not {DIM}")
     catalog = Catalog(seed)
     catalog.ensure_model(name, dim, fingerprint=fingerprint)
-    rng = np.random.default_rng(0)
+    mixture = clip_like(count)
     meta = ImageMeta("jpeg", 640, 480)
     block = 10_000
     for first in range(0, count, block):
-        vectors = rng.standard_normal((min(block, count - first), DIM)).astype(np.float32)
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = mixture.sample(min(block, count - first), seed=first)
         with catalog.transaction():
             for offset, vector in enumerate(vectors):
                 n = first + offset
@@ -100,8 +99,38 @@ def build(base: Path, count: int, model: Path) -> tuple[Path, Path]:
                 catalog.set_file(str(path), info.st_size, info.st_mtime_ns, content_id)
         common.log(f"built {first + len(vectors)} of {count} ({time.monotonic() - started:.0f} s)")
     catalog.close()
+    (base / "clustered").write_text("bench_search.Mixture\n")
     (base / "complete").write_text(f"{count}\n")
     return root, seed
+
+
+def clip_like(count: int):  # noqa: ANN201 - bench_search.Mixture, imported late like the rest
+    """Vectors that cluster as CLIP's do: random ones do not, and over them IVF gains nothing, so the daemon
+    kept an exact float32 index (2 GB at 1M) that no real library would have."""
+    from bench_search import Mixture
+
+    return Mixture(dim=DIM, centres=max(10, count // 300))
+
+
+def recluster(base: Path, count: int) -> None:
+    """A tree built before its vectors were CLIP-like: rewrite the seed's vectors in place (files unchanged)."""
+    seed = base / "seed" / "catalog.db"
+    if (base / "clustered").exists() or not (base / "complete").exists():
+        return
+    mixture, started = clip_like(count), time.monotonic()
+    conn = sqlite3.connect(seed)
+    ids = [row[0] for row in conn.execute("SELECT id FROM vectors ORDER BY id")]
+    for first in range(0, len(ids), 20_000):
+        part = ids[first : first + 20_000]
+        vectors = mixture.sample(len(part), seed=first).astype(np.float16)
+        with conn:
+            conn.executemany(
+                "UPDATE vectors SET vector = ? WHERE id = ?", zip((v.tobytes() for v in vectors), part, strict=True)
+            )
+    conn.close()
+    (base / "seed" / "index.faiss").unlink(missing_ok=True)
+    (base / "clustered").write_text("bench_search.Mixture\n")
+    common.log(f"made the seed's {len(ids)} vectors CLIP-like ({time.monotonic() - started:.0f} s)")
 
 
 class Probe:
@@ -328,6 +357,7 @@ def main() -> int:
         raise SystemExit("--contents must be at least 20,000 (the events touch 20,000 files)")
     model = common.ensure_model(args.model.resolve())
     base = common.OUT / f"scale-{args.contents}"
+    recluster(base, args.contents)
     root, seed = build(base, args.contents, model)
     restore(root, seed)  # the files an earlier run removed, as the seed catalog knows them
     print(f"machine: {common.cpu_model()}, {os.cpu_count()} cores; library {args.contents:,} contents", flush=True)
