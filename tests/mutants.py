@@ -2229,6 +2229,15 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_early_answer.py::test_a_search_is_answered_before_the_watches_and_the_reconcile_are_done",),
         "the first search waits for the watches on every folder and the reconcile's start (79 s at 100k)",
     ),
+    # -- issue 21, session 4 (helper `memory`): the save streams, the duplicates pass is resumable --
+    Mutation(
+        "index-save-serializes-whole",
+        "daemon/store/indexfile.py",
+        "    faiss.write_index(index, faiss.PyCallbackIOWriter(put, _CHUNK))",
+        "    put(faiss.serialize_index(index).tobytes())",
+        ("tests/unit/test_index.py::test_a_save_streams_the_index_into_the_file_a_few_bytes_at_a_time",),
+        "a save holds a second copy of the whole index in memory (+1.5 GB at 1.45M vectors)",
+    ),
 ]
 
 
