@@ -56,14 +56,18 @@ def group_delay() -> float:
     return float(os.environ.get("IMGD_DUPES_GROUP_DELAY") or 0)
 
 
-def make_plan(rows: PassRows, ids: np.ndarray, probes: int = PAIRS_PROBES) -> dict[str, np.ndarray]:
-    """The blocking of these vector ids (sorted): their lists, trained on a sample read by id."""
+def make_plan(
+    rows: PassRows, ids: np.ndarray, stopped: Stopped = lambda: False, probes: int = PAIRS_PROBES
+) -> dict[str, np.ndarray] | None:
+    """The blocking of these vector ids (sorted): their lists, trained on a sample read by id (None: stopped)."""
     nlist = list_count(len(ids), probes)
     present, sample = rows.vectors(ids[sample_rows(len(ids), nlist)])
     plan = blocking(sample, nlist)
     del sample
     lists = np.full((len(ids), probes), -1, np.int32)  # -1: removed before it was assigned
     for chunk_ids, chunk in rows.iter_vectors(20_000, upto=int(ids[-1])):  # 20 MB of float16 a chunk
+        if stopped():  # asked between chunks: the assignment alone takes minutes at 1M
+            return None
         at = np.searchsorted(ids, chunk_ids)
         known = (at < len(ids)) & (ids[np.minimum(at, len(ids) - 1)] == chunk_ids)
         lists[at[known]] = assign(chunk[known], plan, probes)
@@ -138,7 +142,10 @@ def run_pass(rows: PassRows, key: str, threshold: float, stopped: Stopped) -> bo
                 return False
             rows.finish(key, _arrays(found))
             return True
-        rows.begin(key, high_water, make_plan(rows, ids))
+        plan = make_plan(rows, ids, stopped)
+        if plan is None:
+            return False
+        rows.begin(key, high_water, plan)
         state = rows.state(key)
         assert state is not None
     if state["finished"]:
