@@ -15,6 +15,7 @@ costs. RSS added and peak added (VmHWM reset first) for each step, as bench_memo
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -38,6 +39,32 @@ def measured(name: str, run: object) -> tuple[dict[str, float], object]:
     return row, value
 
 
+def make(path: Path, count: int) -> None:
+    """A catalog of `count` contents, one vector each: bench_dupes.planted's (10% near-copies of others)."""
+    from bench_dupes import planted
+    from imgd.daemon.store.catalog import Catalog
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vectors = planted(count)
+    catalog = Catalog(path)
+    catalog.ensure_model("bench", vectors.shape[1])
+    with catalog.transaction():
+        catalog.conn.executemany(
+            "INSERT INTO contents(id, hash, width, height) VALUES (?, ?, 640, 480)",
+            ((n + 1, f"{n:064x}") for n in range(count)),
+        )
+        catalog.conn.executemany(
+            "INSERT INTO vectors(content_id, at, vector) VALUES (?, 0.0, ?)",
+            ((n + 1, v.tobytes()) for n, v in enumerate(vectors)),
+        )
+    catalog.close()
+
+
+def digest(pairs: list[tuple[int, int]]) -> str:
+    """A short hash of the pairs found (vector ids), to compare two runs."""
+    return hashlib.sha256(json.dumps(sorted(pairs)).encode()).hexdigest()[:12]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--catalog", type=Path, required=True)
@@ -45,8 +72,14 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, default=0.95)
     parser.add_argument("--stop-after", type=float, default=0.0)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--make", type=int, default=0, help="first build --catalog: N vectors, 10%% planted near-copies"
+    )
     args = parser.parse_args()
     from imgd.daemon.store.catalog import Catalog
+
+    if args.make and not args.catalog.exists():
+        make(args.catalog, args.make)
 
     result: dict[str, object] = {"mode": args.mode, "rss_start_mb": bench_memory.mb(common.rss_bytes())}
     if args.mode == "whole":
@@ -57,6 +90,7 @@ def main() -> None:
         result["read"], (ids, vectors) = measured("read every vector", lambda: library_vectors(catalog))
         result["pairs"], found = measured("library_pairs", lambda: library_pairs(ids, vectors, args.threshold))
         result["count"] = len(found)  # type: ignore[arg-type]
+        result["digest"] = digest([(a, b) for a, b, _ in found])  # type: ignore[attr-defined]
     else:
         from imgd.daemon.search.pairpass import run_pass
         from imgd.daemon.store.dupepass import PassRows
@@ -75,6 +109,7 @@ def main() -> None:
             "restart: pass done, pairs read", lambda: (run_pass(rows, key, args.threshold, lambda: False), rows.pairs())
         )
         result["count"] = len(pairs[1][0])  # type: ignore[index]
+        result["digest"] = digest(list(zip(pairs[1][0].tolist(), pairs[1][1].tolist(), strict=True)))  # type: ignore[index]
     result["rss_end_mb"] = bench_memory.mb(common.rss_bytes())
     print(json.dumps(result))
     if args.json:
