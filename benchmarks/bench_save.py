@@ -47,7 +47,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     target = out / "index.faiss"
     result: dict[str, object] = {"file_mb": bench_memory.mb(args.file.stat().st_size), "load_avg": os.getloadavg()}
-    result["load"], (index, _) = stage("load", lambda: VectorIndex.read(args.file))
+    loaded, (index, _) = stage("load", lambda: VectorIndex.read(args.file))
+    result["load"] = loaded
     result["rss_loaded_mb"] = bench_memory.mb(common.rss_bytes())
 
     waits: list[float] = []
@@ -70,7 +71,7 @@ def main() -> None:
     result["save"]["lock_wait_max_s"] = round(max(waits), 2)
     common.log(f"longest wait for the lock during the save: {max(waits):.2f} s")
     index.close()
-    del index
+    index = None  # freed before the reload
     result["reload"], _ = stage("reload", lambda: VectorIndex.read(target))
     target.unlink()
     print(json.dumps(result))
