@@ -2238,6 +2238,31 @@ MUTATIONS: list[Mutation] = [
         "an index rebuilt at start waits the stretched interval (10 min at 1M) for its first save: a restart "
         "before then rebuilds it again",
     ),
+    # -- issue 21, session 4 (helper `memory`): the save streams, the duplicates pass is resumable --
+    Mutation(
+        "index-save-serializes-whole",
+        "daemon/store/indexfile.py",
+        "    faiss.write_index(index, faiss.PyCallbackIOWriter(put, _CHUNK))",
+        "    put(faiss.serialize_index(index).tobytes())",
+        ("tests/unit/test_index.py::test_a_save_streams_the_index_into_the_file_a_few_bytes_at_a_time",),
+        "a save holds a second copy of the whole index in memory (+1.5 GB at 1.45M vectors)",
+    ),
+    Mutation(
+        "dupe-pass-restarts-from-zero",
+        "daemon/search/pairpass.py",
+        '    following = int(state["next"])  # type: ignore[call-overload]',
+        "    following = 0",
+        ("tests/integration/test_dupe_pass.py::test_a_stopped_pass_resumes_at_its_group_and_ends_with_the_same_pairs",),
+        "every start redoes the duplicates pass from its first group (minutes on both cores at 1M)",
+    ),
+    Mutation(
+        "dupe-pass-progress-without-pairs",
+        "daemon/store/dupepass.py",
+        "                return False\n            self._insert(pairs)",
+        "                return False",
+        ("tests/integration/test_dupe_pass.py::test_a_stopped_pass_resumes_at_its_group_and_ends_with_the_same_pairs",),
+        "a group counts as done without its pairs stored: a resumed pass loses the pairs found before the stop",
+    ),
 ]
 
 

@@ -30,6 +30,7 @@ _SCORE_ROWS = 16_384  # candidate pairs scored at once: 16k x 512 dims x 2 float
 PAIR_LIMIT = 64
 
 Pair = tuple[int, int, float]  # (content a, content b, exact cosine), a < b
+Blocking = tuple[np.ndarray, np.ndarray, np.ndarray]  # (mean, PCA axes, centroids): a pass's k-means lists
 Stopped = Callable[[], bool]  # asked between blocks: True ends the pass early (the daemon is stopping)
 
 
@@ -143,23 +144,75 @@ def _pairs_exact(vectors: np.ndarray, threshold: float, stopped: Stopped) -> tup
     return _joined([f for f, _ in found]), _joined([s for _, s in found])
 
 
+def list_count(count: int, probes: int = PAIRS_PROBES) -> int:
+    """How many k-means lists block a pass over `count` vectors: balances list choice against products."""
+    return int(max(16, round((2 * count * probes) ** 0.5)))
+
+
+def sample_rows(count: int, nlist: int) -> np.ndarray:
+    """Sorted row numbers of the vectors the blocking is trained on (the same for the same count)."""
+    rng = np.random.default_rng(count)
+    return np.sort(rng.choice(count, size=min(count, 40 * nlist), replace=False))
+
+
+def blocking(sample: np.ndarray, nlist: int) -> Blocking:
+    """(mean, PCA axes, k-means centroids in the PCA space) trained on a sample of float16 vectors.
+
+    The covariance is summed 20,000 rows at a time: np.cov of the whole sample made float64 copies of it
+    (over 1 GB at 1.45M vectors, the largest part of the pass's peak).
+    """
+    dim = sample.shape[1]
+    mean = np.zeros(dim, np.float64)
+    for start in range(0, len(sample), 20_000):
+        mean += sample[start : start + 20_000].astype(np.float64).sum(axis=0)
+    mean /= max(1, len(sample))
+    scatter = np.zeros((dim, dim), np.float64)
+    for start in range(0, len(sample), 20_000):
+        part = sample[start : start + 20_000].astype(np.float64) - mean
+        scatter += part.T @ part
+    # Principal axes from the sample's covariance (numpy's eigh: FAISS's PCAMatrix takes seconds here).
+    axes = np.linalg.eigh(scatter / max(1, len(sample) - 1))[1][:, ::-1][:, : min(PAIRS_PCA_DIM, dim)]
+    axes, mean32 = np.ascontiguousarray(axes, dtype=np.float32), mean.astype(np.float32)
+    projected = np.empty((len(sample), axes.shape[1]), np.float32)
+    for start in range(0, len(sample), 20_000):
+        projected[start : start + 20_000] = (sample[start : start + 20_000].astype(np.float32) - mean32) @ axes
+    centroids = train_centroids(projected, nlist, iterations=6, seed=1, max_points_per_centroid=40)
+    return mean32, axes, centroids
+
+
+def assign(vectors: np.ndarray, plan: Blocking, probes: int = PAIRS_PROBES) -> np.ndarray:
+    """Each vector's `probes` nearest lists, nearest first (int32), 100,000 vectors at a time."""
+    mean, axes, centroids = plan
+    lists = np.empty((len(vectors), probes), np.int32)
+    for start in range(0, len(vectors), 100_000):
+        part = (vectors[start : start + 100_000].astype(np.float32) - mean) @ axes
+        lists[start : start + 100_000] = nearest_centroids(part, centroids, probes)
+    return lists
+
+
+def list_pairs(
+    vectors: np.ndarray, members: np.ndarray, queries: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs (lower first) of queries and members whose float32 product reaches threshold."""
+    firsts, seconds = [], []
+    if len(members):
+        stored = vectors[members].astype(np.float32)
+        for start in range(0, len(queries), _PAIRS_ROWS):
+            rows = queries[start : start + _PAIRS_ROWS]
+            hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
+            first, second = rows[hit_rows], members[hit_cols]
+            keep = first != second
+            firsts.append(np.minimum(first[keep], second[keep]))
+            seconds.append(np.maximum(first[keep], second[keep]))
+    return _joined(firsts), _joined(seconds)
+
+
 def _pairs_blocked(
     vectors: np.ndarray, threshold: float, probes: int, stopped: Stopped
 ) -> tuple[np.ndarray, np.ndarray]:
-    count, dim = vectors.shape
-    rng = np.random.default_rng(count)
-    nlist = int(max(16, round((2 * count * probes) ** 0.5)))  # balances list choice against products
-    sample = vectors[np.sort(rng.choice(count, size=min(count, 40 * nlist), replace=False))].astype(np.float32)
-    mean = sample.mean(axis=0)
-    # Principal axes from the sample's covariance (numpy's eigh: FAISS's PCAMatrix takes seconds here).
-    axes = np.linalg.eigh(np.cov(sample - mean, rowvar=False))[1][:, ::-1][:, : min(PAIRS_PCA_DIM, dim)]
-    axes = np.ascontiguousarray(axes, dtype=np.float32)
-    centroids = train_centroids((sample - mean) @ axes, nlist, iterations=6, seed=1, max_points_per_centroid=40)
-    del sample
-    lists = np.empty((count, probes), np.int64)
-    for start in range(0, count, 100_000):
-        part = (vectors[start : start + 100_000].astype(np.float32) - mean) @ axes
-        lists[start : start + 100_000] = nearest_centroids(part, centroids, probes)
+    count = len(vectors)
+    nlist = list_count(count, probes)
+    lists = assign(vectors, blocking(vectors[sample_rows(count, nlist)], nlist), probes).astype(np.int64)
     primary = lists[:, 0]
     member_order = np.argsort(primary, kind="stable")
     member_bounds = np.searchsorted(primary[member_order], np.arange(nlist + 1))
@@ -168,19 +221,11 @@ def _pairs_blocked(
     query_bounds = np.searchsorted(np.sort(probed), np.arange(nlist + 1))
 
     def one_list(number: int) -> tuple[np.ndarray, np.ndarray]:
+        if stopped():
+            return _joined([]), _joined([])
         members = member_order[member_bounds[number] : member_bounds[number + 1]]
         queries = query_order[query_bounds[number] : query_bounds[number + 1]]
-        firsts, seconds = [], []
-        if len(members) and not stopped():
-            stored = vectors[members].astype(np.float32)
-            for start in range(0, len(queries), _PAIRS_ROWS):
-                rows = queries[start : start + _PAIRS_ROWS]
-                hit_rows, hit_cols = np.nonzero(vectors[rows].astype(np.float32) @ stored.T >= threshold)
-                first, second = rows[hit_rows], members[hit_cols]
-                keep = first != second
-                firsts.append(np.minimum(first[keep], second[keep]))
-                seconds.append(np.maximum(first[keep], second[keep]))
-        return _joined(firsts), _joined(seconds)
+        return list_pairs(vectors, members, queries, threshold)
 
     # One list per task, each product single-threaded: BLAS threads that spin-wait between small
     # products made this 3x slower on a busy 2-core machine than one thread (benchmarks/RESULTS.md).

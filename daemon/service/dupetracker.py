@@ -14,8 +14,10 @@ from typing import Any
 import numpy as np
 
 from ..search.dupes import DEFAULT_THRESHOLD, PairSource, find_groups, summary
+from ..search.pairpass import run_pass
 from ..search.pairs import MARGIN, PAIR_LIMIT, Pair, library_pairs, scored
 from ..store.catalog import Catalog
+from ..store.dupepass import PassRows
 from ..store.index import VectorIndex
 
 log = logging.getLogger(__name__)
@@ -77,8 +79,10 @@ class DupeTracker:
         floor: float = DEFAULT_THRESHOLD,
         owners: Callable[[Iterable[int]], dict[int, int]] | None = None,
         busy: Callable[[], bool] = lambda: False,
+        catalog_path: Path | None = None,
     ) -> None:
         self.index = index
+        self._catalog_path = catalog_path  # the daemon's: the pass is kept there and resumed (pairpass.py)
         self._busy = busy  # new files wait to be embedded: the first pass's blocks wait too
         self._owners = owners
         self.floor = floor
@@ -125,6 +129,9 @@ class DupeTracker:
 
     def build(self) -> None:
         """Pairs of the whole library, then the changes made while they were computed."""
+        if self._catalog_path is not None:
+            self._build_kept(self._catalog_path)
+            return
         ids, vectors = self._load_vectors()
         pairs = library_pairs(ids, vectors, self.floor, stopped=self._gate)
         del vectors
@@ -139,6 +146,36 @@ class DupeTracker:
             self._apply(events)
         self._ready.set()
         log.info("duplicates: %d pairs among %d images", self.pair_count(), len(ids))
+
+    def _build_kept(self, catalog_path: Path) -> None:
+        """The pass kept in the catalog: resumed where it stopped, or read back once done, then the vectors
+        added since linked by a range search each (stored, so the next start skips them)."""
+        rows = PassRows(catalog_path)
+        try:
+            key = f"{rows.identity()}|{self.floor}"
+            if not run_pass(rows, key, self.floor, self._gate):
+                self.error = "stopped before the first pass was done"
+                return
+            first, second, scores = rows.pairs()
+            state = rows.state(key)
+            added = rows.vector_ids(above=int(state["high_water"])) if state else np.empty(0, np.int64)  # type: ignore[call-overload]
+            with self._lock:
+                for a, b, score in zip(first.tolist(), second.tolist(), scores.tolist(), strict=True):
+                    self._link(a, b, score)
+            for start in range(0, len(added), 1000):
+                if self._gate():
+                    self.error = "stopped before the first pass was done"
+                    return
+                present, vectors = rows.vectors(added[start : start + 1000])
+                rows.caught_up(key, self._add(present, vectors), int(added[min(start + 1000, len(added)) - 1]))
+            with self._lock:
+                events, self._pending = self._pending, None
+        finally:
+            rows.close()
+        if events is not None:
+            self._apply(events)
+        self._ready.set()
+        log.info("duplicates: %d pairs among %d vectors", self.pair_count(), len(self.index))
 
     def _gate(self) -> bool:
         """Asked before each block of the first pass: wait while new files wait (YIELD_LIMIT at most), then
@@ -177,9 +214,10 @@ class DupeTracker:
             ids = np.fromiter(events.added, dtype=np.int64, count=len(events.added))
             self._add(ids, np.vstack(list(events.added.values())))
 
-    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+    def _add(self, ids: np.ndarray, vectors: np.ndarray) -> list[Pair]:
+        """Link new vectors to their nearest pairs; returns the pairs."""
         if len(ids) == 0:
-            return
+            return []
         found = self.index.range_search(vectors.astype(np.float32), self.floor - MARGIN, limit=NEIGHBOUR_LIMIT + 1)
         firsts = np.fromiter(
             (position for position, hits in enumerate(found) for other, _ in hits if other != ids[position]), np.int64
@@ -198,6 +236,7 @@ class DupeTracker:
         with self._lock:
             for a, b, score in pairs:
                 self._link(a, b, score)
+        return pairs
 
     def _link(self, a: int, b: int, score: float) -> None:
         self._neighbours.setdefault(a, {})[b] = score

@@ -139,6 +139,7 @@ class Daemon:
             self.config.dupes_threshold,
             owners=lambda vector_ids: self.searcher.catalog.contents_of(vector_ids),
             busy=self.worker.files_waiting,
+            catalog_path=self.config.catalog_path,  # the pass is kept there: a restart resumes it
         )
         self.library.index.listeners.append(tracker)
         return tracker

@@ -396,20 +396,16 @@ class VectorIndex:
             except Exception as exc:  # noqa: BLE001 - out of memory, say: the exact index is still good
                 self.last_build_error = f"{type(exc).__name__}: {exc}"
                 log.warning("could not build the approximate index (%s); saving exact search", exc)
-        with self._lock:
-            payload = faiss.serialize_index(self._index)  # one copy: hashed and written as it is
-            generation, count, trained_on, margin = self.generation, len(self), self.trained_on, self.probe_margin
-            self.dirty = False
-        header = {
-            "generation": generation,
-            "count": count,
-            "dim": self.dim,
-            "trained_on": trained_on,
-            "probe_margin": margin,
-            "catalog_id": self.catalog_id,
-        }
+
+        def dump(put: Callable[[bytes], int]) -> dict[str, object]:
+            with self._lock:  # FAISS walks the live index: no change meanwhile
+                indexfile.dump_into(self._index, put)
+                self.dirty = False
+                kept = {"trained_on": self.trained_on, "probe_margin": self.probe_margin, "catalog_id": self.catalog_id}
+                return {"generation": self.generation, "count": len(self), "dim": self.dim, **kept}
+
         try:
-            indexfile.write(Path(path), header, payload)
+            indexfile.write(Path(path), dump)
         except BaseException:
             self.dirty = True
             raise

@@ -243,6 +243,23 @@ def _unplaced(conn: sqlite3.Connection) -> None:
     conn.execute(f"CREATE INDEX media_unplaced ON media(content_id) WHERE {UNPLACED}")
 
 
+@migration(11, "dupe_pass, dupe_pairs: the duplicates pass's plan, progress and pairs, so a restart resumes it")
+def _dupe_pass(conn: sqlite3.Connection) -> None:
+    # The daemon's first duplicates pass took minutes on both cores after every start (1M: 100-300 s);
+    # its pairs (between vector ids) and the groups of lists done are kept here as it goes, so a restart
+    # continues where it stopped, and once done only the vectors added since are searched again.
+    # dupe_pass holds named values (the pass's key, plan, next group, high-water vector id, finished).
+    _run(
+        conn,
+        """
+        CREATE TABLE dupe_pass (name TEXT PRIMARY KEY, value BLOB);
+        CREATE TABLE dupe_pairs (
+            a INTEGER NOT NULL, b INTEGER NOT NULL, score REAL NOT NULL, PRIMARY KEY (a, b)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
 # What a reader that may not migrate (a read-only open of an older catalog) sees in place of the
 # tables of schema 4: views in its own temp schema, over the older tables, under the new names.
 READ_AS_LATEST = {

@@ -151,7 +151,7 @@ def test_a_kept_catalog_upgrades_to_vector_ids_in_place_and_answers_as_before(
             return embedder.encode_images(images)
 
     upgraded = Catalog(kept.catalog)  # the upgrade itself: a catalog has no model to call
-    assert upgraded.schema_version == SCHEMA_VERSION == 10
+    assert upgraded.schema_version == SCHEMA_VERSION == 11
     upgraded.close()
     assert raw(kept.catalog, "SELECT count(*) FROM siblings") == [(0,)]  # no pair was known before schema 6
     if kept.name != "v3-changing":  # (opening the library with the old model would cancel the change)

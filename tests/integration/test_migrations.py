@@ -137,7 +137,7 @@ def test_a_v1_catalog_is_upgraded_in_place_keeping_paths_vectors_and_identity(v1
 
     catalog = Catalog(v1.catalog)
     try:
-        assert catalog.schema_version == SCHEMA_VERSION == 10
+        assert catalog.schema_version == SCHEMA_VERSION == 11
         assert snapshot(v1.catalog) == before
         # Every content has its metadata row, sized from what v1 stored, waiting for its header to be read.
         assert raw(v1.catalog, "SELECT content_id, version, width, height FROM media ORDER BY content_id") == [

@@ -203,7 +203,7 @@ def test_an_existing_catalog_gets_places_from_its_stored_gps_without_reading_fil
     assert found(base_args) == set(SPOTS) | {"no-gps.jpg"}
     assert found(base_args, "--country", "Portugal") == set()
     upgraded = Catalog(catalog)  # a writer: the upgrade adds the columns and names no place (the pass does)
-    assert upgraded.schema_version == 10 and upgraded.places_backlog_count() == len(SPOTS)
+    assert upgraded.schema_version == 11 and upgraded.places_backlog_count() == len(SPOTS)
     upgraded.close()
     status = CliRunner().invoke(cli, [*base_args, "status", "--json"])
     assert status.exit_code == 0 and json.loads(status.stdout)["metadata"]["places_pending"] == len(SPOTS)
