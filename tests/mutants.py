@@ -1164,8 +1164,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "pairs-blocked-unstoppable",
         "daemon/search/pairs.py",
-        "        if len(members) and not stopped():",
-        "        if len(members):",
+        "        if stopped():\n            return _joined([]), _joined([])\n        members = member_order",
+        "        members = member_order",
         ("tests/integration/test_dupes.py::test_a_stopped_pair_join_skips_the_blocks_not_yet_begun",),
         "a SIGTERM during the duplicates pass waits for every queued block: minutes at 1M, then SIGKILL",
     ),
