@@ -51,7 +51,8 @@ def one_run(tree: str, model: Path) -> tuple[float, float, str, str]:
         wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    picked = done.stdout.strip().splitlines()[-1] if done.returncode == 0 and done.stdout.strip() else done.stderr[-300:]
+    ok = done.returncode == 0 and done.stdout.strip()
+    picked = done.stdout.strip().splitlines()[-1] if ok else done.stderr[-300:]
     return wall, cpu, picked, load
 
 
