@@ -2263,6 +2263,39 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_dupe_pass.py::test_a_stopped_pass_resumes_at_its_group_and_ends_with_the_same_pairs",),
         "a group counts as done without its pairs stored: a resumed pass loses the pairs found before the stop",
     ),
+    # The first run (issue 22, session 4): the text tower exported beside the image tower, the fingerprint kept.
+    Mutation(
+        "text-tower-exported-after-the-image-tower",
+        "daemon/embedders/export.py",
+        "            if can_fork():\n",
+        "            if False:\n",
+        ("tests/integration/test_embedders.py::test_the_text_tower_is_exported_in_a_second_process",),
+        "on two cores the text tower's tracing and verification (a third of the export) wait for the image tower's",
+    ),
+    Mutation(
+        "forked-tower-refusal-unsaid",
+        "daemon/embedders/export.py",
+        '        if "unavailable" in result:\n            raise OnnxUnavailable(result["unavailable"])\n',
+        "",
+        ("tests/integration/test_embedders.py::test_a_text_tower_refused_in_the_second_process_is_refused_here",),
+        "a text tower that disagrees with torch is reported as an exporter crash, not as the disagreement it is",
+    ),
+    Mutation(
+        "forked-tower-left-running-on-failure",
+        "daemon/embedders/export.py",
+        "        if forked is not None:\n            forked.stop()\n",
+        "",
+        ("tests/integration/test_embedders.py::test_an_image_tower_refused_stops_the_text_towers_process",),
+        "an image tower that fails leaves the text tower's copy running, writing into a staging folder that is gone",
+    ),
+    Mutation(
+        "fingerprint-without-the-image-settings",
+        "daemon/embedders/torch.py",
+        "    digest.update(json.dumps(prep.as_dict() if prep else None, sort_keys=True).encode())\n",
+        "",
+        ("tests/integration/test_embedders.py::test_the_fingerprint_of_an_exported_model_is_unchanged",),
+        "every existing export's key changes: each user's first start after the update exports again",
+    ),
 ]
 
 

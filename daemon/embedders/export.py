@@ -8,12 +8,17 @@ of several shapes and on probe texts, long and non-ASCII ones included.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
+import sys
+import threading
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,14 +112,93 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _export_text(st_model: Any, text_tower: Any, staging: Path, threads: int = 0) -> dict[str, Any]:
+    """Export and verify the text tower into `staging`; return its part of the manifest."""
+    text = text_prep_of(st_model)
+    (staging / "tokenizer.json").write_text(text["tokenizer"])
+    tokens = TextPrep(text["tokenizer"], text["max_length"], text["pad_id"])
+    _export(text_tower, tokens.encode(list(PROBE_TEXTS[:2])), staging / "text.onnx")
+    score, reference = _verify_texts(st_model, tokens, staging / "text.onnx", threads)
+    return {
+        "files": {name: (staging / name).stat().st_size for name in ("text.onnx", "tokenizer.json")},
+        "max_length": text["max_length"],
+        "pad_id": text["pad_id"],
+        "probe": reference[0].tolist(),
+        "probes": reference.tolist(),
+        "verified_cosine": score,
+    }
+
+
+def can_fork() -> bool:
+    """A forked copy of this process may export a tower: Linux, two cores, no other thread that could hold a lock."""
+    return sys.platform.startswith("linux") and (os.cpu_count() or 1) > 1 and threading.active_count() == 1
+
+
+class ForkedTower:
+    """One tower exported in a forked copy of this process while this one exports the other.
+
+    Tracing and writing a tower is single-threaded Python and C++ under the GIL: on two cores the text
+    tower (a third of the export) costs no wall time beside the image tower. The copy shares the loaded
+    weights (copy on write), runs torch on one thread (its OpenMP pool does not survive a fork), and
+    hands back its manifest part, or why it failed, through a file in the staging folder.
+    """
+
+    def __init__(self, work: Callable[[], dict[str, Any]], out: Path) -> None:
+        self.out = out
+        self.pid = os.fork()
+        if self.pid == 0:  # the copy: never returns, never runs the parent's clean-up
+            code = 1
+            try:
+                import torch
+
+                torch.set_num_threads(1)
+                try:
+                    result: dict[str, Any] = {"part": work()}
+                except OnnxUnavailable as exc:
+                    result = {"unavailable": str(exc)}
+                except Exception as exc:  # noqa: BLE001 - said to the parent, which reports it
+                    result = {"failed": str(exc).strip().splitlines()[0][:160] if str(exc).strip() else repr(exc)}
+                out.write_text(json.dumps(result))
+                code = 0
+            finally:
+                os._exit(code)
+
+    def result(self) -> dict[str, Any]:
+        """Wait for the copy; its manifest part, or its failure raised here."""
+        _, status = os.waitpid(self.pid, 0)
+        self.pid = 0
+        try:
+            result = json.loads(self.out.read_text())
+        except (OSError, ValueError):
+            raise RuntimeError(f"the text tower's export process died (wait status {status})") from None
+        finally:
+            self.out.unlink(missing_ok=True)
+        if "unavailable" in result:
+            raise OnnxUnavailable(result["unavailable"])
+        if "failed" in result:
+            raise RuntimeError(result["failed"])
+        return result["part"]
+
+    def stop(self) -> None:
+        """End the copy early (this side failed), so that the staging folder can go."""
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
 def export_model(st_model: Any, fingerprint: str, store: ModelStore, name: str) -> tuple[Path, dict[str, Any]]:
     """Export, verify and publish every tower of `st_model`; raise OnnxUnavailable if one disagrees."""
     staging = store.staging(fingerprint)
+    forked: ForkedTower | None = None
     try:
         manifest: dict[str, Any] = {"format": FORMAT, "fingerprint": fingerprint, "model": name}
         image_tower, text_tower = _towers(st_model)
         prep = image_prep_of(st_model)
         if image_tower is not None and prep is not None:
+            if can_fork():
+                forked = ForkedTower(lambda: _export_text(st_model, text_tower, staging, 1), staging / ".text.json")
             _export(image_tower, {"pixel_values": prep.pixels([probe_image(), probe_image(1)])}, staging / "image.onnx")
             score, reference = _verify_images(st_model, prep, staging / "image.onnx")
             manifest["image"] = {
@@ -125,26 +209,17 @@ def export_model(st_model: Any, fingerprint: str, store: ModelStore, name: str) 
                 "verified_cosine": score,
             }
             manifest["dim"] = reference.shape[1]
-        text = text_prep_of(st_model)
-        (staging / "tokenizer.json").write_text(text["tokenizer"])
-        tokens = TextPrep(text["tokenizer"], text["max_length"], text["pad_id"])
-        _export(text_tower, tokens.encode(list(PROBE_TEXTS[:2])), staging / "text.onnx")
-        score, reference = _verify_texts(st_model, tokens, staging / "text.onnx")
-        manifest["text"] = {
-            "files": {name: (staging / name).stat().st_size for name in ("text.onnx", "tokenizer.json")},
-            "max_length": text["max_length"],
-            "pad_id": text["pad_id"],
-            "probe": reference[0].tolist(),
-            "probes": reference.tolist(),
-            "verified_cosine": score,
-        }
-        manifest.setdefault("dim", reference.shape[1])
+        manifest["text"] = forked.result() if forked else _export_text(st_model, text_tower, staging)
+        forked = None
+        manifest.setdefault("dim", len(manifest["text"]["probe"]))
         for path in staging.iterdir():
             _fsync(path)
         (staging / "manifest.json").write_text(json.dumps(manifest))
         _fsync(staging / "manifest.json")
         return store.publish(staging, fingerprint), manifest
     except BaseException:
+        if forked is not None:
+            forked.stop()
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
@@ -164,8 +239,8 @@ def _verify_images(st_model: Any, prep: ImagePrep, path: Path) -> tuple[float, n
     return _check("image", cosines(got, want)), want
 
 
-def _verify_texts(st_model: Any, tokens: TextPrep, path: Path) -> tuple[float, np.ndarray]:
-    session = make_session(path)
+def _verify_texts(st_model: Any, tokens: TextPrep, path: Path, threads: int = 0) -> tuple[float, np.ndarray]:
+    session = make_session(path, threads)
     got = normalise(session.run(None, tokens.encode(list(PROBE_TEXTS)))[0])
     single = normalise(session.run(None, tokens.encode([PROBE_TEXTS[2]]))[0])  # unpadded, alone
     want = _torch_vectors(st_model, list(PROBE_TEXTS))

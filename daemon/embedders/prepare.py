@@ -36,7 +36,7 @@ def export(store: ModelStore, model: str, force: bool = False, measure: bool = F
         from .export import ensure_exported
 
         return ensure_exported(store, model, "cpu", force=force)
-    log.info("preparing model '%s' for this machine, once (about 15 s for clip-ViT-B-32)", model)
+    log.info("preparing model '%s' for this machine, once (about 45 s for clip-ViT-B-32 on two cores)", model)
     started = time.monotonic()
     command = [sys.executable, "-m", "imgd.daemon.embedders.exportchild", model, str(store.root)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

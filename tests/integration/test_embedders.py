@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -461,3 +462,79 @@ def test_onnx_backend_finds_what_a_query_names_with_the_trained_shapes_model(sha
         top = np.argsort(-(got @ ours.encode_texts([query])[0]), kind="stable")[:3]
         assert np.sum(ours.encode_texts([query]) * theirs.encode_texts([query])) >= 0.9999
         assert (colours[top] == colour).all() and (shapes[top] == shape).all(), query
+
+
+def test_the_fingerprint_of_an_exported_model_is_unchanged(shapes_model):
+    """An export is found by the fingerprint of its weights: a new way of computing it would redo every export."""
+    from imgd.daemon.embedders import torch as backend
+
+    loaded = backend.load_sentence_transformer(str(shapes_model), "cpu")
+    assert backend.fingerprint_of(loaded) == "15093eddfc9092ede749fb985ab43c0f"
+
+
+def test_the_text_tower_is_exported_in_a_second_process(tiny_model, tmp_path, monkeypatch, torch_embedder):
+    """On two cores the text tower is traced beside the image tower, in a forked copy, and verified as before."""
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)  # pytest's own threads, if any, hold no export lock
+    monkeypatch.setattr(export.os, "cpu_count", lambda: 2)
+    real, pids = export._export_text, tmp_path / "pids"
+
+    def recorded(*args: object) -> dict:
+        with open(pids, "a") as out:
+            out.write(f"{os.getpid()}\n")
+        return real(*args)
+
+    monkeypatch.setattr(export, "_export_text", recorded)
+    ours = onnx_embedder(tiny_model, tmp_path / "state")
+    assert [int(pid) for pid in pids.read_text().split()] != [os.getpid()] and len(pids.read_text().split()) == 1
+    (folder,) = [p for p in (tmp_path / "state" / "models").iterdir() if p.name != "names"]
+    assert sorted(p.name for p in folder.iterdir() if not p.name.startswith("image.onnx.")) == [
+        "image.onnx",
+        "manifest.json",
+        "text.onnx",
+        "tokenizer.json",
+    ]
+    assert json.loads((folder / "manifest.json").read_text())["text"]["verified_cosine"] >= 0.9999
+    got, want = ours.encode_texts(TEXTS), torch_embedder.encode_texts(TEXTS)
+    assert np.sum(got * want, axis=1).min() >= 0.9999
+
+
+def test_a_text_tower_refused_in_the_second_process_is_refused_here(tiny_model, tmp_path, monkeypatch):
+    """The copy's verification failure reaches the user as the same sentence, and nothing half-made is left."""
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(export.os, "cpu_count", lambda: 2)
+    real = export.text_prep_of
+    monkeypatch.setattr(export, "text_prep_of", lambda st_model: {**real(st_model), "max_length": 4})
+    with pytest.raises(ModelUnavailable, match=r"cannot use the ONNX backend: the exported text model disagrees"):
+        onnx_embedder(tiny_model, tmp_path / "state")
+    assert not [p for p in (tmp_path / "state" / "models").iterdir() if p.name != "names"]
+
+
+def test_an_image_tower_refused_stops_the_text_towers_process(tiny_model, tmp_path, monkeypatch):
+    """A failure on this side ends and reaps the copy: nothing keeps writing into a staging folder that is gone."""
+    import threading
+
+    monkeypatch.setattr(threading, "active_count", lambda: 1)
+    monkeypatch.setattr(export.os, "cpu_count", lambda: 2)
+    real_prep, real_start, started = export.image_prep_of, export.ForkedTower.__init__, []
+
+    def skewed(st_model: object):
+        prep = real_prep(st_model)
+        return prep.__class__(**{**prep.as_dict(), "mean": (0.9, 0.1, 0.5)})
+
+    monkeypatch.setattr(export, "image_prep_of", skewed)
+
+    def start(self: export.ForkedTower, *args: object) -> None:
+        real_start(self, *args)
+        started.append(self.pid)
+
+    monkeypatch.setattr(export.ForkedTower, "__init__", start)
+    with pytest.raises(ModelUnavailable, match=r"the exported image model disagrees"):
+        onnx_embedder(tiny_model, tmp_path / "state")
+    (pid,) = started
+    with pytest.raises(ProcessLookupError):  # not even a zombie: waited for
+        os.kill(pid, 0)
+    assert not [p for p in (tmp_path / "state" / "models").iterdir() if p.name != "names"]
