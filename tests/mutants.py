@@ -2229,6 +2229,31 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_early_answer.py::test_a_search_is_answered_before_the_watches_and_the_reconcile_are_done",),
         "the first search waits for the watches on every folder and the reconcile's start (79 s at 100k)",
     ),
+    # -- issue 22, session 4: auto breaks a speed tie by the measured warm open ----------------
+    Mutation(
+        "auto-tie-favours-onnx",
+        "daemon/embedders/choice.py",
+        'first = sorted(tied, key=lambda r: (float(r.get("open_s", 0.0)), -float(r["images_per_s"])))',
+        'first = sorted(tied, key=lambda r: (r["backend"] != "onnx", -float(r["images_per_s"])))',
+        ("tests/integration/test_backends.py::test_auto_breaks_a_speed_tie_by_the_measured_warm_open_and_says_so",),
+        "a tie goes to ONNX Runtime on the unmeasured claim that it starts faster (it opened 2x slower here)",
+    ),
+    Mutation(
+        "auto-open-beats-speed",
+        "daemon/embedders/choice.py",
+        'return [r for r in passed if float(r["images_per_s"]) * MARGIN >= top]',
+        "return passed",
+        ("tests/integration/test_backends.py::test_auto_serves_the_faster_beyond_the_noise_even_if_it_opens_slower",),
+        "a backend measurably slower per picture serves because it opens faster",
+    ),
+    Mutation(
+        "auto-old-record-kept",
+        "daemon/embedders/choice.py",
+        '    if any("error" not in r and "open_s" not in r for r in record["results"]):\n        return None',
+        "    if False:\n        return None",
+        ("tests/integration/test_backends.py::test_a_record_without_open_times_is_measured_again_once",),
+        "an older record's pick, made by the unmeasured rule, is kept for good",
+    ),
 ]
 
 
