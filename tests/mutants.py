@@ -2254,6 +2254,38 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_backends.py::test_a_record_without_open_times_is_measured_again_once",),
         "an older record's pick, made by the unmeasured rule, is kept for good",
     ),
+    Mutation(
+        "cli-imports-every-command",
+        "cli/main.py",
+        "def main() -> None:",
+        "for _name in COMMANDS:\n    cli.get_command(click.Context(cli), _name)\n\n\ndef main() -> None:",
+        ("tests/unit/test_warm_imports.py::test_a_search_imports_neither_the_other_commands_nor_the_image_decoders",),
+        "every command pays for importing every other command's module (alert, index, web...) at start-up",
+    ),
+    Mutation(
+        "cli-help-lists-loaded-only",
+        "cli/main.py",
+        "return sorted({*self.commands, *COMMANDS})",
+        "return sorted(self.commands)",
+        ("tests/unit/test_warm_imports.py::test_help_lists_every_command_and_a_typo_is_offered_the_near_ones",),
+        "`imgd --help` lists no command, since none is imported yet",
+    ),
+    Mutation(
+        "cli-typo-offered-loaded-only",
+        "cli/main.py",
+        "possibilities=self.list_commands(ctx)",
+        "possibilities=self.commands",
+        ("tests/unit/test_warm_imports.py::test_help_lists_every_command_and_a_typo_is_offered_the_near_ones",),
+        "a mistyped command is no longer offered the commands it was near",
+    ),
+    Mutation(
+        "search-imports-decoders",
+        "daemon/search/query.py",
+        "from ..errors import CatalogError, ImageReadError\n",
+        "from ..errors import CatalogError, ImageReadError\nfrom ..ingest import imaging, video  # noqa: F401\n",
+        ("tests/unit/test_warm_imports.py::test_a_search_imports_neither_the_other_commands_nor_the_image_decoders",),
+        "a text search imports every image and video decoder (~50 ms of its start)",
+    ),
 ]
 
 

@@ -18,7 +18,6 @@ import numpy as np
 from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogError, ImageReadError
-from ..ingest import imaging, video
 from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
@@ -169,6 +168,9 @@ class Searcher:
     def image_vector(self, path: str) -> tuple[np.ndarray, int | None]:
         """A reference image's vector and its content id: the stored one if catalogued, else embedded.
         A video's is its first frame's, or with `@1:23` after its path the frame nearest that time."""
+        # Here, not at the top: a text search never decodes, and the image plug-ins cost ~50 ms of its start.
+        from ..ingest import imaging, video
+
         path, at = video.split_time(path)
         if not os.path.isfile(path):
             raise ImageReadError(path, "no such file" if not os.path.exists(path) else "not a regular file")
@@ -199,6 +201,8 @@ class Searcher:
 
     def _video_vector(self, path: str, at: float | None) -> np.ndarray:
         """An uncatalogued video's frame embedded: its first, or the sampled one nearest `at`."""
+        from ..ingest import video
+
         frames = video.read_video(path).frames
         frame = min(frames, key=lambda f: abs(f.at - (at or 0.0)))
         embedder = self.embedder
