@@ -2286,6 +2286,17 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_warm_imports.py::test_a_search_imports_neither_the_other_commands_nor_the_image_decoders",),
         "a text search imports every image and video decoder (~50 ms of its start)",
     ),
+    Mutation(
+        "version-through-importlib-metadata",
+        "daemon/embedders/runtime.py",
+        "        if len(found) == 1:\n",
+        "        if False:\n",
+        (
+            "tests/integration/test_backends.py::"
+            "test_a_warm_auto_start_reads_the_versions_in_its_key_without_importlib_metadata",
+        ),
+        "every warm auto or OpenVINO start imports importlib.metadata for two versions (~30 ms of CPU)",
+    ),
 ]
 
 

@@ -187,6 +187,22 @@ def test_a_warm_openvino_start_imports_neither_onnx_runtime_nor_openvinos_conver
     assert done.stdout.strip() == "[]"
 
 
+def test_a_warm_auto_start_reads_the_versions_in_its_key_without_importlib_metadata(tiny_model, state, monkeypatch):
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 40.0})
+    load(tiny_model, state, "auto").encode_texts(["warm"])  # measured and recorded
+    script = (
+        "import sys; from pathlib import Path; from imgd.daemon.embedders import load_embedder\n"
+        "e = load_embedder(sys.argv[1], device='cpu', backend='auto', state_dir=Path(sys.argv[2]))\n"
+        "assert e.encode_texts(['a dog']).shape[0] == 1\n"
+        "print(e.backend, 'importlib.metadata' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_model), str(state)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["openvino", "False"]  # the record was read under the same key: no measuring
+
+
 def test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served(tiny_model, state, monkeypatch):
     load(tiny_model, state, "openvino").encode_images([])
     rewrite(next(export_folder(state).glob("image.*.ov/*.blob")))  # a flip in place: the same size, a new stamp

@@ -37,3 +37,13 @@ def test_help_lists_every_command_and_a_typo_is_offered_the_near_ones() -> None:
     typo = imgd("serch")
     assert typo.returncode == 2
     assert "No such command 'serch'. (Did you mean one of: 'search', 'service'?)" in typo.stderr
+
+
+def test_the_version_read_from_the_dist_info_name_is_importlib_metadatas() -> None:
+    import importlib.metadata
+
+    from imgd.daemon.embedders.runtime import version
+
+    for package in ("onnxruntime", "openvino", "numpy", "faiss-cpu", "click"):
+        assert version(package) == importlib.metadata.version(package)
+    assert version("no-such-package-here") is None
