@@ -3,7 +3,8 @@
 OpenVINO: the open from its cache, then runs at batch 1, 1, 2, 2, 8 (the first run at each new shape
 costs more than the next: ~43k minor faults, the weights laid out again for that shape), and the
 anonymous and file-backed memory the tower adds. ONNX Runtime: session creation and the first runs with
-the session options a faster open might come from (graph optimisation level, pre-packing, the arena).
+the session options a faster open might come from (graph optimisation level, pre-packing, the arena);
+OpenVINO with its blob read instead of mapped (ENABLE_MMAP off).
 
     python benchmarks/bench_ov_warm.py --runs 1          # once: the export in benchmarks/out/ov-warm-state
     python benchmarks/bench_warm_parts.py [--runs 2]
@@ -35,6 +36,8 @@ before, out = memory(), []
 if runtime == "openvino":
     import openvino as ov
     core = ov.Core()
+    if variant == "no-mmap":
+        core.set_property({"ENABLE_MMAP": False})
     start = now()
     cfg = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": cache}
     compiled = core.compile_model(onnx, "CPU", cfg)
@@ -74,7 +77,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
     (onnx,) = sorted((OUT / "ov-warm-state" / "models").resolve().glob("*/image.onnx"))
-    variants = [("openvino", "default")] + [
+    variants = [("openvino", "default"), ("openvino", "no-mmap")] + [
         ("onnx", v) for v in ("default", "basic", "extended", "no-prepacking", "no-arena")
     ]
     with tempfile.TemporaryDirectory() as cache:

@@ -13,6 +13,7 @@ import click
 ctx = click.Context(cli)
 cli.get_command(ctx, "search")
 import imgd.daemon.search.query, imgd.daemon.service.handlers, imgd.daemon.service.library
+import imgd.daemon.embedders.onnx, imgd.daemon.embedders.choice  # what a text search loads the model with
 print(json.dumps(sorted(sys.modules)))
 """
 
@@ -22,6 +23,7 @@ def test_a_search_imports_neither_the_other_commands_nor_the_image_decoders() ->
     assert "imgd.cli.search" in loaded
     assert not loaded & {"imgd.cli.alert", "imgd.cli.index", "imgd.cli.web", "imgd.cli.service", "imgd.cli.dupes"}
     assert not loaded & {"imgd.daemon.ingest.imaging", "imgd.daemon.ingest.video", "pillow_heif", "rawpy", "av"}
+    assert "PIL" not in loaded  # a text needs no picture library (~10 ms)
 
 
 def imgd(*args: str) -> subprocess.CompletedProcess[str]:
