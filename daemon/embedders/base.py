@@ -5,12 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-from PIL import Image
 
 from ..errors import ModelUnavailable
+
+if TYPE_CHECKING:  # PIL is imported where a picture is resized: a text search never loads it
+    from PIL import Image
 
 
 class Embedder(Protocol):
@@ -46,6 +48,8 @@ def model_key(name: str) -> str:
 
 def shrink_to_side(image: Image.Image, side: int | None, upscale: bool = False) -> Image.Image:
     """Resize so the shortest edge is `side`, with the size arithmetic and filter of CLIP's processor."""
+    from PIL import Image
+
     if side is None:
         return image
     width, height = image.size

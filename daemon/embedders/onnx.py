@@ -18,10 +18,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from ..errors import ModelUnavailable
 from . import prepare
@@ -29,6 +28,9 @@ from .base import check_text_dim, model_key, normalise
 from .preprocess import PROBE_SIZES, PROBE_TEXTS, ImagePrep, TextPrep, probe_image
 from .runtime import OnnxUnavailable, OrtRuntime, RuntimeRefused, cosines
 from .store import ModelStore
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from .base import shrink_to_side
+
+if TYPE_CHECKING:  # imported where pictures are handled: a text search never loads PIL (~10 ms)
+    from PIL import Image
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,7 @@ class ImagePrep:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     rescale: float
-    resample: int = int(Image.Resampling.BICUBIC)
+    resample: int = 3  # PIL's Image.Resampling.BICUBIC
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,6 +42,8 @@ class ImagePrep:
         return shrink_to_side(image, self.side)
 
     def _resize(self, image: Image.Image) -> Image.Image:
+        from PIL import Image
+
         if self.side is None:
             if image.size == (self.width, self.height):
                 return image
@@ -110,6 +114,8 @@ PROBE_SIZES = ((640, 480), (300, 500), (224, 224), (17, 33))
 
 def probe_image(seed: int = 0, size: tuple[int, int] = (640, 480)) -> Image.Image:
     """A fixed picture with edges and noise, so verification sees resizing, cropping and colour."""
+    from PIL import Image
+
     rng = np.random.default_rng(seed)
     blocks = rng.integers(0, 256, size=(6, 8, 3), dtype=np.uint8)
     image = Image.fromarray(blocks).resize(size, Image.Resampling.NEAREST)

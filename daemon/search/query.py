@@ -18,7 +18,6 @@ import numpy as np
 from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogError, ImageReadError
-from ..ingest import imaging, video
 from ..protocol import Filters, Options, RequestError, SearchRequest, SimilarRequest, Term
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.index import VectorIndex
@@ -169,6 +168,8 @@ class Searcher:
     def image_vector(self, path: str) -> tuple[np.ndarray, int | None]:
         """A reference image's vector and its content id: the stored one if catalogued, else embedded.
         A video's is its first frame's, or with `@1:23` after its path the frame nearest that time."""
+        from ..ingest import imaging, video  # not at the top: a text search never decodes (~50 ms of plug-ins)
+
         path, at = video.split_time(path)
         if not os.path.isfile(path):
             raise ImageReadError(path, "no such file" if not os.path.exists(path) else "not a regular file")
@@ -179,7 +180,7 @@ class Searcher:
             if vector is not None:  # no read, no decode, no image model
                 return vector, record.content_id
         if video.is_video(path):
-            return self._video_vector(path, at), None
+            return self._video_vector(video.read_video(path).frames, at), None
         data, digest = imaging.read_and_hash(path)
         content_id = self.catalog.content_id(digest)
         if content_id is not None:
@@ -197,9 +198,8 @@ class Searcher:
         found = self.catalog.vector_at(content_id, at)
         return found[0] if found is not None else None
 
-    def _video_vector(self, path: str, at: float | None) -> np.ndarray:
+    def _video_vector(self, frames: list[Any], at: float | None) -> np.ndarray:
         """An uncatalogued video's frame embedded: its first, or the sampled one nearest `at`."""
-        frames = video.read_video(path).frames
         frame = min(frames, key=lambda f: abs(f.at - (at or 0.0)))
         embedder = self.embedder
         return embedder.encode_images([embedder.prepare(frame.image)])[0]

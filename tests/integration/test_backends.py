@@ -187,6 +187,22 @@ def test_a_warm_openvino_start_imports_neither_onnx_runtime_nor_openvinos_conver
     assert done.stdout.strip() == "[]"
 
 
+def test_a_warm_auto_start_reads_the_versions_in_its_key_without_importlib_metadata(tiny_model, state, monkeypatch):
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 40.0})
+    load(tiny_model, state, "auto").encode_texts(["warm"])  # measured and recorded
+    script = (
+        "import sys; from pathlib import Path; from imgd.daemon.embedders import load_embedder\n"
+        "e = load_embedder(sys.argv[1], device='cpu', backend='auto', state_dir=Path(sys.argv[2]))\n"
+        "assert e.encode_texts(['a dog']).shape[0] == 1\n"
+        "print(e.backend, 'importlib.metadata' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tiny_model), str(state)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["openvino", "False"]  # the record was read under the same key: no measuring
+
+
 def test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served(tiny_model, state, monkeypatch):
     load(tiny_model, state, "openvino").encode_images([])
     rewrite(next(export_folder(state).glob("image.*.ov/*.blob")))  # a flip in place: the same size, a new stamp
@@ -244,17 +260,24 @@ def test_openvino_backend_is_a_config_choice(make_config):
 # -- auto: measured, recorded, re-measured, fallen back from ---------------------------------
 
 
-def fake_speeds(monkeypatch: pytest.MonkeyPatch, speeds: dict[str, float]) -> list[str]:
-    """Replace the clock, not the backends: each candidate still loads and embeds the probe batch."""
+def fake_speeds(
+    monkeypatch: pytest.MonkeyPatch, speeds: dict[str, float], opens: dict[str, float] | None = None
+) -> list[str]:
+    """Replace the clock, not the backends: each candidate still loads and embeds the probe batch (and reopens)."""
     timed: list[str] = []
-    real = choice._time
+    real, real_open = choice._time, choice._open_cost
 
     def timing(embedder, pixels):
         _speed, found = real(embedder, pixels)
         timed.append(embedder.backend)
         return speeds[embedder.backend], found
 
+    def opening(embedder, pixels):
+        took, held = real_open(embedder, pixels)
+        return (opens[embedder.backend] if opens else took), held
+
     monkeypatch.setattr(choice, "_time", timing)
+    monkeypatch.setattr(choice, "_open_cost", opening)
     return timed
 
 
@@ -273,6 +296,48 @@ def test_auto_serves_the_fastest_measured_backend_and_records_why(tiny_model, st
     assert all(r["min_cosine"] >= 0.999 for r in saved["results"])
     assert not embedder.image_loaded  # each candidate's tower was freed after its timing: one held at a time
     assert vectors(embedder)[0].shape == (6, embedder.dim)
+
+
+@pytest.mark.parametrize("quicker", ["openvino", "onnx"])
+def test_auto_breaks_a_speed_tie_by_the_measured_warm_open_and_says_so(tiny_model, state, monkeypatch, quicker):
+    """Speeds 5% apart are within the timing's noise: the tower that opens faster warm runs, either way round."""
+    slower = "onnx" if quicker == "openvino" else "openvino"
+    fake_speeds(monkeypatch, {quicker: 19.0, slower: 20.0}, {quicker: 0.4, slower: 1.1})
+    embedder = load(tiny_model, state, "auto")
+    assert embedder.backend == quicker
+    assert ", opens in 0.40 s vs " in embedder.reason and "1.10 s" in embedder.reason
+    assert embedder.reason.endswith("(speeds within 10%: the quicker to open runs)")
+    assert load(tiny_model, state, "auto").backend == quicker  # the record says so on the next start
+
+
+def test_auto_serves_the_faster_beyond_the_noise_even_if_it_opens_slower(tiny_model, state, monkeypatch):
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 23.0}, {"onnx": 0.3, "openvino": 1.5})
+    embedder = load(tiny_model, state, "auto")
+    assert embedder.backend == "openvino"
+    assert "opens in" not in embedder.reason
+
+
+def test_auto_records_each_candidates_real_warm_open_and_hold(tiny_model, state):
+    embedder = load(tiny_model, state, "auto")
+    (record,) = export_folder(state).glob("backend-*.json")
+    results = json.loads(record.read_text())["results"]
+    assert {r["backend"] for r in results} == {"onnx", "openvino"}
+    assert all(0 < r["open_s"] < 30 and r["hold_mb"] >= 0 for r in results)
+    assert embedder.reason
+
+
+def test_a_record_without_open_times_is_measured_again_once(tiny_model, state, monkeypatch):
+    """An older release's record picked by an unmeasured rule: it is replaced, under the same key, once."""
+    timed = fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 19.0}, {"onnx": 1.0, "openvino": 0.5})
+    load(tiny_model, state, "auto")
+    (path,) = export_folder(state).glob("backend-*.json")
+    record = json.loads(path.read_text())
+    old = [{k: v for k, v in r.items() if k not in ("open_s", "hold_mb")} for r in record["results"]]
+    path.write_text(json.dumps({**record, "results": old, "pick": {"backend": "onnx"}}))
+    timed.clear()
+    assert load(tiny_model, state, "auto").backend == "openvino"
+    assert len(timed) == 2 and all("open_s" in r for r in json.loads(path.read_text())["results"])
+    assert load(tiny_model, state, "auto").backend == "openvino" and len(timed) == 2
 
 
 def test_auto_measures_once_then_again_when_a_key_part_changes(tiny_model, state, monkeypatch):
@@ -346,6 +411,7 @@ def test_a_recorded_gpu_pick_that_fails_to_open_gives_way_to_the_cpu(tiny_model,
     (path,) = export_folder(state).glob("backend-*.json")
     record = json.loads(path.read_text())
     gpu = {"backend": "onnx", "precision": "float32", "device": "cuda", "images_per_s": 400.0, "min_cosine": 1.0}
+    gpu.update(open_s=0.1, hold_mb=10)
     path.write_text(json.dumps({**record, "results": [gpu, *record["results"]]}))
     with caplog.at_level(logging.WARNING):
         embedder = load(tiny_model, state, "auto")
