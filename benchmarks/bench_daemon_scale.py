@@ -409,6 +409,12 @@ def settled_rss(run: Run) -> None:
             break
     report("start -> passes done (under 5% of a core)", f"{time.monotonic() - run.started:.0f} s")
     report("  RSS then / peak", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
+    samples = list(run.probe.samples)
+    if samples:  # where the peak falls: the log's lines around that time say what ran
+        at, top = max(samples, key=lambda sample: sample[1])
+        report("  highest sampled RSS at", f"{at - run.started:.1f} s after start ({mb(top)})")
+        marks = [(t - run.started, rss) for t, rss in samples[:: max(1, len(samples) // 40)]]
+        report("  RSS over time (s: MB)", ", ".join(f"{t:.0f}: {rss >> 20}" for t, rss in marks))
 
 
 def seed_index(seed: Path) -> Path:
