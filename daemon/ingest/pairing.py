@@ -38,16 +38,21 @@ class Pairing:
     # OrphanHold's (orphans.py), declared only: a method here would come first in Engine's order and shadow it.
     _drop_orphans: Callable[..., None]
 
-    def walk_pairs(self, root: str, known: Mapping[str, FileRecord] | None = None) -> list[FileStat]:
+    def walk_pairs(self, root: str, known: Mapping[str, tuple] | None = None) -> list[FileStat]:
         """The files below root to index: a folder walk less the companions (recorded as such here) and
-        the videos no photo claims. No stat beyond the walk's own; `known` (the rows below root) says
-        which stills failed as they are now: those claim no companion."""
+        the videos no photo claims. No stat beyond the walk's own; `known` (the rows below root, as
+        `Catalog.file_rows_under` reads them) says which stills failed as they are now: those claim no
+        companion."""
         stats = list(scan(root, self.filter, self.config.follow_symlinks, should_stop=self.should_stop))
         known = known or {}
-        failed = {s.path for s in stats if _failed_as_is(known.get(s.path), s)}
-        paired = companions.pair_up((stat.path for stat in stats), failed)
+        failing = {path for path, row in known.items() if row[4] == "failed"}  # few: a set test per file
+        failed = {s.path for s in stats if s.path in failing and _failed_as_is(self.catalog._record(known[s.path]), s)}
+        paired = companions.pair_up([stat.path for stat in stats], failed)
         self.catalog.replace_siblings_under(root, paired)
-        return [s for s in stats if s.path not in paired and self.filter.is_indexed_name(s.path)]
+        indexed = self.filter.is_indexed_name
+        if not paired:
+            return [s for s in stats if indexed(s.path)]
+        return [s for s in stats if s.path not in paired and indexed(s.path)]
 
     def settle_pairs(self, paths: Iterable[str], trying: Collection[str] = ()) -> tuple[dict[str, str], list[str]]:
         """Bring the siblings rows of these paths' stem groups in line with the disk.
