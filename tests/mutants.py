@@ -2263,6 +2263,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/integration/test_siblings.py",),
         "the reconcile's pairing looks only at folders without a RAW or video: no pair is ever made",
     ),
+    Mutation(
+        "text-tower-opened-on-first-search",
+        "daemon/service/run.py",
+        '        threading.Thread(target=open_text_tower, args=(embedder,), name="imgd-text", daemon=True).start()',
+        "        pass",
+        ("tests/e2e/test_text_warm.py::test_the_text_model_is_opened_at_start_without_a_search",),
+        "the first search opens the text model after the index load: 2-3 s more to the first answer",
+    ),
 ]
 
 
