@@ -2271,6 +2271,14 @@ MUTATIONS: list[Mutation] = [
         ("tests/e2e/test_text_warm.py::test_the_text_model_is_opened_at_start_without_a_search",),
         "the first search opens the text model after the index load: 2-3 s more to the first answer",
     ),
+    Mutation(
+        "walk-pairs-never-pairs",
+        "daemon/ingest/pairing.py",
+        "        pairing = not companions.COMPANION_SET.isdisjoint(kinds)",
+        "        pairing = companions.COMPANION_SET.isdisjoint(kinds)",
+        ("tests/integration/test_siblings.py",),
+        "the reconcile pairs only walks without a RAW or a video: a RAW beside its JPEG is embedded twice",
+    ),
 ]
 
 

@@ -22,6 +22,7 @@ from ..filetypes import extension as _extension
 STILL_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".jpe", ".heic", ".heif")
 COMPANION_EXTENSIONS: tuple[str, ...] = RAW_EXTENSIONS + VIDEO_EXTENSIONS
 PAIRED_EXTENSIONS: tuple[str, ...] = STILL_EXTENSIONS + COMPANION_EXTENSIONS
+COMPANION_SET = frozenset(COMPANION_EXTENSIONS)
 
 
 def _group_key(path: str) -> tuple[str, str]:

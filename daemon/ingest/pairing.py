@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 
 from ..config import Config
 from ..errors import display_path
+from ..filetypes import extension
 from ..store.catalog import Catalog
 from ..store.records import FileRecord, FileStat, IndexSummary
 from . import companions
@@ -47,12 +48,13 @@ class Pairing:
         known = known or {}
         failing = {path for path, row in known.items() if row[4] == "failed"}  # few: a set test per file
         failed = {s.path for s in stats if s.path in failing and _failed_as_is(self.catalog._record(known[s.path]), s)}
-        paired = companions.pair_up([stat.path for stat in stats], failed)
+        kinds = [extension(s.path) for s in stats]  # once per file: at 1M each pass over the names costs 1-2 s
+        # Without a RAW or a video in the walk there is no pair to make (pair_up would say so, per file).
+        pairing = not companions.COMPANION_SET.isdisjoint(kinds)
+        paired = companions.pair_up([stat.path for stat in stats], failed) if pairing else {}
         self.catalog.replace_siblings_under(root, paired)
-        indexed = self.filter.is_indexed_name
-        if not paired:
-            return [s for s in stats if indexed(s.path)]
-        return [s for s in stats if s.path not in paired and indexed(s.path)]
+        indexed = frozenset(self.filter.indexed)
+        return [s for s, kind in zip(stats, kinds, strict=True) if kind in indexed and s.path not in paired]
 
     def settle_pairs(self, paths: Iterable[str], trying: Collection[str] = ()) -> tuple[dict[str, str], list[str]]:
         """Bring the siblings rows of these paths' stem groups in line with the disk.
