@@ -2372,6 +2372,56 @@ MUTATIONS: list[Mutation] = [
         ("tests/unit/test_warm_imports.py::test_a_search_imports_neither_the_other_commands_nor_the_image_decoders",),
         "a text search imports PIL, which it never uses (~10 ms of its start)",
     ),
+    Mutation(
+        "extension-of-leading-dots",
+        "daemon/filetypes.py",
+        '    if path[dot - 1] == "." and not path[start:dot].strip("."):',
+        "    if False:",
+        ("tests/unit/test_walk_names.py::test_extension_is_splitexts_lowered",),
+        "a name of dots before its last one ('..jpg') reads as a picture: splitext says it has no extension",
+    ),
+    Mutation(
+        "excluded-name-first-pattern-only",
+        "daemon/ingest/scanner.py",
+        '        return re.compile("|".join(f"(?:{name})" for name in names)) if names else None',
+        "        return re.compile(names[0]) if names else None",
+        ("tests/unit/test_walk_names.py::test_excluded_name_matches_each_pattern_as_fnmatch_does",),
+        "the compiled exclusions keep one pattern: temporary and hidden files are indexed",
+    ),
+    Mutation(
+        "reconcile-ignores-mtime",
+        "daemon/ingest/engine.py",
+        "                if row is not None and row[1] == stat.size and row[2] == stat.mtime_ns:",
+        "                if row is not None and row[1] == stat.size:",
+        (
+            "tests/integration/test_reconcile_cost.py::test_reconcile_compares_size_and_mtime_and_keeps_failed_rows_as_they_are",
+        ),
+        "a file rewritten to the same size is never looked at again by a reconcile",
+    ),
+    Mutation(
+        "pair-up-skips-companion-folders",
+        "daemon/ingest/companions.py",
+        "        if may_pair(path) and path.rpartition(os.sep)[0] in folders:",
+        "        if may_pair(path) and path.rpartition(os.sep)[0] not in folders:",
+        ("tests/integration/test_siblings.py",),
+        "the reconcile's pairing looks only at folders without a RAW or video: no pair is ever made",
+    ),
+    Mutation(
+        "text-tower-opened-on-first-search",
+        "daemon/service/run.py",
+        '        threading.Thread(target=open_text_tower, args=(embedder,), name="imgd-text", daemon=True).start()',
+        "        pass",
+        ("tests/e2e/test_text_warm.py::test_the_text_model_is_opened_at_start_without_a_search",),
+        "the first search opens the text model after the index load: 2-3 s more to the first answer",
+    ),
+    Mutation(
+        "walk-pairs-never-pairs",
+        "daemon/ingest/pairing.py",
+        "        pairing = not companions.COMPANION_SET.isdisjoint(kinds)",
+        "        pairing = companions.COMPANION_SET.isdisjoint(kinds)",
+        ("tests/integration/test_siblings.py",),
+        "the reconcile pairs only walks without a RAW or a video: a RAW beside its JPEG is embedded twice",
+    ),
 ]
 
 

@@ -16,15 +16,13 @@ import os
 from collections.abc import Collection, Iterable
 
 from ..filetypes import RAW_EXTENSIONS, VIDEO_EXTENSIONS
+from ..filetypes import extension as _extension
 
 # Stills a companion is paired with, in order of preference when a group holds several.
 STILL_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".jpe", ".heic", ".heif")
 COMPANION_EXTENSIONS: tuple[str, ...] = RAW_EXTENSIONS + VIDEO_EXTENSIONS
 PAIRED_EXTENSIONS: tuple[str, ...] = STILL_EXTENSIONS + COMPANION_EXTENSIONS
-
-
-def _extension(path: str) -> str:
-    return os.path.splitext(path)[1].lower()
+COMPANION_SET = frozenset(COMPANION_EXTENSIONS)
 
 
 def _group_key(path: str) -> tuple[str, str]:
@@ -47,9 +45,15 @@ def pair_up(paths: Iterable[str], failed: Collection[str] = ()) -> dict[str, str
     A still in `failed` (its bytes could not be decoded) is no primary: it must not hide its RAW or
     video, which then pair with another still of the group or stand alone and are searchable.
     """
+    paths = list(paths)
+    # Only a folder holding a RAW or a video can hold a pair: a library of JPEGs alone (a million of
+    # them at start-up) costs one extension test per file, not a group key.
+    folders = {path.rpartition(os.sep)[0] for path in paths if _extension(path) in COMPANION_EXTENSIONS}
+    if not folders:
+        return {}
     groups: dict[tuple[str, str], list[str]] = {}
     for path in paths:
-        if may_pair(path):
+        if may_pair(path) and path.rpartition(os.sep)[0] in folders:
             groups.setdefault(_group_key(path), []).append(path)
     pairs: dict[str, str] = {}
     for members in groups.values():

@@ -261,21 +261,23 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
                 restored = self.catalog.restore_missing_under(root)
             if restored:
                 log.info("folder %s is back; checking its %d files", display_path(root), restored)
-            known = {r.path: r for r in self.catalog.files_under(root)}
+            # Rows, not records: at a million files nearly every one is only compared (size, mtime_ns).
+            known = self.catalog.file_rows_under(root)
             unchanged = 0
+            per_file = log.isEnabledFor(logging.DEBUG)  # -vv only: -v would log a million lines per reconcile
             for stat in self.walk_pairs(root, known):  # companions' rows, if they had any, go with the gone
                 if self.should_stop():
                     raise Stopped
-                record = known.pop(stat.path, None)
-                if record is not None and record.unchanged(stat):
-                    unchanged += 1
-                    # Per file only at -vv: at -v a million-file library would log a million lines per reconcile.
-                    log.debug("unchanged: %s", display_path(stat.path))
+                row = known.pop(stat.path, None)
+                if row is not None and row[1] == stat.size and row[2] == stat.mtime_ns:
+                    unchanged += 1  # the row's verdict stands, a failure included (FileRecord.unchanged)
+                    if per_file:
+                        log.debug("unchanged: %s", display_path(stat.path))
                     continue
-                candidates.append((stat, record))
+                candidates.append((stat, self.catalog._record(row) if row is not None else None))
             summary.unchanged += unchanged
             log.log(DETAIL, "unchanged files under %s: %d", display_path(root), unchanged)
-            gone.extend(known.values())
+            gone.extend(map(self.catalog._record, known.values()))
         if on_total:
             on_total(len(candidates))
         # Contents held since a recent delete count as gone too: a file moved meanwhile is a move.

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 
 from ..config import Config
 from ..errors import display_path
+from ..filetypes import extension
 from ..store.catalog import Catalog
 from ..store.records import FileRecord, FileStat, IndexSummary
 from . import companions
@@ -38,16 +39,22 @@ class Pairing:
     # OrphanHold's (orphans.py), declared only: a method here would come first in Engine's order and shadow it.
     _drop_orphans: Callable[..., None]
 
-    def walk_pairs(self, root: str, known: Mapping[str, FileRecord] | None = None) -> list[FileStat]:
+    def walk_pairs(self, root: str, known: Mapping[str, tuple] | None = None) -> list[FileStat]:
         """The files below root to index: a folder walk less the companions (recorded as such here) and
-        the videos no photo claims. No stat beyond the walk's own; `known` (the rows below root) says
-        which stills failed as they are now: those claim no companion."""
+        the videos no photo claims. No stat beyond the walk's own; `known` (the rows below root, as
+        `Catalog.file_rows_under` reads them) says which stills failed as they are now: those claim no
+        companion."""
         stats = list(scan(root, self.filter, self.config.follow_symlinks, should_stop=self.should_stop))
         known = known or {}
-        failed = {s.path for s in stats if _failed_as_is(known.get(s.path), s)}
-        paired = companions.pair_up((stat.path for stat in stats), failed)
+        failing = {path for path, row in known.items() if row[4] == "failed"}  # few: a set test per file
+        failed = {s.path for s in stats if s.path in failing and _failed_as_is(self.catalog._record(known[s.path]), s)}
+        kinds = [extension(s.path) for s in stats]  # once per file: at 1M each pass over the names costs 1-2 s
+        # Without a RAW or a video in the walk there is no pair to make (pair_up would say so, per file).
+        pairing = not companions.COMPANION_SET.isdisjoint(kinds)
+        paired = companions.pair_up([stat.path for stat in stats], failed) if pairing else {}
         self.catalog.replace_siblings_under(root, paired)
-        return [s for s in stats if s.path not in paired and self.filter.is_indexed_name(s.path)]
+        indexed = frozenset(self.filter.indexed)
+        return [s for s, kind in zip(stats, kinds, strict=True) if kind in indexed and s.path not in paired]
 
     def settle_pairs(self, paths: Iterable[str], trying: Collection[str] = ()) -> tuple[dict[str, str], list[str]]:
         """Bring the siblings rows of these paths' stem groups in line with the disk.

@@ -5,12 +5,14 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from ..errors import display_path
-from ..filetypes import IMAGE_EXTENSIONS, WATCHED_EXTENSIONS
+from ..filetypes import IMAGE_EXTENSIONS, WATCHED_EXTENSIONS, extension
 from ..store.records import FileStat
 from ..verbosity import DETAIL
 from .pool import Stopped
@@ -26,9 +28,23 @@ class PathFilter:
     extensions: tuple[str, ...] = WATCHED_EXTENSIONS  # what is indexed, and videos as live photos' halves
     indexed: tuple[str, ...] = IMAGE_EXTENSIONS  # what is embedded when it stands alone
 
+    @cached_property
+    def _name_pattern(self) -> re.Pattern[str] | None:
+        """The name patterns as one regular expression: a walk asks it of every name, once."""
+        names = [fnmatch.translate(pattern.lower()) for pattern in self.excludes if "/" not in pattern]
+        return re.compile("|".join(f"(?:{name})" for name in names)) if names else None
+
+    @cached_property
+    def _watched(self) -> frozenset[str]:
+        return frozenset(self.extensions)
+
+    @cached_property
+    def _indexed(self) -> frozenset[str]:
+        return frozenset(self.indexed)
+
     def excluded_name(self, name: str) -> bool:
-        lowered = name.lower()
-        return any(fnmatch.fnmatchcase(lowered, pattern.lower()) for pattern in self.excludes if "/" not in pattern)
+        pattern = self._name_pattern
+        return pattern is not None and pattern.match(name.lower()) is not None
 
     def excluded_path(self, path: str, root: str) -> bool:
         """True if any component below the root, or the whole relative path, is excluded."""
@@ -41,11 +57,11 @@ class PathFilter:
 
     def is_image_name(self, name: str) -> bool:
         """Is this a name imgd looks at: one it indexes, or the other half of a photo?"""
-        return os.path.splitext(name)[1].lower() in self.extensions
+        return extension(name) in self._watched
 
     def is_indexed_name(self, name: str) -> bool:
         """Is this a name imgd embeds when no photo beside it claims it (a lone video is not, here)?"""
-        return os.path.splitext(name)[1].lower() in self.indexed
+        return extension(name) in self._indexed
 
     def wants(self, path: str, root: str) -> bool:
         return self.is_image_name(path) and not self.excluded_path(path, root)
@@ -63,6 +79,7 @@ def scan(
     should_stop is asked before each folder: the walk of a million files takes longer than a SIGTERM may,
     and it raises Stopped rather than end early (a walk cut short would read as files deleted)."""
     path_patterns = any("/" in pattern for pattern in path_filter.excludes)
+    excluded, watched = path_filter.excluded_name, path_filter._watched
     seen_dirs: set[tuple[int, int]] = set()
     stack = [root]
     while stack:
@@ -84,14 +101,15 @@ def scan(
             log.warning("skipping %s: cannot list folder (%s)", display_path(folder), exc.strerror)
             continue
         for entry in entries:
-            if path_filter.excluded_name(entry.name):
+            name = entry.name
+            if excluded(name):
                 log.log(DETAIL, "excluded: %s", display_path(entry.path))
                 continue
             try:
                 if entry.is_dir(follow_symlinks=follow_symlinks):
                     stack.append(entry.path)
                     continue
-                if not path_filter.is_image_name(entry.name):
+                if extension(name) not in watched:
                     continue
                 if entry.is_symlink() and not follow_symlinks:
                     continue

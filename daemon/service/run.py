@@ -431,6 +431,17 @@ def check_socket_free(config: Config) -> None:
     )
 
 
+def open_text_tower(embedder: Embedder) -> None:
+    """Encode one query, so the first search finds the text model open; a failure is the first search's to report."""
+    started = time.monotonic()
+    try:
+        embedder.encode_texts(["a photo"])
+    except Exception as exc:  # noqa: BLE001 - the same load fails again, with its message, on the first search
+        log.debug("could not open the text model ahead of the first search (%s)", exc)
+        return
+    log.debug("text model ready in %.2fs", time.monotonic() - started)
+
+
 def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Callable[[Config], Embedder]) -> int:
     """Entry point for `imgd run`: the writer lock and the socket are checked before the model loads."""
 
@@ -448,6 +459,9 @@ def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Calla
         started = time.monotonic()
         embedder = load_embedder(config)
         log.debug("model loaded in %.1fs (%s, %s)", time.monotonic() - started, embedder.device, embedder.precision)
+        # The text tower opens (ONNX Runtime's session set-up: 2-3 s) while the catalog and the index file
+        # load beside it; in a row, the first search paid both.
+        threading.Thread(target=open_text_tower, args=(embedder,), name="imgd-text", daemon=True).start()
         daemon = Daemon(config, [os.fspath(r) for r in roots], embedder, previous, lock=lock)
     except BaseException:
         lock.release()

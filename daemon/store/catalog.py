@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import CatalogError, DiskFull, ModelMismatch
 from . import migrations
 from .core import path_key, prefix_range, same_model
+from .filerows import FILE_COLUMNS, FileRows
 from .media import MEDIA_VERSION, MediaRows
 from .nextvectors import NextVectors
 from .records import FileRecord, FileStat, ImageMeta
@@ -57,7 +58,7 @@ log = logging.getLogger(__name__)
 RECOVERY_HINT = "move it aside, or run `imgd index --rebuild DIR...` to set it aside and index the folders anew"
 
 
-class Catalog(NextVectors, MediaRows, Selection, SiblingRows, VideoRows, WordRows):
+class Catalog(NextVectors, MediaRows, Selection, SiblingRows, VideoRows, WordRows, FileRows):
     """SQLite in WAL mode: one writer at a time, any number of readers that never see half a commit."""
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
@@ -210,26 +211,22 @@ class Catalog(NextVectors, MediaRows, Selection, SiblingRows, VideoRows, WordRow
     def _record(row: tuple) -> FileRecord:
         return FileRecord(os.fsdecode(row[0]), row[1], row[2], row[3], row[4], row[5])
 
-    _FILE_COLUMNS = "path, size, mtime_ns, content_id, status, error"
-
     def get_file(self, path: str) -> FileRecord | None:
-        row = self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files WHERE path = ?", (path_key(path),)).fetchone()
+        row = self.conn.execute(f"SELECT {FILE_COLUMNS} FROM files WHERE path = ?", (path_key(path),)).fetchone()
         return self._record(row) if row else None
 
     def files_under(self, folder: str) -> Iterator[FileRecord]:
         lo, hi = prefix_range(folder)
         yield from map(
             self._record,
-            self.conn.execute(
-                f"SELECT {self._FILE_COLUMNS} FROM files WHERE path >= ? AND path < ? ORDER BY path", (lo, hi)
-            ),
+            self.conn.execute(f"SELECT {FILE_COLUMNS} FROM files WHERE path >= ? AND path < ? ORDER BY path", (lo, hi)),
         )
 
     def all_files(self) -> Iterator[FileRecord]:
-        yield from map(self._record, self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files ORDER BY path"))
+        yield from map(self._record, self.conn.execute(f"SELECT {FILE_COLUMNS} FROM files ORDER BY path"))
 
     def failed_files(self) -> list[FileRecord]:
-        rows = self.conn.execute(f"SELECT {self._FILE_COLUMNS} FROM files WHERE status = 'failed' ORDER BY path")
+        rows = self.conn.execute(f"SELECT {FILE_COLUMNS} FROM files WHERE status = 'failed' ORDER BY path")
         return [self._record(r) for r in rows]
 
     def content_id(self, digest: str) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,26 @@ def test_a_stopped_reconcile_removes_nothing(make_config, embedder, tmp_path):
         assert lib.catalog.counts()["files"] == 300
     finally:
         lib.close()
+
+
+def test_reconcile_compares_size_and_mtime_and_keeps_failed_rows_as_they_are(library, tmp_path):
+    root = tmp_path / "pics"
+    known_files(library, root, 0, 3)
+    touched = root / "d0" / "1.jpg"
+    info = touched.stat()
+    os.utime(touched, ns=(info.st_atime_ns, info.st_mtime_ns + 1_000_000_000))  # the same bytes, a new mtime
+    grown = root / "d0" / "2.jpg"
+    before = grown.stat()
+    grown.write_bytes(grown.read_bytes() + b"!")
+    os.utime(grown, ns=(before.st_atime_ns, before.st_mtime_ns))  # other bytes, the old mtime: the size tells
+    (root / "d0" / "9.jpg").write_bytes(b"not a picture")
+    first = library.engine.reconcile([root])
+    # The touched file is hashed again (its bytes are known: its row takes the new mtime), the grown one
+    # is read again (8-byte stand-ins fail to decode).
+    assert (first.unchanged, first.failed) == (2, 2), first
+    second = library.engine.reconcile([root])
+    # A failed row stands while its file is unchanged: not read again by every reconcile.
+    assert (second.unchanged, second.updated, second.failed) == (4, 0, 0), second
+    rows = {r.path: r for r in library.catalog.files_under(str(root))}
+    assert rows[str(touched)].mtime_ns == touched.stat().st_mtime_ns
+    assert rows[str(grown)].size == before.st_size + 1
