@@ -86,8 +86,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "exclude-case-sensitive",
         "daemon/ingest/scanner.py",
-        "fnmatch.fnmatchcase(lowered, pattern.lower())",
-        "fnmatch.fnmatchcase(name, pattern)",
+        "        return pattern is not None and pattern.match(name.lower()) is not None",
+        "        return pattern is not None and pattern.match(name) is not None",
         ("tests/integration/test_engine.py::test_excluded_and_temporary_names_are_ignored",),
         "exclude globs matched case-sensitively (README: case-insensitive)",
     ),
@@ -1026,8 +1026,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "pairs-listed-twice",
         "daemon/ingest/pairing.py",
-        "return [s for s in stats if s.path not in paired and self.filter.is_indexed_name(s.path)]",
-        "return [s for s in stats if self.filter.is_indexed_name(s.path)]",
+        "kind in indexed and s.path not in paired]",
+        "kind in indexed]",
         (SIBLINGS + "test_a_raw_and_jpeg_pair_is_one_photo_listed_once_through_the_jpeg",),
         "a RAW beside its JPEG is embedded and listed as a second photo",
     ),
@@ -1700,8 +1700,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "failed-row-ignored-by-reconcile",
         "daemon/ingest/pairing.py",
-        "failed = {s.path for s in stats if _failed_as_is(known.get(s.path), s)}",
-        "failed: set[str] = set()",
+        "        failed = {s.path for s in stats if s.path in failing and _failed_as_is(",
+        "        failed = set() or {s.path for s in () if s.path in failing and _failed_as_is(",
         (SIBLINGS + "test_a_still_that_fails_to_decode_hides_no_companion",),
         "the next daemon start pairs the RAW with its broken JPEG again and hides it",
     ),
