@@ -2238,6 +2238,17 @@ MUTATIONS: list[Mutation] = [
         "an index rebuilt at start waits the stretched interval (10 min at 1M) for its first save: a restart "
         "before then rebuilds it again",
     ),
+    Mutation(
+        "image-model-opened-at-start",
+        "daemon/service/run.py",
+        "            # The text model was opened beside the index load (open_text_tower). The image model opens with\n",
+        "            getattr(self.embedder, 'warm', lambda: None)()\n",
+        (
+            "tests/integration/test_embedders.py::"
+            "test_a_daemon_opens_the_image_model_with_the_first_picture_not_at_start",
+        ),
+        "every start holds the image model through the reconcile (0.85 GB at 1M) though nothing may need it",
+    ),
     # -- issue 21, session 4 (helper `memory`): the save streams, the duplicates pass is resumable --
     Mutation(
         "index-save-serializes-whole",

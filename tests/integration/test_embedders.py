@@ -378,6 +378,31 @@ def test_index_imports_no_torch_with_the_export_present(tiny_model, onnx_state, 
 
 
 @pytest.mark.slow
+def test_a_daemon_opens_the_image_model_with_the_first_picture_not_at_start(
+    tmp_path, tiny_model, exported_models, pics
+):
+    # At 1M an unchanged library's start held the image model (0.85 GB of ONNX Runtime) through the reconcile
+    # for nothing: bench_daemon_scale's run 2 peaked at 2.3 GB with it.
+    from conftest import write_image
+    from daemonkit import DaemonProcess, wait_until
+
+    env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="600")
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
+    shutil.copytree(exported_models, daemon.state_dir / "models")
+    with daemon:
+        daemon.start()
+        assert daemon.wait_idle()["model"]["image_loaded"], "the pictures found at start opened it"
+        assert daemon.stop() == 0
+        daemon.start()  # the library is indexed: nothing to embed
+        assert not daemon.wait_idle()["model"]["image_loaded"], "an unchanged library's start opens no image model"
+        write_image(pics / "new.jpg", seed=42)
+        wait_until(lambda: str(pics / "new.jpg") in daemon.catalog_paths(), timeout=60, what="the new file indexed")
+        assert daemon.status()["model"]["image_loaded"]
+        assert daemon.search_image(pics / "new.jpg")[0]["path"] == str(pics / "new.jpg")
+        assert daemon.stop() == 0
+
+
+@pytest.mark.slow
 def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
     tmp_path, tiny_model, text_model, exported_models, pics
 ):
