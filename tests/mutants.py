@@ -477,8 +477,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "run-loads-the-model-before-the-lock",
         "daemon/service/run.py",
-        "    lock.acquire()\n    try:\n        check_socket_free(config)\n",
-        "    try:\n        check_socket_free(config)\n",
+        "    lock.acquire()\n    opener: threading.Thread | None = None\n    try:\n        check_socket_free(config)\n",
+        "    opener: threading.Thread | None = None\n    try:\n        check_socket_free(config)\n",
         (
             "tests/integration/test_first_hour.py::test_a_second_imgd_run_is_refused_by_the_lock_before_it_loads_the_model",
         ),
@@ -2249,6 +2249,15 @@ MUTATIONS: list[Mutation] = [
         ),
         "every start holds the image model through the reconcile (0.85 GB at 1M) though nothing may need it",
     ),
+    Mutation(
+        "failed-start-leaves-the-text-open-running",
+        "daemon/service/run.py",
+        "            opener.join(OPENER_WAIT)",
+        "            pass",
+        ("tests/e2e/faults/test_corruption.py::test_imgd_run_refuses_a_damaged_or_foreign_catalog",),
+        "a start refused for a damaged catalog exits while the text model opens on its thread: SIGABRT "
+        "('terminate called without an active exception') instead of one sentence and exit 2",
+    ),
     # -- issue 21, session 4 (helper `memory`): the save streams, the duplicates pass is resumable --
     Mutation(
         "index-save-serializes-whole",
@@ -2420,8 +2429,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "text-tower-opened-on-first-search",
         "daemon/service/run.py",
-        '        threading.Thread(target=open_text_tower, args=(embedder,), name="imgd-text", daemon=True).start()',
-        "        pass",
+        "        opener.start()\n",
+        "        pass\n",
         ("tests/e2e/test_text_warm.py::test_the_text_model_is_opened_at_start_without_a_search",),
         "the first search opens the text model after the index load: 2-3 s more to the first answer",
     ),

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ROOT_CHECK_INTERVAL = 10.0
 STATUS_INTERVAL = 5.0
+OPENER_WAIT = 15.0  # s: a start that fails (a damaged catalog) waits this long at most for the text model's open
 PERSIST_SCALE = 100_000  # vectors; above this the persist interval grows in proportion
 # Seconds from SIGTERM to exit. Stopping and the last save get this much; what is not done by then is
 # left: the catalog is durable at every commit, and the index file is a cache of it that the next start
@@ -453,6 +454,7 @@ def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Calla
     ensure_state_dir(config)
     lock = WriterLock(config.lock_path, RUN)  # held from here: `imgd status` says the daemon is starting
     lock.acquire()
+    opener: threading.Thread | None = None
     try:
         check_socket_free(config)
         log.info("loading model %s", display_path(config.model))  # torch and the model take 5-20 s
@@ -461,10 +463,13 @@ def run_daemon(config: Config, roots: Sequence[str | Path], load_embedder: Calla
         log.debug("model loaded in %.1fs (%s, %s)", time.monotonic() - started, embedder.device, embedder.precision)
         # The text tower opens (ONNX Runtime's session set-up: 2-3 s) while the catalog and the index file
         # load beside it; in a row, the first search paid both.
-        threading.Thread(target=open_text_tower, args=(embedder,), name="imgd-text", daemon=True).start()
+        opener = threading.Thread(target=open_text_tower, args=(embedder,), name="imgd-text", daemon=True)
+        opener.start()
         daemon = Daemon(config, [os.fspath(r) for r in roots], embedder, previous, lock=lock)
     except BaseException:
         lock.release()
+        if opener is not None:  # an interpreter that exits while it is inside the runtime aborts (SIGABRT)
+            opener.join(OPENER_WAIT)
         raise
     code = daemon.run()
     # Saved and closed by now, or STOP_BUDGET ran out first. What is left would only hold the exit: a
