@@ -180,11 +180,14 @@ def test_a_warm_openvino_start_imports_neither_onnx_runtime_nor_openvinos_conver
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'onnxruntime' or m.startswith('openvino.tools')))\n"
         "import openvino.tools.ovc  # left out of the start, still there for anyone who asks"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tiny_model), str(state)], capture_output=True, text=True, timeout=120
-    )
+    assert run_script(script, tiny_model, state).strip() == "[]"
+
+
+def run_script(script: str, *args: object) -> str:
+    """The stdout of `python -c script args...` in a fresh process, which must succeed."""
+    done = subprocess.run([sys.executable, "-c", script, *map(str, args)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip() == "[]"
+    return done.stdout
 
 
 def test_a_warm_auto_start_reads_the_versions_in_its_key_without_importlib_metadata(tiny_model, state, monkeypatch):
@@ -196,11 +199,7 @@ def test_a_warm_auto_start_reads_the_versions_in_its_key_without_importlib_metad
         "assert e.encode_texts(['a dog']).shape[0] == 1\n"
         "print(e.backend, 'importlib.metadata' in sys.modules)"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, str(tiny_model), str(state)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split() == ["openvino", "False"]  # the record was read under the same key: no measuring
+    assert run_script(script, tiny_model, state).split() == ["openvino", "False"]  # read under the same key
 
 
 def test_cached_tower_that_misses_the_recorded_probe_is_compiled_again_never_served(tiny_model, state, monkeypatch):
