@@ -338,7 +338,9 @@ GLOBAL_OPTIONS = {
 
 def every_command(group: click.Group, path: tuple[str, ...] = ()):
     yield path, group
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):  # the root group loads its commands lazily
+        command = group.get_command(context, name)
         if isinstance(command, click.Group):
             yield from every_command(command, (*path, name))
         else:

@@ -164,6 +164,8 @@ def unplace(catalog: Path) -> None:
     """Make a catalog as the release before places wrote it: schema 6, no place columns."""
     conn = sqlite3.connect(catalog)
     with conn:
+        conn.execute("DROP TABLE dupe_pairs")  # schema 11, after places
+        conn.execute("DROP TABLE dupe_pass")
         conn.execute("DROP INDEX media_unplaced")  # schema 10, after places
         conn.execute("DROP INDEX media_position")
         conn.execute("DROP INDEX media_country")
@@ -326,7 +328,7 @@ def test_the_daemon_names_places_in_the_background_yielding_to_new_files_and_res
         latency = searchable_after(daemon, write_image(pics / "new.jpg", seed=77))
         assert unplaced_rows(catalog) > 0, "the pass ended before the file came: no test of yielding"
         wait_until(lambda: "places_pending" not in daemon.status()["metadata"], timeout=300, what="the pass to end")
-        assert daemon.status()["metadata"]["schema"] == 10
+        assert daemon.status()["metadata"]["schema"] == 11
         idle_latency = searchable_after(daemon, write_image(pics / "last.jpg", seed=78))  # this machine's pace
         # The whole backlog in one go takes 10-30 s here; a batch, a few tens of milliseconds.
         assert latency < idle_latency + 1.5, f"searchable {latency:.1f}s after the copy ({idle_latency:.1f}s idle)"
