@@ -517,21 +517,22 @@ def test_on_onnx_the_old_model_frees_its_image_session_during_a_change_and_takes
 
     with DaemonProcess(tmp_path, wide_model, [pics], IMGD_BATCH_SIZE="2", IMGD_REEMBED_PAUSE="0.3", **onnx) as changing:
         changing.start()
-        # The log line too: since the server answers before the start-up warms the towers, the image
-        # session also reads "not loaded" before it was ever opened.
+        # The image model opens with the first picture to embed, so during the change it is closed ...
         wait_until(
-            lambda: (
-                (model := changing.status()["model"]).get("change")
-                and not model["image_loaded"]
-                and "freed the image model after" in changing.log()
-            ),
+            lambda: (model := changing.status()["model"]).get("change") and not model["image_loaded"],
             timeout=60,
-            what="the old model's image session freed during the change",
+            what="the change under way with the old model's image session closed",
         )
         arrived = write_image(pics / "arrived.png", seed=900)
         wait_until(lambda: changing.catalog_paths().get(str(arrived)), timeout=30, what="the new file indexed")
-        assert "loaded the image model again" in changing.log()
         assert "switched to model" not in changing.log()  # it arrived during the change
+        # ... opened for a new file, and freed again once idle: still during the change.
+        logged = wait_until(
+            lambda: next((text for text in [changing.log()] if "freed the image model after" in text), None),
+            timeout=60,
+            what="the old model's image session freed during the change",
+        )
+        assert "switched to model" not in logged.split("freed the image model after")[0]
         assert changing.search_image(arrived)[0]["path"] == str(arrived)
         wait_until(lambda: "switched to model" in changing.log(), timeout=120, what="the switch")
         changing.wait_idle()
