@@ -17,26 +17,12 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
 import bench_memory
 import common
-
-
-def measured(name: str, run: object) -> tuple[dict[str, float], object]:
-    bench_memory.reset_peak()
-    before, started = common.rss_bytes(), time.monotonic()
-    value = run()  # type: ignore[operator]
-    row = {
-        "s": round(time.monotonic() - started, 1),
-        "rss_mb": bench_memory.mb(common.rss_bytes() - before),
-        "peak_mb": bench_memory.mb(bench_memory.status("VmHWM:") - before),
-        "load_avg": round(os.getloadavg()[0], 1),
-    }
-    common.log(f"{name}: {row}")
-    return row, value
+from bench_memory import measured
 
 
 def make(path: Path, count: int) -> None:

@@ -48,6 +48,21 @@ def mb(n: int) -> int:
     return round(n / 2**20)
 
 
+def measured(name: str, run: object) -> tuple[dict[str, float], object]:
+    """Run one stage; its seconds, RSS added and peak RSS added (MB), the load average, and its value."""
+    reset_peak()
+    before, started = common.rss_bytes(), time.monotonic()
+    value = run()  # type: ignore[operator]
+    row = {
+        "s": round(time.monotonic() - started, 2),
+        "rss_mb": mb(common.rss_bytes() - before),
+        "peak_mb": mb(status("VmHWM:") - before),
+        "load_avg": round(os.getloadavg()[0], 1),
+    }
+    common.log(f"{name}: {row}")
+    return row, value
+
+
 def make(path: Path, count: int, share: float) -> None:
     """The catalog: count contents, a share of them videos with 2-3 vectors each (made once)."""
     from bench_search import Mixture

@@ -22,20 +22,6 @@ import bench_memory
 import common
 
 
-def stage(name: str, run: object) -> dict[str, float]:
-    """Run one stage, its time, RSS added and peak added (MB)."""
-    bench_memory.reset_peak()
-    before, started = common.rss_bytes(), time.monotonic()
-    value = run()  # type: ignore[operator]
-    row = {
-        "s": round(time.monotonic() - started, 2),
-        "rss_mb": bench_memory.mb(common.rss_bytes() - before),
-        "peak_mb": bench_memory.mb(bench_memory.status("VmHWM:") - before),
-    }
-    common.log(f"{name}: {row}")
-    return row, value
-
-
 def main() -> None:
     from imgd.daemon.store.index import VectorIndex
 
@@ -47,7 +33,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     target = out / "index.faiss"
     result: dict[str, object] = {"file_mb": bench_memory.mb(args.file.stat().st_size), "load_avg": os.getloadavg()}
-    loaded, (index, _) = stage("load", lambda: VectorIndex.read(args.file))
+    loaded, (index, _) = bench_memory.measured("load", lambda: VectorIndex.read(args.file))
     result["load"] = loaded
     result["rss_loaded_mb"] = bench_memory.mb(common.rss_bytes())
 
@@ -65,14 +51,14 @@ def main() -> None:
     thread = threading.Thread(target=asker)
     thread.start()
     index.dirty = True
-    result["save"], _ = stage("save", lambda: index.save(target))
+    result["save"], _ = bench_memory.measured("save", lambda: index.save(target))
     done.set()
     thread.join()
     result["save"]["lock_wait_max_s"] = round(max(waits), 2)
     common.log(f"longest wait for the lock during the save: {max(waits):.2f} s")
     index.close()
     index = None  # freed before the reload
-    result["reload"], _ = stage("reload", lambda: VectorIndex.read(target))
+    result["reload"], _ = bench_memory.measured("reload", lambda: VectorIndex.read(target))
     target.unlink()
     print(json.dumps(result))
     if args.json:
