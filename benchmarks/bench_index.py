@@ -145,8 +145,8 @@ def run_ceiling(clip: object, pixels: object, repeats: int, bf16: bool) -> dict[
 
 def onnx_ceiling(models: Path, model_dir: Path, folder: Path, batch: int, repeats: int) -> dict[str, float]:
     """Images/s of the exported vision tower alone in ONNX Runtime, on pixels made by imgd's preprocessing."""
-    from imgd.daemon.embedders.onnx import make_session
     from imgd.daemon.embedders.preprocess import ImagePrep
+    from imgd.daemon.embedders.runtime import make_session
     from imgd.daemon.embedders.store import ModelStore
     from imgd.daemon.ingest import imaging
 
