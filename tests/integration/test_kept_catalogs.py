@@ -73,8 +73,11 @@ def raw(path: Path, sql: str) -> list[tuple]:
 
 
 @pytest.fixture(params=list(KEPT))
-def kept(request, tmp_path: Path, state_dir: Path, tiny_model: Path, wide_model: Path) -> Kept:
+def kept(request, tmp_path: Path, state_dir: Path, tiny_model: Path, wide_model: Path, monkeypatch) -> Kept:
     """A copy of one kept catalog and its images, as if that library had lived at tmp_path/images."""
+    # The kept answers were made at float32 (an AVX2 CPU's `auto`); on a CPU with native bf16 `auto` embeds the
+    # query in bf16 (torch autocast), which moves a score by ~1e-3 and can swap equal ones.
+    monkeypatch.setenv("IMGD_PRECISION", "float32")
     name = request.param
     catalog_file, index_file, root = KEPT[name]
     copy = Kept(name, state_dir, tmp_path / "images")
