@@ -1,8 +1,10 @@
 """The daemon's memory on the first-run path (an empty state folder: it exports) and on the warm path.
 
 Starts `imgd run` on a folder of camera-sized pictures with ViT-B/32 (random weights), samples the
-daemon's RSS (and its export child's) every 0.25 s until every picture is indexed, then again after
-`idle_unload` has freed the image model. Then the same with the state folder it left (warm path).
+daemon's RSS (and its export child's, and its words child's) every 0.25 s until every picture is
+indexed and its words read, then again after `idle_unload` has freed the image model and ended the
+words child (the daemon's RSS, and any child still running). Then the same with the state folder it
+left (warm path).
 Also says whether torch was ever mapped into the daemon (its /proc/PID/maps).
 
     python benchmarks/bench_firstrun.py [--pictures 10] [--backend auto] [--idle-unload 10]
@@ -35,10 +37,21 @@ def rss_mb(pid: int) -> float:
 
 
 def children(pid: int) -> list[int]:
+    """The processes any of pid's threads started (the words child is started by a pool thread)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(p) for p in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def is_words_child(pid: int) -> bool:
     try:
-        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        return "wordschild" in Path(f"/proc/{pid}/cmdline").read_text()
     except OSError:
-        return []
+        return False
 
 
 def torch_mapped(pid: int) -> bool:
@@ -49,9 +62,11 @@ def torch_mapped(pid: int) -> bool:
 
 
 def indexed(env: dict[str, str]) -> int:
+    """Contents indexed with their words read (0 while any waits to be read)."""
     done = subprocess.run(["imgd", "status", "--json"], env=env, capture_output=True, text=True, timeout=120)
     try:
-        return int(json.loads(done.stdout)["counts"]["contents"])
+        status = json.loads(done.stdout)
+        return 0 if (status.get("words") or {}).get("pending") else int(status["counts"]["contents"])
     except (ValueError, KeyError):
         return 0
 
@@ -61,7 +76,7 @@ def one_run(label: str, corpus: Path, env: dict[str, str], count: int, idle_unlo
     daemon = subprocess.Popen(
         ["imgd", "run", str(corpus)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
-    peak = peak_child = 0.0
+    peak = peak_child = peak_words = 0.0
     torch_seen = False
     done_at = None
     last_check = 0.0
@@ -69,7 +84,10 @@ def one_run(label: str, corpus: Path, env: dict[str, str], count: int, idle_unlo
         while time.monotonic() - started < 900:
             peak = max(peak, rss_mb(daemon.pid))
             for child in children(daemon.pid):
-                peak_child = max(peak_child, rss_mb(child))
+                if is_words_child(child):
+                    peak_words = max(peak_words, rss_mb(child))
+                else:
+                    peak_child = max(peak_child, rss_mb(child))
             torch_seen = torch_seen or torch_mapped(daemon.pid)
             if time.monotonic() - last_check > 2:
                 last_check = time.monotonic()
@@ -80,6 +98,7 @@ def one_run(label: str, corpus: Path, env: dict[str, str], count: int, idle_unlo
         after_index = rss_mb(daemon.pid)
         time.sleep(idle_unload + 8)
         idle = rss_mb(daemon.pid)
+        idle_children = sum(rss_mb(child) for child in children(daemon.pid))
         torch_seen = torch_seen or torch_mapped(daemon.pid)
     finally:
         daemon.terminate()
@@ -92,8 +111,10 @@ def one_run(label: str, corpus: Path, env: dict[str, str], count: int, idle_unlo
         "indexed_after_s": round(done_at, 1) if done_at else None,
         "daemon_peak_rss_mb": round(peak),
         "export_child_peak_rss_mb": round(peak_child),
+        "words_child_peak_rss_mb": round(peak_words),
         "rss_after_indexing_mb": round(after_index),
         "rss_after_idle_unload_mb": round(idle),
+        "children_rss_after_idle_unload_mb": round(idle_children),
         "torch_in_daemon": torch_seen,
     }
     print(json.dumps(row), flush=True)

@@ -62,6 +62,7 @@ PLACES_DAEMON = (
     "test_the_daemon_names_places_in_the_background_yielding_to_new_files_and_resuming"
 )
 CLUMP = "tests/integration/test_dupes.py::test_a_clump_of_near_identical_frames_keeps_few_pairs_and_still_groups_as_one"
+WORDS_CHILD = "tests/integration/test_words.py::"
 STATUS_COST = LIVE + "test_the_gallery_status_poll_costs_no_grouping_and_no_stat_and_imgd_status_regroups_once_a_change"
 
 MUTATIONS: list[Mutation] = [
@@ -2123,9 +2124,12 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "words-runtime-key-ignored",
         "daemon/ingest/wordspass.py",
-        "threads=1, state_dir=self.config.state_dir, runtime=self.config.words_runtime",
-        "threads=1, state_dir=self.config.state_dir",
-        ("tests/integration/test_words_runtime.py::test_the_words_runtime_key_reaches_the_pass",),
+        "                self.config.words_runtime,\n",
+        '                "auto",\n',
+        (
+            "tests/integration/test_words_runtime.py::"
+            "test_the_words_runtime_key_reaches_the_pass_and_its_child_reads_on_it",
+        ),
         "[words] runtime is read and ignored: every new state folder times the OCR models on both runtimes",
     ),
     # -- memory at a million (issue 21, point 2): 8-bit IVF lists re-scored from the catalog, built from a sample --
@@ -2463,6 +2467,80 @@ MUTATIONS: list[Mutation] = [
             "test_auto_reopens_no_tower_when_one_wins_outright_and_keeps_that_record",
         ),
         "a record with a clear winner (no open times: none needed) is measured again at every start",
+    ),
+    # -- the words in a child process (issue 22, session 5): an idle daemon gives the OCR libraries back --
+    Mutation(
+        "words-child-kept-when-idle",
+        "daemon/service/run.py",
+        "        if self.config.idle_unload > 0 and self.library.engine.end_words_child(self.config.idle_unload):",
+        "        if False:",
+        (WORDS_CHILD + "test_the_daemon_ends_its_words_child_after_idle_unload_and_starts_one_for_new_pictures",),
+        "the words child (~150 MB of OCR runtimes) lives on in an idle daemon: 399 MB idle instead of <= 300",
+    ),
+    Mutation(
+        "words-child-not-ended-on-close",
+        "daemon/ingest/engine.py",
+        "        self.close_words_child()  # first",
+        "        pass  # first",
+        (
+            WORDS_CHILD
+            + "test_a_child_killed_or_hung_mid_batch_loses_nothing_and_one_that_ends_it_alone_is_read_without_words",
+        ),
+        "the words child outlives a closed library (imgd index done, a shutdown) until its stdin closes",
+    ),
+    Mutation(
+        "words-child-death-records-no-words",
+        "daemon/ingest/wordspass.py",
+        "            except ChildDied:\n                return content_id, None",
+        "            except ChildDied:\n                return content_id, []",
+        (
+            "tests/unit/test_word_parts.py",
+            WORDS_CHILD
+            + "test_a_child_killed_or_hung_mid_batch_loses_nothing_and_one_that_ends_it_alone_is_read_without_words",
+            WORDS_CHILD + "test_the_daemon_reads_on_after_its_words_child_is_killed_mid_batch",
+        ),
+        "the pictures in the child's hand when it is killed (OOM, a crash elsewhere) are recorded without words",
+    ),
+    Mutation(
+        "words-child-died-not-read-again",
+        "daemon/ingest/wordspass.py",
+        "            lines = self._read(reader, (content_id, stats))[1]",
+        "            lines = None",
+        (
+            "tests/unit/test_word_parts.py::"
+            "test_what_the_child_had_in_hand_when_it_ended_is_read_again_alone_and_what_ends_it_alone_has_no_words",
+        ),
+        "every picture a dying child had in hand is recorded without words, not only the one that ends it alone",
+    ),
+    Mutation(
+        "words-child-hang-waits-long",
+        "daemon/ingest/wordschild.py",
+        "        deadline = time.monotonic() + self.timeout\n",
+        "        deadline = time.monotonic() + 30 * self.timeout\n",
+        (
+            WORDS_CHILD
+            + "test_a_child_killed_or_hung_mid_batch_loses_nothing_and_one_that_ends_it_alone_is_read_without_words",
+        ),
+        "a hung child holds the words pass (and the new files behind it) far past its timeout",
+    ),
+    Mutation(
+        "words-child-outlives-its-parent",
+        "daemon/ingest/wordschild.py",
+        "    os._exit(0)  # stdin closed",
+        "    threading.Event().wait()  # stdin closed",
+        (WORDS_CHILD + "test_the_words_child_ends_with_the_process_that_started_it_however_that_ends",),
+        "a daemon killed with SIGKILL leaves its words child running, orphaned, for good",
+    ),
+    Mutation(
+        "words-child-log-dropped",
+        "daemon/ingest/wordschild.py",
+        '                logging.getLogger(str(name)).log(int(level), "%s", text)',
+        "                pass",
+        (
+            "tests/integration/test_words_runtime.py::"
+            "test_the_child_measures_once_keeps_the_choice_in_the_state_folder_and_the_next_child_serves_it",
+        ),
+        "the child's log lines (the runtime chosen, OpenVINO failing) never reach the daemon's log",
     ),
 ]
 

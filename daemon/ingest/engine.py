@@ -84,6 +84,7 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         self.remote: RemoteLoads | None = None
 
     def close(self) -> None:
+        self.close_words_child()  # first: a picture in its hand fails at once rather than holding the pool
         self._pool.shutdown(wait=True)
 
     # -- helpers ----------------------------------------------------------------------------

@@ -118,6 +118,21 @@ def read_file(reader: WordReader, path: str, data: bytes, max_pixels: int) -> li
     return reader.read(image)
 
 
+def video_words(reader: WordReader, path: str, times: list[float]) -> list[WordLine]:
+    """The words in a video's frames at `times` (decoded again there), each line once, at its best confidence."""
+    from . import video
+
+    lines: dict[str, WordLine] = {}
+    for at in times:
+        image = video.frame_at(path, at)
+        if not reader.has_words(image):
+            continue
+        for line in reader.read(image):
+            if line.text not in lines or line.confidence > lines[line.text].confidence:
+                lines[line.text] = line
+    return list(lines.values())
+
+
 class WordReader:
     """The OCR models, loaded on first use (about 1 s, 15 MB), shared by any number of threads.
 

@@ -7,6 +7,11 @@ arrives, so a new picture is always embedded (searchable by meaning) before olde
 read; a content none of whose files can be decoded now is recorded as read, with no words. A video's
 words come from at most VIDEO_WORD_FRAMES of its samples, spread over its length and decoded again at
 their times: a bounded cost per video whatever its length (benchmarks/bench_video_words.py).
+
+The words are read in a child process (wordschild.py), the daemon's and `imgd index`'s alike: one path,
+and a file that crashes or hangs the OCR costs the child, not the process that asked. The pictures a
+batch had in hand when its child ended are read again one at a time, each by a fresh child as needed:
+one that ends the child again, alone, is recorded as read with no words (one log line).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ from ..errors import ImageReadError, display_path
 from ..store.catalog import Catalog, ThreadReaders
 from ..store.records import FileStat
 from ..store.words import WordLine
-from . import imaging, video
+from . import video
 from .pool import Stopped, bounded_map
-from .words import WordReader, read_file
+from .wordschild import ChildDied, WordsChild
 
 log = logging.getLogger("imgd.daemon.ingest.engine")
 
@@ -51,21 +56,31 @@ class WordsPass:
     clock: Callable[[], float]
     _words_top: int | None = None  # contents above this id arrived after the pass began: read first
     _words_below: int = 0  # contents from here down were not visited yet
-    _word_reader: WordReader | None = None  # the OCR models, loaded by the first batch
+    _words_child: WordsChild | None = None  # the child process reading the words, started by the first batch
     words_rate: float = 0.0  # pictures per second over the last batch
 
     @property
-    def word_reader(self) -> WordReader:
-        if self._word_reader is None:
-            # One core per picture, a picture per pool thread; the runtime's choice kept in the state folder.
-            self._word_reader = WordReader(
-                threads=1, state_dir=self.config.state_dir, runtime=self.config.words_runtime
+    def words_child(self) -> WordsChild:
+        if self._words_child is None:
+            # One core per picture, as many pictures at once as the pool has threads; the runtime's choice
+            # kept in the state folder. The child itself starts with the first picture asked of it.
+            self._words_child = WordsChild(
+                self.config.threads(),
+                self.config.state_dir,
+                self.config.words_runtime,
+                should_stop=lambda: self.should_stop(),
             )
-        return self._word_reader
+        return self._words_child
 
-    def release_word_reader(self) -> None:
-        """Free the OCR models (idle); the next batch loads them again."""
-        self._word_reader = None
+    def end_words_child(self, idle_for: float = 0.0) -> bool:
+        """End the words child once it was asked nothing for `idle_for` seconds (0: now, unless it is reading);
+        True when one was ended. The next batch starts another."""
+        return self._words_child is not None and self._words_child.close_if_idle(idle_for)
+
+    def close_words_child(self) -> None:
+        """End the words child whatever it is doing (shutdown, `imgd index` done)."""
+        if self._words_child is not None:
+            self._words_child.close()
 
     def read_words(self, limit: int = WORDS_BATCH, interrupt: Callable[[], bool] = lambda: False) -> int:
         """Read the words of up to `limit` unread contents, newest first; returns how many were recorded.
@@ -80,16 +95,38 @@ class WordsPass:
             return 0
         started = time.monotonic()
         found: list[tuple[int, list[WordLine]]] = []
-        reader = self.word_reader
+        again: list[tuple[int, list[FileStat]]] = []  # in hand when the child ended: read again, alone
+        reader = self.words_child
         # As many pictures at once as the pool has threads (one per core); a batch cut short leaves
         # the pictures already under way to finish in the pool, and records only what it collected.
         window = max(1, self.config.threads())
+        items = dict(backlog)
         for content_id, lines in bounded_map(self._pool, lambda item: self._read(reader, item), backlog, window):
             if self.should_stop():
                 raise Stopped
-            found.append((content_id, lines))
+            if lines is None:
+                again.append((content_id, items[content_id]))
+            else:
+                found.append((content_id, lines))
             if interrupt():
                 break
+        if again:
+            log.warning(
+                "the words reader stopped (%s) with %d picture(s) in hand; reading them again one at a time",
+                reader.last_end,
+                len(again),
+            )
+        for content_id, stats in again:
+            if self.should_stop():
+                raise Stopped
+            lines = self._read(reader, (content_id, stats))[1]
+            if lines is None:
+                log.warning(
+                    "cannot read the words of %s: the words reader stopped on it alone (%s); recorded with no words",
+                    display_path(stats[0].path),
+                    reader.last_end,
+                )
+            found.append((content_id, lines or []))
         now = self.clock()
         with self.catalog.transaction():
             for content_id, lines in found:
@@ -123,32 +160,23 @@ class WordsPass:
             return newer
         return self.catalog.words_backlog(0, min(self._words_below, top + 1), limit)
 
-    def _read(self, reader: WordReader, item: tuple[int, list[FileStat]]) -> tuple[int, list[WordLine]]:
-        """The words in a content's picture, from the first of its files that can be read (none: no words)."""
+    def _read(self, reader: WordsChild, item: tuple[int, list[FileStat]]) -> tuple[int, list[WordLine] | None]:
+        """The words in a content's picture, from the first of its files that can be read (none: no words);
+        None when the child ended with it in hand."""
         content_id, stats = item
         for stat in stats:
             try:
                 if video.is_video(stat.path):
-                    return content_id, self._video_words(reader, content_id, stat.path)
-                return content_id, read_file(
-                    reader, stat.path, imaging.read_bytes(stat.path), self.config.max_image_pixels
-                )
+                    times = spread([at for _, at in self._readers.get().frames_of(content_id)])
+                    return content_id, reader.read_video(stat.path, times)
+                return content_id, reader.read_file(stat.path, self.config.max_image_pixels)
+            except ChildDied:
+                return content_id, None
+            except Stopped:
+                raise
             except ImageReadError as exc:
                 log.debug("cannot read the words of %s: %s", display_path(stat.path), exc.reason)
             except Exception as exc:  # noqa: BLE001 - one odd file is one line, never a failed step (a rescan)
                 first = str(exc).split("\n")[0] or type(exc).__name__
                 log.warning("cannot read the words of %s: %s", display_path(stat.path), first)
         return content_id, []
-
-    def _video_words(self, reader: WordReader, content_id: int, path: str) -> list[WordLine]:
-        """The words in a few of a video's samples, each line once (at its best confidence)."""
-        times = [at for _, at in self._readers.get().frames_of(content_id)]
-        lines: dict[str, WordLine] = {}
-        for at in spread(times):
-            image = video.frame_at(path, at)
-            if not reader.has_words(image):
-                continue
-            for line in reader.read(image):
-                if line.text not in lines or line.confidence > lines[line.text].confidence:
-                    lines[line.text] = line
-        return list(lines.values())

@@ -248,7 +248,10 @@ class Daemon:
         self.stop_event.set()
 
     def unload_if_idle(self, now: float) -> bool:
-        """Free the image model once no file has needed it for `idle_unload` seconds; it comes back lazily."""
+        """Free the image model once no file has needed it for `idle_unload` seconds, and end the words child
+        once no picture was read for as long (whatever the backend); each comes back lazily."""
+        if self.config.idle_unload > 0 and self.library.engine.end_words_child(self.config.idle_unload):
+            log.info("ended the words reader after %.0f s without pictures to read", self.config.idle_unload)
         last_use = getattr(self.embedder, "last_image_use", None)
         # During a model change the old model only embeds new files: between them its image session idles too.
         quiet = self.worker.stats.busy in ("idle", "changing model")
@@ -257,7 +260,6 @@ class Daemon:
         idle_for = now - last_use
         if idle_for < self.config.idle_unload or not self.embedder.release_images():  # type: ignore[attr-defined]
             return False
-        self.library.engine.release_word_reader()  # the OCR models too: they load again with the next picture
         log.info("freed the image model after %.0f s without new images; it loads again with the next one", idle_for)
         return True
 

@@ -8,14 +8,19 @@ in particular, so wherever a receipt must come first the words alone carry it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
+import re
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from conftest import write_image
-from daemonkit import DaemonProcess
+from daemonkit import DaemonProcess, wait_until
 from imgd.cli.main import cli
 from imgd.daemon.store.catalog import Catalog
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
@@ -236,3 +241,177 @@ def test_the_gallery_gets_the_matched_lines_of_a_hit(words_library, tiny_model):
         backend.close()
     assert hits[0].path.endswith("receipt.png") and any("HARDWARE" in line for line in hits[0].words)
     assert not any(hit.words for hit in hits if hit.path.endswith(("beach.png", "grid.jpg")))
+
+
+# -- the words child ------------------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    """The processes any thread of `pid` started, from /proc (the words child is started by a pool thread)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(child) for child in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return found
+
+
+def words_children(pid: int) -> list[int]:
+    def cmdline(child: int) -> str:
+        try:
+            return Path(f"/proc/{child}/cmdline").read_text()
+        except OSError:
+            return ""
+
+    return [child for child in children(pid) if "wordschild" in cmdline(child)]
+
+
+def gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie its (new) parent has yet to reap."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def in_hand(child) -> int | None:  # noqa: ANN001 - a WordsChild
+    """The pid of the words child while it has a picture in hand (asked, not answered), else None."""
+    running = child._running
+    return running.proc.pid if running is not None and running.ended is None and running.pending else None
+
+
+def test_a_child_killed_or_hung_mid_batch_loses_nothing_and_one_that_ends_it_alone_is_read_without_words(
+    tmp_path, make_config, embedder, caplog
+):
+    from imgd.daemon.service.library import open_library
+
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    for name, (lines, font, turn) in CORPUS.items():
+        render(lines, font, turn=turn).save(pics / name)
+    caplog.set_level(logging.INFO, logger="imgd")
+    library = open_library(make_config(words_runtime="onnx", decode_threads=2), embedder)
+    try:
+        engine = library.engine
+        engine.reconcile([str(pics)])
+        child = engine.words_child
+
+        def once(sig: int) -> threading.Thread:
+            def send() -> None:
+                os.kill(wait_until(lambda: in_hand(child), timeout=120, what="a picture in the child's hand"), sig)
+
+            thread = threading.Thread(target=send)
+            thread.start()
+            return thread
+
+        # Killed with two pictures in hand (the OOM killer, a segfault): both are read again, alone.
+        killer = once(signal.SIGKILL)
+        assert engine.read_words(limit=2) == 2
+        killer.join()
+        assert library.catalog.words_read_count() == (2, 2)  # both read, words found in both
+        stopped = r"the words reader stopped \(killed by SIGKILL\) with [12] picture\(s\) in hand"
+        assert re.search(stopped, caplog.text)
+
+        # Hung (stopped): no answer within its timeout, killed, and what it held is read again.
+        child.timeout = 3.0
+        stopper = once(signal.SIGSTOP)
+        started = time.monotonic()
+        assert engine.read_words(limit=1) == 1
+        stopper.join()
+        assert library.catalog.words_read_count() == (3, 3) and time.monotonic() - started < 60
+        assert "the words reader stopped (no answer in 3 s)" in caplog.text
+        assert "recorded with no words" not in caplog.text
+
+        # A picture that ends every child it is given (here: each is killed once it has it in hand) is recorded
+        # as read with no words, in one line, and the pass goes on with a new child.
+        hostile = threading.Event()
+
+        def kill_every_child() -> None:
+            while not hostile.is_set():
+                pid = in_hand(child)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=kill_every_child)
+        killer.start()
+        try:
+            assert engine.read_words(limit=1) == 1
+        finally:
+            hostile.set()
+            killer.join()
+        assert library.catalog.words_read_count() == (4, 3)
+        assert len(re.findall(r"cannot read the words of .*: the words reader stopped on it alone", caplog.text)) == 1
+        photo(5).save(pics / "later.png")
+        render(["LATER RECEIPT"], SANS).save(pics / "later-receipt.png")
+        engine.reconcile([str(pics)])
+        assert engine.read_all_words() == 2 and library.catalog.words_read_count() == (6, 4)
+        assert library.catalog.words_matching('"laterreceipt"')
+        pid = child.pid
+        assert pid is not None
+    finally:
+        library.close()
+    assert child.pid is None
+    assert not Path(f"/proc/{pid}").exists()  # ended and reaped by close()
+
+
+def test_the_daemon_reads_on_after_its_words_child_is_killed_mid_batch(tmp_path, tiny_model, words_library):
+    pics, _ = words_library
+    with DaemonProcess(tmp_path, tiny_model, [pics]) as daemon:
+        daemon.start()
+        assert daemon.proc is not None
+        (first,) = wait_until(lambda: words_children(daemon.proc.pid), timeout=120, what="the words child")
+        time.sleep(0.5)  # into its batch: the models load in ~2 s, the six pictures take seconds more
+        os.kill(first, signal.SIGKILL)
+        status = daemon.wait_idle(timeout=300)
+        assert status["words"]["pending"] == 0 and status["words"]["found"] == 4  # nothing lost
+        assert daemon.proc.poll() is None
+        assert "the words reader stopped (killed by SIGKILL)" in daemon.log()
+        assert "recorded with no words" not in daemon.log()
+        assert words_children(daemon.proc.pid) not in ([], [first])  # another child read them
+
+
+def test_the_daemon_ends_its_words_child_after_idle_unload_and_starts_one_for_new_pictures(tmp_path, tiny_model):
+    pics = tmp_path / "pics"
+    pics.mkdir()
+    render(*CORPUS["receipt.png"][:2]).save(pics / "receipt.png")
+    with DaemonProcess(tmp_path, tiny_model, [pics], IMGD_IDLE_UNLOAD="3") as daemon:
+        daemon.start()
+        assert daemon.proc is not None
+        wait_until(lambda: words_children(daemon.proc.pid), timeout=120, what="the words child")
+        assert daemon.wait_idle(timeout=300)["words"]["found"] == 1
+        wait_until(lambda: not words_children(daemon.proc.pid), timeout=60, what="the words child to end")
+        assert not children(daemon.proc.pid)  # reaped: no zombie left
+        assert "ended the words reader after 3 s without pictures to read" in daemon.log()
+        render(*CORPUS["ticket.png"][:2]).save(pics / "ticket.png")  # new pictures start a new child
+        wait_until(lambda: daemon.status()["words"]["found"] == 2, timeout=300, what="the ticket's words")
+        wait_until(lambda: not words_children(daemon.proc.pid), timeout=60, what="the second child to end")
+
+
+def test_the_words_child_ends_with_the_process_that_started_it_however_that_ends(tmp_path):
+    """No orphan: a parent killed with SIGKILL closes the child's stdin, and the child exits at once."""
+    import subprocess
+    import sys
+
+    render(*CORPUS["receipt.png"][:2]).save(tmp_path / "receipt.png")
+    script = (
+        "import os, sys\n"
+        "from imgd.daemon.ingest.wordschild import WordsChild\n"
+        "child = WordsChild(1, None, 'onnx')\n"
+        f"assert child.read_file({str(tmp_path / 'receipt.png')!r}, 10**8)\n"
+        "print(child.pid, flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        pid = int(parent.stdout.readline())
+        assert Path(f"/proc/{pid}").exists() and children(parent.pid) == [pid]
+        parent.kill()
+        parent.wait(timeout=30)
+        # Reparented to init (or a subreaper) once the parent died: gone, or a zombie its new parent reaps.
+        wait_until(lambda: gone(pid), timeout=10, what="the orphaned words child to exit")
+    finally:
+        if parent.poll() is None:
+            parent.kill()

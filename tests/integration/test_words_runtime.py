@@ -158,7 +158,7 @@ def test_openvino_failing_at_a_call_hands_the_model_back_to_onnx_runtime(readers
 
 
 @pytest.mark.parametrize("runtime", ["onnx", "openvino"])
-def test_the_words_runtime_key_reaches_the_pass(tmp_path: Path, runtime: str) -> None:
+def test_the_words_runtime_key_reaches_the_pass_and_its_child_reads_on_it(tmp_path: Path, runtime: str) -> None:
     # `[words] runtime` (IMGD_WORDS_RUNTIME) names the runtime and skips the measurement; the tests set onnx.
     from imgd.daemon import config as config_module
     from imgd.daemon.ingest.wordspass import WordsPass
@@ -167,4 +167,37 @@ def test_the_words_runtime_key_reaches_the_pass(tmp_path: Path, runtime: str) ->
     assert config.words_runtime == runtime
     words_pass = WordsPass.__new__(WordsPass)
     words_pass.config = config
-    assert words_pass.word_reader._runtime == runtime
+    words_pass.should_stop = lambda: False
+    receipt().save(tmp_path / "receipt.png")
+    child = words_pass.words_child
+    try:
+        lines = child.read_file(str(tmp_path / "receipt.png"), 10**8)
+        assert child.runtimes == {"detector": runtime, "recogniser": runtime}  # as loaded in the child
+        assert letters([line.text for line in lines]) == letters(RECEIPT)
+    finally:
+        words_pass.close_words_child()
+
+
+def test_the_child_measures_once_keeps_the_choice_in_the_state_folder_and_the_next_child_serves_it(tmp_path, caplog):
+    from imgd.daemon.ingest.wordschild import WordsChild
+
+    caplog.set_level(logging.INFO, logger="imgd")
+    receipt().save(tmp_path / "receipt.png")
+    first = WordsChild(1, tmp_path, "auto")
+    try:
+        first.read_file(str(tmp_path / "receipt.png"), 10**8)
+    finally:
+        first.close()
+    (record_file,) = (tmp_path / "models").glob("words-runtime-*.json")  # written by the child
+    record = json.loads(record_file.read_text())
+    assert record["pick"] == first.runtimes
+    assert all("onnx" in timed for timed in record["results"].values())  # measured: both runtimes timed
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("words models:")]
+    assert len(logged) == 1 and " ms" in logged[0]  # the child's log line, logged by the parent
+    record_file.write_text(json.dumps({**record, "results": {}}))  # a measurement again would fill these in
+    second = WordsChild(1, tmp_path, "auto")
+    try:
+        second.read_file(str(tmp_path / "receipt.png"), 10**8)
+    finally:
+        second.close()
+    assert second.runtimes == first.runtimes and json.loads(record_file.read_text())["results"] == {}

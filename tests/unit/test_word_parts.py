@@ -145,7 +145,7 @@ def test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read(tmp_
         words.config, words._pool = make_config(), pool
         words.should_stop, words.clock = (lambda: False), (lambda: 0.0)
         words._read = lambda reader, item: (item[0], [WordLine("TOTAL 17.49", 0.9)])  # the batch's logic alone
-        words._word_reader = object()  # no models loaded: nothing is read here
+        words._words_child = object()  # no child started: nothing is read here
         arrived = iter([False, True])
         assert words.read_words(limit=4, interrupt=lambda: next(arrived)) == 2  # stopped after the second
         assert catalog.words_read_count() == (2, 2) and catalog.words_backlog_count() == 4
@@ -154,6 +154,50 @@ def test_a_batch_gives_way_as_soon_as_a_file_arrives_and_keeps_what_it_read(tmp_
         words.config = make_config(words_enabled=False)
         _add(catalog, 7)
         assert words.read_words() == 0  # [words] enabled = false: nothing is read
+    finally:
+        pool.shutdown()
+        catalog.close()
+
+
+def test_what_the_child_had_in_hand_when_it_ended_is_read_again_alone_and_what_ends_it_alone_has_no_words(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    # The batch's logic alone (the real child is killed in tests/integration/test_words.py).
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from imgd.daemon import config as config_module
+
+    catalog = Catalog(tmp_path / "catalog.db")
+    pool = ThreadPoolExecutor(2, thread_name_prefix="imgd-decode")
+    try:
+        hostile, unlucky, *rest = [_add(catalog, n) for n in range(4)]
+        tries: dict[int, int] = {}
+
+        def read(reader: object, item: tuple[int, list]) -> tuple[int, list[WordLine] | None]:
+            tries[item[0]] = tries.get(item[0], 0) + 1
+            if item[0] == hostile or (item[0] == unlucky and tries[item[0]] == 1):
+                return item[0], None  # the child ended with it in hand
+            return item[0], [WordLine(f"LINE{item[0]}", 0.9)]
+
+        words = _Pass(catalog)
+        words.config, words._pool = config_module.load(None, {"state_dir": tmp_path, "decode_threads": 2}, env={}), pool
+        words.should_stop, words.clock, words._read = (lambda: False), (lambda: 0.0), read
+        words._words_child = SimpleNamespace(last_end="killed by SIGKILL")
+        caplog.set_level(logging.WARNING, logger="imgd")
+        assert words.read_words(limit=4) == 4
+        assert tries == {hostile: 2, unlucky: 2, rest[0]: 1, rest[1]: 1}  # each again once, no more
+        assert catalog.words_read_count() == (4, 3) and catalog.words_backlog_count() == 0  # all recorded
+        assert catalog.words_matching(f'"line{unlucky}"') == [unlucky] and not catalog.words_matching(
+            f'"line{hostile}"'
+        )
+        said = [r.getMessage() for r in caplog.records]
+        assert said == [
+            "the words reader stopped (killed by SIGKILL) with 2 picture(s) in hand; reading them again one at a time",
+            "cannot read the words of /p/0.png: the words reader stopped on it alone (killed by SIGKILL);"
+            " recorded with no words",
+        ], said
     finally:
         pool.shutdown()
         catalog.close()
