@@ -312,8 +312,9 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     model = status.get("model") or {}
     if model:
         detail = ", ".join(str(model[k]) for k in ("backend", "device", "precision") if model.get(k))
-        if model.get("image_loaded") is False:
-            detail += ", image model freed while idle"
+        freed = [kind for kind in ("image", "text") if model.get(f"{kind}_loaded") is False]
+        if freed:
+            detail += f", {' and '.join(freed)} model{'s' if len(freed) > 1 else ''} freed while idle"
         lines.append(f"model: {model.get('name')} ({model.get('dim')} dims{', ' + detail if detail else ''})")
         if model.get("reason"):
             lines.append(f"backend: {model['reason']}")

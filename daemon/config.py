@@ -227,7 +227,7 @@ KEYS: tuple[Key, ...] = (
         "model.idle_unload",
         "seconds",
         300.0,
-        "the daemon frees its ONNX image model, and ends its words reader, after this many seconds unused; 0 = never",
+        "the daemon frees its image and text models and its words reader after this many seconds unused; 0 = never",
     ),
     Key(
         "reembed_pause",

@@ -2542,6 +2542,29 @@ MUTATIONS: list[Mutation] = [
         ),
         "the child's log lines (the runtime chosen, OpenVINO failing) never reach the daemon's log",
     ),
+    # -- the text model freed after idle_unload without a query (issue 22, session 5) --
+    Mutation(
+        "text-model-freed-though-queried",
+        "daemon/embedders/onnx.py",
+        "            self.last_text_use = time.monotonic()\n            return vectors",
+        "            return vectors",
+        (
+            "tests/integration/test_embedders.py::"
+            "test_daemon_keeps_its_text_model_while_queries_come_and_frees_it_once_they_stop",
+        ),
+        "the text model is freed every idle_unload seconds while queries keep coming: each pays its reopen",
+    ),
+    Mutation(
+        "text-model-never-freed",
+        "daemon/service/run.py",
+        "        self._unload_text_if_idle(now)\n",
+        "",
+        (
+            "tests/integration/test_embedders.py::"
+            "test_daemon_keeps_its_text_model_while_queries_come_and_frees_it_once_they_stop",
+        ),
+        "an idle daemon holds its text model for good: 440 MB on OpenVINO where the goal is 300",
+    ),
 ]
 
 

@@ -188,6 +188,7 @@ class Daemon:
                 "backend": getattr(self.embedder, "backend", None),
                 "text": getattr(self.embedder, "text_name", None),
                 "image_loaded": getattr(self.embedder, "image_loaded", True),
+                "text_loaded": getattr(self.embedder, "text_loaded", True),
                 **({"reason": reason} if (reason := getattr(self.embedder, "reason", None)) else {}),
                 **({"change": change} if change else {}),
             },
@@ -248,10 +249,12 @@ class Daemon:
         self.stop_event.set()
 
     def unload_if_idle(self, now: float) -> bool:
-        """Free the image model once no file has needed it for `idle_unload` seconds, and end the words child
-        once no picture was read for as long (whatever the backend); each comes back lazily."""
+        """Free the image model once no file has needed it for `idle_unload` seconds, the text model once no
+        query has for as long, and end the words child once no picture was read for as long (whatever the
+        backend); each comes back lazily."""
         if self.config.idle_unload > 0 and self.library.engine.end_words_child(self.config.idle_unload):
             log.info("ended the words reader after %.0f s without pictures to read", self.config.idle_unload)
+        self._unload_text_if_idle(now)
         last_use = getattr(self.embedder, "last_image_use", None)
         # During a model change the old model only embeds new files: between them its image session idles too.
         quiet = self.worker.stats.busy in ("idle", "changing model")
@@ -262,6 +265,15 @@ class Daemon:
             return False
         log.info("freed the image model after %.0f s without new images; it loads again with the next one", idle_for)
         return True
+
+    def _unload_text_if_idle(self, now: float) -> None:
+        """Free the text model after `idle_unload` seconds without a query: the next one reopens it (~0.2 s for
+        ViT-B/32), where holding it kept an idle daemon at 440 MB on OpenVINO, 290 on ONNX Runtime."""
+        last_use = getattr(self.embedder, "last_text_use", None)
+        if self.config.idle_unload <= 0 or last_use is None or now - last_use < self.config.idle_unload:
+            return
+        if self.embedder.release_texts():  # type: ignore[attr-defined]
+            log.info("freed the text model after %.0f s without queries; it loads again with the next", now - last_use)
 
     def run(self) -> int:
         """Run until SIGTERM/SIGINT; returns the process exit code."""

@@ -421,8 +421,13 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
             timeout=30,
             what="the image model freed, and said so in the log",
         )
+        wait_until(  # no query since the start: the text model goes too, and the next query opens it again
+            lambda: not daemon.status()["model"]["text_loaded"] and "freed the text model after" in daemon.log(),
+            timeout=30,
+            what="the text model freed, and said so in the log",
+        )
         shown = imgd("status", env=daemon.env)
-        assert "onnx, cpu, float32, image model freed while idle" in shown.stdout, shown.stdout + shown.stderr
+        assert "onnx, cpu, float32, image and text models freed while idle" in shown.stdout, shown.stdout + shown.stderr
         assert f"text model: {text_model.resolve()}" in shown.stdout
 
         write_image(pics / "new.jpg", seed=42)
@@ -443,6 +448,37 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
         assert model["backend"] == "onnx" and model["text"] == str(text_model.resolve())
         assert daemon.stop() == 0
     assert heavy_imports(daemon.log()) == []
+
+
+@pytest.mark.slow
+def test_daemon_keeps_its_text_model_while_queries_come_and_frees_it_once_they_stop(
+    tmp_path, tiny_model, exported_models, pics
+):
+    """The text model idles on queries alone: new files do not keep it, a query within idle_unload does."""
+    import time
+
+    from daemonkit import DaemonProcess, wait_until
+    from imgd.daemon.api import client
+
+    env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="3")
+    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
+    shutil.copytree(exported_models, daemon.state_dir / "models")
+    with daemon:
+        daemon.start()
+        daemon.wait_idle()
+        until, asked = time.monotonic() + 8, 0  # well past idle_unload, a new query a second (a repeated one
+        while time.monotonic() < until:  # is answered from the daemon's cache of query vectors)
+            assert len(client.search(daemon.socket, 3, text=f"a red square {asked}")) == 3
+            assert daemon.status()["model"]["text_loaded"], "freed while queries kept coming"
+            assert "freed the text model" not in daemon.log(), "freed (and opened again) while queries kept coming"
+            asked += 1
+            time.sleep(1)
+        wait_until(lambda: not daemon.status()["model"]["text_loaded"], timeout=30, what="the text model freed")
+        again = client.search(daemon.socket, 3, text="a blue circle")  # opens it again
+        assert daemon.status()["model"]["text_loaded"] and len(again) == 3
+        direct = imgd("search", "--direct", "--json", "-k", "3", "a blue circle", env=env)
+        assert [h["path"] for h in again] == [h["path"] for h in json.loads(direct.stdout)], direct.stderr[-2000:]
+        assert daemon.stop() == 0
 
 
 @pytest.mark.slow
