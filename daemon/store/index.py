@@ -60,6 +60,7 @@ class StartBuild:
     count: int
     step: str = "waiting"
     filled: int = 0
+    began: float = field(default_factory=time.monotonic)
     removed: set[int] = field(default_factory=set)
 
 
@@ -408,10 +409,17 @@ class VectorIndex:
 
     def _build_from_catalog(self) -> None:
         """The start-up build: the structure for the catalog's size from its vectors (this thread's own
-        connection), then swapped in with the changes made meanwhile, as _rebuild does."""
-        started, start = time.monotonic(), self.start_build
-        assert start is not None and self.readers is not None
+        connection, one committed state throughout), then swapped in with the changes made meanwhile."""
+        assert self.readers is not None
         catalog = self.readers.get()
+        with catalog.snapshot():  # what is committed from here on comes through add() and remove()
+            fresh, kind, margin, went_in = self._build_from(catalog)
+        self._swap_built(fresh, kind, margin, went_in)
+
+    def _build_from(self, catalog: Catalog) -> tuple[faiss.Index, str, float | None, np.ndarray]:
+        """(the index, its kind, its probe margin, the ids that went in) from the catalog's vectors."""
+        start = self.start_build
+        assert start is not None
         ids = catalog.vector_ids()
         built: list[np.ndarray] = []  # the ids that went in: the catalog's as each block was read
 
@@ -440,11 +448,15 @@ class VectorIndex:
             fresh = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
             for block_ids, vectors in blocks():
                 fresh.add_with_ids(vectors, block_ids)
-        del ids
+        return fresh, kind, margin, np.concatenate(built) if built else np.empty(0, np.int64)
+
+    def _swap_built(self, fresh: faiss.Index, kind: str, margin: float | None, went_in: np.ndarray) -> None:
+        """Serve the built index, with what was added and removed while it was built (since its snapshot)."""
+        start = self.start_build
+        assert start is not None
         with self._lock:
             if self._cancel.is_set():
                 raise ivf.Cancelled
-            went_in = np.concatenate(built) if built else np.empty(0, np.int64)
             gone = np.intersect1d(np.fromiter(start.removed, np.int64, len(start.removed)), went_in)
             if len(gone):
                 fresh.remove_ids(gone)
@@ -462,7 +474,7 @@ class VectorIndex:
             "approximate (IVF)" if kind == "ivf" else "exact",
             len(self),
             f", {fresh.nlist} lists, nprobe {fresh.nprobe}, margin {margin}" if kind == "ivf" else "",
-            time.monotonic() - started,
+            time.monotonic() - start.began,
         )
 
     def _rebuild_logged(self) -> None:

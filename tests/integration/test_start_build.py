@@ -109,6 +109,10 @@ def test_the_built_index_is_swapped_in_with_the_files_added_and_removed_meanwhil
     monkeypatch.setattr(index_module, "BUILD_BLOCK", 1000)  # three blocks, a second apart
     monkeypatch.setenv("IMGD_INDEX_BUILD_DELAY", "1.0")
     index = scanning(library)
+    # Committed before the build reads the catalog, given to the index only after (the engine's two steps
+    # straddling the build's start): in the build and added meanwhile, it must be held once.
+    straddling = clustered(1, seed=6)
+    straddled = add(library, straddling, first=40_000)
     first = library.vector_ids()
     index.rebuild_if_due()
     status = index.describe()
@@ -126,19 +130,20 @@ def test_the_built_index_is_swapped_in_with_the_files_added_and_removed_meanwhil
     fresh = clustered(5, seed=4)
     new = add(library, fresh, first=50_000)
     index.add(new, fresh, library.generation)
+    index.add(straddled, straddling, library.generation)
     gone = [int(first[10]), int(first[2500])]
     dropped = library.delete_contents(list(library.contents_of(gone).values()))
     assert sorted(dropped) == sorted(gone)
     index.remove(gone, library.generation)
     assert index.scanning, "the changes must land while the index is being built"
-    assert len(index) == library.count_vectors() == 3003
+    assert len(index) == library.count_vectors() == 3004
     assert [i for i, _ in index.search(fresh[0], 1)] == [int(new[0])]  # searchable at once, by the scan
     index._builder.join(60)  # noqa: SLF001 - the build thread, to wait for its end
     assert not index.scanning and index.kind == "ivf"
     assert index.last_build_error is None
     held = np.sort(index.ids())
     assert held.tolist() == library.vector_ids().tolist()  # each once: none lost, none twice, none removed kept
-    assert index.trained_on >= 2998 and len(index) == 3003
+    assert index.trained_on == 3001 and len(index) == 3004
     assert [i for i, _ in index.search(fresh[2], 1)] == [int(new[2])]
     assert index.save(tmp_path / "index.faiss") is True
     loaded = VectorIndex.load_verified(tmp_path / "index.faiss", library, DIM)  # served as saved: not stale
@@ -150,6 +155,9 @@ def test_a_closed_index_stops_its_build_and_its_scans(library: Catalog, monkeypa
     index = scanning(library)
     index.rebuild_if_due()
     builder = index._builder  # noqa: SLF001
+    deadline = time.monotonic() + 60
+    while index.start_build.step != "filling" and time.monotonic() < deadline:  # waiting before its first block
+        time.sleep(0.02)
     index.close(wait=5.0)
     assert builder is not None and not builder.is_alive(), "a cancelled build ends at once"
     assert index.scanning and index.last_build_error is None  # nothing swapped in, nothing failed
