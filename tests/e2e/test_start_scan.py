@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import write_image
-from daemonkit import IMGD, DaemonProcess, wait_until
+from daemonkit import IMGD, DaemonProcess, check_invariants, wait_until
 from imgd.daemon.api import client
 from imgd.daemon.protocol import Filters, Options, SearchRequest, Term
 from test_stop_bound import BOUND, MARGIN, stop_seconds
@@ -107,6 +107,7 @@ def test_without_a_usable_index_file_it_answers_exactly_while_it_is_built(
         # The built index is saved at once (persist_interval is an hour), and the next start serves it.
         wait_until(lambda: saved_anew(index_file, damaged), timeout=30, what="the built index saved")
         assert daemon.stop() == 0
+        check_invariants(daemon.state_dir, daemon.roots, daemon.model)  # the saved index: the catalog's ids, once
         mark = len(daemon.log())
         daemon.start()
         assert "rebuilding the index" not in daemon.log()[mark:]
