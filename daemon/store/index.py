@@ -218,15 +218,22 @@ class VectorIndex:
         best = np.lexsort((found, -scores))[:wanted]  # ties by id, as the exact index orders them
         return [(int(found[i]), float(scores[i])) for i in best]
 
-    def _scan(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """The catalog's (vector ids, float32 vectors) a block at a time, through this thread's own connection,
-        as one committed state; stopped (an ImgdError) once the daemon is stopping."""
+    def _scan(self) -> Iterator[tuple[np.ndarray, faiss.IndexScalarQuantizer]]:
+        """The catalog's vectors a block at a time, through this thread's own connection, as one committed state:
+        (their ids, a float16 FAISS index over them, whose ids are positions in the block). Stopped (an
+        ImgdError) once the daemon is stopping. FAISS scores the stored float16 as they are: 0.2 s a pass at 1M,
+        where numpy's cast to float32 took 2 s."""
         catalog = self.readers.get()  # type: ignore[union-attr]
+        block = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        faiss.omp_set_num_threads(1)  # this thread only, as search does
         with catalog.snapshot():
-            for ids, vectors in catalog.iter_vectors(SCAN_BLOCK):
+            for ids, vectors in catalog.iter_stored_vectors(SCAN_BLOCK):
                 if self._closed:
                     raise ImgdError("the daemon is stopping; search again once it has started.")
-                yield ids, vectors
+                block.reset()
+                faiss.copy_array_to_vector(vectors.view(np.uint8).ravel(), block.codes)
+                block.ntotal = len(ids)
+                yield ids, block
 
     def _scan_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
         """The exact top k of the catalog's vectors (among `allowed`), scanned in blocks with a running top k:
@@ -236,12 +243,19 @@ class VectorIndex:
             if not len(allowed):
                 return []
             allowed = np.sort(allowed)  # once, so each block looks its ids up by bisection
-        for ids, vectors in self._scan():
+        for ids, block in self._scan():
+            params, count, bits = None, len(ids), None
             if allowed is not None:
                 keep = allowed[np.searchsorted(allowed, ids).clip(max=len(allowed) - 1)] == ids
-                ids, vectors = ids[keep], vectors[keep]
-            best_ids = np.concatenate([best_ids, ids])
-            best_scores = np.concatenate([best_scores, vectors @ query])
+                count = int(keep.sum())
+                if not count:
+                    continue
+                bits = np.packbits(keep, bitorder="little")  # read by the selector during the search
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)))
+            scores, rows = block.search(query[None, :], min(k, count), params=params)
+            found = rows[0] >= 0
+            best_ids = np.concatenate([best_ids, ids[rows[0][found]]])
+            best_scores = np.concatenate([best_scores, scores[0][found]])
             if len(best_ids) > k:
                 order = np.lexsort((best_ids, -best_scores))[:k]  # ties by id, as the exact index orders them
                 best_ids, best_scores = best_ids[order], best_scores[order]
@@ -251,13 +265,13 @@ class VectorIndex:
     def _scan_range(self, queries: np.ndarray, threshold: float, limit: int) -> list[list[tuple[int, float]]]:
         """range_search over the catalog's vectors scanned in blocks, at most `limit` kept per query."""
         found: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(queries)
-        for ids, vectors in self._scan():
-            scores = queries @ vectors.T
-            for number, (rows,) in enumerate(np.nonzero(row >= threshold) for row in scores):
-                if len(rows):
-                    have_ids, have_scores = found[number]
-                    have_ids = np.concatenate([have_ids, ids[rows]])
-                    have_scores = np.concatenate([have_scores, scores[number, rows]])
+        for ids, block in self._scan():
+            lims, scores, rows = block.range_search(queries, threshold)
+            for number in range(len(queries)):
+                part = slice(int(lims[number]), int(lims[number + 1]))
+                if part.start < part.stop:
+                    have_ids = np.concatenate([found[number][0], ids[rows[part]]])
+                    have_scores = np.concatenate([found[number][1], scores[part]])
                     best = np.lexsort((have_ids, -have_scores))[:limit]
                     found[number] = (have_ids[best], have_scores[best])
         return [list(zip(ids.tolist(), scores.tolist(), strict=True)) for ids, scores in found]
