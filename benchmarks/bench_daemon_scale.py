@@ -331,6 +331,7 @@ def start_build(run: Run, root: Path) -> None:
             f"  search {number + 1} after the first: latency", f"{took:.2f} s ({'exact scan' if scanned else 'index'})"
         )
     if "scan" in ((run.status() or {}).get("search") or {}):
+        report("  peak RSS before a new picture (image model closed)", mb(run.probe.peak))
         picture = new_picture(root / "new-during-build.png", 1)
         found = searchable(run, picture)
         still = "scan" in ((run.status() or {}).get("search") or {})
@@ -345,6 +346,7 @@ def start_build(run: Run, root: Path) -> None:
     )
     report("  index then", str((run.status() or {}).get("search")))
     report("  RSS now / peak so far", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
+    rss_timeline(run)
     took, scanned = timed_search(run)
     report("  a search now: latency", f"{took:.3f} s ({'exact scan' if scanned else 'index'})")
     picture = new_picture(root / "new-after-build.png", 2)
@@ -465,6 +467,16 @@ def main() -> int:
         report("state when signalled", f"{status.get('daemon', {}).get('state')}, index {status.get('search')}")
         report("SIGTERM -> exited", f"{run.stop(timeout=60):.1f} s")
     return 0
+
+
+def rss_timeline(run: Run) -> None:
+    """Where the highest sampled RSS fell, and RSS over time (the log's lines around then say what ran)."""
+    samples = list(run.probe.samples)
+    if samples:
+        at, top = max(samples, key=lambda sample: sample[1])
+        report("  highest sampled RSS at", f"{at - run.started:.1f} s after start ({mb(top)})")
+        marks = [(t - run.started, rss) for t, rss in samples[:: max(1, len(samples) // 40)]]
+        report("  RSS over time (s: MB)", ", ".join(f"{t:.0f}: {rss >> 20}" for t, rss in marks))
 
 
 def settled_rss(run: Run) -> None:
