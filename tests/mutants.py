@@ -717,8 +717,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "store-imports-ingest",
         "daemon/store/index.py",
-        "from .catalog import Catalog\n",
-        "from ..ingest import imaging  # noqa: F401\nfrom .catalog import Catalog\n",
+        "from .catalog import Catalog, ThreadReaders\n",
+        "from ..ingest import imaging  # noqa: F401\nfrom .catalog import Catalog, ThreadReaders\n",
         (IMPORTS + "test_imports_flow_down_the_layers",),
         "the store reaches up into ingest",
     ),
