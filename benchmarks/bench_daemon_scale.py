@@ -12,7 +12,9 @@ exported once into benchmarks/out/scale-models and shared by every run's state f
 export and no daemon holds torch) three times on a copy of that catalog:
 
 1. without an index file (as after an upgrade or a damaged file): time to the first answer to a search,
-   to reconciled (idle), the index build, RSS over time; then `rm -rf` of 10 folders (10,000 files)
+   the latency of searches while the index is built (exact scans of the catalog), a new picture searchable
+   during the build and after it, the time until the built index is swapped in, to reconciled (idle), RSS
+   over time; then `rm -rf` of 10 folders (10,000 files)
    until every row and content is gone, a `mv` of a 10,000-file group until the catalog has the new paths,
    idle CPU over 20 s, and the time SIGTERM takes;
 2. with the index file the first run saved: time to first answer and to reconciled, steady RSS;
@@ -284,11 +286,82 @@ def report(label: str, value: str) -> None:
     print(f"  {label:<52}{value}", flush=True)
 
 
+def timed_search(run: Run) -> tuple[float, bool]:
+    """One text search's latency, and whether its answer came from a scan of the catalog (the index being built)."""
+    from imgd.daemon.api import client
+    from imgd.daemon.protocol import Options, SearchRequest, Term
+
+    started = time.monotonic()
+    request = SearchRequest(terms=(Term("text", "a photo"),), options=Options(k=10))
+    reply = client.request(run.socket, request.to_message(), timeout=120)
+    return time.monotonic() - started, bool(reply.get("exact_scan"))
+
+
+def new_picture(path: Path, seed: int) -> Path:
+    """A real (small) picture for the daemon to embed: the tree's files are 8-byte stand-ins."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def searchable(run: Run, path: Path, timeout: float = 600) -> float | None:
+    """Seconds from now until a search by `path` answers `path` first (it must be embedded and in the index)."""
+    from imgd.daemon.api import client
+    from imgd.daemon.errors import ImgdError
+
+    def found() -> bool:
+        try:
+            hits = client.search(run.socket, 1, image=str(path))
+        except ImgdError:
+            return False
+        return bool(hits) and hits[0]["path"] == str(path)
+
+    return wait(found, timeout, 0.1)
+
+
+def start_build(run: Run, root: Path) -> None:
+    """Issue 21, session 5: the index built from the catalog while searches scan it, without an index file."""
+    status = run.status() or {}
+    report("  index at the first answer", str(status.get("search")))
+    for number in range(3):
+        took, scanned = timed_search(run)
+        report(
+            f"  search {number + 1} after the first: latency", f"{took:.2f} s ({'exact scan' if scanned else 'index'})"
+        )
+    if "scan" in ((run.status() or {}).get("search") or {}):
+        report("  peak RSS before a new picture (image model closed)", mb(run.probe.peak))
+        picture = new_picture(root / "new-during-build.png", 1)
+        found = searchable(run, picture)
+        still = "scan" in ((run.status() or {}).get("search") or {})
+        report(
+            "  new file during the build -> searchable (by scan)",
+            f"{found:.1f} s{'' if still else ' (the build ended meanwhile)'}" if found is not None else "not in 10 min",
+        )
+    built = wait(lambda: "scan" not in ((run.status() or {}).get("search") or {}), 1800, 1.0)
+    report(
+        "start -> index built and swapped in",
+        f"{time.monotonic() - run.started:.1f} s" if built is not None else "not in 30 min",
+    )
+    report("  index then", str((run.status() or {}).get("search")))
+    report("  RSS now / peak so far", f"{mb(run.probe.rss)} / {mb(run.probe.peak)}")
+    rss_timeline(run)
+    took, scanned = timed_search(run)
+    report("  a search now: latency", f"{took:.3f} s ({'exact scan' if scanned else 'index'})")
+    picture = new_picture(root / "new-after-build.png", 2)
+    found = searchable(run, picture)
+    report("  new file -> searchable (index)", f"{found:.1f} s" if found is not None else "not in 10 min")
+    for name in ("new-during-build.png", "new-after-build.png"):
+        (root / name).unlink(missing_ok=True)
+
+
 def first_run(run: Run, root: Path, count: int) -> None:
     from imgd.daemon.store.core import prefix_range
 
     answer = wait(run.answers, 600, 0.25)
     report("start -> first search answered", f"{answer:.1f} s" if answer is not None else "never")
+    start_build(run, root)
     reconciled = wait(run.settled, 1800, 1.0)
     report("start -> reconciled and idle", f"{time.monotonic() - run.started:.1f} s" if reconciled else "not in 30 min")
     status = run.status() or {}
@@ -394,6 +467,16 @@ def main() -> int:
         report("state when signalled", f"{status.get('daemon', {}).get('state')}, index {status.get('search')}")
         report("SIGTERM -> exited", f"{run.stop(timeout=60):.1f} s")
     return 0
+
+
+def rss_timeline(run: Run) -> None:
+    """Where the highest sampled RSS fell, and RSS over time (the log's lines around then say what ran)."""
+    samples = list(run.probe.samples)
+    if samples:
+        at, top = max(samples, key=lambda sample: sample[1])
+        report("  highest sampled RSS at", f"{at - run.started:.1f} s after start ({mb(top)})")
+        marks = [(t - run.started, rss) for t, rss in samples[:: max(1, len(samples) // 40)]]
+        report("  RSS over time (s: MB)", ", ".join(f"{t:.0f}: {rss >> 20}" for t, rss in marks))
 
 
 def settled_rss(run: Run) -> None:

@@ -328,7 +328,10 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
         line = f"search: {search['kind']} over {search['vectors']} vectors"
         if search.get("nprobe"):
             line += f" (IVF, {search['nprobe']} lists probed per query)"
-        if search.get("building"):
+        scan = search.get("scan")
+        if scan:  # no usable index file at start: built from the catalog while searches scan it
+            line += f"; being built ({scan_progress(scan)}), searches scan the catalog meanwhile"
+        elif search.get("building"):
             line += "; rebuilding in the background"
         if search.get("build_error"):
             line += f"; the last rebuild failed ({search['build_error']})"
@@ -353,3 +356,10 @@ def status_lines(status: Mapping[str, Any]) -> list[str]:
     if watches:
         lines.append(f"inotify watches: {watches.get('used', '?')} of {watches.get('max', '?')}")
     return lines
+
+
+def scan_progress(scan: dict[str, Any]) -> str:
+    """How far the start-up build of the index is: its step, and while filling, how many vectors are in."""
+    if scan.get("step") == "filling" and scan.get("total"):
+        return f"filling, {scan['filled']:,} of {scan['total']:,} vectors"
+    return str(scan.get("step"))

@@ -88,7 +88,9 @@ def search(
         raise click.UsageError("give a text to search for, --like IMAGE, or both.")
     places = _show_places(given)
     request = SearchRequest(terms=tuple(parsed), options=build_options(config, **given))
-    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config, places)
+    reply = ask(ctx, config, request, direct)
+    _note_scan(ctx, reply)
+    print_hits(ctx, reply["hits"], fmt, preview_mode, config, places)
 
 
 @click.command()
@@ -109,7 +111,9 @@ def similar(
         raise click.UsageError("give the PATH of an image to find more like it.")
     places = _show_places(given)
     request = SimilarRequest(path=os.path.abspath(os.path.expanduser(path)), options=build_options(config, **given))
-    print_hits(ctx, ask(ctx, config, request, direct)["hits"], fmt, preview_mode, config, places)
+    reply = ask(ctx, config, request, direct)
+    _note_scan(ctx, reply)
+    print_hits(ctx, reply["hits"], fmt, preview_mode, config, places)
 
 
 def _show_places(given: dict[str, Any]) -> bool:
@@ -139,6 +143,13 @@ def print_hits(
         show=show,
         none="imgd: no matching images on disk.",
     )
+
+
+def _note_scan(ctx: click.Context, reply: dict[str, Any]) -> None:
+    """Say that the answer came from a scan of the catalog: the daemon is building its index (it started without
+    a usable index file); the answer is exact, only slower."""
+    if reply.get("exact_scan"):
+        note(ctx, "the daemon is still building its search index; this answer comes from an exact scan of the catalog.")
 
 
 def _note_ignored_model(ctx: click.Context, config: Config) -> None:

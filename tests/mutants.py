@@ -64,6 +64,10 @@ PLACES_DAEMON = (
 CLUMP = "tests/integration/test_dupes.py::test_a_clump_of_near_identical_frames_keeps_few_pairs_and_still_groups_as_one"
 WORDS_CHILD = "tests/integration/test_words.py::"
 STATUS_COST = LIVE + "test_the_gallery_status_poll_costs_no_grouping_and_no_stat_and_imgd_status_regroups_once_a_change"
+START_BUILD = "tests/integration/test_start_build.py::"
+SCAN_E2E = "tests/e2e/test_start_scan.py::"
+START_SCAN = SCAN_E2E + "test_without_a_usable_index_file_it_answers_exactly_while_it_is_built[missing]"
+START_SCAN_STOP = SCAN_E2E + "test_sigterm_during_the_start_build_exits_within_the_bound_and_saves_nothing"
 
 MUTATIONS: list[Mutation] = [
     # -- the mutation review's table (issue 16) ------------------------------------------------
@@ -714,8 +718,8 @@ MUTATIONS: list[Mutation] = [
     Mutation(
         "store-imports-ingest",
         "daemon/store/index.py",
-        "from .catalog import Catalog\n",
-        "from ..ingest import imaging  # noqa: F401\nfrom .catalog import Catalog\n",
+        "from .catalog import Catalog, ThreadReaders\n",
+        "from ..ingest import imaging  # noqa: F401\nfrom .catalog import Catalog, ThreadReaders\n",
         (IMPORTS + "test_imports_flow_down_the_layers",),
         "the store reaches up into ingest",
     ),
@@ -2564,6 +2568,151 @@ MUTATIONS: list[Mutation] = [
             "test_daemon_keeps_its_text_model_while_queries_come_and_frees_it_once_they_stop",
         ),
         "an idle daemon holds its text model for good: 440 MB on OpenVINO where the goal is 300",
+    ),
+    # -- issue 21: a start without an index file answers while the index is built (session 5) ----------
+    Mutation(
+        "start-build-before-answering",
+        "daemon/store/index.py",
+        "            scan = readers is not None and count >= min(exact_limit, EXACT_LIMIT)\n",
+        "            scan = False\n",
+        (START_BUILD + "test_a_scanning_index_answers_what_the_exact_index_does_with_and_without_a_filter", START_SCAN),
+        "a daemon without an index file builds it before it answers anything again: 220 s at 1M",
+    ),
+    Mutation(
+        "scan-search-off",
+        "daemon/store/index.py",
+        "        if self.start_build is not None and self.readers is not None:\n            return self._scan_search(",
+        "        if False:\n            return self._scan_search(",
+        (START_BUILD + "test_a_scanning_index_answers_what_the_exact_index_does_with_and_without_a_filter",),
+        "a search during the start-up build reads the live part only (what came since the start): no answers",
+    ),
+    Mutation(
+        "scan-ignores-filter",
+        "daemon/store/index.py",
+        "                keep = allowed[np.searchsorted(allowed, ids).clip(max=len(allowed) - 1)] == ids\n",
+        "                keep = np.ones(len(ids), dtype=bool)\n",
+        (START_BUILD + "test_a_scanning_index_answers_what_the_exact_index_does_with_and_without_a_filter",),
+        "a filtered search during the start-up build answers images outside the filter",
+    ),
+    Mutation(
+        "scan-range-off",
+        "daemon/store/index.py",
+        "            return self._scan_range(queries, threshold, limit) if len(queries) else []\n",
+        "            pass\n",
+        (START_BUILD + "test_a_scanning_index_answers_what_the_exact_index_does_with_and_without_a_filter",),
+        "the duplicates upkeep finds no neighbours for files added during the start-up build",
+    ),
+    Mutation(
+        "scan-reconstructs-the-live-part",
+        "daemon/store/index.py",
+        'and (self.kind == "ivf" or self.start_build is not None):',
+        'and self.kind == "ivf":',
+        (START_BUILD + "test_a_scanning_index_answers_what_the_exact_index_does_with_and_without_a_filter",),
+        "the duplicates upkeep during the start-up build scores pairs only with vectors added since the start",
+    ),
+    Mutation(
+        "scan-size-ignores-adds",
+        "daemon/store/index.py",
+        "                self.start_build.count += len(ids)\n",
+        "                pass\n",
+        (START_BUILD + "test_the_built_index_is_swapped_in_with_the_files_added_and_removed_meanwhile",),
+        "during the start-up build the index's size (status, a search's limit) leaves out the files added",
+    ),
+    Mutation(
+        "start-build-loses-files-added-meanwhile",
+        "daemon/store/index.py",
+        "            if new.any():\n                fresh.add_with_ids(vectors[new], added[new])",
+        "            if False:\n                fresh.add_with_ids(vectors[new], added[new])",
+        (START_BUILD + "test_the_built_index_is_swapped_in_with_the_files_added_and_removed_meanwhile",),
+        "files added during the start-up build are missing from the index swapped in: never found again",
+    ),
+    Mutation(
+        "start-build-keeps-files-removed-meanwhile",
+        "daemon/store/index.py",
+        "            if len(gone):\n                fresh.remove_ids(gone)\n            added, vectors",
+        "            if False:\n                fresh.remove_ids(gone)\n            added, vectors",
+        (START_BUILD + "test_the_built_index_is_swapped_in_with_the_files_added_and_removed_meanwhile",),
+        "vectors removed during the start-up build stay in the index swapped in",
+    ),
+    Mutation(
+        "start-build-adds-twice",
+        "daemon/store/index.py",
+        "            new = ~np.isin(added, went_in)\n",
+        "            new = np.ones(len(added), dtype=bool)\n",
+        (START_BUILD + "test_the_built_index_is_swapped_in_with_the_files_added_and_removed_meanwhile",),
+        "a vector both read by the start-up build and added meanwhile is held twice (answered twice)",
+    ),
+    Mutation(
+        "scanning-index-saved",
+        "daemon/store/index.py",
+        "        if self.start_build is not None:  # the next start builds it again",
+        "        if False:  # the next start builds it again",
+        (START_BUILD + "test_a_scanning_index_is_never_saved", START_SCAN_STOP),
+        "a stop during the start-up build saves what came since the start as the index: the rest is lost",
+    ),
+    Mutation(
+        "start-build-saved-after-the-interval",
+        "daemon/service/run.py",
+        "                building, next_persist = False, now",
+        "                building = False",
+        (START_SCAN,),
+        "the index built at start waits the stretched interval (10 min at 1M) for its save: a restart builds again",
+    ),
+    Mutation(
+        "scan-answer-unmarked",
+        "daemon/service/handlers.py",
+        '**({"exact_scan": True} if scanned else {})',
+        "**{}",
+        (START_SCAN,),
+        "a search answered by a scan of the catalog does not say so: nothing tells why it was slow",
+    ),
+    Mutation(
+        "scan-note-not-printed",
+        "cli/search.py",
+        '    if reply.get("exact_scan"):\n',
+        "    if False:\n",
+        (START_SCAN,),
+        "`imgd search` prints no note when its answer came from a scan of the catalog",
+    ),
+    Mutation(
+        "scan-status-without-progress",
+        "daemon/store/index.py",
+        '**({"scan": {"step": start.step, "filled": start.filled, "total": start.total}} if start else {}),',
+        "**{},",
+        (START_BUILD + "test_a_scanning_index_answers_what_the_exact_index_does_with_and_without_a_filter",),
+        "`imgd status` does not say the index is being built, nor how far",
+    ),
+    Mutation(
+        "scan-status-not-shown",
+        "cli/render.py",
+        '            line += f"; being built ({scan_progress(scan)}), searches scan the catalog meanwhile"\n',
+        "            pass\n",
+        (START_SCAN,),
+        "`imgd status` prints nothing of the start-up build",
+    ),
+    Mutation(
+        "scan-ignores-stop",
+        "daemon/store/index.py",
+        "                if self._closed:\n                    raise ImgdError(",
+        "                if False:\n                    raise ImgdError(",
+        (START_BUILD + "test_a_closed_index_stops_its_build_and_its_scans",),
+        "a scanning search goes on reading the whole catalog after the daemon is told to stop",
+    ),
+    Mutation(
+        "start-build-not-cancelled",
+        "daemon/store/index.py",
+        "                if self._cancel.wait(delay) if delay else self._cancel.is_set():\n",
+        "                if time.sleep(delay) if delay else False:\n",
+        (START_BUILD + "test_a_closed_index_stops_its_build_and_its_scans",),
+        "a stop does not cancel the start-up build: it runs on (minutes at 1M) with the process exiting",
+    ),
+    Mutation(
+        "model-change-keeps-scanning",
+        "daemon/store/index.py",
+        "            self.start_build = None  # the new vectors are whole",
+        "            pass  # the new vectors are whole",
+        (START_BUILD + "test_a_model_change_ends_the_scan",),
+        "after a model change during the start-up build the index is never saved again",
     ),
 ]
 

@@ -441,5 +441,4 @@ class Engine(MediaBackfill, WordsPass, ModelSwitch, EventSource, Pairing, Orphan
         """Persist the index if it changed; the catalog is already durable."""
         if not self.index.dirty:
             return False
-        self.index.save(self.config.index_path)
-        return True
+        return self.index.save(self.config.index_path)

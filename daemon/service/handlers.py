@@ -51,12 +51,19 @@ def handler(op: str) -> Callable[[Handler], Handler]:
 
 @handler(SearchRequest.op)
 def _search(context: Context, request: SearchRequest) -> dict[str, Any]:
-    return {"hits": context.searcher.search(request)}
+    return _hits(context.searcher, lambda searcher: searcher.search(request))
 
 
 @handler(SimilarRequest.op)
 def _similar(context: Context, request: SimilarRequest) -> dict[str, Any]:
-    return {"hits": context.searcher.similar(request)}
+    return _hits(context.searcher, lambda searcher: searcher.similar(request))
+
+
+def _hits(searcher: Searcher, find: Callable[[Searcher], list[dict[str, Any]]]) -> dict[str, Any]:
+    """The hits, and `exact_scan` when they came from a scan of the catalog (its index is being built)."""
+    scanned = searcher.index.scanning
+    hits = find(searcher)
+    return {"hits": hits, **({"exact_scan": True} if scanned else {})}
 
 
 @handler(StatusRequest.op)

@@ -18,7 +18,7 @@ from ..config import Config
 from ..embedders import Embedder
 from ..errors import CatalogBusy, CatalogError, ImgdError, ModelMismatch, display_path
 from ..search.query import Searcher
-from ..store.catalog import Catalog, same_model
+from ..store.catalog import Catalog, ThreadReaders, same_model
 from ..store.index import VectorIndex
 from ..store.indexfile import discard_partial_saves
 
@@ -219,7 +219,10 @@ def open_library(
                 raise ModelMismatch(catalog.mismatch_message(embedder.name, embedder.dim, fingerprint))
             current = _load_previous(catalog, embedder, previous) if previous is not None else embedder
             changing = True
-        index = VectorIndex.load_verified(config.index_path, catalog, catalog.model_info()[1])  # type: ignore[index]
+        # The daemon answers at once without a usable index file: it is built on a thread while searches scan.
+        readers = ThreadReaders(config.catalog_path) if background else None
+        dim = catalog.model_info()[1]  # type: ignore[index]
+        index = VectorIndex.load_verified(config.index_path, catalog, dim, readers, config.exact_limit)
         index.exact_limit = config.exact_limit
         index.background = background
         from ..ingest.engine import Engine

@@ -334,6 +334,7 @@ class Daemon:
         # start-up is done, not after the stretched interval: until then each restart rebuilds it (minutes at 1M).
         if not self.library.index.dirty:
             next_persist = now + self.persist_every()
+        building = self.library.index.scanning  # built from the catalog on a thread: saved once it is in
         next_reconcile = now + self.config.reconcile_interval
         while not self.stop_event.wait(0.5):
             now = time.monotonic()
@@ -345,6 +346,8 @@ class Daemon:
             if not self.worker.alive:
                 log.error("the indexing thread stopped unexpectedly; exiting so systemd restarts imgd")
                 return 1
+            if building and not self.library.index.scanning:
+                building, next_persist = False, now  # not after the stretched interval, as above
             if now >= next_persist:
                 self.persist_in_background()
                 next_persist = now + self.persist_every()

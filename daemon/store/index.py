@@ -11,6 +11,9 @@ a query here and IVF ~5 ms at recall@10 >= 0.98 (benchmarks/RESULTS.md). The dae
 background thread from a copy of the live vectors and swaps it in under the lock; searches wait only
 while the vectors are copied out and while the changes made meanwhile are merged in.
 IVF is used bare, never inside IndexIDMap2: that pairing returns wrong ids after remove_ids.
+A daemon that finds no usable index file over a large library answers at once all the same: its index
+is built from the catalog on a thread (minutes at 1M) while searches scan the catalog's vectors exactly,
+a block at a time, and the changes made meanwhile are merged in when the built index is swapped in.
 A query probes the tuned nprobe lists, and more when many centroids score within a tuned margin of its
 best one, as for text queries, which sit apart from every picture in CLIP space.
 """
@@ -19,18 +22,20 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import faiss
 import numpy as np
 
+from ..errors import ImgdError
 from . import indexfile, ivf
-from .catalog import Catalog
+from .catalog import Catalog, ThreadReaders
 from .indexfile import IndexFileError
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,24 @@ EXACT_LIMIT = 40_000  # exact search passes 10 ms p50 between 25k and 50k vector
 RETRAIN_GROWTH = 4  # re-cluster once the library has grown this much since the last training
 CODE_SLACK = 0.02  # an 8-bit code's score errs by less (range search takes this margin below its threshold)
 EXACT_SELECTION = 4096  # IVF searches every list for filters selecting at most this many contents
+BUILD_BLOCK = 20_000  # vectors the start-up build reads from the catalog at a time
+SCAN_BLOCK = 20_000  # vectors a search reads at a time while it scans the catalog (40 MB as float32 at 512)
+
+
+@dataclass
+class StartBuild:
+    """The index being built from the catalog at start (no usable file): searches scan the catalog meanwhile.
+
+    The live index holds only what is added meanwhile; `removed` what is removed meanwhile; `count` the
+    catalog's vectors (as a search sizes its answer); `step`/`filled`/`total` the progress, for status.
+    """
+
+    total: int
+    count: int
+    step: str = "waiting"
+    filled: int = 0
+    began: float = field(default_factory=time.monotonic)
+    removed: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -79,9 +102,17 @@ class VectorIndex:
         self.listeners: list[IndexListener] = []  # told of every add and removal (the daemon's duplicate tracker)
         # The exact (float16) vectors of vector ids, for an IVF's 8-bit codes: the catalog's, set by its owner.
         self.exact_vectors: Callable[[np.ndarray], np.ndarray] | None = None
+        self.start_build: StartBuild | None = None  # built from the catalog on a thread: searches scan it
+        self.readers: ThreadReaders | None = None  # each thread's own catalog connection, for that scan
 
     def __len__(self) -> int:
-        return int(self._index.ntotal)
+        start = self.start_build
+        return start.count if start is not None else int(self._index.ntotal)
+
+    @property
+    def scanning(self) -> bool:
+        """Searches scan the catalog: the index is being built from it (no usable file at start)."""
+        return self.start_build is not None
 
     @property
     def kind(self) -> str:
@@ -100,6 +131,8 @@ class VectorIndex:
         with self._lock:
             self._index.add_with_ids(vectors, np.ascontiguousarray(ids, dtype=np.int64))
             self._touch(generation)
+            if self.start_build is not None:
+                self.start_build.count += len(ids)
         for listener in self.listeners:
             listener.on_added(np.asarray(ids, dtype=np.int64), vectors)
         if self.background:
@@ -112,6 +145,10 @@ class VectorIndex:
         with self._lock:
             removed = int(self._index.remove_ids(np.asarray(ids, dtype=np.int64)))
             self._touch(generation)
+            start = self.start_build
+            if start is not None:  # most are in the catalog's vectors being built into the new index
+                start.removed.update(np.asarray(ids, dtype=np.int64).tolist())
+                start.count = max(0, start.count - len(ids))
         for listener in self.listeners:
             listener.on_removed(np.asarray(ids, dtype=np.int64).tolist())
         return removed
@@ -140,6 +177,8 @@ class VectorIndex:
         the fetch best of the lists a filtered top k probes at its widest (a post-filter's candidates).
         """
         query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        if self.start_build is not None and self.readers is not None:
+            return self._scan_search(query[0], fetch or k, allowed)
         faiss.omp_set_num_threads(1)  # this thread only: a second thread slowed every one-query search
         selector = ivf.bitmap(allowed) if allowed is not None else None
         with self._lock:
@@ -179,6 +218,64 @@ class VectorIndex:
         best = np.lexsort((found, -scores))[:wanted]  # ties by id, as the exact index orders them
         return [(int(found[i]), float(scores[i])) for i in best]
 
+    def _scan(self) -> Iterator[tuple[np.ndarray, faiss.IndexScalarQuantizer]]:
+        """The catalog's vectors a block at a time, through this thread's own connection, as one committed state:
+        (their ids, a float16 FAISS index over them, whose ids are positions in the block). Stopped (an
+        ImgdError) once the daemon is stopping. FAISS scores the stored float16 as they are: 0.2 s a pass at 1M,
+        where numpy's cast to float32 took 2 s."""
+        catalog = self.readers.get()  # type: ignore[union-attr]
+        block = faiss.IndexScalarQuantizer(self.dim, faiss.ScalarQuantizer.QT_fp16, faiss.METRIC_INNER_PRODUCT)
+        faiss.omp_set_num_threads(1)  # this thread only, as search does
+        with catalog.snapshot():
+            for ids, vectors in catalog.iter_stored_vectors(SCAN_BLOCK):
+                if self._closed:
+                    raise ImgdError("the daemon is stopping; search again once it has started.")
+                block.reset()
+                faiss.copy_array_to_vector(vectors.view(np.uint8).ravel(), block.codes)
+                block.ntotal = len(ids)
+                yield ids, block
+
+    def _scan_search(self, query: np.ndarray, k: int, allowed: np.ndarray | None) -> list[tuple[int, float]]:
+        """The exact top k of the catalog's vectors (among `allowed`), scanned in blocks with a running top k:
+        the answer the exact index gives, while the index is being built."""
+        best_ids, best_scores = np.empty(0, np.int64), np.empty(0, np.float32)
+        if allowed is not None:
+            if not len(allowed):
+                return []
+            allowed = np.sort(allowed)  # once, so each block looks its ids up by bisection
+        for ids, block in self._scan():
+            params, count, bits = None, len(ids), None
+            if allowed is not None:
+                keep = allowed[np.searchsorted(allowed, ids).clip(max=len(allowed) - 1)] == ids
+                count = int(keep.sum())
+                if not count:
+                    continue
+                bits = np.packbits(keep, bitorder="little")  # read by the selector during the search
+                params = faiss.SearchParameters(sel=faiss.IDSelectorBitmap(len(bits), faiss.swig_ptr(bits)))
+            scores, rows = block.search(query[None, :], min(k, count), params=params)
+            found = rows[0] >= 0
+            best_ids = np.concatenate([best_ids, ids[rows[0][found]]])
+            best_scores = np.concatenate([best_scores, scores[0][found]])
+            if len(best_ids) > k:
+                order = np.lexsort((best_ids, -best_scores))[:k]  # ties by id, as the exact index orders them
+                best_ids, best_scores = best_ids[order], best_scores[order]
+        order = np.lexsort((best_ids, -best_scores))[:k]
+        return [(int(best_ids[i]), float(best_scores[i])) for i in order]
+
+    def _scan_range(self, queries: np.ndarray, threshold: float, limit: int) -> list[list[tuple[int, float]]]:
+        """range_search over the catalog's vectors scanned in blocks, at most `limit` kept per query."""
+        found: list[tuple[np.ndarray, np.ndarray]] = [(np.empty(0, np.int64), np.empty(0, np.float32))] * len(queries)
+        for ids, block in self._scan():
+            lims, scores, rows = block.range_search(queries, threshold)
+            for number in range(len(queries)):
+                part = slice(int(lims[number]), int(lims[number + 1]))
+                if part.start < part.stop:
+                    have_ids = np.concatenate([found[number][0], ids[rows[part]]])
+                    have_scores = np.concatenate([found[number][1], scores[part]])
+                    best = np.lexsort((have_ids, -have_scores))[:limit]
+                    found[number] = (have_ids[best], have_scores[best])
+        return [list(zip(ids.tolist(), scores.tolist(), strict=True)) for ids, scores in found]
+
     def _exact(
         self, ids: np.ndarray, lookup: Callable[[np.ndarray], np.ndarray] | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -199,6 +296,8 @@ class VectorIndex:
     def range_search(self, queries: np.ndarray, threshold: float, limit: int = 1000) -> list[list[tuple[int, float]]]:
         """For each query, the stored (id, cosine) pairs at or above threshold, best first, at most limit."""
         queries = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        if self.start_build is not None and self.readers is not None:
+            return self._scan_range(queries, threshold, limit) if len(queries) else []
         with self._lock:
             index = self._index
             if index.ntotal == 0 or len(queries) == 0:
@@ -232,7 +331,7 @@ class VectorIndex:
         """The stored vectors of those ids the index holds, in one call: (ids found, vectors); an IVF's
         from exact_vectors where set (its codes are 8-bit; `codes` asks for them anyway)."""
         vector_ids = np.ascontiguousarray(vector_ids, dtype=np.int64)
-        if not codes and self.exact_vectors is not None and self.kind == "ivf":
+        if not codes and self.exact_vectors is not None and (self.kind == "ivf" or self.start_build is not None):
             return self._exact(vector_ids)
         with self._lock:
             try:
@@ -257,12 +356,15 @@ class VectorIndex:
     def describe(self) -> dict[str, object]:
         """For `imgd status`."""
         builder = self._builder
+        start = self.start_build
         return {
             "kind": "approximate" if self.kind == "ivf" else "exact",
             "vectors": len(self),
             "nprobe": self.nprobe,
             "building": builder is not None and builder.is_alive(),
             "build_error": self.last_build_error,
+            # Searches scan the catalog while its index is built (no usable file at start): how far it is.
+            **({"scan": {"step": start.step, "filled": start.filled, "total": start.total}} if start else {}),
         }
 
     # -- choosing and rebuilding the structure -----------------------------------------------
@@ -281,7 +383,12 @@ class VectorIndex:
 
     def rebuild_if_due(self) -> None:
         """Switch structure or re-cluster when the size calls for it: in a thread for the daemon, else now."""
-        if self._closed or not self.rebuild_due():
+        if self._closed:
+            return
+        if self.start_build is not None:
+            self._start_building()
+            return
+        if not self.rebuild_due():
             return
         if not self.background:
             self._rebuild()
@@ -292,6 +399,97 @@ class VectorIndex:
             self._cancel.clear()
             self._builder = threading.Thread(target=self._rebuild_logged, name="imgd-index-build", daemon=True)
             self._builder.start()
+
+    def _start_building(self) -> None:
+        """Build the index from the catalog on a thread, once: a build that failed leaves searches scanning."""
+        with self._lock:
+            if self._builder is not None or self.last_build_error is not None:
+                return
+            self._cancel.clear()
+            self.start_build.step = "reading"  # type: ignore[union-attr]
+            self._builder = threading.Thread(target=self._build_started, name="imgd-index-build", daemon=True)
+            self._builder.start()
+
+    def _build_started(self) -> None:
+        try:
+            self._build_from_catalog()
+        except ivf.Cancelled:
+            pass
+        except Exception as exc:  # noqa: BLE001 - searches go on scanning the catalog, exactly
+            self.last_build_error = f"{type(exc).__name__}: {exc}"
+            log.exception("building the search index failed; searches go on scanning the catalog")
+        finally:
+            self.readers.close_mine()  # type: ignore[union-attr]
+
+    def _build_from_catalog(self) -> None:
+        """The start-up build: the structure for the catalog's size from its vectors (this thread's own
+        connection, one committed state throughout), then swapped in with the changes made meanwhile."""
+        assert self.readers is not None
+        catalog = self.readers.get()
+        with catalog.snapshot():  # what is committed from here on comes through add() and remove()
+            fresh, kind, margin, went_in = self._build_from(catalog)
+        self._swap_built(fresh, kind, margin, went_in)
+
+    def _build_from(self, catalog: Catalog) -> tuple[faiss.Index, str, float | None, np.ndarray]:
+        """(the index, its kind, its probe margin, the ids that went in) from the catalog's vectors."""
+        start = self.start_build
+        assert start is not None
+        ids = catalog.vector_ids()
+        built: list[np.ndarray] = []  # the ids that went in: the catalog's as each block was read
+
+        def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            start.step, start.filled = "filling", 0
+            built.clear()
+            delay = float(os.environ.get("IMGD_INDEX_BUILD_DELAY") or 0)  # a test's slow build, to act midway
+            for block_ids, vectors in catalog.iter_vectors(BUILD_BLOCK):
+                if self._cancel.wait(delay) if delay else self._cancel.is_set():
+                    raise ivf.Cancelled
+                yield block_ids, vectors
+                built.append(block_ids)
+                start.filled += len(block_ids)
+            start.step = "tuning"
+
+        kind, margin = ("ivf" if len(ids) >= self.exact_limit else "exact"), None
+        if kind == "ivf":
+            start.step = "clustering"
+            sample = ivf.sample_from(ids, catalog.vectors_by_id)
+            fresh, margin = ivf.build(len(ids), sample, blocks(), self._cancel)
+            if fresh.nlist >= 8 and fresh.nprobe > fresh.nlist // 2:  # no gain, as _rebuild decides
+                self._declined_at, kind = len(ids), "exact"
+                log.info("kept exact search: IVF needed %d of %d lists for its recall", fresh.nprobe, fresh.nlist)
+                del fresh
+        if kind == "exact":
+            fresh = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            for block_ids, vectors in blocks():
+                fresh.add_with_ids(vectors, block_ids)
+        return fresh, kind, margin, np.concatenate(built) if built else np.empty(0, np.int64)
+
+    def _swap_built(self, fresh: faiss.Index, kind: str, margin: float | None, went_in: np.ndarray) -> None:
+        """Serve the built index, with what was added and removed while it was built (since its snapshot)."""
+        start = self.start_build
+        assert start is not None
+        with self._lock:
+            if self._cancel.is_set():
+                raise ivf.Cancelled
+            gone = np.intersect1d(np.fromiter(start.removed, np.int64, len(start.removed)), went_in)
+            if len(gone):
+                fresh.remove_ids(gone)
+            added, vectors = ivf.export(self._index)  # what came meanwhile, at the catalog's precision
+            new = ~np.isin(added, went_in)
+            if new.any():
+                fresh.add_with_ids(vectors[new], added[new])  # type: ignore[index]
+            self._index = fresh
+            self.probe_margin = margin
+            self.trained_on = len(went_in) if kind == "ivf" else 0
+            self.start_build = None
+            self.dirty = True
+        log.info(
+            "search index is now %s over %d images%s (built from the catalog in %.1fs; searches no longer scan it)",
+            "approximate (IVF)" if kind == "ivf" else "exact",
+            len(self),
+            f", {fresh.nlist} lists, nprobe {fresh.nprobe}, margin {margin}" if kind == "ivf" else "",
+            time.monotonic() - start.began,
+        )
 
     def _rebuild_logged(self) -> None:
         try:
@@ -361,6 +559,7 @@ class VectorIndex:
             builder.join()
         with self._lock:
             self._index = other._index
+            self.start_build = None  # the new vectors are whole: no scan, no build of the old ones
             self.dim = other.dim
             self.trained_on = other.trained_on
             self.probe_margin = other.probe_margin
@@ -388,14 +587,18 @@ class VectorIndex:
 
     # -- persistence ------------------------------------------------------------------------
 
-    def save(self, path: Path) -> None:
-        """Write atomically; a crash at any moment leaves the old file or the new one, never half."""
+    def save(self, path: Path) -> bool:
+        """Write atomically; a crash at any moment leaves the old file or the new one, never half. False: not
+        written, the index being built from the catalog (it holds only what came since the start)."""
         if not self.background:  # `imgd index` leaves the structure the next search should use
             try:
                 self.rebuild_if_due()
             except Exception as exc:  # noqa: BLE001 - out of memory, say: the exact index is still good
                 self.last_build_error = f"{type(exc).__name__}: {exc}"
                 log.warning("could not build the approximate index (%s); saving exact search", exc)
+
+        if self.start_build is not None:  # the next start builds it again: the catalog has every vector
+            return False
 
         def dump(put: Callable[[bytes], int]) -> dict[str, object]:
             with self._lock:  # FAISS walks the live index: no change meanwhile
@@ -409,6 +612,7 @@ class VectorIndex:
         except BaseException:
             self.dirty = True
             raise
+        return True
 
     @classmethod
     def read(cls, path: Path) -> tuple[VectorIndex, IndexHeader]:
@@ -469,8 +673,30 @@ class VectorIndex:
         return index
 
     @classmethod
-    def load_verified(cls, path: Path, catalog: Catalog, dim: int) -> VectorIndex:
-        """The saved index if it matches the catalog exactly, else a fresh one built from the catalog."""
+    def scanned(cls, catalog: Catalog, dim: int, readers: ThreadReaders) -> VectorIndex:
+        """An index to be built from the catalog on a thread (rebuild_if_due starts it) while searches scan the
+        catalog through `readers`: it holds what is added meanwhile."""
+        index = cls(dim)
+        count = catalog.count_vectors()
+        index.start_build = StartBuild(total=count, count=count)
+        index.readers = readers
+        index.exact_vectors = catalog.vectors_by_id
+        index.generation = catalog.generation
+        index.catalog_id = catalog.catalog_id
+        index.dirty = True
+        return index
+
+    @classmethod
+    def load_verified(
+        cls,
+        path: Path,
+        catalog: Catalog,
+        dim: int,
+        readers: ThreadReaders | None = None,
+        exact_limit: int = EXACT_LIMIT,
+    ) -> VectorIndex:
+        """The saved index if it matches the catalog exactly, else a fresh one built from the catalog: with
+        `readers` (the daemon), past either exact limit, one built on a thread while searches scan the catalog."""
         try:
             index, header = cls.read(path)
             index.exact_vectors = catalog.vectors_by_id  # the owner of a catalog it closes unsets it
@@ -491,6 +717,9 @@ class VectorIndex:
             log.info("brought the saved index up to date with the catalog (+%d, -%d vectors)", added, removed)
             return index
         except IndexFileError as exc:
-            if catalog.count_vectors() or Path(path).exists():
-                log.info("rebuilding the index from the catalog: %s", exc)
-            return cls.build(catalog, dim)
+            count = catalog.count_vectors()
+            scan = readers is not None and count >= min(exact_limit, EXACT_LIMIT)
+            if count or Path(path).exists():
+                meanwhile = "; searches scan the catalog until it is built" if scan else ""
+                log.info("rebuilding the index from the catalog: %s%s", exc, meanwhile)
+            return cls.scanned(catalog, dim, readers) if scan else cls.build(catalog, dim)  # type: ignore[arg-type]
