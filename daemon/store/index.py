@@ -483,13 +483,7 @@ class VectorIndex:
             self.trained_on = len(went_in) if kind == "ivf" else 0
             self.start_build = None
             self.dirty = True
-        log.info(
-            "search index is now %s over %d images%s (built from the catalog in %.1fs; searches no longer scan it)",
-            "approximate (IVF)" if kind == "ivf" else "exact",
-            len(self),
-            f", {fresh.nlist} lists, nprobe {fresh.nprobe}, margin {margin}" if kind == "ivf" else "",
-            time.monotonic() - start.began,
-        )
+        self._log_built(fresh, kind, margin, "from the catalog ", time.monotonic() - start.began, scanned=True)
 
     def _rebuild_logged(self) -> None:
         try:
@@ -534,12 +528,19 @@ class VectorIndex:
             self.probe_margin = margin
             self.trained_on = len(ids) if kind == "ivf" else 0
             self.dirty = True
+        self._log_built(fresh, kind, margin, "", time.monotonic() - started)
+
+    def _log_built(
+        self, fresh: faiss.Index, kind: str, margin: float | None, source: str, seconds: float, scanned: bool = False
+    ) -> None:
         log.info(
-            "search index is now %s over %d images%s (built in %.1fs)",
+            "search index is now %s over %d images%s (built %sin %.1fs%s)",
             "approximate (IVF)" if kind == "ivf" else "exact",
             len(self),
             f", {fresh.nlist} lists, nprobe {fresh.nprobe}, margin {margin}" if kind == "ivf" else "",
-            time.monotonic() - started,
+            source,
+            seconds,
+            "; searches no longer scan it" if scanned else "",
         )
 
     def _blocks(self, ids: np.ndarray, size: int = 20_000) -> Iterable[tuple[np.ndarray, np.ndarray]]:
