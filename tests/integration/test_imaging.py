@@ -361,20 +361,19 @@ def test_bytes_that_only_look_like_jpeg_xl_fail_in_one_line(engine: Engine, tmp_
     assert "\n" not in str(caught.value)
 
 
-def test_an_error_reading_a_files_words_is_one_line_and_the_pass_goes_on(engine, tmp_path, monkeypatch, caplog):
+def test_an_error_reading_a_files_words_is_one_line_and_the_pass_goes_on(engine, tmp_path, caplog):
     # Any exception out of the words pass failed the worker's step, and the worker rescans the whole
     # library after a failed step: one such file cost a full reconcile, again at every batch.
-    from imgd.daemon.ingest import wordspass
-
+    # The words child answers a failure it caught with its reason (WordsFailed); any other error is handled alike.
     path = write_image(tmp_path / "a.png", seed=5)
     info = os.stat(path)
 
-    def gives_up(*args, **kwargs):
-        raise RuntimeError("Generic Error.\nPlease build libjxl from source")
+    class GivesUp:
+        def read_file(self, *args, **kwargs):
+            raise RuntimeError("Generic Error.\nPlease build libjxl from source")
 
-    monkeypatch.setattr(wordspass, "read_file", gives_up)
     with caplog.at_level("WARNING"):
-        assert engine._read(None, (7, [FileStat(str(path), info.st_size, info.st_mtime_ns)])) == (7, [])
+        assert engine._read(GivesUp(), (7, [FileStat(str(path), info.st_size, info.st_mtime_ns)])) == (7, [])
     assert [r.getMessage() for r in caplog.records] == [f"cannot read the words of {path}: Generic Error."]
 
 
