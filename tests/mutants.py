@@ -2714,6 +2714,17 @@ MUTATIONS: list[Mutation] = [
         (START_BUILD + "test_a_model_change_ends_the_scan",),
         "after a model change during the start-up build the index is never saved again",
     ),
+    Mutation(
+        "auto-tie-reopen-failure-fails-the-measurement",
+        "daemon/embedders/choice.py",
+        "            except (OnnxUnavailable, ModelUnavailable) as exc:  # its cache would not open again",
+        "            except ZeroDivisionError as exc:  # its cache would not open again",
+        (
+            "tests/integration/test_backends.py::"
+            "test_a_tied_candidate_whose_tower_will_not_open_again_is_left_out_not_the_measurement",
+        ),
+        "a tied candidate whose tower fails its second open ends the whole first run with that error",
+    ),
 ]
 
 

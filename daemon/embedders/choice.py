@@ -219,8 +219,13 @@ def measure(load: Callable[[Any], Any], models: Path, key: dict[str, Any]) -> tu
         # built (~0.7-1 s a candidate for ViT-B/32, all of it on the first run's clock when one wins outright).
         for entry in tied:
             embedder = embedders[results.index(entry)]
-            open_s, hold_mb = _open_cost(embedder, pixels)
-            embedder.release_images()
+            try:
+                open_s, hold_mb = _open_cost(embedder, pixels)
+            except (OnnxUnavailable, ModelUnavailable) as exc:  # its cache would not open again: it cannot serve
+                entry["error"] = str(exc)
+                continue
+            finally:
+                embedder.release_images()
             entry.update(open_s=round(open_s, 3), hold_mb=round(hold_mb))
     best = ranking(record)
     if not best:

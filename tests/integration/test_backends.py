@@ -354,6 +354,27 @@ def test_auto_reopens_no_tower_when_one_wins_outright_and_keeps_that_record(tiny
     assert load(tiny_model, state, "auto").backend == "openvino" and timed == []  # the record stands: no re-measure
 
 
+def test_a_tied_candidate_whose_tower_will_not_open_again_is_left_out_not_the_measurement(
+    tiny_model, state, monkeypatch
+):
+    """The tie's second open can fail (a cache gone bad between the two opens): that candidate cannot serve."""
+    fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 19.5})
+    real_open = choice._open_cost
+
+    def reopen(embedder, pixels):
+        if embedder.backend == "openvino":
+            raise ModelUnavailable("the compiled tower would not open again")
+        return real_open(embedder, pixels)
+
+    monkeypatch.setattr(choice, "_open_cost", reopen)
+    embedder = load(tiny_model, state, "auto")
+    assert embedder.backend == "onnx" and not embedder.image_loaded
+    (record,) = export_folder(state).glob("backend-*.json")
+    results = json.loads(record.read_text())["results"]
+    assert [r["error"] for r in results if r["backend"] == "openvino" and "open_s" not in r and "error" in r]
+    assert load(tiny_model, state, "auto").backend == "onnx"  # the record stands
+
+
 def test_a_record_without_open_times_is_measured_again_once(tiny_model, state, monkeypatch):
     """An older release's record picked by an unmeasured rule: it is replaced, under the same key, once."""
     timed = fake_speeds(monkeypatch, {"onnx": 20.0, "openvino": 19.0}, {"onnx": 1.0, "openvino": 0.5})
