@@ -2725,6 +2725,14 @@ MUTATIONS: list[Mutation] = [
         ),
         "a tied candidate whose tower fails its second open ends the whole first run with that error",
     ),
+    Mutation(
+        "ivf-kept-where-it-scans-most-lists",
+        "daemon/store/ivf.py",
+        "    return index.nlist < 8 or index.nprobe <= index.nlist // 2",
+        "    return True",
+        ("tests/unit/test_index.py::test_vectors_that_do_not_cluster_keep_exact_search_past_the_exact_limit",),
+        "vectors that do not cluster get an IVF that probes most of its lists: slower than exact search, and lossy",
+    ),
 ]
 
 

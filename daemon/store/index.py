@@ -454,9 +454,8 @@ class VectorIndex:
             start.step = "clustering"
             sample = ivf.sample_from(ids, catalog.vectors_by_id)
             fresh, margin = ivf.build(len(ids), sample, blocks(), self._cancel)
-            if fresh.nlist >= 8 and fresh.nprobe > fresh.nlist // 2:  # no gain, as _rebuild decides
-                self._declined_at, kind = len(ids), "exact"
-                log.info("kept exact search: IVF needed %d of %d lists for its recall", fresh.nprobe, fresh.nlist)
+            if self._declines(fresh, len(ids)):
+                kind = "exact"
                 del fresh
         if kind == "exact":
             fresh = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
@@ -504,11 +503,7 @@ class VectorIndex:
         if kind == "ivf":
             sample = ivf.sample_from(ids, lambda part: self.reconstruct_many(part)[1])
             fresh, margin = ivf.build(len(ids), sample, self._blocks(ids), self._cancel)
-            if fresh.nlist >= 8 and fresh.nprobe > fresh.nlist // 2:
-                # Vectors that do not cluster (never seen with CLIP) make IVF scan most lists: no gain.
-                # (Under 8 lists only a test-sized exact_limit gets here; those keep their IVF.)
-                self._declined_at = len(ids)
-                log.info("kept exact search: IVF needed %d of %d lists for its recall", fresh.nprobe, fresh.nlist)
+            if self._declines(fresh, len(ids)):
                 return
         else:
             fresh = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
@@ -529,6 +524,14 @@ class VectorIndex:
             self.trained_on = len(ids) if kind == "ivf" else 0
             self.dirty = True
         self._log_built(fresh, kind, margin, "", time.monotonic() - started)
+
+    def _declines(self, fresh: faiss.IndexIVF, count: int) -> bool:
+        """True (and said once in the log) when the IVF just built saves no work: exact search stays."""
+        if ivf.pays(fresh):
+            return False
+        self._declined_at = count
+        log.info("kept exact search: IVF needed %d of %d lists for its recall", fresh.nprobe, fresh.nlist)
+        return True
 
     def _log_built(
         self, fresh: faiss.Index, kind: str, margin: float | None, source: str, seconds: float, scanned: bool = False
@@ -661,7 +664,7 @@ class VectorIndex:
         if count >= EXACT_LIMIT:
             sample = ivf.sample_from(catalog.vector_ids(), catalog.vectors_by_id)
             raw, margin = ivf.build(count, sample, catalog.iter_vectors(), index._cancel)
-            if raw.nlist < 8 or raw.nprobe <= raw.nlist // 2:  # else no gain: exact search, as _rebuild decides
+            if ivf.pays(raw):  # else exact search, as _rebuild decides
                 index._index, index.probe_margin, index.trained_on, source = raw, margin, count, ()
             else:
                 index._declined_at = count

@@ -449,6 +449,20 @@ def test_past_the_exact_limit_a_save_switches_to_ivf_that_keeps_ids_and_round_tr
     assert len(loaded) == 2990
 
 
+def test_vectors_that_do_not_cluster_keep_exact_search_past_the_exact_limit() -> None:
+    """IVF over random directions probes most of its lists for its recall: no gain, so exact search stays."""
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((3000, 32)).astype(np.float32)
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float16).astype(np.float32)
+    index = VectorIndex(32)
+    index.exact_vectors = lambda wanted: vectors[np.asarray(wanted)] if len(wanted) else vectors[:0]
+    index.exact_limit = 2000
+    index.add(np.arange(3000), vectors)
+    index.rebuild_if_due()
+    assert index.kind == "exact" and not index.rebuild_due()  # declined once, not tried again at every add
+    assert index.search(vectors[7], 1)[0][0] == 7
+
+
 def test_ivf_recall_at_10_against_exact_search_is_at_least_098() -> None:
     both = clustered(20300, seed=2)
     vectors, queries = both[:20000], both[20000:]  # queries: fresh draws from the same library, not stored
