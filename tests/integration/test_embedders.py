@@ -362,6 +362,15 @@ def imgd_env(state: Path, model: Path, **extra: str) -> dict[str, str]:
     }
 
 
+def onnx_daemon(tmp_path: Path, model: Path, pics: Path, exported_models: Path, env: dict[str, str]):  # noqa: ANN201
+    """A daemon over pics with the imgd_env settings, its state folder holding the session's ONNX export."""
+    from daemonkit import DaemonProcess
+
+    daemon = DaemonProcess(tmp_path, model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
+    shutil.copytree(exported_models, daemon.state_dir / "models")
+    return daemon
+
+
 def imgd(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "imgd.cli.main", *args], env=env, capture_output=True, text=True, timeout=120
@@ -384,11 +393,10 @@ def test_a_daemon_opens_the_image_model_with_the_first_picture_not_at_start(
     # At 1M an unchanged library's start held the image model (0.85 GB of ONNX Runtime) through the reconcile
     # for nothing: bench_daemon_scale's run 2 peaked at 2.3 GB with it.
     from conftest import write_image
-    from daemonkit import DaemonProcess, wait_until
+    from daemonkit import wait_until
 
     env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="600")
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
-    shutil.copytree(exported_models, daemon.state_dir / "models")
+    daemon = onnx_daemon(tmp_path, tiny_model, pics, exported_models, env)
     with daemon:
         daemon.start()
         assert daemon.wait_idle()["model"]["image_loaded"], "the pictures found at start opened it"
@@ -407,11 +415,10 @@ def test_daemon_on_onnx_frees_the_image_model_when_idle_and_reloads_it(
     tmp_path, tiny_model, text_model, exported_models, pics
 ):
     from conftest import write_image
-    from daemonkit import DaemonProcess, wait_until
+    from daemonkit import wait_until
 
     env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="1", IMGD_TEXT_MODEL=str(text_model))
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
-    shutil.copytree(exported_models, daemon.state_dir / "models")
+    daemon = onnx_daemon(tmp_path, tiny_model, pics, exported_models, env)
     with daemon:
         daemon.start()
         daemon.wait_idle()
@@ -457,12 +464,11 @@ def test_daemon_keeps_its_text_model_while_queries_come_and_frees_it_once_they_s
     """The text model idles on queries alone: new files do not keep it, a query within idle_unload does."""
     import time
 
-    from daemonkit import DaemonProcess, wait_until
+    from daemonkit import wait_until
     from imgd.daemon.api import client
 
     env = imgd_env(tmp_path / "state", tiny_model, IMGD_IDLE_UNLOAD="3")
-    daemon = DaemonProcess(tmp_path, tiny_model, [pics], **{k: env[k] for k in env if k.startswith(("IMGD", "PY"))})
-    shutil.copytree(exported_models, daemon.state_dir / "models")
+    daemon = onnx_daemon(tmp_path, tiny_model, pics, exported_models, env)
     with daemon:
         daemon.start()
         daemon.wait_idle()
